@@ -1,0 +1,15 @@
+{
+  'variables': { 'werror%': 0 },  # CI: node-gyp rebuild --werror=1
+  'targets': [{
+    'target_name': 'fdpass',
+    'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poller.cc', 'native/functions.cc',
+                 'native/sys/message_io.cc', 'native/sys/unix_socket.cc',
+                 'native/sys/inet_socket.cc', 'native/sys/introspect.cc' ],
+    'dependencies': [ "<!(node -p \"require('node-addon-api').targets\"):node_addon_api" ],
+    'defines': [ 'NAPI_VERSION=8', 'NODE_ADDON_API_DISABLE_DEPRECATED', '_GNU_SOURCE' ],
+    'cflags_cc': [ '-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden',
+                   '-Wall', '-Wextra', '-Wpedantic', '-Wconversion' ],
+    'ldflags': [ '-Wl,-z,relro,-z,now', '-Wl,--exclude-libs,ALL' ],
+    'conditions': [ ['werror==1', { 'cflags_cc': [ '-Werror' ] }] ],
+  }]
+}

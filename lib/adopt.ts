@@ -1,0 +1,206 @@
+// Adoption: what a descriptor is (inspect), and turning one into a net.Server, net.Socket or
+// dgram.Socket; fdOf() goes the other way. Guards the traps Node falls into with fds.
+import cluster from 'node:cluster';
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import { binding, constants, type NativeAddress } from './native';
+import { FdpassError } from './errors';
+import { kindOf } from './names';
+import { invalidArgType, validateFd } from './validate';
+
+export type FdKind = 'socket' | 'file' | 'pipe' | 'char' | 'block' | 'directory' | 'symlink' | 'unknown';
+
+export type SocketAddressInfo =
+  | { family: 'IPv4' | 'IPv6'; address: string; port: number }
+  | { family: 'unix'; path: string; abstract: boolean; unnamed: boolean };
+
+export interface SocketInfo {
+  domain: 'unix' | 'inet' | 'inet6' | 'other';
+  type: 'stream' | 'seqpacket' | 'dgram' | 'other';
+  protocol: number;
+  listening: boolean;
+  connected: boolean;
+  local: SocketAddressInfo | undefined;
+  peer: SocketAddressInfo | undefined;
+}
+
+export interface FdInfo {
+  fd: number;
+  kind: FdKind;
+  cloexec: boolean;
+  nonblocking: boolean;
+  /** Present when kind is 'socket'. */
+  socket?: SocketInfo;
+}
+
+function kindOfMode(mode: number): FdKind {
+  switch (mode) {
+    case constants.S_IFSOCK: return 'socket';
+    case constants.S_IFREG: return 'file';
+    case constants.S_IFIFO: return 'pipe';
+    case constants.S_IFCHR: return 'char';
+    case constants.S_IFBLK: return 'block';
+    case constants.S_IFDIR: return 'directory';
+    case constants.S_IFLNK: return 'symlink';
+    default: return 'unknown';
+  }
+}
+
+function address(a: NativeAddress | undefined): SocketAddressInfo | undefined {
+  if (a === undefined) return undefined;
+  if (a.family === constants.AF_INET) return { family: 'IPv4', address: a.address, port: a.port };
+  if (a.family === constants.AF_INET6) return { family: 'IPv6', address: a.address, port: a.port };
+  if (a.family === constants.AF_UNIX) return { family: 'unix', path: a.address, abstract: a.abstract, unnamed: a.unnamed };
+  return undefined;
+}
+
+/** Says what a descriptor is: file, pipe, socket (domain, type, listening, addresses), flags. */
+export function inspect(fd: number): FdInfo {
+  validateFd(fd);
+  const raw = binding.inspect(fd);
+  const info: FdInfo = { fd, kind: kindOfMode(raw.mode), cloexec: raw.cloexec, nonblocking: raw.nonblocking };
+  if (raw.isSocket) {
+    const d = raw.domain;
+    info.socket = {
+      domain: d === constants.AF_UNIX ? 'unix' : d === constants.AF_INET ? 'inet' : d === constants.AF_INET6 ? 'inet6' : 'other',
+      type: kindOf(raw.type ?? -1) ?? 'other',
+      protocol: raw.protocol ?? 0,
+      listening: raw.listening ?? false,
+      connected: raw.connected ?? false,
+      local: address(raw.local),
+      peer: address(raw.peer),
+    };
+  }
+  return info;
+}
+
+function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
+  const s = info.socket;
+  const got = s ? `a ${s.domain} ${s.type} socket${s.listening ? ' (listening)' : ''}` : `a ${info.kind}`;
+  return new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is ${got}, not ${want}`);
+}
+
+function isBound(s: SocketInfo): boolean {
+  const a = s.local;
+  if (a === undefined) return false;
+  return a.family === 'unix' ? !a.unnamed : a.port !== 0;
+}
+
+/**
+ * Resolves with a listening net.Server serving on `fd` (a listening or bound TCP or Unix stream
+ * socket), or adopts it into `server` (e.g. an http.Server). On success the server owns the fd.
+ * Refuses an unbound TCP socket (Node would silently bind 0.0.0.0 on a random port).
+ */
+export function toServer<S extends net.Server = net.Server>(fd: number, server?: S, opts: { backlog?: number } = {}): Promise<S> {
+  try {
+    validateFd(fd);
+    if (server !== undefined && !(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
+    const info = inspect(fd);
+    const s = info.socket;
+    if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.connected) {
+      throw wrongKind(fd, 'a listening or bound TCP or Unix stream socket', info);
+    }
+    if (!isBound(s)) {
+      throw new FdpassError('ERR_FDPASS_UNBOUND', `fd ${fd} is not bound to an address; Node would bind it to a random port`);
+    }
+    if (cluster.isWorker) {
+      throw new FdpassError('ERR_FDPASS_CLUSTER_WORKER', 'a cluster worker cannot adopt a listening fd: Node routes listen({ fd }) to the primary');
+    }
+    const target = server ?? (net.createServer() as S);
+    return new Promise<S>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        target.off('listening', onListening);
+        reject(err);
+      };
+      const onListening = (): void => {
+        target.off('error', onError);
+        resolve(target);
+      };
+      target.once('error', onError);
+      target.once('listening', onListening);
+      target.listen({ fd, ...(opts.backlog !== undefined ? { backlog: opts.backlog } : {}) });
+    });
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * Returns a net.Socket over `fd`, a connected TCP or Unix stream socket. The socket owns the fd.
+ * SEQPACKET and UDP sockets are refused: net.Socket cannot drive them.
+ */
+export function toSocket(fd: number, opts: { allowHalfOpen?: boolean } = {}): net.Socket {
+  validateFd(fd);
+  const info = inspect(fd);
+  const s = info.socket;
+  if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.listening || !s.connected) {
+    throw wrongKind(fd, 'a connected TCP or Unix stream socket', info);
+  }
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false });
+}
+
+/** Resolves with a dgram.Socket over `fd`, a bound UDP socket. The socket owns the fd. */
+export function toDgram(fd: number, opts: Omit<dgram.SocketOptions, 'type'> = {}): Promise<dgram.Socket> {
+  try {
+    validateFd(fd);
+    const info = inspect(fd);
+    const s = info.socket;
+    if (s === undefined || s.type !== 'dgram' || (s.domain !== 'inet' && s.domain !== 'inet6')) {
+      throw wrongKind(fd, 'a bound UDP socket', info);
+    }
+    if (!isBound(s)) throw new FdpassError('ERR_FDPASS_UNBOUND', `fd ${fd} is a UDP socket that is not bound`);
+    const socket = dgram.createSocket({ ...opts, type: s.domain === 'inet6' ? 'udp6' : 'udp4' });
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      socket.once('error', onError);
+      socket.bind({ fd }, () => {
+        socket.off('error', onError);
+        resolve(socket);
+      });
+    });
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** Picks toServer, toSocket or toDgram by what `fd` is. */
+export async function adopt(fd: number): Promise<net.Server | net.Socket | dgram.Socket> {
+  validateFd(fd);
+  const info = inspect(fd);
+  const s = info.socket;
+  if (s?.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6')) return toDgram(fd);
+  if (s?.type === 'stream' && s.domain !== 'other') return s.connected ? toSocket(fd) : toServer(fd);
+  throw wrongKind(fd, 'a TCP, UDP or Unix stream socket', info);
+}
+
+/** Anything that has a descriptor fdpass can send. */
+export type FdLike = number | net.Server | net.Socket | dgram.Socket;
+
+function dgramHandle(socket: dgram.Socket): { fd?: number } | undefined {
+  // dgram keeps its handle behind a private symbol; its `_handle` getter is deprecated (DEP0112).
+  for (const sym of Object.getOwnPropertySymbols(socket)) {
+    const state = (socket as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym];
+    if (sym.description === 'state symbol' && state?.handle) return state.handle;
+  }
+  return undefined;
+}
+
+/** The descriptor number behind a listening net.Server, a net.Socket or a bound dgram.Socket. */
+export function fdOf(value: FdLike): number {
+  if (typeof value === 'number') {
+    validateFd(value);
+    return value;
+  }
+  let fd: number | undefined;
+  if (value instanceof net.Server || value instanceof net.Socket) {
+    fd = (value as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  } else if (value instanceof dgram.Socket) {
+    fd = dgramHandle(value)?.fd;
+  } else {
+    throw invalidArgType('fd', 'of type number or an instance of net.Server, net.Socket or dgram.Socket', value);
+  }
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new FdpassError('ERR_FDPASS_NO_FD', 'the object has no descriptor (not listening, not connected, not bound, or closed)');
+  }
+  return fd;
+}

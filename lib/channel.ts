@@ -1,0 +1,398 @@
+// Channel: one Unix-socket endpoint that sends and receives messages carrying descriptors.
+// Policy lives here (flow control, framing rules, promises); the native Poller owns the fd and syscalls.
+import { EventEmitter } from 'node:events';
+import { debuglog } from 'node:util';
+import { binding, constants, type NativePoller } from './native';
+import { FdpassError, FdpassSystemError, systemError } from './errors';
+import { kindOf, type SocketKind } from './names';
+import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateObject } from './validate';
+import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+
+const debug = debuglog('fdpass');
+
+/** SCM_MAX_FD: the kernel refuses more descriptors in one message. */
+export const MAX_FDS_PER_MESSAGE = constants.MAX_FDS_PER_MESSAGE;
+/** Default receive buffer: the largest message (seqpacket/dgram) or chunk (stream) read at once. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024;
+
+/** One received message. The `fds` are yours once you have it: adopt them or close them. */
+export interface Message {
+  data: Buffer;
+  fds: number[];
+}
+
+/** What to send: optional payload bytes and up to 253 descriptors (they stay yours). */
+export interface OutgoingMessage {
+  data?: Buffer | Uint8Array | string | null;
+  fds?: readonly number[];
+}
+
+/** The peer process's credentials as the kernel saw them at connect time (SO_PEERCRED). */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface ChannelOptions {
+  /** Largest message (seqpacket, dgram) or chunk (stream) read at once. Default 64 KiB. */
+  maxMessageSize?: number;
+}
+
+interface Waiter {
+  resolve: (m: Message) => void;
+  reject: (e: unknown) => void;
+}
+
+interface PendingSend {
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+// A stream drops fds sent without data (unix(7)): fd-only stream messages carry this one byte.
+const FD_ONLY_PAD = Buffer.from([0]);
+
+function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      binding.close(fd);
+    } catch (err) {
+      debug('close(%d) failed: %s', fd, (err as Error).message);
+    }
+  }
+}
+
+/** Checks an outgoing message and returns what goes to the kernel. */
+function prepare(kind: SocketKind, msg: OutgoingMessage): { data: Buffer | null; fds: number[] } | 'noop' {
+  validateObject(msg, 'message');
+  let data = toBuffer(msg.data, 'message.data');
+  const rawFds = msg.fds ?? [];
+  if (!Array.isArray(rawFds)) throw invalidArgType('message.fds', 'an instance of Array', rawFds);
+  if (rawFds.length > MAX_FDS_PER_MESSAGE) {
+    throw outOfRange('message.fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, rawFds.length);
+  }
+  rawFds.forEach((fd, i) => validateFd(fd, `message.fds[${i}]`));
+  const fds = rawFds as number[];
+  const empty = data === null || data.length === 0;
+  if (empty && kind === 'stream') {
+    if (fds.length === 0) return 'noop'; // a zero-length stream write sends nothing
+    data = FD_ONLY_PAD;
+  }
+  if (empty && fds.length === 0 && kind === 'seqpacket') {
+    // The receiver could not tell a zero-length seqpacket message from end-of-file.
+    throw invalidArgValue('message', msg, 'must carry data or fds on a seqpacket channel');
+  }
+  return { data, fds };
+}
+
+/**
+ * A connected Unix socket that carries messages with descriptors attached.
+ *
+ * Events: `'message'` ({@link Message}), `'end'` (the peer closed), `'error'` (only emitted when
+ * someone listens; otherwise the error rejects the next `receive()`/`send()`), `'close'`.
+ */
+export class Channel extends EventEmitter {
+  /** The socket kind: 'seqpacket', 'stream' or 'dgram'. */
+  readonly type: SocketKind;
+  #poller: NativePoller | null;
+  #fd: number;
+  #inbox: Array<Message | Error> = [];
+  #waiters: Waiter[] = [];
+  #sends = new Map<number, PendingSend>();
+  #paused = false;
+  #ended = false; // EOF seen: no more messages will arrive
+  #error: Error | null = null;
+  #closing: Promise<void> | null = null;
+  #closed = false;
+  #peer: PeerCredentials | undefined;
+  #onClose: (() => void) | undefined;
+
+  /** @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd`. */
+  constructor(fd: number, type: number, opts: ChannelOptions = {}, onClose?: () => void) {
+    super();
+    const kind = kindOf(type);
+    if (kind === undefined) throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `unsupported socket type ${type}`);
+    this.type = kind;
+    this.#fd = fd;
+    this.#onClose = onClose;
+    const bufferSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    this.#poller = new binding.Poller(
+      fd,
+      0,
+      type,
+      bufferSize,
+      (datas, fdLists, eof, errno, syscall) => this.#onRead(datas as Array<Buffer | null>, fdLists ?? [], eof, errno, syscall),
+      (lastId) => this.#onSent(lastId),
+      (errno, syscall) => this.#onError(systemError(errno, syscall)),
+    );
+    this.on('newListener', (event) => {
+      if (event === 'message') process.nextTick(() => this.#dispatch());
+    });
+    this.on('removeListener', (event) => {
+      if (event === 'message') this.#updateReading();
+    });
+    debug('channel fd=%d type=%s open', fd, kind);
+  }
+
+  /** The socket's descriptor number (-1 once closed). It stays owned by the channel. */
+  get fd(): number {
+    return this.#closed ? -1 : this.#fd;
+  }
+
+  /** True once close()/destroy() ran or the channel failed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The peer's { pid, uid, gid } from SO_PEERCRED (meaningful for stream and seqpacket). */
+  get peer(): PeerCredentials {
+    if (this.#peer === undefined) {
+      if (this.#closed) throw new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
+      const [pid, uid, gid] = binding.peerCred(this.#fd);
+      this.#peer = { pid, uid, gid };
+    }
+    return this.#peer;
+  }
+
+  /**
+   * Sends one message. Resolves once the kernel has taken it. The fds stay yours: you may close them
+   * as soon as this returns, even if the message had to wait (it then holds duplicates).
+   */
+  send(msg: OutgoingMessage): Promise<void> {
+    let prepared: ReturnType<typeof prepare>;
+    try {
+      prepared = prepare(this.type, msg);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (prepared === 'noop') return Promise.resolve();
+    if (this.#closed || this.#closing !== null || this.#poller === null) {
+      return Promise.reject(this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed'));
+    }
+    let id: number;
+    try {
+      id = this.#poller.send(prepared.data, prepared.fds);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (id === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.#sends.set(id, { resolve, reject }));
+  }
+
+  /**
+   * Resolves with the next message. Rejects with ERR_FDPASS_CLOSED once the peer closed and every
+   * message has been taken, with ERR_FDPASS_CTRUNC when a message lost descriptors in the kernel
+   * (those that arrived are closed), or with the channel's error.
+   */
+  receive(opts?: WaitOptions): Promise<Message> {
+    try {
+      validateWaitOptions(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const next = this.#inbox.shift();
+    if (next !== undefined) {
+      this.#updateReading();
+      return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
+    }
+    if (this.#ended || this.#closed) return Promise.reject(this.#endError());
+    let waiter: Waiter;
+    return waitWith<Message>(
+      'receive',
+      opts,
+      (resolve, reject) => {
+        waiter = { resolve, reject };
+        this.#waiters.push(waiter);
+        this.#updateReading();
+      },
+      () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        this.#updateReading();
+      },
+    );
+  }
+
+  /** Iterates over messages until the peer closes. Reads only while the loop asks for more. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Message, void, undefined> {
+    for (;;) {
+      let m: Message;
+      try {
+        m = await this.receive();
+      } catch (err) {
+        if ((err as FdpassError).code === 'ERR_FDPASS_CLOSED' && this.#error === null) return;
+        throw err;
+      }
+      yield m;
+    }
+  }
+
+  /** Stops 'message' events (and reading) until resume(). */
+  pause(): this {
+    this.#paused = true;
+    this.#updateReading();
+    return this;
+  }
+
+  resume(): this {
+    this.#paused = false;
+    process.nextTick(() => this.#dispatch());
+    return this;
+  }
+
+  /** Lets the process exit while this channel waits for messages. */
+  unref(): this {
+    this.#poller?.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.#poller?.ref();
+    return this;
+  }
+
+  /**
+   * Closes the channel once every queued message has gone out. Messages received but not taken are
+   * dropped and their descriptors closed.
+   */
+  close(): Promise<void> {
+    if (this.#closing !== null) return this.#closing;
+    this.#closing = new Promise<void>((resolve) => {
+      if (this.#closed) return resolve();
+      this.once('close', () => resolve());
+      if (this.#sends.size === 0) {
+        this.destroy();
+      } else {
+        this.#poller?.readStop();
+        const pending = [...this.#sends.values()].map((s) => new Promise<void>((r) => {
+          const { resolve: res, reject: rej } = s;
+          s.resolve = () => { res(); r(); };
+          s.reject = (e) => { rej(e); r(); };
+        }));
+        void Promise.all(pending).then(() => this.destroy());
+      }
+    });
+    return this.#closing;
+  }
+
+  /** Closes now: queued sends reject, unread messages' descriptors are closed. */
+  destroy(err?: Error): void {
+    this.#shutdown(err ?? null);
+    const dropped = this.#inbox.splice(0);
+    for (const m of dropped) if (!(m instanceof Error)) closeAll(m.fds);
+  }
+
+  #shutdown(err: Error | null): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (err !== null && this.#error === null) this.#error = err;
+    this.#poller?.close();
+    this.#poller = null;
+    const failure = this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel was closed before the message was sent');
+    for (const s of this.#sends.values()) s.reject(failure);
+    this.#sends.clear();
+    if (this.#inbox.length === 0) this.#rejectWaiters();
+    debug('channel fd=%d closed%s', this.#fd, err ? ` (${err.message})` : '');
+    this.#onClose?.();
+    process.nextTick(() => {
+      if (err !== null && this.listenerCount('error') > 0) this.emit('error', err);
+      this.emit('close');
+    });
+  }
+
+  #endError(): Error {
+    return this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', this.#ended ? 'the peer closed the channel' : 'the channel is closed');
+  }
+
+  #rejectWaiters(): void {
+    const waiters = this.#waiters.splice(0);
+    const err = this.#endError();
+    for (const w of waiters) w.reject(err);
+  }
+
+  #onRead(datas: Array<Buffer | null>, fdLists: Array<number[] | number | undefined>, eof: boolean, errno: number, syscall: string): void {
+    for (let i = 0; i < datas.length; i++) {
+      const data = datas[i];
+      const extra = fdLists[i];
+      if (data === null || data === undefined) {
+        const flags = typeof extra === 'number' ? extra : 0;
+        this.#inbox.push(
+          flags & 1
+            ? new FdpassError('ERR_FDPASS_CTRUNC', 'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed')
+            : new FdpassError('ERR_FDPASS_TRUNCATED', 'a message was larger than maxMessageSize and was truncated (MSG_TRUNC); its descriptors were closed'),
+        );
+        debug('channel fd=%d dropped a truncated message (flags %d)', this.#fd, flags);
+        continue;
+      }
+      this.#inbox.push({ data, fds: Array.isArray(extra) ? extra : [] });
+    }
+    if (eof) {
+      this.#ended = true;
+      debug('channel fd=%d: peer closed', this.#fd);
+    }
+    this.#dispatch();
+    if (errno !== 0) {
+      this.#onError(systemError(errno, syscall));
+    } else if (eof) {
+      process.nextTick(() => this.emit('end'));
+      this.#shutdown(null);
+    }
+  }
+
+  #onSent(lastId: number): void {
+    for (const [id, s] of this.#sends) {
+      if (id > lastId) break;
+      this.#sends.delete(id);
+      s.resolve();
+    }
+  }
+
+  #onError(err: FdpassSystemError): void {
+    debug('channel fd=%d error: %s', this.#fd, err.message);
+    this.#shutdown(err);
+  }
+
+  // Hands inbox entries to waiting receive() calls first, then to 'message' listeners.
+  #dispatch(): void {
+    while (this.#inbox.length > 0 && this.#waiters.length > 0) {
+      const m = this.#inbox.shift()!;
+      const w = this.#waiters.shift()!;
+      if (m instanceof Error) w.reject(m);
+      else w.resolve(m);
+    }
+    while (this.#inbox.length > 0 && !this.#paused && this.listenerCount('message') > 0) {
+      const m = this.#inbox.shift()!;
+      if (m instanceof Error) {
+        if (this.listenerCount('error') > 0) this.emit('error', m);
+        else debug('channel fd=%d: %s (no error listener)', this.#fd, m.message);
+      } else {
+        this.emit('message', m);
+      }
+    }
+    if ((this.#ended || this.#closed) && this.#inbox.length === 0) this.#rejectWaiters();
+    this.#updateReading();
+  }
+
+  // Flow control: read only while someone is waiting; otherwise fds stay queued in the kernel.
+  #updateReading(): void {
+    if (this.#poller === null) return;
+    const wanted =
+      this.#inbox.length === 0 &&
+      (this.#waiters.length > 0 || (!this.#paused && this.listenerCount('message') > 0));
+    if (wanted) this.#poller.readStart();
+    else this.#poller.readStop();
+  }
+}
+
+/**
+ * Wraps an existing connected Unix socket descriptor (e.g. one end of a socketPair() handed to a
+ * child through spawn's `stdio`) in a Channel. The channel takes ownership of `fd`.
+ */
+export function openChannel(fd: number, opts: ChannelOptions = {}): Channel {
+  validateFd(fd);
+  const info = binding.inspect(fd);
+  if (!info.isSocket || info.domain !== constants.AF_UNIX || kindOf(info.type ?? -1) === undefined) {
+    throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is not a Unix stream, seqpacket or datagram socket`);
+  }
+  return new Channel(fd, info.type!, opts);
+}

@@ -1,0 +1,314 @@
+// Making channels: connect to a name, listen on one (ChannelServer), socket pairs, datagram sockets.
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import { debuglog } from 'node:util';
+import { binding, constants, type NativePoller } from './native';
+import { Channel, type ChannelOptions, type PeerCredentials } from './channel';
+import { FdpassError, FdpassSystemError, systemError, withContext } from './errors';
+import { parseName, socketTypeOf, type SocketKind, type UnixName } from './names';
+import { invalidArgType, validateFunction, validateInteger } from './validate';
+import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+
+const debug = debuglog('fdpass');
+
+export interface ConnectOptions extends ChannelOptions, WaitOptions {
+  /** Socket kind; default 'seqpacket'. */
+  type?: SocketKind;
+}
+
+export interface ListenOptions extends ChannelOptions {
+  /** Socket kind; default 'seqpacket'. */
+  type?: SocketKind;
+  /** listen(2) backlog; default 511 as Node's net. */
+  backlog?: number;
+  /** Permission bits of a filesystem socket; default 0o600 (owner only). */
+  mode?: number;
+  /**
+   * Decides from the peer's credentials whether a connection is accepted. Default: the same uid as
+   * this process (or root). Rejected peers are closed before they can send or receive anything.
+   */
+  allow?: (peer: PeerCredentials) => boolean;
+}
+
+export interface SocketPairOptions extends ChannelOptions {
+  /** Socket kind; default 'seqpacket'. */
+  type?: SocketKind;
+}
+
+function validateOptions(opts: unknown, name = 'options'): void {
+  if (opts !== undefined && (opts === null || typeof opts !== 'object')) throw invalidArgType(name, 'of type object', opts);
+}
+
+function sameUser(peer: PeerCredentials): boolean {
+  const uid = process.getuid?.() ?? -1;
+  return peer.uid === uid || peer.uid === 0;
+}
+
+/**
+ * Connects to a listening Unix socket (or a bound datagram socket). A full accept queue (EAGAIN) is
+ * retried with backoff, without blocking, until `timeout` (default 10 s).
+ */
+export function connect(path: string, opts: ConnectOptions = {}): Promise<Channel> {
+  let name: UnixName;
+  let type: number;
+  try {
+    validateOptions(opts);
+    name = parseName(path);
+    type = socketTypeOf(opts.type);
+    validateWaitOptions(opts);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  let timer: NodeJS.Timeout | undefined;
+  let cancelled = false;
+  return waitWith<Channel>(
+    `connect to '${name.display}'`,
+    { timeout: opts.timeout ?? 10_000, ...(opts.signal ? { signal: opts.signal } : {}) },
+    (resolve, reject) => {
+      let delay = 1;
+      const attempt = (): void => {
+        if (cancelled) return;
+        try {
+          const fd = binding.unixConnect(type, name.name, name.abstract);
+          resolve(new Channel(fd, type, opts));
+        } catch (err) {
+          if (err instanceof FdpassSystemError && err.code === 'EAGAIN') {
+            debug('connect %s: queue full, retrying in %d ms', name.display, delay);
+            timer = setTimeout(attempt, delay);
+            delay = Math.min(delay * 2, 100);
+            return;
+          }
+          reject(err instanceof FdpassSystemError ? new FdpassSystemError(err.errno, err.syscall, { path: name.display }) : err);
+        }
+      };
+      attempt();
+    },
+    () => {
+      cancelled = true;
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  );
+}
+
+/**
+ * A listening Unix socket. Emits `'connection'` with each accepted {@link Channel} whose peer passes
+ * `allow`, `'reject'` with the credentials of one that did not, `'error'` and `'close'`.
+ */
+export class ChannelServer extends EventEmitter {
+  readonly type: SocketKind;
+  readonly path: string;
+  #poller: NativePoller | null;
+  #name: UnixName;
+  #typeNumber: number;
+  #opts: ListenOptions;
+  #allow: (peer: PeerCredentials) => boolean;
+  #inode: number | undefined;
+  #retry: NodeJS.Timeout | undefined;
+
+  /** @internal Use listen(). Takes ownership of `fd`. */
+  constructor(fd: number, type: number, name: UnixName, opts: ListenOptions) {
+    super();
+    this.#typeNumber = type;
+    this.type = type === constants.SOCK_STREAM ? 'stream' : 'seqpacket';
+    this.#name = name;
+    this.path = name.abstract ? `\0${name.name}` : name.name;
+    this.#opts = opts;
+    this.#allow = opts.allow ?? sameUser;
+    if (!name.abstract) {
+      try {
+        this.#inode = fs.statSync(name.name).ino;
+      } catch {
+        this.#inode = undefined;
+      }
+    }
+    this.#poller = new binding.Poller(
+      fd,
+      1,
+      type,
+      1,
+      (fds, _unused, _eof, errno, syscall) => this.#onAccept(fds as number[], errno, syscall),
+      () => {},
+      (errno, syscall) => this.#onFatal(systemError(errno, syscall)),
+    );
+    this.#poller.readStart();
+    debug('listening on %s (%s)', name.display, this.type);
+  }
+
+  /** The listening socket's descriptor (-1 once closed). */
+  get fd(): number {
+    return this.#poller?.fd ?? -1;
+  }
+
+  get listening(): boolean {
+    return this.#poller !== null;
+  }
+
+  address(): { path: string; abstract: boolean } {
+    return { path: this.#name.name, abstract: this.#name.abstract };
+  }
+
+  #onAccept(fds: number[], errno: number, syscall: string): void {
+    for (const fd of fds) {
+      let channel: Channel;
+      try {
+        channel = new Channel(fd, this.#typeNumber, this.#opts);
+      } catch (err) {
+        binding.close(fd);
+        this.#emitError(err as Error);
+        continue;
+      }
+      let allowed = false;
+      let peer: PeerCredentials | undefined;
+      try {
+        peer = channel.peer;
+        allowed = this.#allow(peer) === true;
+      } catch (err) {
+        this.#emitError(err as Error);
+      }
+      if (!allowed) {
+        debug('rejected peer %o on %s', peer, this.#name.display);
+        channel.destroy();
+        this.emit('reject', peer);
+        continue;
+      }
+      this.emit('connection', channel);
+    }
+    if (errno !== 0) {
+      // EMFILE/ENFILE/ENOBUFS: pause accepting briefly instead of spinning on a readable socket.
+      this.#emitError(systemError(errno, syscall));
+      this.#poller?.readStop();
+      this.#retry = setTimeout(() => this.#poller?.readStart(), 100);
+      this.#retry.unref();
+    }
+  }
+
+  #emitError(err: Error): void {
+    debug('server %s: %s', this.#name.display, err.message);
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+
+  #onFatal(err: Error): void {
+    this.#emitError(err);
+    void this.close();
+  }
+
+  /** Lets the process exit while this server waits for connections. */
+  unref(): this {
+    this.#poller?.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.#poller?.ref();
+    return this;
+  }
+
+  /** Stops accepting and removes the socket file (if it is still the one this server created). */
+  close(): Promise<void> {
+    if (this.#poller === null) return Promise.resolve();
+    this.#poller.close();
+    this.#poller = null;
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
+    if (!this.#name.abstract && this.#inode !== undefined) {
+      try {
+        if (fs.statSync(this.#name.name).ino === this.#inode) fs.unlinkSync(this.#name.name);
+      } catch {
+        // already gone
+      }
+    }
+    debug('server %s closed', this.#name.display);
+    return new Promise((resolve) => {
+      process.nextTick(() => {
+        this.emit('close');
+        resolve();
+      });
+    });
+  }
+}
+
+/**
+ * Listens on a Unix socket path (created with mode 0600 by default; a stale socket file is replaced
+ * only when nobody accepts on it) or an abstract name ('\0name' or '@name').
+ */
+export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelServer> {
+  try {
+    validateOptions(opts);
+    const name = parseName(path);
+    const type = socketTypeOf(opts.type);
+    if (type === constants.SOCK_DGRAM) {
+      throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', "datagram sockets do not listen: use bindDgram() for type 'dgram'");
+    }
+    const backlog = opts.backlog ?? 511;
+    validateInteger(backlog, 'options.backlog', 0, 65535);
+    const mode = opts.mode ?? 0o600;
+    validateInteger(mode, 'options.mode', 0, 0o7777);
+    if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
+    const fd = withContext(() => binding.unixListen(type, name.name, name.abstract, backlog, mode), { path: name.display });
+    return Promise.resolve(new ChannelServer(fd, type, name, opts));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * Binds a Unix datagram socket and returns a Channel that receives what is sent to it
+ * (e.g. a NOTIFY_SOCKET). Closing the channel removes the socket file.
+ */
+export function bindDgram(path: string, opts: ListenOptions = {}): Promise<Channel> {
+  try {
+    validateOptions(opts);
+    const name = parseName(path);
+    const mode = opts.mode ?? 0o600;
+    validateInteger(mode, 'options.mode', 0, 0o7777);
+    const fd = withContext(() => binding.unixListen(constants.SOCK_DGRAM, name.name, name.abstract, 0, mode), { path: name.display });
+    let inode: number | undefined;
+    if (!name.abstract) inode = fs.statSync(name.name).ino;
+    const unlink = (): void => {
+      if (inode === undefined) return;
+      try {
+        if (fs.statSync(name.name).ino === inode) fs.unlinkSync(name.name);
+      } catch {
+        // already gone
+      }
+    };
+    return Promise.resolve(new Channel(fd, constants.SOCK_DGRAM, opts, unlink));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** Two connected channels. One end can go to a child process through spawn's `stdio`. */
+export function socketPair(opts: SocketPairOptions = {}): [Channel, Channel] {
+  validateOptions(opts);
+  const type = socketTypeOf(opts.type);
+  const [a, b] = binding.socketPair(type);
+  let first: Channel;
+  try {
+    first = new Channel(a, type, opts);
+  } catch (err) {
+    binding.close(a);
+    binding.close(b);
+    throw err;
+  }
+  try {
+    return [first, new Channel(b, type, opts)];
+  } catch (err) {
+    first.destroy();
+    binding.close(b);
+    throw err;
+  }
+}
+
+/** Waits for the first connection on `server` (used by the path forms of recvFd/recvFds). */
+export function acceptOne(server: ChannelServer, opts: WaitOptions = {}): Promise<Channel> {
+  let onConnection: (c: Channel) => void;
+  return waitWith<Channel>(
+    `waiting for a connection on '${server.address().path}'`,
+    opts,
+    (resolve) => {
+      onConnection = resolve;
+      server.once('connection', onConnection);
+    },
+    () => server.off('connection', onConnection),
+  );
+}

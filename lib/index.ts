@@ -1,0 +1,30 @@
+// fdpass: pass open file descriptors between Linux processes, and adopt them as Node objects.
+export { Channel, openChannel, MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE } from './channel';
+export type { Message, OutgoingMessage, PeerCredentials, ChannelOptions } from './channel';
+export { connect, listen, bindDgram, socketPair, ChannelServer } from './endpoints';
+export type { ConnectOptions, ListenOptions, SocketPairOptions } from './endpoints';
+export { sendFd, sendFds, recvFd, recvFds } from './transfer';
+export type { TransferOptions, ReceivedFd } from './transfer';
+export { inspect, adopt, toServer, toSocket, toDgram, fdOf } from './adopt';
+export type { FdInfo, FdKind, SocketInfo, SocketAddressInfo, FdLike } from './adopt';
+export { listenReusePort, bindReusePort } from './reuseport';
+export type { ReusePortListenOptions, ReusePortBindOptions } from './reuseport';
+export { FdpassError, FdpassSystemError } from './errors';
+export type { FdpassErrorCode } from './errors';
+export type { SocketKind } from './names';
+export type { WaitOptions } from './wait';
+
+import { binding } from './native';
+import { validateFd } from './validate';
+
+/** Closes a descriptor you own (e.g. one received as a number). */
+export function closeFd(fd: number): void {
+  validateFd(fd);
+  binding.close(fd);
+}
+
+/** Duplicates a descriptor (CLOEXEC); the copy is yours. */
+export function dupFd(fd: number): number {
+  validateFd(fd);
+  return binding.dup(fd);
+}

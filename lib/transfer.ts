@@ -1,0 +1,87 @@
+// The entry points users reach for first: sendFd/recvFd and their plural forms, over a Channel or a
+// socket path (connect/listen for one message, then clean up).
+import { Channel, MAX_FDS_PER_MESSAGE, type Message } from './channel';
+import { acceptOne, connect, listen } from './endpoints';
+import { FdpassError } from './errors';
+import { fdOf, type FdLike } from './adopt';
+import { binding } from './native';
+import type { SocketKind } from './names';
+import { invalidArgType, outOfRange } from './validate';
+import type { WaitOptions } from './wait';
+
+export interface TransferOptions extends WaitOptions {
+  /** Socket kind when `target`/`source` is a path; default 'seqpacket'. */
+  type?: SocketKind;
+}
+
+/** What recvFd resolves with: the descriptor (now yours) and the payload sent with it. */
+export interface ReceivedFd {
+  fd: number;
+  data: Buffer;
+}
+
+function toFds(values: unknown): number[] {
+  if (!Array.isArray(values)) throw invalidArgType('fds', 'an instance of Array', values);
+  if (values.length > MAX_FDS_PER_MESSAGE) throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, values.length);
+  return values.map((v: FdLike) => fdOf(v));
+}
+
+function checkTarget(value: unknown, name: string): asserts value is Channel | string {
+  if (!(value instanceof Channel) && typeof value !== 'string') {
+    throw invalidArgType(name, 'of type string or an instance of Channel', value);
+  }
+}
+
+/**
+ * Sends descriptors (numbers, or Node objects whose descriptor is sent) with an optional payload, as one
+ * message. `target` is a Channel, or a socket path to connect to, send, and close. The fds stay yours.
+ */
+export async function sendFds(target: Channel | string, fds: readonly FdLike[], data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
+  checkTarget(target, 'target');
+  const numbers = toFds(fds);
+  if (target instanceof Channel) return target.send({ data: data ?? null, fds: numbers });
+  const channel = await connect(target, opts);
+  try {
+    await channel.send({ data: data ?? null, fds: numbers });
+  } finally {
+    await channel.close();
+  }
+}
+
+/** Sends one descriptor (or a net.Server / net.Socket / dgram.Socket's) with an optional payload. */
+export function sendFd(target: Channel | string, fd: FdLike, data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
+  return sendFds(target, [fd], data, opts);
+}
+
+/**
+ * Receives one message. `source` is a Channel, or a socket path: then it listens there, takes one
+ * connection, receives one message, removes the socket and resolves.
+ */
+export async function recvFds(source: Channel | string, opts: TransferOptions = {}): Promise<Message> {
+  checkTarget(source, 'source');
+  if (source instanceof Channel) return source.receive(opts);
+  const server = await listen(source, opts.type !== undefined ? { type: opts.type } : {});
+  let channel: Channel;
+  try {
+    channel = await acceptOne(server, opts);
+  } finally {
+    await server.close();
+  }
+  try {
+    return await channel.receive(opts);
+  } finally {
+    await channel.close();
+  }
+}
+
+/**
+ * Receives one message that carries exactly one descriptor; resolves with `{ fd, data }`. A message
+ * with none or several is an error (ERR_FDPASS_NO_FD / ERR_FDPASS_TOO_MANY_FDS; its fds are closed).
+ */
+export async function recvFd(source: Channel | string, opts: TransferOptions = {}): Promise<ReceivedFd> {
+  const m = await recvFds(source, opts);
+  if (m.fds.length === 1) return { fd: m.fds[0]!, data: m.data };
+  for (const fd of m.fds) binding.close(fd);
+  if (m.fds.length === 0) throw new FdpassError('ERR_FDPASS_NO_FD', 'the message carried no descriptor');
+  throw new FdpassError('ERR_FDPASS_TOO_MANY_FDS', `the message carried ${m.fds.length} descriptors, expected 1 (use recvFds)`);
+}

@@ -1,0 +1,379 @@
+// Poller: one socket, one uv_poll_t on Node's loop, no blocking syscall and no threads.
+// libuv docs/src/poll.rst: readiness is only a hint (EAGAIN is normal), and the poll handle must be
+// stopped (uv_close) before the fd is closed.
+#include "poller.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include "args.h"
+#include "errors.h"
+#include "sys/message_io.h"
+#include "sys/unix_socket.h"
+
+namespace fdpass {
+namespace {
+
+// libuv's uv__read reads at most 32 times per wakeup so one busy socket cannot starve the loop.
+constexpr int kReadBudget = 32;
+
+// Receivers adopt fds they may have inherited (spawn stdio): make them ours.
+int MakeNonBlockingCloexec(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+  int fdfl = fcntl(fd, F_GETFD);
+  if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) return -errno;
+  return 0;
+}
+
+}  // namespace
+
+Napi::Function Poller::Define(Napi::Env env) {
+  return DefineClass(env, "Poller",
+                     {InstanceMethod<&Poller::Send>("send"),
+                      InstanceMethod<&Poller::ReadStart>("readStart"),
+                      InstanceMethod<&Poller::ReadStop>("readStop"),
+                      InstanceMethod<&Poller::Close>("close"),
+                      InstanceMethod<&Poller::Ref>("ref"),
+                      InstanceMethod<&Poller::Unref>("unref"),
+                      InstanceAccessor<&Poller::GetFd>("fd"),
+                      InstanceAccessor<&Poller::GetQueued>("queued")});
+}
+
+Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) {
+  Napi::Env env = info.Env();
+  addon_ = Addon::From(env);
+  int fd, mode, socket_type, buffer_size;
+  Napi::Function on_read, on_sent, on_error;
+  if (!ReadFd(info, 0, &fd) || !ReadInt32(info, 1, &mode, kMessages, kAccept) ||
+      !ReadInt32(info, 2, &socket_type) || !ReadInt32(info, 3, &buffer_size, 1, 1 << 26) ||
+      !ReadFunction(info, 4, &on_read) || !ReadFunction(info, 5, &on_sent) ||
+      !ReadFunction(info, 6, &on_error)) {
+    return;
+  }
+  int rc = MakeNonBlockingCloexec(fd);
+  if (rc < 0) {
+    ThrowSystemError(env, rc, "fcntl");
+    return;
+  }
+  fd_.reset(fd);
+  mode_ = mode;
+  socket_type_ = socket_type;
+  if (mode_ == kMessages) recv_buffer_.resize(static_cast<size_t>(buffer_size));
+  on_read_ = Napi::Persistent(on_read);
+  on_sent_ = Napi::Persistent(on_sent);
+  on_error_ = Napi::Persistent(on_error);
+  async_context_ = std::make_unique<Napi::AsyncContext>(env, "fdpass:Poller");
+
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  handle_ = new Handle();
+  handle_->addon = addon_;
+  handle_->owner = this;
+  rc = uv_poll_init(loop, &handle_->poll, fd_.get());
+  if (rc < 0) {
+    delete handle_;
+    handle_ = nullptr;
+    fd_.reset();
+    ThrowSystemError(env, rc, "uv_poll_init");
+    return;
+  }
+  handle_->poll.data = handle_;
+  addon_->live_pollers.insert(this);
+}
+
+Poller::~Poller() { CloseHandle(); }  // GC backstop: an unclosed Poller still frees its fd
+
+void Poller::CloseHandle() {
+  if (handle_ != nullptr) {
+    uv_poll_stop(&handle_->poll);
+    handle_->owner = nullptr;
+    addon_->pending_closes++;
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll), [](uv_handle_t* h) {
+      Handle* handle = static_cast<Handle*>(h->data);
+      Addon* addon = handle->addon;
+      delete handle;
+      addon->CloseDone();
+    });
+    handle_ = nullptr;
+    addon_->live_pollers.erase(this);
+  }
+  // uv_close removed the fd from epoll synchronously (uv__platform_invalidate_fd): safe to close now.
+  fd_.reset();
+  queue_.clear();
+  reading_ = false;
+  polling_events_ = 0;
+  if (pinned_) {
+    pinned_ = false;
+    Napi::ObjectWrap<Poller>::Unref();
+  }
+}
+
+void Poller::UpdatePolling() {
+  if (handle_ == nullptr) return;
+  int events = 0;
+  if (reading_) events |= UV_READABLE;
+  if (!queue_.empty() && !write_failed_) events |= UV_WRITABLE;
+  if (events != polling_events_) {
+    polling_events_ = events;
+    if (events == 0) {
+      uv_poll_stop(&handle_->poll);
+    } else {
+      int rc = uv_poll_start(&handle_->poll, events, OnPoll);
+      if (rc < 0) polling_events_ = 0;  // only on a closed loop; the JS side sees no events
+    }
+  }
+  // While libuv may call back, keep the JS object (and its callbacks) from being collected.
+  bool want_pin = events != 0;
+  if (want_pin && !pinned_) {
+    pinned_ = true;
+    Napi::ObjectWrap<Poller>::Ref();
+  } else if (!want_pin && pinned_) {
+    pinned_ = false;
+    Napi::ObjectWrap<Poller>::Unref();
+  }
+}
+
+void Poller::OnPoll(uv_poll_t* poll, int status, int events) {
+  Handle* handle = static_cast<Handle*>(poll->data);
+  Poller* self = handle->owner;
+  if (self == nullptr) return;
+  Napi::HandleScope scope(self->Env());
+  if (status < 0) {
+    // EBADF and the like: report as a read error; the JS side closes.
+    self->reading_ = false;
+    self->UpdatePolling();
+    self->Call(self->on_error_, {Napi::Number::New(self->Env(), status),
+                                 Napi::String::New(self->Env(), "uv_poll"),
+                                 Napi::Number::New(self->Env(), 0)});
+    return;
+  }
+  if ((events & UV_WRITABLE) != 0) self->OnWritable();
+  if (self->handle_ == nullptr) return;  // JS closed us from a callback
+  if ((events & UV_READABLE) != 0 && self->reading_) {
+    if (self->mode_ == kAccept) {
+      self->OnReadableAccept();
+    } else {
+      self->OnReadableMessages();
+    }
+  }
+}
+
+void Poller::Call(const Napi::FunctionReference& fn, const std::vector<napi_value>& args) {
+  Napi::Env env = Env();
+  fn.MakeCallback(Value(), args, *async_context_);
+  if (env.IsExceptionPending()) {
+    Napi::Error e = env.GetAndClearPendingException();
+    napi_fatal_exception(env, e.Value());
+  }
+}
+
+void Poller::OnReadableMessages() {
+  Napi::Env env = Env();
+  Napi::Array datas = Napi::Array::New(env);
+  Napi::Array fd_lists = Napi::Array::New(env);
+  uint32_t count = 0;
+  bool eof = false;
+  int err = 0;
+
+  for (int i = 0; i < kReadBudget; i++) {
+    ReceivedMessage m;
+    int rc = ReceiveMessage(fd_.get(), recv_buffer_.data(), recv_buffer_.size(), &m);
+    if (rc == -EAGAIN) break;
+    if (rc < 0) {
+      err = rc;
+      break;
+    }
+    // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
+    // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.)
+    if (m.length == 0 && m.fds.empty() && socket_type_ != SOCK_DGRAM) {
+      eof = true;
+      break;
+    }
+    if (m.fds_truncated || m.data_truncated) {
+      // The message is unusable: its fds close with `m`; JS is told what was lost.
+      datas.Set(count, env.Null());
+      fd_lists.Set(count, Napi::Number::New(env, (m.fds_truncated ? 1 : 0) |
+                                                     (m.data_truncated ? 2 : 0)));
+      count++;
+      continue;
+    }
+    datas.Set(count, Napi::Buffer<uint8_t>::Copy(env, recv_buffer_.data(), m.length));
+    if (m.fds.empty()) {
+      fd_lists.Set(count, env.Undefined());
+    } else {
+      Napi::Array list = Napi::Array::New(env, m.fds.size());
+      for (uint32_t k = 0; k < m.fds.size(); k++) {
+        list.Set(k, Napi::Number::New(env, m.fds[k].get()));
+      }
+      for (auto& fd : m.fds) fd.release();  // JS owns them now
+      fd_lists.Set(count, list);
+    }
+    count++;
+  }
+
+  if (eof || err != 0) {
+    reading_ = false;
+    UpdatePolling();
+  }
+  if (count == 0 && !eof && err == 0) return;
+  Call(on_read_, {datas, fd_lists, Napi::Boolean::New(env, eof), Napi::Number::New(env, err),
+                  Napi::String::New(env, "recvmsg")});
+}
+
+void Poller::OnReadableAccept() {
+  Napi::Env env = Env();
+  Napi::Array fds = Napi::Array::New(env);
+  uint32_t count = 0;
+  int err = 0;
+  for (int i = 0; i < kReadBudget; i++) {
+    int fd = UnixAccept(fd_.get());
+    if (fd == -EAGAIN) break;
+    if (fd == -ECONNABORTED) continue;  // the client gave up before we accepted: not our error
+    if (fd < 0) {
+      err = fd;  // EMFILE and friends: JS pauses accepting for a while
+      break;
+    }
+    fds.Set(count++, Napi::Number::New(env, fd));
+  }
+  if (count == 0 && err == 0) return;
+  Call(on_read_, {fds, env.Undefined(), Napi::Boolean::New(env, false), Napi::Number::New(env, err),
+                  Napi::String::New(env, "accept4")});
+}
+
+void Poller::OnWritable() {
+  Napi::Env env = Env();
+  uint32_t last_done = 0;
+  int err = 0;
+  uint32_t failed_id = 0;
+  while (!queue_.empty()) {
+    Outgoing& m = queue_.front();
+    std::vector<int> raw;
+    raw.reserve(m.fds.size());
+    for (auto& fd : m.fds) raw.push_back(fd.get());
+    size_t len = m.data.size() - m.offset;
+    ssize_t n = SendMessage(fd_.get(), m.data.data() + m.offset, len, raw.data(), raw.size());
+    if (n == -EAGAIN) break;
+    if (n < 0) {
+      err = static_cast<int>(n);
+      failed_id = m.id;
+      break;
+    }
+    // unix(7): the fds went out with the first byte; never attach them again.
+    m.fds.clear();
+    m.offset += static_cast<size_t>(n);
+    if (m.offset < m.data.size()) continue;  // partial stream write: send the rest
+    last_done = m.id;
+    queue_.pop_front();
+  }
+  if (err != 0) {
+    // The socket is broken for writing; every queued message fails (their dup'd fds close).
+    write_failed_ = true;
+    queue_.clear();
+  }
+  UpdatePolling();
+  if (last_done != 0) Call(on_sent_, {Napi::Number::New(env, last_done)});
+  if (err != 0 && handle_ != nullptr) {
+    Call(on_error_, {Napi::Number::New(env, err), Napi::String::New(env, "sendmsg"),
+                     Napi::Number::New(env, failed_id)});
+  }
+}
+
+// send(data: Uint8Array | null, fds: number[] | null) -> 0 when the kernel took it all, else the id
+// that onSent(id) later reports. Throws a system error when the kernel refuses at once.
+Napi::Value Poller::Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint8_t* data;
+  size_t len;
+  std::vector<int> fds;
+  if (!ReadBytes(info, 0, &data, &len) ||
+      !ReadFdArray(info, 1, static_cast<size_t>(kMaxFdsPerMessage), &fds)) {
+    return env.Undefined();
+  }
+  if (!fd_.valid()) {
+    ThrowSystemError(env, -EBADF, "sendmsg");
+    return env.Undefined();
+  }
+  if (write_failed_) {
+    ThrowSystemError(env, -EPIPE, "sendmsg");
+    return env.Undefined();
+  }
+  if (socket_type_ == SOCK_STREAM && len == 0 && !fds.empty()) {
+    // unix(7): a stream silently drops fds sent with no data byte. lib/ pads; this is the re-check.
+    ThrowRangeError(env, "ERR_INVALID_ARG_VALUE", "a stream message with fds needs data");
+    return env.Undefined();
+  }
+
+  size_t sent = 0;
+  if (queue_.empty()) {
+    ssize_t n = SendMessage(fd_.get(), data, len, fds.data(), fds.size());
+    if (n >= 0 && static_cast<size_t>(n) == len) return Napi::Number::New(env, 0);
+    if (n < 0 && n != -EAGAIN) {
+      ThrowSystemError(env, static_cast<int>(n), "sendmsg");
+      return env.Undefined();
+    }
+    if (n > 0) sent = static_cast<size_t>(n);
+  }
+
+  Outgoing m;
+  m.id = next_id_++;
+  if (next_id_ == 0) next_id_ = 1;
+  m.data.assign(data + sent, data + len);
+  if (sent == 0) {
+    // Not sent yet: hold duplicates so the caller may close its copies now (DESIGN.md §4).
+    m.fds.reserve(fds.size());
+    for (int fd : fds) {
+      int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (dup < 0) {
+        int e = -errno;
+        ThrowSystemError(env, e, "fcntl");
+        return env.Undefined();  // m's dups close here
+      }
+      m.fds.emplace_back(dup);
+    }
+  }
+  uint32_t id = m.id;
+  queue_.push_back(std::move(m));
+  UpdatePolling();
+  return Napi::Number::New(env, id);
+}
+
+Napi::Value Poller::ReadStart(const Napi::CallbackInfo& info) {
+  if (fd_.valid()) {
+    reading_ = true;
+    UpdatePolling();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value Poller::ReadStop(const Napi::CallbackInfo& info) {
+  reading_ = false;
+  UpdatePolling();
+  return info.Env().Undefined();
+}
+
+Napi::Value Poller::Close(const Napi::CallbackInfo& info) {
+  CloseHandle();
+  return info.Env().Undefined();
+}
+
+Napi::Value Poller::Ref(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return info.Env().Undefined();
+}
+
+Napi::Value Poller::Unref(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return info.Env().Undefined();
+}
+
+Napi::Value Poller::GetFd(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), fd_.get());
+}
+
+Napi::Value Poller::GetQueued(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(queue_.size()));
+}
+
+}  // namespace fdpass

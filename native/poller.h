@@ -1,0 +1,83 @@
+// Poller: the JS-visible owner of one socket fd and its uv_poll_t on Node's loop.
+// Message mode: readable -> drain recvmsg (budgeted), writable -> flush the send queue.
+// Accept mode: readable -> accept4 until EAGAIN (budgeted).
+#ifndef FDPASS_POLLER_H_
+#define FDPASS_POLLER_H_
+
+#include <napi.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "addon.h"
+#include "unique_fd.h"
+
+namespace fdpass {
+
+class Poller : public Napi::ObjectWrap<Poller> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  // new Poller(fd, mode, socketType, bufferSize, onRead, onSent, onError): takes ownership of fd.
+  explicit Poller(const Napi::CallbackInfo& info);
+  ~Poller() override;
+
+  // Stops polling, closes the fd and drops queued messages (their duplicated fds close). Idempotent.
+  void CloseHandle();
+
+ private:
+  enum Mode { kMessages = 0, kAccept = 1 };
+
+  // A message the kernel has not taken yet. Holds duplicates of the caller's fds (DESIGN.md §4).
+  struct Outgoing {
+    uint32_t id;
+    std::vector<uint8_t> data;
+    size_t offset = 0;            // bytes already sent (stream partial writes)
+    std::vector<UniqueFd> fds;    // emptied once they went out with the first bytes
+  };
+
+  // The uv handle outlives this object until its close callback runs.
+  struct Handle {
+    uv_poll_t poll;
+    Addon* addon;
+    Poller* owner;
+  };
+
+  Napi::Value Send(const Napi::CallbackInfo& info);
+  Napi::Value ReadStart(const Napi::CallbackInfo& info);
+  Napi::Value ReadStop(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Ref(const Napi::CallbackInfo& info);
+  Napi::Value Unref(const Napi::CallbackInfo& info);
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value GetQueued(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* poll, int status, int events);
+  void OnReadableMessages();
+  void OnReadableAccept();
+  void OnWritable();
+  void UpdatePolling();
+  // Calls a JS callback as an async-hooks-aware MakeCallback; routes a throw to 'uncaughtException'.
+  void Call(const Napi::FunctionReference& fn, const std::vector<napi_value>& args);
+
+  Addon* addon_;
+  Handle* handle_ = nullptr;
+  UniqueFd fd_;
+  int mode_ = kMessages;
+  int socket_type_ = 0;
+  bool reading_ = false;
+  bool write_failed_ = false;
+  bool pinned_ = false;  // a strong reference keeps this object alive while the poll is active
+  int polling_events_ = 0;
+  uint32_t next_id_ = 1;
+  std::deque<Outgoing> queue_;
+  std::vector<uint8_t> recv_buffer_;
+  Napi::FunctionReference on_read_, on_sent_, on_error_;
+  std::unique_ptr<Napi::AsyncContext> async_context_;
+};
+
+}  // namespace fdpass
+
+#endif  // FDPASS_POLLER_H_

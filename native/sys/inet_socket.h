@@ -1,0 +1,26 @@
+// TCP/UDP sockets bound with SO_REUSEPORT (socket(7)), for listeners shared between processes.
+#ifndef FDPASS_SYS_INET_SOCKET_H_
+#define FDPASS_SYS_INET_SOCKET_H_
+
+#include <string>
+
+#include "unix_socket.h"  // SysResult
+
+namespace fdpass {
+
+struct InetOptions {
+  int family = 0;         // AF_INET or AF_INET6
+  int type = 0;           // SOCK_STREAM or SOCK_DGRAM
+  std::string host;       // numeric address (TS resolves names)
+  int port = 0;
+  int backlog = -1;       // >= 0: listen() (stream only)
+  int v6only = -1;        // -1: kernel default, 0/1: IPV6_V6ONLY
+  bool reuse_port = true;
+};
+
+// socket + SO_REUSEADDR + SO_REUSEPORT (+ IPV6_V6ONLY) + bind (+ listen); NONBLOCK | CLOEXEC.
+SysResult InetBind(const InetOptions& opts);
+
+}  // namespace fdpass
+
+#endif  // FDPASS_SYS_INET_SOCKET_H_

@@ -1,0 +1,52 @@
+// AF_UNIX sockets: socket/bind/listen/connect/accept4/socketpair and SO_PEERCRED. No N-API here.
+#ifndef FDPASS_SYS_UNIX_SOCKET_H_
+#define FDPASS_SYS_UNIX_SOCKET_H_
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace fdpass {
+
+// A Unix socket name: a filesystem path, or a Linux abstract name (unix(7)) without its leading NUL.
+struct UnixName {
+  std::string name;
+  bool abstract = false;
+};
+
+// Result of a multi-step operation: fd >= 0, or err (-errno) with the syscall that failed.
+struct SysResult {
+  int fd = -1;
+  int err = 0;
+  const char* syscall = "";
+};
+
+// socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC)
+SysResult UnixSocket(int type);
+
+// Creates a socket bound to `name`; for stream/seqpacket also listening with `backlog`.
+// A filesystem socket gets permission bits `mode` before listen(), so no one can connect to it with
+// looser permissions. A stale socket file (nobody accepts on it) is replaced; anything else at the
+// path is left alone (EADDRINUSE).
+SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode);
+
+// Creates a socket connected to `name`. Non-blocking: -EAGAIN when the listener's queue is full.
+SysResult UnixConnect(int type, const UnixName& name);
+
+// accept4(..., SOCK_NONBLOCK | SOCK_CLOEXEC). Returns the fd or -errno (-EAGAIN when none waits).
+int UnixAccept(int listener);
+
+// socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC). Returns 0 or -errno.
+int UnixSocketPair(int type, int out[2]);
+
+struct PeerCred {
+  int pid;
+  unsigned uid;
+  unsigned gid;
+};
+// getsockopt(SO_PEERCRED). Returns 0 or -errno.
+int GetPeerCred(int sock, PeerCred* out);
+
+}  // namespace fdpass
+
+#endif  // FDPASS_SYS_UNIX_SOCKET_H_
