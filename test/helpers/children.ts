@@ -1,0 +1,117 @@
+// Child processes for tests: fixtures run with this Node, talking JSON lines over stdio.
+// Every child is registered so the root hooks can kill survivors and wait for their exit.
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+
+const live = new Set<ChildProcess>();
+
+export interface Fixture {
+  proc: ChildProcess;
+  pid: number;
+  /** Resolves with the next JSON line the child printed (rejects if it exits first). */
+  next<T = Record<string, unknown>>(timeoutMs?: number): Promise<T>;
+  /** Waits for the next line whose `event` is `name`, skipping others. */
+  expect<T = Record<string, unknown>>(name: string, timeoutMs?: number): Promise<T>;
+  /** Writes a JSON line to the child's stdin. */
+  send(obj: unknown): void;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr(): string;
+}
+
+export const fixturesDir = path.join(__dirname, '..', 'fixtures');
+
+/** Spawns a command (registered for reaping) and reads JSON lines from its stdout. */
+export function spawnJson(command: string, args: string[], opts: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv } = {}): Fixture {
+  const proc = spawn(command, args, {
+    stdio: opts.stdio ?? ['pipe', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+  });
+  live.add(proc);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('close', (code, signal) => {
+      live.delete(proc);
+      resolve({ code, signal });
+    });
+  });
+  let err = '';
+  proc.stderr?.setEncoding('utf8');
+  proc.stderr?.on('data', (d: string) => {
+    err += d;
+  });
+  const queue: Record<string, unknown>[] = [];
+  const waiting: Array<(v: Record<string, unknown> | null) => void> = [];
+  let ended = false;
+  const rl = readline.createInterface({ input: proc.stdout! });
+  rl.on('line', (line) => {
+    let msg: Record<string, unknown>;
+    try {
+      msg = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      msg = { event: 'text', text: line };
+    }
+    const w = waiting.shift();
+    if (w) w(msg);
+    else queue.push(msg);
+  });
+  rl.on('close', () => {
+    ended = true;
+    for (const w of waiting.splice(0)) w(null);
+  });
+  const next = <T>(timeoutMs = 15000): Promise<T> => {
+    const m = queue.shift();
+    if (m) return Promise.resolve(m as T);
+    if (ended) return Promise.reject(new Error(`child ${proc.pid} ended its output. stderr:\n${err}`));
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = waiting.indexOf(deliver);
+        if (i >= 0) waiting.splice(i, 1);
+        reject(new Error(`child ${proc.pid} said nothing for ${timeoutMs} ms. stderr:\n${err}`));
+      }, timeoutMs);
+      const deliver = (v: Record<string, unknown> | null): void => {
+        clearTimeout(timer);
+        if (v === null) reject(new Error(`child ${proc.pid} ended its output. stderr:\n${err}`));
+        else resolve(v as T);
+      };
+      waiting.push(deliver);
+    });
+  };
+  const expectEvent = async <T>(name: string, timeoutMs = 15000): Promise<T> => {
+    for (;;) {
+      const m = await next<Record<string, unknown>>(timeoutMs);
+      if (m.event === 'error') throw new Error(`child ${proc.pid} failed: ${String(m.message)}\n${String(m.stack ?? '')}`);
+      if (m.event === name) return m as T;
+    }
+  };
+  return {
+    proc,
+    pid: proc.pid!,
+    next,
+    expect: expectEvent,
+    send: (obj) => proc.stdin?.write(`${JSON.stringify(obj)}\n`),
+    exited,
+    stderr: () => err,
+  };
+}
+
+/** Runs test/fixtures/<name>.js with this Node. */
+export function runFixture(name: string, args: string[] = [], opts: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv } = {}): Fixture {
+  return spawnJson(process.execPath, [path.join(fixturesDir, `${name}.js`), ...args], opts);
+}
+
+/** Kills every child still running and waits for each to exit. */
+export async function reapChildren(): Promise<number> {
+  const survivors = [...live];
+  await Promise.all(
+    survivors.map(
+      (proc) =>
+        new Promise<void>((resolve) => {
+          if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+          proc.once('close', () => resolve());
+          proc.kill('SIGKILL');
+        }),
+    ),
+  );
+  live.clear();
+  return survivors.length;
+}

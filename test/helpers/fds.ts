@@ -1,0 +1,33 @@
+// Descriptor accounting for tests: what this process has open, by /proc/self/fd.
+import * as fs from 'node:fs';
+
+/** fd number -> readlink target, for every open descriptor of this process. */
+export function openFds(): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    try {
+      out.set(Number(name), fs.readlinkSync(`/proc/self/fd/${name}`));
+    } catch {
+      // the directory's own fd, closed by the time we read it
+    }
+  }
+  return out;
+}
+
+export function fdCount(): number {
+  return openFds().size;
+}
+
+/** Descriptors in `after` that were not in `before` (or now point elsewhere). */
+export function newFds(before: Map<number, string>, after: Map<number, string>): string[] {
+  const added: string[] = [];
+  for (const [fd, target] of after) {
+    if (before.get(fd) !== target) added.push(`${fd} -> ${target}`);
+  }
+  return added;
+}
+
+/** Waits until libuv has run its close callbacks (uv_close is asynchronous). */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+}
