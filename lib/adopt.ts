@@ -76,7 +76,8 @@ export function inspect(fd: number): FdInfo {
 
 function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
   const s = info.socket;
-  const got = s ? `a ${s.domain} ${s.type} socket${s.listening ? ' (listening)' : ''}` : `a ${info.kind}`;
+  const what = s ? `${s.domain} ${s.type} socket${s.listening ? ' (listening)' : ''}` : info.kind;
+  const got = `${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what}`;
   return new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is ${got}, not ${want}`);
 }
 
@@ -186,9 +187,9 @@ function dgramHandle(socket: dgram.Socket): { fd?: number } | undefined {
 }
 
 /** The descriptor number behind a listening net.Server, a net.Socket or a bound dgram.Socket. */
-export function fdOf(value: FdLike): number {
+export function fdOf(value: FdLike, name = 'fd'): number {
   if (typeof value === 'number') {
-    validateFd(value);
+    validateFd(value, name);
     return value;
   }
   let fd: number | undefined;
@@ -197,7 +198,7 @@ export function fdOf(value: FdLike): number {
   } else if (value instanceof dgram.Socket) {
     fd = dgramHandle(value)?.fd;
   } else {
-    throw invalidArgType('fd', 'of type number or an instance of net.Server, net.Socket or dgram.Socket', value);
+    throw invalidArgType(name, 'of type number or an instance of net.Server, net.Socket or dgram.Socket', value);
   }
   if (typeof fd !== 'number' || fd < 0) {
     throw new FdpassError('ERR_FDPASS_NO_FD', 'the object has no descriptor (not listening, not connected, not bound, or closed)');

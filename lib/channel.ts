@@ -5,7 +5,7 @@ import { debuglog } from 'node:util';
 import { binding, constants, type NativePoller } from './native';
 import { FdpassError, FdpassSystemError, systemError } from './errors';
 import { kindOf, type SocketKind } from './names';
-import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateObject } from './validate';
+import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateInteger, validateObject } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
 
 const debug = debuglog('fdpass');
@@ -14,6 +14,8 @@ const debug = debuglog('fdpass');
 export const MAX_FDS_PER_MESSAGE = constants.MAX_FDS_PER_MESSAGE;
 /** Default receive buffer: the largest message (seqpacket/dgram) or chunk (stream) read at once. */
 export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024;
+/** Upper bound for maxMessageSize (64 MiB). */
+export const MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 
 /** One received message. The `fds` are yours once you have it: adopt them or close them. */
 export interface Message {
@@ -60,6 +62,13 @@ function closeAll(fds: readonly number[]): void {
       debug('close(%d) failed: %s', fd, (err as Error).message);
     }
   }
+}
+
+/** Checks ChannelOptions; returns the receive buffer size. */
+export function validateChannelOptions(opts: ChannelOptions): number {
+  const size = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+  validateInteger(size, 'options.maxMessageSize', 1, MAX_MESSAGE_SIZE);
+  return size;
 }
 
 /** Checks an outgoing message and returns what goes to the kernel. */
@@ -115,7 +124,7 @@ export class Channel extends EventEmitter {
     this.type = kind;
     this.#fd = fd;
     this.#onClose = onClose;
-    const bufferSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    const bufferSize = validateChannelOptions(opts);
     this.#poller = new binding.Poller(
       fd,
       0,
@@ -258,7 +267,11 @@ export class Channel extends EventEmitter {
   close(): Promise<void> {
     if (this.#closing !== null) return this.#closing;
     this.#closing = new Promise<void>((resolve) => {
-      if (this.#closed) return resolve();
+      if (this.#closed) {
+        // Already shut by EOF or an error: what is still unread goes now.
+        this.destroy();
+        return resolve();
+      }
       this.once('close', () => resolve());
       if (this.#sends.size === 0) {
         this.destroy();
@@ -363,8 +376,9 @@ export class Channel extends EventEmitter {
     while (this.#inbox.length > 0 && !this.#paused && this.listenerCount('message') > 0) {
       const m = this.#inbox.shift()!;
       if (m instanceof Error) {
+        // Never silent, never a crash: without an 'error' listener it becomes a process warning.
         if (this.listenerCount('error') > 0) this.emit('error', m);
-        else debug('channel fd=%d: %s (no error listener)', this.#fd, m.message);
+        else process.emitWarning(m);
       } else {
         this.emit('message', m);
       }

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { debuglog } from 'node:util';
 import { binding, constants, type NativePoller } from './native';
-import { Channel, type ChannelOptions, type PeerCredentials } from './channel';
+import { Channel, validateChannelOptions, type ChannelOptions, type PeerCredentials } from './channel';
 import { FdpassError, FdpassSystemError, systemError, withContext } from './errors';
 import { parseName, socketTypeOf, type SocketKind, type UnixName } from './names';
 import { invalidArgType, validateFunction, validateInteger } from './validate';
@@ -28,6 +28,11 @@ export interface ListenOptions extends ChannelOptions {
    * this process (or root). Rejected peers are closed before they can send or receive anything.
    */
   allow?: (peer: PeerCredentials) => boolean;
+}
+
+export interface BindDgramOptions extends ChannelOptions {
+  /** Permission bits of a filesystem socket; default 0o600 (owner only). */
+  mode?: number;
 }
 
 export interface SocketPairOptions extends ChannelOptions {
@@ -55,6 +60,7 @@ export function connect(path: string, opts: ConnectOptions = {}): Promise<Channe
     validateOptions(opts);
     name = parseName(path);
     type = socketTypeOf(opts.type);
+    validateChannelOptions(opts);
     validateWaitOptions(opts);
   } catch (err) {
     return Promise.reject(err);
@@ -243,6 +249,7 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
     const mode = opts.mode ?? 0o600;
     validateInteger(mode, 'options.mode', 0, 0o7777);
     if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
+    validateChannelOptions(opts);
     const fd = withContext(() => binding.unixListen(type, name.name, name.abstract, backlog, mode), { path: name.display });
     return Promise.resolve(new ChannelServer(fd, type, name, opts));
   } catch (err) {
@@ -254,9 +261,10 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
  * Binds a Unix datagram socket and returns a Channel that receives what is sent to it
  * (e.g. a NOTIFY_SOCKET). Closing the channel removes the socket file.
  */
-export function bindDgram(path: string, opts: ListenOptions = {}): Promise<Channel> {
+export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Channel> {
   try {
     validateOptions(opts);
+    validateChannelOptions(opts);
     const name = parseName(path);
     const mode = opts.mode ?? 0o600;
     validateInteger(mode, 'options.mode', 0, 0o7777);
@@ -281,6 +289,7 @@ export function bindDgram(path: string, opts: ListenOptions = {}): Promise<Chann
 export function socketPair(opts: SocketPairOptions = {}): [Channel, Channel] {
   validateOptions(opts);
   const type = socketTypeOf(opts.type);
+  validateChannelOptions(opts);
   const [a, b] = binding.socketPair(type);
   let first: Channel;
   try {

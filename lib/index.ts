@@ -1,10 +1,10 @@
 // fdpass: pass open file descriptors between Linux processes, and adopt them as Node objects.
-export { Channel, openChannel, MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE } from './channel';
+export { Channel, openChannel, MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE } from './channel';
 export type { Message, OutgoingMessage, PeerCredentials, ChannelOptions } from './channel';
 export { connect, listen, bindDgram, socketPair, ChannelServer } from './endpoints';
-export type { ConnectOptions, ListenOptions, SocketPairOptions } from './endpoints';
+export type { ConnectOptions, ListenOptions, BindDgramOptions, SocketPairOptions } from './endpoints';
 export { sendFd, sendFds, recvFd, recvFds } from './transfer';
-export type { TransferOptions, ReceivedFd } from './transfer';
+export type { TransferOptions, ReceiveOptions, ReceivedFd } from './transfer';
 export { inspect, adopt, toServer, toSocket, toDgram, fdOf } from './adopt';
 export type { FdInfo, FdKind, SocketInfo, SocketAddressInfo, FdLike } from './adopt';
 export { listenReusePort, bindReusePort } from './reuseport';

@@ -63,7 +63,6 @@ export interface NativeBinding {
   socketPair(type: number): [number, number];
   unixListen(type: number, name: string, abstract: boolean, backlog: number, mode: number): number;
   unixConnect(type: number, name: string, abstract: boolean): number;
-  unixSocket(type: number): number;
   peerCred(fd: number): [number, number, number];
   inetBind(
     family: number,

@@ -1,18 +1,21 @@
 // The entry points users reach for first: sendFd/recvFd and their plural forms, over a Channel or a
 // socket path (connect/listen for one message, then clean up).
 import { Channel, MAX_FDS_PER_MESSAGE, type Message } from './channel';
-import { acceptOne, connect, listen } from './endpoints';
+import { acceptOne, bindDgram, connect, listen, type ListenOptions } from './endpoints';
 import { FdpassError } from './errors';
 import { fdOf, type FdLike } from './adopt';
 import { binding } from './native';
 import type { SocketKind } from './names';
 import { invalidArgType, outOfRange } from './validate';
-import type { WaitOptions } from './wait';
+import { validateWaitOptions, type WaitOptions } from './wait';
 
 export interface TransferOptions extends WaitOptions {
   /** Socket kind when `target`/`source` is a path; default 'seqpacket'. */
   type?: SocketKind;
 }
+
+/** For recvFd/recvFds on a path: how to listen there (mode, allow, maxMessageSize) and how long to wait. */
+export interface ReceiveOptions extends TransferOptions, Pick<ListenOptions, 'mode' | 'allow' | 'maxMessageSize'> {}
 
 /** What recvFd resolves with: the descriptor (now yours) and the payload sent with it. */
 export interface ReceivedFd {
@@ -23,7 +26,7 @@ export interface ReceivedFd {
 function toFds(values: unknown): number[] {
   if (!Array.isArray(values)) throw invalidArgType('fds', 'an instance of Array', values);
   if (values.length > MAX_FDS_PER_MESSAGE) throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, values.length);
-  return values.map((v: FdLike) => fdOf(v));
+  return values.map((v: FdLike, i) => fdOf(v, `fds[${i}]`));
 }
 
 function checkTarget(value: unknown, name: string): asserts value is Channel | string {
@@ -57,18 +60,36 @@ export function sendFd(target: Channel | string, fd: FdLike, data?: Buffer | Uin
  * Receives one message. `source` is a Channel, or a socket path: then it listens there, takes one
  * connection, receives one message, removes the socket and resolves.
  */
-export async function recvFds(source: Channel | string, opts: TransferOptions = {}): Promise<Message> {
+export async function recvFds(source: Channel | string, opts: ReceiveOptions = {}): Promise<Message> {
   checkTarget(source, 'source');
   if (source instanceof Channel) return source.receive(opts);
-  const server = await listen(source, opts.type !== undefined ? { type: opts.type } : {});
+  validateWaitOptions(opts);
+  // One deadline for the whole exchange: the connection, then its message.
+  const deadline = opts.timeout !== undefined ? Date.now() + opts.timeout : undefined;
+  const remaining = (): WaitOptions => ({
+    ...(deadline !== undefined ? { timeout: Math.max(0, deadline - Date.now()) } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const listenOpts: ListenOptions = {
+    ...(opts.type !== undefined ? { type: opts.type } : {}),
+    ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
+    ...(opts.allow !== undefined ? { allow: opts.allow } : {}),
+    ...(opts.maxMessageSize !== undefined ? { maxMessageSize: opts.maxMessageSize } : {}),
+  };
   let channel: Channel;
-  try {
-    channel = await acceptOne(server, opts);
-  } finally {
-    await server.close();
+  if (opts.type === 'dgram') {
+    // A datagram socket has no connections: bind, take one datagram.
+    channel = await bindDgram(source, listenOpts);
+  } else {
+    const server = await listen(source, listenOpts);
+    try {
+      channel = await acceptOne(server, remaining());
+    } finally {
+      await server.close();
+    }
   }
   try {
-    return await channel.receive(opts);
+    return await channel.receive(remaining());
   } finally {
     await channel.close();
   }
@@ -78,7 +99,7 @@ export async function recvFds(source: Channel | string, opts: TransferOptions = 
  * Receives one message that carries exactly one descriptor; resolves with `{ fd, data }`. A message
  * with none or several is an error (ERR_FDPASS_NO_FD / ERR_FDPASS_TOO_MANY_FDS; its fds are closed).
  */
-export async function recvFd(source: Channel | string, opts: TransferOptions = {}): Promise<ReceivedFd> {
+export async function recvFd(source: Channel | string, opts: ReceiveOptions = {}): Promise<ReceivedFd> {
   const m = await recvFds(source, opts);
   if (m.fds.length === 1) return { fd: m.fds[0]!, data: m.data };
   for (const fd of m.fds) binding.close(fd);

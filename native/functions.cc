@@ -21,7 +21,7 @@ namespace {
 bool ReadSocketType(const Napi::CallbackInfo& info, size_t i, int* out) {
   if (!ReadInt32(info, i, out)) return false;
   if (*out != SOCK_STREAM && *out != SOCK_SEQPACKET && *out != SOCK_DGRAM) {
-    ThrowRangeError(info.Env(), "ERR_INVALID_ARG_VALUE", "unsupported socket type");
+    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_VALUE", "unsupported socket type");
     return false;
   }
   return true;
@@ -77,14 +77,6 @@ Napi::Value UnixConnectFn(const Napi::CallbackInfo& info) {
   return Result(env, UnixConnect(type, name));
 }
 
-// unixSocket(type) -> fd (unbound, unconnected; for dgram senders)
-Napi::Value UnixSocketFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int type;
-  if (!ReadSocketType(info, 0, &type)) return env.Undefined();
-  return Result(env, UnixSocket(type));
-}
-
 // peerCred(fd) -> [pid, uid, gid]
 Napi::Value PeerCredFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -115,7 +107,7 @@ Napi::Value InetBindFn(const Napi::CallbackInfo& info) {
   }
   if ((o.family != AF_INET && o.family != AF_INET6) ||
       (o.type != SOCK_STREAM && o.type != SOCK_DGRAM)) {
-    ThrowRangeError(env, "ERR_INVALID_ARG_VALUE", "unsupported family or socket type");
+    ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "unsupported family or socket type");
     return env.Undefined();
   }
   return Result(env, InetBind(o));
@@ -211,7 +203,6 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   exports.Set("unixListen", Napi::Function::New(env, UnixListenFn, "unixListen"));
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnectFn, "unixConnect"));
-  exports.Set("unixSocket", Napi::Function::New(env, UnixSocketFn, "unixSocket"));
   exports.Set("peerCred", Napi::Function::New(env, PeerCredFn, "peerCred"));
   exports.Set("inetBind", Napi::Function::New(env, InetBindFn, "inetBind"));
   exports.Set("inspect", Napi::Function::New(env, InspectFn, "inspect"));

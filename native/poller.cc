@@ -301,7 +301,7 @@ Napi::Value Poller::Send(const Napi::CallbackInfo& info) {
   }
   if (socket_type_ == SOCK_STREAM && len == 0 && !fds.empty()) {
     // unix(7): a stream silently drops fds sent with no data byte. lib/ pads; this is the re-check.
-    ThrowRangeError(env, "ERR_INVALID_ARG_VALUE", "a stream message with fds needs data");
+    ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "a stream message with fds needs data");
     return env.Undefined();
   }
 

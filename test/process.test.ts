@@ -1,0 +1,192 @@
+// Descriptors crossing between real processes: listeners, bursts, truncation, SO_REUSEPORT.
+import * as assert from 'node:assert/strict';
+import * as dgram from 'node:dgram';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import { once } from 'node:events';
+import { sendFd, listen, listenReusePort, closeFd, type Channel } from 'fdpass';
+import { runFixture, spawnJson, fixturesDir } from './helpers/children';
+import { fdCount } from './helpers/fds';
+import { tmpPath } from './helpers/tmp';
+import * as path from 'node:path';
+
+/** One GET on a new connection; resolves with the body, rejects on any socket error. */
+function get(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Runs `count` requests, `concurrency` at a time; returns who served how many and the failures. */
+async function load(port: number, count: number, concurrency: number): Promise<{ served: Map<string, number>; errors: string[] }> {
+  const served = new Map<string, number>();
+  const errors: string[] = [];
+  let started = 0;
+  const worker = async (): Promise<void> => {
+    while (started < count) {
+      started++;
+      try {
+        const who = (await get(port)).split(' ')[0]!;
+        served.set(who, (served.get(who) ?? 0) + 1);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { served, errors };
+}
+
+describe('between processes', () => {
+  it('a listening TCP socket moves to an unrelated process, both serve, then the receiver alone, no refused connection', async () => {
+    const sock = tmpPath('handoff.sock');
+    const server = http.createServer((_req, res) => {
+      res.setHeader('connection', 'close');
+      res.end(`A ${process.pid}`);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as { port: number }).port;
+
+    // B is spawned without IPC or inherited descriptors: it knows only the socket path.
+    const b = runFixture('http-receiver', [sock], { stdio: ['pipe', 'pipe', 'pipe'] });
+    await b.expect('waiting');
+    await sendFd(sock, server, 'http listener');
+    const serving = await b.expect<{ data: string; cloexec: boolean; kind: string; listening: boolean }>('serving');
+    assert.equal(serving.data, 'http listener');
+    assert.equal(serving.cloexec, true);
+    assert.equal(serving.kind, 'socket');
+    assert.equal(serving.listening, true);
+
+    // Both hold the listener: both accept in turn.
+    let both = { served: new Map<string, number>(), errors: [] as string[] };
+    for (let round = 0; round < 10 && !(both.served.get('A') && both.served.get('B')); round++) {
+      const r = await load(port, 100, 8);
+      for (const [k, v] of r.served) both.served.set(k, (both.served.get(k) ?? 0) + v);
+      both.errors.push(...r.errors);
+    }
+    assert.deepEqual(both.errors, []);
+    assert.ok((both.served.get('A') ?? 0) > 0, `A served ${both.served.get('A')}`);
+    assert.ok((both.served.get('B') ?? 0) > 0, `B served ${both.served.get('B')}`);
+
+    // A closes its copy while requests keep coming: none may fail.
+    const during = load(port, 400, 8);
+    await new Promise((r) => setTimeout(r, 20));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const r = await during;
+    assert.deepEqual(r.errors, []);
+    const after = await load(port, 100, 8);
+    assert.deepEqual(after.errors, []);
+    assert.deepEqual([...after.served.keys()], ['B']);
+
+    b.send({ cmd: 'close' });
+    const closed = await b.expect<{ fdsBefore: number; fdsAfter: number; targetsBefore: unknown; targetsAfter: unknown }>('closed');
+    assert.deepEqual(closed.targetsAfter, closed.targetsBefore);
+    assert.equal(closed.fdsAfter, closed.fdsBefore, 'the receiver is back to its starting fd count');
+    b.proc.stdin!.end();
+    assert.deepEqual(await b.exited, { code: 0, signal: null });
+  });
+
+  for (const type of ['seqpacket', 'stream'] as const) {
+    it(`${type}: a burst of 10,000 fd-carrying messages sent without awaiting arrives complete`, async () => {
+      const sock = tmpPath('burst.sock');
+      const server = await listen(sock, { type });
+      const sender = runFixture('burst-sender', [sock, '10000', type]);
+      const [channel] = (await once(server, 'connection')) as [Channel];
+      await server.close();
+      let messages = 0;
+      let fds = 0;
+      let inOrder = true;
+      for await (const m of channel) {
+        if (m.data.toString() !== `m${messages}`) inOrder = false;
+        messages++;
+        fds += m.fds.length;
+        for (const fd of m.fds) closeFd(fd);
+      }
+      await channel.close();
+      const sent = await sender.expect<{ count: number; fdsBefore: number; fdsAfter: number }>('sent');
+      assert.equal(messages, 10000);
+      assert.equal(fds, 10000);
+      assert.ok(inOrder, 'messages arrive in order');
+      assert.equal(sent.fdsAfter, sent.fdsBefore);
+      assert.deepEqual(await sender.exited, { code: 0, signal: null });
+    });
+  }
+
+  it('a receiver with too small a descriptor limit gets ERR_FDPASS_CTRUNC and leaks nothing', async () => {
+    const sock = tmpPath('ctrunc.sock');
+    const server = await listen(sock);
+    const script = path.join(fixturesDir, 'ctrunc-receiver.js');
+    const child = spawnJson('/bin/sh', ['-c', `ulimit -n 64 && exec "$0" "$@"`, process.execPath, script, sock]);
+    const [channel] = (await once(server, 'connection')) as [Channel];
+    await server.close();
+    const ready = await child.expect<{ fds: number }>('ready');
+    assert.ok(ready.fds < 64);
+    const fds = Array.from({ length: 200 }, () => fs.openSync('/dev/null', 'r'));
+    await channel.send({ data: 'too many for you', fds });
+    await channel.send({ data: 'after', fds: [fds[0]!] });
+    for (const fd of fds) fs.closeSync(fd);
+    const result = await child.expect<{ error: { code: string } | null; fdsBefore: number; fdsAfter: number; next: string; nextFds: number }>('result');
+    assert.equal(result.error?.code, 'ERR_FDPASS_CTRUNC');
+    assert.equal(result.next, 'after');
+    assert.equal(result.nextFds, 1);
+    // fdsAfter counts the one fd of the second message, still held.
+    assert.equal(result.fdsAfter, result.fdsBefore + 1);
+    await channel.close();
+    assert.deepEqual(await child.exited, { code: 0, signal: null });
+  });
+
+  it('SO_REUSEPORT: two processes listen on one TCP port and connections reach both', async () => {
+    const first = runFixture('reuseport-server', ['tcp', '0']);
+    const { port } = await first.expect<{ port: number }>('ready');
+    const second = runFixture('reuseport-server', ['tcp', String(port)]);
+    await second.expect('ready');
+    const r = await load(port, 200, 8);
+    assert.deepEqual(r.errors, []);
+    assert.ok((r.served.get(String(first.pid)) ?? 0) > 0, 'first served');
+    assert.ok((r.served.get(String(second.pid)) ?? 0) > 0, 'second served');
+    for (const c of [first, second]) {
+      c.send({ cmd: 'stop' });
+      await c.expect('stopped');
+      c.proc.stdin!.end();
+      assert.deepEqual(await c.exited, { code: 0, signal: null });
+    }
+  });
+
+  it('SO_REUSEPORT: two processes bind one UDP port and datagrams reach both', async () => {
+    const first = runFixture('reuseport-server', ['udp', '0']);
+    const { port } = await first.expect<{ port: number }>('ready');
+    const second = runFixture('reuseport-server', ['udp', String(port)]);
+    await second.expect('ready');
+    const seen = new Set<string>();
+    // The kernel picks a socket by hashing the source address: vary the source port.
+    for (let i = 0; i < 64 && seen.size < 2; i++) {
+      const client = dgram.createSocket('udp4');
+      client.send('who', port, '127.0.0.1');
+      const [msg] = (await once(client, 'message')) as [Buffer];
+      seen.add(msg.toString());
+      await new Promise<void>((resolve) => client.close(() => resolve()));
+    }
+    assert.deepEqual([...seen].sort(), [String(first.pid), String(second.pid)].sort());
+    for (const c of [first, second]) {
+      c.send({ cmd: 'stop' });
+      await c.expect('stopped');
+      c.proc.stdin!.end();
+      assert.deepEqual(await c.exited, { code: 0, signal: null });
+    }
+  });
+
+  it('this process is back to its starting descriptor count after a listener round trip', async () => {
+    const before = fdCount();
+    const s = await listenReusePort({ port: 0, host: '127.0.0.1' });
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(fdCount(), before);
+  });
+});
