@@ -14,7 +14,12 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_ABORTED'
   | 'ERR_FDPASS_WRONG_FD_KIND'
   | 'ERR_FDPASS_UNBOUND'
-  | 'ERR_FDPASS_CLUSTER_WORKER';
+  | 'ERR_FDPASS_CLUSTER_WORKER'
+  | 'ERR_FDPASS_HANDOFF_BUSY'
+  | 'ERR_FDPASS_HANDOFF_VERSION'
+  | 'ERR_FDPASS_HANDOFF_PROTOCOL'
+  | 'ERR_FDPASS_HANDOFF_REFUSED'
+  | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME';
 
 /** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */
 export class FdpassSystemError extends Error {

@@ -141,7 +141,21 @@ void Poller::OnPoll(uv_poll_t* poll, int status, int events) {
   if (self == nullptr) return;
   Napi::HandleScope scope(self->Env());
   if (status < 0) {
-    // EBADF and the like: report as a read error; the JS side closes.
+    // libuv reports POLLERR as UV_EBADF and stops the handle. On a Unix socket POLLERR usually means a
+    // pending socket error (ECONNRESET: the peer closed with data of ours unread), and recvmsg returns
+    // the messages still queued before that error: read them first, the error comes last.
+    self->polling_events_ = 0;
+    bool progressed = false;
+    if (self->mode_ == kMessages && self->reading_) progressed = self->OnReadableMessages();
+    if (self->handle_ == nullptr) return;
+    if (progressed) {
+      self->UpdatePolling();  // poll again: more messages, then the error itself
+      return;
+    }
+    if (!self->queue_.empty()) {
+      self->OnWritable();  // sendmsg reports the socket's real error to the queued sends
+      return;
+    }
     self->reading_ = false;
     self->UpdatePolling();
     self->Call(self->on_error_, {Napi::Number::New(self->Env(), status),
@@ -169,7 +183,7 @@ void Poller::Call(const Napi::FunctionReference& fn, const std::vector<napi_valu
   }
 }
 
-void Poller::OnReadableMessages() {
+bool Poller::OnReadableMessages() {
   Napi::Env env = Env();
   Napi::Array datas = Napi::Array::New(env);
   Napi::Array fd_lists = Napi::Array::New(env);
@@ -181,6 +195,10 @@ void Poller::OnReadableMessages() {
     ReceivedMessage m;
     int rc = ReceiveMessage(fd_.get(), recv_buffer_.data(), recv_buffer_.size(), &m);
     if (rc == -EAGAIN) break;
+    // Datagram-style receives (seqpacket, dgram) report a pending ECONNRESET (the peer closed with our
+    // data unread) before the messages still queued (net/core/datagram.c checks sock_error first) and
+    // clear it: read on, the messages and then end-of-file follow.
+    if (rc == -ECONNRESET && socket_type_ != SOCK_STREAM) continue;
     if (rc < 0) {
       err = rc;
       break;
@@ -217,9 +235,10 @@ void Poller::OnReadableMessages() {
     reading_ = false;
     UpdatePolling();
   }
-  if (count == 0 && !eof && err == 0) return;
+  if (count == 0 && !eof && err == 0) return false;
   Call(on_read_, {datas, fd_lists, Napi::Boolean::New(env, eof), Napi::Number::New(env, err),
                   Napi::String::New(env, "recvmsg")});
+  return true;
 }
 
 void Poller::OnReadableAccept() {

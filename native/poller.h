@@ -55,7 +55,7 @@ class Poller : public Napi::ObjectWrap<Poller> {
   Napi::Value GetQueued(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* poll, int status, int events);
-  void OnReadableMessages();
+  bool OnReadableMessages();  // true when something (messages, EOF, an error) was delivered
   void OnReadableAccept();
   void OnWritable();
   void UpdatePolling();

@@ -19,13 +19,23 @@ export interface Fixture {
   stderr(): string;
 }
 
+export interface SpawnJsonOptions {
+  stdio?: StdioOptions;
+  env?: NodeJS.ProcessEnv;
+  /** Run as this user/group (needs root). */
+  uid?: number;
+  gid?: number;
+}
+
 export const fixturesDir = path.join(__dirname, '..', 'fixtures');
 
 /** Spawns a command (registered for reaping) and reads JSON lines from its stdout. */
-export function spawnJson(command: string, args: string[], opts: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv } = {}): Fixture {
+export function spawnJson(command: string, args: string[], opts: SpawnJsonOptions = {}): Fixture {
   const proc = spawn(command, args, {
     stdio: opts.stdio ?? ['pipe', 'pipe', 'pipe'],
     env: opts.env ?? process.env,
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
   live.add(proc);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -95,7 +105,7 @@ export function spawnJson(command: string, args: string[], opts: { stdio?: Stdio
 }
 
 /** Runs test/fixtures/<name>.js with this Node. */
-export function runFixture(name: string, args: string[] = [], opts: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv } = {}): Fixture {
+export function runFixture(name: string, args: string[] = [], opts: SpawnJsonOptions = {}): Fixture {
   return spawnJson(process.execPath, [path.join(fixturesDir, `${name}.js`), ...args], opts);
 }
 

@@ -1,0 +1,173 @@
+// Hot restart: listeners move from an old process to a new one; the old keeps serving on failure.
+import * as assert from 'node:assert/strict';
+import * as http from 'node:http';
+import { handoff, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
+import { runFixture, type Fixture } from './helpers/children';
+import { tmpPath } from './helpers/tmp';
+
+function get(port: number, path = '/'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
+  });
+}
+
+async function stop(child: Fixture, expectCode: number | null = 0): Promise<void> {
+  child.send({ cmd: 'exit' });
+  child.proc.stdin!.end();
+  const { code } = await child.exited;
+  if (expectCode !== null) assert.equal(code, expectCode, child.stderr());
+}
+
+interface Serving {
+  ports: Record<string, number>;
+  fds: number;
+}
+
+describe('hand-off (hot restart)', () => {
+  it('first start: take() resolves null when no old process serves the path', async () => {
+    assert.equal(await handoff.take(tmpPath('nobody.sock')), null);
+  });
+
+  it('the accept queue survives: waiting clients are served by the new process after SIGKILL of the old', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'raw']);
+    const { ports } = await old.expect<Serving>('serving');
+    // Nobody accepts yet: these 50 connections complete their handshake and wait in the queue.
+    const waiting = Array.from({ length: 50 }, () => get(ports.web!));
+    await new Promise((r) => setTimeout(r, 100));
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
+    old.proc.kill('SIGKILL');
+    await old.exited;
+    const answers = await Promise.all(waiting);
+    assert.equal(answers.length, 50);
+    for (const a of answers) assert.equal(a, `new ${fresh.pid}`);
+    assert.equal(await get(ports.web!), `new ${fresh.pid}`);
+    fresh.send({ cmd: 'ready' });
+    await fresh.expect('ready-failed'); // the old process is gone: no ack, but serving goes on
+    assert.equal(await get(ports.web!), `new ${fresh.pid}`);
+    await stop(fresh);
+  });
+
+  it('in-flight requests complete on the old process; after ready the new one serves alone', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http']);
+    const { ports } = await old.expect<Serving>('serving');
+    const port = ports.web!;
+    assert.equal(await get(port), `old ${old.pid}`);
+    const slow = get(port, '/slow'); // accepted by the old process, answered after 600 ms
+    await new Promise((r) => setTimeout(r, 50));
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
+    fresh.send({ cmd: 'ready' });
+    await fresh.expect('ready');
+    await old.expect('handoff');
+    assert.equal(await slow, `old ${old.pid}`);
+    await old.expect('drained');
+    assert.deepEqual(await old.exited, { code: 0, signal: null });
+    for (let i = 0; i < 20; i++) assert.equal(await get(port), `new ${fresh.pid}`);
+    await stop(fresh);
+  });
+
+  for (const [behaviour, code] of [
+    ['exit-before-ready', 'ERR_FDPASS_CLOSED'],
+    ['hang', 'ERR_FDPASS_TIMEOUT'],
+    ['disconnect', 'ERR_FDPASS_CLOSED'],
+  ] as const) {
+    it(`rollback: a new process that does '${behaviour}' leaves the old one serving, fd count unchanged`, async () => {
+      const control = tmpPath('control.sock');
+      const old = runFixture('handoff-old', [control, behaviour === 'disconnect' ? 'many' : 'http', '1000']);
+      const { ports } = await old.expect<Serving>('serving');
+      const fresh = runFixture('handoff-new', [control, behaviour]);
+      if (behaviour === 'hang') {
+        await fresh.expect('taken');
+        // One hand-off at a time: a second taker meanwhile is told the old process is busy.
+        await assert.rejects(handoff.take(control), { code: 'ERR_FDPASS_HANDOFF_BUSY' });
+      }
+      const rollback = await old.expect<{ code: string; fds: number }>('rollback');
+      assert.equal(rollback.code, code);
+      assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
+      if (behaviour === 'disconnect') {
+        const d = await fresh.expect<{ fds: number }>('disconnected');
+        assert.equal(d.fds, 253, 'it left after the first batch of 253');
+      }
+      fresh.proc.kill('SIGKILL');
+      await fresh.exited;
+      if (behaviour === 'disconnect') {
+        const c = await new Promise<string>((resolve, reject) => {
+          const s = require('node:net').connect(ports.l7, '127.0.0.1');
+          let data = '';
+          s.on('data', (d: Buffer) => (data += d.toString()));
+          s.on('end', () => resolve(data));
+          s.on('error', reject);
+        });
+        assert.equal(c, 'l7');
+      } else {
+        assert.equal(await get(ports.web!), `old ${old.pid}`);
+      }
+      // And a later hand-off still works.
+      if (behaviour !== 'disconnect') {
+        const next = runFixture('handoff-new', [control, 'serve']);
+        await next.expect('adopted');
+        next.send({ cmd: 'ready' });
+        await next.expect('ready');
+        await old.expect('drained');
+        assert.equal(await get(ports.web!), `new ${next.pid}`);
+        await stop(next);
+        await old.exited;
+      } else {
+        await stop(old);
+      }
+    });
+  }
+
+  it('more than 253 listeners move with their names', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'many']);
+    const { ports } = await old.expect<Serving>('serving');
+    const fresh = runFixture('handoff-new', [control, 'many']);
+    const got = await fresh.expect<{ ports: Record<string, number> }>('many');
+    assert.equal(Object.keys(got.ports).length, 300);
+    assert.deepEqual(got.ports, ports);
+    await old.expect('drained');
+    assert.equal((await fresh.exited).code, 0);
+    assert.equal((await old.exited).code, 0);
+  });
+
+  it('a peer with another uid is refused and receives no fd', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // needs root to run a child as another user
+    const control = `@fdpass-test-${process.pid}-${Date.now()}`;
+    const old = runFixture('handoff-old', [control, 'http', '2000']);
+    const { ports } = await old.expect<Serving>('serving');
+    // As nobody: the abstract name has no file permissions, so only the credential check stops it.
+    const nobody = runFixture('handoff-new', [control, 'refused'], { uid: 65534, gid: 65534 });
+    const r = await nobody.expect<{ code: string; fds: number }>('refused');
+    assert.equal(r.code, 'ERR_FDPASS_HANDOFF_REFUSED');
+    assert.equal(r.fds, 0);
+    assert.equal((await nobody.exited).code, 0);
+    assert.equal(await get(ports.web!), `old ${old.pid}`);
+    await stop(old);
+  });
+
+  it('a peer speaking another protocol version is refused cleanly', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http']);
+    const { ports } = await old.expect<Serving>('serving');
+    const ch = await connect(control);
+    await ch.send({ data: JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION + 1, type: 'hello' }) });
+    const reply = await ch.receive();
+    assert.equal(reply.fds.length, 0);
+    assert.equal(JSON.parse(reply.data.toString()).code, 'ERR_FDPASS_HANDOFF_VERSION');
+    await ch.close();
+    const rollback = await old.expect<{ code: string }>('rollback');
+    assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_VERSION');
+    assert.equal(await get(ports.web!), `old ${old.pid}`);
+    await stop(old);
+  });
+});
