@@ -1,0 +1,17 @@
+// The naive restart, for comparison: the old process closes its listener and exits, then the new one
+// binds the port. Connections arriving in between are refused.
+//   node naive-server.js <port>      (SIGTERM: close and exit)
+import * as http from 'node:http';
+
+const port = Number(process.argv[2] ?? 8080);
+const server = http.createServer((_req, res) => res.end(`hello from ${process.pid}\n`));
+
+function bind(): void {
+  server.once('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EADDRINUSE') throw err;
+    setTimeout(bind, 5); // the old process has not let go yet
+  });
+  server.listen(port, () => process.stdout.write(`${JSON.stringify({ event: 'serving', pid: process.pid })}\n`));
+}
+bind();
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
