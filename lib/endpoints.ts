@@ -44,6 +44,26 @@ function validateOptions(opts: unknown, name = 'options'): void {
   if (opts !== undefined && (opts === null || typeof opts !== 'object')) throw invalidArgType(name, 'of type object', opts);
 }
 
+/** The inode of the socket file just bound at `name` (undefined for abstract names). */
+function socketInode(name: UnixName): number | undefined {
+  if (name.abstract) return undefined;
+  try {
+    return fs.statSync(name.name).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes the socket file, unless someone else has bound a new one at that path meanwhile. */
+function unlinkIfOurs(name: UnixName, inode: number | undefined): void {
+  if (inode === undefined) return;
+  try {
+    if (fs.statSync(name.name).ino === inode) fs.unlinkSync(name.name);
+  } catch {
+    // already gone
+  }
+}
+
 function sameUser(peer: PeerCredentials): boolean {
   const uid = process.getuid?.() ?? -1;
   return peer.uid === uid || peer.uid === 0;
@@ -120,13 +140,7 @@ export class ChannelServer extends EventEmitter {
     this.path = name.abstract ? `\0${name.name}` : name.name;
     this.#opts = opts;
     this.#allow = opts.allow ?? sameUser;
-    if (!name.abstract) {
-      try {
-        this.#inode = fs.statSync(name.name).ino;
-      } catch {
-        this.#inode = undefined;
-      }
-    }
+    this.#inode = socketInode(name);
     this.#poller = new binding.Poller(
       fd,
       1,
@@ -215,13 +229,7 @@ export class ChannelServer extends EventEmitter {
     this.#poller.close();
     this.#poller = null;
     if (this.#retry !== undefined) clearTimeout(this.#retry);
-    if (!this.#name.abstract && this.#inode !== undefined) {
-      try {
-        if (fs.statSync(this.#name.name).ino === this.#inode) fs.unlinkSync(this.#name.name);
-      } catch {
-        // already gone
-      }
-    }
+    unlinkIfOurs(this.#name, this.#inode);
     debug('server %s closed', this.#name.display);
     return new Promise((resolve) => {
       process.nextTick(() => {
@@ -269,17 +277,8 @@ export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Ch
     const mode = opts.mode ?? 0o600;
     validateInteger(mode, 'options.mode', 0, 0o7777);
     const fd = withContext(() => binding.unixListen(constants.SOCK_DGRAM, name.name, name.abstract, 0, mode), { path: name.display });
-    let inode: number | undefined;
-    if (!name.abstract) inode = fs.statSync(name.name).ino;
-    const unlink = (): void => {
-      if (inode === undefined) return;
-      try {
-        if (fs.statSync(name.name).ino === inode) fs.unlinkSync(name.name);
-      } catch {
-        // already gone
-      }
-    };
-    return Promise.resolve(new Channel(fd, constants.SOCK_DGRAM, opts, unlink));
+    const inode = socketInode(name);
+    return Promise.resolve(new Channel(fd, constants.SOCK_DGRAM, opts, () => unlinkIfOurs(name, inode)));
   } catch (err) {
     return Promise.reject(err);
   }
