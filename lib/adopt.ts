@@ -76,8 +76,12 @@ export function inspect(fd: number): FdInfo {
 
 function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
   const s = info.socket;
-  const what = s ? `${s.domain} ${s.type} socket${s.listening ? ' (listening)' : ''}` : info.kind;
-  const got = `${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what}`;
+  const kinds: Record<FdKind, string> = {
+    socket: 'a socket', file: 'a file', pipe: 'a pipe', char: 'a character device', block: 'a block device',
+    directory: 'a directory', symlink: 'a symbolic link', unknown: 'an unknown kind of descriptor',
+  };
+  const article = s?.domain === 'unix' ? 'a' : 'an'; // a unix, an inet, an inet6, an other
+  const got = s ? `${article} ${s.domain} ${s.type} socket${s.listening ? ' (listening)' : ''}` : kinds[info.kind];
   return new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is ${got}, not ${want}`);
 }
 

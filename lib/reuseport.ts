@@ -88,6 +88,9 @@ export async function bindReusePort(opts: ReusePortBindOptions): Promise<dgram.S
   checkPortHost(opts, 'options');
   if (opts.type !== 'udp4' && opts.type !== 'udp6') throw invalidArgValue('options.type', opts.type, "must be 'udp4' or 'udp6'");
   const family = opts.type === 'udp6' ? 6 : 4;
+  if (opts.host !== undefined && net.isIP(opts.host) !== 0 && net.isIP(opts.host) !== family) {
+    throw invalidArgValue('options.host', opts.host, `is an IPv${net.isIP(opts.host)} address but options.type is '${opts.type}'`);
+  }
   const candidates = await resolveHost(opts.host, family);
   const fd = bindFirst(candidates, constants.SOCK_DGRAM, opts.port, -1, opts.ipv6Only);
   try {

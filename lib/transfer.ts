@@ -6,7 +6,7 @@ import { FdpassError } from './errors';
 import { fdOf, type FdLike } from './adopt';
 import { binding } from './native';
 import type { SocketKind } from './names';
-import { invalidArgType, outOfRange } from './validate';
+import { invalidArgType, outOfRange, toBuffer } from './validate';
 import { validateWaitOptions, type WaitOptions } from './wait';
 
 export interface TransferOptions extends WaitOptions {
@@ -42,17 +42,19 @@ function checkTarget(value: unknown, name: string): asserts value is Channel | s
 export async function sendFds(target: Channel | string, fds: readonly FdLike[], data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
   checkTarget(target, 'target');
   const numbers = toFds(fds);
-  if (target instanceof Channel) return target.send({ data: data ?? null, fds: numbers });
+  const payload = toBuffer(data, 'data'); // checked before any connection is made
+  if (target instanceof Channel) return target.send({ data: payload, fds: numbers });
   const channel = await connect(target, opts);
   try {
-    await channel.send({ data: data ?? null, fds: numbers });
+    await channel.send({ data: payload, fds: numbers });
   } finally {
     await channel.close();
   }
 }
 
 /** Sends one descriptor (or a net.Server / net.Socket / dgram.Socket's) with an optional payload. */
-export function sendFd(target: Channel | string, fd: FdLike, data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
+export async function sendFd(target: Channel | string, fd: FdLike, data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
+  fdOf(fd); // reports a bad `fd` under its own name
   return sendFds(target, [fd], data, opts);
 }
 

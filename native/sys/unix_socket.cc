@@ -76,12 +76,14 @@ SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode)
   UniqueFd fd(created.fd);
 
   int rc = bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), static_cast<socklen_t>(len));
-  if (rc < 0 && errno == EADDRINUSE && !name.abstract && IsStaleSocket(type, &addr, len)) {
+  int err = rc < 0 ? -errno : 0;  // before the stale-socket probe's own syscalls overwrite errno
+  if (err == -EADDRINUSE && !name.abstract && IsStaleSocket(type, &addr, len)) {
     // A previous owner died without unlinking: replace its file. A live listener keeps EADDRINUSE.
     unlink(addr.sun_path);
     rc = bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), static_cast<socklen_t>(len));
+    err = rc < 0 ? -errno : 0;
   }
-  if (rc < 0) return Fail(-errno, "bind");
+  if (err < 0) return Fail(err, "bind");
 
   if (!name.abstract && chmod(addr.sun_path, static_cast<mode_t>(mode)) < 0) {
     int err = -errno;
