@@ -6,7 +6,9 @@
                  'native/sys/message_io.cc', 'native/sys/unix_socket.cc',
                  'native/sys/inet_socket.cc', 'native/sys/introspect.cc' ],
     'dependencies': [ "<!(node -p \"require('node-addon-api').targets\"):node_addon_api" ],
-    'defines': [ 'NAPI_VERSION=8', 'NODE_ADDON_API_DISABLE_DEPRECATED', '_GNU_SOURCE' ],
+    # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a napi call that fails because JS can no longer run
+    # (Worker terminate, env teardown) must not abort the process.
+    'defines': [ 'NAPI_VERSION=8', 'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS', 'NODE_ADDON_API_DISABLE_DEPRECATED', '_GNU_SOURCE' ],
     'cflags_cc': [ '-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden',
                    '-Wall', '-Wextra', '-Wpedantic', '-Wconversion' ],
     'ldflags': [ '-Wl,-z,relro,-z,now', '-Wl,--exclude-libs,ALL' ],

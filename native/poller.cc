@@ -18,6 +18,13 @@ namespace {
 // libuv's uv__read reads at most 32 times per wakeup so one busy socket cannot starve the loop.
 constexpr int kReadBudget = 32;
 
+// napi_set_element runs NAPI_PREAMBLE, which fails once the environment can no longer call into JS.
+bool CanCallJs(napi_env env) {
+  napi_value probe, undefined;
+  if (napi_create_array(env, &probe) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok) return false;
+  return napi_set_element(env, probe, 0, undefined) == napi_ok;
+}
+
 // Receivers adopt fds they may have inherited (spawn stdio): make them ours.
 int MakeNonBlockingCloexec(int fd) {
   int fl = fcntl(fd, F_GETFL);
@@ -61,9 +68,19 @@ Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) 
   mode_ = mode;
   socket_type_ = socket_type;
   if (mode_ == kMessages) recv_buffer_.resize(static_cast<size_t>(buffer_size));
-  on_read_ = Napi::Persistent(on_read);
-  on_sent_ = Napi::Persistent(on_sent);
-  on_error_ = Napi::Persistent(on_error);
+  // The callbacks close over the JS Channel, which holds this object: strong references from C++ would
+  // make that cycle a GC root and an unclosed channel would never be collected. So the JS object keeps
+  // them (non-enumerable properties) and C++ holds weak references; while polling, UpdatePolling pins
+  // the object, and with it the callbacks.
+  Napi::Object self = info.This().As<Napi::Object>();
+  napi_property_descriptor props[] = {
+      {"_onRead", nullptr, nullptr, nullptr, nullptr, on_read, napi_default, nullptr},
+      {"_onSent", nullptr, nullptr, nullptr, nullptr, on_sent, napi_default, nullptr},
+      {"_onError", nullptr, nullptr, nullptr, nullptr, on_error, napi_default, nullptr}};
+  if (napi_define_properties(env, self, 3, props) != napi_ok) return;
+  on_read_ = Napi::Weak(on_read);
+  on_sent_ = Napi::Weak(on_sent);
+  on_error_ = Napi::Weak(on_error);
   async_context_ = std::make_unique<Napi::AsyncContext>(env, "fdpass:Poller");
 
   uv_loop_t* loop = nullptr;
@@ -140,6 +157,13 @@ void Poller::OnPoll(uv_poll_t* poll, int status, int events) {
   Poller* self = handle->owner;
   if (self == nullptr) return;
   Napi::HandleScope scope(self->Env());
+  if (!CanCallJs(self->Env())) {
+    // Env teardown (Worker terminate, process.exit, FreeEnvironment's last loop turn): JS is gone.
+    // Leave everything in the kernel; the cleanup hook closes the socket.
+    uv_poll_stop(&handle->poll);
+    self->polling_events_ = 0;
+    return;
+  }
   if (status < 0) {
     // libuv reports POLLERR as UV_EBADF and stops the handle. On a Unix socket POLLERR usually means a
     // pending socket error (ECONNRESET: the peer closed with data of ours unread), and recvmsg returns
@@ -175,11 +199,20 @@ void Poller::OnPoll(uv_poll_t* poll, int status, int events) {
 }
 
 void Poller::Call(const Napi::FunctionReference& fn, const std::vector<napi_value>& args) {
-  Napi::Env env = Env();
-  fn.MakeCallback(Value(), args, *async_context_);
-  if (env.IsExceptionPending()) {
-    Napi::Error e = env.GetAndClearPendingException();
-    napi_fatal_exception(env, e.Value());
+  napi_env env = Env();
+  if (fn.IsEmpty()) return;
+  napi_value callback = fn.Value();
+  if (callback == nullptr) return;  // collected with its object: nobody is listening any more
+  napi_value result;
+  napi_status status = napi_make_callback(env, *async_context_, Value(), callback, args.size(),
+                                          args.data(), &result);
+  if (status == napi_ok) return;
+  // The callback threw: route it to 'uncaughtException' as Node does for its own callbacks.
+  // (When the env is shutting down there is nothing to report to.)
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value error;
+    if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
   }
 }
 
@@ -190,6 +223,8 @@ bool Poller::OnReadableMessages() {
   uint32_t count = 0;
   bool eof = false;
   int err = 0;
+  bool built = true;             // every napi call succeeded (fails if JS dies meanwhile)
+  std::vector<UniqueFd> held;    // closed here unless the batch reaches JS complete
 
   for (int i = 0; i < kReadBudget; i++) {
     ReceivedMessage m;
@@ -211,25 +246,33 @@ bool Poller::OnReadableMessages() {
     }
     if (m.fds_truncated || m.data_truncated) {
       // The message is unusable: its fds close with `m`; JS is told what was lost.
-      datas.Set(count, env.Null());
-      fd_lists.Set(count, Napi::Number::New(env, (m.fds_truncated ? 1 : 0) |
-                                                     (m.data_truncated ? 2 : 0)));
+      built = built && datas.Set(count, env.Null()) &&
+              fd_lists.Set(count, Napi::Number::New(env, (m.fds_truncated ? 1 : 0) |
+                                                             (m.data_truncated ? 2 : 0)));
       count++;
       continue;
     }
-    datas.Set(count, Napi::Buffer<uint8_t>::Copy(env, recv_buffer_.data(), m.length));
+    built = built && datas.Set(count, Napi::Buffer<uint8_t>::Copy(env, recv_buffer_.data(), m.length));
     if (m.fds.empty()) {
-      fd_lists.Set(count, env.Undefined());
+      built = built && fd_lists.Set(count, env.Undefined());
     } else {
       Napi::Array list = Napi::Array::New(env, m.fds.size());
       for (uint32_t k = 0; k < m.fds.size(); k++) {
-        list.Set(k, Napi::Number::New(env, m.fds[k].get()));
+        built = built && list.Set(k, Napi::Number::New(env, m.fds[k].get()));
       }
-      for (auto& fd : m.fds) fd.release();  // JS owns them now
-      fd_lists.Set(count, list);
+      built = built && fd_lists.Set(count, list);
+      for (auto& fd : m.fds) held.push_back(std::move(fd));
     }
     count++;
   }
+
+  if (!built) {
+    // JS can no longer run: the fds in `held` close here instead of leaking into a dead batch.
+    reading_ = false;
+    UpdatePolling();
+    return false;
+  }
+  for (auto& fd : held) fd.release();  // JS owns them now
 
   if (eof || err != 0) {
     reading_ = false;
@@ -246,6 +289,8 @@ void Poller::OnReadableAccept() {
   Napi::Array fds = Napi::Array::New(env);
   uint32_t count = 0;
   int err = 0;
+  bool built = true;
+  std::vector<UniqueFd> held;
   for (int i = 0; i < kReadBudget; i++) {
     int fd = UnixAccept(fd_.get());
     if (fd == -EAGAIN) break;
@@ -254,8 +299,11 @@ void Poller::OnReadableAccept() {
       err = fd;  // EMFILE and friends: JS pauses accepting for a while
       break;
     }
-    fds.Set(count++, Napi::Number::New(env, fd));
+    held.emplace_back(fd);
+    built = built && fds.Set(count++, Napi::Number::New(env, fd));
   }
+  if (!built) return;  // JS can no longer run: the accepted fds close with `held`
+  for (auto& fd : held) fd.release();
   if (count == 0 && err == 0) return;
   Call(on_read_, {fds, env.Undefined(), Napi::Boolean::New(env, false), Napi::Number::New(env, err),
                   Napi::String::New(env, "accept4")});

@@ -1,0 +1,471 @@
+// Lifecycle: Worker threads (normal exit, terminate() mid-poll, process.exit inside a Worker), process
+// exit with channels open, ref/unref, garbage collection of unclosed channels, module formats
+// (require, ESM import, TypeScript types from dist/) and NODE_DEBUG=fdpass.
+// Scenarios that could abort run in a child process, so that an abort fails one test, not the run.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { socketPair, sendFd, dupFd, closeFd } from 'fdpass';
+import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
+import { openFds, newFds, settle } from './helpers/fds';
+import { tmpPath } from './helpers/tmp';
+
+const repoRoot = path.resolve(__dirname, '..', '..');
+/** Fixtures that are not TypeScript (.mjs, .cjs) run from the source tree. */
+const sourceFixtures = path.join(repoRoot, 'test', 'fixtures');
+const workerFile = path.join(fixturesDir, 'lifecycle-worker.js');
+
+/** Signs of a native crash in a child's stderr. */
+const CRASH = /FATAL ERROR|Aborted|Assertion|Segmentation fault|core dumped|Native stack trace/;
+
+interface WorkerMessage {
+  event: string;
+  [key: string]: unknown;
+}
+
+interface StartedWorker {
+  worker: Worker;
+  /** Next message whose event is `name`; rejects on an 'error' message, a Worker error or exit. */
+  expect(name: string, timeoutMs?: number): Promise<WorkerMessage>;
+  /** The exit code. */
+  exited: Promise<number>;
+}
+
+/** Workers still running; a failed test's survivors are terminated so that they cannot hold mocha open. */
+const liveWorkers = new Set<Worker>();
+
+function startWorker(workerData: Record<string, unknown>): StartedWorker {
+  const worker = new Worker(workerFile, { workerData });
+  liveWorkers.add(worker);
+  worker.once('exit', () => liveWorkers.delete(worker));
+  const queue: WorkerMessage[] = [];
+  const waiting: Array<(m: WorkerMessage | Error) => void> = [];
+  const deliver = (m: WorkerMessage | Error): void => {
+    const w = waiting.shift();
+    if (w) w(m);
+    else queue.push(m as WorkerMessage);
+  };
+  worker.on('message', (m: WorkerMessage) => deliver(m));
+  worker.on('error', (err) => deliver(err));
+  const exited = new Promise<number>((resolve) => {
+    worker.once('exit', (code) => {
+      for (const w of waiting.splice(0)) w(new Error(`worker exited (code ${code}) before the expected message`));
+      resolve(code);
+    });
+  });
+  const next = (timeoutMs: number): Promise<WorkerMessage | Error> => {
+    const m = queue.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        const i = waiting.indexOf(got);
+        if (i >= 0) waiting.splice(i, 1);
+        resolve(new Error(`worker said nothing for ${timeoutMs} ms`));
+      }, timeoutMs);
+      const got = (v: WorkerMessage | Error): void => {
+        clearTimeout(timer);
+        resolve(v);
+      };
+      waiting.push(got);
+    });
+  };
+  return {
+    worker,
+    exited,
+    async expect(name, timeoutMs = 15000) {
+      for (;;) {
+        const m = await next(timeoutMs);
+        if (m instanceof Error) throw m;
+        if (m.event === 'error') throw new Error(`worker failed: ${String(m.message)}\n${String(m.stack ?? '')}`);
+        if (m.event === name) return m;
+      }
+    },
+  };
+}
+
+/** Resolves with the child's exit, or fails the test if it is still running after `ms`. */
+async function exitsWithin(child: Fixture, ms: number, why: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  const r = await Promise.race([child.exited, timeout]);
+  clearTimeout(timer);
+  if (r === 'timeout') assert.fail(`child ${child.pid} still running after ${ms} ms: ${why}. stderr:\n${child.stderr()}`);
+  return r;
+}
+
+/** Every line a child printed, until its stdout ends. */
+async function allLines(child: Fixture): Promise<Array<Record<string, unknown>>> {
+  const lines: Array<Record<string, unknown>> = [];
+  for (;;) {
+    try {
+      lines.push(await child.next(30000));
+    } catch {
+      return lines;
+    }
+  }
+}
+
+/** A ms-long pause. */
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Fails with the descriptors this process gained since `before`. */
+async function assertNoNewFds(before: Map<number, string>, what: string): Promise<void> {
+  await settle();
+  assert.deepEqual(newFds(before, openFds()), [], `${what}: this process holds new descriptors`);
+}
+
+describe('lifecycle', () => {
+  describe('Worker threads', () => {
+    before(async () => {
+      // The first Worker opens descriptors that Node then keeps for later Workers: open them before
+      // the root hooks take their per-test baseline.
+      const w = startWorker({ mode: 'roundtrip', file: __filename });
+      await w.expect('done');
+      await w.exited;
+      await settle();
+    });
+
+    afterEach(async () => {
+      await Promise.all([...liveWorkers].map((w) => w.terminate()));
+    });
+
+    for (const type of ['seqpacket', 'stream', 'dgram'] as const) {
+      it(`${type}: a Worker passes an fd there and back over a socketPair, closes, and exits with code 0`, async () => {
+        const before = openFds();
+        const file = tmpPath('payload.txt');
+        fs.writeFileSync(file, `worker payload ${type}`);
+        const w = startWorker({ mode: 'roundtrip', type, file });
+        const done = await w.expect('done');
+        assert.equal(done.there, 'there');
+        assert.equal(done.back, 'back');
+        assert.equal(done.thereKind, 'file');
+        assert.equal(done.backKind, 'file');
+        assert.equal(done.backFds, 1);
+        assert.equal(done.content, `worker payload ${type}`);
+        // Exit on its own: nothing it opened may keep its loop alive.
+        assert.equal(await w.exited, 0);
+        await assertNoNewFds(before, 'after the Worker exited');
+      });
+    }
+
+    it('a Worker adopts a socketPair end given by fd number (workerData) and exchanges fds with the main thread', async () => {
+      const before = openFds();
+      const [mine, forWorker] = socketPair();
+      // The Worker's channel takes ownership of its own descriptor: hand it a duplicate, close ours.
+      const fd = dupFd(forWorker.fd);
+      await forWorker.close();
+      const workerFileOut = tmpPath('from-worker.txt');
+      fs.writeFileSync(workerFileOut, 'written by the test, sent by the worker');
+      const w = startWorker({ mode: 'adopt', fd, file: workerFileOut });
+      const adopted = await w.expect('adopted');
+      assert.equal(adopted.fd, fd);
+      assert.equal(adopted.type, 'seqpacket');
+
+      const payload = tmpPath('from-main.txt');
+      fs.writeFileSync(payload, 'main payload');
+      const file = fs.openSync(payload, 'r');
+      await sendFd(mine, file, 'from main');
+      fs.closeSync(file);
+      const back = await mine.receive();
+      assert.equal(back.data.toString(), 'from worker');
+      assert.equal(back.fds.length, 1);
+      assert.equal(fs.readFileSync(back.fds[0]!, 'utf8'), 'written by the test, sent by the worker');
+      for (const f of back.fds) closeFd(f);
+
+      const done = await w.expect('done');
+      assert.equal(done.data, 'from main');
+      assert.equal(done.fds, 1);
+      assert.equal(done.content, 'main payload');
+      assert.equal(await w.exited, 0);
+      // The worker closed its channel: our end sees the end of the conversation.
+      await assert.rejects(mine.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+      await mine.close();
+      await assertNoNewFds(before, 'after the adopting Worker exited');
+    });
+
+    it('terminate() while channels poll (receive() pending, sends queued on EAGAIN, server listening): 20 in sequence, 20 at once, fds back to baseline', async function () {
+      this.timeout(60000);
+      const before = openFds();
+      const runOne = async (name: string): Promise<void> => {
+        const w = startWorker({ mode: 'idle', sock: tmpPath(name) });
+        const ready = await w.expect('ready');
+        assert.ok((ready.queued as number) > 0, `sends were queued in the worker (${String(ready.queued)})`);
+        // terminate() resolves with the exit code: 1 for a terminated Worker.
+        assert.equal(await w.worker.terminate(), 1);
+        assert.equal(await w.exited, 1);
+      };
+      for (let i = 0; i < 20; i++) await runOne(`seq-${i}.sock`);
+      await assertNoNewFds(before, 'after 20 terminated Workers in sequence');
+      await Promise.all(Array.from({ length: 20 }, (_, i) => runOne(`par-${i}.sock`)));
+      await assertNoNewFds(before, 'after 20 terminated Workers at once');
+    });
+
+    it('process.exit(0) inside a Worker with channels polling and sends queued: exit code 0, fds back to baseline', async function () {
+      this.timeout(60000);
+      const before = openFds();
+      for (let i = 0; i < 20; i++) {
+        const w = startWorker({ mode: 'idle-exit', sock: tmpPath(`exit-${i}.sock`) });
+        const ready = await w.expect('ready');
+        assert.ok((ready.queued as number) > 0);
+        assert.equal(await w.exited, 0);
+      }
+      await assertNoNewFds(before, 'after 20 Workers called process.exit(0)');
+    });
+
+    // These two run the Workers in a child process: if a Worker's teardown aborts, the whole process
+    // goes down, and that must be this test's failure rather than the end of the test run.
+    for (const [mode, what] of [
+      ['busy', 'terminate() while poll callbacks are firing (a ping-pong between two channels)'],
+      ['busy-exit', 'process.exit(0) from a Worker\'s poll callback while a ping-pong runs'],
+      ['unref-pending', 'a Worker ends on its own while an unref()\'d channel has an unread message carrying an fd'],
+    ] as const) {
+      it(`${what}: no abort, every Worker ends, the host's fds return to baseline (20 in sequence, 20 at once)`, async function () {
+        this.timeout(90000);
+        const dir = path.dirname(tmpPath('x'));
+        const host = runFixture('lifecycle-worker-host', [mode, '20', dir]);
+        const done = host.expect<{
+          outcomes: Array<{ code: number; queued: number; error?: string }>;
+          before: number;
+          after: number;
+          targetsBefore: Record<string, string>;
+          targetsAfter: Record<string, string>;
+        }>('done', 80000);
+        done.catch(() => {}); // judged after the exit status, which says more
+        const exit = await host.exited;
+        assert.doesNotMatch(host.stderr(), CRASH, `the Worker host crashed:\n${host.stderr()}`);
+        assert.deepEqual(exit, { code: 0, signal: null }, `host stderr:\n${host.stderr()}`);
+        const r = await done;
+        assert.equal(r.outcomes.length, 40);
+        const expectedCode = mode === 'busy' ? 1 : 0;
+        for (const o of r.outcomes) {
+          assert.equal(o.error, undefined, `a Worker failed: ${o.error}`);
+          assert.equal(o.code, expectedCode);
+          if (mode !== 'unref-pending') assert.ok(o.queued > 0, 'each Worker had sends queued');
+        }
+        // Descriptors the Workers' channels held (sockets, queued duplicates, fds read but never
+        // handed to JavaScript) are closed by the time each Worker has exited.
+        assert.deepEqual(r.targetsAfter, r.targetsBefore);
+        assert.equal(r.after, r.before);
+      });
+    }
+  });
+
+  describe('process exit', () => {
+    it('process.exit(0) with a server, a connected channel (receive() pending, sends queued) and a socketPair open: code 0, nothing on stderr', async () => {
+      const child = runFixture('lifecycle-child', ['exit', tmpPath('exit.sock')]);
+      const open = await child.expect<{ queued: number; fds: number[] }>('open');
+      assert.ok(open.queued > 0, 'sends were queued at exit');
+      assert.ok(open.fds.every((fd) => fd >= 0));
+      assert.deepEqual(await child.exited, { code: 0, signal: null });
+      assert.equal(child.stderr(), '');
+    });
+
+    it('process.exit(0) from inside a poll callback while messages flow: code 0, nothing on stderr', async () => {
+      const child = runFixture('lifecycle-child', ['exit-busy', tmpPath('exit-busy.sock')]);
+      const exiting = await child.expect<{ bounces: number; queued: number }>('exiting');
+      assert.equal(exiting.bounces, 500);
+      assert.ok(exiting.queued > 0);
+      assert.deepEqual(await child.exited, { code: 0, signal: null });
+      assert.equal(child.stderr(), '');
+    });
+
+    it('unref(): main returns while unref()\'d channels wait in receive() (peer alive) and an unref()\'d server listens: the process exits 0', async () => {
+      const [mine, theirs] = socketPair();
+      const child = runFixture('lifecycle-child', ['unref', tmpPath('unref.sock')], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
+      await theirs.close(); // the child has its own copy as fd 3
+      await child.expect('waiting');
+      const exit = await exitsWithin(child, 5000, 'unref()\'d channels kept it alive');
+      assert.deepEqual(exit, { code: 0, signal: null });
+      assert.equal(child.stderr(), '');
+      // Our end stayed open and silent all along; the child's end closed when it exited.
+      await assert.rejects(mine.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+      await mine.close();
+    });
+
+    it('unref(): main returns while an unref()\'d channel waits in receive() with a message already readable: exits 0, no abort', async () => {
+      // Environment teardown runs the loop once more to close handles; the readable poll fires then,
+      // when JavaScript can no longer be called.
+      const child = runFixture('lifecycle-child', ['unref-pending']);
+      await child.expect('waiting');
+      const exit = await exitsWithin(child, 5000, 'an unref()\'d channel kept it alive');
+      assert.doesNotMatch(child.stderr(), CRASH, `the child crashed at exit:\n${child.stderr()}`);
+      assert.deepEqual(exit, { code: 0, signal: null });
+      assert.equal(child.stderr(), '');
+    });
+
+    it('a ref\'d channel waiting in receive() keeps the process alive until the peer closes; then it exits 0', async () => {
+      const [mine, theirs] = socketPair();
+      const child = runFixture('lifecycle-child', ['ref'], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
+      await theirs.close();
+      await child.expect('waiting');
+      await sleep(500);
+      assert.equal(child.proc.exitCode, null, 'the child exited while its channel waited for a message');
+      assert.equal(child.proc.signalCode, null);
+      await mine.close();
+      const ended = await child.expect<{ outcome: string; closed: boolean }>('ended');
+      assert.equal(ended.outcome, 'ERR_FDPASS_CLOSED');
+      assert.equal(ended.closed, true);
+      assert.deepEqual(await exitsWithin(child, 5000, 'its channel saw EOF'), { code: 0, signal: null });
+      assert.equal(child.stderr(), '');
+    });
+  });
+
+  describe('garbage collection', () => {
+    it('channels dropped without close() (24 socket pairs, some used) give their fds back once collected', async () => {
+      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'dropped']);
+      const r = await child.expect<{
+        pairs: number;
+        before: number;
+        held: number;
+        after: number;
+        targetsBefore: Record<string, string>;
+        targetsAfter: Record<string, string>;
+      }>('gc');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.equal(r.held, r.before + 2 * r.pairs, 'the pairs were open before collection');
+      const kept = Object.entries(r.targetsAfter)
+        .filter(([fd, target]) => r.targetsBefore[fd] !== target)
+        .map(([fd, target]) => `${fd} -> ${target}`);
+      assert.equal(
+        kept.length,
+        0,
+        `${kept.length} descriptors of dropped channels still open after gc() (${r.after} open, ${r.before} before), e.g. ${kept.slice(0, 4).join(', ')}`,
+      );
+      assert.equal(r.after, r.before);
+    });
+
+    it('a channel nothing refers to but a pending receive() or a \'message\' listener survives gc() and still delivers', async () => {
+      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'pinned']);
+      const r = await child.expect<{ got: string; heard: string; secondOutcome: string; before: number; after: number; targetsBefore: unknown; targetsAfter: unknown }>('pinned');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.equal(r.got, 'after gc (receive)');
+      assert.equal(r.heard, 'after gc (listener)');
+      assert.equal(r.secondOutcome, 'ERR_FDPASS_CLOSED');
+      assert.deepEqual(r.targetsAfter, r.targetsBefore);
+      assert.equal(r.after, r.before);
+    });
+  });
+
+  describe('module formats', () => {
+    it('CommonJS: require(\'fdpass\') from a plain .cjs script', async () => {
+      const child = spawnJson(process.execPath, [path.join(sourceFixtures, 'lifecycle-cjs.cjs')]);
+      const r = await child.expect<{ types: Record<string, string>; data: string; kind: string; error: { code: string; isSystemError: boolean } }>('cjs');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.deepEqual(r.types, { sendFd: 'function', recvFd: 'function', socketPair: 'function', FdpassSystemError: 'function', Channel: 'function' });
+      assert.equal(r.data, 'from cjs');
+      assert.equal(r.kind, 'file');
+      assert.deepEqual(r.error, { code: 'ENOENT', isSystemError: true });
+    });
+
+    it('ESM: named imports (sendFd, recvFd, socketPair, FdpassSystemError) work and are require()\'s objects', async () => {
+      const child = spawnJson(process.execPath, [path.join(sourceFixtures, 'lifecycle-esm.mjs')]);
+      const r = await child.expect<{
+        types: Record<string, string>;
+        sameAsRequire: boolean;
+        namespaceKeys: string[];
+        requireKeys: string[];
+        data: string;
+        kind: string;
+        error: Record<string, unknown> | null;
+      }>('esm');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.deepEqual(r.types, { sendFd: 'function', recvFd: 'function', socketPair: 'function', FdpassSystemError: 'function' });
+      assert.equal(r.sameAsRequire, true, 'one copy of the classes per process');
+      // Every CommonJS export is visible as a named ESM export (cjs-module-lexer understood the build).
+      assert.deepEqual(r.namespaceKeys, r.requireKeys);
+      assert.equal(r.data, 'from esm');
+      assert.equal(r.kind, 'file');
+      assert.deepEqual(r.error, { isSystemError: true, isCjsClass: true, code: 'ENOENT', syscall: 'connect', name: 'FdpassSystemError' });
+    });
+
+    it('TypeScript: a consumer type-checks against dist/index.d.ts (strict), and a type error there is caught; it then runs', async function () {
+      this.timeout(60000);
+      const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
+      const consumer = path.join(sourceFixtures, 'lifecycle-types.ts');
+      const check = (files: string[]): Fixture => {
+        const config = tmpPath(`tsconfig-${Math.random().toString(36).slice(2)}.json`);
+        fs.writeFileSync(
+          config,
+          JSON.stringify({
+            extends: path.join(repoRoot, 'tsconfig.json'),
+            compilerOptions: {
+              noEmit: true,
+              rootDir: '/',
+              declaration: false,
+              declarationMap: false,
+              typeRoots: [path.join(repoRoot, 'node_modules', '@types')],
+            },
+            files,
+            include: [],
+          }),
+        );
+        return spawnJson(process.execPath, [tsc, '-p', config, '--listFiles']);
+      };
+
+      // The consumer as written: 'fdpass' must resolve through "exports" to dist/index.d.ts.
+      const good = check([consumer]);
+      const goodLines = (await allLines(good)).map((l) => String(l.text ?? JSON.stringify(l)));
+      assert.deepEqual(await good.exited, { code: 0, signal: null }, `tsc:\n${goodLines.filter((l) => !l.startsWith('/')).join('\n')}`);
+      assert.ok(goodLines.includes(path.join(repoRoot, 'dist', 'index.d.ts')), 'types come from dist/index.d.ts');
+      assert.ok(!goodLines.some((l) => l.startsWith(path.join(repoRoot, 'lib'))), 'not from lib/');
+
+      // The same consumer with one expected error no longer expected: tsc must report it.
+      const broken = tmpPath('broken-consumer.ts');
+      fs.writeFileSync(
+        broken,
+        fs
+          .readFileSync(consumer, 'utf8')
+          .replace("// @ts-expect-error 'raw' is not a SocketKind\n", '')
+          .replace("from 'fdpass'", `from '${path.join(repoRoot, 'dist', 'index.js')}'`)
+          .replace("from './common'", `from '${path.join(sourceFixtures, 'common')}'`),
+      );
+      const bad = check([broken]);
+      const badLines = (await allLines(bad)).map((l) => String(l.text ?? JSON.stringify(l)));
+      const errors = badLines.filter((l) => !l.startsWith('/'));
+      assert.notEqual((await bad.exited).code, 0, 'tsc must fail on the broken consumer');
+      assert.ok(errors.some((l) => l.includes('TS2322') && l.includes('"raw"')), `tsc output:\n${errors.join('\n')}`);
+
+      // And the compiled consumer runs.
+      const run = runFixture('lifecycle-types');
+      const r = await run.expect<Record<string, unknown>>('types');
+      assert.deepEqual(await run.exited, { code: 0, signal: null }, run.stderr());
+      assert.deepEqual(r, {
+        event: 'types',
+        pid: true,
+        data: 'typed',
+        fds: 1,
+        kind: 'file',
+        received: 'one fd',
+        afterClose: 'ERR_FDPASS_CLOSED',
+        closedCode: 'ERR_FDPASS_CLOSED',
+        max: 253,
+      });
+    });
+  });
+
+  describe('NODE_DEBUG', () => {
+    it('NODE_DEBUG=fdpass logs channel open and close as FDPASS lines on stderr; without it, nothing', async () => {
+      const env = { ...process.env };
+      delete env.NODE_DEBUG;
+      const debug = runFixture('lifecycle-child', ['debug'], { env: { ...env, NODE_DEBUG: 'fdpass' } });
+      const done = await debug.expect<{ fds: number[] }>('done');
+      assert.deepEqual(done.fds, [-1, -1]);
+      assert.deepEqual(await debug.exited, { code: 0, signal: null });
+      const lines = debug.stderr().split('\n').filter((l) => l.startsWith('FDPASS '));
+      assert.ok(lines.length >= 4, `FDPASS lines:\n${debug.stderr()}`);
+      const pid = debug.pid;
+      assert.ok(lines.every((l) => l.startsWith(`FDPASS ${pid}: `)), debug.stderr());
+      // Two channels opened and closed: each says so, naming its descriptor.
+      assert.equal(lines.filter((l) => /fd=\d+.*\bopen\b/.test(l)).length, 2, debug.stderr());
+      assert.equal(lines.filter((l) => /fd=\d+.*\bclosed\b/.test(l)).length, 2, debug.stderr());
+
+      const quiet = runFixture('lifecycle-child', ['debug'], { env });
+      await quiet.expect('done');
+      assert.deepEqual(await quiet.exited, { code: 0, signal: null });
+      assert.doesNotMatch(quiet.stderr(), /FDPASS/);
+    });
+  });
+});
