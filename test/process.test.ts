@@ -4,7 +4,8 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { once } from 'node:events';
-import { sendFd, listen, listenReusePort, closeFd, type Channel } from 'fdpass';
+import { sendFd, sendFds, listen, listenReusePort, closeFd, type Channel } from 'fdpass';
+import * as net from 'node:net';
 import { runFixture, spawnJson, fixturesDir } from './helpers/children';
 import { fdCount } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
@@ -91,6 +92,46 @@ describe('between processes', () => {
     assert.equal(closed.fdsAfter, closed.fdsBefore, 'the receiver is back to its starting fd count');
     b.proc.stdin!.end();
     assert.deepEqual(await b.exited, { code: 0, signal: null });
+  });
+
+  it('a connected TCP socket and a bound UDP socket cross to another process and work there', async () => {
+    const sock = tmpPath('sockets.sock');
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    const [accepted] = (await once(server, 'connection')) as [net.Socket];
+    await once(client, 'connect');
+    const udp = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+    const udpPort = udp.address().port;
+
+    const child = runFixture('socket-user', [sock]);
+    await child.expect('waiting');
+    await sendFds(sock, [client, udp], 'tcp+udp');
+    // Our copies go: from now on the child's copies are the only ones.
+    client.destroy();
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+
+    accepted.write('ping');
+    let echoed = '';
+    accepted.on('data', (d: Buffer) => (echoed += d.toString()));
+    await once(accepted, 'end');
+    assert.equal(echoed, `echo from ${child.pid}: ping`);
+    accepted.destroy();
+
+    const probe = dgram.createSocket('udp4');
+    probe.send('hello', udpPort, '127.0.0.1');
+    const [reply] = (await once(probe, 'message')) as [Buffer];
+    assert.equal(reply.toString(), `udp ${child.pid}: hello`);
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+
+    const done = await child.expect<{ data: string; kinds: string[]; fdsBefore: number; fdsAfter: number }>('done');
+    assert.equal(done.data, 'tcp+udp');
+    assert.deepEqual(done.kinds, ['inet stream cloexec=true', 'inet dgram cloexec=true']);
+    assert.equal(done.fdsAfter, done.fdsBefore);
+    assert.deepEqual(await child.exited, { code: 0, signal: null });
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
   for (const type of ['seqpacket', 'stream'] as const) {
