@@ -54,6 +54,20 @@ interface PendingSend {
 // A stream drops fds sent without data (unix(7)): fd-only stream messages carry this one byte.
 const FD_ONLY_PAD = Buffer.from([0]);
 
+// Memory shared with the native poller so that a read batch or a send crosses JS<->C++ in one call
+// with no allocation. One pair per thread (module instance), shared by every channel: a read batch is
+// copied out in #onRead before any user code runs, and send() stages its fds right before the call.
+const READ_BUDGET = binding.Poller.READ_BUDGET;
+const READ_INFO_FDS = 2 + 2 * READ_BUDGET;
+const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
+const SEND_FDS = new Int32Array(MAX_FDS_PER_MESSAGE);
+// Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
+// messages to JS in one call (a message is only read while a full-size one would still fit).
+const READ_SLACK = 16 * 1024;
+const EMPTY_FDS: readonly number[] = [];
+
+function ignore(): void {}
+
 function closeAll(fds: readonly number[]): void {
   for (const fd of fds) {
     try {
@@ -64,6 +78,34 @@ function closeAll(fds: readonly number[]): void {
   }
 }
 
+/**
+ * Closes descriptors you own, typically the `fds` of a received message you do not adopt, in one
+ * native call (`closeFds(message.fds)`) instead of one `closeFd` call each. All are checked
+ * before any is closed; then every one is closed even if one fails, and the first failure throws
+ * (e.g. EBADF) as `closeFd` would.
+ */
+export function closeFds(fds: readonly number[]): void {
+  if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
+  const count = fds.length;
+  if (count <= 1) {
+    // One descriptor: the plain close call is cheaper than passing a typed array.
+    if (count === 1) {
+      validateFd(fds[0], 'fds[0]');
+      binding.close(fds[0]);
+    }
+    return;
+  }
+  // SEND_FDS is free here: send() stages and uses it within one synchronous call.
+  const staged = count <= SEND_FDS.length ? SEND_FDS : new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    const fd: unknown = fds[i];
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `fds[${i}]`);
+    staged[i] = fd;
+  }
+  const errno = binding.closeFds(staged, count);
+  if (errno !== 0) throw systemError(errno, 'close');
+}
+
 /** Checks ChannelOptions; returns the receive buffer size. */
 export function validateChannelOptions(opts: ChannelOptions): number {
   const size = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
@@ -71,34 +113,46 @@ export function validateChannelOptions(opts: ChannelOptions): number {
   return size;
 }
 
-/** Checks an outgoing message and returns what goes to the kernel. */
-function prepare(kind: SocketKind, msg: OutgoingMessage): { data: Buffer | null; fds: number[] } | 'noop' {
+// How many fds the last stage() put in SEND_FDS.
+let stagedFds = 0;
+
+/**
+ * Checks an outgoing message, stages its fds in SEND_FDS (their count in `stagedFds`) and returns the
+ * bytes that go to the kernel, or 'noop' when there is nothing to send.
+ */
+function stage(kind: SocketKind, msg: OutgoingMessage): Buffer | null | 'noop' {
   validateObject(msg, 'message');
   let data = toBuffer(msg.data, 'message.data');
-  const rawFds = msg.fds ?? [];
-  if (!Array.isArray(rawFds)) throw invalidArgType('message.fds', 'an instance of Array', rawFds);
-  if (rawFds.length > MAX_FDS_PER_MESSAGE) {
-    throw outOfRange('message.fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, rawFds.length);
+  const fds = msg.fds ?? EMPTY_FDS;
+  if (!Array.isArray(fds)) throw invalidArgType('message.fds', 'an instance of Array', fds);
+  const count = fds.length;
+  if (count > MAX_FDS_PER_MESSAGE) {
+    throw outOfRange('message.fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, count);
   }
-  rawFds.forEach((fd, i) => validateFd(fd, `message.fds[${i}]`));
-  const fds = rawFds as number[];
+  for (let i = 0; i < count; i++) {
+    const fd: unknown = fds[i];
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `message.fds[${i}]`);
+    SEND_FDS[i] = fd;
+  }
   const empty = data === null || data.length === 0;
   if (empty && kind === 'stream') {
-    if (fds.length === 0) return 'noop'; // a zero-length stream write sends nothing
+    if (count === 0) return 'noop'; // a zero-length stream write sends nothing
     data = FD_ONLY_PAD;
   }
-  if (empty && fds.length === 0 && kind === 'seqpacket') {
+  if (empty && count === 0 && kind === 'seqpacket') {
     // The receiver could not tell a zero-length seqpacket message from end-of-file.
     throw invalidArgValue('message', msg, 'must carry data or fds on a seqpacket channel');
   }
-  return { data, fds };
+  stagedFds = count;
+  return data;
 }
 
 /**
  * A connected Unix socket that carries messages with descriptors attached.
  *
  * Events: `'message'` ({@link Message}), `'end'` (the peer closed), `'error'` (only emitted when
- * someone listens; otherwise the error rejects the next `receive()`/`send()`), `'close'`.
+ * someone listens; otherwise the error rejects the next `receive()`/`send()`), `'drain'` (after
+ * {@link Channel.write} returned false, once every queued message has gone out), `'close'`.
  */
 export class Channel extends EventEmitter {
   /** The socket kind: 'seqpacket', 'stream' or 'dgram'. */
@@ -113,6 +167,9 @@ export class Channel extends EventEmitter {
   #error: Error | null = null;
   #closing: Promise<void> | null = null;
   #closed = false;
+  #reading = false; // what the poller was last told (readStart/readStop)
+  #needDrain = false; // write() returned false and 'drain' has not been emitted since
+  #readBuffer: Buffer;
   #peer: PeerCredentials | undefined;
   #onClose: (() => void) | undefined;
 
@@ -125,14 +182,18 @@ export class Channel extends EventEmitter {
     this.#fd = fd;
     this.#onClose = onClose;
     const bufferSize = validateChannelOptions(opts);
+    this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
     this.#poller = new binding.Poller(
       fd,
       0,
       type,
       bufferSize,
-      (datas, fdLists, eof, errno, syscall) => this.#onRead(datas as Array<Buffer | null>, fdLists ?? [], eof, errno, syscall),
+      (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmsg'),
       (lastId) => this.#onSent(lastId),
       (errno, syscall) => this.#onError(systemError(errno, syscall)),
+      this.#readBuffer,
+      READ_INFO,
+      SEND_FDS,
     );
     this.on('newListener', (event) => {
       if (event === 'message') process.nextTick(() => this.#dispatch());
@@ -168,24 +229,55 @@ export class Channel extends EventEmitter {
    * as soon as this returns, even if the message had to wait (it then holds duplicates).
    */
   send(msg: OutgoingMessage): Promise<void> {
-    let prepared: ReturnType<typeof prepare>;
+    let data: ReturnType<typeof stage>;
     try {
-      prepared = prepare(this.type, msg);
+      data = stage(this.type, msg);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (prepared === 'noop') return Promise.resolve();
+    if (data === 'noop') return Promise.resolve();
     if (this.#closed || this.#closing !== null || this.#poller === null) {
       return Promise.reject(this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed'));
     }
     let id: number;
     try {
-      id = this.#poller.send(prepared.data, prepared.fds);
+      id = this.#poller.send(data, stagedFds);
     } catch (err) {
       return Promise.reject(err);
     }
     if (id === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => this.#sends.set(id, { resolve, reject }));
+  }
+
+  /**
+   * Sends one message without a promise: the fast path for many messages, with Node's stream
+   * backpressure idiom. Returns `true` when the kernel took the message at once, `false` when it had
+   * to be queued because the socket's buffer is full: it still goes out, in order, but wait for the
+   * `'drain'` event before writing more (`if (!channel.write(m)) await once(channel, 'drain')`).
+   * The fds stay yours, as with {@link Channel.send}: you may close them as soon as this returns.
+   *
+   * Throws what `send()` would reject with: TypeError/RangeError for a bad message, ERR_FDPASS_CLOSED
+   * (or the channel's error) once closed, and the system error when the kernel refuses the message at
+   * once (e.g. EPIPE). A queued message that fails later fails the channel: `'error'` (when someone
+   * listens) and `'close'`, and later calls throw that error. `close()` waits for queued messages.
+   */
+  write(msg: OutgoingMessage): boolean {
+    const data = stage(this.type, msg);
+    if (data === 'noop') return !this.#needDrain;
+    const poller = this.#poller;
+    if (this.#closed || this.#closing !== null || poller === null) {
+      throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
+    }
+    const id = poller.send(data, stagedFds);
+    if (id === 0) return true; // nothing was queued before it either: the queue is empty
+    this.#sends.set(id, { resolve: ignore, reject: ignore });
+    this.#needDrain = true;
+    return false;
+  }
+
+  /** True after {@link Channel.write} returned false, until `'drain'`. */
+  get writableNeedDrain(): boolean {
+    return this.#needDrain;
   }
 
   /**
@@ -276,7 +368,7 @@ export class Channel extends EventEmitter {
       if (this.#sends.size === 0) {
         this.destroy();
       } else {
-        this.#poller?.readStop();
+        this.#setReading(false);
         const pending = [...this.#sends.values()].map((s) => new Promise<void>((r) => {
           const { resolve: res, reject: rej } = s;
           s.resolve = () => { res(); r(); };
@@ -323,12 +415,18 @@ export class Channel extends EventEmitter {
     for (const w of waiters) w.reject(err);
   }
 
-  #onRead(datas: Array<Buffer | null>, fdLists: Array<number[] | number | undefined>, eof: boolean, errno: number, syscall: string): void {
-    for (let i = 0; i < datas.length; i++) {
-      const data = datas[i];
-      const extra = fdLists[i];
-      if (data === null || data === undefined) {
-        const flags = typeof extra === 'number' ? extra : 0;
+  // One read batch: copies each message out of the shared READ_INFO and the read buffer (both are
+  // reused by the next batch) before any user code runs.
+  #onRead(count: number, eof: boolean, errno: number, syscall: string): void {
+    const info = READ_INFO;
+    const bytes = this.#readBuffer;
+    let offset = 0;
+    let next = READ_INFO_FDS;
+    for (let i = 0; i < count; i++) {
+      const length = info[2 + 2 * i]!;
+      const nfds = info[3 + 2 * i]!;
+      if (length < 0) {
+        const flags = nfds;
         this.#inbox.push(
           flags & 1
             ? new FdpassError('ERR_FDPASS_CTRUNC', 'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed')
@@ -337,7 +435,17 @@ export class Channel extends EventEmitter {
         debug('channel fd=%d dropped a truncated message (flags %d)', this.#fd, flags);
         continue;
       }
-      this.#inbox.push({ data, fds: Array.isArray(extra) ? extra : [] });
+      // A copy of its own (from Node's pool when small, as net.Socket data is).
+      const data = Buffer.allocUnsafe(length);
+      if (length <= 64) {
+        for (let j = 0; j < length; j++) data[j] = bytes[offset + j]!;
+      } else {
+        data.set(new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
+      }
+      offset += length;
+      const fds = new Array<number>(nfds);
+      for (let k = 0; k < nfds; k++) fds[k] = info[next++]!;
+      this.#inbox.push({ data, fds });
     }
     if (eof) {
       this.#ended = true;
@@ -357,6 +465,11 @@ export class Channel extends EventEmitter {
       if (id > lastId) break;
       this.#sends.delete(id);
       s.resolve();
+    }
+    // Every queued message (send() or write()) is in #sends: none left means the queue is empty.
+    if (this.#needDrain && this.#sends.size === 0) {
+      this.#needDrain = false;
+      this.emit('drain');
     }
   }
 
@@ -393,6 +506,13 @@ export class Channel extends EventEmitter {
     const wanted =
       this.#inbox.length === 0 &&
       (this.#waiters.length > 0 || (!this.#paused && this.listenerCount('message') > 0));
+    this.#setReading(wanted);
+  }
+
+  // Tells the poller only about changes: one native call per change, not per batch.
+  #setReading(wanted: boolean): void {
+    if (this.#poller === null || wanted === this.#reading) return;
+    this.#reading = wanted;
     if (wanted) this.#poller.readStart();
     else this.#poller.readStop();
   }

@@ -1,5 +1,5 @@
 // fdpass: pass open file descriptors between Linux processes, and adopt them as Node objects.
-export { Channel, openChannel, MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE } from './channel';
+export { Channel, openChannel, closeFds, MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE } from './channel';
 export type { Message, OutgoingMessage, PeerCredentials, ChannelOptions } from './channel';
 export { connect, listen, bindDgram, socketPair, ChannelServer } from './endpoints';
 export type { ConnectOptions, ListenOptions, BindDgramOptions, SocketPairOptions } from './endpoints';

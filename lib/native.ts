@@ -24,7 +24,7 @@ export interface NativeFdInfo {
   peer?: NativeAddress;
 }
 
-/** onRead for message mode: data[i] null means truncated, and then fds[i] is a flag number. */
+/** onRead for accept mode: the accepted descriptors. */
 export type NativeReadCallback = (
   datas: Array<Buffer | null> | number[],
   fdLists: Array<number[] | number | undefined> | undefined,
@@ -33,9 +33,19 @@ export type NativeReadCallback = (
   syscall: string,
 ) => void;
 
+/**
+ * onRead for message mode: `count` messages arrived in one batch. Their layout and descriptors are in
+ * the readInfo array (see NativePollerConstructor), their bytes back to back in the readBuffer; both
+ * are overwritten by the next batch, so the callback copies out what it keeps.
+ */
+export type NativeMessagesCallback = (count: number, eof: boolean, errno: number, syscall: string | undefined) => void;
+
 export interface NativePoller {
-  /** 0 when the kernel took the whole message, else an id that onSent later reports. */
-  send(data: Uint8Array | null, fds: number[] | null): number;
+  /**
+   * Sends `data` with the descriptors staged in sendFds[0, nfds). 0 when the kernel took the whole
+   * message, else an id that onSent later reports.
+   */
+  send(data: Uint8Array | null, nfds: number): number;
   readStart(): void;
   readStop(): void;
   close(): void;
@@ -46,15 +56,39 @@ export interface NativePoller {
 }
 
 export interface NativePollerConstructor {
+  /**
+   * Message mode. readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
+   * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
+   * to onRead; sendFds (253 int32s, shareable) carries the descriptors of send(). readInfo layout:
+   * [0] messages, [1] descriptors, per message i [2 + 2i] byte length (-1: dropped) and [3 + 2i]
+   * descriptor count (dropped: flags 1 MSG_CTRUNC | 2 MSG_TRUNC), descriptors from 2 + 2 * READ_BUDGET.
+   */
   new (
     fd: number,
-    mode: 0 | 1,
+    mode: 0,
+    socketType: number,
+    bufferSize: number,
+    onRead: NativeMessagesCallback,
+    onSent: (lastId: number) => void,
+    onError: (errno: number, syscall: string, failedId: number) => void,
+    readBuffer: Uint8Array,
+    readInfo: Int32Array,
+    sendFds: Int32Array,
+  ): NativePoller;
+  /** Accept mode: onRead(fds, undefined, false, errno, syscall) with the accepted descriptors. */
+  new (
+    fd: number,
+    mode: 1,
     socketType: number,
     bufferSize: number,
     onRead: NativeReadCallback,
     onSent: (lastId: number) => void,
     onError: (errno: number, syscall: string, failedId: number) => void,
   ): NativePoller;
+  /** Most messages one read batch delivers. */
+  readonly READ_BUDGET: number;
+  /** Length readInfo must have. */
+  readonly READ_INFO_LENGTH: number;
 }
 
 export interface NativeBinding {
@@ -76,6 +110,8 @@ export interface NativeBinding {
   inspect(fd: number): NativeFdInfo;
   dup(fd: number): number;
   close(fd: number): void;
+  /** Closes fds[0, count) in one call; returns the first errno (negative) or 0. */
+  closeFds(fds: Int32Array, count: number): number;
   constants: {
     SOCK_STREAM: number;
     SOCK_DGRAM: number;

@@ -114,6 +114,23 @@ inline bool ReadFdArray(const Napi::CallbackInfo& info, size_t i, size_t max, st
   return true;
 }
 
+// A typed array of `type` with at least `min_length` elements: the memory shared with JS.
+inline bool ReadTypedArray(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, size_t min_length,
+                    const char* what, Napi::TypedArray* out) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", what);
+    return false;
+  }
+  Napi::TypedArray a = v.As<Napi::TypedArray>();
+  if (a.ElementLength() < min_length) {
+    ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", what);
+    return false;
+  }
+  *out = a;
+  return true;
+}
+
 }  // namespace fdpass
 
 #endif  // FDPASS_ARGS_H_

@@ -178,6 +178,29 @@ Napi::Value CloseFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// closeFds(fds: Int32Array, count: number) -> the first errno (0 if none): closes fds[0, count) in one
+// call instead of one napi call each. Every fd is closed even when one fails; close(2) is never
+// retried and EINTR is no failure (Linux releases the descriptor anyway), as in closeFd.
+Napi::Value CloseFdsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray array;
+  int count;
+  if (!ReadTypedArray(info, 0, napi_int32_array, 0, "fds must be an Int32Array", &array) ||
+      !ReadInt32(info, 1, &count, 0, INT_MAX)) {
+    return env.Undefined();
+  }
+  if (static_cast<size_t>(count) > array.ElementLength()) {
+    ThrowRangeError(env, "ERR_OUT_OF_RANGE", "count exceeds the array");
+    return env.Undefined();
+  }
+  const int32_t* fds = array.As<Napi::Int32Array>().Data();
+  int first_error = 0;
+  for (int k = 0; k < count; k++) {
+    if (::close(fds[k]) < 0 && errno != EINTR && first_error == 0) first_error = -errno;
+  }
+  return Napi::Number::New(env, first_error);
+}
+
 void SetConstants(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOCK_STREAM", Napi::Number::New(env, SOCK_STREAM));
@@ -208,6 +231,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("inspect", Napi::Function::New(env, InspectFn, "inspect"));
   exports.Set("dup", Napi::Function::New(env, DupFn, "dup"));
   exports.Set("close", Napi::Function::New(env, CloseFn, "close"));
+  exports.Set("closeFds", Napi::Function::New(env, CloseFdsFn, "closeFds"));
   SetConstants(env, exports);
 }
 

@@ -18,6 +18,14 @@ namespace {
 // libuv's uv__read reads at most 32 times per wakeup so one busy socket cannot starve the loop.
 constexpr int kReadBudget = 32;
 
+// readInfo, the int32s a read batch leaves for JS: [0] messages, [1] descriptors, then per message i
+// [2 + 2i] its byte length (-1: dropped) and [3 + 2i] its descriptor count (dropped: 1 MSG_CTRUNC |
+// 2 MSG_TRUNC), then from kReadInfoFds every descriptor of the batch in order. The bytes lie back to
+// back in readBuffer.
+constexpr size_t kReadInfoFds = 2 + 2 * kReadBudget;
+constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
+constexpr size_t kReadInfoLength = kReadInfoFds + kReadFdsCapacity;
+
 // napi_set_element runs NAPI_PREAMBLE, which fails once the environment can no longer call into JS.
 bool CanCallJs(napi_env env) {
   napi_value probe, undefined;
@@ -45,7 +53,10 @@ Napi::Function Poller::Define(Napi::Env env) {
                       InstanceMethod<&Poller::Ref>("ref"),
                       InstanceMethod<&Poller::Unref>("unref"),
                       InstanceAccessor<&Poller::GetFd>("fd"),
-                      InstanceAccessor<&Poller::GetQueued>("queued")});
+                      InstanceAccessor<&Poller::GetQueued>("queued"),
+                      StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+                      StaticValue("READ_INFO_LENGTH",
+                                  Napi::Number::New(env, static_cast<double>(kReadInfoLength)))});
 }
 
 Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) {
@@ -59,6 +70,16 @@ Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) 
       !ReadFunction(info, 6, &on_error)) {
     return;
   }
+  Napi::TypedArray read_buffer, read_info, send_fds;
+  if (mode == kMessages &&
+      (!ReadTypedArray(info, 7, napi_uint8_array, static_cast<size_t>(buffer_size),
+                       "readBuffer must be a Uint8Array of at least bufferSize bytes", &read_buffer) ||
+       !ReadTypedArray(info, 8, napi_int32_array, kReadInfoLength,
+                       "readInfo must be an Int32Array of READ_INFO_LENGTH elements", &read_info) ||
+       !ReadTypedArray(info, 9, napi_int32_array, static_cast<size_t>(kMaxFdsPerMessage),
+                       "sendFds must be an Int32Array of 253 elements", &send_fds))) {
+    return;  // checked before taking the fd: the caller still owns it
+  }
   int rc = MakeNonBlockingCloexec(fd);
   if (rc < 0) {
     ThrowSystemError(env, rc, "fcntl");
@@ -67,7 +88,17 @@ Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) 
   fd_.reset(fd);
   mode_ = mode;
   socket_type_ = socket_type;
-  if (mode_ == kMessages) recv_buffer_.resize(static_cast<size_t>(buffer_size));
+  if (mode_ == kMessages) {
+    Napi::Uint8Array bytes = read_buffer.As<Napi::Uint8Array>();
+    read_data_ = bytes.Data();
+    read_capacity_ = bytes.ByteLength();
+    max_message_ = static_cast<size_t>(buffer_size);
+    read_info_ = read_info.As<Napi::Int32Array>().Data();
+    send_fds_ = send_fds.As<Napi::Int32Array>().Data();
+    read_buffer_ref_ = Napi::Persistent(bytes);
+    read_info_ref_ = Napi::Persistent(read_info.As<Napi::Int32Array>());
+    send_fds_ref_ = Napi::Persistent(send_fds.As<Napi::Int32Array>());
+  }
   // The callbacks close over the JS Channel, which holds this object: strong references from C++ would
   // make that cycle a GC root and an unclosed channel would never be collected. So the JS object keeps
   // them (non-enumerable properties) and C++ holds weak references; while polling, UpdatePolling pins
@@ -216,19 +247,23 @@ void Poller::Call(const Napi::FunctionReference& fn, const std::vector<napi_valu
   }
 }
 
+// One batch: up to kReadBudget messages, their bytes into readBuffer and their layout and descriptors
+// into readInfo, then one call into JS, which copies out what it keeps before any user code runs.
+// Nothing is allocated per message and no napi value is made per message or per descriptor.
 bool Poller::OnReadableMessages() {
-  Napi::Env env = Env();
-  Napi::Array datas = Napi::Array::New(env);
-  Napi::Array fd_lists = Napi::Array::New(env);
+  napi_env env = Env();
+  int32_t* info = read_info_;
+  OwnedFds fds(info + kReadInfoFds, kReadFdsCapacity);  // closed here unless the batch reaches JS
+  size_t offset = 0;
   uint32_t count = 0;
   bool eof = false;
   int err = 0;
-  bool built = true;             // every napi call succeeded (fails if JS dies meanwhile)
-  std::vector<UniqueFd> held;    // closed here unless the batch reaches JS complete
 
   for (int i = 0; i < kReadBudget; i++) {
+    if (read_capacity_ - offset < max_message_) break;  // no room for a full-size message: next wakeup
+    size_t mark = fds.size();
     ReceivedMessage m;
-    int rc = ReceiveMessage(fd_.get(), recv_buffer_.data(), recv_buffer_.size(), &m);
+    int rc = ReceiveMessage(fd_.get(), read_data_ + offset, max_message_, &fds, &m);
     if (rc == -EAGAIN) break;
     // Datagram-style receives (seqpacket, dgram) report a pending ECONNRESET (the peer closed with our
     // data unread) before the messages still queued (net/core/datagram.c checks sock_error first) and
@@ -240,47 +275,44 @@ bool Poller::OnReadableMessages() {
     }
     // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
     // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.)
-    if (m.length == 0 && m.fds.empty() && socket_type_ != SOCK_DGRAM) {
+    if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && socket_type_ != SOCK_DGRAM) {
       eof = true;
       break;
     }
     if (m.fds_truncated || m.data_truncated) {
-      // The message is unusable: its fds close with `m`; JS is told what was lost.
-      built = built && datas.Set(count, env.Null()) &&
-              fd_lists.Set(count, Napi::Number::New(env, (m.fds_truncated ? 1 : 0) |
-                                                             (m.data_truncated ? 2 : 0)));
+      // The message is unusable: what arrived of its fds closes now; JS is told what was lost.
+      fds.ShrinkTo(mark);
+      info[2 + 2 * count] = -1;
+      info[3 + 2 * count] = (m.fds_truncated ? 1 : 0) | (m.data_truncated ? 2 : 0);
       count++;
       continue;
     }
-    built = built && datas.Set(count, Napi::Buffer<uint8_t>::Copy(env, recv_buffer_.data(), m.length));
-    if (m.fds.empty()) {
-      built = built && fd_lists.Set(count, env.Undefined());
-    } else {
-      Napi::Array list = Napi::Array::New(env, m.fds.size());
-      for (uint32_t k = 0; k < m.fds.size(); k++) {
-        built = built && list.Set(k, Napi::Number::New(env, m.fds[k].get()));
-      }
-      built = built && fd_lists.Set(count, list);
-      for (auto& fd : m.fds) held.push_back(std::move(fd));
-    }
+    info[2 + 2 * count] = static_cast<int32_t>(m.length);
+    info[3 + 2 * count] = static_cast<int32_t>(m.nfds);
+    offset += m.length;
     count++;
   }
-
-  if (!built) {
-    // JS can no longer run: the fds in `held` close here instead of leaking into a dead batch.
-    reading_ = false;
-    UpdatePolling();
-    return false;
-  }
-  for (auto& fd : held) fd.release();  // JS owns them now
+  info[0] = static_cast<int32_t>(count);
+  info[1] = static_cast<int32_t>(fds.size());
 
   if (eof || err != 0) {
     reading_ = false;
     UpdatePolling();
   }
   if (count == 0 && !eof && err == 0) return false;
-  Call(on_read_, {datas, fd_lists, Napi::Boolean::New(env, eof), Napi::Number::New(env, err),
-                  Napi::String::New(env, "recvmsg")});
+  napi_value args[4];
+  if (napi_create_uint32(env, count, &args[0]) != napi_ok ||
+      napi_get_boolean(env, eof, &args[1]) != napi_ok ||
+      napi_create_int32(env, err, &args[2]) != napi_ok ||
+      (err != 0 ? napi_create_string_utf8(env, "recvmsg", NAPI_AUTO_LENGTH, &args[3])
+                : napi_get_undefined(env, &args[3])) != napi_ok) {
+    // JS can no longer run: the batch's fds close here instead of leaking into a dead batch.
+    reading_ = false;
+    UpdatePolling();
+    return false;
+  }
+  fds.Release();  // JS owns them now
+  Call(on_read_, {args[0], args[1], args[2], args[3]});
   return true;
 }
 
@@ -347,16 +379,28 @@ void Poller::OnWritable() {
   }
 }
 
-// send(data: Uint8Array | null, fds: number[] | null) -> 0 when the kernel took it all, else the id
-// that onSent(id) later reports. Throws a system error when the kernel refuses at once.
+// send(data: Uint8Array | null, nfds: number) -> 0 when the kernel took it all, else the id that
+// onSent(id) later reports. The descriptors are sendFds[0, nfds), staged there by JS (one typed-array
+// write each instead of one napi call each). Throws a system error when the kernel refuses at once.
 Napi::Value Poller::Send(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint8_t* data;
   size_t len;
-  std::vector<int> fds;
-  if (!ReadBytes(info, 0, &data, &len) ||
-      !ReadFdArray(info, 1, static_cast<size_t>(kMaxFdsPerMessage), &fds)) {
+  int nfds;
+  if (!ReadBytes(info, 0, &data, &len) || !ReadInt32(info, 1, &nfds, 0, kMaxFdsPerMessage)) {
     return env.Undefined();
+  }
+  if (send_fds_ == nullptr) {
+    ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "send() needs a message-mode poller");
+    return env.Undefined();
+  }
+  const int* fds = send_fds_;
+  size_t count = static_cast<size_t>(nfds);
+  for (size_t k = 0; k < count; k++) {
+    if (fds[k] < 0) {  // lib/ validated them; the re-check, as args.h does for arguments
+      ThrowRangeError(env, "ERR_OUT_OF_RANGE", "fds must be integers >= 0");
+      return env.Undefined();
+    }
   }
   if (!fd_.valid()) {
     ThrowSystemError(env, -EBADF, "sendmsg");
@@ -366,7 +410,7 @@ Napi::Value Poller::Send(const Napi::CallbackInfo& info) {
     ThrowSystemError(env, -EPIPE, "sendmsg");
     return env.Undefined();
   }
-  if (socket_type_ == SOCK_STREAM && len == 0 && !fds.empty()) {
+  if (socket_type_ == SOCK_STREAM && len == 0 && count > 0) {
     // unix(7): a stream silently drops fds sent with no data byte. lib/ pads; this is the re-check.
     ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "a stream message with fds needs data");
     return env.Undefined();
@@ -374,7 +418,7 @@ Napi::Value Poller::Send(const Napi::CallbackInfo& info) {
 
   size_t sent = 0;
   if (queue_.empty()) {
-    ssize_t n = SendMessage(fd_.get(), data, len, fds.data(), fds.size());
+    ssize_t n = SendMessage(fd_.get(), data, len, fds, count);
     if (n >= 0 && static_cast<size_t>(n) == len) return Napi::Number::New(env, 0);
     if (n < 0 && n != -EAGAIN) {
       ThrowSystemError(env, static_cast<int>(n), "sendmsg");
@@ -389,9 +433,9 @@ Napi::Value Poller::Send(const Napi::CallbackInfo& info) {
   m.data.assign(data + sent, data + len);
   if (sent == 0) {
     // Not sent yet: hold duplicates so the caller may close its copies now (DESIGN.md §4).
-    m.fds.reserve(fds.size());
-    for (int fd : fds) {
-      int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    m.fds.reserve(count);
+    for (size_t k = 0; k < count; k++) {
+      int dup = fcntl(fds[k], F_DUPFD_CLOEXEC, 0);
       if (dup < 0) {
         int e = -errno;
         ThrowSystemError(env, e, "fcntl");

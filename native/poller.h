@@ -20,7 +20,12 @@ namespace fdpass {
 class Poller : public Napi::ObjectWrap<Poller> {
  public:
   static Napi::Function Define(Napi::Env env);
-  // new Poller(fd, mode, socketType, bufferSize, onRead, onSent, onError): takes ownership of fd.
+  // new Poller(fd, mode, socketType, bufferSize, onRead, onSent, onError[, readBuffer, readInfo,
+  // sendFds]): takes ownership of fd. Message mode needs the three arrays (memory JS and C++ share, so
+  // that a read batch or a send crosses with no allocation): readBuffer (at least bufferSize bytes)
+  // receives the batch's bytes, readInfo (Poller.READ_INFO_LENGTH int32s, may be shared by every
+  // poller of the env) its layout and descriptors, sendFds (253 int32s) the descriptors of send().
+  // onRead(count, eof, errno, syscall) then reads both.
   explicit Poller(const Napi::CallbackInfo& info);
   ~Poller() override;
 
@@ -73,7 +78,14 @@ class Poller : public Napi::ObjectWrap<Poller> {
   int polling_events_ = 0;
   uint32_t next_id_ = 1;
   std::deque<Outgoing> queue_;
-  std::vector<uint8_t> recv_buffer_;
+  // Message mode: memory shared with JS (see the constructor), held by strong references.
+  Napi::Reference<Napi::Uint8Array> read_buffer_ref_;
+  Napi::Reference<Napi::Int32Array> read_info_ref_, send_fds_ref_;
+  uint8_t* read_data_ = nullptr;
+  size_t read_capacity_ = 0;
+  size_t max_message_ = 0;  // bufferSize: room one recvmsg needs
+  int32_t* read_info_ = nullptr;
+  int32_t* send_fds_ = nullptr;
   Napi::FunctionReference on_read_, on_sent_, on_error_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
 };

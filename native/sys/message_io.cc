@@ -29,7 +29,7 @@ ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size
   ControlBuffer control;
   if (nfds > 0) {
     if (nfds > static_cast<size_t>(kMaxFdsPerMessage)) return -EINVAL;
-    memset(&control, 0, sizeof(control));
+    memset(control.buf, 0, CMSG_SPACE(sizeof(int) * nfds));  // only what the kernel reads
     msg.msg_control = control.buf;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
@@ -47,7 +47,7 @@ ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size
   return n;
 }
 
-int ReceiveMessage(int sock, void* buf, size_t cap, ReceivedMessage* out) {
+int ReceiveMessage(int sock, void* buf, size_t cap, OwnedFds* fds, ReceivedMessage* out) {
   struct iovec iov;
   iov.iov_base = buf;
   iov.iov_len = cap;
@@ -67,7 +67,8 @@ int ReceiveMessage(int sock, void* buf, size_t cap, ReceivedMessage* out) {
   if (n < 0) return -errno;
 
   out->length = static_cast<size_t>(n);
-  out->fds.clear();
+  out->nfds = 0;
+  out->fds_truncated = false;
   // Take ownership of every descriptor first, whatever else is wrong with the message, so that none
   // can leak. Only SOL_SOCKET/SCM_RIGHTS carries fds (libuv checks neither level nor MSG_CTRUNC).
   for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
@@ -77,11 +78,15 @@ int ReceiveMessage(int sock, void* buf, size_t cap, ReceivedMessage* out) {
     for (size_t i = 0; i < count; i++) {
       int fd;
       memcpy(&fd, p + i * sizeof(int), sizeof(int));
-      out->fds.emplace_back(fd);
+      if (fds->Push(fd)) {
+        out->nfds++;
+      } else {
+        out->fds_truncated = true;  // closed by Push: the caller's array is full
+      }
     }
   }
   out->data_truncated = (msg.msg_flags & MSG_TRUNC) != 0;
-  out->fds_truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) out->fds_truncated = true;
   return 0;
 }
 

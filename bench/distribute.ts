@@ -1,0 +1,96 @@
+// Accept and distribute: the servers behind the second workload of `npm run bench`.
+//   node distribute.js fdpass <port>     a primary accepts TCP connections and passes each one to one of
+//                                        two workers (round robin) over fdpass seqpacket channels; the
+//                                        workers adopt the socket and answer HTTP
+//   node distribute.js reuseport <port>  one HTTP worker on a SO_REUSEPORT listener (run two)
+// (Node cluster's round robin is examples/cluster-server.js with 2 workers.)
+// Each prints {"event":"serving"} once it serves, and stops on SIGTERM.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { fdOf, listenReusePort, openChannel, socketPair, toSocket, type Channel, type Message } from 'fdpass';
+
+const WORKERS = 2;
+
+function hasWrite(ch: Channel): ch is Channel & { write(msg: { fds: number[] }): boolean } {
+  return typeof (ch as { write?: unknown }).write === 'function';
+}
+
+function handler(_req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.end(`hello from ${process.pid}\n`);
+}
+
+function serving(): void {
+  process.stdout.write(`${JSON.stringify({ event: 'serving', pid: process.pid })}\n`);
+}
+
+// A worker: every message carries accepted connections; each becomes a net.Socket of the HTTP server.
+function fdpassWorker(): void {
+  const server = http.createServer(handler);
+  const ch = openChannel(3);
+  ch.on('message', (m: Message) => {
+    for (const fd of m.fds) server.emit('connection', toSocket(fd));
+  });
+  ch.on('end', () => process.exit(0));
+  ch.on('error', (err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
+
+async function fdpassPrimary(port: number): Promise<void> {
+  const children: ChildProcess[] = [];
+  const channels: Channel[] = [];
+  for (let i = 0; i < WORKERS; i++) {
+    const [mine, theirs] = socketPair({ type: 'seqpacket' });
+    children.push(spawn(process.execPath, [__filename, 'fdpass-worker'], { stdio: ['ignore', 'inherit', 'inherit', theirs.fd] }));
+    theirs.destroy();
+    mine.on('error', (err) => console.error(err));
+    channels.push(mine);
+  }
+  let next = 0;
+  // pauseOnConnect: the primary never reads; it only hands the descriptor on and closes its copy.
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    const ch = channels[next]!;
+    next = (next + 1) % WORKERS;
+    const msg = { fds: [fdOf(socket)] };
+    // write() where this fdpass has it (no promise per connection), else send().
+    if (hasWrite(ch)) {
+      try {
+        ch.write(msg); // false only means queued: it still goes out
+      } catch (err) {
+        console.error(err);
+      }
+    } else {
+      ch.send(msg).catch((err) => console.error(err));
+    }
+    socket.destroy(); // the message holds the fd now (in the kernel, or as a duplicate if queued)
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', 511, resolve));
+  process.on('SIGTERM', () => {
+    server.close();
+    for (const ch of channels) void ch.close();
+    void Promise.all(children.map((c) => once(c, 'exit'))).then(() => process.exit(0));
+  });
+  serving();
+}
+
+async function reusePortWorker(port: number): Promise<void> {
+  const server = http.createServer(handler);
+  await listenReusePort({ port, host: '127.0.0.1', backlog: 511, server });
+  process.on('SIGTERM', () => process.exit(0));
+  serving();
+}
+
+const [role, port] = process.argv.slice(2);
+const run =
+  role === 'fdpass'
+    ? fdpassPrimary(Number(port))
+    : role === 'fdpass-worker'
+      ? Promise.resolve(fdpassWorker())
+      : reusePortWorker(Number(port));
+run.catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

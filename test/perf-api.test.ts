@@ -1,0 +1,192 @@
+// The fast-path API (Channel#write + 'drain', closeFds) and the batched receive path behind it.
+import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import { closeFd, closeFds, dupFd, inspect, socketPair, MAX_FDS_PER_MESSAGE, type Channel, type Message } from 'fdpass';
+import { tmpPath } from './helpers/tmp';
+
+async function closePair(a: Channel, b: Channel): Promise<void> {
+  await a.close();
+  await b.close();
+}
+
+function openFile(name: string, text: string): number {
+  const p = tmpPath(name);
+  fs.writeFileSync(p, text);
+  return fs.openSync(p, 'r');
+}
+
+function isOpen(fd: number): boolean {
+  try {
+    fs.fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('Channel#write and closeFds', () => {
+  for (const type of ['seqpacket', 'stream'] as const) {
+    it(`${type}: write() returns true when the kernel takes the message; data and fds arrive`, async () => {
+      const [a, b] = socketPair({ type });
+      const fd = openFile('w.txt', 'written');
+      assert.equal(a.write({ data: 'hello', fds: [fd] }), true);
+      assert.equal(a.writableNeedDrain, false);
+      fs.closeSync(fd); // the caller's copy is its own
+      const m = await b.receive();
+      assert.equal(m.data.toString(), 'hello');
+      assert.equal(m.fds.length, 1);
+      assert.equal(fs.readFileSync(m.fds[0]!, 'utf8'), 'written');
+      closeFds(m.fds);
+      await closePair(a, b);
+    });
+
+    it(`${type}: write() returns false once the socket is full, queues in order, and 'drain' follows`, async () => {
+      const [a, b] = socketPair({ type });
+      const fd = openFile('q.txt', 'queued');
+      const payload = Buffer.alloc(16 * 1024, 7);
+      const message = (i: number): { data: Buffer; fds: number[] } => {
+        const data = Buffer.from(payload);
+        data.writeUInt32BE(i, 0);
+        return { data, fds: [fd] };
+      };
+      // Write until the kernel's buffer is full (nothing reads yet): the last write was queued.
+      let written = 0;
+      while (a.write(message(written++))) assert.ok(written < 100_000, 'the socket never filled');
+      for (let extra = 0; extra < 3; extra++) {
+        assert.equal(a.write(message(written++)), false, 'a write behind a queue is queued too');
+      }
+      assert.equal(a.writableNeedDrain, true);
+      fs.closeSync(fd); // queued messages hold duplicates
+      const drained = once(a, 'drain');
+      let next = 0;
+      let pending = Buffer.alloc(0);
+      while (next < written) {
+        const m = await b.receive();
+        // A stream may split a write across reads; the fd comes with its first bytes.
+        pending = Buffer.concat([pending, m.data]);
+        if (m.fds.length > 0) assert.equal(inspect(m.fds[0]!).kind, 'file');
+        closeFds(m.fds);
+        while (pending.length >= payload.length) {
+          assert.equal(pending.readUInt32BE(0), next, 'messages arrive in write order');
+          pending = pending.subarray(payload.length);
+          next++;
+        }
+      }
+      await drained;
+      assert.equal(a.writableNeedDrain, false);
+      assert.equal(a.write({ data: 'after drain' }), true);
+      assert.equal((await b.receive()).data.toString(), 'after drain');
+      await closePair(a, b);
+    });
+  }
+
+  it('write() throws argument errors synchronously and ERR_FDPASS_CLOSED once closed', async () => {
+    const [a, b] = socketPair();
+    assert.throws(() => a.write({ data: 'x', fds: 'nope' as unknown as number[] }), { code: 'ERR_INVALID_ARG_TYPE' });
+    assert.throws(() => a.write({ data: 'x', fds: [-1] }), (err: Error & { code: string }) => {
+      assert.ok(err instanceof RangeError);
+      assert.equal(err.code, 'ERR_OUT_OF_RANGE');
+      assert.match(err.message, /message\.fds\[0\]/);
+      return true;
+    });
+    assert.throws(() => a.write({ data: 'x', fds: new Array<number>(MAX_FDS_PER_MESSAGE + 1).fill(0) }), RangeError);
+    assert.throws(() => a.write({}), { code: 'ERR_INVALID_ARG_VALUE' }); // empty seqpacket message
+    assert.throws(() => a.write(null as unknown as { data: string }), { code: 'ERR_INVALID_ARG_TYPE' });
+    await a.close();
+    assert.throws(() => a.write({ data: 'late' }), { code: 'ERR_FDPASS_CLOSED' });
+    await b.close();
+  });
+
+  it('close() waits for messages write() queued', async () => {
+    const [a, b] = socketPair();
+    const data = Buffer.alloc(32 * 1024, 1);
+    let count = 0;
+    while (a.write({ data })) count++;
+    count++; // the one that was queued
+    for (let i = 0; i < 3; i++, count++) a.write({ data });
+    const closed = a.close();
+    let received = 0;
+    for await (const m of b) {
+      assert.equal(m.data.length, data.length);
+      received++;
+    }
+    await closed;
+    assert.equal(received, count);
+    await b.close();
+  });
+
+  it('closeFds closes every descriptor in one call, checks them all first, and reports EBADF', async () => {
+    const fd = openFile('c.txt', 'x');
+    assert.doesNotThrow(() => closeFds([]));
+    const one = dupFd(fd);
+    closeFds([one]);
+    assert.equal(isOpen(one), false);
+
+    const many = Array.from({ length: 300 }, () => dupFd(fd)); // more than one message's worth
+    closeFds(many);
+    for (const d of many) assert.equal(isOpen(d), false);
+
+    const kept = [dupFd(fd), dupFd(fd)];
+    assert.throws(() => closeFds([kept[0]!, 1.5, kept[1]!]), (err: Error & { code: string }) => {
+      assert.ok(err instanceof RangeError);
+      assert.match(err.message, /fds\[1\]/);
+      return true;
+    });
+    assert.throws(() => closeFds('3' as unknown as number[]), { code: 'ERR_INVALID_ARG_TYPE' });
+    for (const d of kept) assert.equal(isOpen(d), true, 'nothing is closed when an entry is invalid');
+
+    // A descriptor that is not open: the others are still closed, then EBADF is thrown.
+    const gone = dupFd(fd);
+    closeFd(gone);
+    assert.throws(() => closeFds([kept[0]!, gone, kept[1]!]), { code: 'EBADF', syscall: 'close' });
+    for (const d of kept) assert.equal(isOpen(d), false);
+    fs.closeSync(fd);
+  });
+
+  it('a burst arrives in batches: each message keeps its own bytes and fds after later reads', async () => {
+    const [a, b] = socketPair({ maxMessageSize: 1024 });
+    const fd = openFile('b.txt', 'batch');
+    // Full-size messages and small ones, with 0..40 fds each, sent before anyone reads.
+    for (let i = 0; i < 60; i++) {
+      const size = i % 3 === 0 ? 1024 : 1 + i;
+      const data = Buffer.alloc(size, i);
+      a.write({ data, fds: new Array<number>(i % 41).fill(fd) }); // most queue: nothing reads yet
+    }
+    fs.closeSync(fd);
+    const got: Message[] = [];
+    for (let i = 0; i < 60; i++) got.push(await b.receive());
+    // Checked only now, after every later batch reused the channel's read memory.
+    got.forEach((m, i) => {
+      const size = i % 3 === 0 ? 1024 : 1 + i;
+      assert.equal(m.data.length, size, `message ${i} length`);
+      assert.ok(m.data.every((byte) => byte === i), `message ${i} bytes`);
+      assert.equal(m.fds.length, i % 41, `message ${i} fd count`);
+      assert.equal(new Set(m.fds).size, m.fds.length, 'each received fd is a descriptor of its own');
+      for (const d of m.fds) assert.equal(inspect(d).kind, 'file');
+      closeFds(m.fds);
+    });
+    await closePair(a, b);
+  });
+
+  it("'message' listeners get the same batched delivery; send() and write() mix in order", async () => {
+    const [a, b] = socketPair();
+    const seen: string[] = [];
+    const done = new Promise<void>((resolve) => {
+      b.on('message', (m: Message) => {
+        seen.push(m.data.toString());
+        closeFds(m.fds);
+        if (seen.length === 6) resolve();
+      });
+    });
+    a.write({ data: '0' });
+    void a.send({ data: '1', fds: [0] });
+    a.write({ data: '2', fds: [0, 1] });
+    await a.send({ data: '3' });
+    a.write({ data: '4' });
+    a.write({ data: '5', fds: [2] });
+    await done;
+    assert.deepEqual(seen, ['0', '1', '2', '3', '4', '5']);
+    await closePair(a, b);
+  });
+});
