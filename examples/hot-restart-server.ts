@@ -15,8 +15,9 @@ async function main(): Promise<void> {
   if (inherited) await inherited.server('http', server);
   else await new Promise<void>((resolve) => server.listen(port, resolve));
 
-  // 2. Serving: tell the old process, which now closes its copy and drains.
-  await inherited?.ready();
+  // 2. Serving: after a second side by side (so V8 warms up while the old process still takes its
+  //    share), tell the old process, which then closes its copy and drains.
+  await inherited?.ready({ overlap: 1000 });
 
   // 3. Offer the listener to the next generation; exit once handed off and drained.
   const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000 });

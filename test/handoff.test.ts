@@ -75,6 +75,29 @@ describe('hand-off (hot restart)', () => {
     await stop(fresh);
   });
 
+  it('ready({ overlap }) keeps the old process accepting alongside the new one for that long', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http']);
+    const { ports } = await old.expect<Serving>('serving');
+    const port = ports.web!;
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
+    fresh.send({ cmd: 'ready', overlap: 1500 });
+    const started = Date.now();
+    const seen = new Set<string>();
+    while (Date.now() - started < 1000 && seen.size < 2) {
+      const answers = await Promise.all(Array.from({ length: 8 }, () => get(port)));
+      for (const a of answers) seen.add(a.split(' ')[0]!);
+    }
+    assert.deepEqual([...seen].sort(), ['new', 'old'], 'both served during the overlap');
+    await fresh.expect('ready');
+    assert.ok(Date.now() - started >= 1400, 'ready() waited for the overlap');
+    await old.expect('drained');
+    assert.equal(await get(port), `new ${fresh.pid}`);
+    await stop(fresh);
+    await old.exited;
+  });
+
   for (const [behaviour, code] of [
     ['exit-before-ready', 'ERR_FDPASS_CLOSED'],
     ['hang', 'ERR_FDPASS_TIMEOUT'],
