@@ -29,7 +29,7 @@ function freePort(): Promise<number> {
   });
 }
 
-async function underLoad(method: Method, restarts: number): Promise<{ ok: number; failed: Map<string, number> }> {
+async function underLoad(method: Method, restarts: number): Promise<{ ok: number; failed: Map<string, number>; seconds: number }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-demo-'));
   const port = await freePort();
   const d = await deploy(method, port, path.join(dir, 'control.sock'));
@@ -47,6 +47,7 @@ async function underLoad(method: Method, restarts: number): Promise<{ ok: number
       }
     }
   };
+  const started = Date.now();
   const clients = Array.from({ length: 16 }, client);
   for (let i = 0; i < restarts; i++) {
     await new Promise((r) => setTimeout(r, 400));
@@ -55,9 +56,10 @@ async function underLoad(method: Method, restarts: number): Promise<{ ok: number
   await new Promise((r) => setTimeout(r, 400));
   running = false;
   await Promise.all(clients);
+  const seconds = (Date.now() - started) / 1000;
   await d.stop();
   fs.rmSync(dir, { recursive: true, force: true });
-  return { ok, failed };
+  return { ok, failed, seconds };
 }
 
 async function main(): Promise<void> {
@@ -73,7 +75,8 @@ async function main(): Promise<void> {
     if (method === 'fdpass') fdpassFailed = failures;
     const detail = failures ? ` (${[...r.failed].map(([c, n]) => `${c} ${n}`).join(', ')})` : '';
     const label = method === 'fdpass' ? 'fdpass hand-off' : 'naive close + bind';
-    console.log(`  ${label.padEnd(20)} ${String(r.ok).padStart(6)} requests served, ${failures} failed${detail}`);
+    const rate = `${Math.round(r.ok / r.seconds)} req/s over ${r.seconds.toFixed(1)} s`;
+    console.log(`  ${label.padEnd(20)} ${String(r.ok).padStart(6)} requests served (${rate}), ${failures} failed${detail}`);
   }
   if (fdpassFailed > 0) process.exitCode = 1;
 }
