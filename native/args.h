@@ -8,7 +8,6 @@
 #include <climits>
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "errors.h"
 
@@ -79,38 +78,6 @@ inline bool ReadBytes(const Napi::CallbackInfo& info, size_t i, const uint8_t** 
   Napi::Uint8Array a = v.As<Napi::Uint8Array>();
   *data = a.Data();
   *len = a.ByteLength();
-  return true;
-}
-
-// An array of descriptor numbers, at most `max` long.
-inline bool ReadFdArray(const Napi::CallbackInfo& info, size_t i, size_t max, std::vector<int>* out) {
-  Napi::Value v = info[i];
-  out->clear();
-  if (v.IsNull() || v.IsUndefined()) return true;
-  if (!v.IsArray()) {
-    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", "fds must be an array");
-    return false;
-  }
-  Napi::Array a = v.As<Napi::Array>();
-  uint32_t n = a.Length();
-  if (n > max) {
-    ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "too many fds for one message");
-    return false;
-  }
-  out->reserve(n);
-  for (uint32_t k = 0; k < n; k++) {
-    Napi::Value e = a.Get(k);
-    if (!e.IsNumber()) {
-      ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", "fds must be numbers");
-      return false;
-    }
-    double d = e.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || std::trunc(d) != d || d < 0 || d > INT_MAX) {
-      ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "fds must be integers >= 0");
-      return false;
-    }
-    out->push_back(static_cast<int>(d));
-  }
   return true;
 }
 
