@@ -3,6 +3,7 @@
 // The very same sockets move, so connections waiting in the accept queue are never dropped.
 import * as dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
@@ -89,6 +90,33 @@ function kindOfListener(fd: number): ListenerKind {
   if (s.type === 'stream' && s.domain === 'unix') return 'unix';
   if (s.type === 'stream' && (s.domain === 'inet' || s.domain === 'inet6')) return 'tcp';
   return 'other';
+}
+
+/**
+ * libuv unlinks a Unix socket's path when the server that bound it closes (uv_pipe_close), which would
+ * take the name away from the new process. Keep a second hard link across the close and move it back:
+ * the name is missing only between libuv's unlink and the rename, a few microseconds.
+ * (A listener adopted from an fd has no path for libuv to unlink; then the spare link just goes.)
+ */
+function keepSocketPath(server: net.Server): (() => void) | undefined {
+  const path = server.address();
+  if (typeof path !== 'string' || path.startsWith('\0') || path.startsWith('@')) return undefined;
+  const spare = `${path}.fdpass-${process.pid}`;
+  try {
+    if (!fs.lstatSync(path).isSocket()) return undefined;
+    fs.linkSync(path, spare);
+  } catch (err) {
+    debug('handoff: cannot keep %s across close: %s', path, (err as Error).message);
+    return undefined;
+  }
+  return () => {
+    try {
+      fs.renameSync(spare, path); // a no-op when libuv left `path` alone (same inode)
+      if (fs.existsSync(spare)) fs.unlinkSync(spare);
+    } catch (err) {
+      debug('handoff: restoring %s: %s', path, (err as Error).message);
+    }
+  };
 }
 
 function closeQuietly(fd: number): void {
@@ -257,7 +285,9 @@ export class HandoffServer extends EventEmitter {
       else if (l instanceof dgram.Socket) l.close();
       else {
         if (typeof (l as http.Server).closeIdleConnections === 'function') httpServers.push(l as http.Server);
+        const restore = keepSocketPath(l);
         waits.push(new Promise<void>((resolve) => l.close(() => resolve())));
+        restore?.();
       }
     }
     return { closed: Promise.all(waits).then(() => {}), httpServers };

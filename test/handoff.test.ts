@@ -1,6 +1,9 @@
 // Hot restart: listeners move from an old process to a new one; the old keeps serving on failure.
 import * as assert from 'node:assert/strict';
+import * as dgram from 'node:dgram';
+import { once } from 'node:events';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import { handoff, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
 import { runFixture, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
@@ -94,6 +97,63 @@ describe('hand-off (hot restart)', () => {
     assert.ok(Date.now() - started >= 1400, 'ready() waited for the overlap');
     await old.expect('drained');
     assert.equal(await get(port), `new ${fresh.pid}`);
+    await stop(fresh);
+    await old.exited;
+  });
+
+  it('a Unix net.Server and a UDP socket move by name and work in the new process', async () => {
+    const control = tmpPath('control.sock');
+    const unixPath = tmpPath('app.sock');
+    const old = runFixture('handoff-old', [control, 'mixed', '5000', unixPath]);
+    const { ports } = await old.expect<Serving>('serving');
+    const askUnix = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        let data = '';
+        net.connect(unixPath).on('data', (d: Buffer) => (data += d.toString())).on('end', () => resolve(data)).on('error', reject);
+      });
+    const askUdp = async (): Promise<string> => {
+      const s = dgram.createSocket('udp4');
+      s.send('who', ports.udp!, '127.0.0.1');
+      const [m] = (await once(s, 'message')) as [Buffer];
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+      return m.toString();
+    };
+    assert.equal(await askUnix(), `unix ${old.pid}`);
+    assert.equal(await askUdp(), `udp ${old.pid}`);
+    const fresh = runFixture('handoff-new', [control, 'mixed']);
+    const mixed = await fresh.expect<{ kinds: Record<string, string> }>('mixed');
+    assert.deepEqual(mixed.kinds, { unix: 'unix', udp: 'udp' });
+    await old.expect('drained');
+    assert.equal((await old.exited).code, 0);
+    assert.equal(await askUnix(), `unix ${fresh.pid}`);
+    assert.equal(await askUdp(), `udp ${fresh.pid}`);
+    await stop(fresh);
+  });
+
+  it('draining closes idle keep-alive connections at once instead of waiting for the deadline', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http']);
+    const { ports } = await old.expect<Serving>('serving');
+    const agent = new http.Agent({ keepAlive: true });
+    const body = await new Promise<string>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: ports.web!, agent }, (res) => {
+        let b = '';
+        res.on('data', (d: Buffer) => (b += d.toString()));
+        res.on('end', () => resolve(b));
+      }).on('error', reject);
+    });
+    assert.equal(body, `old ${old.pid}`);
+    const idle = Object.values(agent.freeSockets).flat()[0]!;
+    assert.ok(idle, 'one idle keep-alive connection to the old process');
+    const idleClosed = once(idle, 'close');
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
+    const t0 = Date.now();
+    fresh.send({ cmd: 'ready' });
+    await old.expect('drained');
+    await idleClosed;
+    assert.ok(Date.now() - t0 < 2000, 'drained well before the 5 s drain deadline');
+    agent.destroy();
     await stop(fresh);
     await old.exited;
   });
