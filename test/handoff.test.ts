@@ -7,18 +7,7 @@ import * as net from 'node:net';
 import { handoff, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
 import { runFixture, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
-
-function get(port: number, path = '/'): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
-}
+import { get } from './helpers/http';
 
 async function stop(child: Fixture, expectCode: number | null = 0): Promise<void> {
   child.send({ cmd: 'exit' });

@@ -9,20 +9,8 @@ import * as net from 'node:net';
 import { runFixture, spawnJson, fixturesDir } from './helpers/children';
 import { fdCount } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
+import { get } from './helpers/http';
 import * as path from 'node:path';
-
-/** One GET on a new connection; resolves with the body, rejects on any socket error. */
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}`))));
-    });
-    req.on('error', reject);
-  });
-}
 
 /** Runs `count` requests, `concurrency` at a time; returns who served how many and the failures. */
 async function load(port: number, count: number, concurrency: number): Promise<{ served: Map<string, number>; errors: string[] }> {
