@@ -172,6 +172,7 @@ export class Channel extends EventEmitter {
   #readBuffer: Buffer;
   #peer: PeerCredentials | undefined;
   #onClose: (() => void) | undefined;
+  #afterFlush: (() => void) | undefined; // close() waiting for queued sends
 
   /** @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd`. */
   constructor(fd: number, type: number, opts: ChannelOptions = {}, onClose?: () => void) {
@@ -369,12 +370,7 @@ export class Channel extends EventEmitter {
         this.destroy();
       } else {
         this.#setReading(false);
-        const pending = [...this.#sends.values()].map((s) => new Promise<void>((r) => {
-          const { resolve: res, reject: rej } = s;
-          s.resolve = () => { res(); r(); };
-          s.reject = (e) => { rej(e); r(); };
-        }));
-        void Promise.all(pending).then(() => this.destroy());
+        this.#afterFlush = () => this.destroy(); // run by #onSent or #shutdown once #sends is empty
       }
     });
     return this.#closing;
@@ -396,6 +392,7 @@ export class Channel extends EventEmitter {
     const failure = this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel was closed before the message was sent');
     for (const s of this.#sends.values()) s.reject(failure);
     this.#sends.clear();
+    this.#runAfterFlush(); // a close() that waited for those sends: its destroy() drops the inbox
     if (this.#inbox.length === 0) this.#rejectWaiters();
     debug('channel fd=%d closed%s', this.#fd, err ? ` (${err.message})` : '');
     this.#onClose?.();
@@ -467,10 +464,18 @@ export class Channel extends EventEmitter {
       s.resolve();
     }
     // Every queued message (send() or write()) is in #sends: none left means the queue is empty.
-    if (this.#needDrain && this.#sends.size === 0) {
+    if (this.#sends.size > 0) return;
+    if (this.#needDrain) {
       this.#needDrain = false;
       this.emit('drain');
     }
+    this.#runAfterFlush();
+  }
+
+  #runAfterFlush(): void {
+    const fn = this.#afterFlush;
+    this.#afterFlush = undefined;
+    fn?.();
   }
 
   #onError(err: FdpassSystemError): void {

@@ -98,6 +98,28 @@ describe('Channel over a socket pair', () => {
     await closePair(a, b);
   });
 
+  it('close() waits for queued messages to go out, then closes; the peer reads them all, then EOF', async () => {
+    const [a, b] = socketPair();
+    const big = Buffer.alloc(32 * 1024, 2);
+    const sends = Array.from({ length: 40 }, (_, i) => a.send({ data: Buffer.concat([Buffer.from(`${i}:`), big]), fds: [0] }));
+    let closed = false;
+    const closing = a.close().then(() => (closed = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(closed, false, 'close() waits while messages are queued');
+    let n = 0;
+    for await (const m of b) {
+      assert.ok(m.data.toString().startsWith(`${n}:`));
+      assert.equal(m.fds.length, 1);
+      closeFd(m.fds[0]!);
+      n++;
+    }
+    assert.equal(n, 40);
+    await Promise.all(sends);
+    await closing;
+    assert.equal(a.closed, true);
+    await b.close();
+  });
+
   it("delivers 'message' events and for-await iteration; flow control stops reading without consumers", async () => {
     const [a, b] = socketPair();
     for (let i = 0; i < 5; i++) await a.send({ data: String(i) });
