@@ -68,13 +68,24 @@ const EMPTY_FDS: readonly number[] = [];
 
 function ignore(): void {}
 
-function closeAll(fds: readonly number[]): void {
+/** Closes descriptors fdpass owns on an error or cleanup path; a failure is only logged. */
+export function closeQuietly(fds: readonly number[]): void {
   for (const fd of fds) {
     try {
       binding.close(fd);
     } catch (err) {
       debug('close(%d) failed: %s', fd, (err as Error).message);
     }
+  }
+}
+
+/** Validates `fds` and copies them into `into` (the typed array native code reads). */
+function copyFds(fds: readonly unknown[], into: Int32Array, name: string): void {
+  for (let i = 0; i < fds.length; i++) {
+    const fd = fds[i];
+    // The inline test is the hot path; validateFd only runs to build the error.
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `${name}[${i}]`);
+    into[i] = fd as number;
   }
 }
 
@@ -97,11 +108,7 @@ export function closeFds(fds: readonly number[]): void {
   }
   // SEND_FDS is free here: send() stages and uses it within one synchronous call.
   const staged = count <= SEND_FDS.length ? SEND_FDS : new Int32Array(count);
-  for (let i = 0; i < count; i++) {
-    const fd: unknown = fds[i];
-    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `fds[${i}]`);
-    staged[i] = fd;
-  }
+  copyFds(fds, staged, 'fds');
   const errno = binding.closeFds(staged, count);
   if (errno !== 0) throw systemError(errno, 'close');
 }
@@ -129,11 +136,7 @@ function stage(kind: SocketKind, msg: OutgoingMessage): Buffer | null | 'noop' {
   if (count > MAX_FDS_PER_MESSAGE) {
     throw outOfRange('message.fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, count);
   }
-  for (let i = 0; i < count; i++) {
-    const fd: unknown = fds[i];
-    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `message.fds[${i}]`);
-    SEND_FDS[i] = fd;
-  }
+  copyFds(fds, SEND_FDS, 'message.fds');
   const empty = data === null || data.length === 0;
   if (empty && kind === 'stream') {
     if (count === 0) return 'noop'; // a zero-length stream write sends nothing
@@ -380,7 +383,7 @@ export class Channel extends EventEmitter {
   destroy(err?: Error): void {
     this.#shutdown(err ?? null);
     const dropped = this.#inbox.splice(0);
-    for (const m of dropped) if (!(m instanceof Error)) closeAll(m.fds);
+    for (const m of dropped) if (!(m instanceof Error)) closeQuietly(m.fds);
   }
 
   #shutdown(err: Error | null): void {

@@ -64,7 +64,8 @@ function unlinkIfOurs(name: UnixName, inode: number | undefined): void {
   }
 }
 
-function sameUser(peer: PeerCredentials): boolean {
+/** The default peer check: the same uid as this process, or root. */
+export function sameUser(peer: PeerCredentials): boolean {
   const uid = process.getuid?.() ?? -1;
   return peer.uid === uid || peer.uid === 0;
 }

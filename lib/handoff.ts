@@ -7,11 +7,10 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { Channel, MAX_FDS_PER_MESSAGE, type PeerCredentials } from './channel';
-import { connect, listen, type ChannelServer } from './endpoints';
+import { Channel, MAX_FDS_PER_MESSAGE, closeQuietly, type PeerCredentials } from './channel';
+import { connect, listen, sameUser, type ChannelServer } from './endpoints';
 import { FdpassError, FdpassSystemError } from './errors';
 import { fdOf, inspect, toDgram, toServer } from './adopt';
-import { binding } from './native';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject } from './validate';
 
 const debug = debuglog('fdpass');
@@ -54,11 +53,6 @@ type Wire =
 
 // JSON text per batch stays well under the default 64 KiB message size.
 const MAX_BATCH_BYTES = 48 * 1024;
-
-function sameUser(peer: PeerCredentials): boolean {
-  const uid = process.getuid?.() ?? -1;
-  return peer.uid === uid || peer.uid === 0;
-}
 
 type WireBody = Wire extends infer T ? (T extends unknown ? Omit<T, 'v'> : never) : never;
 
@@ -117,14 +111,6 @@ function keepSocketPath(server: net.Server): (() => void) | undefined {
       debug('handoff: restoring %s: %s', path, (err as Error).message);
     }
   };
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    binding.close(fd);
-  } catch (err) {
-    debug('handoff: close(%d): %s', fd, (err as Error).message);
-  }
 }
 
 /** Splits entries into messages of at most 253 fds and MAX_BATCH_BYTES of JSON. */
@@ -271,7 +257,7 @@ export class HandoffServer extends EventEmitter {
       if (err.code === 'ERR_FDPASS_TIMEOUT') throw new FdpassError('ERR_FDPASS_TIMEOUT', `the new process was not ready within ${this.#opts.readyTimeout} ms`);
       throw err;
     });
-    for (const fd of m.fds) closeQuietly(fd); // the new process has no business sending us fds
+    closeQuietly(m.fds); // the new process has no business sending us fds
     return m;
   }
 
@@ -281,7 +267,7 @@ export class HandoffServer extends EventEmitter {
     const waits: Promise<void>[] = [];
     const httpServers: http.Server[] = [];
     for (const l of this.#listeners.values()) {
-      if (typeof l === 'number') closeQuietly(l);
+      if (typeof l === 'number') closeQuietly([l]);
       else if (l instanceof dgram.Socket) l.close();
       else {
         if (typeof (l as http.Server).closeIdleConnections === 'function') httpServers.push(l as http.Server);
@@ -429,7 +415,7 @@ export class Inheritance {
   #settle(): void {
     if (this.#settled) throw new FdpassError('ERR_FDPASS_CLOSED', 'ready() or abort() was already called');
     this.#settled = true;
-    for (const l of this.#listeners.values()) closeQuietly(l.fd);
+    closeQuietly([...this.#listeners.values()].map((l) => l.fd));
     this.#listeners.clear();
   }
 
@@ -482,12 +468,12 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
       try {
         msg = decode(m.data);
       } catch (err) {
-        for (const fd of m.fds) closeQuietly(fd);
+        closeQuietly(m.fds);
         throw err;
       }
       if (msg.type === 'listeners') {
         if (msg.entries.length !== m.fds.length) {
-          for (const fd of m.fds) closeQuietly(fd);
+          closeQuietly(m.fds);
           throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', `a batch named ${msg.entries.length} listeners but carried ${m.fds.length} fds`);
         }
         msg.entries.forEach((e, i) => received.push({ name: e.name, kind: e.kind, fd: m.fds[i]! }));
@@ -501,12 +487,12 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
         const code = msg.code.startsWith('ERR_FDPASS_') ? msg.code : 'ERR_FDPASS_HANDOFF_PROTOCOL';
         throw new FdpassError(code as FdpassError['code'], msg.message);
       } else {
-        for (const fd of m.fds) closeQuietly(fd);
+        closeQuietly(m.fds);
         throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', `unexpected '${msg.type}' message`);
       }
     }
   } catch (err) {
-    for (const l of received) closeQuietly(l.fd);
+    closeQuietly(received.map((l) => l.fd));
     channel.destroy();
     throw err;
   }

@@ -5,6 +5,7 @@ import * as net from 'node:net';
 import { binding, constants } from './native';
 import { FdpassSystemError, withContext } from './errors';
 import { toDgram, toServer } from './adopt';
+import { closeQuietly } from './channel';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject } from './validate';
 
 export interface ReusePortListenOptions {
@@ -77,7 +78,7 @@ export async function listenReusePort(opts: ReusePortListenOptions): Promise<net
   try {
     return await toServer(fd, opts.server, { backlog });
   } catch (err) {
-    closeQuietly(fd);
+    closeQuietly([fd]); // unless Node's handle already closed it
     throw err;
   }
 }
@@ -96,15 +97,7 @@ export async function bindReusePort(opts: ReusePortBindOptions): Promise<dgram.S
   try {
     return await toDgram(fd);
   } catch (err) {
-    closeQuietly(fd);
+    closeQuietly([fd]); // unless Node's handle already closed it
     throw err;
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    binding.close(fd);
-  } catch {
-    // Node's handle already closed it
   }
 }
