@@ -28,19 +28,6 @@ int MakeAddress(const UnixName& name, struct sockaddr_un* addr) {
                           (name.abstract ? 0 : 1));
 }
 
-SysResult Fail(int err, const char* syscall) {
-  SysResult r;
-  r.err = err;
-  r.syscall = syscall;
-  return r;
-}
-
-SysResult Ok(UniqueFd* fd) {
-  SysResult r;
-  r.fd = fd->release();
-  return r;
-}
-
 int ConnectFd(int fd, const struct sockaddr_un* addr, int len) {
   int rc;
   do {
@@ -62,14 +49,14 @@ bool IsStaleSocket(int type, const struct sockaddr_un* addr, int len) {
 
 SysResult UnixSocket(int type) {
   UniqueFd fd(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Fail(-errno, "socket");
-  return Ok(&fd);
+  if (!fd.valid()) return SysFail(-errno, "socket");
+  return SysOk(&fd);
 }
 
 SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode) {
   struct sockaddr_un addr;
   int len = MakeAddress(name, &addr);
-  if (len < 0) return Fail(len, "bind");
+  if (len < 0) return SysFail(len, "bind");
 
   SysResult created = UnixSocket(type);
   if (created.fd < 0) return created;
@@ -83,32 +70,32 @@ SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode)
     rc = bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), static_cast<socklen_t>(len));
     err = rc < 0 ? -errno : 0;
   }
-  if (err < 0) return Fail(err, "bind");
+  if (err < 0) return SysFail(err, "bind");
 
   if (!name.abstract && chmod(addr.sun_path, static_cast<mode_t>(mode)) < 0) {
     int err = -errno;
     unlink(addr.sun_path);
-    return Fail(err, "chmod");
+    return SysFail(err, "chmod");
   }
   if (type != SOCK_DGRAM && listen(fd.get(), backlog) < 0) {
     int err = -errno;
     if (!name.abstract) unlink(addr.sun_path);
-    return Fail(err, "listen");
+    return SysFail(err, "listen");
   }
-  return Ok(&fd);
+  return SysOk(&fd);
 }
 
 SysResult UnixConnect(int type, const UnixName& name) {
   struct sockaddr_un addr;
   int len = MakeAddress(name, &addr);
-  if (len < 0) return Fail(len, "connect");
+  if (len < 0) return SysFail(len, "connect");
 
   SysResult created = UnixSocket(type);
   if (created.fd < 0) return created;
   UniqueFd fd(created.fd);
   int rc = ConnectFd(fd.get(), &addr, len);
-  if (rc < 0) return Fail(rc, "connect");
-  return Ok(&fd);
+  if (rc < 0) return SysFail(rc, "connect");
+  return SysOk(&fd);
 }
 
 int UnixAccept(int listener) {

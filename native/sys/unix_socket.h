@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "../unique_fd.h"
+
 namespace fdpass {
 
 // A Unix socket name: a filesystem path, or a Linux abstract name (unix(7)) without its leading NUL.
@@ -20,6 +22,19 @@ struct SysResult {
   int err = 0;
   const char* syscall = "";
 };
+
+// The two ways a SysResult ends: failed in `syscall` with `err` (-errno), or with a new fd.
+inline SysResult SysFail(int err, const char* syscall) {
+  SysResult r;
+  r.err = err;
+  r.syscall = syscall;
+  return r;
+}
+inline SysResult SysOk(UniqueFd* fd) {
+  SysResult r;
+  r.fd = fd->release();
+  return r;
+}
 
 // socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC)
 SysResult UnixSocket(int type);
