@@ -1,55 +1,100 @@
-// npm run bench:handoff — zero-downtime restarts under load, measured with wrk.
-// For each method (fdpass hand-off, naive close-and-bind, Node cluster rolling restart) it runs wrk
-// (new connection per request: Connection: close, 64 connections) for DURATION seconds twice: once with
-// HANDOFFS restarts spread over the run, once without (the method's own control). Prints a table and
-// one RESULT line per method.
+// npm run bench:handoff — zero-downtime restarts under load, measured with wrk (HTTP/1.1, plain and
+// TLS) and h2load (HTTP/2). Each scenario is a restart method, a protocol and a client mode:
+//   fdpass   hand-off (examples/hot-restart-server.ts); http, https or http2
+//   naive    close, then bind (examples/naive-server.ts); http
+//   cluster  Node cluster rolling restart (examples/cluster-server.ts); http
+//   close    a new connection per request (wrk -H 'Connection: close')
+//   keepalive  keep-alive connections reused for every request (wrk's and h2load's default)
+// For each scenario it runs REPS interleaved pairs of (control without restarts, run with HANDOFFS
+// restarts spread over DURATION seconds), CONNECTIONS connections, and reports medians.
+// Knobs: DURATION (s, default 20), HANDOFFS (10), CONNECTIONS (64), REPS (3),
+// SCENARIOS (comma-separated method:protocol:mode, default all of the table below).
+// Installs wrk and nghttp2-client (h2load) from Debian when missing (needs root and apt).
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { deploy, type Method } from '../examples/restarts';
+import { deploy, type Method, type ServerKind } from '../examples/restarts';
 
-const DURATION = Number(process.env.DURATION ?? 30);
+const DURATION = Number(process.env.DURATION ?? 20);
 const HANDOFFS = Number(process.env.HANDOFFS ?? 10);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
+const REPS = Number(process.env.REPS ?? 3);
+const DEFAULT_SCENARIOS = [
+  'fdpass:http:close', 'fdpass:http:keepalive', 'fdpass:https:keepalive', 'fdpass:http2:keepalive',
+  'naive:http:close', 'naive:http:keepalive', 'cluster:http:close', 'cluster:http:keepalive',
+];
+const SCENARIOS = (process.env.SCENARIOS ?? DEFAULT_SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
 
-interface WrkResult {
+interface Scenario {
+  method: Method;
+  protocol: ServerKind['kind'];
+  keepAlive: boolean;
+  label: string;
+}
+
+interface LoadResult {
   requests: number;
-  socketErrors: number;
+  errors: number;
   non2xx: number;
   rps: number;
   detail: string;
 }
 
-function ensureWrk(): void {
+function parseScenario(s: string): Scenario {
+  const [method, protocol, mode] = s.split(':');
+  if (!['fdpass', 'naive', 'cluster'].includes(method!) || !['http', 'https', 'http2'].includes(protocol!) || !['close', 'keepalive'].includes(mode!)) {
+    throw new Error(`bad scenario '${s}': method:protocol:mode, e.g. fdpass:http2:keepalive`);
+  }
+  if (method !== 'fdpass' && protocol !== 'http') throw new Error(`${method} serves http only`);
+  if (protocol === 'http2' && mode === 'close') throw new Error('http2 runs keep-alive only (h2load)');
+  return { method: method as Method, protocol: protocol as ServerKind['kind'], keepAlive: mode === 'keepalive', label: s };
+}
+
+function ensureTool(tool: string, args: string[], pkg: string): void {
   try {
-    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
+    execFileSync(tool, args, { stdio: 'ignore' });
   } catch (err) {
     // wrk --version exits 1 but exists; ENOENT means it is missing.
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return;
-    console.log('installing wrk from Debian...');
-    execFileSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk'], { stdio: 'inherit' });
+    console.log(`installing ${pkg} from Debian...`);
+    execFileSync('sh', ['-c', `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${pkg}`], { stdio: 'inherit' });
   }
 }
 
-function parseWrk(out: string): WrkResult {
+function parseWrk(out: string): LoadResult {
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const socketErrors = se ? se.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
+  const errors = se ? se.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  return { requests, rps, socketErrors, non2xx, detail: se ? se[0] : 'Socket errors: none' };
+  return { requests, rps, errors, non2xx, detail: se ? se[0] : 'socket errors: none' };
 }
 
-function wrk(port: number, seconds: number): Promise<WrkResult> {
+function parseH2load(out: string): LoadResult {
+  const r = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
+  const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
+  if (!r || !codes) return { requests: NaN, rps: NaN, errors: NaN, non2xx: NaN, detail: out.slice(-300) };
+  const done = Number(r[3]);
+  const failed = Number(r[5]) + Number(r[6]) + Number(r[7]);
+  return { requests: done, rps, errors: failed, non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]), detail: r[0] };
+}
+
+function runLoad(s: Scenario, port: number, seconds: number): Promise<LoadResult> {
+  const scheme = s.protocol === 'http' ? 'http' : 'https';
+  const url = `${scheme}://127.0.0.1:${port}/`;
+  const [cmd, args, parse] = s.protocol === 'http2'
+    ? ['h2load', ['-c', String(CONNECTIONS), '-t', '2', '-m', '1', '-D', String(seconds), url], parseH2load] as const
+    : ['wrk', ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, ...(s.keepAlive ? [] : ['-H', 'Connection: close']), url], parseWrk] as const;
   return new Promise((resolve, reject) => {
-    const p = spawn('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '-H', 'Connection: close', `http://127.0.0.1:${port}/`]);
+    const p = spawn(cmd, args);
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.stderr.on('data', (d: Buffer) => (out += d.toString()));
     p.on('error', reject);
-    p.on('exit', () => resolve(parseWrk(out)));
+    p.on('exit', () => resolve(parse(out)));
   });
 }
 
@@ -62,11 +107,11 @@ function freePort(): Promise<number> {
   });
 }
 
-async function measure(method: Method, restarts: number): Promise<{ result: WrkResult; done: number }> {
+async function measure(s: Scenario, restarts: number, tls: { key: string; cert: string }): Promise<{ result: LoadResult; done: number }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-'));
   const port = await freePort();
-  const d = await deploy(method, port, path.join(dir, 'control.sock'));
-  const load = wrk(port, DURATION);
+  const d = await deploy(s.method, port, path.join(dir, 'control.sock'), { kind: s.protocol, ...tls });
+  const load = runLoad(s, port, DURATION);
   let done = 0;
   const interval = (DURATION * 1000) / (restarts + 1);
   for (let i = 0; i < restarts; i++) {
@@ -80,25 +125,58 @@ async function measure(method: Method, restarts: number): Promise<{ result: WrkR
   return { result, done };
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function selfSignedCert(dir: string): { key: string; cert: string } {
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  return { key, cert };
+}
+
 async function main(): Promise<void> {
-  ensureWrk();
-  console.log(`wrk: ${CONNECTIONS} connections, Connection: close, ${DURATION} s per run, ${HANDOFFS} restarts; ${os.cpus().length} cores, Node ${process.version}, Linux ${os.release()}\n`);
+  const scenarios = SCENARIOS.map(parseScenario);
+  ensureTool('wrk', ['--version'], 'wrk');
+  if (scenarios.some((s) => s.protocol === 'http2')) ensureTool('h2load', ['--version'], 'nghttp2-client');
+  const certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-tls-'));
+  const tls = selfSignedCert(certDir);
+  console.log(`${CONNECTIONS} connections, ${DURATION} s per run, ${HANDOFFS} restarts, ${REPS} interleaved (control, restarts) pairs per scenario; ${os.cpus().length} cores, Node ${process.version}, Linux ${os.release()}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
   const rows: string[] = [];
   const results: string[] = [];
-  for (const method of ['fdpass', 'naive', 'cluster'] as const) {
-    const control = await measure(method, 0);
-    const run = await measure(method, HANDOFFS);
-    const r = run.result;
-    const ratio = r.requests / control.result.requests;
+  for (const s of scenarios) {
+    const runs: LoadResult[] = [];
+    const ratios: number[] = [];
+    const controls: number[] = [];
+    let restarts = 0;
+    for (let rep = 0; rep < REPS; rep++) {
+      // Alternate which of the pair goes first, so drift in the machine's load hits both alike.
+      const pair = rep % 2 === 0
+        ? [await measure(s, 0, tls), await measure(s, HANDOFFS, tls)]
+        : [await measure(s, HANDOFFS, tls), await measure(s, 0, tls)].reverse();
+      const [control, run] = pair as [{ result: LoadResult }, { result: LoadResult; done: number }];
+      runs.push(run.result);
+      controls.push(control.result.rps);
+      ratios.push(run.result.requests / control.result.requests);
+      restarts += run.done;
+      console.log(`${s.label} pair ${rep + 1}/${REPS}: ${run.result.requests} requests, ${run.result.errors} errors, ${run.result.non2xx} non-2xx, ${(ratios.at(-1)! * 100).toFixed(1)}% of control (${run.result.detail})`);
+    }
+    const errors = runs.reduce((a, r) => a + r.errors, 0);
+    const non2xx = runs.reduce((a, r) => a + r.non2xx, 0);
+    const spread = ratios.length > 1 ? `${((Math.max(...ratios) - Math.min(...ratios)) * 100).toFixed(1)} pts` : '-';
     rows.push(
-      `${method.padEnd(8)} ${String(run.done).padStart(8)} ${String(r.requests).padStart(9)} ${String(r.socketErrors).padStart(7)} ${String(r.non2xx).padStart(7)} ${r.rps.toFixed(0).padStart(8)} ${control.result.rps.toFixed(0).padStart(9)} ${(ratio * 100).toFixed(1).padStart(7)}%   ${r.detail}`,
+      `| ${s.label.padEnd(24)} | ${String(restarts).padStart(8)} | ${String(median(runs.map((r) => r.requests))).padStart(9)} | ${String(errors).padStart(6)} | ${String(non2xx).padStart(6)} | ${median(runs.map((r) => r.rps)).toFixed(0).padStart(7)} | ${median(controls).toFixed(0).padStart(9)} | ${(median(ratios) * 100).toFixed(1).padStart(6)}% | ${spread.padStart(8)} |`,
     );
-    results.push(`RESULT impl=${method} handoffs=${run.done} requests=${r.requests} errors=${r.socketErrors} non2xx=${r.non2xx} control_requests=${control.result.requests}`);
-    console.log(`${method}: done`);
+    results.push(`RESULT scenario=${s.label} restarts=${restarts} errors=${errors} non2xx=${non2xx} median_ratio=${median(ratios).toFixed(3)}`);
   }
-  console.log(`\nmethod   restarts  requests  errors  non2xx    req/s  control/s  vs ctrl`);
+  fs.rmSync(certDir, { recursive: true, force: true });
+  console.log('\n| scenario                 | restarts |  requests | errors | non2xx |   req/s | control/s | vs ctrl |   spread |');
+  console.log('|:-------------------------|---------:|----------:|-------:|-------:|--------:|----------:|--------:|---------:|');
   for (const row of rows) console.log(row);
-  console.log('');
+  console.log(`(requests, req/s, control/s and "vs ctrl": medians over ${REPS} pairs; errors and non2xx: totals over all runs with restarts; spread: max - min of "vs ctrl")\n`);
   for (const line of results) console.log(line);
 }
 

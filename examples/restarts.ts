@@ -39,14 +39,23 @@ function run(script: string, args: string[]): Proc {
   };
 }
 
-export async function deploy(method: Method, port: number, control: string): Promise<Deployment> {
+/** For the fdpass method: the server's protocol, and its TLS key and certificate files for https/http2. */
+export interface ServerKind {
+  kind: 'http' | 'https' | 'http2';
+  key?: string;
+  cert?: string;
+}
+
+// Only the fdpass method serves https and http2 here; the others serve plain http.
+export async function deploy(method: Method, port: number, control: string, server: ServerKind = { kind: 'http' }): Promise<Deployment> {
   if (method === 'fdpass') {
-    let current = run('hot-restart-server.js', [String(port), control]);
+    const args = [String(port), control, server.kind, ...(server.key && server.cert ? [server.key, server.cert] : [])];
+    let current = run('hot-restart-server.js', args);
     await current.next('serving');
     const retired: Promise<void>[] = [];
     return {
       async restart() {
-        const next = run('hot-restart-server.js', [String(port), control]);
+        const next = run('hot-restart-server.js', args);
         await next.next('serving'); // the old one drains and exits by itself
         retired.push(current.exited);
         current = next;

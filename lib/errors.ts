@@ -19,6 +19,7 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_HANDOFF_VERSION'
   | 'ERR_FDPASS_HANDOFF_PROTOCOL'
   | 'ERR_FDPASS_HANDOFF_REFUSED'
+  | 'ERR_FDPASS_HANDOFF_ROLLBACK'
   | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME';
 
 /** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */

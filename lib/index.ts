@@ -13,7 +13,7 @@ export { FdpassError, FdpassSystemError } from './errors';
 /** Hot restart: `handoff.serve(path, listeners)` in the old process, `handoff.take(path)` in the new. */
 export * as handoff from './handoff';
 export { HandoffServer, Inheritance, HANDOFF_PROTOCOL_VERSION } from './handoff';
-export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind } from './handoff';
+export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind, ReadyResult, SkippedListener } from './handoff';
 export type { FdpassErrorCode } from './errors';
 export type { SocketKind } from './names';
 export type { WaitOptions } from './wait';

@@ -13,3 +13,60 @@ export function get(port: number, path = '/'): Promise<string> {
     req.on('error', reject);
   });
 }
+
+export interface Load {
+  /** Stops issuing requests; resolves with the tally once every worker finished its last request. */
+  stop(): Promise<LoadResult>;
+}
+
+export interface LoadResult {
+  ok: number;
+  errors: string[];
+  /** Answers by body prefix ("old 123" -> count), to see who served. */
+  bodies: Map<string, number>;
+}
+
+/**
+ * `workers` clients each sending requests back to back until stop() (or `maxSeconds`, default 30):
+ * over keep-alive connections (one per worker, reused, as wrk does) or a new connection per request.
+ */
+export function load(port: number, opts: { workers: number; keepAlive: boolean; maxSeconds?: number }): Load {
+  const agent = opts.keepAlive ? new http.Agent({ keepAlive: true, maxSockets: opts.workers }) : undefined;
+  const result: LoadResult = { ok: 0, errors: [], bodies: new Map() };
+  let running = true;
+  // Bounded in time even when a failing test never calls stop(): the loop ends by itself.
+  const bound = setTimeout(() => (running = false), (opts.maxSeconds ?? 30) * 1000);
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/', agent: agent ?? false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          if (res.statusCode === 200) {
+            result.ok++;
+            result.bodies.set(body, (result.bodies.get(body) ?? 0) + 1);
+          } else {
+            result.errors.push(`status ${res.statusCode}`);
+          }
+          resolve();
+        });
+      });
+      req.on('error', (err: Error & { code?: string }) => {
+        result.errors.push(err.code ?? err.message);
+        resolve();
+      });
+    });
+  const workers = Array.from({ length: opts.workers }, async () => {
+    while (running) await one();
+  });
+  return {
+    async stop() {
+      running = false;
+      clearTimeout(bound);
+      await Promise.all(workers);
+      agent?.destroy();
+      return result;
+    },
+  };
+}

@@ -1,0 +1,188 @@
+// The hand-off wire protocol: JSON messages on a seqpacket control socket, listeners' fds attached to
+// 'listeners' batches. Every message is checked for shape on both sides, and every fd that arrives
+// on a message that may not carry any is closed (DESIGN.md §4: each fd has exactly one owner).
+import { MAX_FDS_PER_MESSAGE, closeQuietly, type Message } from '../channel';
+import { FdpassError, FdpassSystemError, type FdpassErrorCode } from '../errors';
+import { inspect } from '../adopt';
+
+/** The control protocol's version; a peer speaking another one is refused cleanly. */
+export const HANDOFF_PROTOCOL_VERSION = 1;
+
+/** What a listener is, as the old process saw it when it offered it. */
+export type ListenerKind = 'tcp' | 'unix' | 'udp' | 'other';
+
+const KINDS: readonly string[] = ['tcp', 'unix', 'udp', 'other'];
+
+/** A listener the old process could not offer (e.g. it had closed it), and why. */
+export interface SkippedListener {
+  name: string;
+  reason: string;
+}
+
+/** Longest listener name, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 1024;
+
+export type Wire =
+  | { type: 'hello'; names?: string[] }
+  | { type: 'listeners'; entries: Array<{ name: string; kind: ListenerKind }> }
+  | { type: 'done'; count: number; skipped: SkippedListener[] }
+  | { type: 'ready' }
+  | { type: 'ack' }
+  | { type: 'error'; code: string; message: string };
+
+export type WireType = Wire['type'];
+
+// JSON text per message stays well under the default 64 KiB receive buffer.
+export const MAX_BATCH_BYTES = 48 * 1024;
+
+export function encode(msg: Wire): Buffer {
+  return Buffer.from(JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION, ...msg }));
+}
+
+function protocolError(message: string): FdpassError {
+  return new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', message);
+}
+
+function isName(n: unknown): n is string {
+  return typeof n === 'string' && n.length > 0 && Buffer.byteLength(n) <= MAX_NAME_BYTES;
+}
+
+/** Checks a list of listener names: strings of 1..1024 bytes, each once. Returns the first problem. */
+export function checkNames(names: unknown): string | undefined {
+  if (!Array.isArray(names)) return 'names must be an array';
+  const seen = new Set<string>();
+  for (const n of names) {
+    if (!isName(n)) return `a listener name must be a string of 1 to ${MAX_NAME_BYTES} bytes`;
+    if (seen.has(n)) return `the name '${n}' appears twice`;
+    seen.add(n);
+  }
+  return undefined;
+}
+
+// The shape of each message type's body (beyond v and type); undefined when it is well-formed.
+function shapeProblem(m: Record<string, unknown>): string | undefined {
+  switch (m.type) {
+    case 'hello':
+      return m.names === undefined ? undefined : checkNames(m.names);
+    case 'listeners': {
+      const entries = m.entries;
+      if (!Array.isArray(entries) || entries.length === 0) return "'listeners' needs a non-empty entries array";
+      for (const e of entries as unknown[]) {
+        const entry = e as { name?: unknown; kind?: unknown } | null;
+        if (entry === null || typeof entry !== 'object' || !isName(entry.name) || !KINDS.includes(entry.kind as string)) {
+          return "a 'listeners' entry needs a name and a kind";
+        }
+      }
+      return undefined;
+    }
+    case 'done': {
+      if (!Number.isInteger(m.count) || (m.count as number) < 0) return "'done' needs a count";
+      const skipped = m.skipped ?? [];
+      if (!Array.isArray(skipped)) return "'done' has a malformed skipped list";
+      for (const s of skipped as unknown[]) {
+        const entry = s as { name?: unknown; reason?: unknown } | null;
+        if (entry === null || typeof entry !== 'object' || !isName(entry.name) || typeof entry.reason !== 'string') {
+          return "'done' has a malformed skipped list";
+        }
+      }
+      return undefined;
+    }
+    case 'ready':
+    case 'ack':
+      return undefined;
+    case 'error':
+      return typeof m.code === 'string' && typeof m.message === 'string' ? undefined : "'error' needs a code and a message";
+    default:
+      return `unknown message type '${String(m.type)}'`;
+  }
+}
+
+/**
+ * Decodes one received message, expecting one of `expected`. On any problem (not JSON, another
+ * version, a bad shape, an unexpected type, fds where none belong) its fds are closed and it throws
+ * ERR_FDPASS_HANDOFF_PROTOCOL (or _VERSION). On success the fds of a 'listeners' message are the
+ * caller's; every other message type carries none.
+ */
+export function decode(m: Message, expected: readonly WireType[]): Wire {
+  let problem: FdpassError | undefined;
+  let msg: Record<string, unknown> | undefined;
+  try {
+    const parsed: unknown = JSON.parse(m.data.toString('utf8'));
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
+    msg = parsed as Record<string, unknown>;
+  } catch {
+    problem = protocolError('the peer sent a message that is not a JSON object');
+  }
+  if (msg !== undefined) {
+    if (msg.v !== HANDOFF_PROTOCOL_VERSION) {
+      problem = new FdpassError('ERR_FDPASS_HANDOFF_VERSION', `the peer speaks hand-off protocol version ${String(msg.v)}, this process ${HANDOFF_PROTOCOL_VERSION}`);
+    } else {
+      const shape = shapeProblem(msg);
+      if (shape !== undefined) problem = protocolError(`the peer sent a malformed message: ${shape}`);
+      else if (msg.type === 'error') {
+        // An error answer is always acceptable: the caller turns it into a rejection.
+      } else if (!expected.includes(msg.type as WireType)) {
+        problem = protocolError(`expected ${expected.map((t) => `'${t}'`).join(' or ')}, got '${String(msg.type)}'`);
+      } else if (msg.type === 'listeners') {
+        const n = (msg.entries as unknown[]).length;
+        if (n !== m.fds.length) problem = protocolError(`a batch named ${n} listeners but carried ${m.fds.length} fds`);
+      }
+    }
+    if (problem === undefined && msg.type !== 'listeners' && m.fds.length > 0) {
+      problem = protocolError(`a '${String(msg.type)}' message carried ${m.fds.length} fds`);
+    }
+  }
+  if (problem !== undefined) {
+    closeQuietly(m.fds);
+    throw problem;
+  }
+  return msg as Wire;
+}
+
+/** The error a peer's 'error' message stands for (codes that are not fdpass's become PROTOCOL). */
+export function peerError(msg: { code: string; message: string }): FdpassError {
+  const code = /^ERR_FDPASS_[A-Z_]+$/.test(msg.code) ? (msg.code as FdpassErrorCode) : 'ERR_FDPASS_HANDOFF_PROTOCOL';
+  return new FdpassError(code, msg.message);
+}
+
+/**
+ * True when `err` means the peer has gone (it closed, exited or was killed): a send then fails with
+ * EPIPE/ECONNRESET/ENOTCONN, a receive with ERR_FDPASS_CLOSED. One rule for both directions, so a
+ * peer leaving mid-transfer is reported one way, not as whichever call noticed first.
+ */
+export function isPeerGone(err: unknown): boolean {
+  if (err instanceof FdpassSystemError) return err.code === 'EPIPE' || err.code === 'ECONNRESET' || err.code === 'ENOTCONN';
+  return err instanceof FdpassError && err.code === 'ERR_FDPASS_CLOSED';
+}
+
+export function kindOfListener(fd: number): ListenerKind {
+  const s = inspect(fd).socket;
+  if (s === undefined) return 'other';
+  if (s.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6')) return 'udp';
+  if (s.type === 'stream' && s.domain === 'unix') return 'unix';
+  if (s.type === 'stream' && (s.domain === 'inet' || s.domain === 'inet6')) return 'tcp';
+  return 'other';
+}
+
+/**
+ * Splits entries into 'listeners' messages of at most 253 fds and MAX_BATCH_BYTES of JSON, sized by
+ * the JSON actually sent (a name of 1,000 backslashes takes 2,000 bytes on the wire).
+ */
+export function batches<T extends { name: string; kind: ListenerKind }>(entries: T[]): T[][] {
+  const overhead = encode({ type: 'listeners', entries: [] }).length;
+  const out: T[][] = [];
+  let current: T[] = [];
+  let bytes = overhead;
+  for (const e of entries) {
+    const size = Buffer.byteLength(JSON.stringify({ name: e.name, kind: e.kind })) + 1; // + the comma
+    if (current.length === MAX_FDS_PER_MESSAGE || (current.length > 0 && bytes + size > MAX_BATCH_BYTES)) {
+      out.push(current);
+      current = [];
+      bytes = overhead;
+    }
+    current.push(e);
+    bytes += size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}

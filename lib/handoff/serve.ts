@@ -1,0 +1,297 @@
+// The old process's side of a hand-off: offer the listeners on a control socket, hand them to one new
+// process at a time, close our copies only after it says "ready", then drain (DESIGN.md §7).
+// Whatever the new process does, this process keeps serving until it has said "ready"; and no error
+// of a session escapes as an uncaught exception.
+import * as dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { debuglog } from 'node:util';
+import { closeQuietly, type Channel, type Message, type PeerCredentials } from '../channel';
+import { listen, sameUser, type ChannelServer } from '../endpoints';
+import { FdpassError } from '../errors';
+import { fdOf, inspect } from '../adopt';
+import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
+import { closeAndDrain, trackSessions } from './drain';
+import {
+  MAX_NAME_BYTES,
+  batches,
+  checkNames,
+  decode,
+  encode,
+  isPeerGone,
+  kindOfListener,
+  peerError,
+  type ListenerKind,
+  type SkippedListener,
+} from './protocol';
+
+const debug = debuglog('fdpass');
+
+/** What the old process can hand over: servers (net, http, https, http2, Unix), UDP sockets, raw fds. */
+export type HandoffListener = net.Server | dgram.Socket | number;
+
+export interface ServeOptions {
+  /** Which peers may take the listeners. Default: the same uid as this process (or root). */
+  allow?: (peer: PeerCredentials) => boolean;
+  /** How long the new process has, from its hello to saying "ready". Default 30 s. */
+  readyTimeout?: number;
+  /** After the hand-off, how long in-flight requests get before connections are cut. Default 30 s. */
+  drainTimeout?: number;
+  /**
+   * While draining, how long an idle HTTP keep-alive connection is left open for the client's next
+   * request (answered with `Connection: close`) before it is closed; also the delay between HTTP/2's
+   * two GOAWAY frames. Default 1000 ms.
+   */
+  idleGrace?: number;
+  /** Permission bits of the control socket file. Default 0o600. */
+  mode?: number;
+}
+
+const DEFAULT_TIMEOUT = 30_000;
+
+// A taker is only a taker once it has said hello: a connection that leaves first (the stale-socket
+// probe of a second serve() on this path, a port scanner) is no hand-off and changes nothing.
+interface Session {
+  channel: Channel;
+  peer: PeerCredentials;
+  offered: boolean; // 'done' went out: the new process holds copies of every listener
+}
+
+/**
+ * The old process's side: serves a control socket from which one new process at a time can take the
+ * listeners. Events:
+ * - `'start'` (peer): a new process said hello and asked for the listeners
+ * - `'rollback'` (error, peer): it failed before saying ready; nothing changed here, we keep serving.
+ *   `error.code`: ERR_FDPASS_CLOSED (it disconnected, exited or was killed, at any point),
+ *   ERR_FDPASS_TIMEOUT (not ready within readyTimeout), ERR_FDPASS_HANDOFF_PROTOCOL / _VERSION /
+ *   _UNKNOWN_NAME (it asked for something we cannot give; it is told so)
+ * - `'handoff'` (peer): it is ready; our copies are closed and draining has begun
+ * - `'drained'`: every connection of ours has ended (or the drain deadline cut them)
+ * - `'error'`: a problem with the control socket itself (only emitted when someone listens)
+ */
+export class HandoffServer extends EventEmitter {
+  /** Resolves once this process has let go of the listeners (handed off or stopped) and drained. */
+  readonly drained: Promise<void>;
+  #control: ChannelServer;
+  #listeners: Map<string, HandoffListener>;
+  #opts: { readyTimeout: number; drainTimeout: number; idleGrace: number };
+  #session: Session | null = null;
+  #state: 'serving' | 'handed-off' | 'stopped' = 'serving';
+  #resolveDrained!: () => void;
+
+  /** @internal Use serve(). */
+  constructor(control: ChannelServer, listeners: Map<string, HandoffListener>, opts: ServeOptions) {
+    super();
+    this.#control = control;
+    this.#listeners = listeners;
+    this.#opts = {
+      readyTimeout: opts.readyTimeout ?? DEFAULT_TIMEOUT,
+      drainTimeout: opts.drainTimeout ?? DEFAULT_TIMEOUT,
+      idleGrace: opts.idleGrace ?? 1000,
+    };
+    this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
+    control.on('connection', (ch: Channel) => {
+      this.#accept(ch).catch((err: Error) => {
+        ch.destroy();
+        this.#report(err);
+      });
+    });
+    control.on('error', (err: Error) => this.#report(err));
+  }
+
+  /** The control socket's path (or '\0name'). */
+  get path(): string {
+    return this.#control.path;
+  }
+
+  /** True while a new process is taking the listeners. */
+  get busy(): boolean {
+    return this.#session !== null;
+  }
+
+  /** Stops offering the listeners (they stay open and keep serving here). */
+  close(): Promise<void> {
+    return this.#control.close();
+  }
+
+  /**
+   * Stops serving, e.g. on SIGTERM: closes the control socket, closes this process's copies of the
+   * listeners and drains their connections as after a hand-off; resolves once drained. A new process
+   * that already holds the listeners (it is in its `overlap`) keeps them and its `ready()` resolves;
+   * one still taking them is refused (ERR_FDPASS_HANDOFF_REFUSED). After a hand-off it just waits for
+   * the drain under way.
+   */
+  async stop(): Promise<void> {
+    if (this.#state !== 'serving') return this.drained;
+    this.#state = 'stopped';
+    await this.#control.close();
+    const s = this.#session;
+    this.#session = null;
+    if (s !== null) {
+      if (!s.offered) await this.#sendError(s.channel, new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', 'the old process is shutting down'));
+      s.channel.destroy();
+    }
+    await this.#letGo();
+  }
+
+  async #accept(ch: Channel): Promise<void> {
+    let first: Message;
+    try {
+      first = await ch.receive({ timeout: this.#opts.readyTimeout });
+    } catch (err) {
+      debug('handoff: a connection left before saying hello (%s)', (err as Error).message);
+      ch.destroy();
+      return;
+    }
+    if (this.#state !== 'serving' || this.#session !== null) {
+      closeQuietly(first.fds);
+      debug('handoff: refusing a second peer while busy');
+      const busy = this.#state === 'serving'
+        ? new FdpassError('ERR_FDPASS_HANDOFF_BUSY', 'another hand-off is in progress')
+        : new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', 'the listeners were already handed off or the old process is shutting down');
+      await this.#sendError(ch, busy);
+      await ch.close();
+      return;
+    }
+    const session: Session = { channel: ch, peer: ch.peer, offered: false };
+    this.#session = session;
+    try {
+      await this.#handOff(session, first);
+    } catch (err) {
+      this.#rollback(session, err);
+      return;
+    }
+    if (this.#session !== session) return; // stop() ran meanwhile and let go itself
+    this.#session = null;
+    this.#state = 'handed-off';
+    await this.#control.close();
+    const draining = this.#letGo(); // our copies close synchronously here, before the ack
+    await ch.send({ data: encode({ type: 'ack' }) }).catch(() => {});
+    await ch.close();
+    debug('handoff: complete to pid %d', session.peer.pid);
+    this.emit('handoff', session.peer);
+    await draining;
+  }
+
+  // hello -> listeners batches -> done -> (the new process adopts, serves) -> ready
+  async #handOff(session: Session, first: Message): Promise<void> {
+    const ch = session.channel;
+    const deadline = Date.now() + this.#opts.readyTimeout;
+    const hello = decode(first, ['hello']);
+    if (hello.type === 'error') throw peerError(hello);
+    if (hello.type !== 'hello') throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', 'expected hello');
+    this.emit('start', session.peer);
+    const names = hello.names ?? [...this.#listeners.keys()];
+    const unknown = names.filter((n) => !this.#listeners.has(n));
+    if (unknown.length > 0) {
+      throw new FdpassError('ERR_FDPASS_HANDOFF_UNKNOWN_NAME', `no listener named ${unknown.map((n) => `'${n}'`).join(', ')}`);
+    }
+    const entries: Array<{ name: string; fd: number; kind: ListenerKind }> = [];
+    const skipped: SkippedListener[] = [];
+    for (const name of names) {
+      const fd = liveFd(this.#listeners.get(name)!);
+      if (fd === undefined) skipped.push({ name, reason: 'this process closed it before the hand-off' });
+      else entries.push({ name, fd, kind: kindOfListener(fd) });
+    }
+    for (const s of skipped) debug("handoff: not offering '%s': %s", s.name, s.reason);
+    for (const batch of batches(entries)) {
+      if (this.#session !== session) return;
+      await ch.send({ data: encode({ type: 'listeners', entries: batch.map(({ name, kind }) => ({ name, kind })) }), fds: batch.map((e) => e.fd) });
+    }
+    await ch.send({ data: encode({ type: 'done', count: entries.length, skipped }) });
+    session.offered = true;
+    const m = await ch.receive({ timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
+      if ((err as FdpassError).code === 'ERR_FDPASS_TIMEOUT') {
+        throw new FdpassError('ERR_FDPASS_TIMEOUT', `the new process was not ready within ${this.#opts.readyTimeout} ms`);
+      }
+      throw err;
+    });
+    const ready = decode(m, ['ready']);
+    if (ready.type === 'error') throw peerError(ready);
+  }
+
+  // Nothing was taken from us: we keep serving. The peer is told why when it can still hear it.
+  #rollback(session: Session, err: unknown): void {
+    const reason = isPeerGone(err)
+      ? new FdpassError('ERR_FDPASS_CLOSED', 'the new process disconnected before it was ready')
+      : err instanceof Error ? err : new Error(String(err));
+    if (this.#session !== session) {
+      session.channel.destroy(); // stop() took over; its own refusal went out
+      return;
+    }
+    this.#session = null;
+    debug('handoff: rollback (%s)', reason.message);
+    const ch = session.channel;
+    const told = isPeerGone(err) ? Promise.resolve() : this.#sendError(ch, reason);
+    void told.then(() => ch.destroy());
+    this.emit('rollback', reason, session.peer);
+  }
+
+  async #sendError(ch: Channel, err: Error): Promise<void> {
+    const code = (err as FdpassError).code ?? 'ERR_FDPASS_HANDOFF_PROTOCOL';
+    await ch.send({ data: encode({ type: 'error', code, message: err.message }) }).catch(() => {});
+  }
+
+  async #letGo(): Promise<void> {
+    await closeAndDrain(this.#listeners.values(), this.#opts);
+    this.emit('drained');
+    this.#resolveDrained();
+  }
+
+  #report(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    else debug('handoff: %s', err.message);
+  }
+}
+
+// The listener's fd, or undefined when this process has closed it (it is then not offered).
+function liveFd(l: HandoffListener): number | undefined {
+  try {
+    const fd = fdOf(l);
+    if (typeof l === 'number') inspect(fd); // EBADF: closed by the application
+    return fd;
+  } catch (err) {
+    debug('handoff: a listener has no open descriptor: %s', (err as Error).message);
+    return undefined;
+  }
+}
+
+function validateListeners(listeners: unknown): Map<string, HandoffListener> {
+  validateObject(listeners, 'listeners');
+  const map = new Map<string, HandoffListener>();
+  for (const [name, value] of Object.entries(listeners)) {
+    if (checkNames([name]) !== undefined) {
+      throw invalidArgValue(`listeners['${name.slice(0, 20)}']`, name, `must be named by 1 to ${MAX_NAME_BYTES} bytes`);
+    }
+    if (!(typeof value === 'number' || value instanceof net.Server || value instanceof dgram.Socket)) {
+      throw invalidArgType(`listeners.${name}`, 'of type number or an instance of net.Server or dgram.Socket', value);
+    }
+    map.set(name, value);
+  }
+  if (map.size === 0) throw invalidArgValue('listeners', listeners, 'must name at least one listener');
+  return map;
+}
+
+/**
+ * Old process: offers `listeners` (by name) to the next process on the control socket `path`
+ * (a filesystem path, owner-only by default, or an abstract name '\0name' / '@name').
+ * Rejects with EADDRINUSE when another process (or another serve()) is already serving that path.
+ */
+export async function serve(path: string, listeners: Record<string, HandoffListener>, opts: ServeOptions = {}): Promise<HandoffServer> {
+  const map = validateListeners(listeners);
+  validateObject(opts as unknown, 'options');
+  if (opts.readyTimeout !== undefined) validateInteger(opts.readyTimeout, 'options.readyTimeout', 1, 2 ** 31 - 1);
+  if (opts.drainTimeout !== undefined) validateInteger(opts.drainTimeout, 'options.drainTimeout', 0, 2 ** 31 - 1);
+  if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
+  for (const [name, l] of map) {
+    fdOf(l, `listeners.${name}`); // each must have an fd now
+    if (l instanceof net.Server) trackSessions(l);
+  }
+  const control = await listen(path, {
+    type: 'seqpacket',
+    allow: opts.allow ?? sameUser,
+    ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
+  });
+  control.unref(); // waiting for a successor must not keep the process alive
+  return new HandoffServer(control, map, opts);
+}

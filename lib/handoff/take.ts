@@ -1,0 +1,279 @@
+// The new process's side of a hand-off: take the listeners from the old process, adopt them, then
+// say "ready" so that the old process closes its copies. Once this process holds the listeners,
+// losing the old process costs it nothing: ready() resolves when the old one acknowledged or is gone.
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
+import type * as dgram from 'node:dgram';
+import type * as net from 'node:net';
+import { debuglog } from 'node:util';
+import { closeQuietly, type Channel, type PeerCredentials } from '../channel';
+import { connect, sameUser } from '../endpoints';
+import { FdpassError, FdpassSystemError } from '../errors';
+import { toDgram, toServer } from '../adopt';
+import { parseName } from '../names';
+import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
+import { trackSessions } from './drain';
+import { checkNames, decode, encode, isPeerGone, peerError, type ListenerKind, type SkippedListener, type Wire } from './protocol';
+
+const debug = debuglog('fdpass');
+
+export interface TakeOptions {
+  /** Take only these listeners (default: all), each named once. An unknown name is an error. */
+  names?: string[];
+  /** Give up on an unresponsive old process after this long. Default 30 s. */
+  timeout?: number;
+  /** Which old processes to trust. Default: the same uid as this process (or root). */
+  allow?: (peer: PeerCredentials) => boolean;
+}
+
+/** One listener received from the old process. */
+export interface InheritedListener {
+  name: string;
+  kind: ListenerKind;
+  fd: number;
+}
+
+/** How a hand-off ended for the new process (what `ready()` resolves with). */
+export interface ReadyResult {
+  /**
+   * true: the old process closed its copies and acknowledged. false: it went away first (it exited,
+   * was stopped or killed during the overlap); its copies closed with it. Either way this process now
+   * holds the only copies.
+   */
+  acknowledged: boolean;
+}
+
+const DEFAULT_TIMEOUT = 30_000;
+
+/**
+ * New process: the listeners taken from the old one. Adopt each (or take its fd), start serving,
+ * then call ready(): only then does the old process close its copies.
+ */
+export class Inheritance {
+  readonly #channel: Channel;
+  readonly #listeners = new Map<string, InheritedListener>();
+  /** Listeners the old process had but could not offer (it had closed them), with the reason. */
+  readonly skipped: readonly SkippedListener[];
+  #settled = false;
+
+  /** @internal Use take(). */
+  constructor(channel: Channel, listeners: InheritedListener[], skipped: SkippedListener[]) {
+    this.#channel = channel;
+    for (const l of listeners) this.#listeners.set(l.name, l);
+    this.skipped = skipped;
+  }
+
+  /** The names received. */
+  get names(): string[] {
+    return [...this.#listeners.keys()];
+  }
+
+  /** The old process's credentials. */
+  get peer(): PeerCredentials {
+    return this.#channel.peer;
+  }
+
+  has(name: string): boolean {
+    return this.#listeners.has(name);
+  }
+
+  /** What kind of socket `name` is. */
+  kind(name: string): ListenerKind {
+    return this.#get(name).kind;
+  }
+
+  /** Takes the raw fd of `name`: it is now yours (it is no longer closed by ready()/abort()). */
+  takeFd(name: string): number {
+    const l = this.#get(name);
+    this.#listeners.delete(name);
+    return l.fd;
+  }
+
+  /**
+   * Adopts a TCP/Unix listener into `server` (e.g. your http.Server), or a new net.Server. If adoption
+   * fails the fd stays here (ready()/abort() close it).
+   */
+  async server<S extends net.Server = net.Server>(name: string, server?: S): Promise<S> {
+    const l = this.#get(name);
+    const adopted = await toServer(l.fd, server);
+    this.#listeners.delete(name);
+    trackSessions(adopted); // an HTTP/2 server's sessions, for the next hand-off's GOAWAY
+    return adopted;
+  }
+
+  /** Adopts a UDP socket. */
+  async dgram(name: string): Promise<dgram.Socket> {
+    const l = this.#get(name);
+    const adopted = await toDgram(l.fd);
+    this.#listeners.delete(name);
+    return adopted;
+  }
+
+  /**
+   * Tells the old process this one is serving; it then closes its copies and drains. Listeners not
+   * adopted or taken are closed. Resolves with `{ acknowledged }` once the old process has closed its
+   * copies and its control socket (so this process may serve() the same path for the next
+   * generation), or has gone away (exited, killed): either way this process holds the only copies.
+   *
+   * Rejects with ERR_FDPASS_HANDOFF_ROLLBACK when the old process gave up on this one (e.g. its
+   * readyTimeout passed): it keeps serving, and this process should close what it adopted and exit.
+   * Rejects with ERR_FDPASS_TIMEOUT when the old process neither answers nor goes away within
+   * `timeout` (default 30 s; it hangs): both hold the listeners, keep serving.
+   *
+   * `overlap` (ms, default 0): first let both processes accept side by side for that long. A fresh V8
+   * serves at about half speed for its first few hundred milliseconds under load, until its handlers
+   * are compiled; meanwhile the warm old process takes what this one cannot. Keep it well under the
+   * old process's `readyTimeout`. If the old process goes away during the overlap, ready() resolves
+   * at once.
+   */
+  async ready(opts: { timeout?: number; overlap?: number } = {}): Promise<ReadyResult> {
+    validateObject(opts as unknown, 'options');
+    if (opts.timeout !== undefined) validateInteger(opts.timeout, 'options.timeout', 1, 2 ** 31 - 1);
+    if (opts.overlap !== undefined) validateInteger(opts.overlap, 'options.overlap', 0, 2 ** 31 - 1);
+    this.#settle();
+    const ch = this.#channel;
+    // The old process's next word (ack, or an error when it rolled back) or its disappearance.
+    const answer: Promise<Wire | 'gone'> = ch.receive().then(
+      (m) => decode(m, ['ack']),
+      (err: Error) => {
+        if (isPeerGone(err)) return 'gone';
+        throw err;
+      },
+    );
+    answer.catch(() => {}); // settled below; close() may reject it first
+    let timer: NodeJS.Timeout | undefined;
+    const after = (ms: number): Promise<'elapsed'> => new Promise((resolve) => (timer = setTimeout(() => resolve('elapsed'), ms)));
+    try {
+      if (opts.overlap) {
+        const early = await Promise.race([answer, after(opts.overlap)]);
+        clearTimeout(timer);
+        if (early !== 'elapsed') return readyOutcome(early, false);
+      }
+      await ch.send({ data: encode({ type: 'ready' }) }).catch((err: Error) => {
+        if (!isPeerGone(err)) throw err; // gone: `answer` says so
+      });
+      const timeout = opts.timeout ?? DEFAULT_TIMEOUT;
+      const outcome = await Promise.race([answer, after(timeout)]);
+      if (outcome === 'elapsed') throw new FdpassError('ERR_FDPASS_TIMEOUT', `the old process did not acknowledge within ${timeout} ms`);
+      return readyOutcome(outcome, true);
+    } finally {
+      clearTimeout(timer);
+      await ch.close();
+    }
+  }
+
+  /** Gives up: closes what was not adopted and disconnects; the old process keeps serving. */
+  async abort(): Promise<void> {
+    this.#settle();
+    this.#channel.destroy();
+  }
+
+  #settle(): void {
+    if (this.#settled) throw new FdpassError('ERR_FDPASS_CLOSED', 'ready() or abort() was already called');
+    this.#settled = true;
+    closeQuietly([...this.#listeners.values()].map((l) => l.fd));
+    this.#listeners.clear();
+  }
+
+  #get(name: string): InheritedListener {
+    const l = this.#listeners.get(name);
+    if (l === undefined) throw new FdpassError('ERR_FDPASS_HANDOFF_UNKNOWN_NAME', `no inherited listener named '${name}' (or it was already adopted)`);
+    return l;
+  }
+}
+
+function readyOutcome(w: Wire | 'gone', sentReady: boolean): ReadyResult {
+  if (w === 'gone') {
+    debug('handoff: the old process went away before acknowledging; its copies are closed');
+    return { acknowledged: false };
+  }
+  if (w.type === 'error') {
+    const why = peerError(w);
+    throw new FdpassError('ERR_FDPASS_HANDOFF_ROLLBACK', `the old process rolled back and keeps serving: ${why.message} (${why.code})`);
+  }
+  if (!sentReady) throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', "the old process acknowledged before this one said 'ready'");
+  return { acknowledged: true };
+}
+
+// A control path whose directory does not exist is a configuration error, not a first start.
+function checkDirectory(path: string): void {
+  const name = parseName(path);
+  if (name.abstract) return;
+  const dir = nodePath.dirname(nodePath.resolve(name.name));
+  try {
+    fs.statSync(dir);
+  } catch (err) {
+    const errno = (err as NodeJS.ErrnoException).errno;
+    throw new FdpassSystemError(typeof errno === 'number' ? errno : -2, 'stat', { path: dir });
+  }
+}
+
+/**
+ * New process: takes the listeners from the old process serving `path`. Resolves with null when no
+ * old process is there (no socket file, or nobody listening on it: first start, bind fresh sockets),
+ * else with an {@link Inheritance}. A path whose directory does not exist rejects (ENOENT, syscall
+ * 'stat', naming the directory): a typo must not look like a first start.
+ */
+export async function take(path: string, opts: TakeOptions = {}): Promise<Inheritance | null> {
+  validateObject(opts as unknown, 'options');
+  const timeout = opts.timeout ?? DEFAULT_TIMEOUT;
+  validateInteger(timeout, 'options.timeout', 1, 2 ** 31 - 1);
+  if (opts.names !== undefined) {
+    const problem = checkNames(opts.names);
+    if (problem !== undefined) throw invalidArgValue('options.names', opts.names, problem);
+  }
+  if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
+  let channel: Channel;
+  try {
+    channel = await connect(path, { type: 'seqpacket', timeout });
+  } catch (err) {
+    if (err instanceof FdpassSystemError && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
+      if (err.code === 'ENOENT') checkDirectory(path);
+      debug('handoff: no old process at %s (%s)', path, err.code);
+      return null;
+    }
+    throw err;
+  }
+  const received: InheritedListener[] = [];
+  try {
+    if (!(opts.allow ?? sameUser)(channel.peer)) {
+      throw new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', `the process serving '${path}' (uid ${channel.peer.uid}) is not allowed`);
+    }
+    await channel.send({ data: encode({ type: 'hello', ...(opts.names ? { names: opts.names } : {}) }) }).catch((err: Error) => {
+      // A busy old process answers and hangs up at once: its answer is still ours to read.
+      if (!isPeerGone(err)) throw err;
+    });
+    const wanted = opts.names ? new Set(opts.names) : undefined;
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const m = await channel.receive({ timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
+        if (isPeerGone(err)) {
+          throw new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', 'the old process closed the control connection (refused by its allow policy, or it is shutting down)');
+        }
+        throw err;
+      });
+      const msg = decode(m, ['listeners', 'done']); // closes m's fds when it throws
+      if (msg.type === 'listeners') {
+        // The fds are ours from here: into `received` before any check that may throw.
+        msg.entries.forEach((e, i) => received.push({ name: e.name, kind: e.kind, fd: m.fds[i]! }));
+        const names = received.map((l) => l.name);
+        const problem = checkNames(names) ?? (wanted ? names.find((n) => !wanted.has(n)) : undefined);
+        if (problem !== undefined) {
+          throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', `the old process sent a listener twice or one not asked for (${problem})`);
+        }
+      } else if (msg.type === 'done') {
+        if (msg.count !== received.length) {
+          throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', `expected ${msg.count} listeners, received ${received.length}`);
+        }
+        debug('handoff: took %d listeners from pid %d', received.length, channel.peer.pid);
+        return new Inheritance(channel, received, msg.skipped ?? []);
+      } else if (msg.type === 'error') {
+        throw peerError(msg);
+      }
+    }
+  } catch (err) {
+    closeQuietly(received.map((l) => l.fd));
+    channel.destroy();
+    throw err;
+  }
+}

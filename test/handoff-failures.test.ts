@@ -1,0 +1,271 @@
+// Hand-off under ordinary operations and odd peers: keep-alive clients, the old process stopped
+// mid-overlap, listeners the old process closed itself, malformed messages, probes. The rule: whatever
+// happens, one of the two processes keeps serving, and every descriptor has exactly one owner.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
+import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { tmpPath } from './helpers/tmp';
+import { get, load } from './helpers/http';
+
+interface Serving {
+  ports: Record<string, number>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function stop(child: Fixture): Promise<void> {
+  child.send({ cmd: 'exit' });
+  child.proc.stdin!.end();
+  assert.equal((await child.exited).code, 0, child.stderr());
+}
+
+function listenLocal(): Promise<net.Server> {
+  return new Promise((resolve) => {
+    const s = net.createServer((c) => c.end('in-process'));
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+}
+
+function closeServer(s: net.Server): Promise<void> {
+  return new Promise((resolve) => s.close(() => resolve()));
+}
+
+async function waitFor(what: string, check: () => boolean, ms = 15_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('hand-off under ordinary operations', () => {
+  for (const keepAlive of [true, false]) {
+    it(`${keepAlive ? 'keep-alive clients' : 'a new connection per request'}: 0 errors across a hand-off`, async () => {
+      const control = tmpPath('control.sock');
+      const old = runFixture('handoff-old', [control, 'http']);
+      const { ports } = await old.expect<Serving>('serving');
+      const traffic = load(ports.web!, { workers: 8, keepAlive });
+      await sleep(200);
+      const fresh = runFixture('handoff-new', [control, 'serve']);
+      await fresh.expect('adopted');
+      fresh.send({ cmd: 'ready', overlap: 300 });
+      assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: true });
+      await old.expect('drained');
+      await sleep(300);
+      const r = await traffic.stop();
+      assert.deepEqual(r.errors, [], 'no request failed');
+      assert.ok((r.bodies.get(`old ${old.pid}`) ?? 0) > 0, 'the old process served');
+      assert.ok((r.bodies.get(`new ${fresh.pid}`) ?? 0) > 0, 'the new process served');
+      assert.equal((await old.exited).code, 0);
+      await stop(fresh);
+    });
+  }
+
+  // The README's restart recipe, run exactly as the README shows it.
+  function recipe(): string {
+    const readme = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
+    const marker = readme.indexOf('<!-- test: recipe hot-restart');
+    assert.ok(marker >= 0, 'the README has the recipe');
+    const block = /```js\n([\s\S]*?)```/.exec(readme.slice(marker));
+    const file = path.join(__dirname, '..', 'recipes', 'hot-restart.mjs'); // inside the package: `import 'fdpass'` resolves
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, block![1]!);
+    return file;
+  }
+
+  async function freePort(): Promise<number> {
+    const s = await listenLocal();
+    const { port } = s.address() as net.AddressInfo;
+    await closeServer(s);
+    return port;
+  }
+
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    it(`README recipe: ${signal} to the old process during the overlap leaves the new one serving`, async () => {
+      const file = recipe();
+      const port = await freePort();
+      const env = { ...process.env, PORT: String(port), HANDOFF_SOCKET: tmpPath('handoff.sock'), NODE_DEBUG: 'fdpass' };
+      const serving = async (f: Fixture): Promise<void> => {
+        const line = await f.expect<{ text: string }>('text');
+        assert.equal(line.text, `serving on port ${port} as pid ${f.pid}`);
+      };
+      const gen1 = spawnJson(process.execPath, [file], { env });
+      await serving(gen1);
+      const traffic = load(port, { workers: 4, keepAlive: false });
+      const gen2 = spawnJson(process.execPath, [file], { env });
+      await waitFor('generation 2 to take the listener', () => /took 1 listeners/.test(gen2.stderr()));
+      await sleep(300); // well inside generation 2's 1 s overlap
+      gen1.proc.kill(signal);
+      const end1 = await gen1.exited;
+      await serving(gen2); // ready() resolved and generation 2 offers the next hand-off
+      await sleep(300);
+      const r = await traffic.stop();
+      if (signal === 'SIGTERM') {
+        assert.deepEqual(end1, { code: 0, signal: null }, gen1.stderr());
+        assert.deepEqual(r.errors, [], 'a SIGTERM costs no request');
+      } else {
+        // A killed process loses what it held in flight (at most one request per client), nothing else.
+        assert.ok(r.errors.every((e) => e === 'ECONNRESET'), r.errors.join(' '));
+        assert.ok(r.errors.length <= 4, r.errors.join(' '));
+      }
+      assert.equal(await get(port), `hello from ${gen2.pid}\n`);
+      assert.ok((r.bodies.get(`hello from ${gen2.pid}\n`) ?? 0) > 0);
+      gen2.proc.kill('SIGTERM'); // the recipe's SIGTERM handler: stop, drain, exit 0
+      assert.deepEqual(await gen2.exited, { code: 0, signal: null }, gen2.stderr());
+    });
+  }
+
+  it('a listener the old process closes during the overlap: the old one drains and exits cleanly', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'mixed', '5000', tmpPath('app.sock')]);
+    await old.expect<Serving>('serving');
+    const fresh = runFixture('handoff-new', [control, 'adopt-all']);
+    const adopted = await fresh.expect<{ names: number; skipped: unknown[] }>('adopted');
+    assert.deepEqual([adopted.names, adopted.skipped], [2, []]);
+    old.send({ cmd: 'close', name: 'udp' });
+    await old.expect('closed');
+    fresh.send({ cmd: 'ready', overlap: 100 });
+    assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: true });
+    await old.expect('drained');
+    assert.deepEqual(await old.exited, { code: 0, signal: null }, old.stderr());
+    await stop(fresh);
+  });
+
+  it('a listener the old process closed before the hand-off is not offered, and says why', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'mixed', '5000', tmpPath('app.sock')]);
+    await old.expect<Serving>('serving');
+    old.send({ cmd: 'close', name: 'udp' });
+    await old.expect('closed');
+    const fresh = runFixture('handoff-new', [control, 'adopt-all']);
+    const adopted = await fresh.expect<{ names: number; skipped: Array<{ name: string; reason: string }> }>('adopted');
+    assert.equal(adopted.names, 1);
+    assert.deepEqual(adopted.skipped, [{ name: 'udp', reason: 'this process closed it before the hand-off' }]);
+    fresh.send({ cmd: 'ready' });
+    await fresh.expect('ready');
+    await old.expect('drained');
+    assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+});
+
+describe('hand-off with malformed or odd peers', () => {
+  // A fake old process: answers the hello with `reply` (data and fds), then waits for the taker to go.
+  async function fakeOld(control: string, reply: (ch: Channel) => Promise<void>): Promise<ChannelServer> {
+    const server = await listen(control);
+    server.on('connection', (ch: Channel) => {
+      void ch.receive().then(async (hello) => {
+        assert.equal(hello.fds.length, 0);
+        await reply(ch);
+        await ch.receive().catch(() => {}); // until the taker hangs up
+        await ch.close();
+      });
+    });
+    return server;
+  }
+
+  const msg = (body: Record<string, unknown>): string => JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION, ...body });
+
+  const cases: Array<[string, (fds: number[]) => { data: string; fds: number[] }]> = [
+    ["'done' carrying fds", (fds) => ({ data: msg({ type: 'done', count: 0, skipped: [] }), fds })],
+    ["'error' carrying fds", (fds) => ({ data: msg({ type: 'error', code: 'ERR_FDPASS_HANDOFF_BUSY', message: 'x' }), fds })],
+    ["'listeners' without entries", (fds) => ({ data: msg({ type: 'listeners' }), fds })],
+    ["'listeners' naming fewer listeners than fds", (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'tcp' }] }), fds })],
+    ["'listeners' naming one listener twice", (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'tcp' }, { name: 'a', kind: 'tcp' }] }), fds })],
+    ["'listeners' with a bad kind", (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'x' }, { name: 'b', kind: 'tcp' }] }), fds })],
+    ['garbage', (fds) => ({ data: '\u0000not json', fds })],
+    ["an 'ack' where listeners belong", (fds) => ({ data: msg({ type: 'ack' }), fds })],
+  ];
+  for (const [name, make] of cases) {
+    it(`take() refuses ${name} with ERR_FDPASS_HANDOFF_PROTOCOL and closes every fd it carried`, async () => {
+      const control = tmpPath('control.sock');
+      const a = await listenLocal();
+      const b = await listenLocal();
+      const fake = await fakeOld(control, async (ch) => {
+        const m = make([fdOf(a), fdOf(b)]);
+        await ch.send({ data: m.data, fds: m.fds });
+      });
+      // The fds arrive as new numbers here: the root hook fails this test if one stays open.
+      await assert.rejects(handoff.take(control, { timeout: 5000 }), { code: 'ERR_FDPASS_HANDOFF_PROTOCOL' });
+      await fake.close();
+      await closeServer(a);
+      await closeServer(b);
+    });
+  }
+
+  for (const [label, names] of [['a string', 'web'], ['an object', { web: 1 }], ['an empty name', ['']], ['a name twice', ['web', 'web']]] as const) {
+    it(`serve(): a hello whose names is ${label} is a protocol error on both sides`, async () => {
+      const control = tmpPath('control.sock');
+      const web = await listenLocal();
+      const hs = await handoff.serve(control, { web });
+      const rollbacks: Array<string | undefined> = [];
+      hs.on('rollback', (err: Error & { code?: string }) => rollbacks.push(err.code));
+      const ch = await connect(control);
+      await ch.send({ data: msg({ type: 'hello', names }) });
+      const reply = await ch.receive();
+      assert.equal(reply.fds.length, 0);
+      assert.equal(JSON.parse(reply.data.toString()).code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+      await ch.close();
+      assert.deepEqual(rollbacks, ['ERR_FDPASS_HANDOFF_PROTOCOL']);
+      assert.equal(hs.busy, false);
+      assert.ok(web.listening, 'nothing was taken: the old process still serves');
+      await hs.close();
+      await closeServer(web);
+    });
+  }
+
+  it('take({ names }) with a name twice is refused before connecting', async () => {
+    const control = tmpPath('control.sock');
+    const web = await listenLocal();
+    const hs = await handoff.serve(control, { web });
+    let started = 0;
+    hs.on('start', () => started++);
+    await assert.rejects(handoff.take(control, { names: ['web', 'web'] }), { code: 'ERR_INVALID_ARG_VALUE', name: 'TypeError' });
+    await sleep(50);
+    assert.equal(started, 0);
+    await hs.close();
+    await closeServer(web);
+  });
+
+  it('a second serve() on a live control path fails with EADDRINUSE and its probe is no taker', async () => {
+    const control = tmpPath('control.sock');
+    const web = await listenLocal();
+    const hs = await handoff.serve(control, { web });
+    const events: string[] = [];
+    for (const e of ['start', 'rollback', 'handoff']) hs.on(e, () => events.push(e));
+    await assert.rejects(handoff.serve(control, { web }), { code: 'EADDRINUSE' });
+    assert.equal(hs.busy, false, 'the probe did not make it busy');
+    // A real taker right after the probe is served, not told BUSY.
+    const inherited = await handoff.take(control);
+    assert.ok(inherited);
+    assert.deepEqual(inherited.names, ['web']);
+    await inherited.abort();
+    await sleep(50);
+    assert.deepEqual(events, ['start', 'rollback'], 'only the real taker was seen');
+    await hs.close();
+    await closeServer(web);
+  });
+
+  it('50 listeners whose names are 1,000 backslashes each move in batches sized by their JSON', async () => {
+    const control = tmpPath('control.sock');
+    const servers = await Promise.all(Array.from({ length: 50 }, () => listenLocal()));
+    const listeners: Record<string, net.Server> = {};
+    servers.forEach((s, i) => (listeners[`${'\\'.repeat(1000)}${i}`] = s));
+    const hs = await handoff.serve(control, listeners);
+    const inherited = await handoff.take(control);
+    assert.ok(inherited);
+    assert.deepEqual(inherited.names.sort(), Object.keys(listeners).sort());
+    await inherited.abort(); // closes the 50 copies received
+    await hs.close();
+    await Promise.all(servers.map(closeServer));
+  });
+
+  it('take() on a path whose directory does not exist rejects instead of looking like a first start', async () => {
+    const dir = tmpPath('no-such-dir');
+    await assert.rejects(handoff.take(path.join(dir, 'control.sock')), { code: 'ENOENT', syscall: 'stat', path: dir });
+    assert.equal(await handoff.take(tmpPath('control.sock')), null, 'a missing socket file is a first start');
+  });
+});
