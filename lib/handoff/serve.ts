@@ -180,6 +180,7 @@ export class HandoffServer extends EventEmitter {
     const hello = decode(first, ['hello']);
     if (hello.type === 'error') throw peerError(hello);
     if (hello.type !== 'hello') throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', 'expected hello');
+    debug('handoff: pid %d said hello', session.peer.pid);
     this.emit('start', session.peer);
     const names = hello.names ?? [...this.#listeners.keys()];
     const unknown = names.filter((n) => !this.#listeners.has(n));

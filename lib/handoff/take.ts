@@ -210,8 +210,8 @@ function checkDirectory(path: string): void {
 
 /**
  * New process: takes the listeners from the old process serving `path`. Resolves with null when no
- * old process is there (no socket file, or nobody listening on it: first start, bind fresh sockets),
- * else with an {@link Inheritance}. A path whose directory does not exist rejects (ENOENT, syscall
+ * old process is there (no socket file, or nobody listening on it: first start, bind fresh sockets)
+ * or when it died during the transfer (its listeners died with it), else with an {@link Inheritance}. A path whose directory does not exist rejects (ENOENT, syscall
  * 'stat', naming the directory): a typo must not look like a first start.
  */
 export async function take(path: string, opts: TakeOptions = {}): Promise<Inheritance | null> {
@@ -235,6 +235,7 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
     throw err;
   }
   const received: InheritedListener[] = [];
+  const oldPid = channel.peer.pid;
   try {
     if (!(opts.allow ?? sameUser)(channel.peer)) {
       throw new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', `the process serving '${path}' (uid ${channel.peer.uid}) is not allowed`);
@@ -274,6 +275,22 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
   } catch (err) {
     closeQuietly(received.map((l) => l.fd));
     channel.destroy();
+    if ((err as FdpassError).code === 'ERR_FDPASS_HANDOFF_REFUSED' && processGone(oldPid)) {
+      // It died mid-transfer (killed, crashed): its listeners went with it, nothing is left to take.
+      debug('handoff: the old process (pid %d) died during the hand-off; starting fresh', oldPid);
+      return null;
+    }
     throw err;
+  }
+}
+
+// True when `pid` has exited (no such process, or a zombie waiting for its parent).
+function processGone(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state === 'Z' || state === 'X';
+  } catch {
+    return true;
   }
 }
