@@ -309,4 +309,75 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       assert.deepEqual(await child.exited, { code: 0, signal: null });
     });
   });
+
+  describe('sendFd to a path: one deadline for connect, send and close', () => {
+    async function fullDgramReceiver(p: string): Promise<Channel> {
+      const receiver = await bindDgram(p); // never reads: no 'message' listener, no receive()
+      const filler = await connect(p, { type: 'dgram' });
+      while (filler.write({ data: 'fill' })); // until the receiver's queue is full
+      filler.destroy(); // its one queued message is dropped
+      return receiver;
+    }
+
+    for (const type of ['dgram', 'stream'] as const) {
+      for (const how of ['timeout', 'signal'] as const) {
+        it(`${type}: a receiver that never reads; ${how} rejects with ${how === 'timeout' ? 'ERR_FDPASS_TIMEOUT' : 'ERR_FDPASS_ABORTED'}, the sender's socket and duplicate are closed, its fd stays open`, async () => {
+          const p = tmpPath(`${type}.sock`);
+          let server: Awaited<ReturnType<typeof listen>> | undefined;
+          let receiver: Channel | undefined;
+          const accepted: Channel[] = [];
+          if (type === 'dgram') {
+            receiver = await fullDgramReceiver(p);
+          } else {
+            server = await listen(p, { type: 'stream' });
+            server.on('connection', (c: Channel) => accepted.push(c)); // accepted, never read
+          }
+          fs.writeFileSync(tmpPath('file'), 'payload');
+          const file = fs.openSync(tmpPath('file'), 'r');
+          await settle();
+          const before = openFds();
+          // Stream: bigger than both socket buffers, so most of it waits in the sender's queue.
+          const data = type === 'stream' ? Buffer.alloc(4 * 1024 * 1024, 1) : Buffer.from('one datagram');
+          const ac = new AbortController();
+          const sending = sendFd(p, file, data, how === 'timeout' ? { type, timeout: 300 } : { type, signal: ac.signal });
+          if (how === 'signal') setTimeout(() => ac.abort(), 300);
+          const r = await within(sending, 5000);
+          assert.notEqual(r, 'pending', 'sendFd was still pending 5 s later');
+          assert.ok(r !== 'pending' && 'error' in r, 'sendFd resolved');
+          assert.ok(r.error instanceof FdpassError, String(r.error));
+          assert.equal(r.error.code, how === 'timeout' ? 'ERR_FDPASS_TIMEOUT' : 'ERR_FDPASS_ABORTED');
+          assert.equal(r.error.message, how === 'timeout' ? `sendFds to '${p}' timed out after 300 ms` : `sendFds to '${p}' was aborted`);
+          await settle();
+          // The sender holds nothing more than before: no socket, no duplicate of `file`. (The stream
+          // receiver's accepted connection is the receiver's, in the same process here.)
+          assert.equal(accepted.length, type === 'stream' ? 1 : 0);
+          const expected = new Map(before);
+          for (const c of accepted) expected.set(c.fd, fs.readlinkSync(`/proc/self/fd/${c.fd}`));
+          assert.deepEqual(openFds(), expected);
+          assert.equal(inspect(file).kind, 'file', "the caller's fd is still open");
+          fs.closeSync(file);
+          for (const c of accepted) await c.close();
+          await server?.close();
+          await receiver?.close();
+        });
+      }
+    }
+
+    it('an AbortSignal already aborted rejects before connecting: the receiver sees no connection', async () => {
+      const p = tmpPath('seq.sock');
+      const server = await listen(p);
+      let connections = 0;
+      server.on('connection', (c: Channel) => {
+        connections++;
+        c.destroy();
+      });
+      const before = openFds();
+      const err = await rejection(sendFd(p, 0, 'x', { signal: AbortSignal.abort() }));
+      assert.equal(err.code, 'ERR_FDPASS_ABORTED');
+      await settle();
+      assert.deepEqual(openFds(), before);
+      assert.equal(connections, 0);
+      await server.close();
+    });
+  });
 });
