@@ -380,4 +380,68 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       await server.close();
     });
   });
+
+  describe('recvFd(path) is one-shot: one message, every other connection closed at once', () => {
+    /** Holds this thread (and its event loop) until `cond()`: connections then queue up unaccepted. */
+    function holdLoopUntil(cond: () => boolean, ms: number): void {
+      const cell = new Int32Array(new SharedArrayBuffer(4));
+      const end = Date.now() + ms;
+      while (!cond()) {
+        if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
+        Atomics.wait(cell, 0, 0, 5);
+      }
+    }
+
+    async function round(i: number, sameBatch: boolean): Promise<void> {
+      const p = tmpPath(`race-${i}.sock`);
+      const senders = [0, 1].map((k) => {
+        const file = tmpPath(`file-${i}-${k}`);
+        fs.writeFileSync(file, `content of sender ${k}`);
+        return runFixture('race-sender', [p, file, `sender ${k}`, tmpPath(`done-${i}-${k}`)]);
+      });
+      const ready = await Promise.all(senders.map((s) => s.expect<{ before: number }>('ready')));
+      const before = openFds();
+      const received = recvFd(p, { timeout: 10000 }); // listens before its first await
+      for (const s of senders) s.send({ cmd: 'go' });
+      // Both senders connect and send while this loop is held, so both connections are accepted
+      // in one batch; without holding, they race the one-shot server as they come.
+      if (sameBatch) holdLoopUntil(() => [0, 1].every((k) => fs.existsSync(tmpPath(`done-${i}-${k}`))), 10000);
+      const { fd, data } = await received;
+      await settle();
+      // The receiver holds exactly the received fd: the listener and both connections are closed.
+      assert.deepEqual(newFds(before, openFds()), [`${fd} -> ${fs.readlinkSync(`/proc/self/fd/${fd}`)}`], `round ${i}`);
+      assert.deepEqual([...before.keys()].filter((n) => !fs.existsSync(`/proc/self/fd/${n}`)), [], `round ${i}: nothing of ours was closed`);
+      const k = Number(/^sender ([01])$/.exec(data.toString())?.[1]);
+      assert.ok(k === 0 || k === 1, data.toString());
+      assert.equal(fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8'), `content of sender ${k}`, 'the fd came with its own message');
+      closeFd(fd);
+      const results = await Promise.all(senders.map((s) => s.expect<{ sent: boolean; code?: string; before: number; after: number }>('done')));
+      assert.equal(results[k]!.sent, true, `round ${i}: the sender whose message arrived resolved`);
+      const other = results[1 - k]!;
+      if (sameBatch) {
+        // Its message was already in the socket when the receiver refused the connection.
+        assert.equal(other.sent, true, `round ${i}: ${JSON.stringify(other)}`);
+      } else if (!other.sent) {
+        assert.ok(['ENOENT', 'ECONNREFUSED', 'EPIPE', 'ECONNRESET', 'ERR_FDPASS_CLOSED'].includes(other.code ?? ''), JSON.stringify(other));
+      }
+      for (const [n, r] of results.entries()) {
+        assert.equal(r.after, r.before, `sender ${n}: its descriptors are back to what it held before sending`);
+        assert.equal(r.before, ready[n]!.before);
+      }
+      for (const s of senders) {
+        s.proc.stdin?.end(); // its stdin reader is what keeps it alive
+        assert.deepEqual(await s.exited, { code: 0, signal: null });
+      }
+    }
+
+    it('two senders in two processes, accepted in one batch (4 rounds): one message, the other connection closed at once', async function () {
+      this.timeout(60000);
+      for (let i = 0; i < 4; i++) await round(i, true);
+    });
+
+    it('two senders racing freely (4 rounds): one message; the other is refused or fails, never left open', async function () {
+      this.timeout(60000);
+      for (let i = 0; i < 4; i++) await round(i, false);
+    });
+  });
 });
