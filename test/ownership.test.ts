@@ -444,4 +444,63 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       for (let i = 0; i < 4; i++) await round(i, false);
     });
   });
+
+  describe("listenReusePort / bindReusePort: host '' and scoped IPv6", () => {
+    it("host '' means every address, as in Node's listen({ host: '' }); no DEP0118 warning", async () => {
+      const warnings: Error[] = [];
+      const onWarning = (w: Error): void => {
+        warnings.push(w);
+      };
+      process.on('warning', onWarning);
+      try {
+        const server = await listenReusePort({ port: 0, host: '', server: greeter('every address') });
+        const a = server.address() as net.AddressInfo;
+        assert.ok(a.address === '::' || a.address === '0.0.0.0', a.address);
+        assert.equal(await tcpHello(a.port, '127.0.0.1'), 'every address');
+        await closeServer(server);
+        const udp = await bindReusePort({ port: 0, host: '', type: 'udp4' });
+        assert.equal(udp.address().address, '0.0.0.0');
+        await closeDgram(udp);
+        await settle();
+      } finally {
+        process.off('warning', onWarning);
+      }
+      assert.deepEqual(warnings.map((w) => w.message), []);
+    });
+
+    if (hasIPv6Loopback) {
+      it("'::1%lo' and '::1%<index of lo>' listen on ::1 and a client connects through loopback; udp6 too", async () => {
+        const index = Number(fs.readFileSync('/sys/class/net/lo/ifindex', 'utf8'));
+        for (const host of ['::1%lo', `::1%${index}`]) {
+          const server = await listenReusePort({ port: 0, host, server: greeter(host) });
+          const a = server.address() as net.AddressInfo;
+          assert.equal(a.address, '::1');
+          assert.equal(await tcpHello(a.port, '::1'), host);
+          await closeServer(server);
+        }
+        const udp = await bindReusePort({ port: 0, host: '::1%lo', type: 'udp6' });
+        assert.equal(udp.address().address, '::1');
+        const arrived = new Promise<string>((resolve) => udp.once('message', (m) => resolve(m.toString())));
+        const sender = dgram.createSocket('udp6');
+        await new Promise<void>((resolve, reject) => sender.send('scoped', udp.address().port, '::1', (e) => (e ? reject(e) : resolve())));
+        assert.equal(await arrived, 'scoped');
+        await closeDgram(sender);
+        await closeDgram(udp);
+      });
+    }
+
+    it('a scope naming no interface is ERR_INVALID_ARG_VALUE naming options.host; nothing stays open', async () => {
+      const before = openFds();
+      for (const host of ['::1%nosuch0', 'fe80::1%nosuch0', '::1%0']) {
+        const e1 = await rejection(listenReusePort({ port: 0, host }));
+        assert.ok(e1 instanceof TypeError, `${host}: ${String(e1)}`);
+        assert.equal(e1.code, 'ERR_INVALID_ARG_VALUE');
+        assert.equal(e1.message, `The argument 'options.host' names a network interface that does not exist (ENODEV). Received '${host}'`);
+        const e2 = await rejection(bindReusePort({ port: 0, host, type: 'udp6' }));
+        assert.equal(e2.code, 'ERR_INVALID_ARG_VALUE', host);
+      }
+      await settle();
+      assert.deepEqual(openFds(), before);
+    });
+  });
 });
