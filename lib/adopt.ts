@@ -4,9 +4,9 @@ import cluster from 'node:cluster';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { binding, constants, type NativeAddress } from './native';
-import { FdpassError } from './errors';
+import { FdpassError, FdpassSystemError } from './errors';
 import { kindOf } from './names';
-import { invalidArgType, validateFd } from './validate';
+import { invalidArgType, validateFd, validateInteger, validateObject } from './validate';
 
 export type FdKind = 'socket' | 'file' | 'pipe' | 'char' | 'block' | 'directory' | 'symlink' | 'unknown';
 
@@ -20,6 +20,8 @@ export interface SocketInfo {
   protocol: number;
   listening: boolean;
   connected: boolean;
+  /** A TCP socket whose connect() is still under way (handshake not finished): neither listening nor connected. */
+  connecting: boolean;
   local: SocketAddressInfo | undefined;
   peer: SocketAddressInfo | undefined;
 }
@@ -67,6 +69,7 @@ export function inspect(fd: number): FdInfo {
       protocol: raw.protocol ?? 0,
       listening: raw.listening ?? false,
       connected: raw.connected ?? false,
+      connecting: raw.connecting ?? false,
       local: address(raw.local),
       peer: address(raw.peer),
     };
@@ -81,7 +84,8 @@ function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
     directory: 'a directory', symlink: 'a symbolic link', unknown: 'an unknown kind of descriptor',
   };
   const article = s?.domain === 'unix' ? 'a' : 'an'; // a unix, an inet, an inet6, an other
-  const got = s ? `${article} ${s.domain} ${s.type} socket${s.listening ? ' (listening)' : ''}` : kinds[info.kind];
+  const state = s?.listening ? ' (listening)' : s?.connecting ? ' (still connecting)' : '';
+  const got = s ? `${article} ${s.domain} ${s.type} socket${state}` : kinds[info.kind];
   return new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is ${got}, not ${want}`);
 }
 
@@ -91,18 +95,42 @@ function isBound(s: SocketInfo): boolean {
   return a.family === 'unix' ? !a.unnamed : a.port !== 0;
 }
 
+/** Puts the adopter's name in front of an error's message; code, errno, syscall etc. stay as they are. */
+function named<E>(err: E, fn: string, fd: number): E {
+  if (err instanceof Error) err.message = `${fn}(fd ${fd}): ${err.message}`;
+  return err;
+}
+
+/** `address`/`port` or `path` of a socket's local address, for a system error. */
+function where(s: SocketInfo): { address?: string; port?: number; path?: string } {
+  const a = s.local;
+  if (a === undefined) return {};
+  if (a.family === 'unix') return { path: a.abstract ? `@${a.path}` : a.path };
+  return { address: a.address, port: a.port };
+}
+
 /**
  * Resolves with a listening net.Server serving on `fd` (a listening or bound TCP or Unix stream
- * socket), or adopts it into `server` (e.g. an http.Server). On success the server owns the fd.
- * Refuses an unbound TCP socket (Node would silently bind 0.0.0.0 on a random port).
+ * socket), or adopts it into `server` (e.g. an http.Server).
+ *
+ * Ownership: on success the server owns this very descriptor number (`fdOf(server) === fd`) and
+ * closes it when it closes. On rejection `fd` is still open and still yours (close it, or try
+ * again). For that, everything that can fail happens before Node is given the fd: the kind checks,
+ * and for a bound socket that does not listen yet, listen(2) itself (a failure, e.g. EADDRINUSE,
+ * rejects with an FdpassSystemError with syscall 'listen'); Node's own `listen({ fd })` closes the
+ * fd when listen(2) fails. Refuses an unbound TCP socket (Node would silently bind 0.0.0.0 on a
+ * random port) and a TCP socket still connecting.
  */
 export function toServer<S extends net.Server = net.Server>(fd: number, server?: S, opts: { backlog?: number } = {}): Promise<S> {
   try {
     validateFd(fd);
     if (server !== undefined && !(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
+    validateObject(opts, 'options');
+    const backlog = opts.backlog ?? 511;
+    validateInteger(backlog, 'options.backlog', 0, 65535);
     const info = inspect(fd);
     const s = info.socket;
-    if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.connected) {
+    if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.connected || s.connecting) {
       throw wrongKind(fd, 'a listening or bound TCP or Unix stream socket', info);
     }
     if (!isBound(s)) {
@@ -111,11 +139,24 @@ export function toServer<S extends net.Server = net.Server>(fd: number, server?:
     if (cluster.isWorker) {
       throw new FdpassError('ERR_FDPASS_CLUSTER_WORKER', 'a cluster worker cannot adopt a listening fd: Node routes listen({ fd }) to the primary');
     }
+    if (server?.listening) {
+      // Node's own error for a second listen(), raised before the fd is touched.
+      throw Object.assign(new Error(`toServer(fd ${fd}): the server is already listening`), { code: 'ERR_SERVER_ALREADY_LISTEN' });
+    }
+    if (!s.listening) {
+      try {
+        binding.listen(fd, backlog);
+      } catch (err) {
+        throw err instanceof FdpassSystemError ? named(new FdpassSystemError(err.errno, err.syscall, where(s)), 'toServer', fd) : err;
+      }
+    }
     const target = server ?? (net.createServer() as S);
     return new Promise<S>((resolve, reject) => {
       const onError = (err: Error): void => {
         target.off('listening', onListening);
-        reject(err);
+        // Past the checks above only Node's handle.open() can fail (EEXIST: the fd already belongs
+        // to a Node handle in this process), and that leaves the fd open.
+        reject(named(err, 'toServer', fd));
       };
       const onListening = (): void => {
         target.off('error', onError);
@@ -123,7 +164,13 @@ export function toServer<S extends net.Server = net.Server>(fd: number, server?:
       };
       target.once('error', onError);
       target.once('listening', onListening);
-      target.listen({ fd, ...(opts.backlog !== undefined ? { backlog: opts.backlog } : {}) });
+      try {
+        target.listen({ fd, backlog });
+      } catch (err) {
+        target.off('error', onError);
+        target.off('listening', onListening);
+        reject(named(err, 'toServer', fd));
+      }
     });
   } catch (err) {
     return Promise.reject(err);
@@ -131,8 +178,9 @@ export function toServer<S extends net.Server = net.Server>(fd: number, server?:
 }
 
 /**
- * Returns a net.Socket over `fd`, a connected TCP or Unix stream socket. The socket owns the fd.
- * SEQPACKET and UDP sockets are refused: net.Socket cannot drive them.
+ * Returns a net.Socket over `fd`, a connected TCP or Unix stream socket. The socket owns this very
+ * descriptor number; when this throws, `fd` is still open and yours. SEQPACKET and UDP sockets are
+ * refused (net.Socket cannot drive them), and so is a TCP socket still connecting.
  */
 export function toSocket(fd: number, opts: { allowHalfOpen?: boolean } = {}): net.Socket {
   validateFd(fd);
@@ -141,10 +189,19 @@ export function toSocket(fd: number, opts: { allowHalfOpen?: boolean } = {}): ne
   if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.listening || !s.connected) {
     throw wrongKind(fd, 'a connected TCP or Unix stream socket', info);
   }
-  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false });
+  try {
+    // Node's constructor throws only before its handle holds the fd (fd type, handle.open()).
+    return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false });
+  } catch (err) {
+    throw named(err, 'toSocket', fd);
+  }
 }
 
-/** Resolves with a dgram.Socket over `fd`, a bound UDP socket. The socket owns the fd. */
+/**
+ * Resolves with a dgram.Socket over `fd`, a bound UDP socket. On success the socket owns the fd; on
+ * rejection `fd` is still open and yours. fd 0 is adopted through a duplicate (then fd 0 is closed):
+ * Node's `bind({ fd })` ignores fd 0 and would bind a new socket on a random port instead.
+ */
 export function toDgram(fd: number, opts: Omit<dgram.SocketOptions, 'type'> = {}): Promise<dgram.Socket> {
   try {
     validateFd(fd);
@@ -155,25 +212,39 @@ export function toDgram(fd: number, opts: Omit<dgram.SocketOptions, 'type'> = {}
     }
     if (!isBound(s)) throw new FdpassError('ERR_FDPASS_UNBOUND', `fd ${fd} is a UDP socket that is not bound`);
     const socket = dgram.createSocket({ ...opts, type: s.domain === 'inet6' ? 'udp6' : 'udp4' });
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      socket.once('error', onError);
-      socket.bind({ fd }, () => {
-        socket.off('error', onError);
-        resolve(socket);
-      });
-    });
+    const given = fd === 0 ? binding.dup(fd) : fd;
+    // Node emits 'listening' from inside bind({ fd }).
+    const listening = new Promise<dgram.Socket>((resolve) => socket.once('listening', () => resolve(socket)));
+    try {
+      // Synchronous: with { fd } Node opens its handle on the fd at once, and throws (leaving the fd
+      // alone) when it cannot; after that the socket owns the fd and no bind error can follow.
+      socket.bind({ fd: given });
+    } catch (err) {
+      if (given !== fd) binding.close(given);
+      socket.close();
+      throw named(err, 'toDgram', fd);
+    }
+    if (given !== fd) binding.close(fd);
+    return listening;
   } catch (err) {
     return Promise.reject(err);
   }
 }
 
-/** Picks toServer, toSocket or toDgram by what `fd` is. */
+/**
+ * Picks toServer, toSocket or toDgram by what `fd` is: a bound UDP socket, a connected stream socket,
+ * or a listening or bound one. A TCP socket still connecting is none of these
+ * (ERR_FDPASS_WRONG_FD_KIND). As with each adopter, on rejection `fd` is still open and yours.
+ */
 export async function adopt(fd: number): Promise<net.Server | net.Socket | dgram.Socket> {
   validateFd(fd);
   const info = inspect(fd);
   const s = info.socket;
   if (s?.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6')) return toDgram(fd);
+  if (s?.type === 'stream' && s.domain !== 'other' && s.connecting) {
+    throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND',
+      `fd ${fd} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`);
+  }
   if (s?.type === 'stream' && s.domain !== 'other') return s.connected ? toSocket(fd) : toServer(fd);
   throw wrongKind(fd, 'a TCP, UDP or Unix stream socket', info);
 }

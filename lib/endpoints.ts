@@ -308,16 +308,34 @@ export function socketPair(opts: SocketPairOptions = {}): [Channel, Channel] {
   }
 }
 
-/** Waits for the first connection on `server` (used by the path forms of recvFd/recvFds). */
+/**
+ * Waits for the first connection on `server` (used by the path forms of recvFd/recvFds): a one-shot
+ * receiver. Every other connection, including one accepted in the same batch as the first, and any
+ * after a timeout or abort, is closed at once (its unread message and descriptors released), until
+ * the server closes.
+ */
 export function acceptOne(server: ChannelServer, opts: WaitOptions = {}): Promise<Channel> {
-  let onConnection: (c: Channel) => void;
+  let take: ((c: Channel) => void) | undefined;
+  const onConnection = (c: Channel): void => {
+    if (take === undefined) {
+      debug('one-shot receiver on %s: refusing a further connection', server.address().path);
+      c.destroy();
+      return;
+    }
+    const resolve = take;
+    take = undefined;
+    resolve(c);
+  };
+  server.on('connection', onConnection);
+  server.once('close', () => server.off('connection', onConnection));
   return waitWith<Channel>(
     `waiting for a connection on '${server.address().path}'`,
     opts,
     (resolve) => {
-      onConnection = resolve;
-      server.once('connection', onConnection);
+      take = resolve;
     },
-    () => server.off('connection', onConnection),
+    () => {
+      take = undefined;
+    },
   );
 }

@@ -21,6 +21,8 @@ export interface NativeFdInfo {
   listening?: boolean;
   local?: NativeAddress;
   connected?: boolean;
+  /** A TCP socket still in its handshake (SYN_SENT/SYN_RECV). */
+  connecting?: boolean;
   peer?: NativeAddress;
 }
 
@@ -109,6 +111,8 @@ export interface NativeBinding {
   ): number;
   inspect(fd: number): NativeFdInfo;
   dup(fd: number): number;
+  /** listen(2) on a bound stream socket (throws the system error; the fd stays open). */
+  listen(fd: number, backlog: number): void;
   close(fd: number): void;
   /** Closes fds[0, count) in one call; returns the first errno (negative) or 0. */
   closeFds(fds: Int32Array, count: number): number;

@@ -10,7 +10,10 @@ import { invalidArgType, invalidArgValue, validateInteger, validateObject } from
 
 export interface ReusePortListenOptions {
   port: number;
-  /** Address or host name; default '::' (dual-stack), falling back to '0.0.0.0' without IPv6. */
+  /**
+   * Address or host name; default (also for '', as Node's listen) '::' (dual-stack), falling back to
+   * '0.0.0.0' without IPv6. An IPv6 address may carry a zone: '::1%lo', 'fe80::1%eth0', 'fe80::1%2'.
+   */
   host?: string;
   /** listen(2) backlog; default 511. */
   backlog?: number;
@@ -22,13 +25,15 @@ export interface ReusePortListenOptions {
 
 export interface ReusePortBindOptions {
   port: number;
+  /** As for listenReusePort: '' or none means every address of `type`'s family; IPv6 may carry a zone. */
   host?: string;
   type: 'udp4' | 'udp6';
   ipv6Only?: boolean;
 }
 
 async function resolveHost(host: string | undefined, family?: 4 | 6): Promise<{ address: string; family: 4 | 6 }[]> {
-  if (host === undefined) {
+  // '' is "no host", as in Node's server.listen({ host: '' }) and dgram's bind({ address: '' }).
+  if (host === undefined || host === '') {
     if (family === 4) return [{ address: '0.0.0.0', family: 4 }];
     if (family === 6) return [{ address: '::', family: 6 }];
     return [{ address: '::', family: 6 }, { address: '0.0.0.0', family: 4 }];
@@ -55,6 +60,9 @@ function bindFirst(candidates: { address: string; family: 4 | 6 }[], type: numbe
         { address: c.address, port },
       );
     } catch (err) {
+      if (err instanceof FdpassSystemError && err.syscall === 'if_nametoindex') {
+        throw invalidArgValue('options.host', c.address, `names a network interface that does not exist (${err.code})`);
+      }
       lastError = err;
       if (!(err instanceof FdpassSystemError && err.code === 'EAFNOSUPPORT')) throw err;
     }
@@ -78,7 +86,7 @@ export async function listenReusePort(opts: ReusePortListenOptions): Promise<net
   try {
     return await toServer(fd, opts.server, { backlog });
   } catch (err) {
-    closeQuietly([fd]); // unless Node's handle already closed it
+    closeQuietly([fd]); // a rejected toServer leaves the fd open and ours: closed here, once
     throw err;
   }
 }
@@ -97,7 +105,7 @@ export async function bindReusePort(opts: ReusePortBindOptions): Promise<dgram.S
   try {
     return await toDgram(fd);
   } catch (err) {
-    closeQuietly([fd]); // unless Node's handle already closed it
+    closeQuietly([fd]); // a rejected toDgram leaves the fd open and ours: closed here, once
     throw err;
   }
 }

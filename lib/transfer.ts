@@ -7,7 +7,10 @@ import { fdOf, type FdLike } from './adopt';
 import { binding } from './native';
 import type { SocketKind } from './names';
 import { invalidArgType, outOfRange, toBuffer } from './validate';
-import { validateWaitOptions, type WaitOptions } from './wait';
+import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+
+/** Default deadline of sendFd/sendFds to a path (connect, send, close), as connect()'s. */
+const DEFAULT_SEND_TIMEOUT = 10_000;
 
 export interface TransferOptions extends WaitOptions {
   /** Socket kind when `target`/`source` is a path; default 'seqpacket'. */
@@ -38,18 +41,45 @@ function checkTarget(value: unknown, name: string): asserts value is Channel | s
 /**
  * Sends descriptors (numbers, or Node objects whose descriptor is sent) with an optional payload, as one
  * message. `target` is a Channel, or a socket path to connect to, send, and close. The fds stay yours.
+ *
+ * With a path, `timeout` (default 10 s) is one deadline for the whole operation (connect, send, close)
+ * and `signal` aborts it at any point; either way the connection and any duplicates of the fds that a
+ * message still waiting in the queue held are closed before the promise rejects (ERR_FDPASS_TIMEOUT,
+ * ERR_FDPASS_ABORTED). Resolving means the kernel took the message, not that the receiver read it.
  */
 export async function sendFds(target: Channel | string, fds: readonly FdLike[], data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
   checkTarget(target, 'target');
   const numbers = toFds(fds);
   const payload = toBuffer(data, 'data'); // checked before any connection is made
   if (target instanceof Channel) return target.send({ data: payload, fds: numbers });
-  const channel = await connect(target, opts);
-  try {
-    await channel.send({ data: payload, fds: numbers });
-  } finally {
-    await channel.close();
-  }
+  validateWaitOptions(opts);
+  const timeout = opts.timeout ?? DEFAULT_SEND_TIMEOUT;
+  // connect() gets its own signal, aborted with everything else when the deadline or `signal` fires.
+  const connecting = new AbortController();
+  let channel: Channel | undefined;
+  let cancelled = false;
+  return waitWith<void>(
+    `sendFds to '${target}'`,
+    { timeout, ...(opts.signal ? { signal: opts.signal } : {}) },
+    (resolve, reject) => {
+      connect(target, { ...opts, timeout, signal: connecting.signal })
+        .then((c) => {
+          if (cancelled) return c.destroy();
+          channel = c;
+          return c.send({ data: payload, fds: numbers }).then(() => c.close());
+        })
+        .then(resolve, (err: unknown) => {
+          channel?.destroy();
+          reject(err);
+        });
+    },
+    () => {
+      // Closes the socket; a message still queued is dropped and its duplicates closed (in C++).
+      cancelled = true;
+      connecting.abort();
+      channel?.destroy();
+    },
+  );
 }
 
 /** Sends one descriptor (or a net.Server / net.Socket / dgram.Socket's) with an optional payload. */

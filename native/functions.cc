@@ -147,6 +147,7 @@ Napi::Value InspectFn(const Napi::CallbackInfo& info) {
     o.Set("listening", Napi::Boolean::New(env, fi.listening));
     o.Set("local", AddressObject(env, fi.local));
     o.Set("connected", Napi::Boolean::New(env, fi.connected));
+    o.Set("connecting", Napi::Boolean::New(env, fi.connecting));
     if (fi.connected) o.Set("peer", AddressObject(env, fi.peer));
   }
   return o;
@@ -164,6 +165,19 @@ Napi::Value DupFn(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   return Napi::Number::New(env, dup);
+}
+
+// listen(fd, backlog): makes a bound stream socket someone else created listen, so that adoption can
+// fail here, with the caller's fd untouched, instead of inside Node (whose failed listen closes it)
+Napi::Value ListenFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, backlog;
+  if (!ReadFd(info, 0, &fd) || !ReadInt32(info, 1, &backlog, 0)) return env.Undefined();
+  if (::listen(fd, backlog) < 0) {
+    int err = -errno;
+    ThrowSystemError(env, err, "listen");
+  }
+  return env.Undefined();
 }
 
 // close(fd): EBADF is an error (a double close is a bug worth seeing); EINTR is not retried
@@ -230,6 +244,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("inetBind", Napi::Function::New(env, InetBindFn, "inetBind"));
   exports.Set("inspect", Napi::Function::New(env, InspectFn, "inspect"));
   exports.Set("dup", Napi::Function::New(env, DupFn, "dup"));
+  exports.Set("listen", Napi::Function::New(env, ListenFn, "listen"));
   exports.Set("close", Napi::Function::New(env, CloseFn, "close"));
   exports.Set("closeFds", Napi::Function::New(env, CloseFdsFn, "closeFds"));
   SetConstants(env, exports);

@@ -346,6 +346,7 @@ describe('inspect', () => {
       protocol: 6, // IPPROTO_TCP
       listening: true,
       connected: false,
+      connecting: false,
       local: { family: 'IPv4', address: '127.0.0.1', port: portOf(server) },
       peer: undefined,
     });
@@ -378,6 +379,7 @@ describe('inspect', () => {
       protocol: 17, // IPPROTO_UDP
       listening: false,
       connected: false,
+      connecting: false,
       local: { family: 'IPv4', address: '127.0.0.1', port: u.address().port },
       peer: undefined,
     });
@@ -391,7 +393,7 @@ describe('inspect', () => {
       assert.equal(info.nonblocking, true, type);
       assert.equal(info.cloexec, true, type);
       const unnamed = { family: 'unix', path: '', abstract: false, unnamed: true };
-      assert.deepEqual(sock(info), { domain: 'unix', type, protocol: 0, listening: false, connected: true, local: unnamed, peer: unnamed }, type);
+      assert.deepEqual(sock(info), { domain: 'unix', type, protocol: 0, listening: false, connected: true, connecting: false, local: unnamed, peer: unnamed }, type);
       // inspect() only looks: the channel still works.
       await a.send({ data: 'after inspect' });
       assert.equal((await b.receive()).data.toString(), 'after inspect', type);
@@ -409,6 +411,7 @@ describe('inspect', () => {
       protocol: 0,
       listening: true,
       connected: false,
+      connecting: false,
       local: { family: 'unix', path: p, abstract: false, unnamed: false },
       peer: undefined,
     });

@@ -3,7 +3,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -14,6 +17,36 @@ namespace {
 
 int SetFlag(int fd, int level, int name, int value) {
   return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? -errno : 0;
+}
+
+// Splits "addr%zone" (RFC 4007) into the address and sin6_scope_id: a zone is an interface name
+// (if_nametoindex(3)) or a number. Returns 0, -EINVAL for a malformed address or -ENODEV for an
+// unknown interface (libuv ignores that silently; we refuse it).
+int ParseScopedIPv6(const std::string& host, struct sockaddr_in6* a, const char** syscall) {
+  *syscall = "bind";
+  size_t percent = host.find('%');
+  std::string address = host.substr(0, percent);
+  if (inet_pton(AF_INET6, address.c_str(), &a->sin6_addr) != 1) return -EINVAL;
+  if (percent == std::string::npos) return 0;
+  std::string zone = host.substr(percent + 1);
+  if (zone.empty()) return -EINVAL;
+  if (zone.find_first_not_of("0123456789") == std::string::npos) {
+    unsigned long index = strtoul(zone.c_str(), nullptr, 10);
+    if (index == 0 || index > UINT32_MAX) {
+      *syscall = "if_nametoindex";  // no interface has index 0
+      return -ENODEV;
+    }
+    a->sin6_scope_id = static_cast<uint32_t>(index);
+    return 0;
+  }
+  unsigned index = if_nametoindex(zone.c_str());
+  if (index == 0) {
+    int err = -errno;
+    *syscall = "if_nametoindex";
+    return err == 0 ? -ENODEV : err;
+  }
+  a->sin6_scope_id = index;
+  return 0;
 }
 
 }  // namespace
@@ -32,7 +65,9 @@ SysResult InetBind(const InetOptions& opts) {
     auto* a = reinterpret_cast<struct sockaddr_in6*>(&ss);
     a->sin6_family = AF_INET6;
     a->sin6_port = htons(static_cast<uint16_t>(opts.port));
-    if (inet_pton(AF_INET6, opts.host.c_str(), &a->sin6_addr) != 1) return SysFail(-EINVAL, "bind");
+    const char* syscall;
+    int rc = ParseScopedIPv6(opts.host, a, &syscall);
+    if (rc < 0) return SysFail(rc, syscall);
     len = sizeof(*a);
   } else {
     return SysFail(-EAFNOSUPPORT, "socket");

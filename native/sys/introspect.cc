@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -88,6 +89,16 @@ int Inspect(int fd, FdInfo* out, const char** syscall) {
   if (getpeername(fd, reinterpret_cast<struct sockaddr*>(&ss), &len) == 0) {
     out->connected = true;
     Decode(ss, len, &out->peer);
+  } else if ((out->domain == AF_INET || out->domain == AF_INET6) && out->type == SOCK_STREAM &&
+             !out->listening) {
+    // getpeername fails both for a socket that never connected and for one still in its handshake:
+    // only the TCP state tells them apart (listen(2) on a connecting socket is EINVAL).
+    struct tcp_info ti;
+    socklen_t ti_len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &ti_len) == 0) {
+      out->connecting = ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV;
+    }
   }
   return 0;
 }

@@ -21,6 +21,7 @@ struct FdInfo {
   bool listening = false;
   SocketAddress local;
   bool connected = false;   // getpeername succeeded
+  bool connecting = false;  // TCP handshake under way (TCP_INFO state SYN_SENT or SYN_RECV)
   SocketAddress peer;
   bool cloexec = false;
   bool nonblocking = false;
