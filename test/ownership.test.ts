@@ -313,9 +313,16 @@ describe('issue 9: every descriptor has one owner on every path', () => {
   describe('sendFd to a path: one deadline for connect, send and close', () => {
     async function fullDgramReceiver(p: string): Promise<Channel> {
       const receiver = await bindDgram(p); // never reads: no 'message' listener, no receive()
-      const filler = await connect(p, { type: 'dgram' });
-      while (filler.write({ data: 'fill' })); // until the receiver's queue is full
-      filler.destroy(); // its one queued message is dropped
+      // Until the receiver's queue is full: one sender may first run out of its own send buffer
+      // (net.unix.max_dgram_qlen is 10 by default, 512 where systemd's sysctl.d ran), so add senders
+      // until a new one cannot send a single datagram.
+      const fillers: Channel[] = [];
+      for (let sent = -1; sent !== 0 && fillers.length < 64; ) {
+        const filler = await connect(p, { type: 'dgram' });
+        fillers.push(filler);
+        for (sent = 0; filler.write({ data: 'fill' }); sent++);
+      }
+      for (const f of fillers) f.destroy(); // each one's queued message is dropped
       return receiver;
     }
 
