@@ -7,6 +7,7 @@ import { FdpassError, FdpassSystemError, systemError } from './errors';
 import { kindOf, type SocketKind } from './names';
 import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateInteger, validateObject } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+import { emitGuarded } from './emit';
 
 const debug = debuglog('fdpass');
 
@@ -400,8 +401,8 @@ export class Channel extends EventEmitter {
     debug('channel fd=%d closed%s', this.#fd, err ? ` (${err.message})` : '');
     this.#onClose?.();
     process.nextTick(() => {
-      if (err !== null && this.listenerCount('error') > 0) this.emit('error', err);
-      this.emit('close');
+      if (err !== null && this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
+      emitGuarded(this, 'close');
     });
   }
 
@@ -455,7 +456,7 @@ export class Channel extends EventEmitter {
     if (errno !== 0) {
       this.#onError(systemError(errno, syscall));
     } else if (eof) {
-      process.nextTick(() => this.emit('end'));
+      process.nextTick(() => emitGuarded(this, 'end'));
       this.#shutdown(null);
     }
   }
@@ -470,7 +471,7 @@ export class Channel extends EventEmitter {
     if (this.#sends.size > 0) return;
     if (this.#needDrain) {
       this.#needDrain = false;
-      this.emit('drain');
+      emitGuarded(this, 'drain');
     }
     this.#runAfterFlush();
   }
@@ -498,10 +499,11 @@ export class Channel extends EventEmitter {
       const m = this.#inbox.shift()!;
       if (m instanceof Error) {
         // Never silent, never a crash: without an 'error' listener it becomes a process warning.
-        if (this.listenerCount('error') > 0) this.emit('error', m);
+        if (this.listenerCount('error') > 0) emitGuarded(this, 'error', m);
         else process.emitWarning(m);
       } else {
-        this.emit('message', m);
+        // A throwing listener must not strand the rest of the batch, the EOF or 'close'.
+        emitGuarded(this, 'message', m);
       }
     }
     if ((this.#ended || this.#closed) && this.#inbox.length === 0) this.#rejectWaiters();

@@ -3,11 +3,12 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { debuglog } from 'node:util';
 import { binding, constants, type NativePoller } from './native';
-import { Channel, validateChannelOptions, type ChannelOptions, type PeerCredentials } from './channel';
+import { Channel, closeQuietly, validateChannelOptions, type ChannelOptions, type PeerCredentials } from './channel';
 import { FdpassError, FdpassSystemError, systemError, withContext } from './errors';
 import { parseName, socketTypeOf, type SocketKind, type UnixName } from './names';
 import { invalidArgType, validateFunction, validateInteger } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+import { emitGuarded } from './emit';
 
 const debug = debuglog('fdpass');
 
@@ -169,15 +170,18 @@ export class ChannelServer extends EventEmitter {
   }
 
   #onAccept(fds: number[], errno: number, syscall: string): void {
+    // Every accepted fd gets its Channel (its owner from now on) before any user code runs: a
+    // throwing 'connection' handler then cannot strand the rest of the batch as bare numbers.
+    const channels: Channel[] = [];
     for (const fd of fds) {
-      let channel: Channel;
       try {
-        channel = new Channel(fd, this.#typeNumber, this.#opts);
+        channels.push(new Channel(fd, this.#typeNumber, this.#opts));
       } catch (err) {
-        binding.close(fd);
+        closeQuietly([fd]); // the constructor leaves the fd to its caller when it throws
         this.#emitError(err as Error);
-        continue;
       }
+    }
+    for (const channel of channels) {
       let allowed = false;
       let peer: PeerCredentials | undefined;
       try {
@@ -189,10 +193,10 @@ export class ChannelServer extends EventEmitter {
       if (!allowed) {
         debug('rejected peer %o on %s', peer, this.#name.display);
         channel.destroy();
-        this.emit('reject', peer);
+        emitGuarded(this, 'reject', peer);
         continue;
       }
-      this.emit('connection', channel);
+      emitGuarded(this, 'connection', channel);
     }
     if (errno !== 0) {
       // EMFILE/ENFILE/ENOBUFS: pause accepting briefly instead of spinning on a readable socket.
@@ -205,7 +209,7 @@ export class ChannelServer extends EventEmitter {
 
   #emitError(err: Error): void {
     debug('server %s: %s', this.#name.display, err.message);
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
   }
 
   #onFatal(err: Error): void {
