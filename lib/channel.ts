@@ -162,6 +162,11 @@ export class Channel extends EventEmitter {
   /** The socket kind: 'seqpacket', 'stream' or 'dgram'. */
   readonly type: SocketKind;
   #poller: NativePoller | null;
+  // The native poller even after close: it keeps owning received fds until they are handed out.
+  #native: NativePoller;
+  // [0]: how many fds of the batches in #inbox were handed to the application (shared with the poller,
+  // which closes the others when the channel is destroyed, collected, or its Worker/process ends).
+  #taken = new Int32Array(1);
   #fd: number;
   #inbox: Array<Message | Error> = [];
   #waiters: Waiter[] = [];
@@ -199,7 +204,9 @@ export class Channel extends EventEmitter {
       this.#readBuffer,
       READ_INFO,
       SEND_FDS,
+      this.#taken,
     );
+    this.#native = this.#poller;
     this.on('newListener', (event) => {
       if (event === 'message') process.nextTick(() => this.#dispatch());
     });
@@ -296,7 +303,7 @@ export class Channel extends EventEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    const next = this.#inbox.shift();
+    const next = this.#take();
     if (next !== undefined) {
       this.#updateReading();
       return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
@@ -383,8 +390,16 @@ export class Channel extends EventEmitter {
   /** Closes now: queued sends reject, unread messages' descriptors are closed. */
   destroy(err?: Error): void {
     this.#shutdown(err ?? null);
-    const dropped = this.#inbox.splice(0);
-    for (const m of dropped) if (!(m instanceof Error)) closeQuietly(m.fds);
+    this.#inbox.length = 0;
+    this.#native.dropHeld(); // the fds of the messages just dropped: never handed out, still native's
+  }
+
+  // The one place a message leaves the inbox for the application: its fds are counted as handed out
+  // before any user code can see them.
+  #take(): Message | Error | undefined {
+    const m = this.#inbox.shift();
+    if (m !== undefined && !(m instanceof Error)) this.#taken[0]! += m.fds.length;
+    return m;
   }
 
   #shutdown(err: Error | null): void {
@@ -490,13 +505,13 @@ export class Channel extends EventEmitter {
   // Hands inbox entries to waiting receive() calls first, then to 'message' listeners.
   #dispatch(): void {
     while (this.#inbox.length > 0 && this.#waiters.length > 0) {
-      const m = this.#inbox.shift()!;
+      const m = this.#take()!;
       const w = this.#waiters.shift()!;
       if (m instanceof Error) w.reject(m);
       else w.resolve(m);
     }
     while (this.#inbox.length > 0 && !this.#paused && this.listenerCount('message') > 0) {
-      const m = this.#inbox.shift()!;
+      const m = this.#take()!;
       if (m instanceof Error) {
         // Never silent, never a crash: without an 'error' listener it becomes a process warning.
         if (this.listenerCount('error') > 0) emitGuarded(this, 'error', m);
