@@ -247,10 +247,10 @@ export class Channel extends EventEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (data === 'noop') return Promise.resolve();
     if (this.#closed || this.#closing !== null || this.#poller === null) {
       return Promise.reject(this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed'));
     }
+    if (data === 'noop') return Promise.resolve();
     let id: number;
     try {
       id = this.#poller.send(data, stagedFds);
@@ -275,11 +275,11 @@ export class Channel extends EventEmitter {
    */
   write(msg: OutgoingMessage): boolean {
     const data = stage(this.type, msg);
-    if (data === 'noop') return !this.#needDrain;
     const poller = this.#poller;
     if (this.#closed || this.#closing !== null || poller === null) {
       throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
     }
+    if (data === 'noop') return !this.#needDrain;
     const id = poller.send(data, stagedFds);
     if (id === 0) return true; // nothing was queued before it either: the queue is empty
     this.#sends.set(id, { resolve: ignore, reject: ignore });
@@ -545,13 +545,27 @@ export class Channel extends EventEmitter {
 
 /**
  * Wraps an existing connected Unix socket descriptor (e.g. one end of a socketPair() handed to a
- * child through spawn's `stdio`) in a Channel. The channel takes ownership of `fd`.
+ * child through spawn's `stdio`), or a bound Unix datagram socket (a receiver such as an inherited
+ * NOTIFY_SOCKET), in a Channel. The channel takes ownership of `fd`; when this throws
+ * (ERR_FDPASS_WRONG_FD_KIND for a listening, unconnected or non-Unix socket), `fd` is still yours.
  */
 export function openChannel(fd: number, opts: ChannelOptions = {}): Channel {
   validateFd(fd);
   const info = binding.inspect(fd);
-  if (!info.isSocket || info.domain !== constants.AF_UNIX || kindOf(info.type ?? -1) === undefined) {
+  const kind = info.isSocket && info.domain === constants.AF_UNIX ? kindOf(info.type ?? -1) : undefined;
+  if (kind === undefined) {
     throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is not a Unix stream, seqpacket or datagram socket`);
+  }
+  if (info.listening === true) {
+    throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is a listening socket: use listen() to accept connections`);
+  }
+  // A datagram socket needs no peer to receive: one bound to a name is a legitimate receiver.
+  const bound = kind === 'dgram' && info.local !== undefined && !info.local.unnamed;
+  if (info.connected !== true && !bound) {
+    throw new FdpassError(
+      'ERR_FDPASS_WRONG_FD_KIND',
+      kind === 'dgram' ? `fd ${fd} is a datagram socket neither connected nor bound to a name` : `fd ${fd} is not connected`,
+    );
   }
   return new Channel(fd, info.type!, opts);
 }
