@@ -183,7 +183,10 @@ export class Channel extends EventEmitter {
   #onClose: (() => void) | undefined;
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
 
-  /** @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd`. */
+  /**
+   * @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd` once it
+   * returns; when it throws, `fd` is still the caller's to close.
+   */
   constructor(fd: number, type: number, opts: ChannelOptions = {}, onClose?: () => void) {
     super();
     const kind = kindOf(type);

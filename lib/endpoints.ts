@@ -65,6 +65,21 @@ function unlinkIfOurs(name: UnixName, inode: number | undefined): void {
   }
 }
 
+/**
+ * Wraps a descriptor fdpass just made in its owner (a Channel or ChannelServer). Their constructors
+ * (and the native Poller's) never close `fd` when they throw; the caller does, here, along with the
+ * socket file it bound.
+ */
+function adoptOrClose<T>(fd: number, make: () => T, bound?: UnixName): T {
+  try {
+    return make();
+  } catch (err) {
+    closeQuietly([fd]);
+    if (bound !== undefined && !bound.abstract) fs.rmSync(bound.name, { force: true });
+    throw err;
+  }
+}
+
 /** The default peer check: the same uid as this process, or root. */
 export function sameUser(peer: PeerCredentials): boolean {
   const uid = process.getuid?.() ?? -1;
@@ -98,7 +113,7 @@ export function connect(path: string, opts: ConnectOptions = {}): Promise<Channe
         if (cancelled) return;
         try {
           const fd = binding.unixConnect(type, name.name, name.abstract);
-          resolve(new Channel(fd, type, opts));
+          resolve(adoptOrClose(fd, () => new Channel(fd, type, opts)));
         } catch (err) {
           if (err instanceof FdpassSystemError && err.code === 'EAGAIN') {
             debug('connect %s: queue full, retrying in %d ms', name.display, delay);
@@ -264,7 +279,7 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
     if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
     validateChannelOptions(opts);
     const fd = withContext(() => binding.unixListen(type, name.name, name.abstract, backlog, mode), { path: name.display });
-    return Promise.resolve(new ChannelServer(fd, type, name, opts));
+    return Promise.resolve(adoptOrClose(fd, () => new ChannelServer(fd, type, name, opts), name));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -283,7 +298,7 @@ export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Ch
     validateInteger(mode, 'options.mode', 0, 0o7777);
     const fd = withContext(() => binding.unixListen(constants.SOCK_DGRAM, name.name, name.abstract, 0, mode), { path: name.display });
     const inode = socketInode(name);
-    return Promise.resolve(new Channel(fd, constants.SOCK_DGRAM, opts, () => unlinkIfOurs(name, inode)));
+    return Promise.resolve(adoptOrClose(fd, () => new Channel(fd, constants.SOCK_DGRAM, opts, () => unlinkIfOurs(name, inode)), name));
   } catch (err) {
     return Promise.reject(err);
   }

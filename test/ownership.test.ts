@@ -3,10 +3,16 @@
 // checks the descriptors of every process involved before and after.
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { closeFd, dupFd, inspect, listen, openChannel, socketPair, type Channel } from 'fdpass';
 import { runFixture, spawnJson } from './helpers/children';
 import { openFds, newFds, settle } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
+
+// The addon as lib/ loads it: the Poller constructor is driven directly to force each failure path.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { binding } = require(path.join(__dirname, '..', '..', 'dist', 'native.js')) as { binding: any };
 
 /** Fails with the descriptors this process gained (or lost) since `before`. */
 async function assertFdsBack(before: Map<number, string>, what: string): Promise<void> {
@@ -106,6 +112,68 @@ describe('ownership (issue 9)', () => {
       await a.close();
       assert.throws(() => a.write({}), { code: 'ERR_FDPASS_CLOSED' });
       await assert.rejects(a.send({}), { code: 'ERR_FDPASS_CLOSED' });
+      await b.close();
+      await assertFdsBack(before, 'after both ends closed');
+    });
+  });
+
+  describe('the Poller constructor never closes the fd when it throws; its caller does', () => {
+    const O_PATH = 0o10000000; // Linux; Node's fs.constants lacks it
+    const noop = (): void => {};
+    const make = (fd: number, overrides: Partial<Record<'readBuffer' | 'readInfo' | 'sendFds' | 'readTaken', unknown>> = {}): unknown =>
+      new binding.Poller(
+        fd,
+        0,
+        binding.constants.SOCK_SEQPACKET,
+        1024,
+        noop,
+        noop,
+        noop,
+        'readBuffer' in overrides ? overrides.readBuffer : new Uint8Array(1024),
+        'readInfo' in overrides ? overrides.readInfo : new Int32Array(binding.Poller.READ_INFO_LENGTH),
+        'sendFds' in overrides ? overrides.sendFds : new Int32Array(253),
+        'readTaken' in overrides ? overrides.readTaken : new Int32Array(1),
+      );
+
+    it('bad readBuffer/readInfo/sendFds/readTaken, an fd fcntl refuses (O_PATH), a regular file (uv_poll_init EPERM): each throws and the fd stays open, once', async () => {
+      const before = openFds();
+      const [a, b] = socketPair();
+      const sock = dupFd(a.fd);
+      const bad: Array<[string, Record<string, unknown>, string]> = [
+        ['readBuffer', { readBuffer: new Uint8Array(10) }, 'ERR_OUT_OF_RANGE'],
+        ['readInfo', { readInfo: new Uint8Array(10) }, 'ERR_INVALID_ARG_TYPE'],
+        ['sendFds', { sendFds: new Int32Array(3) }, 'ERR_OUT_OF_RANGE'],
+        ['readTaken', { readTaken: undefined }, 'ERR_INVALID_ARG_TYPE'],
+      ];
+      for (const [what, overrides, code] of bad) {
+        assert.throws(() => make(sock, overrides), { code }, what);
+        assert.equal(inspect(sock).kind, 'socket', `after a bad ${what} the fd is still open`);
+      }
+      const file = tmpPath('regular.txt');
+      fs.writeFileSync(file, 'x');
+      const opath = fs.openSync(file, O_PATH);
+      assert.throws(() => make(opath), { code: 'EBADF', syscall: 'fcntl' });
+      fs.fstatSync(opath); // still open
+      const regular = fs.openSync(file, 'r');
+      assert.throws(() => make(regular), { code: 'EPERM', syscall: 'uv_poll_init' });
+      fs.fstatSync(regular); // still open: the caller closes it, once
+      fs.closeSync(regular);
+      fs.closeSync(opath);
+      closeFd(sock);
+      await a.close();
+      await b.close();
+      await assertFdsBack(before, 'after the caller closed each fd once');
+    });
+
+    it("openChannel() on the fd of a channel that is reading (uv_poll_init EEXIST) throws and leaves that channel's socket open and working", async () => {
+      const before = openFds();
+      const [a, b] = socketPair();
+      const pending = b.receive();
+      await settle();
+      assert.throws(() => openChannel(b.fd), { code: 'EEXIST', syscall: 'uv_poll_init' });
+      await a.send({ data: 'still here' });
+      assert.equal((await pending).data.toString(), 'still here');
+      await a.close();
       await b.close();
       await assertFdsBack(before, 'after both ends closed');
     });
