@@ -22,6 +22,8 @@ export const MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 export interface Message {
   data: Buffer;
   fds: number[];
+  /** The sender's credentials (SCM_CREDENTIALS): on datagrams received by a bindDgram() channel. */
+  cred?: PeerCredentials;
 }
 
 /** What to send: optional payload bytes and up to 253 descriptors (they stay yours). */
@@ -60,6 +62,7 @@ const FD_ONLY_PAD = Buffer.from([0]);
 // copied out in #onRead before any user code runs, and send() stages its fds right before the call.
 const READ_BUDGET = binding.Poller.READ_BUDGET;
 const READ_INFO_FDS = 2 + 2 * READ_BUDGET;
+const READ_INFO_CRED = binding.Poller.READ_INFO_CRED;
 const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
 const SEND_FDS = new Int32Array(MAX_FDS_PER_MESSAGE);
 // Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
@@ -154,7 +157,8 @@ function stage(kind: SocketKind, msg: OutgoingMessage): Buffer | null | 'noop' {
 /**
  * A connected Unix socket that carries messages with descriptors attached.
  *
- * Events: `'message'` ({@link Message}), `'end'` (the peer closed), `'error'` (only emitted when
+ * Events: `'message'` ({@link Message}), `'end'` (the peer closed), `'reject'` (a bindDgram() `allow`
+ * refused a datagram's sender: its credentials; the datagram's fds were closed), `'error'` (only emitted when
  * someone listens; otherwise the error rejects the next `receive()`/`send()`), `'drain'` (after
  * {@link Channel.write} returned false, once every queued message has gone out), `'close'`.
  */
@@ -182,13 +186,21 @@ export class Channel extends EventEmitter {
   #peer: PeerCredentials | undefined;
   #onClose: (() => void) | undefined;
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
+  #allow: ((sender: PeerCredentials) => boolean) | undefined; // bindDgram's per-datagram check
 
   /**
    * @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd` once it
    * returns; when it throws, `fd` is still the caller's to close.
    */
-  constructor(fd: number, type: number, opts: ChannelOptions = {}, onClose?: () => void) {
+  constructor(
+    fd: number,
+    type: number,
+    opts: ChannelOptions = {},
+    onClose?: () => void,
+    allow?: (sender: PeerCredentials) => boolean,
+  ) {
     super();
+    this.#allow = allow;
     const kind = kindOf(type);
     if (kind === undefined) throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `unsupported socket type ${type}`);
     this.type = kind;
@@ -400,9 +412,29 @@ export class Channel extends EventEmitter {
   // The one place a message leaves the inbox for the application: its fds are counted as handed out
   // before any user code can see them.
   #take(): Message | Error | undefined {
-    const m = this.#inbox.shift();
-    if (m !== undefined && !(m instanceof Error)) this.#taken[0]! += m.fds.length;
-    return m;
+    for (;;) {
+      const m = this.#inbox.shift();
+      if (m === undefined || m instanceof Error) return m;
+      this.#taken[0]! += m.fds.length;
+      if (this.#allow === undefined || this.#admits(m)) return m;
+    }
+  }
+
+  // bindDgram's `allow`: a datagram from a refused sender is dropped, its fds closed, 'reject' emitted.
+  #admits(m: Message): boolean {
+    let ok = false;
+    try {
+      ok = m.cred !== undefined && this.#allow!(m.cred) === true;
+    } catch (err) {
+      debug('channel fd=%d: allow threw: %s', this.#fd, (err as Error).message);
+      if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
+    }
+    if (!ok) {
+      debug('channel fd=%d rejected a datagram from %o (%d fds closed)', this.#fd, m.cred, m.fds.length);
+      closeQuietly(m.fds);
+      emitGuarded(this, 'reject', m.cred);
+    }
+    return ok;
   }
 
   #shutdown(err: Error | null): void {
@@ -464,7 +496,12 @@ export class Channel extends EventEmitter {
       offset += length;
       const fds = new Array<number>(nfds);
       for (let k = 0; k < nfds; k++) fds[k] = info[next++]!;
-      this.#inbox.push({ data, fds });
+      const pid = info[READ_INFO_CRED + 3 * i]!;
+      if (pid >= 0) {
+        this.#inbox.push({ data, fds, cred: { pid, uid: info[READ_INFO_CRED + 3 * i + 1]!, gid: info[READ_INFO_CRED + 3 * i + 2]! } });
+      } else {
+        this.#inbox.push({ data, fds });
+      }
     }
     if (eof) {
       this.#ended = true;
@@ -508,13 +545,15 @@ export class Channel extends EventEmitter {
   // Hands inbox entries to waiting receive() calls first, then to 'message' listeners.
   #dispatch(): void {
     while (this.#inbox.length > 0 && this.#waiters.length > 0) {
-      const m = this.#take()!;
+      const m = this.#take();
+      if (m === undefined) break;
       const w = this.#waiters.shift()!;
       if (m instanceof Error) w.reject(m);
       else w.resolve(m);
     }
     while (this.#inbox.length > 0 && !this.#paused && this.listenerCount('message') > 0) {
-      const m = this.#take()!;
+      const m = this.#take();
+      if (m === undefined) break;
       if (m instanceof Error) {
         // Never silent, never a crash: without an 'error' listener it becomes a process warning.
         if (this.listenerCount('error') > 0) emitGuarded(this, 'error', m);

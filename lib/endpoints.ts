@@ -34,6 +34,12 @@ export interface ListenOptions extends ChannelOptions {
 export interface BindDgramOptions extends ChannelOptions {
   /** Permission bits of a filesystem socket; default 0o600 (owner only). */
   mode?: number;
+  /**
+   * Decides from each datagram's sender credentials (SCM_CREDENTIALS) whether it is delivered. A
+   * refused datagram is dropped with its fds closed, and the channel emits `'reject'` with the
+   * credentials. Default: every datagram is delivered (the socket file's mode decides who can send).
+   */
+  allow?: (sender: PeerCredentials) => boolean;
 }
 
 export interface SocketPairOptions extends ChannelOptions {
@@ -287,7 +293,8 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
 
 /**
  * Binds a Unix datagram socket and returns a Channel that receives what is sent to it
- * (e.g. a NOTIFY_SOCKET). Closing the channel removes the socket file.
+ * (e.g. a NOTIFY_SOCKET). Each received message carries its sender's `cred` (SO_PASSCRED), which
+ * `allow` can check. Closing the channel removes the socket file.
  */
 export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Channel> {
   try {
@@ -296,9 +303,11 @@ export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Ch
     const name = parseName(path);
     const mode = opts.mode ?? 0o600;
     validateInteger(mode, 'options.mode', 0, 0o7777);
+    if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
     const fd = withContext(() => binding.unixListen(constants.SOCK_DGRAM, name.name, name.abstract, 0, mode), { path: name.display });
     const inode = socketInode(name);
-    return Promise.resolve(adoptOrClose(fd, () => new Channel(fd, constants.SOCK_DGRAM, opts, () => unlinkIfOurs(name, inode)), name));
+    const onClose = (): void => unlinkIfOurs(name, inode);
+    return Promise.resolve(adoptOrClose(fd, () => new Channel(fd, constants.SOCK_DGRAM, opts, onClose, opts.allow), name));
   } catch (err) {
     return Promise.reject(err);
   }

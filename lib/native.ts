@@ -95,6 +95,8 @@ export interface NativePollerConstructor {
   ): NativePoller;
   /** Most messages one read batch delivers. */
   readonly READ_BUDGET: number;
+  /** Where readInfo's per-message sender credentials start: [pid, uid, gid] each, pid -1 when absent. */
+  readonly READ_INFO_CRED: number;
   /** Length readInfo must have. */
   readonly READ_INFO_LENGTH: number;
 }

@@ -26,7 +26,10 @@ constexpr int kReadBudget = 32;
 // back in readBuffer.
 constexpr size_t kReadInfoFds = 2 + 2 * kReadBudget;
 constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
-constexpr size_t kReadInfoLength = kReadInfoFds + kReadFdsCapacity;
+// Then from kReadInfoCred, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
+// when the message carried no credentials).
+constexpr size_t kReadInfoCred = kReadInfoFds + kReadFdsCapacity;
+constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kReadBudget);
 
 // napi_set_element runs NAPI_PREAMBLE, which fails once the environment can no longer call into JS.
 bool CanCallJs(napi_env env) {
@@ -58,6 +61,8 @@ Napi::Function Poller::Define(Napi::Env env) {
                       InstanceAccessor<&Poller::GetFd>("fd"),
                       InstanceAccessor<&Poller::GetQueued>("queued"),
                       StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+                      StaticValue("READ_INFO_CRED",
+                                  Napi::Number::New(env, static_cast<double>(kReadInfoCred))),
                       StaticValue("READ_INFO_LENGTH",
                                   Napi::Number::New(env, static_cast<double>(kReadInfoLength)))});
 }
@@ -323,6 +328,12 @@ bool Poller::OnReadableMessages() {
     }
     info[2 + 2 * count] = static_cast<int32_t>(m.length);
     info[3 + 2 * count] = static_cast<int32_t>(m.nfds);
+    int32_t* cred = info + kReadInfoCred + 3 * count;
+    cred[0] = m.has_cred ? m.pid : -1;
+    if (m.has_cred) {
+      cred[1] = m.uid;
+      cred[2] = m.gid;
+    }
     offset += m.length;
     count++;
   }
