@@ -42,6 +42,11 @@ export interface PeerCredentials {
 export interface ChannelOptions {
   /** Largest message (seqpacket, dgram) or chunk (stream) read at once. Default 64 KiB. */
   maxMessageSize?: number;
+  /**
+   * As `net`'s: when the peer shuts down its sending side (EOF on a stream or seqpacket channel), emit
+   * `'end'` and stay open for sending until you call close(). Default false: the channel closes on EOF.
+   */
+  allowHalfOpen?: boolean;
 }
 
 interface Waiter {
@@ -121,6 +126,9 @@ export function closeFds(fds: readonly number[]): void {
 export function validateChannelOptions(opts: ChannelOptions): number {
   const size = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
   validateInteger(size, 'options.maxMessageSize', 1, MAX_MESSAGE_SIZE);
+  if (opts.allowHalfOpen !== undefined && typeof opts.allowHalfOpen !== 'boolean') {
+    throw invalidArgType('options.allowHalfOpen', 'of type boolean', opts.allowHalfOpen);
+  }
   return size;
 }
 
@@ -187,6 +195,7 @@ export class Channel extends EventEmitter {
   #onClose: (() => void) | undefined;
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
   #allow: ((sender: PeerCredentials) => boolean) | undefined; // bindDgram's per-datagram check
+  #allowHalfOpen: boolean; // EOF ends reading only; sending goes on until close()
 
   /**
    * @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd` once it
@@ -201,6 +210,7 @@ export class Channel extends EventEmitter {
   ) {
     super();
     this.#allow = allow;
+    this.#allowHalfOpen = opts.allowHalfOpen === true;
     const kind = kindOf(type);
     if (kind === undefined) throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `unsupported socket type ${type}`);
     this.type = kind;
@@ -512,7 +522,7 @@ export class Channel extends EventEmitter {
       this.#onError(systemError(errno, syscall));
     } else if (eof) {
       process.nextTick(() => emitGuarded(this, 'end'));
-      this.#shutdown(null);
+      if (!this.#allowHalfOpen) this.#shutdown(null);
     }
   }
 
@@ -571,6 +581,7 @@ export class Channel extends EventEmitter {
   #updateReading(): void {
     if (this.#poller === null) return;
     const wanted =
+      !this.#ended && // after EOF (half-open) there is nothing more to read
       this.#inbox.length === 0 &&
       (this.#waiters.length > 0 || (!this.#paused && this.listenerCount('message') > 0));
     this.#setReading(wanted);
