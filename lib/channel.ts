@@ -7,6 +7,7 @@ import { FdpassError, FdpassSystemError, systemError } from './errors';
 import { kindOf, type SocketKind } from './names';
 import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateInteger, validateObject } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+import { emitGuarded } from './emit';
 
 const debug = debuglog('fdpass');
 
@@ -21,6 +22,8 @@ export const MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 export interface Message {
   data: Buffer;
   fds: number[];
+  /** The sender's credentials (SCM_CREDENTIALS): on datagrams received by a bindDgram() channel. */
+  cred?: PeerCredentials;
 }
 
 /** What to send: optional payload bytes and up to 253 descriptors (they stay yours). */
@@ -39,6 +42,11 @@ export interface PeerCredentials {
 export interface ChannelOptions {
   /** Largest message (seqpacket, dgram) or chunk (stream) read at once. Default 64 KiB. */
   maxMessageSize?: number;
+  /**
+   * As `net`'s: when the peer shuts down its sending side (EOF on a stream or seqpacket channel), emit
+   * `'end'` and stay open for sending until you call close(). Default false: the channel closes on EOF.
+   */
+  allowHalfOpen?: boolean;
 }
 
 interface Waiter {
@@ -59,6 +67,7 @@ const FD_ONLY_PAD = Buffer.from([0]);
 // copied out in #onRead before any user code runs, and send() stages its fds right before the call.
 const READ_BUDGET = binding.Poller.READ_BUDGET;
 const READ_INFO_FDS = 2 + 2 * READ_BUDGET;
+const READ_INFO_CRED = binding.Poller.READ_INFO_CRED;
 const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
 const SEND_FDS = new Int32Array(MAX_FDS_PER_MESSAGE);
 // Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
@@ -117,6 +126,9 @@ export function closeFds(fds: readonly number[]): void {
 export function validateChannelOptions(opts: ChannelOptions): number {
   const size = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
   validateInteger(size, 'options.maxMessageSize', 1, MAX_MESSAGE_SIZE);
+  if (opts.allowHalfOpen !== undefined && typeof opts.allowHalfOpen !== 'boolean') {
+    throw invalidArgType('options.allowHalfOpen', 'of type boolean', opts.allowHalfOpen);
+  }
   return size;
 }
 
@@ -153,7 +165,8 @@ function stage(kind: SocketKind, msg: OutgoingMessage): Buffer | null | 'noop' {
 /**
  * A connected Unix socket that carries messages with descriptors attached.
  *
- * Events: `'message'` ({@link Message}), `'end'` (the peer closed), `'error'` (only emitted when
+ * Events: `'message'` ({@link Message}), `'end'` (the peer closed), `'reject'` (a bindDgram() `allow`
+ * refused a datagram's sender: its credentials; the datagram's fds were closed), `'error'` (only emitted when
  * someone listens; otherwise the error rejects the next `receive()`/`send()`), `'drain'` (after
  * {@link Channel.write} returned false, once every queued message has gone out), `'close'`.
  */
@@ -161,6 +174,11 @@ export class Channel extends EventEmitter {
   /** The socket kind: 'seqpacket', 'stream' or 'dgram'. */
   readonly type: SocketKind;
   #poller: NativePoller | null;
+  // The native poller even after close: it keeps owning received fds until they are handed out.
+  #native: NativePoller;
+  // [0]: how many fds of the batches in #inbox were handed to the application (shared with the poller,
+  // which closes the others when the channel is destroyed, collected, or its Worker/process ends).
+  #taken = new Int32Array(1);
   #fd: number;
   #inbox: Array<Message | Error> = [];
   #waiters: Waiter[] = [];
@@ -176,10 +194,23 @@ export class Channel extends EventEmitter {
   #peer: PeerCredentials | undefined;
   #onClose: (() => void) | undefined;
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
+  #allow: ((sender: PeerCredentials) => boolean) | undefined; // bindDgram's per-datagram check
+  #allowHalfOpen: boolean; // EOF ends reading only; sending goes on until close()
 
-  /** @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd`. */
-  constructor(fd: number, type: number, opts: ChannelOptions = {}, onClose?: () => void) {
+  /**
+   * @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd` once it
+   * returns; when it throws, `fd` is still the caller's to close.
+   */
+  constructor(
+    fd: number,
+    type: number,
+    opts: ChannelOptions = {},
+    onClose?: () => void,
+    allow?: (sender: PeerCredentials) => boolean,
+  ) {
     super();
+    this.#allow = allow;
+    this.#allowHalfOpen = opts.allowHalfOpen === true;
     const kind = kindOf(type);
     if (kind === undefined) throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `unsupported socket type ${type}`);
     this.type = kind;
@@ -198,7 +229,9 @@ export class Channel extends EventEmitter {
       this.#readBuffer,
       READ_INFO,
       SEND_FDS,
+      this.#taken,
     );
+    this.#native = this.#poller;
     this.on('newListener', (event) => {
       if (event === 'message') process.nextTick(() => this.#dispatch());
     });
@@ -239,10 +272,10 @@ export class Channel extends EventEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (data === 'noop') return Promise.resolve();
     if (this.#closed || this.#closing !== null || this.#poller === null) {
       return Promise.reject(this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed'));
     }
+    if (data === 'noop') return Promise.resolve();
     let id: number;
     try {
       id = this.#poller.send(data, stagedFds);
@@ -267,11 +300,11 @@ export class Channel extends EventEmitter {
    */
   write(msg: OutgoingMessage): boolean {
     const data = stage(this.type, msg);
-    if (data === 'noop') return !this.#needDrain;
     const poller = this.#poller;
     if (this.#closed || this.#closing !== null || poller === null) {
       throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
     }
+    if (data === 'noop') return !this.#needDrain;
     const id = poller.send(data, stagedFds);
     if (id === 0) return true; // nothing was queued before it either: the queue is empty
     this.#sends.set(id, { resolve: ignore, reject: ignore });
@@ -295,7 +328,7 @@ export class Channel extends EventEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    const next = this.#inbox.shift();
+    const next = this.#take();
     if (next !== undefined) {
       this.#updateReading();
       return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
@@ -382,8 +415,36 @@ export class Channel extends EventEmitter {
   /** Closes now: queued sends reject, unread messages' descriptors are closed. */
   destroy(err?: Error): void {
     this.#shutdown(err ?? null);
-    const dropped = this.#inbox.splice(0);
-    for (const m of dropped) if (!(m instanceof Error)) closeQuietly(m.fds);
+    this.#inbox.length = 0;
+    this.#native.dropHeld(); // the fds of the messages just dropped: never handed out, still native's
+  }
+
+  // The one place a message leaves the inbox for the application: its fds are counted as handed out
+  // before any user code can see them.
+  #take(): Message | Error | undefined {
+    for (;;) {
+      const m = this.#inbox.shift();
+      if (m === undefined || m instanceof Error) return m;
+      this.#taken[0]! += m.fds.length;
+      if (this.#allow === undefined || this.#admits(m)) return m;
+    }
+  }
+
+  // bindDgram's `allow`: a datagram from a refused sender is dropped, its fds closed, 'reject' emitted.
+  #admits(m: Message): boolean {
+    let ok = false;
+    try {
+      ok = m.cred !== undefined && this.#allow!(m.cred) === true;
+    } catch (err) {
+      debug('channel fd=%d: allow threw: %s', this.#fd, (err as Error).message);
+      if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
+    }
+    if (!ok) {
+      debug('channel fd=%d rejected a datagram from %o (%d fds closed)', this.#fd, m.cred, m.fds.length);
+      closeQuietly(m.fds);
+      emitGuarded(this, 'reject', m.cred);
+    }
+    return ok;
   }
 
   #shutdown(err: Error | null): void {
@@ -400,8 +461,8 @@ export class Channel extends EventEmitter {
     debug('channel fd=%d closed%s', this.#fd, err ? ` (${err.message})` : '');
     this.#onClose?.();
     process.nextTick(() => {
-      if (err !== null && this.listenerCount('error') > 0) this.emit('error', err);
-      this.emit('close');
+      if (err !== null && this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
+      emitGuarded(this, 'close');
     });
   }
 
@@ -445,7 +506,12 @@ export class Channel extends EventEmitter {
       offset += length;
       const fds = new Array<number>(nfds);
       for (let k = 0; k < nfds; k++) fds[k] = info[next++]!;
-      this.#inbox.push({ data, fds });
+      const pid = info[READ_INFO_CRED + 3 * i]!;
+      if (pid >= 0) {
+        this.#inbox.push({ data, fds, cred: { pid, uid: info[READ_INFO_CRED + 3 * i + 1]!, gid: info[READ_INFO_CRED + 3 * i + 2]! } });
+      } else {
+        this.#inbox.push({ data, fds });
+      }
     }
     if (eof) {
       this.#ended = true;
@@ -455,8 +521,8 @@ export class Channel extends EventEmitter {
     if (errno !== 0) {
       this.#onError(systemError(errno, syscall));
     } else if (eof) {
-      process.nextTick(() => this.emit('end'));
-      this.#shutdown(null);
+      process.nextTick(() => emitGuarded(this, 'end'));
+      if (!this.#allowHalfOpen) this.#shutdown(null);
     }
   }
 
@@ -470,7 +536,7 @@ export class Channel extends EventEmitter {
     if (this.#sends.size > 0) return;
     if (this.#needDrain) {
       this.#needDrain = false;
-      this.emit('drain');
+      emitGuarded(this, 'drain');
     }
     this.#runAfterFlush();
   }
@@ -489,19 +555,22 @@ export class Channel extends EventEmitter {
   // Hands inbox entries to waiting receive() calls first, then to 'message' listeners.
   #dispatch(): void {
     while (this.#inbox.length > 0 && this.#waiters.length > 0) {
-      const m = this.#inbox.shift()!;
+      const m = this.#take();
+      if (m === undefined) break;
       const w = this.#waiters.shift()!;
       if (m instanceof Error) w.reject(m);
       else w.resolve(m);
     }
     while (this.#inbox.length > 0 && !this.#paused && this.listenerCount('message') > 0) {
-      const m = this.#inbox.shift()!;
+      const m = this.#take();
+      if (m === undefined) break;
       if (m instanceof Error) {
         // Never silent, never a crash: without an 'error' listener it becomes a process warning.
-        if (this.listenerCount('error') > 0) this.emit('error', m);
+        if (this.listenerCount('error') > 0) emitGuarded(this, 'error', m);
         else process.emitWarning(m);
       } else {
-        this.emit('message', m);
+        // A throwing listener must not strand the rest of the batch, the EOF or 'close'.
+        emitGuarded(this, 'message', m);
       }
     }
     if ((this.#ended || this.#closed) && this.#inbox.length === 0) this.#rejectWaiters();
@@ -512,6 +581,7 @@ export class Channel extends EventEmitter {
   #updateReading(): void {
     if (this.#poller === null) return;
     const wanted =
+      !this.#ended && // after EOF (half-open) there is nothing more to read
       this.#inbox.length === 0 &&
       (this.#waiters.length > 0 || (!this.#paused && this.listenerCount('message') > 0));
     this.#setReading(wanted);
@@ -528,13 +598,27 @@ export class Channel extends EventEmitter {
 
 /**
  * Wraps an existing connected Unix socket descriptor (e.g. one end of a socketPair() handed to a
- * child through spawn's `stdio`) in a Channel. The channel takes ownership of `fd`.
+ * child through spawn's `stdio`), or a bound Unix datagram socket (a receiver such as an inherited
+ * NOTIFY_SOCKET), in a Channel. The channel takes ownership of `fd`; when this throws
+ * (ERR_FDPASS_WRONG_FD_KIND for a listening, unconnected or non-Unix socket), `fd` is still yours.
  */
 export function openChannel(fd: number, opts: ChannelOptions = {}): Channel {
   validateFd(fd);
   const info = binding.inspect(fd);
-  if (!info.isSocket || info.domain !== constants.AF_UNIX || kindOf(info.type ?? -1) === undefined) {
+  const kind = info.isSocket && info.domain === constants.AF_UNIX ? kindOf(info.type ?? -1) : undefined;
+  if (kind === undefined) {
     throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is not a Unix stream, seqpacket or datagram socket`);
+  }
+  if (info.listening === true) {
+    throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND', `fd ${fd} is a listening socket: use listen() to accept connections`);
+  }
+  // A datagram socket needs no peer to receive: one bound to a name is a legitimate receiver.
+  const bound = kind === 'dgram' && info.local !== undefined && !info.local.unnamed;
+  if (info.connected !== true && !bound) {
+    throw new FdpassError(
+      'ERR_FDPASS_WRONG_FD_KIND',
+      kind === 'dgram' ? `fd ${fd} is a datagram socket neither connected nor bound to a name` : `fd ${fd} is not connected`,
+    );
   }
   return new Channel(fd, info.type!, opts);
 }

@@ -3,11 +3,12 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { debuglog } from 'node:util';
 import { binding, constants, type NativePoller } from './native';
-import { Channel, validateChannelOptions, type ChannelOptions, type PeerCredentials } from './channel';
+import { Channel, closeQuietly, validateChannelOptions, type ChannelOptions, type PeerCredentials } from './channel';
 import { FdpassError, FdpassSystemError, systemError, withContext } from './errors';
 import { parseName, socketTypeOf, type SocketKind, type UnixName } from './names';
 import { invalidArgType, validateFunction, validateInteger } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
+import { emitGuarded } from './emit';
 
 const debug = debuglog('fdpass');
 
@@ -33,6 +34,12 @@ export interface ListenOptions extends ChannelOptions {
 export interface BindDgramOptions extends ChannelOptions {
   /** Permission bits of a filesystem socket; default 0o600 (owner only). */
   mode?: number;
+  /**
+   * Decides from each datagram's sender credentials (SCM_CREDENTIALS) whether it is delivered. A
+   * refused datagram is dropped with its fds closed, and the channel emits `'reject'` with the
+   * credentials. Default: every datagram is delivered (the socket file's mode decides who can send).
+   */
+  allow?: (sender: PeerCredentials) => boolean;
 }
 
 export interface SocketPairOptions extends ChannelOptions {
@@ -61,6 +68,21 @@ function unlinkIfOurs(name: UnixName, inode: number | undefined): void {
     if (fs.statSync(name.name).ino === inode) fs.unlinkSync(name.name);
   } catch {
     // already gone
+  }
+}
+
+/**
+ * Wraps a descriptor fdpass just made in its owner (a Channel or ChannelServer). Their constructors
+ * (and the native Poller's) never close `fd` when they throw; the caller does, here, along with the
+ * socket file it bound.
+ */
+function adoptOrClose<T>(fd: number, make: () => T, bound?: UnixName): T {
+  try {
+    return make();
+  } catch (err) {
+    closeQuietly([fd]);
+    if (bound !== undefined && !bound.abstract) fs.rmSync(bound.name, { force: true });
+    throw err;
   }
 }
 
@@ -97,7 +119,7 @@ export function connect(path: string, opts: ConnectOptions = {}): Promise<Channe
         if (cancelled) return;
         try {
           const fd = binding.unixConnect(type, name.name, name.abstract);
-          resolve(new Channel(fd, type, opts));
+          resolve(adoptOrClose(fd, () => new Channel(fd, type, opts)));
         } catch (err) {
           if (err instanceof FdpassSystemError && err.code === 'EAGAIN') {
             debug('connect %s: queue full, retrying in %d ms', name.display, delay);
@@ -169,15 +191,18 @@ export class ChannelServer extends EventEmitter {
   }
 
   #onAccept(fds: number[], errno: number, syscall: string): void {
+    // Every accepted fd gets its Channel (its owner from now on) before any user code runs: a
+    // throwing 'connection' handler then cannot strand the rest of the batch as bare numbers.
+    const channels: Channel[] = [];
     for (const fd of fds) {
-      let channel: Channel;
       try {
-        channel = new Channel(fd, this.#typeNumber, this.#opts);
+        channels.push(new Channel(fd, this.#typeNumber, this.#opts));
       } catch (err) {
-        binding.close(fd);
+        closeQuietly([fd]); // the constructor leaves the fd to its caller when it throws
         this.#emitError(err as Error);
-        continue;
       }
+    }
+    for (const channel of channels) {
       let allowed = false;
       let peer: PeerCredentials | undefined;
       try {
@@ -189,10 +214,10 @@ export class ChannelServer extends EventEmitter {
       if (!allowed) {
         debug('rejected peer %o on %s', peer, this.#name.display);
         channel.destroy();
-        this.emit('reject', peer);
+        emitGuarded(this, 'reject', peer);
         continue;
       }
-      this.emit('connection', channel);
+      emitGuarded(this, 'connection', channel);
     }
     if (errno !== 0) {
       // EMFILE/ENFILE/ENOBUFS: pause accepting briefly instead of spinning on a readable socket.
@@ -205,7 +230,7 @@ export class ChannelServer extends EventEmitter {
 
   #emitError(err: Error): void {
     debug('server %s: %s', this.#name.display, err.message);
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
   }
 
   #onFatal(err: Error): void {
@@ -260,7 +285,7 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
     if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
     validateChannelOptions(opts);
     const fd = withContext(() => binding.unixListen(type, name.name, name.abstract, backlog, mode), { path: name.display });
-    return Promise.resolve(new ChannelServer(fd, type, name, opts));
+    return Promise.resolve(adoptOrClose(fd, () => new ChannelServer(fd, type, name, opts), name));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -268,7 +293,8 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
 
 /**
  * Binds a Unix datagram socket and returns a Channel that receives what is sent to it
- * (e.g. a NOTIFY_SOCKET). Closing the channel removes the socket file.
+ * (e.g. a NOTIFY_SOCKET). Each received message carries its sender's `cred` (SO_PASSCRED), which
+ * `allow` can check. Closing the channel removes the socket file.
  */
 export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Channel> {
   try {
@@ -277,9 +303,11 @@ export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Ch
     const name = parseName(path);
     const mode = opts.mode ?? 0o600;
     validateInteger(mode, 'options.mode', 0, 0o7777);
+    if (opts.allow !== undefined) validateFunction(opts.allow, 'options.allow');
     const fd = withContext(() => binding.unixListen(constants.SOCK_DGRAM, name.name, name.abstract, 0, mode), { path: name.display });
     const inode = socketInode(name);
-    return Promise.resolve(new Channel(fd, constants.SOCK_DGRAM, opts, () => unlinkIfOurs(name, inode)));
+    const onClose = (): void => unlinkIfOurs(name, inode);
+    return Promise.resolve(adoptOrClose(fd, () => new Channel(fd, constants.SOCK_DGRAM, opts, onClose, opts.allow), name));
   } catch (err) {
     return Promise.reject(err);
   }

@@ -50,7 +50,10 @@ export interface NativePoller {
   send(data: Uint8Array | null, nfds: number): number;
   readStart(): void;
   readStop(): void;
+  /** Stops polling and closes the socket; received fds not yet handed out stay held (see dropHeld). */
   close(): void;
+  /** Closes the received fds JS has not handed to the application (those past readTaken[0]). */
+  dropHeld(): void;
   ref(): void;
   unref(): void;
   readonly fd: number;
@@ -64,6 +67,10 @@ export interface NativePollerConstructor {
    * to onRead; sendFds (253 int32s, shareable) carries the descriptors of send(). readInfo layout:
    * [0] messages, [1] descriptors, per message i [2 + 2i] byte length (-1: dropped) and [3 + 2i]
    * descriptor count (dropped: flags 1 MSG_CTRUNC | 2 MSG_TRUNC), descriptors from 2 + 2 * READ_BUDGET.
+   * The poller keeps owning the received descriptors until JS hands their message to the application
+   * and adds their count to readTaken[0] (one Int32Array per poller; the poller resets it to 0 at each
+   * batch): the rest close on dropHeld(), GC of the poller, or env teardown. When the constructor
+   * throws, `fd` is still the caller's.
    */
   new (
     fd: number,
@@ -76,8 +83,9 @@ export interface NativePollerConstructor {
     readBuffer: Uint8Array,
     readInfo: Int32Array,
     sendFds: Int32Array,
+    readTaken: Int32Array,
   ): NativePoller;
-  /** Accept mode: onRead(fds, undefined, false, errno, syscall) with the accepted descriptors. */
+  /** Accept mode: onRead(fds, undefined, false, errno, syscall) with the accepted descriptors (JS's at once). */
   new (
     fd: number,
     mode: 1,
@@ -89,6 +97,8 @@ export interface NativePollerConstructor {
   ): NativePoller;
   /** Most messages one read batch delivers. */
   readonly READ_BUDGET: number;
+  /** Where readInfo's per-message sender credentials start: [pid, uid, gid] each, pid -1 when absent. */
+  readonly READ_INFO_CRED: number;
   /** Length readInfo must have. */
   readonly READ_INFO_LENGTH: number;
 }

@@ -14,6 +14,13 @@ void OnTeardown(napi_async_cleanup_hook_handle handle, void* arg) {
   std::set<Poller*> live;
   live.swap(addon->live_pollers);
   for (Poller* p : live) p->CloseHandle();
+  // Fds read into a JS inbox but never handed out: no JS runs any more to take or close them.
+  std::set<Poller*> holders;
+  holders.swap(addon->holders);
+  for (Poller* p : holders) {
+    p->DropHeld();
+    p->Untrack();
+  }
   if (addon->pending_closes == 0) {
     addon->cleanup_hook = nullptr;
     napi_remove_async_cleanup_hook(handle);

@@ -14,6 +14,7 @@ class Poller;
 struct Addon {
   Napi::FunctionReference error_factory;  // (errno, syscall) -> Error, from lib/errors.ts
   std::set<Poller*> live_pollers;         // open pollers, closed at env teardown
+  std::set<Poller*> holders;              // message-mode pollers: may hold received fds (DropHeld)
   size_t pending_closes = 0;              // uv_close callbacks still to run
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;  // set while teardown waits for closes
 

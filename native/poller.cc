@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "args.h"
 #include "errors.h"
 #include "sys/message_io.h"
@@ -24,7 +26,10 @@ constexpr int kReadBudget = 32;
 // back in readBuffer.
 constexpr size_t kReadInfoFds = 2 + 2 * kReadBudget;
 constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
-constexpr size_t kReadInfoLength = kReadInfoFds + kReadFdsCapacity;
+// Then from kReadInfoCred, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
+// when the message carried no credentials).
+constexpr size_t kReadInfoCred = kReadInfoFds + kReadFdsCapacity;
+constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kReadBudget);
 
 // napi_set_element runs NAPI_PREAMBLE, which fails once the environment can no longer call into JS.
 bool CanCallJs(napi_env env) {
@@ -50,11 +55,14 @@ Napi::Function Poller::Define(Napi::Env env) {
                       InstanceMethod<&Poller::ReadStart>("readStart"),
                       InstanceMethod<&Poller::ReadStop>("readStop"),
                       InstanceMethod<&Poller::Close>("close"),
+                      InstanceMethod<&Poller::DropHeldMethod>("dropHeld"),
                       InstanceMethod<&Poller::Ref>("ref"),
                       InstanceMethod<&Poller::Unref>("unref"),
                       InstanceAccessor<&Poller::GetFd>("fd"),
                       InstanceAccessor<&Poller::GetQueued>("queued"),
                       StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+                      StaticValue("READ_INFO_CRED",
+                                  Napi::Number::New(env, static_cast<double>(kReadInfoCred))),
                       StaticValue("READ_INFO_LENGTH",
                                   Napi::Number::New(env, static_cast<double>(kReadInfoLength)))});
 }
@@ -70,22 +78,25 @@ Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) 
       !ReadFunction(info, 6, &on_error)) {
     return;
   }
-  Napi::TypedArray read_buffer, read_info, send_fds;
+  // One rule for every failure below: the constructor never closes `fd` when it throws (node-addon-api
+  // deletes the half-built object, so fd_ takes the fd only once nothing can fail); the caller does.
+  Napi::TypedArray read_buffer, read_info, send_fds, read_taken;
   if (mode == kMessages &&
       (!ReadTypedArray(info, 7, napi_uint8_array, static_cast<size_t>(buffer_size),
                        "readBuffer must be a Uint8Array of at least bufferSize bytes", &read_buffer) ||
        !ReadTypedArray(info, 8, napi_int32_array, kReadInfoLength,
                        "readInfo must be an Int32Array of READ_INFO_LENGTH elements", &read_info) ||
        !ReadTypedArray(info, 9, napi_int32_array, static_cast<size_t>(kMaxFdsPerMessage),
-                       "sendFds must be an Int32Array of 253 elements", &send_fds))) {
-    return;  // checked before taking the fd: the caller still owns it
+                       "sendFds must be an Int32Array of 253 elements", &send_fds) ||
+       !ReadTypedArray(info, 10, napi_int32_array, 1, "readTaken must be an Int32Array of 1 element",
+                       &read_taken))) {
+    return;
   }
   int rc = MakeNonBlockingCloexec(fd);
   if (rc < 0) {
     ThrowSystemError(env, rc, "fcntl");
     return;
   }
-  fd_.reset(fd);
   mode_ = mode;
   socket_type_ = socket_type;
   if (mode_ == kMessages) {
@@ -98,6 +109,9 @@ Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) 
     read_buffer_ref_ = Napi::Persistent(bytes);
     read_info_ref_ = Napi::Persistent(read_info.As<Napi::Int32Array>());
     send_fds_ref_ = Napi::Persistent(send_fds.As<Napi::Int32Array>());
+    read_taken_ = read_taken.As<Napi::Int32Array>().Data();
+    read_taken_ref_ = Napi::Persistent(read_taken.As<Napi::Int32Array>());
+    *read_taken_ = 0;
   }
   // The callbacks close over the JS Channel, which holds this object: strong references from C++ would
   // make that cycle a GC root and an unclosed channel would never be collected. So the JS object keeps
@@ -119,19 +133,44 @@ Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) 
   handle_ = new Handle();
   handle_->addon = addon_;
   handle_->owner = this;
-  rc = uv_poll_init(loop, &handle_->poll, fd_.get());
+  // uv_poll_init checks the fd with epoll_ctl: a regular file is EPERM, an fd another handle of this
+  // loop watches is EEXIST.
+  rc = uv_poll_init(loop, &handle_->poll, fd);
   if (rc < 0) {
     delete handle_;
     handle_ = nullptr;
-    fd_.reset();
     ThrowSystemError(env, rc, "uv_poll_init");
     return;
   }
   handle_->poll.data = handle_;
+  fd_.reset(fd);
   addon_->live_pollers.insert(this);
+  if (mode_ == kMessages) {
+    addon_->holders.insert(this);
+    tracked_ = true;
+  }
 }
 
-Poller::~Poller() { CloseHandle(); }  // GC backstop: an unclosed Poller still frees its fd
+// GC backstop: an unclosed Poller still frees its fd and the fds of messages JS never handed out.
+Poller::~Poller() {
+  CloseHandle();
+  DropHeld();
+  if (tracked_) addon_->holders.erase(this);
+}
+
+void Poller::DropHeld() {
+  size_t taken = TakenCount();
+  for (size_t k = taken; k < held_.size(); k++) ::close(held_[k]);
+  held_.clear();
+  if (read_taken_ != nullptr) *read_taken_ = 0;
+}
+
+void Poller::Untrack() { tracked_ = false; }
+
+size_t Poller::TakenCount() const {
+  if (read_taken_ == nullptr || *read_taken_ < 0) return 0;
+  return std::min(static_cast<size_t>(*read_taken_), held_.size());
+}
 
 void Poller::CloseHandle() {
   if (handle_ != nullptr) {
@@ -289,6 +328,12 @@ bool Poller::OnReadableMessages() {
     }
     info[2 + 2 * count] = static_cast<int32_t>(m.length);
     info[3 + 2 * count] = static_cast<int32_t>(m.nfds);
+    int32_t* cred = info + kReadInfoCred + 3 * count;
+    cred[0] = m.has_cred ? m.pid : -1;
+    if (m.has_cred) {
+      cred[1] = m.uid;
+      cred[2] = m.gid;
+    }
     offset += m.length;
     count++;
   }
@@ -311,7 +356,12 @@ bool Poller::OnReadableMessages() {
     UpdatePolling();
     return false;
   }
-  fds.Release();  // JS owns them now
+  // The batch's fds stay ours until JS hands each message to the application (it counts them in
+  // readTaken, in order): a Worker ending or a GC of the channel then closes those never handed out.
+  held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(TakenCount()));
+  held_.insert(held_.end(), info + kReadInfoFds, info + kReadInfoFds + fds.size());
+  *read_taken_ = 0;
+  fds.Release();
   Call(on_read_, {args[0], args[1], args[2], args[3]});
   return true;
 }
@@ -466,6 +516,11 @@ Napi::Value Poller::ReadStop(const Napi::CallbackInfo& info) {
 
 Napi::Value Poller::Close(const Napi::CallbackInfo& info) {
   CloseHandle();
+  return info.Env().Undefined();
+}
+
+Napi::Value Poller::DropHeldMethod(const Napi::CallbackInfo& info) {
+  DropHeld();
   return info.Env().Undefined();
 }
 

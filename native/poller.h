@@ -21,7 +21,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
  public:
   static Napi::Function Define(Napi::Env env);
   // new Poller(fd, mode, socketType, bufferSize, onRead, onSent, onError[, readBuffer, readInfo,
-  // sendFds]): takes ownership of fd. Message mode needs the three arrays (memory JS and C++ share, so
+  // sendFds, readTaken]): takes ownership of fd once it returns; when it throws, fd is still the
+  // caller's. readTaken (Int32Array(1), per poller) counts the received fds JS handed out. Message mode needs the three arrays (memory JS and C++ share, so
   // that a read batch or a send crosses with no allocation): readBuffer (at least bufferSize bytes)
   // receives the batch's bytes, readInfo (Poller.READ_INFO_LENGTH int32s, may be shared by every
   // poller of the env) its layout and descriptors, sendFds (253 int32s) the descriptors of send().
@@ -30,7 +31,12 @@ class Poller : public Napi::ObjectWrap<Poller> {
   ~Poller() override;
 
   // Stops polling, closes the fd and drops queued messages (their duplicated fds close). Idempotent.
+  // Received fds JS has not handed out yet stay: the channel may still deliver them after EOF.
   void CloseHandle();
+  // Closes the received fds JS has not handed to the application (readTaken says how many it has).
+  void DropHeld();
+  // Env teardown dropped this poller from Addon::holders.
+  void Untrack();
 
  private:
   enum Mode { kMessages = 0, kAccept = 1 };
@@ -54,6 +60,7 @@ class Poller : public Napi::ObjectWrap<Poller> {
   Napi::Value ReadStart(const Napi::CallbackInfo& info);
   Napi::Value ReadStop(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value DropHeldMethod(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value GetFd(const Napi::CallbackInfo& info);
@@ -64,6 +71,7 @@ class Poller : public Napi::ObjectWrap<Poller> {
   void OnReadableAccept();
   void OnWritable();
   void UpdatePolling();
+  size_t TakenCount() const;
   // Calls a JS callback as an async-hooks-aware MakeCallback; routes a throw to 'uncaughtException'.
   void Call(const Napi::FunctionReference& fn, const std::vector<napi_value>& args);
 
@@ -86,6 +94,12 @@ class Poller : public Napi::ObjectWrap<Poller> {
   size_t max_message_ = 0;  // bufferSize: room one recvmsg needs
   int32_t* read_info_ = nullptr;
   int32_t* send_fds_ = nullptr;
+  // Received fds delivered to JS in a read batch and not yet handed to the application: the first
+  // *read_taken_ of them were (JS counts them there, in order, before user code sees a message).
+  std::vector<int> held_;
+  Napi::Reference<Napi::Int32Array> read_taken_ref_;
+  int32_t* read_taken_ = nullptr;
+  bool tracked_ = false;  // in Addon::holders
   Napi::FunctionReference on_read_, on_sent_, on_error_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
 };

@@ -5,11 +5,13 @@
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { listen, connect, sendFd, inspect, closeFd, type Channel, type ChannelServer } from 'fdpass';
 import { spawnJson, runFixture, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
+import { openFds, newFds, settle } from './helpers/fds';
 
 // Only .ts files are compiled into .test-out: the Python fixture runs from its source path.
 const PEER = path.join(__dirname, '..', '..', 'test', 'fixtures', 'interop_peer.py');
@@ -226,6 +228,34 @@ describe('interop between processes', () => {
       // Every writer is gone now (Node closed its copy, Python exited): the data, then EOF.
       assert.equal(readToEof(fromPythonR), expected);
       release(fromPythonR);
+    });
+    it("allowHalfOpen: Python send_fds() then shutdown(SHUT_WR); the stream channel emits 'end', still replies with an fd, then closes", async () => {
+      const before = openFds();
+      const sock = tmpPath('halfclose.sock');
+      const tok = token();
+      const server = await listen(sock, { type: 'stream', allowHalfOpen: true });
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const child = python(['halfclose', sock, tok]);
+      const [ch] = await accepted;
+      const ended = once(ch, 'end'); // the request and the EOF may come in one read
+      const request = await ch.receive({ timeout: 5000 });
+      assert.equal(request.data.toString(), `request ${tok}`);
+      assert.equal(request.fds.length, 1);
+      closeFd(request.fds[0]!);
+      await ended;
+      assert.equal(ch.closed, false, "half-open: 'end' left the channel open for the reply");
+      const reply = fs.openSync('/dev/null', 'r');
+      await ch.send({ data: `reply ${tok}`, fds: [reply] });
+      fs.closeSync(reply);
+      await ch.close();
+      const done = await child.expect<{ reply: string; kinds: string[]; before: Record<string, string>; after: Record<string, string> }>('done');
+      assert.equal(done.reply, `reply ${tok}`);
+      assert.deepEqual(done.kinds, ['char']);
+      assert.deepEqual(done.after, done.before, "Python's descriptors are back to where they were");
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      await server.close();
+      await settle();
+      assert.deepEqual(newFds(before, openFds()), []);
     });
   });
 

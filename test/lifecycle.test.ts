@@ -186,6 +186,33 @@ describe('lifecycle', () => {
       await assertNoNewFds(before, 'after the adopting Worker exited');
     });
 
+    for (const end of ['return', 'exit', 'terminate'] as const) {
+      const how = { return: 'returns (its loop runs dry)', exit: 'calls process.exit(0)', terminate: 'is terminated' }[end];
+      it(`a Worker that takes 1 of 5 fd-carrying messages (all 5 read into JS) and ${how}: the other 4 fds are closed`, async () => {
+        const before = openFds();
+        const [mine, forWorker] = socketPair();
+        const fd = dupFd(forWorker.fd);
+        await forWorker.close();
+        const file = tmpPath('payload.txt');
+        fs.writeFileSync(file, 'one of five');
+        const payload = fs.openSync(file, 'r');
+        for (let i = 0; i < 5; i++) await mine.send({ data: `m${i}`, fds: [payload] });
+        fs.closeSync(payload);
+        const w = startWorker({ mode: 'take-one', fd, end });
+        const took = await w.expect('took');
+        assert.deepEqual([took.data, took.fds], ['m0', 1]);
+        if (end === 'terminate') assert.equal(await w.worker.terminate(), 1);
+        assert.equal(await w.exited, end === 'terminate' ? 1 : 0);
+        await settle();
+        const leaked = newFds(before, openFds()).filter((l) => l.endsWith(file));
+        assert.deepEqual(leaked, [], `the fds of the 4 messages the Worker never took are still open`);
+        // The Worker's end of the pair closed with it.
+        await assert.rejects(mine.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+        await mine.close();
+        await assertNoNewFds(before, 'after the Worker ended');
+      });
+    }
+
     it('terminate() while channels poll (receive() pending, sends queued on EAGAIN, server listening): 20 in sequence, 20 at once, fds back to baseline', async function () {
       this.timeout(60000);
       const before = openFds();
@@ -334,6 +361,15 @@ describe('lifecycle', () => {
         0,
         `${kept.length} descriptors of dropped channels still open after gc() (${r.after} open, ${r.before} before), e.g. ${kept.slice(0, 4).join(', ')}`,
       );
+      assert.equal(r.after, r.before);
+    });
+
+    it('channels dropped with fd-carrying messages unread in their inbox (8 pairs, 2 of 3 messages untaken) give those fds back once collected', async () => {
+      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'unread']);
+      const r = await child.expect<{ pairs: number; before: number; held: number; after: number; targetsBefore: Record<string, string>; targetsAfter: Record<string, string> }>('gc');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.equal(r.held, r.before + 2 * r.pairs + 2 * r.pairs, 'both ends of each pair and 2 unread fds per pair before collection');
+      assert.deepEqual(r.targetsAfter, r.targetsBefore, 'descriptors still open after gc()');
       assert.equal(r.after, r.before);
     });
 

@@ -8,9 +8,10 @@
 namespace fdpass {
 namespace {
 
-// Aligned control buffer big enough for SCM_MAX_FD descriptors, as cmsg(3) recommends.
+// Aligned control buffer big enough for SCM_MAX_FD descriptors and one SCM_CREDENTIALS (SO_PASSCRED
+// sockets get both on one datagram), as cmsg(3) recommends.
 union ControlBuffer {
-  char buf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  char buf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage) + CMSG_SPACE(sizeof(struct ucred))];
   struct cmsghdr align;
 };
 
@@ -69,10 +70,21 @@ int ReceiveMessage(int sock, void* buf, size_t cap, OwnedFds* fds, ReceivedMessa
   out->length = static_cast<size_t>(n);
   out->nfds = 0;
   out->fds_truncated = false;
+  out->has_cred = false;
   // Take ownership of every descriptor first, whatever else is wrong with the message, so that none
   // can leak. Only SOL_SOCKET/SCM_RIGHTS carries fds (libuv checks neither level nor MSG_CTRUNC).
   for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    if (cmsg->cmsg_level != SOL_SOCKET) continue;
+    if (cmsg->cmsg_type == SCM_CREDENTIALS && cmsg->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+      struct ucred cred;
+      memcpy(&cred, CMSG_DATA(cmsg), sizeof(cred));
+      out->has_cred = true;
+      out->pid = cred.pid;
+      out->uid = static_cast<int>(cred.uid);
+      out->gid = static_cast<int>(cred.gid);
+      continue;
+    }
+    if (cmsg->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     const unsigned char* p = CMSG_DATA(cmsg);
     for (size_t i = 0; i < count; i++) {

@@ -54,9 +54,12 @@ struct ReceivedMessage {
   size_t nfds = 0;             // descriptors appended to the caller's OwnedFds
   bool data_truncated = false; // MSG_TRUNC: datagram larger than the buffer
   bool fds_truncated = false;  // MSG_CTRUNC (or no room in `fds`): some fds were lost
+  bool has_cred = false;       // SCM_CREDENTIALS arrived (the receiver set SO_PASSCRED)
+  int pid = 0, uid = 0, gid = 0;
 };
 
-// Receives one message into `buf` (capacity `cap`), descriptors CLOEXEC, appended to `fds`.
+// Receives one message into `buf` (capacity `cap`), descriptors CLOEXEC, appended to `fds`, and the
+// sender's credentials when the socket has SO_PASSCRED.
 // Returns 0 on success, -EAGAIN when nothing is queued, or another -errno.
 // On truncation the message is still returned (flags set) so the caller can report it and close what
 // arrived (fds->ShrinkTo(size before the call)).

@@ -61,6 +61,12 @@ SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode)
   SysResult created = UnixSocket(type);
   if (created.fd < 0) return created;
   UniqueFd fd(created.fd);
+  // unix(7) SO_PASSCRED: each datagram then carries its sender's SCM_CREDENTIALS (a datagram socket
+  // has no SO_PEERCRED to check). Set before bind so that no datagram arrives without them.
+  int on = 1;
+  if (type == SOCK_DGRAM && setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) < 0) {
+    return SysFail(-errno, "setsockopt");
+  }
 
   int rc = bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), static_cast<socklen_t>(len));
   int err = rc < 0 ? -errno : 0;  // before the stale-socket probe's own syscalls overwrite errno

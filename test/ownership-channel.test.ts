@@ -1,0 +1,234 @@
+// Issue 9, "every descriptor has one owner on every path": a throwing handler, a half-built poller, a
+// socket of the wrong kind, a datagram sender that `allow` refuses, a half-closed stream. Each test
+// checks the descriptors of every process involved before and after.
+import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { bindDgram, closeFd, closeFds, dupFd, inspect, listen, openChannel, recvFd, socketPair, type Channel, type PeerCredentials } from 'fdpass';
+import { runFixture, spawnJson } from './helpers/children';
+import { openFds, newFds, settle } from './helpers/fds';
+import { tmpPath } from './helpers/tmp';
+
+// The addon as lib/ loads it: the Poller constructor is driven directly to force each failure path.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { binding } = require(path.join(__dirname, '..', '..', 'dist', 'native.js')) as { binding: any };
+
+/** Fails with the descriptors this process gained (or lost) since `before`. */
+async function assertFdsBack(before: Map<number, string>, what: string): Promise<void> {
+  await settle();
+  const now = openFds();
+  assert.deepEqual(newFds(before, now), [], `${what}: this process holds new descriptors`);
+  assert.deepEqual(newFds(now, before), [], `${what}: descriptors of this process were closed`);
+}
+
+interface Targets {
+  before: Record<string, string>;
+  afterTargets: Record<string, string>;
+  countBefore: number;
+  after: number;
+}
+
+/** The child's descriptors are back where they were. */
+function assertChildFdsBack(r: Targets, what: string): void {
+  assert.deepEqual(r.afterTargets, r.before, `${what}: the child's descriptors differ from its baseline`);
+  assert.equal(r.after, r.countBefore);
+}
+
+describe('ownership (issue 9)', () => {
+  describe('a throwing handler loses nothing of its batch', () => {
+    it("listen(): a 'connection' handler that throws on the first of 10 simultaneous connections: all 10 get a Channel, the throw reaches 'uncaughtException', no fd is left bare", async () => {
+      const child = runFixture('throwing-handlers', ['connection', tmpPath('throw.sock')]);
+      const r = await child.expect<Targets & { connections: number; uncaught: string[]; clientsSawEof: number; held: number }>('done');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.equal(r.connections, 10, "every accepted socket reached a 'connection' handler");
+      assert.deepEqual(r.uncaught, ['handler failed on the first connection']);
+      assert.equal(r.held, r.countBefore + 1 + 2 * 10, 'listener + both ends of 10 connections while open');
+      assert.equal(r.clientsSawEof, 10, "each client saw the server's close: none was left served by nobody");
+      assertChildFdsBack(r, 'after closing every channel');
+    });
+
+    it("a 'message' handler that throws on the first of 3 fd-carrying messages and an EOF read in one batch: 2 and 3 still arrive, then 'end' and 'close'; the throw reaches 'uncaughtException'", async () => {
+      const child = runFixture('throwing-handlers', ['message']);
+      const r = await child.expect<Targets & { events: string[]; uncaught: string[]; sawClose: boolean }>('done');
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      assert.deepEqual(r.events, ['message m0', 'message m1', 'message m2', 'end', 'close']);
+      assert.deepEqual(r.uncaught, ['handler failed on the first message']);
+      assert.equal(r.sawClose, true);
+      assertChildFdsBack(r, 'after closing the fds of every message');
+    });
+  });
+
+  describe('openChannel() takes only what can be a channel', () => {
+    it('a listening socket, an unconnected seqpacket socket and an unbound datagram socket throw ERR_FDPASS_WRONG_FD_KIND and stay the caller\'s; a bound datagram socket is a channel', async () => {
+      const before = openFds();
+      const server = await listen(tmpPath('listening.sock'));
+      // A copy of the listening socket that no poller watches (as an inherited one would be).
+      const listening = dupFd(server.fd);
+      assert.throws(() => openChannel(listening), { code: 'ERR_FDPASS_WRONG_FD_KIND', message: /listening/ });
+      assert.equal(inspect(listening).socket?.listening, true, 'the caller still owns the listening socket');
+      closeFd(listening);
+      await server.close();
+
+      // Python makes the sockets Node cannot: unconnected, unbound, bound-only.
+      const got = await listen(tmpPath('from-python.sock'), { type: 'stream' });
+      const bound = tmpPath('bound-dgram.sock');
+      const script = [
+        'import socket, sys',
+        's = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(sys.argv[1])',
+        'a = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)',
+        'b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+        'c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.bind(sys.argv[2])',
+        "socket.send_fds(s, [b'x'], [a.fileno(), b.fileno(), c.fileno()])",
+        's.recv(1)',
+      ].join('\n');
+      const connection = once(got, 'connection') as Promise<[Channel]>;
+      const py = spawnJson('python3', ['-c', script, got.path, bound]);
+      const [ch] = await connection;
+      const m = await ch.receive();
+      const [unconnected, unbound, boundFd] = m.fds as [number, number, number];
+      assert.throws(() => openChannel(unconnected), { code: 'ERR_FDPASS_WRONG_FD_KIND', message: /not connected/ });
+      assert.throws(() => openChannel(unbound), { code: 'ERR_FDPASS_WRONG_FD_KIND', message: /neither connected nor bound/ });
+      assert.equal(inspect(unconnected).kind, 'socket', 'the caller still owns the unconnected socket');
+      assert.equal(inspect(unbound).kind, 'socket', 'the caller still owns the unbound socket');
+      closeFd(unconnected);
+      closeFd(unbound);
+      const receiver = openChannel(boundFd);
+      assert.equal(receiver.type, 'dgram');
+      await receiver.close();
+      await ch.close();
+      await got.close();
+      assert.deepEqual(await py.exited, { code: 0, signal: null }, py.stderr());
+      await assertFdsBack(before, 'after every refused socket was closed by its owner');
+    });
+  });
+
+  describe('a closed channel refuses every send', () => {
+    it("stream: write({}) throws and send({}) rejects with ERR_FDPASS_CLOSED once closed, like any other message", async () => {
+      const before = openFds();
+      const [a, b] = socketPair({ type: 'stream' });
+      assert.equal(a.write({}), true, 'an empty stream write is a no-op while open');
+      await a.send({});
+      await a.close();
+      assert.throws(() => a.write({}), { code: 'ERR_FDPASS_CLOSED' });
+      await assert.rejects(a.send({}), { code: 'ERR_FDPASS_CLOSED' });
+      await b.close();
+      await assertFdsBack(before, 'after both ends closed');
+    });
+  });
+
+  describe('the Poller constructor never closes the fd when it throws; its caller does', () => {
+    const O_PATH = 0o10000000; // Linux; Node's fs.constants lacks it
+    const noop = (): void => {};
+    const make = (fd: number, overrides: Partial<Record<'readBuffer' | 'readInfo' | 'sendFds' | 'readTaken', unknown>> = {}): unknown =>
+      new binding.Poller(
+        fd,
+        0,
+        binding.constants.SOCK_SEQPACKET,
+        1024,
+        noop,
+        noop,
+        noop,
+        'readBuffer' in overrides ? overrides.readBuffer : new Uint8Array(1024),
+        'readInfo' in overrides ? overrides.readInfo : new Int32Array(binding.Poller.READ_INFO_LENGTH),
+        'sendFds' in overrides ? overrides.sendFds : new Int32Array(253),
+        'readTaken' in overrides ? overrides.readTaken : new Int32Array(1),
+      );
+
+    it('bad readBuffer/readInfo/sendFds/readTaken, an fd fcntl refuses (O_PATH), a regular file (uv_poll_init EPERM): each throws and the fd stays open, once', async () => {
+      const before = openFds();
+      const [a, b] = socketPair();
+      const sock = dupFd(a.fd);
+      const bad: Array<[string, Record<string, unknown>, string]> = [
+        ['readBuffer', { readBuffer: new Uint8Array(10) }, 'ERR_OUT_OF_RANGE'],
+        ['readInfo', { readInfo: new Uint8Array(10) }, 'ERR_INVALID_ARG_TYPE'],
+        ['sendFds', { sendFds: new Int32Array(3) }, 'ERR_OUT_OF_RANGE'],
+        ['readTaken', { readTaken: undefined }, 'ERR_INVALID_ARG_TYPE'],
+      ];
+      for (const [what, overrides, code] of bad) {
+        assert.throws(() => make(sock, overrides), { code }, what);
+        assert.equal(inspect(sock).kind, 'socket', `after a bad ${what} the fd is still open`);
+      }
+      const file = tmpPath('regular.txt');
+      fs.writeFileSync(file, 'x');
+      const opath = fs.openSync(file, O_PATH);
+      assert.throws(() => make(opath), { code: 'EBADF', syscall: 'fcntl' });
+      fs.fstatSync(opath); // still open
+      const regular = fs.openSync(file, 'r');
+      assert.throws(() => make(regular), { code: 'EPERM', syscall: 'uv_poll_init' });
+      fs.fstatSync(regular); // still open: the caller closes it, once
+      fs.closeSync(regular);
+      fs.closeSync(opath);
+      closeFd(sock);
+      await a.close();
+      await b.close();
+      await assertFdsBack(before, 'after the caller closed each fd once');
+    });
+
+    it("openChannel() on the fd of a channel that is reading (uv_poll_init EEXIST) throws and leaves that channel's socket open and working", async () => {
+      const before = openFds();
+      const [a, b] = socketPair();
+      const pending = b.receive();
+      await settle();
+      assert.throws(() => openChannel(b.fd), { code: 'EEXIST', syscall: 'uv_poll_init' });
+      await a.send({ data: 'still here' });
+      assert.equal((await pending).data.toString(), 'still here');
+      await a.close();
+      await b.close();
+      await assertFdsBack(before, 'after both ends closed');
+    });
+  });
+
+  describe("bindDgram's allow checks each datagram's sender (SO_PASSCRED)", () => {
+    // A Python sender (any uid can run it: no file of ours to read) of one datagram with one fd.
+    const SEND = [
+      'import os, socket, sys',
+      'fd = os.open("/dev/null", os.O_RDONLY)',
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(sys.argv[1])',
+      'socket.send_fds(s, [sys.argv[2].encode()], [fd])',
+    ].join('\n');
+    const NOBODY = 65534;
+
+    async function sendAs(sock: string, text: string, uid?: number): Promise<number> {
+      const child = spawnJson('python3', ['-c', SEND, sock, text], uid === undefined ? {} : { uid, gid: uid });
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      return child.pid;
+    }
+
+    it("a datagram from a refused uid is dropped with its fd closed and 'reject' says who; an allowed one arrives with message.cred", async () => {
+      const before = openFds();
+      const sock = tmpPath('notify.sock');
+      fs.chmodSync(path.dirname(sock), 0o755); // let the other user reach the socket file
+      const refused: PeerCredentials[] = [];
+      const receiver = await bindDgram(sock, { mode: 0o666, allow: (c) => c.uid === 0 });
+      receiver.on('reject', (c: PeerCredentials) => refused.push(c));
+      const nobodyPid = await sendAs(sock, 'from nobody', NOBODY);
+      const rootPid = await sendAs(sock, 'from root');
+      const m = await receiver.receive({ timeout: 5000 });
+      assert.equal(m.data.toString(), 'from root');
+      assert.deepEqual(m.cred, { pid: rootPid, uid: 0, gid: 0 });
+      assert.equal(m.fds.length, 1);
+      assert.equal(inspect(m.fds[0]!).kind, 'char');
+      closeFds(m.fds);
+      assert.deepEqual(refused, [{ pid: nobodyPid, uid: NOBODY, gid: NOBODY }]);
+      await receiver.close();
+      await assertFdsBack(before, 'after the refused datagram was dropped and the channel closed');
+    });
+
+    it("recvFd(path, { type: 'dgram', allow }) waits past a refused sender's datagram for an allowed one", async () => {
+      const before = openFds();
+      const sock = tmpPath('recv.sock');
+      fs.chmodSync(path.dirname(sock), 0o755);
+      const seen: number[] = [];
+      const got = recvFd(sock, { type: 'dgram', mode: 0o666, timeout: 10000, allow: (c) => (seen.push(c.uid), c.uid === 0) });
+      for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
+      await sendAs(sock, 'from nobody', NOBODY);
+      await sendAs(sock, 'from root');
+      const { fd, data } = await got;
+      assert.equal(data.toString(), 'from root');
+      closeFd(fd);
+      assert.deepEqual(seen, [NOBODY, 0]);
+      await assertFdsBack(before, 'after recvFd');
+    });
+  });
+});
