@@ -82,9 +82,28 @@ async function until(what: string, check: () => boolean, ms: number): Promise<bo
   return true;
 }
 
+// The process's descriptors other than TCP connections (clients come and go under load): listeners,
+// control sockets, pipes, files. A leak shows up here; a client in flight does not.
 function fdCount(pid: number): number {
   try {
-    return fs.readdirSync(`/proc/${pid}/fd`).length;
+    const connections = new Set<string>();
+    for (const table of ['tcp', 'tcp6']) {
+      const lines = fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').slice(1);
+      for (const line of lines) {
+        const f = line.trim().split(/\s+/);
+        if (f[3] !== '0A') connections.add(f[9]!); // state 0A is LISTEN; f[9] is the inode
+      }
+    }
+    let n = 0;
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m === null || !connections.has(m[1]!)) n++;
+      } catch {
+        // closed meanwhile
+      }
+    }
+    return n;
   } catch {
     return -1;
   }
