@@ -10,18 +10,14 @@
 //   - and the next round's hand-off works.
 // Knobs: ROUNDS (default 100), SEED (default: time), WORKERS (clients making new connections, 4).
 // Exits 1 when an invariant was violated. Loopback only; every loop is bounded.
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
+import { ask, fdCount, freePort, sleep, start, until, type Generation } from './generations';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 100);
 const SEED = Number(process.env.SEED ?? Date.now() % 1_000_000);
 const WORKERS = Number(process.env.WORKERS ?? 4);
-const SERVER = path.join(__dirname, '..', 'examples', 'hot-restart-server.js');
 
 // A small deterministic PRNG (mulberry32), so a failing seed can be replayed.
 let state = SEED;
@@ -33,102 +29,6 @@ function random(): number {
 }
 function pick<T>(xs: readonly T[]): T {
   return xs[Math.floor(random() * xs.length)]!;
-}
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-interface Generation {
-  child: ChildProcess;
-  pid: number;
-  stderr: string;
-  serving: Promise<{ inherited: boolean }>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  done: boolean;
-}
-
-function start(port: number, control: string): Generation {
-  const child = spawn(process.execPath, [SERVER, String(port), control], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_DEBUG: 'fdpass' },
-  });
-  const g: Generation = { child, pid: child.pid!, stderr: '', serving: undefined!, exited: undefined!, done: false };
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => (g.stderr = (g.stderr + d).slice(-20_000)));
-  g.exited = new Promise((resolve) => child.once('exit', (code, signal) => {
-    g.done = true;
-    resolve({ code, signal });
-  }));
-  g.serving = new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
-      try {
-        const m = JSON.parse(line) as { event?: string; inherited?: boolean };
-        if (m.event === 'serving') resolve({ inherited: m.inherited === true });
-      } catch {
-        // not ours
-      }
-    });
-    lines.on('close', () => reject(new Error(`pid ${g.pid} exited before serving`)));
-  });
-  g.serving.catch(() => {});
-  return g;
-}
-
-async function until(what: string, check: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) return false;
-    await sleep(5);
-  }
-  return true;
-}
-
-// The process's descriptors other than TCP connections (clients come and go under load): listeners,
-// control sockets, pipes, files. A leak shows up here; a client in flight does not.
-function fdCount(pid: number): number {
-  try {
-    const connections = new Set<string>();
-    for (const table of ['tcp', 'tcp6']) {
-      const lines = fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').slice(1);
-      for (const line of lines) {
-        const f = line.trim().split(/\s+/);
-        if (f[3] !== '0A') connections.add(f[9]!); // state 0A is LISTEN; f[9] is the inode
-      }
-    }
-    let n = 0;
-    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m === null || !connections.has(m[1]!)) n++;
-      } catch {
-        // closed meanwhile
-      }
-    }
-    return n;
-  } catch {
-    return -1;
-  }
-}
-
-function ask(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve(res.statusCode === 200 ? body : `status ${res.statusCode}`));
-    });
-    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
-    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const PHASES = ['before-hello', 'mid-transfer', 'overlap', 'after-ready', 'mid-drain'] as const;
