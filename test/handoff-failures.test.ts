@@ -64,6 +64,33 @@ describe('hand-off under ordinary operations', () => {
     });
   }
 
+  it('the drain deadline is honoured within 10 %, and the draining process takes no accept wake-ups', async () => {
+    const control = tmpPath('control.sock');
+    const drain = 2000;
+    const old = runFixture('handoff-old', [control, 'http', '5000', String(drain)]);
+    const { ports } = await old.expect<Serving>('serving');
+    // A request the old process never answers keeps it draining until the deadline cuts it.
+    const hanging = get(ports.web!, '/hang').then(() => 'answered', (err: Error & { code?: string }) => err.code ?? err.message);
+    await sleep(100);
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
+    fresh.send({ cmd: 'ready' });
+    const handedOff = await old.expect<{ t: number; cpu: number }>('handoff');
+    // Meanwhile clients hammer the port: the new process accepts; the old one has no listener to wake.
+    const traffic = load(ports.web!, { workers: 4, keepAlive: false });
+    const drained = await old.expect<{ t: number; cpu: number }>('drained');
+    const r = await traffic.stop();
+    const took = drained.t - handedOff.t;
+    assert.ok(took >= drain * 0.9 && took <= drain * 1.1, `drained after ${took.toFixed(0)} ms, deadline ${drain} ms`);
+    const cpuMs = (drained.cpu - handedOff.cpu) / 1000;
+    assert.ok(cpuMs < drain * 0.05, `the draining process used ${cpuMs.toFixed(1)} ms of CPU in ${took.toFixed(0)} ms`);
+    assert.deepEqual(r.errors, []);
+    assert.ok(r.ok > 0 && r.bodies.get(`new ${fresh.pid}`) === r.ok, 'the new process answered every request');
+    assert.equal(await hanging, 'ECONNRESET', 'the deadline cut the request still in flight');
+    assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+
   // The README's restart recipe, run exactly as the README shows it.
   function recipe(): string {
     const readme = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
