@@ -65,8 +65,8 @@ const FD_ONLY_PAD = Buffer.from([0]);
 // Memory shared with the native poller so that a read batch or a send crosses JS<->C++ in one call
 // with no allocation. One pair per thread (module instance), shared by every channel: a read batch is
 // copied out in #onRead before any user code runs, and send() stages its fds right before the call.
-const READ_BUDGET = binding.Poller.READ_BUDGET;
-const READ_INFO_FDS = 2 + 2 * READ_BUDGET;
+// readInfo's layout, declared once in native/poller.cc.
+const { READ_INFO_MESSAGES, READ_INFO_FDS, DROPPED_CTRUNC } = binding.Poller;
 const READ_INFO_CRED = binding.Poller.READ_INFO_CRED;
 const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
 const SEND_FDS = new Int32Array(MAX_FDS_PER_MESSAGE);
@@ -484,12 +484,12 @@ export class Channel extends EventEmitter {
     let offset = 0;
     let next = READ_INFO_FDS;
     for (let i = 0; i < count; i++) {
-      const length = info[2 + 2 * i]!;
-      const nfds = info[3 + 2 * i]!;
+      const length = info[READ_INFO_MESSAGES + 2 * i]!;
+      const nfds = info[READ_INFO_MESSAGES + 2 * i + 1]!;
       if (length < 0) {
         const flags = nfds;
         this.#inbox.push(
-          flags & 1
+          flags & DROPPED_CTRUNC
             ? new FdpassError('ERR_FDPASS_CTRUNC', 'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed')
             : new FdpassError('ERR_FDPASS_TRUNCATED', 'a message was larger than maxMessageSize and was truncated (MSG_TRUNC); its descriptors were closed'),
         );

@@ -65,8 +65,9 @@ export interface NativePollerConstructor {
    * Message mode. readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
    * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
    * to onRead; sendFds (253 int32s, shareable) carries the descriptors of send(). readInfo layout:
-   * [0] messages, [1] descriptors, per message i [2 + 2i] byte length (-1: dropped) and [3 + 2i]
-   * descriptor count (dropped: flags 1 MSG_CTRUNC | 2 MSG_TRUNC), descriptors from 2 + 2 * READ_BUDGET.
+   * [0] messages, [1] descriptors, per message i [READ_INFO_MESSAGES + 2i] byte length (-1: dropped)
+   * and [READ_INFO_MESSAGES + 2i + 1] descriptor count (dropped: flags DROPPED_CTRUNC |
+   * DROPPED_TRUNC), descriptors from READ_INFO_FDS, credentials from READ_INFO_CRED.
    * The poller keeps owning the received descriptors until JS hands their message to the application
    * and adds their count to readTaken[0] (one Int32Array per poller; the poller resets it to 0 at each
    * batch): the rest close on dropHeld(), GC of the poller, or env teardown. When the constructor
@@ -97,6 +98,13 @@ export interface NativePollerConstructor {
   ): NativePoller;
   /** Most messages one read batch delivers. */
   readonly READ_BUDGET: number;
+  /** Where readInfo's per-message [byte length, descriptor count] pairs start. */
+  readonly READ_INFO_MESSAGES: number;
+  /** Where readInfo's descriptors start. */
+  readonly READ_INFO_FDS: number;
+  /** Flags of a dropped message: it lost descriptors (MSG_CTRUNC) / data (MSG_TRUNC). */
+  readonly DROPPED_CTRUNC: number;
+  readonly DROPPED_TRUNC: number;
   /** Where readInfo's per-message sender credentials start: [pid, uid, gid] each, pid -1 when absent. */
   readonly READ_INFO_CRED: number;
   /** Length readInfo must have. */

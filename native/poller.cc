@@ -24,7 +24,11 @@ constexpr int kReadBudget = 32;
 // [2 + 2i] its byte length (-1: dropped) and [3 + 2i] its descriptor count (dropped: 1 MSG_CTRUNC |
 // 2 MSG_TRUNC), then from kReadInfoFds every descriptor of the batch in order. The bytes lie back to
 // back in readBuffer.
-constexpr size_t kReadInfoFds = 2 + 2 * kReadBudget;
+constexpr size_t kReadInfoMessages = 2;  // per message i: [kReadInfoMessages + 2i], [... + 2i + 1]
+constexpr size_t kReadInfoFds = kReadInfoMessages + 2 * kReadBudget;
+// Why a message was dropped (its descriptor-count slot when its length is -1).
+constexpr int32_t kDroppedCtrunc = 1;
+constexpr int32_t kDroppedTrunc = 2;
 constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
 // Then from kReadInfoCred, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
 // when the message carried no credentials).
@@ -61,6 +65,12 @@ Napi::Function Poller::Define(Napi::Env env) {
                       InstanceAccessor<&Poller::GetFd>("fd"),
                       InstanceAccessor<&Poller::GetQueued>("queued"),
                       StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+                      StaticValue("READ_INFO_MESSAGES",
+                                  Napi::Number::New(env, static_cast<double>(kReadInfoMessages))),
+                      StaticValue("READ_INFO_FDS",
+                                  Napi::Number::New(env, static_cast<double>(kReadInfoFds))),
+                      StaticValue("DROPPED_CTRUNC", Napi::Number::New(env, kDroppedCtrunc)),
+                      StaticValue("DROPPED_TRUNC", Napi::Number::New(env, kDroppedTrunc)),
                       StaticValue("READ_INFO_CRED",
                                   Napi::Number::New(env, static_cast<double>(kReadInfoCred))),
                       StaticValue("READ_INFO_LENGTH",
@@ -321,13 +331,14 @@ bool Poller::OnReadableMessages() {
     if (m.fds_truncated || m.data_truncated) {
       // The message is unusable: what arrived of its fds closes now; JS is told what was lost.
       fds.ShrinkTo(mark);
-      info[2 + 2 * count] = -1;
-      info[3 + 2 * count] = (m.fds_truncated ? 1 : 0) | (m.data_truncated ? 2 : 0);
+      info[kReadInfoMessages + 2 * count] = -1;
+      info[kReadInfoMessages + 2 * count + 1] =
+          (m.fds_truncated ? kDroppedCtrunc : 0) | (m.data_truncated ? kDroppedTrunc : 0);
       count++;
       continue;
     }
-    info[2 + 2 * count] = static_cast<int32_t>(m.length);
-    info[3 + 2 * count] = static_cast<int32_t>(m.nfds);
+    info[kReadInfoMessages + 2 * count] = static_cast<int32_t>(m.length);
+    info[kReadInfoMessages + 2 * count + 1] = static_cast<int32_t>(m.nfds);
     int32_t* cred = info + kReadInfoCred + 3 * count;
     cred[0] = m.has_cred ? m.pid : -1;
     if (m.has_cred) {
