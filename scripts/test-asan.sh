@@ -57,8 +57,9 @@ cp -a binding.gyp native "$src/"
 libasan="$(gcc -print-file-name=libasan.so)"
 [ -e "$libasan" ] || die "gcc has no libasan.so (Debian: apt-get install libasan8)"
 libasan="$(readlink -f "$libasan")"
-ldd "$addon" | grep -q 'libasan\.so' || die "$addon is not linked with libasan"
-ldd "$addon" | grep -q 'libubsan\.so' || die "$addon is not linked with libubsan"
+libs="$(ldd "$addon")" # (not `ldd | grep -q`: grep -q exits early, ldd gets SIGPIPE, pipefail fails)
+grep -q 'libasan\.so' <<<"$libs" || die "$addon is not linked with libasan"
+grep -q 'libubsan\.so' <<<"$libs" || die "$addon is not linked with libubsan"
 
 # --- 2. compile -------------------------------------------------------------------------------------
 step "compile lib/ and test/"
