@@ -1,5 +1,8 @@
 {
-  'variables': { 'werror%': 0 },  # CI: node-gyp rebuild --werror=1
+  # CI: node-gyp rebuild --werror=1. sanitize=1: the sanitizer build of npm run test:asan (never shipped;
+  # scripts/test-asan.sh builds it in build-asan/, away from build/Release). Not named asan: Node's
+  # common.gypi has an asan variable of its own.
+  'variables': { 'werror%': 0, 'sanitize%': 0 },
   'targets': [{
     'target_name': 'fdpass',
     'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poller.cc', 'native/functions.cc',
@@ -12,6 +15,16 @@
     'cflags_cc': [ '-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden',
                    '-Wall', '-Wextra', '-Wpedantic', '-Wconversion' ],
     'ldflags': [ '-Wl,-z,relro,-z,now', '-Wl,--exclude-libs,ALL' ],
-    'conditions': [ ['werror==1', { 'cflags_cc': [ '-Werror' ] }] ],
+    'conditions': [
+      ['werror==1', { 'cflags_cc': [ '-Werror' ] }],
+      # ASan + UBSan; any UB report aborts (-fno-sanitize-recover). -O1 and frame pointers for stacks.
+      ['sanitize==1', {
+        'sources': [ 'native/sanitizer_build.cc' ],  # UBSan's log path; test:asan's deliberate bugs
+        'defines': [ 'FDPASS_SANITIZER_BUILD' ],
+        'cflags_cc': [ '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined',
+                       '-fno-omit-frame-pointer', '-g', '-O1' ],
+        'ldflags': [ '-fsanitize=address,undefined' ],
+      }],
+    ],
   }]
 }

@@ -153,6 +153,14 @@ export interface NativeBinding {
 }
 
 // node-gyp-build: build/Release first, then a matching prebuilds/<platform>-<arch>/ binary.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-export const binding = require('node-gyp-build')(path.join(__dirname, '..')) as NativeBinding;
+// FDPASS_ADDON=/path/to/fdpass.node loads that binary instead: `npm run test:asan` points it at the
+// sanitizer build in build-asan/ (children spawned by the tests inherit it). Unset or empty: the default.
+const addonOverride = process.env.FDPASS_ADDON;
+export const binding = (
+  addonOverride !== undefined && addonOverride !== ''
+    ? // eslint-disable-next-line @typescript-eslint/no-require-imports
+      require(path.resolve(addonOverride))
+    : // eslint-disable-next-line @typescript-eslint/no-require-imports
+      require('node-gyp-build')(path.join(__dirname, '..'))
+) as NativeBinding;
 export const constants = binding.constants;

@@ -48,6 +48,9 @@ void Addon::CloseDone() {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#ifdef FDPASS_SANITIZER_BUILD
+  InitSanitizerBuild(env, exports);
+#endif
   Addon* addon = new Addon();
   env.SetInstanceData<Addon>(addon);  // deleted by node-addon-api's default finalizer
   napi_add_async_cleanup_hook(env, OnTeardown, addon, nullptr);

@@ -26,6 +26,11 @@ struct Addon {
 // Exports of functions.cc (the synchronous, stateless natives).
 void RegisterFunctions(Napi::Env env, Napi::Object exports);
 
+#ifdef FDPASS_SANITIZER_BUILD
+// sanitizer_build.cc, in the sanitizer build only (binding.gyp sanitize=1).
+void InitSanitizerBuild(Napi::Env env, Napi::Object exports);
+#endif
+
 Napi::Object Init(Napi::Env env, Napi::Object exports);
 
 }  // namespace fdpass
