@@ -242,6 +242,9 @@ describe('interop between processes', () => {
       assert.equal(request.data.toString(), `request ${tok}`);
       assert.equal(request.fds.length, 1);
       closeFd(request.fds[0]!);
+      // Reading is flow-controlled: the EOF (when it came in a read of its own) is read only while
+      // someone asks for the next message; at end-of-file that receive() rejects and 'end' follows.
+      await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
       await ended;
       assert.equal(ch.closed, false, "half-open: 'end' left the channel open for the reply");
       const reply = fs.openSync('/dev/null', 'r');
