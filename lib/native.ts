@@ -110,6 +110,8 @@ export interface NativeBinding {
   inspect(fd: number): NativeFdInfo;
   dup(fd: number): number;
   close(fd: number): void;
+  /** Sets FD_CLOEXEC on fd (fcntl F_SETFD). */
+  setCloexec(fd: number): void;
   /** Closes fds[0, count) in one call; returns the first errno (negative) or 0. */
   closeFds(fds: Int32Array, count: number): number;
   constants: {
