@@ -4,11 +4,10 @@
 // Units go into that namespace's /run/systemd/system; systemctl runs there through nsenter. stop()
 // ends it by SIGKILL of its host pid, which ends every process of the namespace; `--kill-child`
 // does the same should the unshare process be killed first (e.g. by the root hooks' reaper).
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { watchJson, type Fixture } from './children';
-import { spawn } from 'node:child_process';
 
 const BOOT_SCRIPT = `
 set -e
