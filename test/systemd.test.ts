@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  bindDgram, closeFd, closeFds, fdOf, inspect, notify, removeStoredFds, spawnActivated, storeFds, systemd, toServer,
+  bindDgram, closeFd, closeFds, dupFd, fdOf, inspect, notify, removeStoredFds, spawnActivated, storeFds, systemd, toServer,
   type Channel, type Message,
 } from 'fdpass';
 import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
@@ -259,6 +259,26 @@ describe('systemd: the fd store datagrams', () => {
 });
 
 describe('systemd: listenFds in a child', () => {
+  it('adoptListenFds: a function serves several listeners of one name; one instance for two is refused and closes what it took', async () => {
+    const a = await listenTcp();
+    const b = await listenTcp();
+    try {
+      const taken = () => [dupFd(fdOf(a)), dupFd(fdOf(b))].map((fd) => ({ fd, name: 'web', info: inspect(fd) }));
+      const made: net.Server[] = [];
+      const adopted = await systemd.adoptListenFds({ fds: taken(), servers: { web: () => { const s = net.createServer((c) => c.end('made\n')); made.push(s); return s; } } });
+      assert.deepEqual(adopted.map((x) => x.kind), ['server', 'server']);
+      assert.equal(made.length, 2);
+      assert.ok(adopted.every((x) => x.kind === 'server' && made.includes(x.server)));
+      await Promise.all(made.map(closeServer));
+      const fds = taken();
+      await assert.rejects(systemd.adoptListenFds({ fds, servers: { web: net.createServer() } }), { code: 'ERR_INVALID_ARG_VALUE' });
+      for (const f of fds) assert.throws(() => inspect(f.fd), { code: 'EBADF' });
+    } finally {
+      await closeServer(a);
+      await closeServer(b);
+    }
+  });
+
   it('malformed LISTEN_FDS or LISTEN_FDNAMES throw ERR_FDPASS_SYSTEMD_ENV and take nothing', () => {
     const saved = { pid: process.env.LISTEN_PID, fds: process.env.LISTEN_FDS, names: process.env.LISTEN_FDNAMES };
     try {
