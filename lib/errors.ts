@@ -20,7 +20,8 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_HANDOFF_PROTOCOL'
   | 'ERR_FDPASS_HANDOFF_REFUSED'
   | 'ERR_FDPASS_HANDOFF_ROLLBACK'
-  | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME';
+  | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME'
+  | 'ERR_FDPASS_SYSTEMD_ENV';
 
 /** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */
 export class FdpassSystemError extends Error {

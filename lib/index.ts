@@ -14,6 +14,17 @@ export { FdpassError, FdpassSystemError } from './errors';
 export * as handoff from './handoff';
 export { HandoffServer, Inheritance, HANDOFF_PROTOCOL_VERSION } from './handoff';
 export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind, ReadyResult, SkippedListener } from './handoff';
+/**
+ * systemd: socket activation, sd_notify, the fd store and the watchdog, as `systemd.notify(...)` or
+ * by the named exports below (the same functions).
+ */
+export * as systemd from './systemd';
+export {
+  listenFds, adoptListenFds, spawnActivated, notify, storeFds, removeStoredFds, startWatchdog, watchdogInterval, Watchdog,
+} from './systemd';
+export type {
+  ListenFd, ListenFdsOptions, AdoptedFd, AdoptListenFdsOptions, ActivationFd, NotifyState, NotifyOptions, StoreFdsOptions,
+} from './systemd';
 export type { FdpassErrorCode } from './errors';
 export type { SocketKind } from './names';
 export type { WaitOptions } from './wait';

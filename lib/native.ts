@@ -132,6 +132,8 @@ export interface NativeBinding {
   /** listen(2) on a bound stream socket (throws the system error; the fd stays open). */
   listen(fd: number, backlog: number): void;
   close(fd: number): void;
+  /** Sets FD_CLOEXEC on fd (fcntl F_SETFD). */
+  setCloexec(fd: number): void;
   /** Closes fds[0, count) in one call; returns the first errno (negative) or 0. */
   closeFds(fds: Int32Array, count: number): number;
   constants: {

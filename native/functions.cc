@@ -180,6 +180,20 @@ Napi::Value ListenFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setCloexec(fd): sets FD_CLOEXEC on a descriptor this process inherited (sd_listen_fds(3) does the
+// same for LISTEN_FDS), so that children spawned later do not inherit it
+Napi::Value SetCloexecFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ReadFd(info, 0, &fd)) return env.Undefined();
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || ((flags & FD_CLOEXEC) == 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)) {
+    int err = -errno;
+    ThrowSystemError(env, err, "fcntl");
+  }
+  return env.Undefined();
+}
+
 // close(fd): EBADF is an error (a double close is a bug worth seeing); EINTR is not retried
 Napi::Value CloseFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -246,6 +260,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New(env, DupFn, "dup"));
   exports.Set("listen", Napi::Function::New(env, ListenFn, "listen"));
   exports.Set("close", Napi::Function::New(env, CloseFn, "close"));
+  exports.Set("setCloexec", Napi::Function::New(env, SetCloexecFn, "setCloexec"));
   exports.Set("closeFds", Napi::Function::New(env, CloseFdsFn, "closeFds"));
   SetConstants(env, exports);
 }

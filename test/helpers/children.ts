@@ -37,6 +37,14 @@ export function spawnJson(command: string, args: string[], opts: SpawnJsonOption
     ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
     ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
+  return watchJson(proc);
+}
+
+/**
+ * Registers a child spawned elsewhere (stdio 0-2 piped) for reaping, and reads JSON lines from its
+ * stdout as spawnJson does.
+ */
+export function watchJson(proc: ChildProcess): Fixture {
   live.add(proc);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     proc.once('close', (code, signal) => {

@@ -1,0 +1,186 @@
+// A real systemd as PID 1 for tests: booted in fresh pid+mount namespaces (`unshare --pid --fork
+// --mount --mount-proc`, as root) with tmpfs on /tmp, /var/tmp and /run (systemd-tmpfiles would
+// otherwise empty the host's /tmp), an empty target as its default unit, and the host's network.
+// Units go into that namespace's /run/systemd/system; systemctl runs there through nsenter. stop()
+// ends it by SIGKILL of its host pid, which ends every process of the namespace; `--kill-child`
+// does the same should the unshare process be killed first (e.g. by the root hooks' reaper).
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { watchJson, type Fixture } from './children';
+
+const BOOT_SCRIPT = `
+set -e
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+mkdir -p /run/systemd/system
+printf '[Unit]\\nDescription=fdpass test target\\n' > /run/systemd/system/fdpass-test.target
+exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin container=other /lib/systemd/systemd --system --unit=fdpass-test.target
+`;
+
+/** Why namespaces (or systemd) are unavailable here, or undefined when a test systemd can boot. */
+export function unavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root (unshare --pid --mount needs root)';
+  if (!fs.existsSync('/lib/systemd/systemd')) return '/lib/systemd/systemd is missing (apt-get install systemd)';
+  const probe = spawnSync('unshare', ['--pid', '--fork', '--mount', '--mount-proc', 'true'], { stdio: 'pipe', timeout: 10_000 });
+  if (probe.error !== undefined) return `unshare failed: ${probe.error.message}`;
+  if (probe.status !== 0) return `unshare --pid --fork --mount --mount-proc failed: ${probe.stderr.toString().trim()}`;
+  return undefined;
+}
+
+/**
+ * Skips the suite (loudly) on a user's machine without namespaces; with CI=true it never skips: the
+ * missing capability fails the suite instead.
+ */
+export function requireNamespaces(ctx: Mocha.Context): void {
+  const why = unavailable();
+  if (why === undefined) return;
+  if (process.env.CI === 'true') throw new Error(`CI=true and no test systemd can boot: ${why}`);
+  console.warn(`\n  *** SKIPPED: the real-systemd tests need Linux namespaces as root: ${why} ***\n`);
+  ctx.skip();
+}
+
+function run(file: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1;
+      resolve({ code, stdout, stderr: err !== null && code === -1 ? `${stderr}${err.message}` : stderr });
+    });
+  });
+}
+
+function childPid(parent: number): number | undefined {
+  try {
+    const pids = fs.readFileSync(`/proc/${parent}/task/${parent}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return pids.length > 0 ? Number(pids[0]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function comm(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function pidNamespace(pid: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Host pids of every process in the pid namespace `ns`. */
+export function processesIn(ns: string): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    if (pidNamespace(Number(name)) === ns) out.push(Number(name));
+  }
+  return out;
+}
+
+export interface TestSystemd {
+  /** systemd's pid on the host. */
+  pid: number;
+  /** The pid namespace it is PID 1 of (readlink of /proc/<pid>/ns/pid). */
+  namespace: string;
+  /** Runs systemctl in the namespace; rejects (with its output) when it exits non-zero. */
+  systemctl(...args: string[]): Promise<string>;
+  /** Runs systemctl in the namespace and returns its exit code and output, whatever they are. */
+  systemctlStatus(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Writes a unit (or a drop-in, name 'x.service.d/y.conf') into the namespace's /run/systemd/system. */
+  writeUnit(name: string, text: string): void;
+  /** The unit's journal, for failure messages. */
+  journal(unit: string): Promise<string>;
+  /** Host pids of the namespace's processes other than systemd itself (and its own journald). */
+  others(): number[];
+  /** SIGKILL of systemd (ending the namespace), then waits for unshare to exit. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Boots systemd as PID 1 in new namespaces and waits (bounded) until it is running. */
+export async function bootSystemd(timeoutMs = 20_000): Promise<TestSystemd> {
+  const proc = spawn('unshare', ['--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--mount-proc', '/bin/sh', '-c', BOOT_SCRIPT], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const fixture: Fixture = watchJson(proc);
+  const deadline = Date.now() + timeoutMs;
+  let pid: number | undefined;
+  while (Date.now() < deadline) {
+    const c = childPid(proc.pid!);
+    if (c !== undefined && comm(c) === 'systemd') {
+      pid = c;
+      break;
+    }
+    if (proc.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const stop = async (): Promise<void> => {
+    if (pid !== undefined) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    if (proc.exitCode === null && proc.signalCode === null) {
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await fixture.exited;
+      clearTimeout(timer);
+    }
+  };
+  if (pid === undefined) {
+    await stop();
+    throw new Error(`systemd did not start within ${timeoutMs} ms: ${fixture.stderr()}`);
+  }
+  const sdPid = pid;
+  const ns = pidNamespace(sdPid)!;
+  const nsenter = (args: string[], ms?: number) => run('nsenter', ['-t', String(sdPid), '-m', '-p', ...args], ms);
+  const systemctlStatus = (...args: string[]) => nsenter(['systemctl', '--no-pager', ...args]);
+  const systemctl = async (...args: string[]): Promise<string> => {
+    const r = await systemctlStatus(...args);
+    if (r.code !== 0) throw new Error(`systemctl ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`);
+    return r.stdout;
+  };
+  // Bounded wait for the boot to finish ('degraded' is up too). Until systemd has made its private
+  // bus socket, systemctl fails to connect: ask again.
+  let up = '';
+  let last = '';
+  while (Date.now() < deadline) {
+    const state = await nsenter(['systemctl', 'is-system-running', '--wait'], Math.max(1000, deadline - Date.now()));
+    up = state.stdout.trim();
+    last = state.stderr.trim();
+    if (up === 'running' || up === 'degraded') break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (up !== 'running' && up !== 'degraded') {
+    await stop();
+    throw new Error(`test systemd is not running after ${timeoutMs} ms: '${up}' ${last}`);
+  }
+  const root = `/proc/${sdPid}/root/run/systemd/system`;
+  return {
+    pid: sdPid,
+    namespace: ns,
+    systemctl,
+    systemctlStatus,
+    writeUnit(name, text) {
+      const file = path.join(root, name);
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, text);
+    },
+    async journal(unit) {
+      return (await nsenter(['journalctl', '--no-pager', '-o', 'cat', '-u', unit])).stdout;
+    },
+    others() {
+      return processesIn(ns).filter((p) => p !== sdPid && comm(p) !== 'systemd-journal');
+    },
+    stop,
+  };
+}

@@ -1,0 +1,188 @@
+// Against a real systemd booted as PID 1 in fresh namespaces (test/helpers/systemd.ts), with the unit
+// files of examples/systemd/ (test drop-ins only change ExecStart, ports and a report file): socket
+// activation by name, and a listener kept in the fd store across `systemctl restart` under load with
+// no connection refused. Each test boots its own systemd and ends it; nothing of it survives the test.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from './helpers/systemd';
+import { get, load } from './helpers/http';
+
+const ROOT = path.join(__dirname, '..', '..');
+const EXAMPLES = path.join(ROOT, 'examples', 'systemd');
+const APP = path.join(__dirname, 'fixtures', 'systemd-app.js');
+// Reports go through the shared filesystem (the namespace has its own /tmp and /run).
+const REPORTS = path.join(ROOT, '.test-out', 'systemd-reports');
+
+function example(name: string): string {
+  return fs.readFileSync(path.join(EXAMPLES, name), 'utf8');
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+function reportFile(name: string): string {
+  fs.mkdirSync(REPORTS, { recursive: true });
+  const file = path.join(REPORTS, `${name}-${process.pid}-${Date.now()}.jsonl`);
+  fs.writeFileSync(file, '');
+  return file;
+}
+
+function readReport(file: string): Array<Record<string, unknown>> {
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** One line from a plain TCP server ("admin <pid>\n"). */
+function line(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const s = net.connect(port, '127.0.0.1');
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (got += d));
+    s.on('end', () => resolve(got.trim()));
+    s.on('error', reject);
+  });
+}
+
+function drop(execArgs: string, env: Record<string, string>): string {
+  return [
+    '[Service]',
+    'ExecStart=',
+    `ExecStart=${process.execPath} ${APP} ${execArgs}`,
+    ...Object.entries(env).map(([k, v]) => `Environment=${k}=${v}`),
+    '',
+  ].join('\n');
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('under a real systemd (PID 1 in a namespace)', function () {
+  this.timeout(120_000);
+  let sd: TestSystemd | undefined;
+  const files: string[] = [];
+
+  before(function () {
+    requireNamespaces(this);
+  });
+
+  afterEach(async () => {
+    // After a failure too: the namespace and everything in it end here.
+    await sd?.stop();
+    sd = undefined;
+    for (const f of files.splice(0)) fs.rmSync(f, { force: true });
+  });
+
+  /** Stops the units, checks nothing of the service is left, then ends systemd and its namespace. */
+  async function shutDown(units: string[]): Promise<void> {
+    if (units.length > 0) await sd!.systemctl('stop', ...units);
+    assert.deepEqual(sd!.others(), [], 'processes left in the namespace after systemctl stop');
+    const ns = sd!.namespace;
+    await sd!.stop();
+    assert.deepEqual(processesIn(ns), [], 'processes left after systemd was killed');
+    sd = undefined;
+  }
+
+  it('socket units "web" and "admin": the first connection starts the service, which serves both by name', async () => {
+    sd = await bootSystemd();
+    const [webPort, adminPort] = [await freePort(), await freePort()];
+    const report = reportFile('activation');
+    files.push(report);
+    for (const unit of ['fdpass-app-web.socket', 'fdpass-app-admin.socket', 'fdpass-app.service']) sd.writeUnit(unit, example(unit));
+    // Test ports instead of 8080/8081 (the machine is shared): an empty ListenStream= resets the list.
+    sd.writeUnit('fdpass-app-web.socket.d/test.conf', `[Socket]\nListenStream=\nListenStream=127.0.0.1:${webPort}\n`);
+    sd.writeUnit('fdpass-app-admin.socket.d/test.conf', `[Socket]\nListenStream=\nListenStream=127.0.0.1:${adminPort}\n`);
+    sd.writeUnit('fdpass-app.service.d/test.conf', drop('unit activation', { FDPASS_TEST_REPORT: report }));
+    await sd.systemctl('daemon-reload');
+    await sd.systemctl('start', 'fdpass-app-web.socket', 'fdpass-app-admin.socket');
+    const before = await sd.systemctlStatus('is-active', 'fdpass-app.service');
+    assert.equal(before.stdout.trim(), 'inactive', 'the service must not run before a connection');
+
+    const web = await get(webPort); // this connection starts the service
+    const [name, pid] = web.split(' ');
+    assert.equal(name, 'web');
+    assert.equal(await line(adminPort), `admin ${pid}`);
+    assert.equal(await get(webPort), `web ${pid}`);
+    assert.equal((await sd.systemctl('show', '-p', 'MainPID', '--value', 'fdpass-app.service')).trim(), pid, 'served by the main process');
+    const start = await waitFor('start report', () => readReport(report).find((r) => r.event === 'start'));
+    assert.deepEqual([...(start.names as string[])].sort(), ['admin', 'web']);
+    assert.deepEqual(start.kinds, ['socket', 'socket']);
+    assert.equal(start.env, null, 'LISTEN_FDS must be gone from the environment');
+
+    await sd.systemctl('stop', 'fdpass-app.service');
+    const exit = await waitFor('exit report', () => readReport(report).find((r) => r.event === 'exit'));
+    assert.equal(exit.fds, exit.base, `service fds not back to baseline: ${JSON.stringify(exit.targets)}`);
+    await shutDown(['fdpass-app-web.socket', 'fdpass-app-admin.socket']);
+  });
+
+  it('Type=notify with the fd store: 5 restarts under load refuse no connection; each start gets "web" back', async () => {
+    sd = await bootSystemd();
+    const port = await freePort();
+    const report = reportFile('store');
+    files.push(report);
+    const unit = 'fdpass-store.service';
+    const text = example(unit);
+    for (const line of ['Type=notify', 'NotifyAccess=all', 'FileDescriptorStoreMax=']) assert.ok(text.includes(line), `${unit} lacks ${line}`);
+    sd.writeUnit(unit, text);
+    sd.writeUnit(`${unit}.d/test.conf`, drop('unit store', { FDPASS_TEST_REPORT: report, PORT: String(port) }));
+    // Six starts in a few seconds would trip systemd's default start limit (5 per 10 s).
+    sd.writeUnit(`${unit}.d/start-limit.conf`, '[Unit]\nStartLimitIntervalSec=0\n');
+    await sd.systemctl('daemon-reload');
+    await sd.systemctl('start', unit); // Type=notify: returns once the service sent READY=1
+    const first = readReport(report).find((r) => r.event === 'start')!;
+    assert.equal(first.from, 'bound');
+    assert.equal(await get(port), `web ${first.pid}`);
+
+    // Clients making a new connection per request, bounded in time, on 127.0.0.1 only.
+    const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+    const restarts = 5;
+    let result: Awaited<ReturnType<typeof traffic.stop>>;
+    try {
+      for (let i = 0; i < restarts; i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        await sd.systemctl('restart', unit); // returns once the new process sent READY=1
+      }
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      result = await traffic.stop();
+    }
+    const starts = readReport(report).filter((r) => r.event === 'start');
+    const exits = readReport(report).filter((r) => r.event === 'exit');
+    assert.equal(starts.length, restarts + 1, JSON.stringify(starts));
+    assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
+    assert.ok(result.ok > 50, `only ${result.ok} requests were served`);
+    for (const s of starts.slice(1)) {
+      assert.equal(s.from, 'listenFds', 'a restarted process must get the listener from the fd store');
+      assert.deepEqual(s.names, ['web']);
+      assert.deepEqual(s.kinds, ['socket']);
+      assert.equal(s.ino, first.ino, 'the very same socket came back');
+    }
+    // Served by every generation but the last one or two (a generation can be short under load).
+    const servedBy = new Set([...result.bodies.keys()].map((b) => Number(b.split(' ')[1])));
+    assert.ok(servedBy.size >= 3, `served by ${[...servedBy].join(', ')} only`);
+    const last = starts[starts.length - 1]!;
+    assert.equal((await sd.systemctl('show', '-p', 'MainPID', '--value', unit)).trim(), String(last.pid));
+    assert.equal(exits.length, restarts);
+    for (const e of exits) assert.equal(e.fds, e.base, `service fds not back to baseline: ${JSON.stringify(e.targets)}`);
+
+    await sd.systemctl('stop', unit);
+    const lastExit = await waitFor('exit report', () => readReport(report).filter((r) => r.event === 'exit')[restarts]);
+    assert.equal(lastExit.fds, lastExit.base);
+    // Stopped for good: the store is flushed and the port is free again.
+    await assert.rejects(get(port), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
+    await shutDown([]);
+  });
+});

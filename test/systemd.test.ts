@@ -1,0 +1,533 @@
+// systemd's protocols without systemd: exact notify datagrams read by an fdpass datagram endpoint
+// that the test binds as NOTIFY_SOCKET (path and abstract), the fd store's FDSTORE=1 datagrams with
+// working descriptors, LISTEN_FDS taken by fdpass children (spawnActivated, systemd-socket-activate,
+// a wrong LISTEN_PID), the watchdog, and libsystemd's own clients (python3-systemd) as peers both ways.
+import * as assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as dgram from 'node:dgram';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import {
+  bindDgram, closeFd, closeFds, dupFd, fdOf, inspect, notify, removeStoredFds, spawnActivated, storeFds, systemd, toServer,
+  type Channel, type Message,
+} from 'fdpass';
+import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
+import { tmpPath } from './helpers/tmp';
+import { get } from './helpers/http';
+
+const APP = path.join(fixturesDir, 'systemd-app.js');
+// Only .ts files are compiled into .test-out: the Python fixture runs from its source path.
+const PEER = path.join(__dirname, '..', '..', 'test', 'fixtures', 'systemd_peer.py');
+const PYTHON = '/usr/bin/python3';
+
+/** A NOTIFY_SOCKET bound by fdpass (a path in the test's directory, or an abstract name). */
+async function notifySocket(kind: 'path' | 'abstract'): Promise<{ address: string; channel: Channel }> {
+  const address = kind === 'path' ? tmpPath('notify') : `@fdpass-test-notify-${randomBytes(6).toString('hex')}`;
+  return { address, channel: await bindDgram(address) };
+}
+
+function text(m: Message): string {
+  return m.data.toString('utf8');
+}
+
+/** Runs fn with NOTIFY_SOCKET set to `value` (or unset), restoring it afterwards. */
+async function withNotifySocket<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.NOTIFY_SOCKET;
+  if (value === undefined) delete process.env.NOTIFY_SOCKET;
+  else process.env.NOTIFY_SOCKET = value;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.NOTIFY_SOCKET;
+    else process.env.NOTIFY_SOCKET = saved;
+  }
+}
+
+async function listenTcp(): Promise<net.Server> {
+  const server = net.createServer((s) => s.end('original\n'));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+async function bindUdp(): Promise<dgram.Socket> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return socket;
+}
+
+function portOf(s: net.Server | dgram.Socket): number {
+  return (s.address() as net.AddressInfo).port;
+}
+
+/** One line from a TCP server that writes one line and closes. */
+function line(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const s = net.connect(port, '127.0.0.1');
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (got += d));
+    s.on('end', () => resolve(got.trim()));
+    s.on('error', reject);
+  });
+}
+
+/** Sends one UDP datagram to 127.0.0.1:port and resolves with the answer. */
+async function udpAsk(port: number, what: string): Promise<string> {
+  const s = dgram.createSocket('udp4');
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      s.once('message', (m) => resolve(m.toString()));
+      s.once('error', reject);
+      s.send(what, port, '127.0.0.1');
+    });
+  } finally {
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}
+
+/** A FIFO opened both ways: [read end (non-blocking), write end]. */
+function fifo(): [number, number] {
+  const p = tmpPath('fifo');
+  execFileSync('mkfifo', [p]);
+  const r = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const w = fs.openSync(p, fs.constants.O_WRONLY);
+  return [r, w];
+}
+
+async function exitedCleanly(child: Fixture): Promise<void> {
+  const { code, signal } = await child.exited;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
+}
+
+interface Took {
+  pid: number;
+  before: Record<string, string | undefined>;
+  after: Record<string, string | undefined>;
+  fds: Array<{ fd: number; name: string; kind: string; cloexec: boolean; socket?: { type: string; listening: boolean } }>;
+  again: number;
+  adopted: Array<{ name: string; kind: string; fd: number; ctor: string }>;
+}
+
+async function stopApp(app: Fixture): Promise<void> {
+  app.send({ cmd: 'stop' });
+  const stopped = await app.expect<{ fds: number; base: number; targets: unknown }>('stopped');
+  assert.equal(stopped.fds, stopped.base, `child fds not back to baseline: ${JSON.stringify(stopped.targets)}`);
+  await exitedCleanly(app);
+}
+
+describe('systemd: notify', () => {
+  for (const kind of ['path', 'abstract'] as const) {
+    it(`sends exact datagrams to a ${kind} NOTIFY_SOCKET: READY=1, MAINPID=, STATUS=, several fields at once`, async () => {
+      const { address, channel } = await notifySocket(kind);
+      try {
+        await withNotifySocket(address, async () => {
+          assert.equal(await notify({ ready: true }), true);
+          assert.equal(text(await channel.receive()), 'READY=1');
+          assert.equal(await notify({ mainPid: 4242 }), true);
+          assert.equal(text(await channel.receive()), 'MAINPID=4242');
+          await notify({ status: 'serving on :8080 (2 listeners)' });
+          assert.equal(text(await channel.receive()), 'STATUS=serving on :8080 (2 listeners)');
+          await notify({ mainPid: 77, ready: true, status: 'up', stopping: true, errno: 5, extendTimeoutUsec: 3_000_000, watchdog: true, watchdogUsec: 9, fields: { CUSTOM_1: 'x', N: 2 } });
+          assert.equal(text(await channel.receive()), 'MAINPID=77\nREADY=1\nSTOPPING=1\nSTATUS=up\nERRNO=5\nEXTEND_TIMEOUT_USEC=3000000\nWATCHDOG=1\nWATCHDOG_USEC=9\nCUSTOM_1=x\nN=2');
+          await notify({ watchdog: 'trigger' });
+          assert.equal(text(await channel.receive()), 'WATCHDOG=trigger');
+          // The socket can also be given directly.
+          await withNotifySocket(undefined, () => notify({ ready: true }, { socket: address }));
+          assert.equal(text(await channel.receive()), 'READY=1');
+        });
+      } finally {
+        await channel.close();
+      }
+    });
+  }
+
+  it('RELOADING=1 carries MONOTONIC_USEC= of CLOCK_MONOTONIC (systemd 253+ Type=notify-reload)', async () => {
+    const { address, channel } = await notifySocket('path');
+    try {
+      const before = process.hrtime.bigint() / 1000n;
+      await notify({ reloading: true }, { socket: address });
+      const after = process.hrtime.bigint() / 1000n;
+      const m = /^RELOADING=1\nMONOTONIC_USEC=([0-9]+)$/.exec(text(await channel.receive()));
+      assert.ok(m, 'RELOADING=1 then MONOTONIC_USEC=');
+      const usec = BigInt(m[1]!);
+      assert.ok(usec >= before && usec <= after, `${usec} not within [${before}, ${after}]`);
+      // The same clock as /proc/uptime's source? CLOCK_MONOTONIC excludes suspend; check it is of the right magnitude.
+      const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+      assert.ok(Number(usec) / 1e6 <= uptime + 1, 'MONOTONIC_USEC is CLOCK_MONOTONIC (not wall-clock time)');
+    } finally {
+      await channel.close();
+    }
+  });
+
+  it('refuses a newline in a value, a bad field name and an empty state, and sends nothing for them', async () => {
+    const { address, channel } = await notifySocket('path');
+    try {
+      const opts = { socket: address };
+      await assert.rejects(notify({ status: 'two\nlines' }, opts), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+      await assert.rejects(notify({ fields: { X: 'a\nREADY=1' } }, opts), { code: 'ERR_INVALID_ARG_VALUE' });
+      await assert.rejects(notify({ fields: { 'bad=name': 'v' } }, opts), { code: 'ERR_INVALID_ARG_VALUE' });
+      await assert.rejects(notify({ mainPid: 0 }, opts), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+      await assert.rejects(notify({ ready: 'yes' as unknown as boolean }, opts), { code: 'ERR_INVALID_ARG_TYPE' });
+      await assert.rejects(notify({}, opts), { code: 'ERR_INVALID_ARG_TYPE' });
+      await assert.rejects(storeFds('has:colon', [0], opts), { code: 'ERR_INVALID_ARG_VALUE' });
+      await assert.rejects(storeFds('web', [], opts), { code: 'ERR_INVALID_ARG_TYPE' });
+      // Nothing of the refused calls went out: the next datagram is this one.
+      await notify({ status: 'after' }, opts);
+      assert.equal(text(await channel.receive()), 'STATUS=after');
+    } finally {
+      await channel.close();
+    }
+  });
+
+  it('without NOTIFY_SOCKET resolves false, and NODE_DEBUG=fdpass says why', async () => {
+    assert.equal(await withNotifySocket(undefined, () => notify({ ready: true })), false);
+    assert.equal(await withNotifySocket(undefined, () => storeFds('web', [0])), false);
+    assert.equal(await withNotifySocket('', () => removeStoredFds('web')), false);
+    const env: NodeJS.ProcessEnv = { ...process.env, NODE_DEBUG: 'fdpass' };
+    delete env.NOTIFY_SOCKET;
+    const r = spawnSync(process.execPath, ['-e', "require('fdpass').notify({ ready: true }).then((v) => console.log(v))"], {
+      env, encoding: 'utf8', cwd: path.join(__dirname, '..', '..'),
+    });
+    assert.equal(r.stdout.trim(), 'false', r.stderr);
+    assert.match(r.stderr, /FDPASS \d+: notify: NOTIFY_SOCKET is not set/);
+  });
+
+  it('a NOTIFY_SOCKET nobody listens on rejects with the system error', async () => {
+    await assert.rejects(notify({ ready: true }, { socket: tmpPath('nobody') }), { code: 'ENOENT', syscall: 'connect' });
+  });
+});
+
+describe('systemd: the fd store datagrams', () => {
+  it("storeFds sends FDSTORE=1\\nFDNAME=web with working descriptors; removeStoredFds FDSTOREREMOVE=1", async () => {
+    const { address, channel } = await notifySocket('abstract');
+    const server = await listenTcp();
+    try {
+      await withNotifySocket(address, async () => {
+        assert.equal(await storeFds('web', [server]), true);
+        const m = await channel.receive();
+        assert.equal(text(m), 'FDSTORE=1\nFDNAME=web');
+        assert.equal(m.fds.length, 1);
+        // What arrived is the listener itself: close ours, and the received copy serves the port.
+        const port = portOf(server);
+        await closeServer(server);
+        const adopted = await toServer(m.fds[0]!);
+        adopted.on('connection', (s) => s.end('stored\n'));
+        assert.equal(await line(port), 'stored');
+        await closeServer(adopted);
+
+        await storeFds('web', [0], { poll: false });
+        const m2 = await channel.receive();
+        assert.equal(text(m2), 'FDSTORE=1\nFDNAME=web\nFDPOLL=0');
+        closeFds(m2.fds);
+
+        assert.equal(await removeStoredFds('web'), true);
+        const r = await channel.receive();
+        assert.equal(text(r), 'FDSTOREREMOVE=1\nFDNAME=web');
+        assert.deepEqual(r.fds, []);
+      });
+    } finally {
+      if (server.listening) await closeServer(server);
+      await channel.close();
+    }
+  });
+
+  it('more than 253 descriptors under one name go in several datagrams (SCM_MAX_FD)', async () => {
+    const { address, channel } = await notifySocket('path');
+    const [r, w] = fifo();
+    try {
+      const many = Array.from({ length: 300 }, () => r);
+      assert.equal(await storeFds('many', many, { socket: address }), true);
+      const a = await channel.receive();
+      const b = await channel.receive();
+      assert.deepEqual([text(a), text(b)], ['FDSTORE=1\nFDNAME=many', 'FDSTORE=1\nFDNAME=many']);
+      assert.deepEqual([a.fds.length, b.fds.length], [253, 47]);
+      for (const fd of [...a.fds, ...b.fds]) assert.equal(inspect(fd).kind, 'pipe');
+      closeFds(a.fds);
+      closeFds(b.fds);
+    } finally {
+      closeFd(r);
+      closeFd(w);
+      await channel.close();
+    }
+  });
+});
+
+describe('systemd: listenFds in a child', () => {
+  it('adoptListenFds: a function serves several listeners of one name; one instance for two is refused and closes what it took', async () => {
+    const a = await listenTcp();
+    const b = await listenTcp();
+    try {
+      const taken = () => [dupFd(fdOf(a)), dupFd(fdOf(b))].map((fd) => ({ fd, name: 'web', info: inspect(fd) }));
+      const made: net.Server[] = [];
+      const adopted = await systemd.adoptListenFds({ fds: taken(), servers: { web: () => { const s = net.createServer((c) => c.end('made\n')); made.push(s); return s; } } });
+      assert.deepEqual(adopted.map((x) => x.kind), ['server', 'server']);
+      assert.equal(made.length, 2);
+      assert.ok(adopted.every((x) => x.kind === 'server' && made.includes(x.server)));
+      await Promise.all(made.map(closeServer));
+      const fds = taken();
+      await assert.rejects(systemd.adoptListenFds({ fds, servers: { web: net.createServer() } }), { code: 'ERR_INVALID_ARG_VALUE' });
+      for (const f of fds) assert.throws(() => inspect(f.fd), { code: 'EBADF' });
+    } finally {
+      await closeServer(a);
+      await closeServer(b);
+    }
+  });
+
+  it('malformed LISTEN_FDS or LISTEN_FDNAMES throw ERR_FDPASS_SYSTEMD_ENV and take nothing', () => {
+    const saved = { pid: process.env.LISTEN_PID, fds: process.env.LISTEN_FDS, names: process.env.LISTEN_FDNAMES };
+    try {
+      process.env.LISTEN_PID = String(process.pid);
+      process.env.LISTEN_FDS = 'two';
+      delete process.env.LISTEN_FDNAMES;
+      assert.throws(() => systemd.listenFds(), { name: 'FdpassError', code: 'ERR_FDPASS_SYSTEMD_ENV' });
+      process.env.LISTEN_FDS = '2';
+      process.env.LISTEN_FDNAMES = 'only-one';
+      assert.throws(() => systemd.listenFds(), { code: 'ERR_FDPASS_SYSTEMD_ENV', message: /1 name\(s\) for 2/ });
+      process.env.LISTEN_PID = 'me';
+      assert.throws(() => systemd.listenFds(), { code: 'ERR_FDPASS_SYSTEMD_ENV' });
+      // Not this process: nothing taken, nothing thrown, the variables stay.
+      process.env.LISTEN_PID = String(process.ppid);
+      assert.deepEqual(systemd.listenFds(), []);
+      assert.equal(process.env.LISTEN_FDS, '2');
+      assert.throws(() => systemd.listenFds({ unsetEnvironment: 'no' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' });
+    } finally {
+      for (const [k, v] of [['LISTEN_PID', saved.pid], ['LISTEN_FDS', saved.fds], ['LISTEN_FDNAMES', saved.names]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+
+  it('spawnActivated: a TCP listener, a UDP socket, a FIFO and a connected socket arrive by name; only the sockets that can be are wrapped', async () => {
+    const web = await listenTcp();
+    const udp = await bindUdp();
+    const [r, w] = fifo();
+    const peer = await listenTcp();
+    const conn = net.connect(portOf(peer), '127.0.0.1');
+    await new Promise((resolve) => conn.once('connect', resolve));
+    try {
+      const app = watchJson(spawnActivated(process.execPath, [APP, 'listen'], [
+        { fd: web, name: 'web' }, { fd: udp, name: 'udp' }, { fd: r, name: 'fifo' }, { fd: fdOf(conn), name: 'conn' },
+      ], { stdio: 'pipe' }));
+      const took = await app.expect<Took>('took');
+      assert.equal(took.pid, app.pid, 'exec keeps the pid: LISTEN_PID is the child');
+      assert.deepEqual(took.before, { LISTEN_PID: String(app.pid), LISTEN_FDS: '4', LISTEN_FDNAMES: 'web:udp:fifo:conn' });
+      assert.deepEqual(took.after, {}, 'unset by default'); // (JSON drops undefined values)
+      assert.deepEqual(took.fds.map((f) => [f.fd, f.name, f.kind, f.cloexec]), [
+        [3, 'web', 'socket', true], [4, 'udp', 'socket', true], [5, 'fifo', 'pipe', true], [6, 'conn', 'socket', true],
+      ]);
+      assert.equal(took.again, 0, 'a second call hands out nothing');
+      assert.deepEqual(took.adopted.map((a) => [a.name, a.kind, a.ctor]), [
+        ['web', 'server', 'Server'], ['udp', 'dgram', 'Socket'], ['fifo', 'fd', 'number'], ['conn', 'fd', 'number'],
+      ]);
+      // Ours are closed: only the child's copies serve now.
+      const [webPort, udpPort] = [portOf(web), portOf(udp)];
+      await closeServer(web);
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      assert.equal(await get(webPort), `web ${app.pid}`);
+      assert.equal(await udpAsk(udpPort, 'hi'), `udp ${app.pid}`);
+      await stopApp(app);
+    } finally {
+      if (web.listening) await closeServer(web);
+      conn.destroy();
+      await closeServer(peer);
+      closeFd(r);
+      closeFd(w);
+    }
+  });
+
+  it('with unsetEnvironment: false the variables stay, and a second call still hands out nothing', async () => {
+    const web = await listenTcp();
+    try {
+      const app = watchJson(spawnActivated(process.execPath, [APP, 'listen', 'keep'], [{ fd: web }], { stdio: 'pipe' }));
+      const took = await app.expect<Took>('took');
+      assert.deepEqual(took.after, took.before);
+      assert.deepEqual(took.fds.map((f) => f.name), ['unknown']);
+      assert.equal(took.again, 0);
+      await stopApp(app);
+    } finally {
+      await closeServer(web);
+    }
+  });
+
+  it('a wrong LISTEN_PID takes nothing and leaves the variables and descriptors alone', async () => {
+    const web = await listenTcp();
+    try {
+      const env = { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' };
+      const app = runFixture('systemd-app', ['listen'], { env, stdio: ['pipe', 'pipe', 'pipe', fdOf(web)] });
+      const took = await app.expect<Took>('took');
+      assert.deepEqual(took.fds, []);
+      assert.deepEqual(took.after, { LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' });
+      app.send({ cmd: 'stop' });
+      const stopped = await app.expect<{ fds: number; base: number; targets: Record<string, string> }>('stopped');
+      // fd 3 is still there, untouched (not taken, so not closed either).
+      assert.match(stopped.targets['3'] ?? '', /^socket:/);
+      await exitedCleanly(app);
+    } finally {
+      await closeServer(web);
+    }
+  });
+
+  it('systemd-socket-activate -l … --fdname=web:admin starts an fdpass child on the first connection, which serves both by name', async () => {
+    const ports = [await freePort(), await freePort()];
+    const app = spawnJson('systemd-socket-activate', [
+      '-l', `127.0.0.1:${ports[0]}`, '-l', `127.0.0.1:${ports[1]}`, '--fdname=web:admin', process.execPath, APP, 'listen',
+    ]);
+    // It binds, then waits for a connection before it runs the child (in its own process: same pid).
+    const body = await retry(() => get(ports[0]!), 5000);
+    assert.equal(body, `web ${app.pid}`);
+    const took = await app.expect<Took>('took');
+    assert.deepEqual(took.fds.map((f) => [f.name, f.kind, f.socket?.listening]), [['web', 'socket', true], ['admin', 'socket', true]]);
+    assert.deepEqual(took.adopted.map((a) => [a.name, a.kind]), [['web', 'server'], ['admin', 'server']]);
+    assert.equal(await line(ports[1]!), `admin ${app.pid}`);
+    await stopApp(app);
+  });
+});
+
+async function freePort(): Promise<number> {
+  const s = await listenTcp();
+  const port = portOf(s);
+  await closeServer(s);
+  return port;
+}
+
+/** Retries fn until it resolves (ECONNREFUSED while the other side is still binding), bounded. */
+async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+describe('systemd: the watchdog', () => {
+  it('pings WATCHDOG=1 at half of WATCHDOG_USEC, stops cleanly, and its timer keeps no process alive', async () => {
+    const { address, channel } = await notifySocket('path');
+    const pings: number[] = [];
+    channel.on('message', (m: Message) => {
+      assert.equal(text(m), 'WATCHDOG=1');
+      pings.push(Date.now());
+    });
+    try {
+      const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: address, WATCHDOG_USEC: '200000' };
+      delete env.WATCHDOG_PID;
+      const app = runFixture('systemd-app', ['watchdog'], { env });
+      const started = await app.expect<{ intervalUsec: number; running: boolean }>('watchdog');
+      assert.deepEqual(started, { event: 'watchdog', intervalUsec: 200000, running: true });
+      const t0 = Date.now();
+      while (pings.length < 4) await new Promise((r) => setTimeout(r, 20));
+      const window = Date.now() - t0;
+      // Every 100 ms: timers never fire early, so at most one ping per 100 ms (plus the first at once).
+      assert.ok(pings.length <= Math.floor(window / 100) + 2, `${pings.length} pings in ${window} ms`);
+      app.send({ cmd: 'stop' });
+      assert.deepEqual(await app.expect('stopped'), { event: 'stopped', running: false });
+      await exitedCleanly(app); // it ended by itself: the unref'd timer did not hold it
+      const count = pings.length;
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal(pings.length, count, 'no ping after stop()');
+    } finally {
+      await channel.close();
+    }
+  });
+
+  it('WATCHDOG_PID of another process: not for us, nothing is sent', async () => {
+    const saved = { usec: process.env.WATCHDOG_USEC, pid: process.env.WATCHDOG_PID };
+    process.env.WATCHDOG_USEC = '100000';
+    process.env.WATCHDOG_PID = String(process.ppid);
+    try {
+      assert.equal(systemd.watchdogInterval(), null);
+      assert.equal(systemd.startWatchdog({ socket: tmpPath('none') }), null);
+      process.env.WATCHDOG_PID = String(process.pid);
+      assert.equal(systemd.watchdogInterval(), 100000);
+      process.env.WATCHDOG_USEC = 'soon';
+      assert.throws(() => systemd.watchdogInterval(), { code: 'ERR_FDPASS_SYSTEMD_ENV' });
+    } finally {
+      for (const [k, v] of [['WATCHDOG_USEC', saved.usec], ['WATCHDOG_PID', saved.pid]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+});
+
+describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
+  before(function () {
+    const probe = spawnSync(PYTHON, ['-c', 'import systemd.daemon'], { stdio: 'pipe' });
+    if (probe.status === 0) return;
+    const why = `${PYTHON} cannot import systemd.daemon (python3-systemd): run scripts/install-test-deps.sh as root`;
+    if (process.env.CI === 'true') throw new Error(`CI=true: ${why}`);
+    console.warn(`\n  *** SKIPPED: ${why} ***\n`);
+    this.skip();
+  });
+
+  it("sd_listen_fds in Python finds what spawnActivated passed, by name, and serves on it", async () => {
+    const web = await listenTcp();
+    const udp = await bindUdp();
+    try {
+      const py = watchJson(spawnActivated(PYTHON, [PEER, 'listen'], [{ fd: web, name: 'web' }, { fd: udp, name: 'udp' }], { stdio: 'pipe' }));
+      const fds = await py.expect<{ pid: number; fds: number[]; names: Record<string, string>; env: Record<string, string>; after: unknown }>('fds');
+      assert.deepEqual(fds.fds, [3, 4]);
+      assert.deepEqual(fds.names, { 3: 'web', 4: 'udp' });
+      assert.deepEqual(fds.env, { LISTEN_PID: String(py.pid), LISTEN_FDS: '2', LISTEN_FDNAMES: 'web:udp' });
+      const [webPort, udpPort] = [portOf(web), portOf(udp)];
+      await closeServer(web);
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      assert.equal(await line(webPort), 'py web');
+      assert.equal(await udpAsk(udpPort, 'hi'), 'py udp');
+      await py.expect('done');
+      await exitedCleanly(py);
+    } finally {
+      if (web.listening) await closeServer(web);
+    }
+  });
+
+  it('sd_listen_fds in Python takes nothing when LISTEN_PID is not its own', async () => {
+    const web = await listenTcp();
+    try {
+      const env = { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' };
+      const py = spawnJson(PYTHON, [PEER, 'listen'], { env, stdio: ['pipe', 'pipe', 'pipe', fdOf(web)] });
+      const fds = await py.expect<{ fds: number[] }>('fds');
+      assert.deepEqual(fds.fds, []);
+      await py.expect('done');
+      await exitedCleanly(py);
+    } finally {
+      await closeServer(web);
+    }
+  });
+
+  for (const kind of ['path', 'abstract'] as const) {
+    it(`sd_notify from Python reaches the fdpass endpoint (${kind}): READY=1, STATUS=, FDSTORE=1 with a working fd`, async () => {
+      const { address, channel } = await notifySocket(kind);
+      try {
+        const token = randomBytes(6).toString('hex');
+        const py = spawnJson(PYTHON, [PEER, 'notify', token], { env: { ...process.env, NOTIFY_SOCKET: address } });
+        const sent = await py.expect<{ ready: boolean; stored: boolean }>('sent');
+        assert.deepEqual([sent.ready, sent.stored], [true, true]);
+        await exitedCleanly(py);
+        const ready = await channel.receive();
+        assert.equal(text(ready), `READY=1\nSTATUS=${token}`);
+        assert.deepEqual(ready.fds, []);
+        const stored = await channel.receive();
+        assert.equal(text(stored), 'FDSTORE=1\nFDNAME=py');
+        assert.equal(stored.fds.length, 1);
+        assert.equal(inspect(stored.fds[0]!).kind, 'pipe');
+        const buf = Buffer.alloc(64);
+        const n = fs.readSync(stored.fds[0]!, buf);
+        assert.equal(buf.subarray(0, n).toString(), token);
+        closeFds(stored.fds);
+      } finally {
+        await channel.close();
+      }
+    });
+  }
+});
