@@ -9,13 +9,30 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { watchJson, type Fixture } from './children';
 
+// Units of sysinit.target and timers that touch the host; masked in the test systemd (see below).
+const MASKED_UNITS = [
+  'systemd-sysctl.service', 'systemd-binfmt.service', 'proc-sys-fs-binfmt_misc.automount', 'proc-sys-fs-binfmt_misc.mount',
+  'systemd-modules-load.service', 'systemd-sysusers.service', 'systemd-firstboot.service', 'systemd-machine-id-commit.service',
+  'systemd-random-seed.service', 'systemd-repart.service', 'systemd-pcrphase-sysinit.service', 'systemd-pcrphase.service',
+  'systemd-update-utmp.service', 'systemd-journal-flush.service', 'systemd-tmpfiles-setup.service',
+  'systemd-tmpfiles-setup-dev.service', 'systemd-tmpfiles-clean.timer', 'kmod-static-nodes.service', 'ldconfig.service',
+  'systemd-hwdb-update.service', 'systemd-timesyncd.service', 'systemd-udevd.service', 'systemd-udev-trigger.service',
+  'systemd-boot-update.service', 'e2scrub_all.timer', 'apt-daily.timer', 'apt-daily-upgrade.timer', 'fstrim.timer',
+  'man-db.timer', 'logrotate.timer', 'dpkg-db-backup.timer',
+].join(' ');
+
 const BOOT_SCRIPT = `
 set -e
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+[ -d /var/log/journal ] && mount -t tmpfs -o mode=2755 tmpfs /var/log/journal
 mkdir -p /run/systemd/system
+# The network (and so net.* sysctls), the host's /etc, /var and /proc/sys are shared with this
+# namespace: mask every early-boot unit that would write to them (systemd-sysctl set the host's
+# net.unix.max_dgram_qlen from 10 to 512; sysusers, binfmt, random-seed, ldconfig, journal-flush...).
+for unit in ${MASKED_UNITS}; do ln -sf /dev/null "/run/systemd/system/$unit"; done
 printf '[Unit]\\nDescription=fdpass test target\\n' > /run/systemd/system/fdpass-test.target
 exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin container=other /lib/systemd/systemd --system --unit=fdpass-test.target
 `;
@@ -105,8 +122,22 @@ export interface TestSystemd {
   stop(): Promise<void>;
 }
 
+// systemd as PID 1 raises these at start whatever is masked (core/main.c: bump_unix_max_dgram_qlen,
+// bump_file_max_and_nr_open); they are not namespaced, so stop() puts the host's values back.
+const HOST_SYSCTLS = ['/proc/sys/net/unix/max_dgram_qlen', '/proc/sys/fs/file-max', '/proc/sys/fs/nr_open'];
+
+function saveSysctls(): () => void {
+  const saved = HOST_SYSCTLS.map((file) => [file, fs.readFileSync(file, 'utf8')] as const);
+  return () => {
+    for (const [file, value] of saved) {
+      if (fs.readFileSync(file, 'utf8') !== value) fs.writeFileSync(file, value);
+    }
+  };
+}
+
 /** Boots systemd as PID 1 in new namespaces and waits (bounded) until it is running. */
 export async function bootSystemd(timeoutMs = 20_000): Promise<TestSystemd> {
+  const restoreSysctls = saveSysctls();
   const proc = spawn('unshare', ['--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--mount-proc', '/bin/sh', '-c', BOOT_SCRIPT], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -135,6 +166,7 @@ export async function bootSystemd(timeoutMs = 20_000): Promise<TestSystemd> {
       await fixture.exited;
       clearTimeout(timer);
     }
+    restoreSysctls();
   };
   if (pid === undefined) {
     await stop();
