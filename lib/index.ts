@@ -12,8 +12,8 @@ export type { ReusePortListenOptions, ReusePortBindOptions } from './reuseport';
 export { FdpassError, FdpassSystemError } from './errors';
 /** Hot restart: `handoff.serve(path, listeners)` in the old process, `handoff.take(path)` in the new. */
 export * as handoff from './handoff';
-export { HandoffServer, Inheritance, HANDOFF_PROTOCOL_VERSION } from './handoff';
-export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind, ReadyResult, SkippedListener } from './handoff';
+export { HandoffServer, Inheritance, Upgrader, HANDOFF_PROTOCOL_VERSION } from './handoff';
+export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind, ReadyResult, SkippedListener, UpgraderOptions, UpgradeResult } from './handoff';
 /**
  * systemd: socket activation, sd_notify, the fd store and the watchdog, as `systemd.notify(...)` or
  * by the named exports below (the same functions).

@@ -185,4 +185,66 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     await assert.rejects(get(port), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
     await shutDown([]);
   });
+
+  it('ExecReload=kill -HUP $MAINPID: 5 self-upgrades under load, 0 failed requests, MainPID follows; a failing successor changes nothing', async () => {
+    sd = await bootSystemd();
+    const port = await freePort();
+    const report = reportFile('reload');
+    const failFlag = reportFile('reload-fail-flag');
+    fs.rmSync(failFlag);
+    files.push(report, failFlag);
+    const unit = 'fdpass-reload.service';
+    const text = example(unit);
+    for (const l of ['Type=notify', 'ExecReload=/bin/kill -HUP $MAINPID']) assert.ok(text.includes(l), `${unit} lacks ${l}`);
+    sd.writeUnit(unit, text);
+    sd.writeUnit(`${unit}.d/test.conf`, [
+      '[Service]',
+      'ExecStart=',
+      `ExecStart=${process.execPath} ${path.join(__dirname, 'fixtures', 'upgrade-app.js')} ${port} ${failFlag}`,
+      `Environment=FDPASS_TEST_REPORT=${report}`,
+      '',
+    ].join('\n'));
+    await sd.systemctl('daemon-reload');
+    await sd.systemctl('start', unit); // Type=notify: returns once the first process said READY=1
+    const mainPid = async (): Promise<string> => (await sd!.systemctl('show', '-p', 'MainPID', '--value', unit)).trim();
+    const active = async (): Promise<string> => (await sd!.systemctlStatus('is-active', unit)).stdout.trim();
+    let current = await mainPid();
+    assert.equal(await get(port), `gen ${current}`);
+    const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+    let result: Awaited<ReturnType<typeof traffic.stop>>;
+    const pids = [current];
+    try {
+      for (let i = 0; i < 5; i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        await sd.systemctl('reload', unit);
+        const before = current;
+        const deadline = Date.now() + 15_000;
+        do {
+          current = await mainPid();
+          if (current !== before) break;
+          await new Promise((r) => setTimeout(r, 20));
+        } while (Date.now() < deadline);
+        assert.notEqual(current, before, `reload ${i + 1}: MainPID stayed ${before}`);
+        assert.equal(await active(), 'active');
+        pids.push(current);
+      }
+      // A successor that exits before it is ready: nothing changes, and it is reaped.
+      fs.writeFileSync(failFlag, '');
+      await sd.systemctl('reload', unit);
+      const failed = await waitFor('the failed upgrade', () => readReport(report).find((r) => r.event === 'failed'), 15_000);
+      assert.equal(failed.code, 'ERR_FDPASS_CLOSED');
+      assert.equal(await mainPid(), current, 'MainPID stays with the process that kept serving');
+      assert.equal(await active(), 'active');
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      result = await traffic.stop();
+    }
+    assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
+    assert.equal(await get(port), `gen ${current}`);
+    const zombies = sd.others().filter((p) => /\) Z /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')));
+    assert.deepEqual(zombies, [], 'no zombie in the namespace');
+    const serving = readReport(report).filter((r) => r.event === 'serving').map((r) => String(r.pid));
+    assert.deepEqual(serving, pids, 'each reload started one successor, which became MainPID');
+    await shutDown([unit]);
+  });
 });

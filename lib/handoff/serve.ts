@@ -257,7 +257,8 @@ function liveFd(l: HandoffListener): number | undefined {
   }
 }
 
-function validateListeners(listeners: unknown): Map<string, HandoffListener> {
+/** Checks a name -> listener object; returns it as a Map. */
+export function validateListeners(listeners: unknown): Map<string, HandoffListener> {
   validateObject(listeners, 'listeners');
   const map = new Map<string, HandoffListener>();
   for (const [name, value] of Object.entries(listeners)) {
