@@ -10,6 +10,7 @@ import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel,
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
+import { freePort } from './helpers/net';
 
 interface Serving {
   ports: Record<string, number>;
@@ -153,13 +154,6 @@ describe('hand-off under ordinary operations', () => {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, block![1]!);
     return file;
-  }
-
-  async function freePort(): Promise<number> {
-    const s = await listenLocal();
-    const { port } = s.address() as net.AddressInfo;
-    await closeServer(s);
-    return port;
   }
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {

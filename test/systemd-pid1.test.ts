@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from './helpers/systemd';
 import { get, load } from './helpers/http';
+import { freePort, line } from './helpers/net';
 
 const ROOT = path.join(__dirname, '..', '..');
 const EXAMPLES = path.join(ROOT, 'examples', 'systemd');
@@ -19,14 +20,6 @@ function example(name: string): string {
   return fs.readFileSync(path.join(EXAMPLES, name), 'utf8');
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 function reportFile(name: string): string {
   fs.mkdirSync(REPORTS, { recursive: true });
   const file = path.join(REPORTS, `${name}-${process.pid}-${Date.now()}.jsonl`);
@@ -36,18 +29,6 @@ function reportFile(name: string): string {
 
 function readReport(file: string): Array<Record<string, unknown>> {
   return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
-/** One line from a plain TCP server ("admin <pid>\n"). */
-function line(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = '';
-    const s = net.connect(port, '127.0.0.1');
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (got += d));
-    s.on('end', () => resolve(got.trim()));
-    s.on('error', reject);
-  });
 }
 
 function drop(execArgs: string, env: Record<string, string>): string {

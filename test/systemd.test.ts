@@ -16,6 +16,7 @@ import {
 import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { get } from './helpers/http';
+import { freePort, line } from './helpers/net';
 
 const APP = path.join(fixturesDir, 'systemd-app.js');
 // Only .ts files are compiled into .test-out: the Python fixture runs from its source path.
@@ -63,18 +64,6 @@ async function bindUdp(): Promise<dgram.Socket> {
 
 function portOf(s: net.Server | dgram.Socket): number {
   return (s.address() as net.AddressInfo).port;
-}
-
-/** One line from a TCP server that writes one line and closes. */
-function line(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = '';
-    const s = net.connect(port, '127.0.0.1');
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (got += d));
-    s.on('end', () => resolve(got.trim()));
-    s.on('error', reject);
-  });
 }
 
 /** Sends one UDP datagram to 127.0.0.1:port and resolves with the answer. */
@@ -389,13 +378,6 @@ describe('systemd: listenFds in a child', () => {
     await stopApp(app);
   });
 });
-
-async function freePort(): Promise<number> {
-  const s = await listenTcp();
-  const port = portOf(s);
-  await closeServer(s);
-  return port;
-}
 
 /** Retries fn until it resolves (ECONNREFUSED while the other side is still binding), bounded. */
 async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {

@@ -7,6 +7,7 @@ import { handoff } from 'fdpass';
 import { runFixture, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
+import { freePort } from './helpers/net';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -27,14 +28,6 @@ async function gone(pid: number, ms = 10_000): Promise<boolean> {
     await sleep(20);
   }
   return true;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 // The first generation's 'exit' (its stdout stays open while a successor holds the same pipe).
