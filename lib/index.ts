@@ -13,6 +13,8 @@ export { FdpassError, FdpassSystemError } from './errors';
 /** Hot restart: `handoff.serve(path, listeners)` in the old process, `handoff.take(path)` in the new. */
 export * as handoff from './handoff';
 export { HandoffServer, Inheritance, Upgrader, HANDOFF_PROTOCOL_VERSION } from './handoff';
+export { drain } from './handoff/drain';
+export type { DrainOptions } from './handoff/drain';
 export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind, ReadyResult, SkippedListener, UpgraderOptions, UpgradeResult } from './handoff';
 /**
  * systemd: socket activation, sd_notify, the fd store and the watchdog, as `systemd.notify(...)` or

@@ -136,6 +136,8 @@ export interface NativeBinding {
   setCloexec(fd: number): void;
   /** Closes fds[0, count) in one call; returns the first errno (negative) or 0. */
   closeFds(fds: Int32Array, count: number): number;
+  /** waitpid(pid, WNOHANG): [pid, raw status] once it has exited and is reaped, null while it runs. */
+  waitpid(pid: number): [number, number] | null;
   constants: {
     SOCK_STREAM: number;
     SOCK_DGRAM: number;

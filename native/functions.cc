@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "addon.h"
@@ -229,6 +230,29 @@ Napi::Value CloseFdsFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, first_error);
 }
 
+// waitpid(pid) -> [pid, status] | null: reaps one exited child without blocking (WNOHANG). For a
+// process that is PID 1 (or a subreaper): libuv waits only for the children it spawned, so orphans
+// reparented to it stay zombies unless someone waits for them by pid.
+Napi::Value WaitpidFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid;
+  if (!ReadInt32(info, 0, &pid, 1, INT_MAX)) return env.Undefined();
+  int status = 0;
+  pid_t rc;
+  do {
+    rc = ::waitpid(pid, &status, WNOHANG);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    ThrowSystemError(env, -errno, "waitpid");
+    return env.Undefined();
+  }
+  if (rc == 0) return env.Null();
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::Number::New(env, rc));
+  out.Set(1u, Napi::Number::New(env, status));
+  return out;
+}
+
 void SetConstants(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOCK_STREAM", Napi::Number::New(env, SOCK_STREAM));
@@ -262,6 +286,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, CloseFn, "close"));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexecFn, "setCloexec"));
   exports.Set("closeFds", Napi::Function::New(env, CloseFdsFn, "closeFds"));
+  exports.Set("waitpid", Napi::Function::New(env, WaitpidFn, "waitpid"));
   SetConstants(env, exports);
 }
 

@@ -82,7 +82,7 @@ tarball="$(ls "$work"/fdpass-*.tgz)"
 tar tzf "$tarball" | sed 's|^package/||' | sort >"$work/contents.txt"
 echo "$(basename "$tarball"): $(stat -c %s "$tarball") bytes, $(wc -l <"$work/contents.txt") files"
 problems=()
-must_have=(package.json README.md binding.gyp dist/index.js dist/index.d.ts
+must_have=(package.json README.md binding.gyp dist/index.js dist/index.d.ts dist/cli/main.js
            prebuilds/linux-x64/fdpass.glibc.node prebuilds/linux-arm64/fdpass.glibc.node)
 for f in lib/*.ts; do
   b="$(basename "$f" .ts)"
@@ -137,6 +137,13 @@ else
   fail "install without a compiler" # and the smoke tests below fail with it
 fi
 cp -R scripts/smoke "$app/smoke"
+
+step "bin: npx fdpass --help in the installed project"
+if (cd "$app" && nocc npm exec --no -- fdpass --help) | grep -q '^  fdpass run '; then
+  pass "bin: npx fdpass --help prints the synopsis"
+else
+  fail "bin: npx fdpass --help"
+fi
 
 step "control: the same install with the prebuilds removed from the tarball must fail"
 control="$work/control"

@@ -11,6 +11,7 @@ import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { closeQuietly } from '../channel';
+import { invalidArgType, validateInteger } from '../validate';
 import type { HandoffListener } from './serve';
 
 const debug = debuglog('fdpass');
@@ -212,4 +213,41 @@ export async function closeAndDrain(listeners: Iterable<HandoffListener>, opts: 
     debug('handoff: drain deadline reached, closing remaining connections');
     drainers.forEach((d) => d.cut());
   }
+}
+
+/** Options of {@link drain}. */
+export interface DrainOptions {
+  /** Milliseconds after which whatever connections are left are closed; default 30000. */
+  timeout?: number;
+  /** Milliseconds an idle HTTP keep-alive connection may stay open before it is closed; default 1000. */
+  idleGrace?: number;
+}
+
+/**
+ * Stops accepting on `servers` and drains their connections gracefully, for a process told to stop
+ * (SIGTERM from `fdpass run` or systemd) while clients still hold keep-alive connections: unlike
+ * Node's http `close()`, which closes idle keep-alive connections at once (their clients' next
+ * request then fails), every further HTTP/1.x response carries `Connection: close`, an idle
+ * connection is closed once it has stayed idle for `idleGrace`, HTTP/2 sessions get GOAWAY, and at
+ * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
+ * listener shared with another process (a new generation) keeps accepting there. Resolves once every
+ * connection has ended; never rejects.
+ *
+ * @example
+ * process.once('SIGTERM', () => fdpass.drain(server).then(() => process.exit(0)));
+ */
+export function drain(servers: net.Server | dgram.Socket | Iterable<net.Server | dgram.Socket>, opts: DrainOptions = {}): Promise<void> {
+  const list = servers instanceof net.Server || servers instanceof dgram.Socket ? [servers] : [...servers];
+  for (const s of list) {
+    if (!(s instanceof net.Server) && !(s instanceof dgram.Socket)) {
+      return Promise.reject(invalidArgType('servers', 'a net.Server, a dgram.Socket or an iterable of them', s));
+    }
+  }
+  try {
+    if (opts.timeout !== undefined) validateInteger(opts.timeout, 'options.timeout', 0, 2 ** 31 - 1);
+    if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  return closeAndDrain(list, { drainTimeout: opts.timeout ?? 30000, idleGrace: opts.idleGrace ?? 1000 });
 }

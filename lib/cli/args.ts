@@ -1,0 +1,150 @@
+// The `fdpass` command line: parsed here with util.parseArgs, apart from the supervisor itself.
+import * as os from 'node:os';
+import { parseArgs } from 'node:util';
+import { parseListenerSpec, type ListenerSpec } from '../supervisor/listeners';
+
+export const USAGE = `Usage:
+  fdpass run [-l [NAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARG]...
+  fdpass reload PID|CONTROL_PATH
+  fdpass --help | --version
+
+fdpass run binds each listener once and runs COMMAND with them as systemd socket activation does:
+fds 3, 4, ... in the order given, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (the command's own pid),
+and NOTIFY_SOCKET. A generation is ready when it sends READY=1 (sd_notify, systemd-notify --ready,
+fdpass notify()). SIGHUP, \`fdpass reload\` or a --watch change starts the next generation next to the
+old one; the old one gets the stop signal only once the new one is ready. The listeners never close.
+If fdpass run itself was socket-activated (LISTEN_FDS for its pid), those listeners are passed on
+by name, ahead of any --listen.
+
+Listeners:
+  -l, --listen [NAME=]ADDRESS   repeatable; NAME goes to LISTEN_FDNAMES (default "unknown")
+      HOST:PORT, tcp:HOST:PORT  TCP; IPv6 in brackets: [::1]:8080; port 0 picks a free port
+      udp:HOST:PORT             UDP
+      unix:PATH, /PATH, ./PATH  Unix stream socket, mode --unix-mode; unix:@NAME is abstract
+      --backlog N               listen(2) backlog (default 511)
+      --unix-mode OCTAL         permission bits of Unix socket files (default 600, owner only)
+
+Readiness and reloads:
+      --ready-timeout SECONDS   a generation not ready by then is killed (default 60)
+      --ready-delay SECONDS     for programs that cannot notify: ready after this long (second best)
+      --stop-signal SIGNAL      sent to the old generation once the new one is ready (default SIGTERM)
+      --stop-timeout SECONDS    then SIGKILL to its process group (default 30)
+      --max-backoff SECONDS     crash restarts back off up to this (default 10)
+      --control PATH            a Unix socket (owner-only) for \`fdpass reload PATH\`
+  -w, --watch PATH              repeatable; reload when a file under PATH changes (development)
+      --watch-delay MS          quiet time after a change before reloading (default 200)
+  -q, --quiet                   log only failures
+
+Signals: HUP reloads; TERM, INT, QUIT are forwarded to the command and fdpass run exits with its
+status once it has exited; USR2 and WINCH are forwarded.
+Exit status: the command's (128+N if killed by signal N); 2 for a usage error.`;
+
+export interface RunArgs {
+  cmd: 'run';
+  listen: ListenerSpec[];
+  command: string;
+  args: string[];
+  backlog: number;
+  unixMode: number;
+  readyTimeout: number;
+  readyDelay?: number;
+  stopSignal: NodeJS.Signals;
+  stopTimeout: number;
+  maxBackoff: number;
+  control?: string;
+  watch: string[];
+  watchDelay: number;
+  quiet: boolean;
+}
+
+export type Parsed = RunArgs | { cmd: 'reload'; target: string } | { cmd: 'help' } | { cmd: 'version' };
+
+/** A usage error: printed with a pointer to --help, exit status 2. */
+export class UsageError extends Error {}
+
+function seconds(value: string | undefined, name: string, dflt: number, min = 0): number {
+  if (value === undefined) return dflt;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > 2_000_000) throw new UsageError(`--${name}: '${value}' is not a number of seconds`);
+  return Math.round(n * 1000);
+}
+
+function integer(value: string | undefined, name: string, dflt: number, min: number, max: number, radix = 10): number {
+  if (value === undefined) return dflt;
+  const re = radix === 8 ? /^[0-7]{1,4}$/ : /^\d+$/;
+  const n = parseInt(value, radix);
+  if (!re.test(value) || n < min || n > max) throw new UsageError(`--${name}: '${value}' is out of range`);
+  return n;
+}
+
+function signal(value: string | undefined): NodeJS.Signals {
+  if (value === undefined) return 'SIGTERM';
+  const name = (value.toUpperCase().startsWith('SIG') ? value.toUpperCase() : `SIG${value.toUpperCase()}`) as NodeJS.Signals;
+  if (!(name in os.constants.signals)) throw new UsageError(`--stop-signal: unknown signal '${value}'`);
+  return name;
+}
+
+export function parse(argv: string[]): Parsed {
+  if (argv.length === 0) throw new UsageError('a command is required: run or reload');
+  const [sub, ...rest] = argv;
+  if (sub === '-h' || sub === '--help' || sub === 'help') return { cmd: 'help' };
+  if (sub === '--version' || sub === '-V') return { cmd: 'version' };
+  if (sub === 'reload') {
+    if (rest.includes('-h') || rest.includes('--help')) return { cmd: 'help' };
+    if (rest.length !== 1) throw new UsageError('reload takes one argument: the supervisor\'s pid or its --control path');
+    return { cmd: 'reload', target: rest[0]! };
+  }
+  if (sub !== 'run') throw new UsageError(`unknown command '${sub}'`);
+  let values;
+  let positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        listen: { type: 'string', short: 'l', multiple: true },
+        backlog: { type: 'string' },
+        'unix-mode': { type: 'string' },
+        'ready-timeout': { type: 'string' },
+        'ready-delay': { type: 'string' },
+        'stop-signal': { type: 'string' },
+        'stop-timeout': { type: 'string' },
+        'max-backoff': { type: 'string' },
+        control: { type: 'string' },
+        watch: { type: 'string', short: 'w', multiple: true },
+        'watch-delay': { type: 'string' },
+        quiet: { type: 'boolean', short: 'q' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return { cmd: 'help' };
+  if (positionals.length === 0) throw new UsageError('run needs a command after --');
+  let listen: ListenerSpec[];
+  try {
+    listen = (values.listen ?? []).map(parseListenerSpec);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const readyDelay = values['ready-delay'] === undefined ? undefined : seconds(values['ready-delay'], 'ready-delay', 0);
+  return {
+    cmd: 'run',
+    listen,
+    command: positionals[0]!,
+    args: positionals.slice(1),
+    backlog: integer(values.backlog, 'backlog', 511, 0, 65535),
+    unixMode: integer(values['unix-mode'], 'unix-mode', 0o600, 0, 0o777, 8),
+    readyTimeout: seconds(values['ready-timeout'], 'ready-timeout', 60_000, 0.001),
+    ...(readyDelay !== undefined ? { readyDelay } : {}),
+    stopSignal: signal(values['stop-signal']),
+    stopTimeout: seconds(values['stop-timeout'], 'stop-timeout', 30_000),
+    maxBackoff: seconds(values['max-backoff'], 'max-backoff', 10_000),
+    ...(values.control !== undefined ? { control: values.control } : {}),
+    watch: values.watch ?? [],
+    watchDelay: integer(values['watch-delay'], 'watch-delay', 200, 0, 600_000),
+    quiet: values.quiet === true,
+  };
+}

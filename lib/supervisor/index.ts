@@ -1,0 +1,442 @@
+// `fdpass run`: a small socket-holding parent. It binds the listeners once and runs the command as
+// successive generations that receive them through systemd's own protocol (LISTEN_FDS from fd 3,
+// LISTEN_FDNAMES, LISTEN_PID, NOTIFY_SOCKET). A reload starts the next generation next to the old one
+// and stops the old one only once the new one said READY=1; the listeners never close, so a
+// connection that arrives meanwhile waits in the kernel's accept queue instead of being refused.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Channel } from '../channel';
+import { listen, type ChannelServer } from '../endpoints';
+import { closeListeners, type Listener } from './listeners';
+import { NotifyReceiver, sdNotify } from './notify';
+import { OrphanReaper } from './reap';
+
+export interface SupervisorOptions {
+  command: string;
+  args: string[];
+  listeners: Listener[];
+  /** ms a generation has to send READY=1 before it is killed. */
+  readyTimeout: number;
+  /** Second best, for programs that cannot notify: ready this many ms after start (if still running). */
+  readyDelay?: number;
+  stopSignal: NodeJS.Signals;
+  /** ms between the stop signal and SIGKILL. */
+  stopTimeout: number;
+  /** Upper bound of the crash-restart backoff, ms. */
+  maxBackoff: number;
+  /** A seqpacket control socket for `fdpass reload PATH`. */
+  control?: string;
+  watch: string[];
+  /** ms of quiet after a change before a --watch reload. */
+  watchDelay: number;
+  /** The supervisor's own NOTIFY_SOCKET (a systemd above it), if any. */
+  upstreamNotify?: string;
+  env: NodeJS.ProcessEnv;
+  log: (line: string) => void;
+}
+
+type State = 'starting' | 'ready' | 'stopping' | 'exited';
+
+class Generation {
+  state: State = 'starting';
+  readonly startedAt = Date.now();
+  readyAt: number | undefined;
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  readonly timers: NodeJS.Timeout[] = [];
+  /** Settles once the generation is ready, or has exited / been killed before that. */
+  readonly outcome: Promise<'ready' | string>;
+  settle!: (result: 'ready' | string) => void;
+  readonly exited: Promise<void>;
+
+  constructor(
+    readonly id: number,
+    readonly proc: ChildProcess,
+    readonly pid: number,
+  ) {
+    this.outcome = new Promise((resolve) => (this.settle = resolve));
+    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+  }
+
+  clearTimers(): void {
+    this.timers.splice(0).forEach(clearTimeout);
+  }
+
+  /** Signals the main process, or with `group` every process of the generation's process group. */
+  kill(signal: NodeJS.Signals, group = false): void {
+    try {
+      process.kill(group ? -this.pid : this.pid, signal);
+    } catch {
+      // ESRCH: gone already
+    }
+  }
+
+  describe(): string {
+    return `generation ${this.id} (pid ${this.pid})`;
+  }
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  message: string;
+}
+
+function exitText(exit: { code: number | null; signal: NodeJS.Signals | null }): string {
+  return exit.signal !== null ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+}
+
+function exitStatus(exit: { code: number | null; signal: NodeJS.Signals | null } | undefined): number {
+  if (exit === undefined) return 0;
+  if (exit.signal !== null) return 128 + (os.constants.signals[exit.signal] ?? 0);
+  return exit.code ?? 0;
+}
+
+export class Supervisor {
+  readonly #o: SupervisorOptions;
+  #nextId = 1;
+  #live = new Set<Generation>();
+  /** The generation that serves (or, with no one serving, the one starting to). */
+  #current: Generation | undefined;
+  /** A reload's new generation, until it is ready or rolled back. */
+  #next: Generation | undefined;
+  #notify: NotifyReceiver | undefined;
+  #control: ChannelServer | undefined;
+  #reaper: OrphanReaper | undefined;
+  #watchers: fs.FSWatcher[] = [];
+  #watchTimer: NodeJS.Timeout | undefined;
+  #watchAgain = false;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #failures = 0;
+  #everReady = false;
+  #shuttingDown = false;
+  #lastExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  #done!: (status: number) => void;
+  /** Resolves with the exit status once the supervisor has stopped. */
+  readonly finished: Promise<number>;
+  #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
+
+  constructor(opts: SupervisorOptions) {
+    this.#o = opts;
+    this.finished = new Promise((resolve) => (this.#done = resolve));
+  }
+
+  #log(line: string): void {
+    this.#o.log(line);
+  }
+
+  async start(): Promise<void> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-run-'));
+    this.#notify = await NotifyReceiver.open(
+      dir,
+      () => new Set([...this.#live].filter((g) => g.state !== 'exited').map((g) => g.pid)),
+      (root, fields, pid) => this.#onNotify(root, fields, pid),
+      (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`),
+    );
+    if (this.#o.control !== undefined) {
+      this.#control = await listen(this.#o.control, { type: 'seqpacket' });
+      this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
+      this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
+    }
+    if (process.pid === 1) this.#reaper = new OrphanReaper(() => new Set([...this.#live].map((g) => g.pid)));
+    const on = (sig: NodeJS.Signals, fn: () => void): void => {
+      process.on(sig, fn);
+      this.#signalHandlers.push([sig, fn]);
+    };
+    on('SIGHUP', () => void this.reload('SIGHUP'));
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
+    for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
+    this.#startWatching();
+    const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
+    this.#log(`supervising ${this.#o.command} with ${where}`);
+    this.#startCurrent('start');
+  }
+
+  // --- generations ---------------------------------------------------------------------------
+
+  #launch(): Generation {
+    const id = this.#nextId++;
+    const l = this.#o.listeners;
+    const env: NodeJS.ProcessEnv = {
+      ...this.#o.env,
+      LISTEN_FDS: String(l.length),
+      LISTEN_FDNAMES: l.map((x) => x.name).join(':'),
+      NOTIFY_SOCKET: this.#notify!.path,
+      FDPASS_GENERATION: String(id),
+    };
+    delete env.LISTEN_PID;
+    if (l.length === 0) {
+      delete env.LISTEN_FDS;
+      delete env.LISTEN_FDNAMES;
+    }
+    // LISTEN_PID must be the pid of the process that reads it (sd_listen_fds ignores the fds
+    // otherwise), and spawn cannot set the environment after fork: the shell sets it to its own pid,
+    // then exec keeps that pid for the command.
+    const proc = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', this.#o.command, ...this.#o.args], {
+      stdio: ['inherit', 'inherit', 'inherit', ...l.map((x) => x.fd)],
+      env,
+      // Its own process group: a terminal's ^C reaches the supervisor only (which forwards it), and a
+      // failed or stopped generation's leftovers can be killed together (systemd's KillMode=mixed).
+      detached: true,
+    });
+    const gen = new Generation(id, proc, proc.pid ?? -1);
+    proc.on('error', (err) => this.#log(`generation ${id}: ${err.message}`));
+    if (gen.pid < 0) {
+      gen.state = 'exited';
+      gen.exit = { code: 127, signal: null };
+      gen.settle(`could not be started`);
+      queueMicrotask(() => this.#onExit(gen, { code: 127, signal: null }));
+      return gen;
+    }
+    this.#live.add(gen);
+    proc.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
+    gen.timers.push(
+      setTimeout(() => {
+        if (gen.state !== 'starting') return;
+        gen.settle(`was not ready within ${this.#o.readyTimeout / 1000} s`);
+      }, this.#o.readyTimeout),
+    );
+    if (this.#o.readyDelay !== undefined) {
+      gen.timers.push(setTimeout(() => this.#markReady(gen, `running for ${this.#o.readyDelay} ms (--ready-delay)`), this.#o.readyDelay));
+    }
+    this.#log(`started ${gen.describe()}`);
+    return gen;
+  }
+
+  #markReady(gen: Generation, how: string): void {
+    if (gen.state !== 'starting') return;
+    gen.state = 'ready';
+    gen.readyAt = Date.now();
+    gen.clearTimers();
+    this.#log(`${gen.describe()} is ready (${how}) after ${gen.readyAt - gen.startedAt} ms`);
+    gen.settle('ready');
+  }
+
+  #onNotify(root: number, fields: Map<string, string>, pid: number): void {
+    const gen = [...this.#live].find((g) => g.pid === root);
+    if (gen === undefined) return;
+    const from = pid === root ? '' : ` (from pid ${pid})`;
+    const status = fields.get('STATUS');
+    if (status !== undefined) this.#log(`${gen.describe()} status: ${status}${from}`);
+    if (fields.get('READY') === '1') this.#markReady(gen, `READY=1${from}`);
+    if (fields.get('STOPPING') === '1') this.#log(`${gen.describe()} is stopping${from}`);
+    if (fields.has('MAINPID')) this.#log(`${gen.describe()}: MAINPID=${fields.get('MAINPID')} ignored: the main process is the one started`);
+  }
+
+  #onExit(gen: Generation, exit: { code: number | null; signal: NodeJS.Signals | null }): void {
+    const was = gen.state;
+    gen.state = 'exited';
+    gen.exit = exit;
+    gen.clearTimers();
+    this.#live.delete(gen);
+    // Whatever the generation left in its process group goes with it (KillMode=mixed).
+    gen.kill('SIGKILL', true);
+    gen.settle(`${exitText(exit)} before it was ready`);
+    this.#lastExit = exit;
+    if (was === 'stopping') {
+      this.#log(`${gen.describe()} ${exitText(exit)} after ${this.#o.stopSignal} (stopped)`);
+    } else if (gen === this.#next) {
+      // the reload's outcome handler logs the rollback
+    } else if (this.#shuttingDown) {
+      this.#log(`${gen.describe()} ${exitText(exit)}`);
+    } else if (gen === this.#current) {
+      this.#current = undefined;
+      this.#crashed(gen, was, exit);
+    } else {
+      this.#log(`${gen.describe()} ${exitText(exit)}`);
+    }
+    if (this.#shuttingDown && this.#live.size === 0) this.#finish();
+  }
+
+  #crashed(gen: Generation, was: State, exit: { code: number | null; signal: NodeJS.Signals | null }): void {
+    if (gen.readyAt !== undefined && Date.now() - gen.readyAt > 10_000) this.#failures = 0;
+    if (this.#next !== undefined) {
+      this.#log(`${gen.describe()} ${exitText(exit)} unexpectedly; the reload's ${this.#next.describe()} takes over once ready`);
+      return;
+    }
+    const delay = this.#failures === 0 ? 0 : Math.min(100 * 2 ** (this.#failures - 1), this.#o.maxBackoff);
+    this.#failures++;
+    const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
+    this.#log(`${gen.describe()} ${exitText(exit)} ${before}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`);
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      this.#startCurrent('restart');
+    }, delay);
+  }
+
+  #startCurrent(why: 'start' | 'restart'): void {
+    const gen = this.#launch();
+    this.#current = gen;
+    void gen.outcome.then((result) => {
+      if (result === 'ready') {
+        if (!this.#everReady) {
+          this.#everReady = true;
+          this.#upstream(`READY=1\nSTATUS=${gen.describe()} serving\nMAINPID=${process.pid}`);
+        } else {
+          this.#upstream(`STATUS=${gen.describe()} serving (after a ${why})`);
+        }
+        return;
+      }
+      if (gen.state !== 'exited') {
+        this.#log(`${gen.describe()} ${result}: stopping it`);
+        this.#stopUnready(gen); // #onExit then restarts with backoff
+      }
+    });
+  }
+
+  // Not ready in time, yet it may have accepted connections on the shared listeners: stop it as
+  // gracefully as a serving one (stop signal, SIGKILL after --stop-timeout), as systemd does at
+  // TimeoutStartSec. #onExit still sees it as not ready (a failure), not as stopped.
+  #stopUnready(gen: Generation): void {
+    gen.clearTimers();
+    gen.kill(this.#o.stopSignal);
+    gen.timers.push(setTimeout(() => gen.kill('SIGKILL', true), this.#o.stopTimeout));
+  }
+
+  #stop(gen: Generation, signal: NodeJS.Signals): void {
+    if (gen.state === 'exited') return;
+    gen.state = 'stopping';
+    gen.clearTimers();
+    gen.kill(signal);
+    gen.timers.push(
+      setTimeout(() => {
+        this.#log(`${gen.describe()} still running ${this.#o.stopTimeout / 1000} s after ${signal}: SIGKILL`);
+        gen.kill('SIGKILL', true);
+      }, this.#o.stopTimeout),
+    );
+  }
+
+  // --- reload ------------------------------------------------------------------------------
+
+  /** Starts the next generation; resolves once it is serving, or rolled back, or refused. */
+  async reload(source: string): Promise<ReloadResult> {
+    if (this.#shuttingDown) return this.#refuse(source, 'the supervisor is shutting down');
+    if (this.#next !== undefined) return this.#refuse(source, `a reload is in progress (${this.#next.describe()} is starting)`);
+    const old = this.#current;
+    if (old === undefined) {
+      // No one serves (a crash restart is waiting out its backoff): start now, backoff reset.
+      clearTimeout(this.#restartTimer);
+      this.#restartTimer = undefined;
+      this.#failures = 0;
+      this.#log(`reload (${source}): no generation running; starting one now`);
+      this.#startCurrent('restart');
+      return { ok: true, message: `started ${this.#current!.describe()}` };
+    }
+    if (old.state === 'starting') return this.#refuse(source, `${old.describe()} is still starting`);
+    this.#log(`reload (${source}): starting the next generation next to ${old.describe()}`);
+    this.#upstream(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
+    const gen = this.#launch();
+    this.#next = gen;
+    const result = await gen.outcome;
+    this.#next = undefined;
+    if (result === 'ready') {
+      const previous = this.#current; // undefined if the old one crashed meanwhile
+      this.#current = gen;
+      this.#failures = 0;
+      if (previous !== undefined) this.#stop(previous, this.#o.stopSignal);
+      const message = `${gen.describe()} serving${previous ? `; ${previous.describe()} sent ${this.#o.stopSignal}` : ''}`;
+      this.#log(`reload done: ${message}`);
+      this.#upstream(`READY=1\nSTATUS=${gen.describe()} serving`);
+      this.#watchFollowUp();
+      return { ok: true, message };
+    }
+    // Rollback: the new generation goes, with everything it started; the old one never stopped.
+    if (gen.state !== 'exited') this.#stopUnready(gen);
+    await gen.exited;
+    const keeps = this.#current !== undefined ? `${this.#current.describe()} keeps serving` : 'no generation is serving';
+    const message = `rolled back: ${gen.describe()} ${result}; ${keeps}`;
+    this.#log(`reload failed: ${message}`);
+    this.#upstream(`READY=1\nSTATUS=reload failed: ${gen.describe()} ${result}`);
+    if (this.#current === undefined && !this.#shuttingDown) this.#startCurrent('restart');
+    this.#watchFollowUp();
+    return { ok: false, message };
+  }
+
+  #refuse(source: string, why: string): ReloadResult {
+    this.#log(`reload (${source}) refused: ${why}`);
+    return { ok: false, message: `refused: ${why}` };
+  }
+
+  #onControl(ch: Channel): void {
+    ch.on('error', () => {});
+    ch.once('message', (m) => {
+      const cmd = m.data.toString('utf8').trim();
+      const reply = (r: ReloadResult): void => {
+        ch.send({ data: Buffer.from(JSON.stringify(r)) }).then(
+          () => ch.close(),
+          () => ch.close(),
+        );
+      };
+      if (cmd === 'reload') void this.reload('control socket').then(reply);
+      else reply({ ok: false, message: `unknown command '${cmd}'` });
+    });
+  }
+
+  // --- watch ---------------------------------------------------------------------------------
+
+  #startWatching(): void {
+    for (const p of this.#o.watch) {
+      const recursive = fs.statSync(p).isDirectory();
+      const w = fs.watch(p, { recursive, persistent: false }, (_event, file) => {
+        const name = String(file ?? '');
+        if (/(^|\/)(node_modules|\.git)(\/|$)/.test(name)) return;
+        clearTimeout(this.#watchTimer);
+        this.#watchTimer = setTimeout(() => {
+          this.#watchTimer = undefined;
+          if (this.#next !== undefined || this.#current?.state === 'starting') {
+            this.#log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
+            this.#watchAgain = true;
+            return;
+          }
+          void this.reload(`--watch: ${name ? path.join(p, name) : p} changed`);
+        }, this.#o.watchDelay);
+      });
+      w.on('error', (err) => this.#log(`--watch ${p}: ${err.message}`));
+      this.#watchers.push(w);
+    }
+  }
+
+  #watchFollowUp(): void {
+    if (!this.#watchAgain) return;
+    this.#watchAgain = false;
+    setImmediate(() => void this.reload('--watch: changes during the last reload'));
+  }
+
+  // --- shutdown ------------------------------------------------------------------------------
+
+  #forward(signal: NodeJS.Signals): void {
+    for (const g of this.#live) g.kill(signal);
+  }
+
+  /** Forwards `signal` to every generation and exits with the serving one's status once all are gone. */
+  shutdown(signal: NodeJS.Signals): void {
+    if (this.#shuttingDown) {
+      this.#forward(signal); // a second ^C: pass it on too
+      return;
+    }
+    this.#shuttingDown = true;
+    this.#log(`${signal}: stopping`);
+    this.#upstream('STOPPING=1');
+    clearTimeout(this.#restartTimer);
+    clearTimeout(this.#watchTimer);
+    this.#watchers.forEach((w) => w.close());
+    for (const g of this.#live) this.#stop(g, signal);
+    if (this.#live.size === 0) this.#finish();
+  }
+
+  #finish(): void {
+    const status = exitStatus(this.#current?.exit ?? this.#lastExit);
+    for (const [sig, fn] of this.#signalHandlers) process.off(sig, fn);
+    this.#reaper?.close();
+    this.#notify?.close();
+    void this.#control?.close();
+    closeListeners(this.#o.listeners);
+    this.#done(status);
+  }
+
+  #upstream(state: string): void {
+    const target = this.#o.upstreamNotify;
+    if (target === undefined) return;
+    sdNotify(target, state).catch((err: Error) => this.#log(`notifying systemd (${target}): ${err.message}`));
+  }
+}

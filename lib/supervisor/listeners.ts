@@ -1,0 +1,169 @@
+// The supervisor's listeners: parsed from `--listen` specs and bound once, or inherited from a
+// systemd above it (socket activation), then handed to every generation as fds 3, 4, ...
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { closeQuietly } from '../channel';
+import { withContext } from '../errors';
+import { binding, constants } from '../native';
+import { parseName } from '../names';
+
+export type ListenerProto = 'tcp' | 'udp' | 'unix';
+
+export interface ListenerSpec {
+  /** LISTEN_FDNAMES entry: [A-Za-z0-9_.:-], at most 255 characters (sd_listen_fds_with_names). */
+  name: string;
+  proto: ListenerProto;
+  /** tcp/udp: the address (IPv6 without brackets, may carry a %zone); unix: the path or @abstract. */
+  host: string;
+  port: number;
+  /** How the user wrote it, for logs. */
+  text: string;
+}
+
+export interface Listener {
+  name: string;
+  fd: number;
+  /** tcp://127.0.0.1:8080, unix:/run/app.sock, inherited:3 ... */
+  describe: string;
+  /** A Unix socket path this supervisor created and removes on exit. */
+  unlinkOnClose?: string;
+}
+
+/** Default LISTEN_FDNAMES entry, as sd_listen_fds_with_names reports an fd with no name. */
+export const UNNAMED = 'unknown';
+const NAME_RE = /^[A-Za-z0-9_.:-]{1,255}$/;
+
+function parsePort(text: string, spec: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw new Error(`bad port in listener '${spec}'`);
+  return Number(text);
+}
+
+function parseHostPort(rest: string, spec: string): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(rest);
+  if (v6) {
+    const addr = v6[1]!.split('%')[0]!;
+    if (net.isIPv6(addr)) return { host: v6[1]!, port: parsePort(v6[2]!, spec) };
+    throw new Error(`'${v6[1]}' in listener '${spec}' is not an IPv6 address`);
+  }
+  const i = rest.lastIndexOf(':');
+  if (i < 0) throw new Error(`listener '${spec}' needs HOST:PORT (IPv6 in brackets: [::1]:8080)`);
+  const host = rest.slice(0, i);
+  const port = parsePort(rest.slice(i + 1), spec);
+  if (host === '' || host === '*') return { host: '0.0.0.0', port };
+  if (!net.isIPv4(host)) throw new Error(`'${host}' in listener '${spec}' is not an IPv4 address (IPv6 goes in brackets)`);
+  return { host, port };
+}
+
+/**
+ * Parses one `--listen` value: `[NAME=]ADDRESS`, ADDRESS one of `HOST:PORT` or `tcp:HOST:PORT`
+ * (IPv6 as `[::1]:PORT`), `udp:HOST:PORT`, `unix:PATH` (or any value starting with `/` or `./`),
+ * `unix:@NAME` for an abstract socket.
+ */
+export function parseListenerSpec(spec: string): ListenerSpec {
+  let name = UNNAMED;
+  let rest = spec;
+  const eq = /^([A-Za-z0-9_.:-]+)=(.*)$/.exec(spec);
+  if (eq && !/^(tcp|udp|unix):/.test(spec)) {
+    name = eq[1]!;
+    rest = eq[2]!;
+  }
+  if (!NAME_RE.test(name)) throw new Error(`bad listener name '${name}' (letters, digits, _ . : -)`);
+  if (rest.startsWith('unix:') || rest.startsWith('/') || rest.startsWith('./')) {
+    const path = rest.startsWith('unix:') ? rest.slice(5) : rest;
+    if (path === '') throw new Error(`listener '${spec}' needs a path`);
+    return { name, proto: 'unix', host: path, port: 0, text: `unix:${path}` };
+  }
+  if (rest.startsWith('udp:')) {
+    const hp = parseHostPort(rest.slice(4), spec);
+    return { name, proto: 'udp', ...hp, text: `udp:${rest.slice(4)}` };
+  }
+  const hp = parseHostPort(rest.startsWith('tcp:') ? rest.slice(4) : rest, spec);
+  return { name, proto: 'tcp', ...hp, text: `tcp:${rest.startsWith('tcp:') ? rest.slice(4) : rest}` };
+}
+
+/**
+ * Binds one listener. TCP and Unix stream listeners listen with `backlog`; Unix socket files get
+ * `mode` (owner-only by default). No SO_REUSEPORT: the one socket is shared by every generation,
+ * which is what keeps queued connections across a reload.
+ */
+export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: number }): Listener {
+  if (spec.proto === 'unix') {
+    const name = parseName(spec.host, 'listener path');
+    if (!name.abstract) removeStaleSocket(name.name);
+    const fd = withContext(
+      () => binding.unixListen(constants.SOCK_STREAM, name.name, name.abstract, opts.backlog, opts.mode),
+      { path: name.display },
+    );
+    return { name: spec.name, fd, describe: spec.text, ...(name.abstract ? {} : { unlinkOnClose: name.name }) };
+  }
+  const family = net.isIPv6(spec.host.split('%')[0]!) ? constants.AF_INET6 : constants.AF_INET;
+  const type = spec.proto === 'tcp' ? constants.SOCK_STREAM : constants.SOCK_DGRAM;
+  const fd = withContext(
+    // v6only 1 for an IPv6 address: [::]:80 and 0.0.0.0:80 can then both be listed.
+    () => binding.inetBind(family, type, spec.host, spec.port, spec.proto === 'tcp' ? opts.backlog : -1, family === constants.AF_INET6 ? 1 : -1, false),
+    { address: spec.host, port: spec.port },
+  );
+  const local = binding.inspect(fd).local;
+  const where = family === constants.AF_INET6 ? `[${spec.host}]` : spec.host;
+  return { name: spec.name, fd, describe: `${spec.proto}:${where}:${local?.port ?? spec.port}` };
+}
+
+// A socket file left behind by a supervisor that died: replace it only if no one answers on it.
+function removeStaleSocket(path: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket`);
+  let fd = -1;
+  try {
+    fd = binding.unixConnect(constants.SOCK_STREAM, path, false);
+  } catch {
+    fs.unlinkSync(path); // ECONNREFUSED: stale
+    return;
+  } finally {
+    if (fd >= 0) closeQuietly([fd]);
+  }
+  throw new Error(`${path}: something is listening there already`);
+}
+
+/**
+ * Listeners handed to this process by socket activation (systemd, or another `fdpass run`):
+ * LISTEN_PID must be this process, LISTEN_FDS counts fds from 3, LISTEN_FDNAMES names them. Each is
+ * moved to a CLOEXEC duplicate (so no spawn leaks it at its old number) and the variables are removed
+ * from this process's environment, as sd_listen_fds(unset_environment=1) does.
+ * TODO: switch to systemd.listenFds() once lib/systemd.ts lands.
+ */
+export function inheritedListeners(env: NodeJS.ProcessEnv = process.env): Listener[] {
+  const count = env.LISTEN_FDS;
+  const pid = env.LISTEN_PID;
+  const names = env.LISTEN_FDNAMES?.split(':') ?? [];
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDNAMES;
+  if (count === undefined || pid === undefined) return [];
+  if (!/^\d+$/.test(pid) || Number(pid) !== process.pid) return [];
+  if (!/^\d+$/.test(count)) throw new Error(`LISTEN_FDS=${count} is not a number`);
+  const out: Listener[] = [];
+  for (let i = 0; i < Number(count); i++) {
+    const fd = 3 + i;
+    const copy = binding.dup(fd);
+    closeQuietly([fd]);
+    out.push({ name: names[i] || UNNAMED, fd: copy, describe: `inherited fd ${fd}` });
+  }
+  return out;
+}
+
+export function closeListeners(listeners: Listener[]): void {
+  closeQuietly(listeners.map((l) => l.fd));
+  for (const l of listeners) {
+    if (l.unlinkOnClose === undefined) continue;
+    try {
+      fs.unlinkSync(l.unlinkOnClose);
+    } catch {
+      // gone already
+    }
+  }
+}

@@ -1,0 +1,110 @@
+// sd_notify, both ways: the NOTIFY_SOCKET the supervisor reads for its generations (credentials
+// checked against each generation's process tree), and the few messages it sends to a systemd above it.
+import * as fs from 'node:fs';
+import { closeQuietly, type Channel, type Message } from '../channel';
+import { bindDgram, connect } from '../endpoints';
+
+/** The parent pid of `pid` from /proc/<pid>/stat, or undefined if it is gone. */
+export function parentOf(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ppid = Number(fields[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Which of `roots` has `pid` in its process tree (pid itself, or an ancestor by the ppid chain).
+ * Undefined if none does, or if the sender is gone already (systemd drops such messages too).
+ */
+export function rootOf(pid: number, roots: ReadonlySet<number>): number | undefined {
+  let p: number | undefined = pid;
+  for (let hops = 0; p !== undefined && p > 1 && hops < 64; hops++) {
+    if (roots.has(p)) return p;
+    p = parentOf(p);
+  }
+  return undefined;
+}
+
+/** One notify message, parsed: KEY=VALUE lines (the protocol's; VALUE may hold '=' but no newline). */
+export function parseNotify(data: Buffer): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of data.toString('utf8').split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) out.set(line.slice(0, i), line.slice(i + 1));
+  }
+  return out;
+}
+
+/**
+ * The supervisor's NOTIFY_SOCKET: a Unix datagram socket (owner-only) in a private directory.
+ * Accepts a datagram only when its sender's pid (SCM_CREDENTIALS) is a live generation's main process
+ * or one of its descendants: systemd's NotifyAccess=all, limited to the generation's process tree.
+ * Every fd a message carries is closed at once (no fd store here), which also answers BARRIER=1.
+ */
+export class NotifyReceiver {
+  readonly path: string;
+  readonly #dir: string;
+  #channel: Channel | undefined;
+  /** Attribution made by `allow` for the message delivered right after it. */
+  #pending = new Map<number, number>();
+
+  private constructor(dir: string) {
+    this.#dir = dir;
+    this.path = `${dir}/notify`;
+  }
+
+  static async open(
+    dir: string,
+    roots: () => ReadonlySet<number>,
+    onMessage: (root: number, fields: Map<string, string>, pid: number) => void,
+    onReject: (pid: number) => void,
+  ): Promise<NotifyReceiver> {
+    const r = new NotifyReceiver(dir);
+    const ch = await bindDgram(r.path, {
+      allow: (cred) => {
+        const root = rootOf(cred.pid, roots());
+        if (root === undefined) return false;
+        r.#pending.set(cred.pid, root);
+        return true;
+      },
+    });
+    r.#channel = ch;
+    ch.unref();
+    ch.on('message', (m: Message) => {
+      closeQuietly(m.fds);
+      const pid = m.cred?.pid ?? -1;
+      const root = r.#pending.get(pid);
+      r.#pending.delete(pid);
+      if (root !== undefined) onMessage(root, parseNotify(m.data), pid);
+    });
+    ch.on('reject', (cred: { pid: number }) => onReject(cred.pid));
+    ch.on('error', () => {
+      // a receive error on a datagram socket loses one message at most; keep reading
+    });
+    return r;
+  }
+
+  close(): void {
+    this.#channel?.close();
+    fs.rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The smallest sd_notify sender, for the supervisor's own messages to a systemd above it
+ * ($NOTIFY_SOCKET: a path or @abstract name). Best effort: a failed send is logged by the caller.
+ * TODO: switch to systemd.listenFds()/notify() once lib/systemd.ts lands.
+ */
+export async function sdNotify(socketPath: string, state: string): Promise<void> {
+  const ch = await connect(socketPath, { type: 'dgram' });
+  try {
+    await ch.send({ data: Buffer.from(state) });
+  } finally {
+    ch.close();
+  }
+}

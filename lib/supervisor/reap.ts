@@ -1,0 +1,59 @@
+// PID 1 duty: orphans (a generation's children whose parent exited) are reparented to PID 1, and
+// libuv waits only for the children it spawned. On each SIGCHLD, find this process's zombie children
+// in /proc that are not its own generations (libuv reaps those, and needs their status) and wait for
+// them by pid. Needs the pid namespace's own /proc, as every container has.
+import * as fs from 'node:fs';
+import { binding } from '../native';
+
+export class OrphanReaper {
+  readonly #ours: () => ReadonlySet<number>;
+  readonly #onChild = (): void => {
+    // After libuv's own SIGCHLD handling has had its turn.
+    setImmediate(() => this.reap());
+  };
+  #timer: NodeJS.Timeout;
+
+  constructor(ours: () => ReadonlySet<number>) {
+    this.#ours = ours;
+    process.on('SIGCHLD', this.#onChild);
+    // SIGCHLD can coalesce with one libuv consumed first; a slow sweep catches what that hides.
+    this.#timer = setInterval(() => this.reap(), 5000);
+    this.#timer.unref();
+  }
+
+  /** Reaps every zombie child that is not one of ours; returns how many. */
+  reap(): number {
+    const ours = this.#ours();
+    let reaped = 0;
+    let entries: string[];
+    try {
+      entries = fs.readdirSync('/proc');
+    } catch {
+      return 0;
+    }
+    for (const name of entries) {
+      if (!/^\d+$/.test(name)) continue;
+      const pid = Number(name);
+      if (ours.has(pid)) continue;
+      let stat: string;
+      try {
+        stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      } catch {
+        continue;
+      }
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] !== 'Z' || Number(fields[1]) !== process.pid) continue;
+      try {
+        if (binding.waitpid(pid) !== null) reaped++;
+      } catch {
+        // ECHILD: not ours after all (e.g. a /proc from another pid namespace)
+      }
+    }
+    return reaped;
+  }
+
+  close(): void {
+    process.off('SIGCHLD', this.#onChild);
+    clearInterval(this.#timer);
+  }
+}

@@ -1,0 +1,368 @@
+// `fdpass run`: the supervisor as a real process, its generations real processes, under real load.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { bindDgram, closeFds, type Message } from 'fdpass';
+import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
+import { get, load, type LoadResult } from './helpers/http';
+import { tmpPath } from './helpers/tmp';
+
+const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
+const APP = path.join(fixturesDir, 'supervised-app.js');
+const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
+
+// Supervisors still running when a test ends (it failed): the root hooks' SIGKILL would orphan
+// their generations (which hold the stdout pipe), so stop them here first.
+const supervisors: Fixture[] = [];
+
+function track(f: Fixture): Fixture {
+  supervisors.push(f);
+  return f;
+}
+
+function supervise(runArgs: string[], command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {
+  return track(spawnJson(process.execPath, [CLI, 'run', ...runArgs, '--', ...command], { env }));
+}
+
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  for (const c of children(pid)) out.push(c.pid, ...descendants(c.pid));
+  return out;
+}
+
+async function stopLeftovers(): Promise<void> {
+  for (const sup of supervisors.splice(0)) {
+    if (sup.proc.exitCode !== null || sup.proc.signalCode !== null) continue;
+    const tree = descendants(sup.pid);
+    sup.proc.kill('SIGTERM');
+    const gone = await Promise.race([sup.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+    for (const pid of gone ? tree : [sup.pid, ...tree]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+}
+
+/** Waits until the supervisor's log (stderr) matches `re` `count` times. */
+async function logged(sup: Fixture, re: RegExp, count = 1, timeoutMs = 20_000): Promise<void> {
+  const g = new RegExp(re.source, 'g');
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if ((sup.stderr().match(g) ?? []).length >= count) return;
+    if (Date.now() > end) throw new Error(`supervisor log never matched ${re} ${count} times:\n${sup.stderr()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** `fdpass reload PATH`: resolves with its exit code and output. */
+async function reloadCmd(control: string): Promise<{ code: number | null; out: string }> {
+  const c = spawnJson(process.execPath, [CLI, 'reload', control]);
+  let out = '';
+  c.proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const { code } = await c.exited;
+  return { code, out: out + c.stderr() };
+}
+
+async function stop(sup: Fixture): Promise<number | null> {
+  sup.proc.kill('SIGTERM');
+  return (await sup.exited).code;
+}
+
+function state(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+function children(ppid: number): Array<{ pid: number; state: string; comm: string }> {
+  const out: Array<{ pid: number; state: string; comm: string }> = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'latin1');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[1]) === ppid) out.push({ pid: Number(name), state: f[0]!, comm });
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+function cpuTicks(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ');
+  return Number(f[11]) + Number(f[12]); // utime + stime
+}
+
+function noErrors(r: LoadResult, what: string): void {
+  assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests`);
+  assert.ok(r.ok > 0, `${what}: no request was served`);
+}
+
+describe('fdpass run (supervisor)', function () {
+  this.timeout(120_000);
+  afterEach(stopLeftovers);
+
+  it('--help prints the synopsis; a usage error exits 2', async () => {
+    const help = spawnJson(process.execPath, [CLI, '--help']);
+    let out = '';
+    help.proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    assert.equal((await help.exited).code, 0);
+    assert.match(out, /^Usage:\n {2}fdpass run \[-l \[NAME=\]ADDRESS\]\.\.\. \[OPTIONS\] -- COMMAND/);
+    const bad = spawnJson(process.execPath, [CLI, 'run', '--listen', 'nonsense', '--', 'true']);
+    assert.equal((await bad.exited).code, 2);
+    assert.match(bad.stderr(), /needs HOST:PORT/);
+  });
+
+  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async () => {
+    const sock = tmpPath('app.sock');
+    const sup = supervise(['-l', 'web=127.0.0.1:0', '-l', 'v6=[::1]:0', '-l', `api=unix:${sock}`, '-l', 'dns=udp:127.0.0.1:0'], [process.execPath, APP, 'inspect']);
+    const started = await sup.expect<{ pid: number; fds: number[]; names: string; listenPid: string }>('started');
+    assert.deepEqual(started.fds, [3, 4, 5, 6]);
+    assert.equal(started.names, 'web:v6:api:dns');
+    assert.equal(started.listenPid, String(started.pid));
+    const { fds } = await sup.expect<{ fds: Array<{ socket: { domain: string; type: string; listening: boolean; local: { address: string } } }> }>('fds');
+    assert.deepEqual(
+      fds.map((f) => [f.socket.domain, f.socket.type, f.socket.listening]),
+      [['inet', 'stream', true], ['inet6', 'stream', true], ['unix', 'stream', true], ['inet', 'dgram', false]],
+    );
+    assert.equal(fds[1]!.socket.local.address, '::1');
+    assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    assert.match(await get(port), /^1 \d+$/);
+    assert.equal(await stop(sup), 0);
+    assert.equal(fs.existsSync(sock), false, 'the socket file is removed on exit');
+  });
+
+  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async () => {
+    const control = tmpPath('ctl');
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], ['/usr/bin/python3', PY_APP]);
+    await sup.expect('ready');
+    await logged(sup, /generation 1 \(pid \d+\) is ready \(READY=1\)/);
+    const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+    const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
+    const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+    for (let i = 0; i < 10; i++) {
+      const r = await reloadCmd(control);
+      assert.equal(r.code, 0, r.out);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const [ka, fr] = await Promise.all([keepAlive.stop(), fresh.stop()]);
+    noErrors(ka, 'keep-alive');
+    noErrors(fr, 'new connections');
+    assert.ok([...fr.bodies.keys()].some((b) => b.startsWith('py11 ')), 'the last generation served');
+    assert.match(sup.stderr(), /status: python generation 11 serving/);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('a shell child that signals with systemd-notify --ready is ready; SIGTERM is forwarded and its status returned', async () => {
+    const sup = supervise(['-l', '127.0.0.1:0', '--ready-timeout', '20'], ['/bin/sh', '-c', 'systemd-notify --ready --status="shell up"; exec sleep 60']);
+    await logged(sup, /generation 1 \(pid \d+\) is ready \(READY=1/);
+    assert.match(sup.stderr(), /status: shell up/);
+    assert.equal(await stop(sup), 128 + 15, 'sleep killed by the forwarded SIGTERM: 143, like a shell');
+  });
+
+  it('10 reloads of a Node app under keep-alive and new-connection load: 0 errors, 0 non-2xx; the supervisor idles', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
+    const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+    // The supervisor never touches connections: under load it stays (almost) idle.
+    const t0 = cpuTicks(sup.pid);
+    await new Promise((r) => setTimeout(r, 1000));
+    const idle = cpuTicks(sup.pid) - t0;
+    assert.ok(idle <= 3, `supervisor used ${idle} ticks of CPU in 1 s of load`);
+    for (let i = 1; i <= 10; i++) {
+      sup.proc.kill('SIGHUP');
+      await logged(sup, /reload done/, i);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const [ka, fr] = await Promise.all([keepAlive.stop(), fresh.stop()]);
+    noErrors(ka, 'keep-alive');
+    noErrors(fr, 'new connections');
+    assert.ok([...ka.bodies.keys()].some((b) => b.startsWith('11 ')) && [...fr.bodies.keys()].some((b) => b.startsWith('11 ')));
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('kill -9 of the child under load: 0 refused connections (only its in-flight requests reset); the queued ones are served by the next child', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
+    const first = await sup.expect<{ port: number; pid: number }>('ready');
+    const fresh = load(first.port, { workers: 4, keepAlive: false, maxSeconds: 60 });
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(first.pid, 'SIGKILL');
+    // Sent while no generation runs: they wait in the accept queue.
+    const queued = Array.from({ length: 20 }, () => get(first.port));
+    const bodies = await Promise.all(queued);
+    assert.ok(bodies.every((b) => b.startsWith('2 ')), `served by: ${[...new Set(bodies)].join(', ')}`);
+    await logged(sup, /generation 1 \(pid \d+\) was killed by SIGKILL unexpectedly; the listeners stay open, restarting now/);
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await fresh.stop();
+    // Requests already accepted by the killed process die with it (a reset, at most one per client);
+    // nothing is refused: the listener never closed.
+    assert.ok(!r.errors.includes('ECONNREFUSED'), `refused connections: ${r.errors.join(', ')}`);
+    assert.ok(r.errors.every((e) => e === 'ECONNRESET' || /hang up/.test(e)), r.errors.join(', '));
+    assert.ok(r.errors.length <= 4, `${r.errors.length} failures from 4 clients`);
+    assert.ok(r.bodies.size > 0 && [...r.bodies.keys()].some((b) => b.startsWith('2 ')));
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('a generation that exits 1 before ready, and one that never notifies, are rolled back: the old one serves on, 0 errors, no zombie', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ 2: 'exit-before-ready', 3: 'never-ready' }));
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control, '--ready-timeout', '1.5'], [process.execPath, APP, `plan:${plan}`]);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const keepAlive = load(port, { workers: 3, keepAlive: true, maxSeconds: 60 });
+    const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
+    const r2 = await reloadCmd(control);
+    assert.equal(r2.code, 1);
+    assert.match(r2.out, /rolled back: generation 2 \(pid (\d+)\) exited with code 1 before it was ready; generation 1 \(pid \d+\) keeps serving/);
+    const pid2 = Number(/generation 2 \(pid (\d+)\)/.exec(r2.out)![1]);
+    const r3 = await reloadCmd(control);
+    assert.equal(r3.code, 1);
+    assert.match(r3.out, /rolled back: generation 3 \(pid \d+\) was not ready within 1.5 s; generation 1 \(pid \d+\) keeps serving/);
+    const pid3 = Number(/generation 3 \(pid (\d+)\)/.exec(r3.out)![1]);
+    assert.equal(state(pid2), undefined, 'generation 2 reaped');
+    assert.equal(state(pid3), undefined, 'generation 3 reaped');
+    const [ka, fr] = await Promise.all([keepAlive.stop(), fresh.stop()]);
+    noErrors(ka, 'keep-alive');
+    noErrors(fr, 'new connections');
+    assert.match(await get(port), /^1 /, 'generation 1 still serves');
+    // and the next good reload goes through
+    const r4 = await reloadCmd(control);
+    assert.equal(r4.code, 0, r4.out);
+    assert.match(await get(port), /^4 /);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('one reload at a time: a second request during one is refused with a message', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ 2: 'slow-ready' }));
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP, `plan:${plan}`]);
+    await sup.expect('ready');
+    const first = reloadCmd(control);
+    await logged(sup, /started generation 2/);
+    const second = await reloadCmd(control);
+    assert.equal(second.code, 1);
+    assert.match(second.out, /refused: a reload is in progress \(generation 2 \(pid \d+\) is starting\)/);
+    assert.equal((await first).code, 0);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('--ready-delay: a program that never notifies is taken as ready after the delay (the fallback)', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-delay', '0.5', '--ready-timeout', '30'], [process.execPath, APP, 'never-ready']);
+    await logged(sup, /generation 1 \(pid \d+\) is ready \(running for 500 ms \(--ready-delay\)\)/);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('--watch: a file change reloads the same way, with no failed request', async () => {
+    const dir = tmpPath('src');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'app.js'), '1');
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-delay', '100'], [process.execPath, APP]);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
+    fs.writeFileSync(path.join(dir, 'app.js'), '2');
+    await logged(sup, /reload \(--watch: .*app\.js changed\)/);
+    await logged(sup, /reload done: generation 2/);
+    const r = await fresh.stop();
+    noErrors(r, 'new connections');
+    assert.match(await get(port), /^2 /);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('under a systemd above it: passes socket-activated listeners on by name, READY=1 with its own MAINPID, RELOADING=1 ... READY=1', async () => {
+    const notifyPath = tmpPath('systemd-notify');
+    const got: Array<{ text: string; pid: number }> = [];
+    const upstream = await bindDgram(notifyPath, { allow: () => true });
+    upstream.on('message', (m: Message) => {
+      closeFds(m.fds);
+      got.push({ text: m.data.toString(), pid: m.cred?.pid ?? -1 });
+    });
+    try {
+      const sock = tmpPath('activated.sock');
+      // systemd's own socket activator: it binds, sets LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES and execs us.
+      const sup = track(spawnJson('systemd-socket-activate', ['-l', sock, '--fdname=web', '-E', 'NOTIFY_SOCKET', process.execPath, CLI, 'run', '--', process.execPath, APP], {
+        env: { ...process.env, NOTIFY_SOCKET: notifyPath },
+      }));
+      // systemd-socket-activate starts its command on the first connection, which then waits in the
+      // queue of the socket it hands down until generation 1 accepts it.
+      await logged(sup, /Listening on/);
+      const body = new Promise<string>((resolve, reject) => {
+        http.get({ socketPath: sock, path: '/', agent: false }, (res) => {
+          let b = '';
+          res.on('data', (d: Buffer) => (b += d.toString()));
+          res.on('end', () => resolve(b));
+        }).on('error', reject);
+      });
+      const started = await sup.expect<{ names: string; fds: number[] }>('started');
+      assert.equal(started.names, 'web');
+      assert.deepEqual(started.fds, [3]);
+      await sup.expect('ready');
+      assert.match(await body, /^1 /);
+      const until = async (re: RegExp): Promise<void> => {
+        for (let i = 0; i < 500 && !got.some((g) => re.test(g.text)); i++) await new Promise((r) => setTimeout(r, 20));
+      };
+      await until(/^READY=1/);
+      sup.proc.kill('SIGHUP');
+      await logged(sup, /reload done/);
+      await until(/^READY=1[\s\S]*generation 2/);
+      const texts = got.map((g) => g.text.split('\n')[0]);
+      assert.deepEqual(texts.filter((t) => /^(READY|RELOADING)=/.test(t!)), ['READY=1', 'RELOADING=1', 'READY=1']);
+      assert.ok(got[0]!.text.includes(`MAINPID=${sup.pid}`), got[0]!.text);
+      assert.ok(got.every((g) => g.pid === sup.pid), 'every message comes from the main pid, which never changes');
+      assert.equal(await stop(sup), 0);
+      assert.ok(got.some((g) => g.text === 'STOPPING=1'));
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {
+    const sup = track(spawnJson('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, CLI, 'run', '-l', '127.0.0.1:0', '--', process.execPath, APP, 'orphan']));
+    await sup.expect('orphan');
+    await sup.expect('ready');
+    const init = children(sup.pid).find((c) => c.comm === 'node' || c.comm.startsWith('fdpass') || c.comm === 'MainThread');
+    assert.ok(init, `no PID 1 under unshare: ${JSON.stringify(children(sup.pid))}`);
+    // The orphan (sleep 1) has been reparented to our PID 1.
+    const orphan = children(init.pid).find((c) => c.comm === 'sleep');
+    assert.ok(orphan, `the orphan is not a child of PID 1: ${JSON.stringify(children(init.pid))}`);
+    const end = Date.now() + 10_000;
+    while (state(orphan.pid) !== undefined && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(state(orphan.pid), undefined, `the orphan is still there in state ${state(orphan.pid)} (a zombie: not reaped)`);
+    process.kill(init.pid, 'SIGTERM');
+    assert.equal((await sup.exited).code, 0);
+  });
+
+  it('its own descriptors and RSS stay flat over 100 reloads', async () => {
+    const control = tmpPath('ctl');
+    const sup = supervise(['-l', '127.0.0.1:0', '--control', control, '--stop-timeout', '5'], ['/bin/sh', '-c', 'systemd-notify --ready; exec sleep 60']);
+    await logged(sup, /is ready/);
+    const fds = (): number => fs.readdirSync(`/proc/${sup.pid}/fd`).length;
+    const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${sup.pid}/status`, 'utf8'))![1]);
+    let fdsAt20 = 0;
+    let rssAt20 = 0;
+    for (let i = 1; i <= 100; i++) {
+      sup.proc.kill('SIGHUP');
+      await logged(sup, /reload done/, i);
+      if (i === 20) {
+        await logged(sup, /\(stopped\)/, 20);
+        fdsAt20 = fds();
+        rssAt20 = rss();
+      }
+    }
+    await logged(sup, /\(stopped\)/, 100);
+    assert.equal(fds(), fdsAt20, 'descriptor count after 100 reloads vs after 20');
+    assert.ok(rss() - rssAt20 < 8 * 1024, `RSS grew from ${rssAt20} kB to ${rss()} kB`);
+    assert.equal(await stop(sup), 143);
+  });
+});
