@@ -16,7 +16,7 @@ async function run(a: RunArgs): Promise<number> {
   // hears about our readiness. Neither is passed down as is.
   const upstreamNotify = process.env.NOTIFY_SOCKET;
   delete process.env.NOTIFY_SOCKET;
-  const listeners: Listener[] = inheritedListeners(process.env);
+  const listeners: Listener[] = inheritedListeners();
   try {
     for (const spec of a.listen) listeners.push(bindListener(spec, { backlog: a.backlog, mode: a.unixMode }));
   } catch (err) {

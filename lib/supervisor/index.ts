@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import type { Channel } from '../channel';
 import { listen, type ChannelServer } from '../endpoints';
 import { closeListeners, type Listener } from './listeners';
-import { NotifyReceiver, sdNotify } from './notify';
+import { NotifyReceiver } from './notify';
+import { notify, type NotifyState } from '../systemd';
 import { OrphanReaper } from './reap';
 
 export interface SupervisorOptions {
@@ -271,9 +272,9 @@ export class Supervisor {
       if (result === 'ready') {
         if (!this.#everReady) {
           this.#everReady = true;
-          this.#upstream(`READY=1\nSTATUS=${gen.describe()} serving\nMAINPID=${process.pid}`);
+          this.#upstream({ ready: true, status: `${gen.describe()} serving`, mainPid: process.pid });
         } else {
-          this.#upstream(`STATUS=${gen.describe()} serving (after a ${why})`);
+          this.#upstream({ status: `${gen.describe()} serving (after a ${why})` });
         }
         return;
       }
@@ -324,7 +325,7 @@ export class Supervisor {
     }
     if (old.state === 'starting') return this.#refuse(source, `${old.describe()} is still starting`);
     this.#log(`reload (${source}): starting the next generation next to ${old.describe()}`);
-    this.#upstream(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
+    this.#upstream({ reloading: true }); // with MONOTONIC_USEC=, as systemd 253+ wants
     const gen = this.#launch();
     this.#next = gen;
     const result = await gen.outcome;
@@ -336,7 +337,7 @@ export class Supervisor {
       if (previous !== undefined) this.#stop(previous, this.#o.stopSignal);
       const message = `${gen.describe()} serving${previous ? `; ${previous.describe()} sent ${this.#o.stopSignal}` : ''}`;
       this.#log(`reload done: ${message}`);
-      this.#upstream(`READY=1\nSTATUS=${gen.describe()} serving`);
+      this.#upstream({ ready: true, status: `${gen.describe()} serving` });
       this.#watchFollowUp();
       return { ok: true, message };
     }
@@ -346,7 +347,7 @@ export class Supervisor {
     const keeps = this.#current !== undefined ? `${this.#current.describe()} keeps serving` : 'no generation is serving';
     const message = `rolled back: ${gen.describe()} ${result}; ${keeps}`;
     this.#log(`reload failed: ${message}`);
-    this.#upstream(`READY=1\nSTATUS=reload failed: ${gen.describe()} ${result}`);
+    this.#upstream({ ready: true, status: `reload failed: ${gen.describe()} ${result}` });
     if (this.#current === undefined && !this.#shuttingDown) this.#startCurrent('restart');
     this.#watchFollowUp();
     return { ok: false, message };
@@ -416,7 +417,7 @@ export class Supervisor {
     }
     this.#shuttingDown = true;
     this.#log(`${signal}: stopping`);
-    this.#upstream('STOPPING=1');
+    this.#upstream({ stopping: true });
     clearTimeout(this.#restartTimer);
     clearTimeout(this.#watchTimer);
     this.#watchers.forEach((w) => w.close());
@@ -434,9 +435,10 @@ export class Supervisor {
     this.#done(status);
   }
 
-  #upstream(state: string): void {
+  // To a systemd (or another supervisor) above us; best effort, a failure is logged.
+  #upstream(state: NotifyState): void {
     const target = this.#o.upstreamNotify;
     if (target === undefined) return;
-    sdNotify(target, state).catch((err: Error) => this.#log(`notifying systemd (${target}): ${err.message}`));
+    notify(state, { socket: target }).catch((err: Error) => this.#log(`notifying systemd (${target}): ${err.message}`));
   }
 }

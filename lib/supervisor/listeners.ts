@@ -5,6 +5,7 @@ import * as net from 'node:net';
 import { closeQuietly } from '../channel';
 import { withContext } from '../errors';
 import { binding, constants } from '../native';
+import { listenFds } from '../systemd';
 import { parseName } from '../names';
 
 export type ListenerProto = 'tcp' | 'udp' | 'unix';
@@ -130,30 +131,16 @@ function removeStaleSocket(path: string): void {
 }
 
 /**
- * Listeners handed to this process by socket activation (systemd, or another `fdpass run`):
- * LISTEN_PID must be this process, LISTEN_FDS counts fds from 3, LISTEN_FDNAMES names them. Each is
- * moved to a CLOEXEC duplicate (so no spawn leaks it at its old number) and the variables are removed
- * from this process's environment, as sd_listen_fds(unset_environment=1) does.
- * TODO: switch to systemd.listenFds() once lib/systemd.ts lands.
+ * Listeners handed to this process by socket activation (systemd, or another `fdpass run`), as
+ * listenFds() takes them (LISTEN_PID checked, variables removed). Each is moved to a CLOEXEC
+ * duplicate, so that no spawn leaks it at its old number.
  */
-export function inheritedListeners(env: NodeJS.ProcessEnv = process.env): Listener[] {
-  const count = env.LISTEN_FDS;
-  const pid = env.LISTEN_PID;
-  const names = env.LISTEN_FDNAMES?.split(':') ?? [];
-  delete env.LISTEN_FDS;
-  delete env.LISTEN_PID;
-  delete env.LISTEN_FDNAMES;
-  if (count === undefined || pid === undefined) return [];
-  if (!/^\d+$/.test(pid) || Number(pid) !== process.pid) return [];
-  if (!/^\d+$/.test(count)) throw new Error(`LISTEN_FDS=${count} is not a number`);
-  const out: Listener[] = [];
-  for (let i = 0; i < Number(count); i++) {
-    const fd = 3 + i;
-    const copy = binding.dup(fd);
-    closeQuietly([fd]);
-    out.push({ name: names[i] || UNNAMED, fd: copy, describe: `inherited fd ${fd}` });
-  }
-  return out;
+export function inheritedListeners(): Listener[] {
+  return listenFds().map((l) => {
+    const copy = binding.dup(l.fd);
+    closeQuietly([l.fd]);
+    return { name: l.name, fd: copy, describe: `inherited fd ${l.fd}` };
+  });
 }
 
 export function closeListeners(listeners: Listener[]): void {

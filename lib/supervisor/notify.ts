@@ -94,17 +94,3 @@ export class NotifyReceiver {
     fs.rmSync(this.#dir, { recursive: true, force: true });
   }
 }
-
-/**
- * The smallest sd_notify sender, for the supervisor's own messages to a systemd above it
- * ($NOTIFY_SOCKET: a path or @abstract name). Best effort: a failed send is logged by the caller.
- * TODO: switch to systemd.listenFds()/notify() once lib/systemd.ts lands.
- */
-export async function sdNotify(socketPath: string, state: string): Promise<void> {
-  const ch = await connect(socketPath, { type: 'dgram' });
-  try {
-    await ch.send({ data: Buffer.from(state) });
-  } finally {
-    ch.close();
-  }
-}

@@ -21,12 +21,20 @@ const MASKED_UNITS = [
   'man-db.timer', 'logrotate.timer', 'dpkg-db-backup.timer',
 ].join(' ');
 
+// The checkout: the test services run its compiled fixtures and write reports into it.
+const REPO = path.resolve(__dirname, '..', '..', '..');
+
 const BOOT_SCRIPT = `
 set -e
 mount --make-rprivate /
+# The checkout (fixtures, reports) may itself live under /tmp (CI clones anywhere): hold it open and
+# bind it back over the fresh tmpfs, so services in the namespace see the same files.
+exec 9< "$FDPASS_REPO"
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+if [ ! -d "$FDPASS_REPO" ]; then mkdir -p "$FDPASS_REPO" && mount --bind /proc/self/fd/9 "$FDPASS_REPO"; fi
+exec 9<&-
 [ -d /var/log/journal ] && mount -t tmpfs -o mode=2755 tmpfs /var/log/journal
 mkdir -p /run/systemd/system
 # The network (and so net.* sysctls), the host's /etc, /var and /proc/sys are shared with this
@@ -140,6 +148,7 @@ export async function bootSystemd(timeoutMs = 20_000): Promise<TestSystemd> {
   const restoreSysctls = saveSysctls();
   const proc = spawn('unshare', ['--pid', '--fork', '--kill-child=SIGKILL', '--mount', '--mount-proc', '/bin/sh', '-c', BOOT_SCRIPT], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FDPASS_REPO: REPO },
   });
   const fixture: Fixture = watchJson(proc);
   const deadline = Date.now() + timeoutMs;
