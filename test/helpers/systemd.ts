@@ -30,10 +30,12 @@ mount --make-rprivate /
 # The checkout (fixtures, reports) may itself live under /tmp (CI clones anywhere): hold it open and
 # bind it back over the fresh tmpfs, so services in the namespace see the same files.
 exec 9< "$FDPASS_REPO"
+# (--no-canonicalize: mount would resolve /proc/self/fd/9 to its path name, by then the empty one on
+# the tmpfs.)
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
-if [ ! -d "$FDPASS_REPO" ]; then mkdir -p "$FDPASS_REPO" && mount --bind /proc/self/fd/9 "$FDPASS_REPO"; fi
+if [ ! -d "$FDPASS_REPO" ]; then mkdir -p "$FDPASS_REPO" && mount --no-canonicalize --bind /proc/self/fd/9 "$FDPASS_REPO"; fi
 exec 9<&-
 [ -d /var/log/journal ] && mount -t tmpfs -o mode=2755 tmpfs /var/log/journal
 mkdir -p /run/systemd/system
