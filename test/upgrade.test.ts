@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { handoff } from 'fdpass';
-import { runFixture, type Fixture } from './helpers/children';
+import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
@@ -86,6 +86,28 @@ describe('self-upgrade (handoff.upgrader)', () => {
     fs.rmSync(flag);
     gen1.proc.kill('SIGHUP');
     const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await exitOf(gen1), 0);
+    assert.equal(await get(port), `gen ${s2.pid}`);
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    await gen1.exited;
+  });
+
+  it('the successor runs the script path as given: a symlink swapped to a new release runs the new code', async () => {
+    const port = await freePort();
+    const app = require.resolve('./fixtures/upgrade-app.js');
+    // Two "releases": each sets its version, then runs the app.
+    for (const v of ['1', '2']) fs.writeFileSync(tmpPath(`release-${v}.js`), `process.env.APP_VERSION = '${v}';\nrequire(${JSON.stringify(app)});\n`);
+    const current = tmpPath('current.js');
+    fs.symlinkSync(tmpPath('release-1.js'), current);
+    const gen1 = spawnJson(process.execPath, [current, String(port)]);
+    assert.equal((await gen1.expect<{ version: string }>('serving')).version, '1');
+    // Deploy: point the symlink at release 2 (atomically, as deploy tools do), then SIGHUP.
+    fs.symlinkSync(tmpPath('release-2.js'), tmpPath('next.js'));
+    fs.renameSync(tmpPath('next.js'), current);
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number; version: string; inherited: boolean }>('serving');
+    assert.deepEqual([s2.version, s2.inherited], ['2', true]);
     assert.equal(await exitOf(gen1), 0);
     assert.equal(await get(port), `gen ${s2.pid}`);
     process.kill(s2.pid, 'SIGTERM');
