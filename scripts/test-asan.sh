@@ -110,7 +110,7 @@ rm -rf "$logs" && mkdir -p "$logs"
 
 step "mocha under ASan + UBSan (leak detection in the mocha process: ${FDPASS_ASAN_LEAKS:-1})"
 set +e
-env "${asan_env[@]}" "FDPASS_ASAN_CHILD_OPTIONS=detect_leaks=0:$asan_options" \
+env "${asan_env[@]}" "FDPASS_ASAN_CHILD_OPTIONS=detect_leaks=0:quarantine_size_mb=4:$asan_options" \
   node -r ./scripts/asan-mocha-env.js node_modules/mocha/bin/mocha.js "$@"
 mocha_rc=$?
 set -e

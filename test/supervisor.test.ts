@@ -261,6 +261,9 @@ describe('fdpass run (supervisor)', function () {
   it('--ready-delay: a program that never notifies is taken as ready after the delay (the fallback)', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-delay', '0.5', '--ready-timeout', '30'], [process.execPath, APP, 'never-ready']);
     await logged(sup, /generation 1 \(pid \d+\) is ready \(running for 500 ms \(--ready-delay\)\)/);
+    // A delay is only a guess (hence second best): stop once the app really serves and handles
+    // SIGTERM; a SIGTERM before that ends it by the signal (143), as it should.
+    await sup.expect('serving-unready');
     assert.equal(await stop(sup), 0);
   });
 
@@ -364,7 +367,12 @@ describe('fdpass run (supervisor)', function () {
     }
     await logged(sup, /\(stopped\)/, 100);
     assert.equal(fds(), fdsAt20, 'descriptor count after 100 reloads vs after 20');
-    assert.ok(rss() - rssAt20 < 8 * 1024, `RSS grew from ${rssAt20} kB to ${rss()} kB`);
+    // Under npm run test:asan the supervisor runs on ASan's allocator: freed memory waits in its
+    // quarantine (4 MB for children, scripts/test-asan.sh) and every heap page has shadow memory, so
+    // the same code shows a few MB more there; a leak of a reload's worth still fails both.
+    const underAsan = (process.env.LD_PRELOAD ?? '').includes('libasan');
+    const bound = (underAsan ? 16 : 8) * 1024;
+    assert.ok(rss() - rssAt20 < bound, `RSS grew from ${rssAt20} kB to ${rss()} kB (bound ${bound} kB)`);
     assert.equal(await stop(sup), 143);
   });
 });
