@@ -2,6 +2,7 @@
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { parseListenerSpec, type ListenerSpec } from '../supervisor/listeners';
+import type { SupervisorOptions } from '../supervisor';
 
 export const USAGE = `Usage:
   fdpass run [-l [NAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARG]...
@@ -39,21 +40,16 @@ Signals: HUP reloads; TERM, INT, QUIT are forwarded to the command and fdpass ru
 status once it has exited; USR2 and WINCH are forwarded.
 Exit status: the command's (128+N if killed by signal N); 2 for a usage error.`;
 
-export interface RunArgs {
+/** `fdpass run`'s arguments: the supervisor's options as parsed, plus what only the command line has. */
+export interface RunArgs
+  extends Pick<
+    SupervisorOptions,
+    'command' | 'args' | 'readyTimeout' | 'readyDelay' | 'stopSignal' | 'stopTimeout' | 'maxBackoff' | 'control' | 'watch' | 'watchDelay'
+  > {
   cmd: 'run';
   listen: ListenerSpec[];
-  command: string;
-  args: string[];
   backlog: number;
   unixMode: number;
-  readyTimeout: number;
-  readyDelay?: number;
-  stopSignal: NodeJS.Signals;
-  stopTimeout: number;
-  maxBackoff: number;
-  control?: string;
-  watch: string[];
-  watchDelay: number;
   quiet: boolean;
 }
 
