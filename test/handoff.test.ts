@@ -120,7 +120,7 @@ describe('hand-off (hot restart)', () => {
     await stop(fresh);
   });
 
-  it('draining closes idle keep-alive connections at once instead of waiting for the deadline', async () => {
+  it('draining closes an idle keep-alive connection after idleGrace (1 s) instead of waiting for the 5 s drain deadline', async () => {
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http']);
     const { ports } = await old.expect<Serving>('serving');
