@@ -10,12 +10,12 @@
 // Knobs: DURATION (s, default 20), HANDOFFS (10), CONNECTIONS (64), REPS (3),
 // SCENARIOS (comma-separated method:protocol:mode, default all of the table below).
 // Installs wrk and nghttp2-client (h2load) from Debian when missing (needs root and apt).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { deploy, type Method, type ServerKind } from '../examples/restarts';
+import { ensureTool, freePort, h2load, median, wrk, type LoadResult } from './load';
 
 const DURATION = Number(process.env.DURATION ?? 20);
 const HANDOFFS = Number(process.env.HANDOFFS ?? 10);
@@ -34,14 +34,6 @@ interface Scenario {
   label: string;
 }
 
-interface LoadResult {
-  requests: number;
-  errors: number;
-  non2xx: number;
-  rps: number;
-  detail: string;
-}
-
 function parseScenario(s: string): Scenario {
   const [method, protocol, mode] = s.split(':');
   if (!['fdpass', 'naive', 'cluster'].includes(method!) || !['http', 'https', 'http2'].includes(protocol!) || !['close', 'keepalive'].includes(mode!)) {
@@ -52,59 +44,11 @@ function parseScenario(s: string): Scenario {
   return { method: method as Method, protocol: protocol as ServerKind['kind'], keepAlive: mode === 'keepalive', label: s };
 }
 
-function ensureTool(tool: string, args: string[], pkg: string): void {
-  try {
-    execFileSync(tool, args, { stdio: 'ignore' });
-  } catch (err) {
-    // wrk --version exits 1 but exists; ENOENT means it is missing.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return;
-    console.log(`installing ${pkg} from Debian...`);
-    execFileSync('sh', ['-c', `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${pkg}`], { stdio: 'inherit' });
-  }
-}
-
-function parseWrk(out: string): LoadResult {
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const errors = se ? se.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  return { requests, rps, errors, non2xx, detail: se ? se[0] : 'socket errors: none' };
-}
-
-function parseH2load(out: string): LoadResult {
-  const r = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
-  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
-  const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
-  if (!r || !codes) return { requests: NaN, rps: NaN, errors: NaN, non2xx: NaN, detail: out.slice(-300) };
-  const done = Number(r[3]);
-  const failed = Number(r[5]) + Number(r[6]) + Number(r[7]);
-  return { requests: done, rps, errors: failed, non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]), detail: r[0] };
-}
-
 function runLoad(s: Scenario, port: number, seconds: number): Promise<LoadResult> {
-  const scheme = s.protocol === 'http' ? 'http' : 'https';
-  const url = `${scheme}://127.0.0.1:${port}/`;
-  const [cmd, args, parse] = s.protocol === 'http2'
-    ? ['h2load', ['-c', String(CONNECTIONS), '-t', '2', '-m', '1', '-D', String(seconds), url], parseH2load] as const
-    : ['wrk', ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, ...(s.keepAlive ? [] : ['-H', 'Connection: close']), url], parseWrk] as const;
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args);
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('error', reject);
-    p.on('exit', () => resolve(parse(out)));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
+  const url = `${s.protocol === 'http' ? 'http' : 'https'}://127.0.0.1:${port}/`;
+  return s.protocol === 'http2'
+    ? h2load(url, { connections: CONNECTIONS, seconds })
+    : wrk(url, { connections: CONNECTIONS, seconds, keepAlive: s.keepAlive });
 }
 
 async function measure(s: Scenario, restarts: number, tls: { key: string; cert: string }): Promise<{ result: LoadResult; done: number }> {
@@ -123,12 +67,6 @@ async function measure(s: Scenario, restarts: number, tls: { key: string; cert: 
   await d.stop();
   fs.rmSync(dir, { recursive: true, force: true });
   return { result, done };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function selfSignedCert(dir: string): { key: string; cert: string } {

@@ -1,0 +1,86 @@
+// Load generation for the restart benchmarks: wrk (HTTP/1.1, plain or TLS) and h2load (HTTP/2), their
+// output parsed into one shape; the tools installed from Debian when missing; medians.
+import { execFileSync, spawn } from 'node:child_process';
+import * as net from 'node:net';
+
+export interface LoadResult {
+  requests: number;
+  errors: number;
+  non2xx: number;
+  rps: number;
+  /** 99th percentile latency in ms (wrk only; NaN otherwise). */
+  p99: number;
+  detail: string;
+}
+
+export function ensureTool(tool: string, args: string[], pkg: string): void {
+  try {
+    execFileSync(tool, args, { stdio: 'ignore' });
+  } catch (err) {
+    // wrk --version exits 1 but exists; ENOENT means it is missing.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return;
+    console.log(`installing ${pkg} from Debian...`);
+    execFileSync('sh', ['-c', `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${pkg}`], { stdio: 'inherit' });
+  }
+}
+
+function ms(value: string, unit: string): number {
+  const n = Number(value);
+  return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : n;
+}
+
+export function parseWrk(out: string): LoadResult {
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = se ? se.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  const p = /^\s+99%\s+([\d.]+)(us|ms|s)\s*$/m.exec(out);
+  return { requests, rps, errors, non2xx, p99: p ? ms(p[1]!, p[2]!) : NaN, detail: se ? se[0] : 'socket errors: none' };
+}
+
+export function parseH2load(out: string): LoadResult {
+  const r = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
+  const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
+  if (!r || !codes) return { requests: NaN, rps: NaN, errors: NaN, non2xx: NaN, p99: NaN, detail: out.slice(-300) };
+  const failed = Number(r[5]) + Number(r[6]) + Number(r[7]);
+  return { requests: Number(r[3]), rps, errors: failed, non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]), p99: NaN, detail: r[0] };
+}
+
+/** Runs wrk (`keepAlive` false: a new connection per request) for `seconds` against `url`. */
+export function wrk(url: string, opts: { connections: number; seconds: number; keepAlive: boolean }): Promise<LoadResult> {
+  const args = ['-t2', `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', ...(opts.keepAlive ? [] : ['-H', 'Connection: close']), url];
+  return run('wrk', args, parseWrk);
+}
+
+/** Runs h2load (HTTP/2, one stream at a time per connection) for `seconds` against `url`. */
+export function h2load(url: string, opts: { connections: number; seconds: number }): Promise<LoadResult> {
+  return run('h2load', ['-c', String(opts.connections), '-t', '2', '-m', '1', '-D', String(opts.seconds), url], parseH2load);
+}
+
+function run(cmd: string, args: string[], parse: (out: string) => LoadResult): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args);
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('error', reject);
+    p.on('exit', () => resolve(parse(out)));
+  });
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

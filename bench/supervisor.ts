@@ -1,0 +1,155 @@
+// npm run bench:supervisor — zero-downtime reloads of one unmodified-protocol app
+// (examples/reload-app.ts), three ways, under wrk:
+//   fdpass-run   `fdpass run -l http=127.0.0.1:PORT -- node reload-app.js`; reload: SIGHUP, done when
+//                the supervisor logs "reload done"
+//   pm2          PM2's cluster mode (`pm2 start reload-app.js -i 2 --wait-ready`); reload: `pm2 reload`
+//   kill-start   nodemon-style: SIGTERM the app, wait for its exit, start it again
+// each with a new connection per request (Connection: close) and with keep-alive. For each pair it
+// runs REPS interleaved (control without reloads, run with RELOADS reloads spread over DURATION s).
+// Knobs: DURATION (s, 15), RELOADS (10), CONNECTIONS (64), REPS (3), METHODS (fdpass-run,pm2,kill-start),
+// MODES (close,keepalive). Installs wrk from Debian when missing; PM2 is a devDependency.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { ensureTool, freePort, median, wrk, type LoadResult } from './load';
+
+const DURATION = Number(process.env.DURATION ?? 15);
+const RELOADS = Number(process.env.RELOADS ?? 10);
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
+const REPS = Number(process.env.REPS ?? 3);
+const METHODS = (process.env.METHODS ?? 'fdpass-run,pm2,kill-start').split(',');
+const MODES = (process.env.MODES ?? 'close,keepalive').split(',');
+const ROOT = path.join(__dirname, '..', '..');
+const APP = path.join(ROOT, '.examples-out', 'reload-app.js');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const PM2 = path.join(ROOT, 'node_modules', '.bin', 'pm2');
+
+interface Deployment {
+  reload(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function exited(p: ChildProcess): Promise<void> {
+  return p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((resolve) => p.once('exit', () => resolve()));
+}
+
+// Resolves when a line of `stream` matches `re` (bounded).
+function line(stream: NodeJS.ReadableStream, re: RegExp, ms = 30_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: stream });
+    const timer = setTimeout(() => {
+      rl.close();
+      reject(new Error(`no line matching ${re} within ${ms} ms`));
+    }, ms);
+    rl.on('line', (l) => {
+      if (!re.test(l)) return;
+      clearTimeout(timer);
+      rl.close();
+      resolve();
+    });
+  });
+}
+
+async function deploy(method: string, port: number, dir: string): Promise<Deployment> {
+  if (method === 'fdpass-run') {
+    const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, '--', process.execPath, APP], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await line(sup.stderr!, /generation 1 .*is ready/);
+    return {
+      async reload() {
+        const done = line(sup.stderr!, /reload done/);
+        sup.kill('SIGHUP');
+        await done;
+      },
+      async stop() {
+        sup.kill('SIGTERM');
+        await exited(sup);
+      },
+    };
+  }
+  if (method === 'pm2') {
+    const env = { ...process.env, PM2_HOME: path.join(dir, 'pm2'), PORT: String(port) };
+    const pm2 = (...args: string[]): void => void execFileSync(PM2, args, { env, stdio: 'ignore' });
+    pm2('start', APP, '-i', '2', '--name', 'bench', '--wait-ready', '--listen-timeout', '10000', '--kill-timeout', '12000');
+    return {
+      async reload() {
+        pm2('reload', 'bench'); // returns once every worker was replaced
+      },
+      async stop() {
+        pm2('kill');
+      },
+    };
+  }
+  let app = spawn(process.execPath, [APP], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PORT: String(port) } });
+  await line(app.stdout!, /"serving"/);
+  return {
+    async reload() {
+      app.kill('SIGTERM');
+      await exited(app);
+      app = spawn(process.execPath, [APP], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PORT: String(port) } });
+      await line(app.stdout!, /"serving"/);
+    },
+    async stop() {
+      app.kill('SIGTERM');
+      await exited(app);
+    },
+  };
+}
+
+async function measure(method: string, keepAlive: boolean, reloads: number): Promise<{ result: LoadResult; done: number }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-sup-'));
+  const port = await freePort();
+  const d = await deploy(method, port, dir);
+  const load = wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, seconds: DURATION, keepAlive });
+  let done = 0;
+  const interval = (DURATION * 1000) / (reloads + 1);
+  for (let i = 0; i < reloads; i++) {
+    await new Promise((r) => setTimeout(r, interval));
+    await d.reload();
+    done++;
+  }
+  const result = await load;
+  await d.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { result, done };
+}
+
+async function main(): Promise<void> {
+  ensureTool('wrk', ['--version'], 'wrk');
+  if (!fs.existsSync(APP) || !fs.existsSync(CLI)) throw new Error('build first: npm run bench:supervisor compiles lib/ and examples/');
+  console.log(`${CONNECTIONS} connections, ${DURATION} s per run, ${RELOADS} reloads, ${REPS} interleaved (control, reloads) pairs; ${os.cpus().length} cores, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+  const rows: string[] = [];
+  for (const method of METHODS) {
+    for (const mode of MODES) {
+      const keepAlive = mode === 'keepalive';
+      const runs: LoadResult[] = [];
+      const ratios: number[] = [];
+      const controls: LoadResult[] = [];
+      let reloads = 0;
+      for (let rep = 0; rep < REPS; rep++) {
+        const first = rep % 2 === 0 ? 0 : RELOADS; // alternate which of the pair goes first
+        const a = await measure(method, keepAlive, first);
+        const b = await measure(method, keepAlive, RELOADS - first);
+        const [control, run] = first === 0 ? [a, b] : [b, a];
+        runs.push(run.result);
+        controls.push(control.result);
+        ratios.push(run.result.requests / control.result.requests);
+        reloads += run.done;
+        console.log(`${method} ${mode} pair ${rep + 1}/${REPS}: ${run.result.requests} requests, ${run.result.errors} errors, ${run.result.non2xx} non-2xx, p99 ${run.result.p99.toFixed(1)} ms (control ${control.result.p99.toFixed(1)} ms), ${(ratios.at(-1)! * 100).toFixed(1)}% of control (${run.result.detail})`);
+      }
+      const errors = runs.reduce((x, r) => x + r.errors, 0);
+      const non2xx = runs.reduce((x, r) => x + r.non2xx, 0);
+      rows.push(`| ${method} | ${mode} | ${reloads} | ${median(runs.map((r) => r.requests))} | ${errors} | ${non2xx} | ${(median(ratios) * 100).toFixed(1)} % | ${median(runs.map((r) => r.p99)).toFixed(1)} ms | ${median(controls.map((r) => r.p99)).toFixed(1)} ms |`);
+    }
+  }
+  console.log('\n| method | clients | reloads | requests | errors | non-2xx | vs control | p99 | control p99 |');
+  console.log('|:--|:--|--:|--:|--:|--:|--:|--:|--:|');
+  for (const r of rows) console.log(r);
+  console.log(`(requests, "vs control" and p99: medians over ${REPS} pairs; errors and non-2xx: totals over the runs with reloads)`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

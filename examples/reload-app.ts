@@ -1,0 +1,25 @@
+// The app of `npm run bench:supervisor`, the same under every restart method: under `fdpass run` it
+// takes its listener from LISTEN_FDS and says READY=1; elsewhere (PM2's cluster mode, a plain start)
+// it listens on PORT. SIGTERM or SIGINT: drain (idle keep-alive connections get a grace period, later
+// requests `Connection: close`), then exit.
+//   node reload-app.js            (PORT=8080)
+import * as http from 'node:http';
+import { drain, listenFds, notify, toServer } from 'fdpass';
+
+async function main(): Promise<void> {
+  const server = http.createServer((_req, res) => res.end(`hello from ${process.pid}\n`));
+  const [inherited] = listenFds();
+  if (inherited) await toServer(inherited.fd, server);
+  else await new Promise<void>((resolve) => server.listen(Number(process.env.PORT ?? 8080), '127.0.0.1', resolve));
+  await notify({ ready: true }); // fdpass run / systemd; false (nothing sent) elsewhere
+  process.send?.('ready'); // PM2's --wait-ready
+  const stop = (): void => void drain(server, { timeout: 10_000, idleGrace: 1000 }).then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop); // PM2 stops with SIGINT
+  process.stdout.write(`${JSON.stringify({ event: 'serving', pid: process.pid })}\n`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
