@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { deploy, type Method, type ServerKind } from '../examples/restarts';
-import { ensureTool, freePort, h2load, median, wrk, type LoadResult } from './load';
+import { ensureTool, h2load, median, underRestarts, wrk, type LoadResult } from './load';
 
 const DURATION = Number(process.env.DURATION ?? 20);
 const HANDOFFS = Number(process.env.HANDOFFS ?? 10);
@@ -51,22 +51,13 @@ function runLoad(s: Scenario, port: number, seconds: number): Promise<LoadResult
     : wrk(url, { connections: CONNECTIONS, seconds, keepAlive: s.keepAlive });
 }
 
-async function measure(s: Scenario, restarts: number, tls: { key: string; cert: string }): Promise<{ result: LoadResult; done: number }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-'));
-  const port = await freePort();
-  const d = await deploy(s.method, port, path.join(dir, 'control.sock'), { kind: s.protocol, ...tls });
-  const load = runLoad(s, port, DURATION);
-  let done = 0;
-  const interval = (DURATION * 1000) / (restarts + 1);
-  for (let i = 0; i < restarts; i++) {
-    await new Promise((r) => setTimeout(r, interval));
-    await d.restart();
-    done++;
-  }
-  const result = await load;
-  await d.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
-  return { result, done };
+function measure(s: Scenario, restarts: number, tls: { key: string; cert: string }): Promise<{ result: LoadResult; done: number }> {
+  return underRestarts(
+    (port, dir) => deploy(s.method, port, path.join(dir, 'control.sock'), { kind: s.protocol, ...tls }),
+    (port) => runLoad(s, port, DURATION),
+    restarts,
+    DURATION,
+  );
 }
 
 function selfSignedCert(dir: string): { key: string; cert: string } {

@@ -1,7 +1,10 @@
 // Load generation for the restart benchmarks: wrk (HTTP/1.1, plain or TLS) and h2load (HTTP/2), their
 // output parsed into one shape; the tools installed from Debian when missing; medians.
 import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 export interface LoadResult {
   requests: number;
@@ -83,4 +86,37 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A server that a benchmark restarts (or reloads) under load. */
+export interface Restartable {
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Deploys a server in a fresh temporary directory, loads it for `seconds` with `load(port)`, restarts
+ * it `restarts` times spread evenly over the run, then stops it and removes the directory.
+ */
+export async function underRestarts(
+  deployIn: (port: number, dir: string) => Promise<Restartable>,
+  load: (port: number) => Promise<LoadResult>,
+  restarts: number,
+  seconds: number,
+): Promise<{ result: LoadResult; done: number }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-'));
+  const port = await freePort();
+  const d = await deployIn(port, dir);
+  const running = load(port);
+  let done = 0;
+  const interval = (seconds * 1000) / (restarts + 1);
+  for (let i = 0; i < restarts; i++) {
+    await new Promise((r) => setTimeout(r, interval));
+    await d.restart();
+    done++;
+  }
+  const result = await running;
+  await d.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { result, done };
 }

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { ensureTool, freePort, median, wrk, type LoadResult } from './load';
+import { ensureTool, median, underRestarts, wrk, type LoadResult, type Restartable } from './load';
 
 const DURATION = Number(process.env.DURATION ?? 15);
 const RELOADS = Number(process.env.RELOADS ?? 10);
@@ -25,11 +25,6 @@ const ROOT = path.join(__dirname, '..', '..');
 const APP = path.join(ROOT, '.examples-out', 'reload-app.js');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const PM2 = path.join(ROOT, 'node_modules', '.bin', 'pm2');
-
-interface Deployment {
-  reload(): Promise<void>;
-  stop(): Promise<void>;
-}
 
 function exited(p: ChildProcess): Promise<void> {
   return p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((resolve) => p.once('exit', () => resolve()));
@@ -52,12 +47,12 @@ function line(stream: NodeJS.ReadableStream, re: RegExp, ms = 30_000): Promise<v
   });
 }
 
-async function deploy(method: string, port: number, dir: string): Promise<Deployment> {
+async function deploy(method: string, port: number, dir: string): Promise<Restartable> {
   if (method === 'fdpass-run') {
     const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, '--', process.execPath, APP], { stdio: ['ignore', 'ignore', 'pipe'] });
     await line(sup.stderr!, /generation 1 .*is ready/);
     return {
-      async reload() {
+      async restart() {
         const done = line(sup.stderr!, /reload done/);
         sup.kill('SIGHUP');
         await done;
@@ -73,7 +68,7 @@ async function deploy(method: string, port: number, dir: string): Promise<Deploy
     const pm2 = (...args: string[]): void => void execFileSync(PM2, args, { env, stdio: 'ignore' });
     pm2('start', APP, '-i', '2', '--name', 'bench', '--wait-ready', '--listen-timeout', '10000', '--kill-timeout', '12000');
     return {
-      async reload() {
+      async restart() {
         pm2('reload', 'bench'); // returns once every worker was replaced
       },
       async stop() {
@@ -84,7 +79,7 @@ async function deploy(method: string, port: number, dir: string): Promise<Deploy
   let app = spawn(process.execPath, [APP], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PORT: String(port) } });
   await line(app.stdout!, /"serving"/);
   return {
-    async reload() {
+    async restart() {
       app.kill('SIGTERM');
       await exited(app);
       app = spawn(process.execPath, [APP], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PORT: String(port) } });
@@ -97,22 +92,13 @@ async function deploy(method: string, port: number, dir: string): Promise<Deploy
   };
 }
 
-async function measure(method: string, keepAlive: boolean, reloads: number): Promise<{ result: LoadResult; done: number }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-sup-'));
-  const port = await freePort();
-  const d = await deploy(method, port, dir);
-  const load = wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, seconds: DURATION, keepAlive });
-  let done = 0;
-  const interval = (DURATION * 1000) / (reloads + 1);
-  for (let i = 0; i < reloads; i++) {
-    await new Promise((r) => setTimeout(r, interval));
-    await d.reload();
-    done++;
-  }
-  const result = await load;
-  await d.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
-  return { result, done };
+function measure(method: string, keepAlive: boolean, reloads: number): Promise<{ result: LoadResult; done: number }> {
+  return underRestarts(
+    (port, dir) => deploy(method, port, dir),
+    (port) => wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, seconds: DURATION, keepAlive }),
+    reloads,
+    DURATION,
+  );
 }
 
 async function main(): Promise<void> {
