@@ -11,6 +11,7 @@ import { connect, sameUser } from '../endpoints';
 import { FdpassError, FdpassSystemError } from '../errors';
 import { toDgram, toServer } from '../adopt';
 import { parseName } from '../names';
+import { processGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
 import { trackSessions } from './drain';
 import { checkNames, decode, encode, isPeerGone, peerError, type ListenerKind, type SkippedListener, type Wire } from './protocol';
@@ -281,16 +282,5 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
       return null;
     }
     throw err;
-  }
-}
-
-// True when `pid` has exited (no such process, or a zombie waiting for its parent).
-function processGone(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state === 'Z' || state === 'X';
-  } catch {
-    return true;
   }
 }

@@ -3,18 +3,12 @@
 import * as fs from 'node:fs';
 import { closeQuietly, type Channel, type Message } from '../channel';
 import { bindDgram, connect } from '../endpoints';
+import { procStat } from '../proc';
 
 /** The parent pid of `pid` from /proc/<pid>/stat, or undefined if it is gone. */
 export function parentOf(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ppid = Number(fields[1]);
-    return Number.isInteger(ppid) ? ppid : undefined;
-  } catch {
-    return undefined;
-  }
+  const ppid = procStat(pid)?.ppid;
+  return ppid === undefined || ppid < 0 ? undefined : ppid;
 }
 
 /**

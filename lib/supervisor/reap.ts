@@ -3,6 +3,7 @@
 // in /proc that are not its own generations (libuv reaps those, and needs their status) and wait for
 // them by pid. Needs the pid namespace's own /proc, as every container has.
 import * as fs from 'node:fs';
+import { procStat } from '../proc';
 import { binding } from '../native';
 
 export class OrphanReaper {
@@ -35,14 +36,8 @@ export class OrphanReaper {
       if (!/^\d+$/.test(name)) continue;
       const pid = Number(name);
       if (ours.has(pid)) continue;
-      let stat: string;
-      try {
-        stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-      } catch {
-        continue;
-      }
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (fields[0] !== 'Z' || Number(fields[1]) !== process.pid) continue;
+      const stat = procStat(pid);
+      if (stat === undefined || stat.state !== 'Z' || stat.ppid !== process.pid) continue;
       try {
         if (binding.waitpid(pid) !== null) reaped++;
       } catch {
