@@ -96,7 +96,8 @@ export interface Restartable {
 
 /**
  * Deploys a server in a fresh temporary directory, loads it for `seconds` with `load(port)`, restarts
- * it `restarts` times spread evenly over the run, then stops it and removes the directory.
+ * it `restarts` times spread evenly over the run (the i-th begins at i/(restarts+1) of it, or when the
+ * one before is done if that is later), then stops it and removes the directory.
  */
 export async function underRestarts(
   deployIn: (port: number, dir: string) => Promise<Restartable>,
@@ -109,9 +110,12 @@ export async function underRestarts(
   const d = await deployIn(port, dir);
   const running = load(port);
   let done = 0;
+  // On a fixed schedule from the start: waiting a whole interval after each restart (an fdpass
+  // restart takes ~1.3 s) pushed the last ones past the end of the load.
   const interval = (seconds * 1000) / (restarts + 1);
+  const start = Date.now();
   for (let i = 0; i < restarts; i++) {
-    await new Promise((r) => setTimeout(r, interval));
+    await new Promise((r) => setTimeout(r, Math.max(0, start + (i + 1) * interval - Date.now())));
     await d.restart();
     done++;
   }
