@@ -433,7 +433,8 @@ describe('fdpass run (supervisor)', function () {
 
   it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async () => {
     const script = [
-      'import json, os, sys, systemd.daemon as d',
+      'import json, os, signal, sys, time, systemd.daemon as d',
+      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))', // before READY=1: a stop may follow at once
       "names = os.environ.get('LISTEN_FDNAMES', '')",
       'fds = d.listen_fds()',
       "got = [os.pread(fd, 64, 0).decode() for fd, n in zip(fds, names.split(':')) if n == 'py']",
@@ -441,8 +442,6 @@ describe('fdpass run (supervisor)', function () {
       "f = os.open(sys.argv[1], os.O_RDONLY)",
       "d.notify('FDSTORE=1\\nFDNAME=py', fds=[f])",
       "d.notify('READY=1')",
-      'import signal, time',
-      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))',
       'time.sleep(60)',
     ].join('\n');
     const file = tmpPath('py-state');
