@@ -1,12 +1,12 @@
 // Descriptor accounting for tests: what this process has open, by /proc/self/fd.
 import * as fs from 'node:fs';
 
-/** fd number -> readlink target, for every open descriptor of this process. */
-export function openFds(): Map<number, string> {
+/** fd number -> readlink target, for every open descriptor of this process (or of process `pid`). */
+export function openFds(pid: number | 'self' = 'self'): Map<number, string> {
   const out = new Map<number, string>();
-  for (const name of fs.readdirSync('/proc/self/fd')) {
+  for (const name of fs.readdirSync(`/proc/${pid}/fd`)) {
     try {
-      out.set(Number(name), fs.readlinkSync(`/proc/self/fd/${name}`));
+      out.set(Number(name), fs.readlinkSync(`/proc/${pid}/fd/${name}`));
     } catch {
       // the directory's own fd, closed by the time we read it
     }
