@@ -11,9 +11,9 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { handoff, listen, connect, HANDOFF_PROTOCOL_VERSION, type Channel, type PeerCredentials } from 'fdpass';
 import { runFixture, type Fixture } from './helpers/children';
-import { newFds, openFds, settle } from './helpers/fds';
+import { holdsFile, newFds, openFds, settle } from './helpers/fds';
 import { get } from './helpers/http';
-import { NOBODY, asNobody, markerFile, holdsFile, openToOthers } from './helpers/foreign';
+import { NOBODY, asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { tmpPath } from './helpers/tmp';
 
 interface PeerReport {

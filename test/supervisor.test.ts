@@ -5,9 +5,9 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { bindDgram, closeFds, type Message } from 'fdpass';
 import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
-import { openFds } from './helpers/fds';
+import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
-import { asNobody, holdsFile, markerFile, openToOthers } from './helpers/foreign';
+import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { tmpPath } from './helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');

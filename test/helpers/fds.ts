@@ -31,3 +31,9 @@ export function newFds(before: Map<number, string>, after: Map<number, string>):
 export async function settle(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
 }
+
+/** How many descriptors of `fds` (fd -> readlink target) point at `file`. */
+export function holdsFile(fds: Map<number, string> | Record<string, string>, file: string): number {
+  const targets = fds instanceof Map ? [...fds.values()] : Object.values(fds);
+  return targets.filter((t) => t === file).length;
+}

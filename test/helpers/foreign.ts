@@ -26,9 +26,3 @@ export function markerFile(): string {
   fs.writeFileSync(file, 'not yours', { mode: 0o644 });
   return file;
 }
-
-/** How many descriptors of `fds` (fd -> readlink target) point at `file`. */
-export function holdsFile(fds: Map<number, string> | Record<string, string>, file: string): number {
-  const targets = fds instanceof Map ? [...fds.values()] : Object.values(fds);
-  return targets.filter((t) => t === file).length;
-}
