@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { socketPair, sendFd, dupFd, closeFd, closeFds, connect, listen, type Channel } from 'fdpass';
 import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
-import { openFds, newFds, settle, holdsFile } from './helpers/fds';
+import { openFds, newFds, settle } from './helpers/fds';
 import { get, load } from './helpers/http';
 import { tmpPath } from './helpers/tmp';
 
@@ -160,13 +160,18 @@ async function mainThreadProbe(): Promise<MainThreadProbe> {
 
 /**
  * A test body run with a {@link mainThreadProbe} open throughout (closed at the end, whatever the
- * outcome), taken before the test's own baseline of descriptors.
+ * outcome); `before` is the process's descriptors once the probe is open. Afterwards the probe must
+ * still work and no descriptor may be left beyond `before`.
  */
-function probed(body: (probe: MainThreadProbe) => Promise<void>): () => Promise<void> {
+function probed(body: (probe: MainThreadProbe, before: Map<number, string>) => Promise<void>): () => Promise<void> {
   return async () => {
     const probe = await mainThreadProbe();
     try {
-      await body(probe);
+      const before = openFds();
+      await body(probe, before);
+      // The main thread's channels still work, and this process holds nothing new.
+      await probe.check();
+      await assertNoNewFds(before, 'after the Workers ended');
     } finally {
       await probe.close();
     }
@@ -300,8 +305,7 @@ describe('lifecycle', () => {
 
     describe('core scenarios inside a Worker, with the main thread\'s own channels open throughout', () => {
       for (const type of ['stream', 'seqpacket'] as const) {
-        it(`${type}: a ChannelServer in a Worker echoes 30 fd-carrying messages of a main-thread client; the client hangs up, the server closes, the Worker exits 0`, probed(async (probe) => {
-          const before = openFds();
+        it(`${type}: a ChannelServer in a Worker echoes 30 fd-carrying messages of a main-thread client; the client hangs up, the server closes, the Worker exits 0`, probed(async () => {
           const sock = tmpPath('echo.sock');
           const w = startWorker({ mode: 'echo-server', type, sock, end: 'return' });
           await w.expect('listening');
@@ -320,13 +324,10 @@ describe('lifecycle', () => {
           fs.closeSync(fd);
           await client.close();
           assert.equal(await w.exited, 0);
-          await probe.check();
-          await assertNoNewFds(before, 'after the echo Worker exited');
         }));
       }
 
-      it('terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread\'s channels work', probed(async (probe) => {
-        const before = openFds();
+      it('terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread\'s channels work', probed(async (probe, before) => {
         const file = tmpPath('payload.txt');
         fs.writeFileSync(file, 'in flight');
         for (let round = 0; round < 10; round++) {
@@ -371,13 +372,9 @@ describe('lifecycle', () => {
           for (const n of left) closeFd(n); // the terminated application's, not fdpass's
           await probe.check();
         }
-        await settle();
-        assert.equal(holdsFile(openFds(), file), 0);
-        await assertNoNewFds(before, 'after 10 echo Workers were terminated mid-traffic');
       }));
 
-      it('handoff.serve() in a Worker, take() in a child process: the listener moves, the Worker drains and exits 0', probed(async (probe) => {
-        const before = openFds();
+      it('handoff.serve() in a Worker, take() in a child process: the listener moves, the Worker drains and exits 0', probed(async () => {
         const sock = tmpPath('control.sock');
         const w = startWorker({ mode: 'handoff-serve', sock });
         const port = (await w.expect('serving')).port as number;
@@ -392,12 +389,9 @@ describe('lifecycle', () => {
         assert.equal(await get(port), `new ${taker.pid}`);
         taker.send({ cmd: 'exit' });
         assert.equal((await taker.exited).code, 0);
-        await probe.check();
-        await assertNoNewFds(before, 'after the serving Worker exited');
       }));
 
-      it('take() in a Worker from a child process under load: 0 failed requests; after GET /last the Worker closes and exits 0', probed(async (probe) => {
-        const before = openFds();
+      it('take() in a Worker from a child process under load: 0 failed requests; after GET /last the Worker closes and exits 0', probed(async () => {
         const sock = tmpPath('control.sock');
         const old = runFixture('handoff-old', [sock, 'http']);
         const { ports } = await old.expect<{ ports: { web: number } }>('serving');
@@ -412,12 +406,9 @@ describe('lifecycle', () => {
         assert.ok([...r.bodies.keys()].some((b) => /^take \d+$/.test(b)), 'the Worker served');
         assert.match(await get(ports.web, '/last'), /^take \d+$/);
         assert.equal(await w.exited, 0);
-        await probe.check();
-        await assertNoNewFds(before, 'after the taking Worker exited');
       }));
 
-      it('Worker to Worker under load: handoff.serve() in one, take() in the other: 0 failed requests, both end naturally', probed(async (probe) => {
-        const before = openFds();
+      it('Worker to Worker under load: handoff.serve() in one, take() in the other: 0 failed requests, both end naturally', probed(async () => {
         const sock = tmpPath('control.sock');
         const a = startWorker({ mode: 'handoff-serve', sock });
         const port = (await a.expect('serving')).port as number;
@@ -434,12 +425,9 @@ describe('lifecycle', () => {
         assert.deepEqual([...new Set(served)], ['serve', 'take'], 'both Workers served');
         assert.match(await get(port, '/last'), /^take \d+$/);
         assert.equal(await b.exited, 0);
-        await probe.check();
-        await assertNoNewFds(before, 'after both Workers ended');
       }));
 
       it('terminate() under load: of a Worker serving a hand-off, and of a Worker that took the listener: fds back, the main thread\'s channels work', probed(async (probe) => {
-        const before = openFds();
         for (const role of ['handoff-serve', 'handoff-take'] as const) {
           const sock = tmpPath(`${role}.sock`);
           let port: number;
@@ -462,7 +450,6 @@ describe('lifecycle', () => {
           }
           await probe.check();
         }
-        await assertNoNewFds(before, 'after the hand-off Workers were terminated under load');
       }));
     });
 
@@ -565,36 +552,26 @@ describe('lifecycle', () => {
   });
 
   describe('garbage collection', () => {
-    it('channels dropped without close() (24 socket pairs, some used) give their fds back once collected', async () => {
-      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'dropped']);
-      const r = await child.expect<{
-        pairs: number;
-        before: number;
-        held: number;
-        after: number;
-        targetsBefore: Record<string, string>;
-        targetsAfter: Record<string, string>;
-      }>('gc');
+    // One run of the lifecycle-gc fixture: its channels dropped, gc() called; every descriptor they
+    // held (and `extraPerPair` unread fds per pair) open before collection, none after.
+    async function droppedAndCollected(mode: 'dropped' | 'unread', extraPerPair: number): Promise<void> {
+      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), mode]);
+      const r = await child.expect<{ pairs: number; before: number; held: number; after: number; targetsBefore: Record<string, string>; targetsAfter: Record<string, string> }>('gc');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
-      assert.equal(r.held, r.before + 2 * r.pairs, 'the pairs were open before collection');
+      assert.equal(r.held, r.before + (2 + extraPerPair) * r.pairs, 'both ends of each pair (and its unread fds) were open before collection');
       const kept = Object.entries(r.targetsAfter)
         .filter(([fd, target]) => r.targetsBefore[fd] !== target)
         .map(([fd, target]) => `${fd} -> ${target}`);
-      assert.equal(
-        kept.length,
-        0,
-        `${kept.length} descriptors of dropped channels still open after gc() (${r.after} open, ${r.before} before), e.g. ${kept.slice(0, 4).join(', ')}`,
-      );
+      assert.deepEqual(kept, [], `descriptors of dropped channels still open after gc() (${r.after} open, ${r.before} before)`);
       assert.equal(r.after, r.before);
+    }
+
+    it('channels dropped without close() (24 socket pairs, some used) give their fds back once collected', async () => {
+      await droppedAndCollected('dropped', 0);
     });
 
     it('channels dropped with fd-carrying messages unread in their inbox (8 pairs, 2 of 3 messages untaken) give those fds back once collected', async () => {
-      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'unread']);
-      const r = await child.expect<{ pairs: number; before: number; held: number; after: number; targetsBefore: Record<string, string>; targetsAfter: Record<string, string> }>('gc');
-      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
-      assert.equal(r.held, r.before + 2 * r.pairs + 2 * r.pairs, 'both ends of each pair and 2 unread fds per pair before collection');
-      assert.deepEqual(r.targetsAfter, r.targetsBefore, 'descriptors still open after gc()');
-      assert.equal(r.after, r.before);
+      await droppedAndCollected('unread', 2);
     });
 
     it('a channel nothing refers to but a pending receive() or a \'message\' listener survives gc() and still delivers', async () => {
