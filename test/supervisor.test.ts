@@ -5,7 +5,9 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { bindDgram, closeFds, type Message } from 'fdpass';
 import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
+import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
+import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { tmpPath } from './helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
@@ -279,6 +281,38 @@ describe('fdpass run (supervisor)', function () {
     // A delay is only a guess (hence second best): stop once the app really serves and handles
     // SIGTERM; a SIGTERM before that ends it by the signal (143), as it should.
     await sup.expect('serving-unready');
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('a NOTIFY_SOCKET datagram from another uid (nobody): refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation stays unready and serves', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // running a sender as nobody needs root
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-timeout', '60'], [process.execPath, APP, 'never-ready']);
+    const started = await sup.expect<{ pid: number }>('started');
+    const { port } = await sup.expect<{ port: number }>('serving-unready');
+    const environ = fs.readFileSync(`/proc/${started.pid}/environ`, 'latin1').split('\0');
+    const notifySocket = environ.find((e) => e.startsWith('NOTIFY_SOCKET='))!.slice('NOTIFY_SOCKET='.length);
+    openToOthers();
+    const marker = markerFile();
+
+    // As it is: the socket lives in a private (0700) directory, so another user cannot even reach it.
+    const denied = asNobody(['notify', notifySocket, marker]);
+    const d = await denied.expect<{ sent: boolean; errno?: number }>('notify');
+    assert.equal((await denied.exited).code, 0, denied.stderr());
+    assert.deepEqual(d.sent, false);
+    assert.equal(d.errno, 13, 'EACCES');
+
+    // Opened up (a loose umask, a copied path): the credential check still drops it, fds closed.
+    fs.chmodSync(path.dirname(notifySocket), 0o755);
+    fs.chmodSync(notifySocket, 0o666);
+    const forged = asNobody(['notify', notifySocket, marker]);
+    const f = await forged.expect<{ sent: boolean; pid: number }>('notify');
+    assert.equal((await forged.exited).code, 0, forged.stderr());
+    assert.equal(f.sent, true);
+    await logged(sup, new RegExp(`ignored a notify message from pid ${f.pid}: not in any generation's process tree`));
+    assert.doesNotMatch(sup.stderr(), /is ready/, 'the forged READY=1 counted');
+    assert.doesNotMatch(sup.stderr(), /forged by another user/, "the forged STATUS= was taken as the generation's");
+    assert.equal(holdsFile(openFds(sup.pid), marker), 0, 'the supervisor holds an fd the stranger sent');
+    assert.match(await get(port), /^1 \d+$/, 'the generation serves on');
     assert.equal(await stop(sup), 0);
   });
 
