@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import { drain, handoff } from 'fdpass';
+import { runFixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 
 async function listening(): Promise<{ server: http.Server; port: number }> {
@@ -127,6 +128,67 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
       for (const t of idleClosedAfter) assert.ok(t >= idleGrace && t < idleGrace + 2 * (idleGrace / 4) + 200, `idle closed after ${t} ms`);
     });
   }
+
+  it('through a hand-off: serve({ closeSpread }) moves 16 keep-alive clients to the new process over the window, 0 failed requests', async () => {
+    const spread = 1500;
+    const idleGrace = 1000; // serve()'s default
+    const drainTimeout = 5000;
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http', '5000', String(drainTimeout), String(spread)]);
+    const { ports } = await old.expect<{ ports: Record<string, number> }>('serving');
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
+    // Each client: its own keep-alive connection, a request every 20 ms, until it has been answered
+    // by the new process for a while; notes when it first was.
+    const clients = Array.from({ length: 16 }, () => new Client(ports.web!));
+    let t0 = 0;
+    const movedAt: number[] = [];
+    const bodies = new Set<string>();
+    const loops = clients.map(async (c, i) => {
+      for (;;) {
+        const body = await new Promise<string | undefined>((resolve) => {
+          const req = http.get({ host: '127.0.0.1', port: ports.web!, agent: c.agent }, (res) => {
+            let b = '';
+            res.on('data', (d: Buffer) => (b += d.toString()));
+            res.on('end', () => resolve(res.statusCode === 200 ? b : `status ${res.statusCode}`));
+          });
+          req.on('error', (err: Error & { code?: string }) => {
+            c.errors.push(err.code ?? err.message);
+            resolve(undefined);
+          });
+        });
+        if (body !== undefined) bodies.add(body.split(' ')[0]!);
+        if (body?.startsWith('new ') && t0 > 0) {
+          movedAt[i] ??= Date.now() - t0;
+          if (Date.now() - t0 > spread + idleGrace) return;
+        }
+        if (body === undefined || body.startsWith('status')) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    t0 = Date.now();
+    fresh.send({ cmd: 'ready' });
+    await fresh.expect('ready');
+    await old.expect('drained');
+    const drainedAfter = Date.now() - t0;
+    await Promise.all(loops);
+    clients.forEach((c) => c.agent.destroy());
+    fresh.send({ cmd: 'exit' });
+    fresh.proc.stdin!.end();
+    assert.equal((await fresh.exited).code, 0, fresh.stderr());
+    await old.exited;
+
+    assert.deepEqual(clients.flatMap((c) => c.errors), [], 'no failed request');
+    assert.deepEqual([...bodies].sort(), ['new', 'old']);
+    const moved = [...movedAt].sort((a, b) => a - b);
+    assert.equal(moved.filter((t) => t !== undefined).length, 16, `every client moved: ${moved.join(', ')}`);
+    const shown = `moved to the new process after ${moved.join(', ')} ms; old drained after ${drainedAfter} ms`;
+    assert.ok(moved.some((t) => t >= spread / 10), `not all in the first 10 % of the window: ${shown}`);
+    assert.ok(moved.at(-1)! - moved[0]! >= spread / 4, `spread over the window: ${shown}`);
+    assert.ok(moved.at(-1)! < spread + idleGrace, `every client moved by closeSpread + idleGrace: ${shown}`);
+    assert.ok(drainedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
+  });
 
   it('closeSpread is checked: a non-integer, a negative value, or not less than the timeout is refused', async () => {
     const { server } = await listening();
