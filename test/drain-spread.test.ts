@@ -3,6 +3,7 @@
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as http from 'node:http';
+import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { drain, handoff } from 'fdpass';
 import { runFixture } from './helpers/children';
@@ -188,6 +189,64 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     assert.ok(moved.at(-1)! - moved[0]! >= spread / 4, `spread over the window: ${shown}`);
     assert.ok(moved.at(-1)! < spread + idleGrace, `every client moved by closeSpread + idleGrace: ${shown}`);
     assert.ok(drainedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
+  });
+
+  it('HTTP/2: each session gets its GOAWAY at its own turn over the window (HandoffServer.stop()), 0 failed streams', async () => {
+    const spread = 1500;
+    const idleGrace = 300;
+    const drainTimeout = 4000;
+    const server = http2.createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const hs = await handoff.serve(tmpPath('control.sock'), { web: server }, { drainTimeout, idleGrace, closeSpread: spread });
+    const errors: string[] = [];
+    let t0 = 0;
+    const goawayAt: number[] = [];
+    const sessions = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const s = http2.connect(`http://127.0.0.1:${port}`);
+        s.on('error', (err: Error & { code?: string }) => errors.push(err.code ?? err.message));
+        await once(s, 'connect');
+        return s;
+      }),
+    );
+    // Each session: a stream every 20 ms until told GOAWAY (then it would open a new connection).
+    const loops = sessions.map(async (s, i) => {
+      let away = false;
+      s.once('goaway', () => {
+        away = true;
+        goawayAt[i] = Date.now() - t0;
+      });
+      while (!away) {
+        const status = await new Promise<number | string>((resolve) => {
+          const req = s.request({ ':path': '/' });
+          req.on('response', (h) => req.once('end', () => resolve(Number(h[':status']))));
+          req.on('error', (err: Error & { code?: string }) => resolve(err.code ?? err.message));
+          req.resume();
+          req.end();
+        });
+        if (status !== 200) errors.push(String(status));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      s.close();
+      await once(s, 'close');
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    t0 = Date.now();
+    await hs.stop();
+    const stoppedAfter = Date.now() - t0;
+    await Promise.all(loops);
+
+    assert.deepEqual(errors, [], 'no failed stream');
+    const times = [...goawayAt].sort((a, b) => a - b);
+    const shown = `GOAWAY after ${times.join(', ')} ms; drained after ${stoppedAfter} ms`;
+    assert.equal(times.filter((t) => t !== undefined).length, 8, shown);
+    // Uniform over [0, 1500): all 8 in the first 10 % has probability 1e-8; each comes at the first
+    // sweep (every idleGrace / 4 = 75 ms) after its turn.
+    assert.ok(times.some((t) => t >= spread / 10), `not all in the first 10 % of the window: ${shown}`);
+    assert.ok(times.at(-1)! - times[0]! >= spread / 4, `spread over the window: ${shown}`);
+    assert.ok(times.at(-1)! < spread + idleGrace, `every session told by closeSpread + idleGrace: ${shown}`);
+    assert.ok(stoppedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
   });
 
   it('closeSpread is checked: a non-integer, a negative value, or not less than the timeout is refused', async () => {
