@@ -6,7 +6,8 @@
 // {"event":"serving"} when it serves (and offers the listener on), {"event":"draining"} once it handed
 // the listener off and drains; each with its pid and "t", ms since the epoch. SIGTERM: stop serving,
 // drain, exit 0. Responses echo a request's X-Start header, so that a load generator (bench:handoff's
-// wrk script) can time each request.
+// wrk script) can time each request. CLOSE_SPREAD=ms spreads the drain's connection closes over a
+// window (serve's closeSpread; default 0, all at once).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -55,7 +56,8 @@ async function main(): Promise<void> {
   }
 
   // 3. Offer the listener to the next generation; exit once handed off and drained.
-  const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000 });
+  const closeSpread = Number(process.env.CLOSE_SPREAD ?? 0); // serve() refuses a bad one
+  const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000, closeSpread });
   hs.on('handoff', () => report('draining'));
   hs.on('drained', () => process.exit(0));
   process.on('SIGTERM', () => void hs.stop().then(() => process.exit(0)));
