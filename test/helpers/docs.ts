@@ -94,6 +94,14 @@ export function projectDir(dir: string): string {
   return dir;
 }
 
+// Every `from` replaced by its `to` in one pass (a new port never gets replaced again).
+function replaceAll(text: string, replace: Array<[string, string]>): string {
+  if (replace.length === 0) return text;
+  const to = new Map(replace);
+  const any = new RegExp(replace.map(([from]) => from.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|'), 'g');
+  return text.replace(any, (m) => to.get(m)!);
+}
+
 /**
  * Writes a scenario's blocks into `dir` (made a project: see projectDir) under their names; returns
  * name → absolute path. Drivers of `file` scenarios call this with the scenario's name. `replace`
@@ -108,9 +116,7 @@ export function docScenario(scenario: string, dir: string, replace: Array<[strin
   for (const b of blocks) {
     const file = path.join(dir, b.marker.name);
     if (files[b.marker.name] !== undefined) throw new Error(`${b.where}: scenario ${scenario} has two blocks named ${b.marker.name}`);
-    let code = b.code;
-    for (const [from, to] of replace) code = code.split(from).join(to);
-    fs.writeFileSync(file, code);
+    fs.writeFileSync(file, replaceAll(b.code, replace));
     files[b.marker.name] = file;
   }
   return files;
