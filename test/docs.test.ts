@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnJson, type Fixture } from './helpers/children';
-import { allBlocks, docScenario, projectDir, CODE_LANGS, ROOT, type DocBlock } from './helpers/docs';
+import { allBlocks, docFiles, docScenario, projectDir, CODE_LANGS, ROOT, type DocBlock } from './helpers/docs';
 import { get } from './helpers/http';
 import { freePort, line } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
@@ -169,6 +169,21 @@ function scenarios(): Map<string, DocBlock[]> {
   return map;
 }
 
+// The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped, spaces to
+// hyphens, and -1, -2, ... for repeats.
+function headingSlugs(file: string): Set<string> {
+  const slugs = new Set<string>();
+  const seen = new Map<string, number>();
+  const text = fs.readFileSync(path.join(ROOT, file), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
+  for (const m of text.matchAll(/^#+\s+(.*)$/gm)) {
+    const base = m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    slugs.add(n === 0 ? base : `${base}-${n}`);
+  }
+  return slugs;
+}
+
 // The file a code block is type-checked as: its scenario name, else by its module style.
 function checkedName(b: DocBlock, i: number): string {
   const m = b.marker;
@@ -252,6 +267,22 @@ describe('docs: README.md and docs/*.md', () => {
       for (const [i, line] of b.code.split('\n').entries()) {
         const names = b.marker.paths.map((p) => `# ${path.basename(p)}`); // a line naming the file quoted next
         if (line.trim() !== '' && !quoted.has(line.trimEnd()) && !names.includes(line.trim())) problems.push(`${b.where}+${i + 1}: not in ${b.marker.paths.join(' or ')}: ${line}`);
+      }
+    }
+    assert.deepEqual(problems, []);
+  });
+
+  it('every relative link reaches a file, and every #anchor a heading (GitHub slugs)', () => {
+    const problems: string[] = [];
+    for (const file of docFiles()) {
+      const text = fs.readFileSync(path.join(ROOT, file), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = m[1]!;
+        if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
+        const [rel, anchor] = target.split('#') as [string, string | undefined];
+        const linked = rel === '' ? file : path.normalize(path.join(path.dirname(file), rel));
+        if (!fs.existsSync(path.join(ROOT, linked))) problems.push(`${file}: ${target}: no file ${linked}`);
+        else if (anchor !== undefined && !headingSlugs(linked).has(anchor)) problems.push(`${file}: ${target}: no heading #${anchor} in ${linked}`);
       }
     }
     assert.deepEqual(problems, []);
