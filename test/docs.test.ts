@@ -50,6 +50,7 @@ const drivers: Record<string, () => Promise<void>> = {
   // README first screen: recv.mjs, send.mjs and the three commands, 8080 and the socket path swapped
   // for free ones.
   async quickstart() {
+    need('curl');
     const port = String(await freePort());
     const dir = tmpPath('quickstart');
     const files = docScenario('quickstart', dir, [['8080', port], ['/tmp/fdpass-demo.sock', path.join(dir, 'demo.sock')]]);
@@ -104,6 +105,7 @@ const drivers: Record<string, () => Promise<void>> = {
 
   // systemd-socket-activate binds both ports and starts server.mjs with them as "web" and "admin".
   async 'socket-activation'() {
+    need('systemd-socket-activate');
     const [web, admin] = [String(await freePort()), String(await freePort())];
     const dir = tmpPath('socket-activation');
     const files = docScenario('socket-activation', dir, [['8080', web], ['8081', admin]]);
@@ -135,6 +137,12 @@ const drivers: Record<string, () => Promise<void>> = {
 // The commands of a sh block, comments and blank lines dropped.
 function shellLines(file: string): string[] {
   return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+}
+
+// A command the README runs, installed by scripts/install-test-deps.sh (CI runs it).
+function need(command: string): void {
+  const found = spawnSync('/bin/sh', ['-c', `command -v ${command}`]).status === 0;
+  assert.ok(found, `${command} is missing: run sudo scripts/install-test-deps.sh`);
 }
 
 // Retries `fn` (a request to a server that is starting) for up to 15 s.
