@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
+import { docScenario } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
 
@@ -144,20 +145,13 @@ describe('hand-off under ordinary operations', () => {
     await gen.exited;
   });
 
-  // The README's restart recipe, run exactly as the README shows it.
+  // The README's restart recipe (scenario hot-restart), run exactly as the README shows it.
   function recipe(): string {
-    const readme = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
-    const marker = readme.indexOf('<!-- test: recipe hot-restart');
-    assert.ok(marker >= 0, 'the README has the recipe');
-    const block = /```js\n([\s\S]*?)```/.exec(readme.slice(marker));
-    const file = path.join(__dirname, '..', 'recipes', 'hot-restart.mjs'); // inside the package: `import 'fdpass'` resolves
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, block![1]!);
-    return file;
+    return docScenario('hot-restart', tmpPath('hot-restart'))['server.mjs']!;
   }
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-    it(`README recipe: ${signal} to the old process during the overlap leaves the new one serving`, async () => {
+    it(`README recipe (hot-restart): ${signal} to the old process during the overlap leaves the new one serving`, async () => {
       const file = recipe();
       const port = await freePort();
       const env = { ...process.env, PORT: String(port), HANDOFF_SOCKET: tmpPath('handoff.sock'), NODE_DEBUG: 'fdpass' };
