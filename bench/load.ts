@@ -1,10 +1,13 @@
 // Load generation for the restart benchmarks: wrk (HTTP/1.1, plain or TLS) and h2load (HTTP/2), their
-// output parsed into one shape; the tools installed from Debian when missing; medians.
+// output parsed into one shape, with each request's latency when asked; the tools installed from
+// Debian when missing; medians; the loop that restarts a server under load.
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { RestartMark } from '../examples/restarts';
+import { readH2loadLog, readWrkLog, WRK_SCRIPT, type RequestTimes } from './latency';
 
 export interface LoadResult {
   requests: number;
@@ -14,6 +17,8 @@ export interface LoadResult {
   /** 99th percentile latency in ms (wrk only; NaN otherwise). */
   p99: number;
   detail: string;
+  /** Each completed request's start and latency, when asked for with `requestLog`. */
+  times?: RequestTimes;
 }
 
 export function ensureTool(tool: string, args: string[], pkg: string): void {
@@ -51,15 +56,31 @@ export function parseH2load(out: string): LoadResult {
   return { requests: Number(r[3]), rps, errors: failed, non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]), p99: NaN, detail: r[0] };
 }
 
-/** Runs wrk (`keepAlive` false: a new connection per request) for `seconds` against `url`. */
-export function wrk(url: string, opts: { connections: number; seconds: number; keepAlive: boolean }): Promise<LoadResult> {
-  const args = ['-t2', `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', ...(opts.keepAlive ? [] : ['-H', 'Connection: close']), url];
-  return run('wrk', args, parseWrk);
+/**
+ * Runs wrk (`keepAlive` false: a new connection per request) for `seconds` against `url`. With
+ * `requestLog` (a path prefix), it also times each request (bench/latency.lua; the server must echo
+ * X-Start) into `times`; the Lua hooks cost wrk some throughput.
+ */
+export async function wrk(url: string, opts: { connections: number; seconds: number; keepAlive: boolean; requestLog?: string }): Promise<LoadResult> {
+  const script = opts.requestLog === undefined ? [] : ['-s', WRK_SCRIPT];
+  const args = ['-t2', `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', ...script, ...(opts.keepAlive ? [] : ['-H', 'Connection: close']), url];
+  const result = await run('wrk', opts.requestLog === undefined ? args : [...args, opts.requestLog], parseWrk);
+  return opts.requestLog === undefined ? result : { ...result, times: complete(readWrkLog(opts.requestLog), result, 'wrk') };
 }
 
-/** Runs h2load (HTTP/2, one stream at a time per connection) for `seconds` against `url`. */
-export function h2load(url: string, opts: { connections: number; seconds: number }): Promise<LoadResult> {
-  return run('h2load', ['-c', String(opts.connections), '-t', '2', '-m', '1', '-D', String(opts.seconds), url], parseH2load);
+/** Runs h2load (HTTP/2, one stream at a time per connection) for `seconds` against `url`; with `requestLog` (a file), also each request's latency into `times`. */
+export async function h2load(url: string, opts: { connections: number; seconds: number; requestLog?: string }): Promise<LoadResult> {
+  const log = opts.requestLog === undefined ? [] : [`--log-file=${opts.requestLog}`];
+  const result = await run('h2load', ['-c', String(opts.connections), '-t', '2', '-m', '1', '-D', String(opts.seconds), ...log, url], parseH2load);
+  return opts.requestLog === undefined ? result : { ...result, times: complete(readH2loadLog(opts.requestLog), result, 'h2load') };
+}
+
+// A log that misses requests would bias the percentiles: it must hold every one the tool counted.
+function complete(times: RequestTimes, result: LoadResult, tool: string): RequestTimes {
+  if (times.start.length !== result.requests) {
+    throw new Error(`${tool} counted ${result.requests} requests but logged ${times.start.length}`);
+  }
+  return times;
 }
 
 function run(cmd: string, args: string[], parse: (out: string) => LoadResult): Promise<LoadResult> {
@@ -92,31 +113,37 @@ export function median(xs: number[]): number {
 export interface Restartable {
   restart(): Promise<void>;
   stop(): Promise<void>;
+  /** The restarts' moments, when the server reports them (examples/restarts.ts does). */
+  readonly marks?: RestartMark[];
 }
 
 /**
- * Deploys a server in a fresh temporary directory, loads it for `seconds` with `load(port)`, restarts
- * it `restarts` times spread evenly over the run, then stops it and removes the directory.
+ * Deploys a server in a fresh temporary directory, loads it for `seconds` with `load(port, dir)`,
+ * restarts it `restarts` times spread evenly over the run (the i-th begins at i/(restarts+1) of it, or
+ * when the one before is done if that is later), then stops it and removes the directory.
  */
 export async function underRestarts(
   deployIn: (port: number, dir: string) => Promise<Restartable>,
-  load: (port: number) => Promise<LoadResult>,
+  load: (port: number, dir: string) => Promise<LoadResult>,
   restarts: number,
   seconds: number,
-): Promise<{ result: LoadResult; done: number }> {
+): Promise<{ result: LoadResult; done: number; marks: RestartMark[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-'));
   const port = await freePort();
   const d = await deployIn(port, dir);
-  const running = load(port);
+  const running = load(port, dir);
   let done = 0;
+  // On a fixed schedule from the start: waiting a whole interval after each restart (an fdpass
+  // restart takes ~1.3 s) pushed the last ones past the end of the load.
   const interval = (seconds * 1000) / (restarts + 1);
+  const start = Date.now();
   for (let i = 0; i < restarts; i++) {
-    await new Promise((r) => setTimeout(r, interval));
+    await new Promise((r) => setTimeout(r, Math.max(0, start + (i + 1) * interval - Date.now())));
     await d.restart();
     done++;
   }
   const result = await running;
   await d.stop();
   fs.rmSync(dir, { recursive: true, force: true });
-  return { result, done };
+  return { result, done, marks: [...(d.marks ?? [])] };
 }

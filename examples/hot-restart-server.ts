@@ -2,16 +2,28 @@
 // one (fdpass hand-off); the old one finishes its in-flight requests and exits. The README's recipe in
 // TypeScript, with a choice of protocol:
 //   node hot-restart-server.js <port> <control-socket-path> [http|https|http2 [key.pem cert.pem]]
-// Prints one JSON line {"event":"serving",...} when it serves. SIGTERM: stop serving, drain, exit 0.
+// Prints JSON lines: {"event":"took"} once it accepts on a listener taken from the old process,
+// {"event":"serving"} when it serves (and offers the listener on), {"event":"draining"} once it handed
+// the listener off and drains; each with its pid and "t", ms since the epoch. SIGTERM: stop serving,
+// drain, exit 0. Responses echo a request's X-Start header, so that a load generator (bench:handoff's
+// wrk script) can time each request. CLOSE_SPREAD=ms spreads the drain's connection closes over a
+// window (serve's closeSpread; default 0, all at once).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import type * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { handoff, type FdpassError } from 'fdpass';
 
+function report(event: string, extra: object = {}): void {
+  process.stdout.write(`${JSON.stringify({ event, pid: process.pid, ...extra, t: performance.timeOrigin + performance.now() })}\n`);
+}
+
 function createServer(kind: string, key?: string, cert?: string): net.Server {
-  const hello = (_req: unknown, res: http.ServerResponse | http2.Http2ServerResponse): void => {
+  const hello = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void => {
+    const start = req.headers['x-start'];
+    if (start !== undefined) res.setHeader('x-start', start);
     res.end(`hello from ${process.pid}\n`);
   };
   if (kind === 'http') return http.createServer(hello);
@@ -28,8 +40,10 @@ async function main(): Promise<void> {
 
   // 1. Take the listener from the previous generation, or bind it fresh on first start.
   const inherited = await handoff.take(control);
-  if (inherited) await inherited.server('http', server);
-  else await new Promise<void>((resolve) => server.listen(port, resolve));
+  if (inherited) {
+    await inherited.server('http', server);
+    report('took');
+  } else await new Promise<void>((resolve) => server.listen(port, resolve));
 
   // 2. Serving: after a second side by side (so V8 warms up while the old process still takes its
   //    share), tell the old process, which then closes its copy and drains. If it rolled back, it
@@ -42,10 +56,12 @@ async function main(): Promise<void> {
   }
 
   // 3. Offer the listener to the next generation; exit once handed off and drained.
-  const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000 });
+  const closeSpread = Number(process.env.CLOSE_SPREAD ?? 0); // serve() refuses a bad one
+  const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000, closeSpread });
+  hs.on('handoff', () => report('draining'));
   hs.on('drained', () => process.exit(0));
   process.on('SIGTERM', () => void hs.stop().then(() => process.exit(0)));
-  process.stdout.write(`${JSON.stringify({ event: 'serving', pid: process.pid, inherited: inherited !== null })}\n`);
+  report('serving', { inherited: inherited !== null });
 }
 
 main().catch((err) => {

@@ -4,7 +4,11 @@
 import * as http from 'node:http';
 
 const port = Number(process.argv[2] ?? 8080);
-const server = http.createServer((_req, res) => res.end(`hello from ${process.pid}\n`));
+const server = http.createServer((req, res) => {
+  // Echoed so that a load generator (bench:handoff's wrk script) can time each request.
+  if (req.headers['x-start'] !== undefined) res.setHeader('x-start', req.headers['x-start']);
+  res.end(`hello from ${process.pid}\n`);
+});
 
 function bind(): void {
   server.once('error', (err: NodeJS.ErrnoException) => {

@@ -1,22 +1,10 @@
 // Channel behaviour within one process, over socket pairs of every kind.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { socketPair, inspect, closeFd, MAX_FDS_PER_MESSAGE, type Channel, type Message } from 'fdpass';
+import { socketPair, inspect, closeFd, MAX_FDS_PER_MESSAGE, type Message } from 'fdpass';
 import { tmpPath } from './helpers/tmp';
-
-function pipeFds(): [number, number] {
-  // A pipe from Node without a child: open a FIFO both ways.
-  const p = tmpPath(`fifo-${Math.random().toString(36).slice(2)}`);
-  require('node:child_process').execFileSync('mkfifo', [p]);
-  const r = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const w = fs.openSync(p, fs.constants.O_WRONLY);
-  return [r, w];
-}
-
-async function closePair(a: Channel, b: Channel): Promise<void> {
-  await a.close();
-  await b.close();
-}
+import { fifoFds } from './helpers/fds';
+import { closePair } from './helpers/sockets';
 
 describe('Channel over a socket pair', () => {
   for (const type of ['seqpacket', 'stream', 'dgram'] as const) {
@@ -80,7 +68,7 @@ describe('Channel over a socket pair', () => {
     // Fill the socket buffer without reading so that later sends queue in fdpass.
     const big = Buffer.alloc(32 * 1024, 1);
     const sends: Promise<void>[] = [];
-    const [r, w] = pipeFds();
+    const [r, w] = fifoFds();
     for (let i = 0; i < 64; i++) sends.push(a.send({ data: big, fds: [r, w] }));
     const queued = sends.length;
     fs.closeSync(r);

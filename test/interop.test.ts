@@ -3,7 +3,6 @@
 // eventfd descriptors made by Python, a memfd relayed on to a second (Node) child, and descriptor
 // hygiene on both sides (counts in /proc/self/fd, CLOEXEC, nothing inherited by later children).
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
@@ -11,7 +10,7 @@ import * as path from 'node:path';
 import { listen, connect, sendFd, inspect, closeFd, type Channel, type ChannelServer } from 'fdpass';
 import { spawnJson, runFixture, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
-import { openFds, newFds, settle } from './helpers/fds';
+import { fifoFds, openFds, newFds, settle } from './helpers/fds';
 
 // Only .ts files are compiled into .test-out: the Python fixture runs from its source path.
 const PEER = path.join(__dirname, '..', '..', 'test', 'fixtures', 'interop_peer.py');
@@ -97,12 +96,8 @@ function readToEof(fd: number): string {
 
 /** A FIFO opened both ways: [non-blocking read end, write end], both kind 'pipe'. */
 function fifo(name: string): [number, number] {
-  const p = tmpPath(name);
-  execFileSync('mkfifo', [p]);
-  const r = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  hold(r);
-  const w = fs.openSync(p, fs.constants.O_WRONLY);
-  hold(w);
+  const [r, w] = fifoFds(name);
+  hold(r, w);
   return [r, w];
 }
 

@@ -6,9 +6,11 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { socketPair, sendFd, dupFd, closeFd } from 'fdpass';
+import { once } from 'node:events';
+import { socketPair, sendFd, dupFd, closeFd, closeFds, connect, listen, type Channel } from 'fdpass';
 import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
 import { openFds, newFds, settle } from './helpers/fds';
+import { get, load } from './helpers/http';
 import { tmpPath } from './helpers/tmp';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
@@ -115,6 +117,65 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 async function assertNoNewFds(before: Map<number, string>, what: string): Promise<void> {
   await settle();
   assert.deepEqual(newFds(before, openFds()), [], `${what}: this process holds new descriptors`);
+}
+
+interface MainThreadProbe {
+  /** Passes an fd across the main thread's own socketPair and through its own ChannelServer. */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Channels of the main thread kept open while Workers come and go: a Worker's teardown must close
+ * what the Worker opened, never a descriptor of the main thread's.
+ */
+async function mainThreadProbe(): Promise<MainThreadProbe> {
+  const [a, b] = socketPair();
+  const sock = tmpPath('main-thread.sock');
+  const server = await listen(sock);
+  let n = 0;
+  return {
+    async check() {
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const client = await connect(sock);
+      const [conn] = await accepted;
+      for (const [from, to] of [[a, b], [client, conn]] as const) {
+        const fd = dupFd(0);
+        await from.send({ data: `probe ${n++}`, fds: [fd] });
+        closeFd(fd);
+        const m = await to.receive({ timeout: 5000 });
+        assert.equal(m.fds.length, 1, "the main thread's channel lost its fd");
+        closeFds(m.fds);
+      }
+      await client.close();
+      await conn.close();
+    },
+    async close() {
+      await a.close();
+      await b.close();
+      await server.close();
+    },
+  };
+}
+
+/**
+ * A test body run with a {@link mainThreadProbe} open throughout (closed at the end, whatever the
+ * outcome); `before` is the process's descriptors once the probe is open. Afterwards the probe must
+ * still work and no descriptor may be left beyond `before`.
+ */
+function probed(body: (probe: MainThreadProbe, before: Map<number, string>) => Promise<void>): () => Promise<void> {
+  return async () => {
+    const probe = await mainThreadProbe();
+    try {
+      const before = openFds();
+      await body(probe, before);
+      // The main thread's channels still work, and this process holds nothing new.
+      await probe.check();
+      await assertNoNewFds(before, 'after the Workers ended');
+    } finally {
+      await probe.close();
+    }
+  };
 }
 
 describe('lifecycle', () => {
@@ -242,6 +303,156 @@ describe('lifecycle', () => {
       await assertNoNewFds(before, 'after 20 Workers called process.exit(0)');
     });
 
+    describe('core scenarios inside a Worker, with the main thread\'s own channels open throughout', () => {
+      for (const type of ['stream', 'seqpacket'] as const) {
+        it(`${type}: a ChannelServer in a Worker echoes 30 fd-carrying messages of a main-thread client; the client hangs up, the server closes, the Worker exits 0`, probed(async () => {
+          const sock = tmpPath('echo.sock');
+          const w = startWorker({ mode: 'echo-server', type, sock, end: 'return' });
+          await w.expect('listening');
+          const client = await connect(sock, { type });
+          const file = tmpPath('payload.txt');
+          fs.writeFileSync(file, 'echoed');
+          const fd = fs.openSync(file, 'r');
+          for (let i = 0; i < 30; i++) {
+            await client.send({ data: `m${i}`, fds: [fd] });
+            const back = await client.receive({ timeout: 5000 });
+            assert.equal(back.data.toString(), `m${i}`);
+            assert.equal(back.fds.length, 1);
+            assert.equal(fs.readlinkSync(`/proc/self/fd/${back.fds[0]!}`), file);
+            closeFds(back.fds);
+          }
+          fs.closeSync(fd);
+          await client.close();
+          assert.equal(await w.exited, 0);
+        }));
+      }
+
+      it('terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread\'s channels work', probed(async (probe, before) => {
+        const file = tmpPath('payload.txt');
+        fs.writeFileSync(file, 'in flight');
+        for (let round = 0; round < 10; round++) {
+          const sock = tmpPath(`echo-${round}.sock`);
+          const counters = new Int32Array(new SharedArrayBuffer(8));
+          const w = startWorker({ mode: 'echo-server', sock, counters: counters.buffer });
+          await w.expect('listening');
+          const client = await connect(sock);
+          const fd = fs.openSync(file, 'r');
+          let echoed = 0;
+          let terminated: Promise<number> | undefined;
+          const ended = await (async () => {
+            for (;;) {
+              // Several messages in flight each time, so the Worker dies holding some of them.
+              const sends = Array.from({ length: 4 }, (_, i) => client.send({ data: `m${echoed}.${i}`, fds: [fd] }));
+              try {
+                await Promise.all(sends);
+                for (let i = 0; i < 4; i++) {
+                  const back = await client.receive({ timeout: 5000 });
+                  closeFds(back.fds);
+                  echoed++;
+                }
+              } catch (err) {
+                await Promise.allSettled(sends);
+                return err as Error & { code?: string };
+              }
+              if (echoed >= 20 + round && terminated === undefined) terminated = w.worker.terminate();
+            }
+          })();
+          assert.ok(['ERR_FDPASS_CLOSED', 'EPIPE', 'ECONNRESET'].includes(ended.code ?? ''), `the client saw ${ended.code}: ${ended.message}`);
+          assert.equal(await terminated, 1);
+          fs.closeSync(fd);
+          await client.close();
+          await settle();
+          // A message handed to the Worker's 'message' handler is the application's: if terminate()
+          // lands before the handler closed its fd (or between the hand-out and the handler's first
+          // line), that one fd stays open, as any fd number a terminated Worker held. Everything
+          // fdpass still held (in flight, queued duplicates, read but not handed out) must be closed.
+          const heldByHandler = Atomics.load(counters, 0) - Atomics.load(counters, 1);
+          const left = [...openFds()].filter(([n, target]) => target === file && before.get(n) !== file).map(([n]) => n);
+          assert.ok(left.length >= heldByHandler && left.length <= 1, `fds of ${file} open after terminate(): ${left.length}, held by the handler: ${heldByHandler}`);
+          for (const n of left) closeFd(n); // the terminated application's, not fdpass's
+          await probe.check();
+        }
+      }));
+
+      it('handoff.serve() in a Worker, take() in a child process: the listener moves, the Worker drains and exits 0', probed(async () => {
+        const sock = tmpPath('control.sock');
+        const w = startWorker({ mode: 'handoff-serve', sock });
+        const port = (await w.expect('serving')).port as number;
+        assert.match(await get(port), /^serve \d+$/);
+        const taker = runFixture('handoff-new', [sock, 'serve']);
+        await taker.expect('adopted');
+        taker.send({ cmd: 'ready' });
+        assert.deepEqual(await taker.expect('ready'), { event: 'ready', acknowledged: true });
+        assert.equal((await w.expect('handoff')).pid, taker.pid);
+        assert.equal((await w.expect('drained')).listening, false);
+        assert.equal(await w.exited, 0);
+        assert.equal(await get(port), `new ${taker.pid}`);
+        taker.send({ cmd: 'exit' });
+        assert.equal((await taker.exited).code, 0);
+      }));
+
+      it('take() in a Worker from a child process under load: 0 failed requests; after GET /last the Worker closes and exits 0', probed(async () => {
+        const sock = tmpPath('control.sock');
+        const old = runFixture('handoff-old', [sock, 'http']);
+        const { ports } = await old.expect<{ ports: { web: number } }>('serving');
+        const traffic = load(ports.web, { workers: 3, keepAlive: false });
+        const w = startWorker({ mode: 'handoff-take', sock, end: 'return' });
+        assert.equal((await w.expect('serving')).acknowledged, true);
+        await old.expect('drained');
+        assert.equal((await old.exited).code, 0);
+        await sleep(200); // the Worker alone serves for a while
+        const r = await traffic.stop();
+        assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
+        assert.ok([...r.bodies.keys()].some((b) => /^take \d+$/.test(b)), 'the Worker served');
+        assert.match(await get(ports.web, '/last'), /^take \d+$/);
+        assert.equal(await w.exited, 0);
+      }));
+
+      it('Worker to Worker under load: handoff.serve() in one, take() in the other: 0 failed requests, both end naturally', probed(async () => {
+        const sock = tmpPath('control.sock');
+        const a = startWorker({ mode: 'handoff-serve', sock });
+        const port = (await a.expect('serving')).port as number;
+        const traffic = load(port, { workers: 3, keepAlive: false });
+        await sleep(100);
+        const b = startWorker({ mode: 'handoff-take', sock, end: 'return' });
+        assert.equal((await b.expect('serving')).acknowledged, true);
+        await a.expect('drained');
+        assert.equal(await a.exited, 0);
+        await sleep(200);
+        const r = await traffic.stop();
+        assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
+        const served = [...r.bodies.keys()].map((body) => body.split(' ')[0]).sort();
+        assert.deepEqual([...new Set(served)], ['serve', 'take'], 'both Workers served');
+        assert.match(await get(port, '/last'), /^take \d+$/);
+        assert.equal(await b.exited, 0);
+      }));
+
+      it('terminate() under load: of a Worker serving a hand-off, and of a Worker that took the listener: fds back, the main thread\'s channels work', probed(async (probe) => {
+        for (const role of ['handoff-serve', 'handoff-take'] as const) {
+          const sock = tmpPath(`${role}.sock`);
+          let port: number;
+          let old: Fixture | undefined;
+          if (role === 'handoff-take') {
+            old = runFixture('handoff-old', [sock, 'http']);
+            port = (await old.expect<{ ports: { web: number } }>('serving')).ports.web;
+          }
+          const w = startWorker({ mode: role, sock });
+          const serving = await w.expect('serving');
+          port ??= serving.port as number;
+          const traffic = load(port!, { workers: 3, keepAlive: true });
+          await sleep(150);
+          assert.equal(await w.worker.terminate(), 1);
+          const r = await traffic.stop();
+          assert.ok(r.ok > 0, `${role}: no request was served before terminate()`);
+          if (old !== undefined) {
+            await old.expect('drained');
+            assert.equal((await old.exited).code, 0);
+          }
+          await probe.check();
+        }
+      }));
+    });
+
     // These two run the Workers in a child process: if a Worker's teardown aborts, the whole process
     // goes down, and that must be this test's failure rather than the end of the test run.
     for (const [mode, what] of [
@@ -341,36 +552,26 @@ describe('lifecycle', () => {
   });
 
   describe('garbage collection', () => {
-    it('channels dropped without close() (24 socket pairs, some used) give their fds back once collected', async () => {
-      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'dropped']);
-      const r = await child.expect<{
-        pairs: number;
-        before: number;
-        held: number;
-        after: number;
-        targetsBefore: Record<string, string>;
-        targetsAfter: Record<string, string>;
-      }>('gc');
+    // One run of the lifecycle-gc fixture: its channels dropped, gc() called; every descriptor they
+    // held (and `extraPerPair` unread fds per pair) open before collection, none after.
+    async function droppedAndCollected(mode: 'dropped' | 'unread', extraPerPair: number): Promise<void> {
+      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), mode]);
+      const r = await child.expect<{ pairs: number; before: number; held: number; after: number; targetsBefore: Record<string, string>; targetsAfter: Record<string, string> }>('gc');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
-      assert.equal(r.held, r.before + 2 * r.pairs, 'the pairs were open before collection');
+      assert.equal(r.held, r.before + (2 + extraPerPair) * r.pairs, 'both ends of each pair (and its unread fds) were open before collection');
       const kept = Object.entries(r.targetsAfter)
         .filter(([fd, target]) => r.targetsBefore[fd] !== target)
         .map(([fd, target]) => `${fd} -> ${target}`);
-      assert.equal(
-        kept.length,
-        0,
-        `${kept.length} descriptors of dropped channels still open after gc() (${r.after} open, ${r.before} before), e.g. ${kept.slice(0, 4).join(', ')}`,
-      );
+      assert.deepEqual(kept, [], `descriptors of dropped channels still open after gc() (${r.after} open, ${r.before} before)`);
       assert.equal(r.after, r.before);
+    }
+
+    it('channels dropped without close() (24 socket pairs, some used) give their fds back once collected', async () => {
+      await droppedAndCollected('dropped', 0);
     });
 
     it('channels dropped with fd-carrying messages unread in their inbox (8 pairs, 2 of 3 messages untaken) give those fds back once collected', async () => {
-      const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'unread']);
-      const r = await child.expect<{ pairs: number; before: number; held: number; after: number; targetsBefore: Record<string, string>; targetsAfter: Record<string, string> }>('gc');
-      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
-      assert.equal(r.held, r.before + 2 * r.pairs + 2 * r.pairs, 'both ends of each pair and 2 unread fds per pair before collection');
-      assert.deepEqual(r.targetsAfter, r.targetsBefore, 'descriptors still open after gc()');
-      assert.equal(r.after, r.before);
+      await droppedAndCollected('unread', 2);
     });
 
     it('a channel nothing refers to but a pending receive() or a \'message\' listener survives gc() and still delivers', async () => {

@@ -32,6 +32,8 @@ import {
 } from 'fdpass';
 import { runFixture, spawnJson } from './helpers/children';
 import { newFds, openFds, settle } from './helpers/fds';
+import { failure } from './helpers/errors';
+import { closeDgram, closeServer, greeter, tcpHello } from './helpers/sockets';
 import { tmpPath } from './helpers/tmp';
 
 // ---------------------------------------------------------------------------------------------------
@@ -50,18 +52,6 @@ function without(before: Map<number, string>, gone: number[]): Map<number, strin
   return m;
 }
 
-async function rejection(p: Promise<unknown> | (() => unknown)): Promise<Error & { code?: string }> {
-  try {
-    const v = await (typeof p === 'function' ? p() : p);
-    if (v instanceof net.Server) v.close();
-    if (v instanceof net.Socket) v.destroy();
-    if (v instanceof dgram.Socket) v.close();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  return assert.fail('expected a rejection, but it succeeded');
-}
-
 /** Settles with the promise's outcome, or 'pending' if it has not settled after `ms` (old code hung). */
 function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | { error: Error & { code?: string } } | 'pending'> {
   return new Promise((resolve) => {
@@ -77,29 +67,6 @@ function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | { error: E
       },
     );
   });
-}
-
-function greeter(name: string): net.Server {
-  return net.createServer((s) => s.end(name));
-}
-
-function tcpHello(port: number, host: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = '';
-    const c = net.connect(port, host);
-    c.setEncoding('utf8');
-    c.on('data', (d: string) => (got += d));
-    c.once('error', reject);
-    c.once('close', () => resolve(got));
-  });
-}
-
-function closeServer(server: net.Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-function closeDgram(socket: dgram.Socket): Promise<void> {
-  return new Promise((resolve) => socket.close(() => resolve()));
 }
 
 /**
@@ -180,7 +147,7 @@ describe('issue 9: every descriptor has one owner on every path', () => {
         ['toServer(fd, http)', () => toServer(twin, http.createServer())],
         ['adopt(fd)', () => adopt(twin)],
       ] as const) {
-        const err = await rejection(attempt);
+        const err = await failure(attempt);
         assert.ok(err instanceof FdpassSystemError, `${what}: ${String(err)}`);
         assert.equal(err.code, 'EADDRINUSE', what);
         assert.equal(err.errno, -os.constants.errno.EADDRINUSE, what);
@@ -213,14 +180,14 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       assert.equal(sock(filler).connecting, false);
       assert.equal(sock(filler).connected, true);
       const before = openFds();
-      const err = await rejection(adopt(connecting));
+      const err = await failure(adopt(connecting));
       assert.ok(err instanceof FdpassError, String(err));
       assert.equal(err.code, 'ERR_FDPASS_WRONG_FD_KIND');
       assert.equal(err.message, `fd ${connecting} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`);
-      const e2 = await rejection(toServer(connecting));
+      const e2 = await failure(toServer(connecting));
       assert.equal(e2.code, 'ERR_FDPASS_WRONG_FD_KIND');
       assert.match(e2.message, /is an inet stream socket \(still connecting\), not a listening or bound TCP/);
-      const e3 = await rejection(() => toSocket(connecting));
+      const e3 = await failure(() => toSocket(connecting));
       assert.equal(e3.code, 'ERR_FDPASS_WRONG_FD_KIND');
       assert.match(e3.message, /\(still connecting\), not a connected TCP/);
       assert.deepEqual(openFds(), before);
@@ -241,12 +208,12 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       });
       const before = openFds();
       const ufd = fdOf(udp);
-      const e1 = await rejection(toDgram(ufd));
+      const e1 = await failure(toDgram(ufd));
       assert.equal(e1.code, 'EEXIST');
       assert.equal((e1 as { syscall?: string }).syscall, 'open');
       assert.match(e1.message, new RegExp(`^toDgram\\(fd ${ufd}\\): open EEXIST`));
       const sfd = fdOf(server);
-      const e2 = await rejection(toServer(sfd));
+      const e2 = await failure(toServer(sfd));
       assert.equal(e2.code, 'EEXIST');
       assert.match(e2.message, new RegExp(`^toServer\\(fd ${sfd}\\): listen EEXIST`));
       await settle();
@@ -379,7 +346,7 @@ describe('issue 9: every descriptor has one owner on every path', () => {
         c.destroy();
       });
       const before = openFds();
-      const err = await rejection(sendFd(p, 0, 'x', { signal: AbortSignal.abort() }));
+      const err = await failure(sendFd(p, 0, 'x', { signal: AbortSignal.abort() }));
       assert.equal(err.code, 'ERR_FDPASS_ABORTED');
       await settle();
       assert.deepEqual(openFds(), before);
@@ -499,11 +466,11 @@ describe('issue 9: every descriptor has one owner on every path', () => {
     it('a scope naming no interface is ERR_INVALID_ARG_VALUE naming options.host; nothing stays open', async () => {
       const before = openFds();
       for (const host of ['::1%nosuch0', 'fe80::1%nosuch0', '::1%0']) {
-        const e1 = await rejection(listenReusePort({ port: 0, host }));
+        const e1 = await failure(listenReusePort({ port: 0, host }));
         assert.ok(e1 instanceof TypeError, `${host}: ${String(e1)}`);
         assert.equal(e1.code, 'ERR_INVALID_ARG_VALUE');
         assert.equal(e1.message, `The argument 'options.host' names a network interface that does not exist (ENODEV). Received '${host}'`);
-        const e2 = await rejection(bindReusePort({ port: 0, host, type: 'udp6' }));
+        const e2 = await failure(bindReusePort({ port: 0, host, type: 'udp6' }));
         assert.equal(e2.code, 'ERR_INVALID_ARG_VALUE', host);
       }
       await settle();

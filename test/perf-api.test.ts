@@ -2,13 +2,9 @@
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
-import { closeFd, closeFds, dupFd, inspect, socketPair, MAX_FDS_PER_MESSAGE, type Channel, type Message } from 'fdpass';
+import { closeFd, closeFds, dupFd, inspect, socketPair, MAX_FDS_PER_MESSAGE, type Message } from 'fdpass';
 import { tmpPath } from './helpers/tmp';
-
-async function closePair(a: Channel, b: Channel): Promise<void> {
-  await a.close();
-  await b.close();
-}
+import { closePair } from './helpers/sockets';
 
 function openFile(name: string, text: string): number {
   const p = tmpPath(name);

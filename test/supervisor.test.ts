@@ -5,7 +5,9 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { bindDgram, closeFds, type Message } from 'fdpass';
 import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
+import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
+import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { tmpPath } from './helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
@@ -117,9 +119,24 @@ describe('fdpass run (supervisor)', function () {
     help.proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     assert.equal((await help.exited).code, 0);
     assert.match(out, /^Usage:\n {2}fdpass run \[-l \[NAME=\]ADDRESS\]\.\.\. \[OPTIONS\] -- COMMAND/);
+    for (const option of ['--overlap SECONDS', '--fd-store-max N', '--watch-ignore GLOB']) assert.ok(out.includes(option), `--help lacks ${option}`);
     const bad = spawnJson(process.execPath, [CLI, 'run', '--listen', 'nonsense', '--', 'true']);
     assert.equal((await bad.exited).code, 2);
     assert.match(bad.stderr(), /needs HOST:PORT/);
+    const usageErrors: Array<[string[], RegExp]> = [
+      [['--overlap=-1'], /--overlap: '-1' is not a number of seconds/],
+      [['--overlap', 'soon'], /--overlap: 'soon' is not a number of seconds/],
+      [['--fd-store-max=-2'], /--fd-store-max: '-2' is out of range/],
+      [['--fd-store-max', '5000'], /--fd-store-max: '5000' is out of range/],
+      [['--watch-ignore', '*.log'], /--watch-ignore needs --watch/],
+      [['--watch', '.', '--watch-ignore', 'src//x'], /--watch-ignore: 'src\/\/x' is not a glob/],
+      [['-l', 'a:b=127.0.0.1:0'], /bad listener name 'a:b'/],
+    ];
+    for (const [args, re] of usageErrors) {
+      const c = spawnJson(process.execPath, [CLI, 'run', ...args, '--', 'true']);
+      assert.equal((await c.exited).code, 2, args.join(' '));
+      assert.match(c.stderr(), re);
+    }
   });
 
   it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async () => {
@@ -267,6 +284,38 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
+  it('a NOTIFY_SOCKET datagram from another uid (nobody): refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation stays unready and serves', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // running a sender as nobody needs root
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-timeout', '60'], [process.execPath, APP, 'never-ready']);
+    const started = await sup.expect<{ pid: number }>('started');
+    const { port } = await sup.expect<{ port: number }>('serving-unready');
+    const environ = fs.readFileSync(`/proc/${started.pid}/environ`, 'latin1').split('\0');
+    const notifySocket = environ.find((e) => e.startsWith('NOTIFY_SOCKET='))!.slice('NOTIFY_SOCKET='.length);
+    openToOthers();
+    const marker = markerFile();
+
+    // As it is: the socket lives in a private (0700) directory, so another user cannot even reach it.
+    const denied = asNobody(['notify', notifySocket, marker]);
+    const d = await denied.expect<{ sent: boolean; errno?: number }>('notify');
+    assert.equal((await denied.exited).code, 0, denied.stderr());
+    assert.deepEqual(d.sent, false);
+    assert.equal(d.errno, 13, 'EACCES');
+
+    // Opened up (a loose umask, a copied path): the credential check still drops it, fds closed.
+    fs.chmodSync(path.dirname(notifySocket), 0o755);
+    fs.chmodSync(notifySocket, 0o666);
+    const forged = asNobody(['notify', notifySocket, marker]);
+    const f = await forged.expect<{ sent: boolean; pid: number }>('notify');
+    assert.equal((await forged.exited).code, 0, forged.stderr());
+    assert.equal(f.sent, true);
+    await logged(sup, new RegExp(`ignored a notify message from pid ${f.pid}: not in any generation's process tree`));
+    assert.doesNotMatch(sup.stderr(), /is ready/, 'the forged READY=1 counted');
+    assert.doesNotMatch(sup.stderr(), /forged by another user/, "the forged STATUS= was taken as the generation's");
+    assert.equal(holdsFile(openFds(sup.pid), marker), 0, 'the supervisor holds an fd the stranger sent');
+    assert.match(await get(port), /^1 \d+$/, 'the generation serves on');
+    assert.equal(await stop(sup), 0);
+  });
+
   it('--watch: a file change reloads the same way, with no failed request', async () => {
     const dir = tmpPath('src');
     fs.mkdirSync(dir);
@@ -330,6 +379,140 @@ describe('fdpass run (supervisor)', function () {
     } finally {
       await upstream.close();
     }
+  });
+
+  it('--overlap: the old generation serves next to the ready new one, and gets SIGTERM only once the overlap is over', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--overlap', '3'], [process.execPath, APP]);
+    const first = await sup.expect<{ port: number; pid: number }>('ready');
+    sup.proc.kill('SIGHUP');
+    const second = await sup.expect<{ pid: number; t: number }>('ready');
+    await logged(sup, /generation 2 \(pid \d+\) is ready; generation 1 \(pid \d+\) keeps serving next to it for 3000 ms \(--overlap\)/);
+    // Both accept from the one listener meanwhile: fresh connections reach each.
+    const seen = new Set<string>();
+    while (!(seen.has('1') && seen.has('2')) && !/reload done/.test(sup.stderr())) {
+      for (const body of await Promise.all(Array.from({ length: 8 }, () => get(first.port)))) seen.add(body.split(' ')[0]!);
+    }
+    assert.ok(seen.has('1') && seen.has('2'), `served by generations ${[...seen].join(', ')} only`);
+    assert.doesNotMatch(sup.stderr(), /reload done/, 'both served before the overlap was over');
+    const draining = await sup.expect<{ gen: string; t: number }>('draining');
+    assert.equal(draining.gen, '1');
+    assert.ok(draining.t - second.t >= 3000, `SIGTERM ${draining.t - second.t} ms after generation 2 was ready, within the 3000 ms overlap`);
+    await logged(sup, new RegExp(`reload done: generation 2 \\(pid ${second.pid}\\) serving; generation 1 \\(pid ${first.pid}\\) sent SIGTERM`));
+    assert.match(await get(first.port), /^2 /);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('--overlap: a new generation that exits during the overlap is rolled back; the old one never got SIGTERM', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ 2: 'crash-after' })); // exits 1 right after READY=1
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control, '--overlap', '5'], [process.execPath, APP, `plan:${plan}`]);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const r = await reloadCmd(control);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /rolled back: generation 2 \(pid \d+\) exited with code 1 during the 5000 ms overlap; generation 1 \(pid \d+\) keeps serving/);
+    assert.doesNotMatch(sup.stderr(), /sent SIGTERM|draining/);
+    assert.match(await get(port), /^1 /);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('SIGKILL of the supervisor: its generation gets the stop signal once (the lifeline), drains and lets go of the listener', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
+    const { port, pid } = await sup.expect<{ port: number; pid: number }>('ready');
+    assert.match(await get(port), /^1 /);
+    sup.proc.kill('SIGKILL');
+    const draining = await sup.expect<{ pid: number }>('draining');
+    assert.equal(draining.pid, pid);
+    await sup.expect('drained');
+    const end = Date.now() + 10_000;
+    // Reparented to an init that reaps it (or leaves a zombie): either way it no longer runs.
+    while (![undefined, 'Z'].includes(state(pid)) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    assert.ok([undefined, 'Z'].includes(state(pid)), `generation 1 still runs (state ${state(pid)})`);
+    await assert.rejects(get(port), /ECONNREFUSED/, 'no orphan holds the listener');
+    assert.equal((await sup.exited).signal, 'SIGKILL');
+    assert.doesNotMatch(sup.stderr(), /lifeline/);
+  });
+
+  it('fd store: FDSTORE=1 fds (fdpass storeFds) go to the next generations by name, bounded by --fd-store-max; FDSTOREREMOVE=1 drops them', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    const state1 = tmpPath('state');
+    const extra = tmpPath('extra');
+    fs.writeFileSync(state1, 'state of generation 1');
+    fs.writeFileSync(extra, 'extra');
+    fs.writeFileSync(plan, JSON.stringify({ 1: 'fdstore', 2: 'fdstore', 3: 'fdstore-remove', 4: 'fdstore' }));
+    const env = { ...process.env, STORE_FILE: state1, EXTRA_FILE: extra };
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control, '--fd-store-max', '1'], [process.execPath, APP, `plan:${plan}`], env);
+    const g1 = await sup.expect<{ stored: unknown[] }>('stored');
+    assert.deepEqual(g1.stored, []);
+    await sup.expect('ready');
+    await logged(sup, /generation 1 \(pid \d+\): stored 1 fd\(s\) named 'state' \(fd store: 1 of 1\)/);
+    await logged(sup, /generation 1 \(pid \d+\): stored 0 fd\(s\) named 'extra' \(fd store: 1 of 1\); 1 refused: the fd store is full \(--fd-store-max 1\)/);
+    assert.equal((await reloadCmd(control)).code, 0);
+    const started2 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
+    assert.deepEqual([started2.gen, started2.fds, started2.names], ['2', [3, 4], 'http:state']);
+    const g2 = await sup.expect<{ stored: unknown[] }>('stored');
+    assert.deepEqual(g2.stored, [{ name: 'state', contents: 'state of generation 1' }]);
+    // Generation 2 stores the same file again: kept once.
+    await logged(sup, /generation 2 \(pid \d+\): stored 0 fd\(s\) named 'state' \(fd store: 1 of 1\); 1 already stored/);
+    assert.equal((await reloadCmd(control)).code, 0);
+    const started3 = await sup.expect<{ gen: string; names: string }>('started');
+    assert.deepEqual([started3.gen, started3.names], ['3', 'http:state']);
+    await logged(sup, /generation 3 \(pid \d+\): removed 1 fd\(s\) named 'state' from the fd store \(FDSTOREREMOVE=1\)/);
+    assert.equal((await reloadCmd(control)).code, 0);
+    const started4 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
+    assert.deepEqual([started4.gen, started4.fds, started4.names], ['4', [3], 'http']);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async () => {
+    const script = [
+      'import json, os, signal, sys, time, systemd.daemon as d',
+      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))', // before READY=1: a stop may follow at once
+      "names = os.environ.get('LISTEN_FDNAMES', '')",
+      'fds = d.listen_fds()',
+      "got = [os.pread(fd, 64, 0).decode() for fd, n in zip(fds, names.split(':')) if n == 'py']",
+      "print(json.dumps({'event': 'py', 'names': names, 'got': got}), flush=True)",
+      "f = os.open(sys.argv[1], os.O_RDONLY)",
+      "d.notify('FDSTORE=1\\nFDNAME=py', fds=[f])",
+      "d.notify('READY=1')",
+      'time.sleep(60)',
+    ].join('\n');
+    const file = tmpPath('py-state');
+    fs.writeFileSync(file, 'from python');
+    const on = supervise(['-l', 'http=127.0.0.1:0', '--fd-store-max', '4'], ['/usr/bin/python3', '-c', script, file]);
+    assert.deepEqual(await on.expect('py'), { event: 'py', names: 'http', got: [] });
+    await logged(on, /generation 1 \(pid \d+\): stored 1 fd\(s\) named 'py' \(fd store: 1 of 4\)/);
+    await logged(on, /generation 1 \(pid \d+\) is ready/);
+    on.proc.kill('SIGHUP');
+    assert.deepEqual(await on.expect('py'), { event: 'py', names: 'http:py', got: ['from python'] });
+    await logged(on, /reload done/);
+    assert.equal(await stop(on), 0);
+    const off = supervise(['-l', 'http=127.0.0.1:0'], ['/usr/bin/python3', '-c', script, file]);
+    await logged(off, /generation 1 \(pid \d+\): FDSTORE=1 refused: the fd store is off \(--fd-store-max 0\); 1 fd\(s\) closed/);
+    await logged(off, /generation 1 \(pid \d+\) is ready/);
+    off.proc.kill('SIGHUP');
+    assert.deepEqual(await off.expect('py'), { event: 'py', names: 'http', got: [] });
+    await logged(off, /reload done/);
+    assert.equal(await stop(off), 0);
+  });
+
+  it('--watch-ignore: changes matching a glob (and under node_modules, .git) do not reload; others do', async () => {
+    const dir = tmpPath('src');
+    for (const d of ['gen', 'node_modules', '.git']) fs.mkdirSync(path.join(dir, d), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'app.js'), '1');
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'], [process.execPath, APP]);
+    await sup.expect('ready');
+    for (const f of ['server.log', 'gen/out.js', 'node_modules/dep.js', '.git/index']) fs.writeFileSync(path.join(dir, f), 'x');
+    // A change that is not ignored reloads within --watch-delay of its event; give the ignored ones
+    // ten times that, then make one that counts.
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.doesNotMatch(sup.stderr(), /reload \(/, 'an ignored change reloaded');
+    fs.writeFileSync(path.join(dir, 'app.js'), '2');
+    await logged(sup, /reload done: generation 2/);
+    assert.equal((sup.stderr().match(/reload \(--watch/g) ?? []).length, 1, sup.stderr());
+    assert.match(sup.stderr(), /reload \(--watch: .*app\.js changed\)/);
+    assert.equal(await stop(sup), 0);
   });
 
   it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {

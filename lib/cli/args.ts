@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { parseListenerSpec, type ListenerSpec } from '../supervisor/listeners';
 import type { SupervisorOptions } from '../supervisor';
+import { validateIgnorePattern } from '../supervisor/watch-ignore';
 
 export const USAGE = `Usage:
   fdpass run [-l [NAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARG]...
@@ -30,9 +31,20 @@ Readiness and reloads:
       --ready-delay SECONDS     for programs that cannot notify: ready after this long (second best)
       --stop-signal SIGNAL      sent to the old generation once the new one is ready (default SIGTERM)
       --stop-timeout SECONDS    then SIGKILL to its process group (default 30)
+      --overlap SECONDS         after the new generation is ready, let the old one serve next to
+                                it this long before the stop signal, while the new one warms up
+                                (default 0); the new one exiting meanwhile is a rollback
       --max-backoff SECONDS     crash restarts back off up to this (default 10)
+      --fd-store-max N          keep up to N descriptors that generations store with FDSTORE=1
+                                (sd_pid_notify_with_fds, fdpass storeFds()) and pass them to the
+                                next generations after the listeners, by FDNAME (default 0: off,
+                                as systemd's FileDescriptorStoreMax=)
       --control PATH            a Unix socket (owner-only) for \`fdpass reload PATH\`
   -w, --watch PATH              repeatable; reload when a file under PATH changes (development)
+      --watch-ignore GLOB       repeatable; changes matching GLOB do not reload: without '/' it
+                                matches any path component ('*.log', 'dist'), with '/' the path
+                                under the watched directory ('src/gen/**'); node_modules and .git
+                                are always ignored
       --watch-delay MS          quiet time after a change before reloading (default 200)
   -q, --quiet                   log only failures
 
@@ -44,7 +56,7 @@ Exit status: the command's (128+N if killed by signal N); 2 for a usage error.`;
 export interface RunArgs
   extends Pick<
     SupervisorOptions,
-    'command' | 'args' | 'readyTimeout' | 'readyDelay' | 'stopSignal' | 'stopTimeout' | 'maxBackoff' | 'control' | 'watch' | 'watchDelay'
+    'command' | 'args' | 'readyTimeout' | 'readyDelay' | 'stopSignal' | 'stopTimeout' | 'overlap' | 'fdStoreMax' | 'maxBackoff' | 'control' | 'watch' | 'watchIgnore' | 'watchDelay'
   > {
   cmd: 'run';
   listen: ListenerSpec[];
@@ -106,9 +118,12 @@ export function parse(argv: string[]): Parsed {
         'ready-delay': { type: 'string' },
         'stop-signal': { type: 'string' },
         'stop-timeout': { type: 'string' },
+        overlap: { type: 'string' },
         'max-backoff': { type: 'string' },
+        'fd-store-max': { type: 'string' },
         control: { type: 'string' },
         watch: { type: 'string', short: 'w', multiple: true },
+        'watch-ignore': { type: 'string', multiple: true },
         'watch-delay': { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         help: { type: 'boolean', short: 'h' },
@@ -125,6 +140,13 @@ export function parse(argv: string[]): Parsed {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  const watchIgnore = values['watch-ignore'] ?? [];
+  if (watchIgnore.length > 0 && (values.watch ?? []).length === 0) throw new UsageError('--watch-ignore needs --watch');
+  try {
+    watchIgnore.forEach(validateIgnorePattern);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   const readyDelay = values['ready-delay'] === undefined ? undefined : seconds(values['ready-delay'], 'ready-delay', 0);
   return {
     cmd: 'run',
@@ -137,9 +159,12 @@ export function parse(argv: string[]): Parsed {
     ...(readyDelay !== undefined ? { readyDelay } : {}),
     stopSignal: signal(values['stop-signal']),
     stopTimeout: seconds(values['stop-timeout'], 'stop-timeout', 30_000),
+    overlap: seconds(values.overlap, 'overlap', 0),
+    fdStoreMax: integer(values['fd-store-max'], 'fd-store-max', 0, 0, 4096),
     maxBackoff: seconds(values['max-backoff'], 'max-backoff', 10_000),
     ...(values.control !== undefined ? { control: values.control } : {}),
     watch: values.watch ?? [],
+    watchIgnore,
     watchDelay: integer(values['watch-delay'], 'watch-delay', 200, 0, 600_000),
     quiet: values.quiet === true,
   };

@@ -2,6 +2,8 @@
 // shutdown), then drain its connections the way HAProxy and Envoy do. HTTP/1.x: every further
 // response says `Connection: close`; a keep-alive connection is closed only once it has stayed idle
 // for `idleGrace`. HTTP/2: GOAWAY, so clients open their next streams on a new connection.
+// With `closeSpread` (HAProxy's close-spread-time), each connection's turn comes at its own moment,
+// drawn uniformly over that window, so keep-alive clients do not all reconnect to a cold successor at once.
 // Closing an idle keep-alive connection at once races with the client's next request on it (the
 // client then sees a reset): that is what broke every keep-alive client on every hand-off.
 import * as dgram from 'node:dgram';
@@ -11,7 +13,7 @@ import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { closeQuietly } from '../channel';
-import { invalidArgType, validateInteger } from '../validate';
+import { invalidArgType, outOfRange, validateInteger } from '../validate';
 import type { HandoffListener } from './serve';
 
 const debug = debuglog('fdpass');
@@ -113,17 +115,35 @@ function inFlight(socket: net.Socket): boolean {
   return res != null && !res.writableFinished;
 }
 
-function drainHttp1(server: HttpLike, idleGrace: number): Drainer {
+/** When each connection's turn to close comes: drawn uniformly over [start, start + spread). */
+function closeTurns<K extends object>(start: number, spread: number): (key: K) => number {
+  const turns = new WeakMap<K, number>();
+  return (key) => {
+    let turn = turns.get(key);
+    if (turn === undefined) {
+      turn = start + Math.floor(Math.random() * spread);
+      turns.set(key, turn);
+    }
+    return turn;
+  };
+}
+
+function drainHttp1(server: HttpLike, idleGrace: number, closeSpread: number): Drainer {
   const connections = symbolValue<ConnectionsList>(server, 'http.server.connections');
-  // Every response from now on ends its connection (Node then writes `Connection: close`).
-  server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
-    res.shouldKeepAlive = false;
+  const turnOf = closeTurns<net.Socket>(Date.now(), closeSpread);
+  // Every response once its connection's turn has come ends the connection (Node then writes
+  // `Connection: close`); before it, the connection stays keep-alive.
+  server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (Date.now() >= turnOf(req.socket)) res.shouldKeepAlive = false;
   });
-  for (const c of connections?.all() ?? []) {
-    const res = (c.socket as net.Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
-    if (res && !res.headersSent) res.shouldKeepAlive = false; // in flight: its answer closes
-  }
-  // An idle connection is closed once nothing has arrived on it for idleGrace.
+  const closeInFlight = (now: number): void => {
+    for (const c of connections?.all() ?? []) {
+      const res = (c.socket as net.Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+      if (res && !res.headersSent && now >= turnOf(c.socket)) res.shouldKeepAlive = false; // its answer closes
+    }
+  };
+  closeInFlight(Date.now());
+  // An idle connection whose turn has come is closed once nothing has arrived on it for idleGrace.
   const quiet = new Map<net.Socket, { bytes: number; since: number }>();
   const closed = stopListening(server).then(() => {
     const interval = symbolValue<NodeJS.Timeout>(server, 'http.server.connectionsCheckingInterval');
@@ -133,7 +153,8 @@ function drainHttp1(server: HttpLike, idleGrace: number): Drainer {
     closed,
     sweep(now) {
       if (connections === undefined) return; // a Node without the list: the deadline does it
-      const idle = new Set(connections.idle().map((c) => c.socket).filter((s) => !inFlight(s)));
+      if (closeSpread > 0) closeInFlight(now); // answers begun before their connection's turn
+      const idle = new Set(connections.idle().map((c) => c.socket).filter((s) => !inFlight(s) && now >= turnOf(s)));
       for (const socket of quiet.keys()) if (!idle.has(socket)) quiet.delete(socket);
       for (const socket of idle) {
         const seen = quiet.get(socket);
@@ -151,25 +172,37 @@ function drainHttp1(server: HttpLike, idleGrace: number): Drainer {
   };
 }
 
-function drainHttp2(server: http2.Http2Server, idleGrace: number): Drainer {
+function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: number): Drainer {
   const sessions = h2Sessions.get(server) ?? new Set<http2.ServerHttp2Session>();
+  const turnOf = closeTurns<http2.ServerHttp2Session>(Date.now(), closeSpread);
   // RFC 9113 §6.8: first a GOAWAY naming the highest stream id (clients stop opening streams here
-  // but nothing in flight is refused), then after the grace period the real one; close() waits for
-  // the streams still open and ends the session.
-  const notice = (s: http2.ServerHttp2Session): void => {
-    if (!s.closed && !s.destroyed) s.goaway(NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+  // but nothing in flight is refused), at the session's turn; then, idleGrace later, the real one:
+  // close() waits for the streams still open and ends the session.
+  const noticed = new Map<http2.ServerHttp2Session, number>();
+  const visit = (s: http2.ServerHttp2Session, now: number): void => {
+    if (s.closed || s.destroyed) return;
+    const since = noticed.get(s);
+    if (since === undefined) {
+      if (now < turnOf(s)) return;
+      s.goaway(NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+      noticed.set(s, now);
+    } else if (now - since >= idleGrace) {
+      s.close();
+    }
   };
-  server.on('session', notice); // accepted just before our close took effect
-  sessions.forEach(notice);
+  server.on('session', (s: http2.ServerHttp2Session) => {
+    // accepted just before our close took effect
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+    visit(s, Date.now());
+  });
+  const start = Date.now();
+  sessions.forEach((s) => visit(s, start));
   const closed = stopListening(server);
-  const started = Date.now();
-  let closing = false;
   return {
     closed,
     sweep(now) {
-      if (closing || now - started < idleGrace) return;
-      closing = true;
-      for (const s of sessions) if (!s.closed && !s.destroyed) s.close();
+      for (const s of sessions) visit(s, now);
     },
     cut() {
       for (const s of sessions) s.destroy();
@@ -182,15 +215,18 @@ function drainHttp2(server: http2.Http2Server, idleGrace: number): Drainer {
  * connection has ended, or at `drainTimeout` after cutting what is left. Never throws: a listener that
  * is already closed is skipped.
  */
-export async function closeAndDrain(listeners: Iterable<HandoffListener>, opts: { drainTimeout: number; idleGrace: number }): Promise<void> {
+export async function closeAndDrain(
+  listeners: Iterable<HandoffListener>,
+  opts: { drainTimeout: number; idleGrace: number; closeSpread: number },
+): Promise<void> {
   const drainers: Drainer[] = [];
   const waits: Promise<void>[] = [];
   for (const l of listeners) {
     try {
       if (typeof l === 'number') closeQuietly([l]);
       else if (l instanceof dgram.Socket) l.close();
-      else if (isHttp1(l)) drainers.push(drainHttp1(l, opts.idleGrace));
-      else if (isHttp2(l)) drainers.push(drainHttp2(l, opts.idleGrace));
+      else if (isHttp1(l)) drainers.push(drainHttp1(l, opts.idleGrace, opts.closeSpread));
+      else if (isHttp2(l)) drainers.push(drainHttp2(l, opts.idleGrace, opts.closeSpread));
       else waits.push(stopListening(l));
     } catch (err) {
       // e.g. ERR_SOCKET_DGRAM_NOT_RUNNING: the application closed it itself meanwhile.
@@ -221,6 +257,28 @@ export interface DrainOptions {
   timeout?: number;
   /** Milliseconds an idle HTTP keep-alive connection may stay open before it is closed; default 1000. */
   idleGrace?: number;
+  /**
+   * Milliseconds over which the connections' closes are spread (HAProxy's `close-spread-time`);
+   * default 0: all at once. Each connection gets its turn at a moment drawn uniformly in
+   * [0, closeSpread) after the drain starts; until then it is served with keep-alive as before, the
+   * first HTTP/1.x response after it carries `Connection: close`, and an idle connection is closed
+   * once it has stayed idle for `idleGrace` past its turn (HTTP/2: the session's first GOAWAY comes
+   * at its turn, the final one `idleGrace` later). So keep-alive clients move to the new process a
+   * few at a time instead of all at once, and the last may leave up to `closeSpread + idleGrace`
+   * after the start. Must be less than `timeout` (a RangeError otherwise); choose
+   * `closeSpread + idleGrace` below `timeout` too, or the deadline cuts the last idle connections.
+   */
+  closeSpread?: number;
+}
+
+/**
+ * Checks a drain's `closeSpread` against its drain timeout: an integer >= 0 and < the timeout
+ * (0 when the timeout is 0), so every connection's turn comes before the deadline cuts it.
+ * @internal
+ */
+export function validateCloseSpread(value: unknown, name: string, timeout: number, timeoutName: string): asserts value is number {
+  validateInteger(value, name, 0, 2 ** 31 - 1);
+  if (value > 0 && value >= timeout) throw outOfRange(name, `an integer >= 0 and < ${timeoutName} (${timeout})`, value);
 }
 
 /**
@@ -231,7 +289,8 @@ export interface DrainOptions {
  * connection is closed once it has stayed idle for `idleGrace`, HTTP/2 sessions get GOAWAY, and at
  * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
  * listener shared with another process (a new generation) keeps accepting there. Resolves once every
- * connection has ended; never rejects.
+ * connection has ended; never rejects. With `closeSpread`, connections are let go one by one over
+ * that window instead of all at once (see {@link DrainOptions.closeSpread}).
  *
  * @example
  * process.once('SIGTERM', () => fdpass.drain(server).then(() => process.exit(0)));
@@ -243,11 +302,13 @@ export function drain(servers: net.Server | dgram.Socket | Iterable<net.Server |
       return Promise.reject(invalidArgType('servers', 'a net.Server, a dgram.Socket or an iterable of them', s));
     }
   }
+  const timeout = opts.timeout ?? 30000;
   try {
     if (opts.timeout !== undefined) validateInteger(opts.timeout, 'options.timeout', 0, 2 ** 31 - 1);
     if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
+    if (opts.closeSpread !== undefined) validateCloseSpread(opts.closeSpread, 'options.closeSpread', timeout, 'options.timeout');
   } catch (err) {
     return Promise.reject(err);
   }
-  return closeAndDrain(list, { drainTimeout: opts.timeout ?? 30000, idleGrace: opts.idleGrace ?? 1000 });
+  return closeAndDrain(list, { drainTimeout: timeout, idleGrace: opts.idleGrace ?? 1000, closeSpread: opts.closeSpread ?? 0 });
 }

@@ -11,7 +11,7 @@ import { listen, sameUser, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
 import { fdOf, inspect } from '../adopt';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
-import { closeAndDrain, trackSessions } from './drain';
+import { closeAndDrain, trackSessions, validateCloseSpread, type DrainOptions } from './drain';
 import {
   MAX_NAME_BYTES,
   batches,
@@ -43,6 +43,13 @@ export interface ServeOptions {
    * two GOAWAY frames. Default 1000 ms.
    */
   idleGrace?: number;
+  /**
+   * While draining, the window in ms over which connections are let go one by one instead of all at
+   * once (HAProxy's `close-spread-time`), so keep-alive clients do not all reconnect to the new
+   * process at the same moment: see {@link DrainOptions.closeSpread}. Default 0 (all at once); must
+   * be less than `drainTimeout`.
+   */
+  closeSpread?: number;
   /** Permission bits of the control socket file. Default 0o600. */
   mode?: number;
 }
@@ -74,7 +81,7 @@ export class HandoffServer extends EventEmitter {
   readonly drained: Promise<void>;
   #control: ChannelServer;
   #listeners: Map<string, HandoffListener>;
-  #opts: { readyTimeout: number; drainTimeout: number; idleGrace: number };
+  #opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; closeSpread: number };
   #session: Session | null = null;
   #state: 'serving' | 'handed-off' | 'stopped' = 'serving';
   #resolveDrained!: () => void;
@@ -88,6 +95,7 @@ export class HandoffServer extends EventEmitter {
       readyTimeout: opts.readyTimeout ?? DEFAULT_TIMEOUT,
       drainTimeout: opts.drainTimeout ?? DEFAULT_TIMEOUT,
       idleGrace: opts.idleGrace ?? 1000,
+      closeSpread: opts.closeSpread ?? 0,
     };
     this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
     control.on('connection', (ch: Channel) => {
@@ -285,6 +293,9 @@ export async function serve(path: string, listeners: Record<string, HandoffListe
   if (opts.readyTimeout !== undefined) validateInteger(opts.readyTimeout, 'options.readyTimeout', 1, 2 ** 31 - 1);
   if (opts.drainTimeout !== undefined) validateInteger(opts.drainTimeout, 'options.drainTimeout', 0, 2 ** 31 - 1);
   if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
+  if (opts.closeSpread !== undefined) {
+    validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.drainTimeout ?? DEFAULT_TIMEOUT, 'options.drainTimeout');
+  }
   for (const [name, l] of map) {
     fdOf(l, `listeners.${name}`); // each must have an fd now
     if (l instanceof net.Server) trackSessions(l);

@@ -11,6 +11,7 @@ import { debuglog } from 'node:util';
 import { FdpassError } from '../errors';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
+import { validateCloseSpread } from './drain';
 import { serve, validateListeners, type HandoffListener, type HandoffServer, type ServeOptions } from './serve';
 import { take, type Inheritance, type TakeOptions } from './take';
 
@@ -32,7 +33,7 @@ export async function inherit(opts: TakeOptions = {}): Promise<Inheritance | nul
   return take(path, opts);
 }
 
-export interface UpgraderOptions extends Pick<ServeOptions, 'drainTimeout' | 'idleGrace'> {
+export interface UpgraderOptions extends Pick<ServeOptions, 'drainTimeout' | 'idleGrace' | 'closeSpread'> {
   /** Start an upgrade when this signal arrives (e.g. 'SIGHUP'). Default: only upgrade() starts one. */
   signal?: NodeJS.Signals;
   /**
@@ -133,6 +134,7 @@ export class Upgrader extends EventEmitter {
       readyTimeout: opts.readyTimeout ?? 30_000,
       ...(opts.drainTimeout !== undefined ? { drainTimeout: opts.drainTimeout } : {}),
       ...(opts.idleGrace !== undefined ? { idleGrace: opts.idleGrace } : {}),
+      ...(opts.closeSpread !== undefined ? { closeSpread: opts.closeSpread } : {}),
       allow: (peer) => child !== undefined && peer.pid === child.pid,
     });
     try {
@@ -217,5 +219,11 @@ export function upgrader(listeners: Record<string, HandoffListener>, opts: Upgra
     throw invalidArgType('options.args', 'an array of strings', opts.args);
   }
   if (opts.readyTimeout !== undefined) validateInteger(opts.readyTimeout, 'options.readyTimeout', 1, 2 ** 31 - 1);
+  // The drain options reach serve() only at the upgrade: check them now, not then.
+  if (opts.drainTimeout !== undefined) validateInteger(opts.drainTimeout, 'options.drainTimeout', 0, 2 ** 31 - 1);
+  if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
+  if (opts.closeSpread !== undefined) {
+    validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.drainTimeout ?? 30_000, 'options.drainTimeout');
+  }
   return new Upgrader(listeners, opts);
 }

@@ -13,6 +13,9 @@ import { closeListeners, type Listener } from './listeners';
 import { NotifyReceiver } from './notify';
 import { notify, type NotifyState } from '../systemd';
 import { OrphanReaper } from './reap';
+import { FdStore } from './fdstore';
+import { Lifeline } from './lifeline';
+import { ignoreMatcher } from './watch-ignore';
 
 export interface SupervisorOptions {
   command: string;
@@ -25,11 +28,21 @@ export interface SupervisorOptions {
   stopSignal: NodeJS.Signals;
   /** ms between the stop signal and SIGKILL. */
   stopTimeout: number;
+  /**
+   * ms the old generation keeps serving next to the new one after the new one is ready, before it gets
+   * the stop signal (0: at once). A fresh process serves slowly until its code is compiled; meanwhile
+   * the warm old one takes what the new one cannot. The new one exiting within the overlap is a rollback.
+   */
+  overlap: number;
   /** Upper bound of the crash-restart backoff, ms. */
   maxBackoff: number;
+  /** How many descriptors generations may keep in the supervisor's fd store (FDSTORE=1); 0: none. */
+  fdStoreMax: number;
   /** A seqpacket control socket for `fdpass reload PATH`. */
   control?: string;
   watch: string[];
+  /** Globs of changes under `watch` that do not reload (node_modules and .git never do). */
+  watchIgnore: string[];
   /** ms of quiet after a change before a --watch reload. */
   watchDelay: number;
   /** The supervisor's own NOTIFY_SOCKET (a systemd above it), if any. */
@@ -39,6 +52,10 @@ export interface SupervisorOptions {
 }
 
 type State = 'starting' | 'ready' | 'stopping' | 'exited';
+
+// A generation started while the supervisor died (so that the lifeline never heard of it) must not
+// start the command: the shell checks that its parent is still the supervisor ($1).
+const PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 143; shift; ';
 
 class Generation {
   state: State = 'starting';
@@ -116,9 +133,12 @@ export class Supervisor {
   /** Resolves with the exit status once the supervisor has stopped. */
   readonly finished: Promise<number>;
   #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
+  #lifeline: Lifeline | undefined;
+  readonly #store: FdStore;
 
   constructor(opts: SupervisorOptions) {
     this.#o = opts;
+    this.#store = new FdStore(opts.fdStoreMax);
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -131,7 +151,7 @@ export class Supervisor {
     this.#notify = await NotifyReceiver.open(
       dir,
       () => new Set([...this.#live].filter((g) => g.state !== 'exited').map((g) => g.pid)),
-      (root, fields, pid) => this.#onNotify(root, fields, pid),
+      (root, fields, pid, fds) => this.#onNotify(root, fields, pid, fds),
       (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`),
     );
     if (this.#o.control !== undefined) {
@@ -139,7 +159,7 @@ export class Supervisor {
       this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
       this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
     }
-    if (process.pid === 1) this.#reaper = new OrphanReaper(() => new Set([...this.#live].map((g) => g.pid)));
+    if (process.pid === 1) this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
     const on = (sig: NodeJS.Signals, fn: () => void): void => {
       process.on(sig, fn);
       this.#signalHandlers.push([sig, fn]);
@@ -148,6 +168,7 @@ export class Supervisor {
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
     for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
     this.#startWatching();
+    this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, (line) => this.#log(line));
     const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
     this.#log(`supervising ${this.#o.command} with ${where}`);
     this.#startCurrent('start');
@@ -157,7 +178,8 @@ export class Supervisor {
 
   #launch(): Generation {
     const id = this.#nextId++;
-    const l = this.#o.listeners;
+    // The listeners, then what the fd store holds (as systemd orders them).
+    const l = [...this.#o.listeners, ...this.#store.fds];
     const env: NodeJS.ProcessEnv = {
       ...this.#o.env,
       LISTEN_FDS: String(l.length),
@@ -173,7 +195,8 @@ export class Supervisor {
     // LISTEN_PID must be the pid of the process that reads it (sd_listen_fds ignores the fds
     // otherwise), and spawn cannot set the environment after fork: the shell sets it to its own pid,
     // then exec keeps that pid for the command.
-    const proc = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', this.#o.command, ...this.#o.args], {
+    const shell = ['/bin/sh', '-c', `${PARENT_CHECK}LISTEN_PID=$$; export LISTEN_PID; exec "$@"`, 'sh', String(process.pid), this.#o.command, ...this.#o.args];
+    const proc = spawn(shell[0]!, shell.slice(1), {
       stdio: ['inherit', 'inherit', 'inherit', ...l.map((x) => x.fd)],
       env,
       // Its own process group: a terminal's ^C reaches the supervisor only (which forwards it), and a
@@ -190,6 +213,7 @@ export class Supervisor {
       return gen;
     }
     this.#live.add(gen);
+    this.#lifeline?.add(gen.pid);
     proc.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
     gen.timers.push(
       setTimeout(() => {
@@ -213,10 +237,12 @@ export class Supervisor {
     gen.settle('ready');
   }
 
-  #onNotify(root: number, fields: Map<string, string>, pid: number): void {
+  #onNotify(root: number, fields: Map<string, string>, pid: number, fds: number[]): void {
     const gen = [...this.#live].find((g) => g.pid === root);
-    if (gen === undefined) return;
     const from = pid === root ? '' : ` (from pid ${pid})`;
+    // Closes what it does not keep, also for a generation gone meanwhile.
+    for (const line of this.#store.handle(fields, fds)) this.#log(`${gen?.describe() ?? `pid ${root}`}: ${line}${from}`);
+    if (gen === undefined) return;
     const status = fields.get('STATUS');
     if (status !== undefined) this.#log(`${gen.describe()} status: ${status}${from}`);
     if (fields.get('READY') === '1') this.#markReady(gen, `READY=1${from}`);
@@ -230,6 +256,7 @@ export class Supervisor {
     gen.exit = exit;
     gen.clearTimers();
     this.#live.delete(gen);
+    this.#lifeline?.remove(gen.pid);
     // Whatever the generation left in its process group goes with it (KillMode=mixed).
     gen.kill('SIGKILL', true);
     gen.settle(`${exitText(exit)} before it was ready`);
@@ -312,7 +339,10 @@ export class Supervisor {
   /** Starts the next generation; resolves once it is serving, or rolled back, or refused. */
   async reload(source: string): Promise<ReloadResult> {
     if (this.#shuttingDown) return this.#refuse(source, 'the supervisor is shutting down');
-    if (this.#next !== undefined) return this.#refuse(source, `a reload is in progress (${this.#next.describe()} is starting)`);
+    if (this.#next !== undefined) {
+      const phase = this.#next.state === 'ready' ? 'is in its --overlap' : 'is starting';
+      return this.#refuse(source, `a reload is in progress (${this.#next.describe()} ${phase})`);
+    }
     const old = this.#current;
     if (old === undefined) {
       // No one serves (a crash restart is waiting out its backoff): start now, backoff reset.
@@ -328,8 +358,14 @@ export class Supervisor {
     this.#upstream({ reloading: true }); // with MONOTONIC_USEC=, as systemd 253+ wants
     const gen = this.#launch();
     this.#next = gen;
-    const result = await gen.outcome;
+    let result = await gen.outcome;
+    if (result === 'ready' && this.#o.overlap > 0) result = await this.#overlap(gen);
     this.#next = undefined;
+    if (this.#shuttingDown) {
+      // shutdown() has sent every generation the stop signal already.
+      this.#log(`reload (${source}) abandoned: the supervisor is shutting down`);
+      return { ok: false, message: 'abandoned: the supervisor is shutting down' };
+    }
     if (result === 'ready') {
       const previous = this.#current; // undefined if the old one crashed meanwhile
       this.#current = gen;
@@ -351,6 +387,19 @@ export class Supervisor {
     if (this.#current === undefined && !this.#shuttingDown) this.#startCurrent('restart');
     this.#watchFollowUp();
     return { ok: false, message };
+  }
+
+  // Both generations serve for --overlap ms. Resolves 'ready' when the overlap ran out, or at once when
+  // the old one went away meanwhile (the new one takes over); the new one exiting is a rollback.
+  async #overlap(gen: Generation): Promise<'ready' | string> {
+    const old = this.#current;
+    this.#log(`${gen.describe()} is ready; ${old ? `${old.describe()} keeps serving next to it for` : 'overlap of'} ${this.#o.overlap} ms (--overlap)`);
+    let timer: NodeJS.Timeout | undefined;
+    const elapsed = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#o.overlap)));
+    await Promise.race([elapsed, gen.exited, ...(old ? [old.exited] : [])]);
+    clearTimeout(timer);
+    if (gen.exit !== undefined) return `${exitText(gen.exit)} during the ${this.#o.overlap} ms overlap`;
+    return 'ready';
   }
 
   #refuse(source: string, why: string): ReloadResult {
@@ -376,11 +425,12 @@ export class Supervisor {
   // --- watch ---------------------------------------------------------------------------------
 
   #startWatching(): void {
+    const ignored = ignoreMatcher(this.#o.watchIgnore);
     for (const p of this.#o.watch) {
       const recursive = fs.statSync(p).isDirectory();
       const w = fs.watch(p, { recursive, persistent: false }, (_event, file) => {
-        const name = String(file ?? '');
-        if (/(^|\/)(node_modules|\.git)(\/|$)/.test(name)) return;
+        const name = String(file ?? ''); // relative to p (a directory), or p's own name
+        if (name !== '' && ignored(name)) return;
         clearTimeout(this.#watchTimer);
         this.#watchTimer = setTimeout(() => {
           this.#watchTimer = undefined;
@@ -432,6 +482,8 @@ export class Supervisor {
     this.#notify?.close();
     void this.#control?.close();
     closeListeners(this.#o.listeners);
+    this.#store.close();
+    this.#lifeline?.close();
     this.#done(status);
   }
 

@@ -11,7 +11,7 @@ import { parseName } from '../names';
 export type ListenerProto = 'tcp' | 'udp' | 'unix';
 
 export interface ListenerSpec {
-  /** LISTEN_FDNAMES entry: [A-Za-z0-9_.:-], at most 255 characters (sd_listen_fds_with_names). */
+  /** LISTEN_FDNAMES entry: [A-Za-z0-9_.-], at most 255 characters (no ':', LISTEN_FDNAMES' separator). */
   name: string;
   proto: ListenerProto;
   /** tcp/udp: the address (IPv6 without brackets, may carry a %zone); unix: the path or @abstract. */
@@ -32,7 +32,7 @@ export interface Listener {
 
 /** Default LISTEN_FDNAMES entry, as sd_listen_fds_with_names reports an fd with no name. */
 export const UNNAMED = 'unknown';
-const NAME_RE = /^[A-Za-z0-9_.:-]{1,255}$/;
+const NAME_RE = /^[A-Za-z0-9_.-]{1,255}$/;
 
 function parsePort(text: string, spec: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw new Error(`bad port in listener '${spec}'`);
@@ -68,7 +68,7 @@ export function parseListenerSpec(spec: string): ListenerSpec {
     name = eq[1]!;
     rest = eq[2]!;
   }
-  if (!NAME_RE.test(name)) throw new Error(`bad listener name '${name}' (letters, digits, _ . : -)`);
+  if (!NAME_RE.test(name)) throw new Error(`bad listener name '${name}' (letters, digits, _ . -)`);
   if (rest.startsWith('unix:') || rest.startsWith('/') || rest.startsWith('./')) {
     const path = rest.startsWith('unix:') ? rest.slice(5) : rest;
     if (path === '') throw new Error(`listener '${spec}' needs a path`);

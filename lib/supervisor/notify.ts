@@ -38,7 +38,8 @@ export function parseNotify(data: Buffer): Map<string, string> {
  * The supervisor's NOTIFY_SOCKET: a Unix datagram socket (owner-only) in a private directory.
  * Accepts a datagram only when its sender's pid (SCM_CREDENTIALS) is a live generation's main process
  * or one of its descendants: systemd's NotifyAccess=all, limited to the generation's process tree.
- * Every fd a message carries is closed at once (no fd store here), which also answers BARRIER=1.
+ * The fds a message carries go to `onMessage`, which owns them from then on (the fd store keeps some
+ * and closes the rest, which also answers BARRIER=1).
  */
 export class NotifyReceiver {
   readonly path: string;
@@ -55,7 +56,7 @@ export class NotifyReceiver {
   static async open(
     dir: string,
     roots: () => ReadonlySet<number>,
-    onMessage: (root: number, fields: Map<string, string>, pid: number) => void,
+    onMessage: (root: number, fields: Map<string, string>, pid: number, fds: number[]) => void,
     onReject: (pid: number) => void,
   ): Promise<NotifyReceiver> {
     const r = new NotifyReceiver(dir);
@@ -70,11 +71,11 @@ export class NotifyReceiver {
     r.#channel = ch;
     ch.unref();
     ch.on('message', (m: Message) => {
-      closeQuietly(m.fds);
       const pid = m.cred?.pid ?? -1;
       const root = r.#pending.get(pid);
       r.#pending.delete(pid);
-      if (root !== undefined) onMessage(root, parseNotify(m.data), pid);
+      if (root === undefined) closeQuietly(m.fds);
+      else onMessage(root, parseNotify(m.data), pid, m.fds);
     });
     ch.on('reject', (cred: { pid: number }) => onReject(cred.pid));
     ch.on('error', () => {

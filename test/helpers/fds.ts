@@ -1,12 +1,14 @@
 // Descriptor accounting for tests: what this process has open, by /proc/self/fd.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { tmpPath } from './tmp';
 
-/** fd number -> readlink target, for every open descriptor of this process. */
-export function openFds(): Map<number, string> {
+/** fd number -> readlink target, for every open descriptor of this process (or of process `pid`). */
+export function openFds(pid: number | 'self' = 'self'): Map<number, string> {
   const out = new Map<number, string>();
-  for (const name of fs.readdirSync('/proc/self/fd')) {
+  for (const name of fs.readdirSync(`/proc/${pid}/fd`)) {
     try {
-      out.set(Number(name), fs.readlinkSync(`/proc/self/fd/${name}`));
+      out.set(Number(name), fs.readlinkSync(`/proc/${pid}/fd/${name}`));
     } catch {
       // the directory's own fd, closed by the time we read it
     }
@@ -30,4 +32,26 @@ export function newFds(before: Map<number, string>, after: Map<number, string>):
 /** Waits until libuv has run its close callbacks (uv_close is asynchronous). */
 export async function settle(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+}
+
+/** How many descriptors of `fds` (fd -> readlink target) point at `file`. */
+export function holdsFile(fds: Map<number, string> | Record<string, string>, file: string): number {
+  const targets = fds instanceof Map ? [...fds.values()] : Object.values(fds);
+  return targets.filter((t) => t === file).length;
+}
+
+/** A descriptor number that is certainly not open right now (use it at once, synchronously). */
+export function closedFd(): number {
+  const fd = fs.openSync('/dev/null', 'r');
+  fs.closeSync(fd);
+  return fd;
+}
+
+/** Both ends of a FIFO, opened without a child: [non-blocking read end, write end], kind 'pipe'. */
+export function fifoFds(name = `fifo-${Math.random().toString(36).slice(2)}`): [number, number] {
+  const p = tmpPath(name);
+  execFileSync('mkfifo', [p]);
+  const r = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const w = fs.openSync(p, fs.constants.O_WRONLY);
+  return [r, w];
 }

@@ -1,14 +1,19 @@
-// One HTTP GET on a new connection (no keep-alive agent): resolves with the body of a 200 response,
-// rejects on any other status or socket error.
+// One HTTP GET on a new connection (no keep-alive agent): resolves with the body of a 200 response
+// once the client socket is closed too (so a test's leak check never sees it), rejects on any other
+// status or socket error.
 import * as http from 'node:http';
 
-export function get(port: number, path = '/'): Promise<string> {
+export function get(port: number, path = '/', host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+    const req = http.get({ host, port, path, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}`))));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
+        if (res.socket.destroyed) resolve(body);
+        else res.socket.once('close', () => resolve(body));
+      });
     });
     req.on('error', reject);
   });

@@ -20,3 +20,8 @@ export function tmpPath(name: string): string {
   if (current === undefined) throw new Error('tmpPath() outside a test');
   return path.join(current, name);
 }
+
+/** The names in this test's temporary directory. */
+export function dirEntries(): string[] {
+  return fs.readdirSync(path.dirname(tmpPath('x')));
+}

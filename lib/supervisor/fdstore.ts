@@ -1,0 +1,99 @@
+// The supervisor's fd store, as systemd's (FileDescriptorStoreMax=): a generation sends FDSTORE=1 and
+// FDNAME= with descriptors over NOTIFY_SOCKET (sd_pid_notify_with_fds, fdpass's storeFds()); the
+// supervisor keeps them and hands them to every later generation after the listeners, their names in
+// LISTEN_FDNAMES. FDSTOREREMOVE=1 with FDNAME= drops them. Unlike systemd's, the store does not poll
+// its descriptors for hang-ups (FDPOLL=): a descriptor stays until it is removed.
+import * as fs from 'node:fs';
+import { closeQuietly } from '../channel';
+
+/** sd_pid_notify_with_fds' name for descriptors stored without FDNAME=, as systemd's. */
+export const DEFAULT_STORE_NAME = 'stored';
+
+export interface StoredFd {
+  name: string;
+  fd: number;
+}
+
+// systemd's fdname_is_valid: 1-255 printable ASCII characters, no ':' (the LISTEN_FDNAMES separator).
+function validName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && /^[\x20-\x7e]+$/.test(name) && !name.includes(':');
+}
+
+// A descriptor for something stored already (same device and inode: the same socket, pipe, memfd)
+// is kept once, as systemd does; an app that stores its state again at each start does not fill the store.
+function identity(fd: number): string | undefined {
+  try {
+    const st = fs.fstatSync(fd);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+export class FdStore {
+  readonly #max: number;
+  readonly #fds: Array<StoredFd & { id: string | undefined }> = [];
+
+  /** `max`: how many descriptors the store holds at most (0: FDSTORE=1 is refused, systemd's default). */
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** The stored descriptors, oldest first: what the next generation gets after the listeners. */
+  get fds(): readonly StoredFd[] {
+    return this.#fds;
+  }
+
+  /**
+   * Handles one notify message's FDSTORE=1 / FDSTOREREMOVE=1 with the descriptors it carried, which the
+   * store now owns (it keeps them or closes them). Returns log lines saying what it did; none for a
+   * message that is about neither (its descriptors are closed).
+   */
+  handle(fields: ReadonlyMap<string, string>, fds: number[]): string[] {
+    const name = fields.get('FDNAME') ?? DEFAULT_STORE_NAME;
+    const out: string[] = [];
+    if (fields.get('FDSTOREREMOVE') === '1') {
+      const gone = this.#fds.filter((s) => s.name === name);
+      closeQuietly(gone.map((s) => s.fd));
+      this.#fds.splice(0, this.#fds.length, ...this.#fds.filter((s) => s.name !== name));
+      out.push(`removed ${gone.length} fd(s) named '${name}' from the fd store (FDSTOREREMOVE=1)`);
+    }
+    if (fields.get('FDSTORE') !== '1') {
+      closeQuietly(fds); // e.g. BARRIER=1's pipe end: closing it is the answer
+      return out;
+    }
+    if (fds.length === 0) return [...out, `FDSTORE=1 without descriptors ignored`];
+    if (!validName(name)) {
+      closeQuietly(fds);
+      return [...out, `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-255 printable ASCII characters, no ':'); ${fds.length} fd(s) closed`];
+    }
+    if (this.#max === 0) {
+      closeQuietly(fds);
+      return [...out, `FDSTORE=1 refused: the fd store is off (--fd-store-max 0); ${fds.length} fd(s) closed`];
+    }
+    let kept = 0;
+    let dupes = 0;
+    let over = 0;
+    for (const fd of fds) {
+      const id = identity(fd);
+      if (id !== undefined && this.#fds.some((s) => s.id === id)) {
+        closeQuietly([fd]);
+        dupes++;
+      } else if (this.#fds.length >= this.#max) {
+        closeQuietly([fd]);
+        over++;
+      } else {
+        this.#fds.push({ name, fd, id });
+        kept++;
+      }
+    }
+    let line = `stored ${kept} fd(s) named '${name}' (fd store: ${this.#fds.length} of ${this.#max})`;
+    if (dupes > 0) line += `; ${dupes} already stored`;
+    if (over > 0) line += `; ${over} refused: the fd store is full (--fd-store-max ${this.#max})`;
+    return [...out, line];
+  }
+
+  close(): void {
+    closeQuietly(this.#fds.splice(0).map((s) => s.fd));
+  }
+}

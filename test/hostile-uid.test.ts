@@ -1,0 +1,153 @@
+// Peers of another uid (nobody), as a shared host has them: a client of a ChannelServer, a hand-off
+// taker sending descriptors nobody asked for, and a process of another user that serves the control
+// path a take() connects to. Each is refused with a clear error, the serving side goes on serving,
+// and the descriptors the stranger sent never stay open here (the root hooks check the fd map too).
+// (The NOTIFY_SOCKET of `fdpass run` is tested in supervisor.test.ts; a nobody taker of a hand-off
+// in handoff.test.ts; a nobody sender to bindDgram in ownership-channel.test.ts.)
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { once } from 'node:events';
+import { handoff, listen, connect, HANDOFF_PROTOCOL_VERSION, type Channel, type PeerCredentials } from 'fdpass';
+import { runFixture, type Fixture } from './helpers/children';
+import { holdsFile, newFds, openFds, settle } from './helpers/fds';
+import { get } from './helpers/http';
+import { NOBODY, asNobody, markerFile, openToOthers } from './helpers/foreign';
+import { tmpPath } from './helpers/tmp';
+
+interface PeerReport {
+  pid: number;
+  uid: number;
+  answer: 'eof' | 'reset' | 'epipe' | 'timeout' | 'data';
+  data?: string;
+}
+
+describe('peers of another uid (nobody)', function () {
+  before(function () {
+    if (process.getuid?.() !== 0) this.skip(); // running a child as another user needs root
+  });
+
+  for (const type of ['stream', 'seqpacket'] as const) {
+    it(`${type}: a nobody client of a ChannelServer (default allow) is rejected with its credentials; the 3 fds it sent are never ours; a root client is served after it`, async () => {
+      openToOthers();
+      const marker = markerFile();
+      const sock = tmpPath('server.sock');
+      const server = await listen(sock, { type, mode: 0o666 }); // only the credential check stops it
+      const rejected: PeerCredentials[] = [];
+      server.on('reject', (c: PeerCredentials) => rejected.push(c));
+      const served: Channel[] = [];
+      server.on('connection', (ch: Channel) => served.push(ch));
+
+      const peer = asNobody(['connect', type, sock, marker]);
+      const r = await peer.expect<PeerReport>('connect');
+      assert.deepEqual((await peer.exited).code, 0, peer.stderr());
+      assert.equal(r.uid, NOBODY);
+      assert.ok(['eof', 'reset', 'epipe'].includes(r.answer), `the server hung up on it (saw ${r.answer})`);
+      assert.deepEqual(rejected, [{ pid: r.pid, uid: NOBODY, gid: NOBODY }]);
+      assert.deepEqual(served, [], 'no channel was handed to the application');
+      assert.equal(holdsFile(openFds(), marker), 0, 'a descriptor the stranger sent is open here');
+
+      // The server keeps serving: a client of our own uid connects and is heard.
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const client = await connect(sock, { type });
+      const [conn] = await accepted;
+      await client.send({ data: 'after the stranger' });
+      assert.equal((await conn.receive({ timeout: 5000 })).data.toString(), 'after the stranger');
+      await client.close();
+      await conn.close();
+      await server.close();
+    });
+  }
+
+  it('a nobody taker let in by allow sends its hello with 3 fds: refused (ERR_FDPASS_HANDOFF_PROTOCOL), the fds closed, the old process serves on and hands off to the next taker', async () => {
+    openToOthers();
+    const marker = markerFile();
+    const control = tmpPath('control.sock');
+    const web = http.createServer((_req, res) => res.end(`old ${process.pid}`));
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    const port = (web.address() as { port: number }).port;
+    const hs = await handoff.serve(control, { web }, { allow: () => true, mode: 0o666 });
+    const rollback = once(hs, 'rollback') as Promise<[Error & { code: string }, PeerCredentials]>;
+
+    const peer = asNobody(['hello', control, marker, String(HANDOFF_PROTOCOL_VERSION)]);
+    const r = await peer.expect<PeerReport>('hello');
+    assert.equal((await peer.exited).code, 0, peer.stderr());
+    assert.equal(r.answer, 'data');
+    const answer = JSON.parse(r.data!) as { type: string; code: string; message: string };
+    assert.equal(answer.type, 'error');
+    assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+    assert.match(answer.message, /'hello' message carried 3 fds/);
+    const [err, who] = await rollback;
+    assert.equal(err.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+    assert.equal(who.uid, NOBODY);
+    assert.equal(holdsFile(openFds(), marker), 0, 'a descriptor the stranger sent is open here');
+    assert.equal(hs.busy, false);
+    assert.equal(await get(port), `old ${process.pid}`, 'the old process still serves');
+
+    // And the next (well-formed) taker gets the listener.
+    const fresh = runFixture('handoff-new', [control, 'many']);
+    const got = await fresh.expect<{ ports: Record<string, number> }>('many');
+    assert.deepEqual(got.ports, { web: port });
+    assert.equal((await fresh.exited).code, 0, fresh.stderr());
+    await hs.drained;
+    assert.equal(web.listening, false, 'our copy was closed after the hand-off');
+  });
+
+  describe('take() from a control path served by another user', () => {
+    let old: Fixture | undefined;
+
+    afterEach(async () => {
+      if (old !== undefined && old.proc.exitCode === null && old.proc.signalCode === null) {
+        old.proc.kill('SIGKILL');
+        await old.exited;
+      }
+      old = undefined;
+    });
+
+    // A world-writable directory (as /tmp, or a /run directory with loose permissions): another user
+    // can create the control socket before us, serve real listeners on it and wait for a take().
+    async function nobodyServes(control: string): Promise<{ old: Fixture; port: number }> {
+      fs.chmodSync(path.dirname(control), 0o1777);
+      const f = runFixture('handoff-old', [control, 'http'], { uid: NOBODY, gid: NOBODY });
+      const { ports } = await f.expect<{ ports: { web: number } }>('serving');
+      assert.equal(fs.statSync(control).uid, NOBODY);
+      return { old: f, port: ports.web };
+    }
+
+    it('is refused by default (ERR_FDPASS_HANDOFF_REFUSED, naming the uid): no listener is received and the other process keeps serving', async () => {
+      const control = tmpPath('control.sock');
+      const served = await nobodyServes(control);
+      old = served.old;
+      const before = openFds();
+      const err = await handoff.take(control, { timeout: 5000 }).then(
+        () => assert.fail('take() accepted listeners from another user'),
+        (e: Error & { code?: string }) => e,
+      );
+      assert.equal(err.code, 'ERR_FDPASS_HANDOFF_REFUSED');
+      assert.match(err.message, /is not allowed/);
+      assert.match(err.message, new RegExp(`uid ${NOBODY}`));
+      // Nothing arrived here: no hello went out, so no listener was sent.
+      await settle();
+      assert.deepEqual(newFds(before, openFds()), []);
+      assert.equal(await get(served.port), `old ${old.pid}`, 'the other process still serves');
+      old.send({ cmd: 'exit' });
+      assert.equal((await old.exited).code, 0, old.stderr());
+    });
+
+    it('is accepted when allow says so (allow: (peer) => peer.uid === nobody): the listener moves and the other process drains and exits', async () => {
+      const control = tmpPath('control.sock');
+      const served = await nobodyServes(control);
+      old = served.old;
+      const inherited = await handoff.take(control, { timeout: 5000, allow: (peer) => peer.uid === NOBODY });
+      assert.ok(inherited !== null);
+      assert.deepEqual(inherited.peer, { pid: old.pid, uid: NOBODY, gid: NOBODY });
+      const server = await inherited.server('web', http.createServer((_req, res) => res.end(`new ${process.pid}`)));
+      assert.deepEqual(await inherited.ready({ timeout: 5000 }), { acknowledged: true });
+      assert.equal(await get(served.port), `new ${process.pid}`);
+      await old.expect('drained');
+      assert.equal((await old.exited).code, 0, old.stderr());
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+  });
+});
