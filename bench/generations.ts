@@ -48,7 +48,7 @@ export function start(port: number, control: string): Generation {
   return g;
 }
 
-export async function until(what: string, check: () => boolean, ms: number): Promise<boolean> {
+export async function until(_what: string, check: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
   while (!check()) {
     if (Date.now() > end) return false;

@@ -51,8 +51,14 @@ async function parent(k: number, n: number): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       let sent = 0;
       const sendNext = (err: Error | null = null): void => {
-        if (err) return reject(err);
-        if (sent === n * k) return resolve();
+        if (err) {
+          reject(err);
+          return;
+        }
+        if (sent === n * k) {
+          resolve();
+          return;
+        }
         const msg = { i: Math.floor(sent / k), j: sent % k };
         sent++;
         c.send(msg, server, sendNext);

@@ -13,7 +13,6 @@
 // CONNECTIONS (64), ONLY (roundtrip|soak|http: run one part), FDPASS_API (best: the fastest API the
 // installed fdpass offers; baseline: the 0.1.0 API, `await send()` and `closeFd` per fd).
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';

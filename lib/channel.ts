@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { binding, constants, type NativePoller } from './native';
-import { FdpassError, FdpassSystemError, systemError } from './errors';
+import { FdpassError, type FdpassSystemError, systemError } from './errors';
 import { kindOf, type SocketKind } from './names';
 import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateInteger, validateObject } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';

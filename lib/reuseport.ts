@@ -1,5 +1,5 @@
 // SO_REUSEPORT listeners and UDP sockets on every supported Node version (Node 20 has no reusePort).
-import * as dgram from 'node:dgram';
+import type * as dgram from 'node:dgram';
 import * as dns from 'node:dns/promises';
 import * as net from 'node:net';
 import { binding, constants } from './native';

@@ -4,7 +4,7 @@
 // but no leak check at exit. A leak check at exit takes seconds (a process.exit() leaves V8's heap
 // behind and LSan symbolises it all) and holds the child's sockets open meanwhile, which changes
 // what timing-sensitive tests observe; what a child leaks is never our addon's alone to decide anyway.
-'use strict';
+
 const childOptions = process.env.FDPASS_ASAN_CHILD_OPTIONS;
 if (childOptions !== undefined) {
   process.env.ASAN_OPTIONS = childOptions;

@@ -9,7 +9,7 @@
 // process.exit() (which skips the isolate's teardown) report V8/Python/bash memory still held at exit;
 // LSan suppressions cannot single those out, because a suppression matches any frame of the stack and
 // every stack of our addon runs under Node's and V8's frames too. They are listed, not counted.
-'use strict';
+
 const fs = require('node:fs');
 const path = require('node:path');
 

@@ -7,8 +7,8 @@ import * as net from 'node:net';
 import * as http from 'node:http';
 import {
   adopt,
-  Channel,
-  ChannelServer,
+  type Channel,
+  type ChannelServer,
   dupFd,
   fdOf,
   inspect,

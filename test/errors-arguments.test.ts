@@ -9,7 +9,7 @@ import {
   adopt,
   bindDgram,
   bindReusePort,
-  Channel,
+  type Channel,
   closeFd,
   connect,
   dupFd,

@@ -17,7 +17,7 @@ import {
   socketPair,
 } from 'fdpass';
 import {
-  AnyError,
+  type AnyError,
   assertArgError,
   assertFdpassError,
   assertSystemError,

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import {
   bindDgram,
   Channel,
-  ChannelServer,
+  type ChannelServer,
   closeFd,
   connect,
   FdpassSystemError,
@@ -19,7 +19,7 @@ import {
   sendFds,
   socketPair,
 } from 'fdpass';
-import { AnyError, assertArgError, assertSystemError, bad, failure } from './helpers/errors';
+import { type AnyError, assertArgError, assertSystemError, bad, failure } from './helpers/errors';
 import { newFds, openFds, settle } from './helpers/fds';
 import { dirEntries, tmpPath } from './helpers/tmp';
 

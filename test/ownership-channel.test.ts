@@ -12,6 +12,7 @@ import { tmpPath } from './helpers/tmp';
 
 // The addon as lib/ loads it: the Poller constructor is driven directly to force each failure path.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
+// biome-ignore lint/suspicious/noExplicitAny: the raw binding, called with wrong arguments on purpose
 const { binding } = require(path.join(__dirname, '..', '..', 'dist', 'native.js')) as { binding: any };
 
 /** Fails with the descriptors this process gained (or lost) since `before`. */
@@ -220,7 +221,10 @@ describe('ownership (issue 9)', () => {
       const sock = tmpPath('recv.sock');
       fs.chmodSync(path.dirname(sock), 0o755);
       const seen: number[] = [];
-      const got = recvFd(sock, { type: 'dgram', mode: 0o666, timeout: 10000, allow: (c) => (seen.push(c.uid), c.uid === 0) });
+      const got = recvFd(sock, { type: 'dgram', mode: 0o666, timeout: 10000, allow: (c) => {
+        seen.push(c.uid);
+        return c.uid === 0;
+      } });
       for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
       await sendAs(sock, 'from nobody', NOBODY);
       await sendAs(sock, 'from root');

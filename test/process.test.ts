@@ -54,7 +54,7 @@ describe('between processes', () => {
     assert.equal(serving.listening, true);
 
     // Both hold the listener: both accept in turn.
-    let both = { served: new Map<string, number>(), errors: [] as string[] };
+    const both = { served: new Map<string, number>(), errors: [] as string[] };
     for (let round = 0; round < 10 && !(both.served.get('A') && both.served.get('B')); round++) {
       const r = await load(port, 100, 8);
       for (const [k, v] of r.served) both.served.set(k, (both.served.get(k) ?? 0) + v);

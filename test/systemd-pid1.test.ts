@@ -4,7 +4,6 @@
 // no connection refused. Each test boots its own systemd and ends it; nothing of it survives the test.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from './helpers/systemd';
 import { get, load } from './helpers/http';

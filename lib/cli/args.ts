@@ -103,7 +103,9 @@ export function parse(argv: string[]): Parsed {
     return { cmd: 'reload', target: rest[0]! };
   }
   if (sub !== 'run') throw new UsageError(`unknown command '${sub}'`);
+  // biome-ignore lint/suspicious/noImplicitAnyLet: typed by parseArgs' result in the assignment below
   let values;
+  // biome-ignore lint/suspicious/noImplicitAnyLet: as values
   let positionals;
   try {
     ({ values, positionals } = parseArgs({

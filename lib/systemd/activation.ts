@@ -1,7 +1,7 @@
 // Socket activation (sd_listen_fds(3)): the descriptors systemd hands a service from fd 3 on, with
 // their names; adopting them by name; and handing descriptors to a child the same way.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import * as dgram from 'node:dgram';
+import type * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { binding } from '../native';
@@ -165,7 +165,7 @@ export async function adoptListenFds(opts: AdoptListenFdsOptions = {}): Promise<
     for (; i < fds.length; i++) {
       const { fd, name, info } = fds[i]!;
       if (isListeningStream(info)) {
-        const given = Object.prototype.hasOwnProperty.call(servers, name) ? servers[name] : undefined;
+        const given = Object.hasOwn(servers, name) ? servers[name] : undefined;
         const target = typeof given === 'function' ? given() : given;
         const server = await toServer(fd, target);
         adopted.push({ kind: 'server', name, fd, info, server });

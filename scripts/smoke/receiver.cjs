@@ -7,7 +7,7 @@ const { log } = require('./loaded.cjs');
 
 async function main() {
   const { fd, data } = await recvFd(process.argv[2], { timeout: 60_000 });
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     res.end(`receiver ${process.pid}`, () => server.close());
   });
   await toServer(fd, server); // the server owns fd now

@@ -6,7 +6,7 @@ const { sendFd } = require('fdpass');
 const { log } = require('./loaded.cjs');
 
 const sock = process.argv[2];
-const server = http.createServer((req, res) => res.end(`sender ${process.pid}`));
+const server = http.createServer((_req, res) => res.end(`sender ${process.pid}`));
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   send(port).then(

@@ -42,6 +42,7 @@ function run(name) {
   child.stdout.on('data', (chunk) => {
     buffered += chunk;
     let nl;
+    // biome-ignore lint/suspicious/noAssignInExpressions: the usual line-splitting loop
     while ((nl = buffered.indexOf('\n')) >= 0) {
       const line = buffered.slice(0, nl);
       buffered = buffered.slice(nl + 1);
