@@ -77,10 +77,16 @@ async function main(): Promise<void> {
     else if (phase === 'overlap') {
       reached = await until(phase, () => /took \d+ listeners/.test(fresh.stderr) || fresh.done, 15_000);
       await sleep(random() * 900);
-    } else if (phase === 'after-ready') reached = await fresh.serving.then(() => true, () => false);
+    } else if (phase === 'after-ready')
+      reached = await fresh.serving.then(
+        () => true,
+        () => false,
+      );
     else reached = await until(phase, () => /complete to pid/.test(old.stderr) || old.done, 15_000);
     if (!reached) {
-      violations.push(`${label}: the phase was never reached\n--- old ${old.pid}:\n${old.stderr.slice(-2000)}\n--- new ${fresh.pid}:\n${fresh.stderr.slice(-2000)}`);
+      violations.push(
+        `${label}: the phase was never reached\n--- old ${old.pid}:\n${old.stderr.slice(-2000)}\n--- new ${fresh.pid}:\n${fresh.stderr.slice(-2000)}`,
+      );
       break;
     }
     const wasServing = /took \d+ listeners/.test(fresh.stderr); // the new process held the listeners
@@ -100,7 +106,13 @@ async function main(): Promise<void> {
     const others = all.filter((g) => g !== expected && !g.done);
     // Settle: the expected one serves (answers), every other one exits.
     const settled = await until('settle', () => others.every((g) => g.done), 40_000);
-    if (!settled) violations.push(`${label}: still running: ${others.filter((g) => !g.done).map((g) => g.pid).join(', ')}`);
+    if (!settled)
+      violations.push(
+        `${label}: still running: ${others
+          .filter((g) => !g.done)
+          .map((g) => g.pid)
+          .join(', ')}`,
+      );
     let answer = await ask(port);
     if (expected !== null) {
       const ok = await until('answer', () => answer === `hello from ${expected!.pid}\n`, 10_000);
@@ -110,8 +122,12 @@ async function main(): Promise<void> {
           answer = await ask(port);
         }
       }
-      if (answer !== `hello from ${expected.pid}\n`) violations.push(`${label}: expected pid ${expected.pid} to serve, got '${answer.trim()}'`);
-      const inherited = await expected.serving.then((s) => s.inherited, () => undefined);
+      if (answer !== `hello from ${expected.pid}\n`)
+        violations.push(`${label}: expected pid ${expected.pid} to serve, got '${answer.trim()}'`);
+      const inherited = await expected.serving.then(
+        (s) => s.inherited,
+        () => undefined,
+      );
       if (inherited !== undefined) {
         const fds = fdCount(expected.pid);
         const want = fdsServing.get(inherited);
@@ -123,7 +139,8 @@ async function main(): Promise<void> {
     }
     // Zombies: every exited generation was reaped by us (Node reaps on 'exit'); /proc must not list it.
     for (const g of all.filter((x) => x.done)) {
-      if (fs.existsSync(`/proc/${g.pid}`) && /\) Z /.test(fs.readFileSync(`/proc/${g.pid}/stat`, 'utf8'))) violations.push(`${label}: zombie ${g.pid}`);
+      if (fs.existsSync(`/proc/${g.pid}`) && /\) Z /.test(fs.readFileSync(`/proc/${g.pid}/stat`, 'utf8')))
+        violations.push(`${label}: zombie ${g.pid}`);
     }
     // Refused connections are allowed only while no live process held the listener.
     const refused = tally.get('ECONNREFUSED') ?? 0;

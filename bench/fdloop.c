@@ -21,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FDS 253    // SCM_MAX_FD
-#define READ_BUDGET 32 // libuv uv__read
+#define MAX_FDS 253     // SCM_MAX_FD
+#define READ_BUDGET 32  // libuv uv__read
 
 static void die(const char* what) {
   perror(what);
@@ -97,7 +97,9 @@ static int receiver(int sock, int stream, long k, long n) {
     if (r < 0) die("epoll_wait");
     for (int i = 0; i < READ_BUDGET; i++) {
       struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
-      struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+      struct msghdr msg = {.msg_iov = &iov,
+                           .msg_iovlen = 1,
+                           .msg_control = control.buf,
                            .msg_controllen = sizeof(control.buf)};
       ssize_t got = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (got < 0 && errno == EINTR) continue;
@@ -152,7 +154,9 @@ static int sender(int sock, int stream, long k, long n, pid_t child) {
   memset(&control, 0, sizeof(control));
   char payload[8] = "fdpass!";
   struct iovec iov = {.iov_base = payload, .iov_len = sizeof(payload)};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.buf,
                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)k)};
   struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;

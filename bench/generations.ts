@@ -28,10 +28,12 @@ export function start(port: number, control: string): Generation {
   const g: Generation = { child, pid: child.pid!, stderr: '', serving: undefined!, exited: undefined!, done: false };
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => (g.stderr = (g.stderr + d).slice(-20_000)));
-  g.exited = new Promise((resolve) => child.once('exit', (code, signal) => {
-    g.done = true;
-    resolve({ code, signal });
-  }));
+  g.exited = new Promise((resolve) =>
+    child.once('exit', (code, signal) => {
+      g.done = true;
+      resolve({ code, signal });
+    }),
+  );
   g.serving = new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
@@ -105,4 +107,3 @@ export function freePort(): Promise<number> {
     });
   });
 }
-

@@ -43,10 +43,19 @@ const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
 const REPS = Number(process.env.REPS ?? 3);
 const LATENCY = process.env.LATENCY === '1';
 const DEFAULT_SCENARIOS = [
-  'fdpass:http:close', 'fdpass:http:keepalive', 'fdpass:https:keepalive', 'fdpass:http2:keepalive',
-  'naive:http:close', 'naive:http:keepalive', 'cluster:http:close', 'cluster:http:keepalive',
+  'fdpass:http:close',
+  'fdpass:http:keepalive',
+  'fdpass:https:keepalive',
+  'fdpass:http2:keepalive',
+  'naive:http:close',
+  'naive:http:keepalive',
+  'cluster:http:close',
+  'cluster:http:keepalive',
 ];
-const SCENARIOS = (process.env.SCENARIOS ?? DEFAULT_SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+const SCENARIOS = (process.env.SCENARIOS ?? DEFAULT_SCENARIOS.join(','))
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 
 interface Scenario {
   method: Method;
@@ -57,7 +66,11 @@ interface Scenario {
 
 function parseScenario(s: string): Scenario {
   const [method, protocol, mode] = s.split(':');
-  if (!['fdpass', 'naive', 'cluster'].includes(method!) || !['http', 'https', 'http2'].includes(protocol!) || !['close', 'keepalive'].includes(mode!)) {
+  if (
+    !['fdpass', 'naive', 'cluster'].includes(method!) ||
+    !['http', 'https', 'http2'].includes(protocol!) ||
+    !['close', 'keepalive'].includes(mode!)
+  ) {
     throw new Error(`bad scenario '${s}': method:protocol:mode, e.g. fdpass:http2:keepalive`);
   }
   if (method !== 'fdpass' && protocol !== 'http') throw new Error(`${method} serves http only`);
@@ -95,7 +108,27 @@ function ratio(x: number): string {
 function selfSignedCert(dir: string): { key: string; cert: string } {
   const key = path.join(dir, 'key.pem');
   const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   return { key, cert };
 }
 
@@ -105,7 +138,12 @@ async function main(): Promise<void> {
   if (scenarios.some((s) => s.protocol === 'http2')) ensureTool('h2load', ['--version'], 'nghttp2-client');
   const certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-tls-'));
   const tls = selfSignedCert(certDir);
-  console.log(`${CONNECTIONS} connections, ${DURATION} s per run, ${HANDOFFS} restarts, ${REPS} interleaved (control, restarts) pairs per scenario; ${os.cpus().length} cores, Node ${process.version}, Linux ${os.release()}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+  console.log(
+    `${CONNECTIONS} connections, ${DURATION} s per run, ${HANDOFFS} restarts, ${REPS} interleaved (control, restarts) pairs per scenario; ${os.cpus().length} cores, Node ${process.version}, Linux ${os.release()}, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}\n`,
+  );
   const rows: string[] = [];
   const latencyRows: string[] = [];
   const results: string[] = [];
@@ -117,50 +155,69 @@ async function main(): Promise<void> {
     let restarts = 0;
     for (let rep = 0; rep < REPS; rep++) {
       // Alternate which of the pair goes first, so drift in the machine's load hits both alike.
-      const pair = rep % 2 === 0
-        ? [await measure(s, 0, tls), await measure(s, HANDOFFS, tls)]
-        : [await measure(s, HANDOFFS, tls), await measure(s, 0, tls)].reverse();
+      const pair =
+        rep % 2 === 0
+          ? [await measure(s, 0, tls), await measure(s, HANDOFFS, tls)]
+          : [await measure(s, HANDOFFS, tls), await measure(s, 0, tls)].reverse();
       const [control, run] = pair as [Measured, Measured];
       runs.push(run.result);
       controls.push(control.result.rps);
       ratios.push(run.result.requests / control.result.requests);
       restarts += run.done;
-      console.log(`${s.label} pair ${rep + 1}/${REPS}: ${run.result.requests} requests, ${run.result.errors} errors, ${run.result.non2xx} non-2xx, ${(ratios.at(-1)! * 100).toFixed(1)}% of control (${run.result.detail})`);
+      console.log(
+        `${s.label} pair ${rep + 1}/${REPS}: ${run.result.requests} requests, ${run.result.errors} errors, ${run.result.non2xx} non-2xx, ${(ratios.at(-1)! * 100).toFixed(1)}% of control (${run.result.detail})`,
+      );
       if (LATENCY) {
         const l = handoffLatency(run.result.times!, run.marks, control.result.times!);
         delete run.result.times; // ~16 bytes a request: let it go
         delete control.result.times;
         latencies.push(l);
         const w = (x: { p99: number; n: number }): string => `${ms(x.p99)} ms (${x.n})`;
-        console.log(`${s.label} pair ${rep + 1}/${REPS} p99 (requests): control ${w(l.control)}, steady ${w(l.steady)}, ±0.5 s of took ${w(l.took)}, ±0.5 s of draining ${w(l.draining)}; worst ${ratio(l.vsSteady)} steady, ${ratio(l.vsControl)} control; ${l.handoffs} hand-offs under load`);
+        console.log(
+          `${s.label} pair ${rep + 1}/${REPS} p99 (requests): control ${w(l.control)}, steady ${w(l.steady)}, ±0.5 s of took ${w(l.took)}, ±0.5 s of draining ${w(l.draining)}; worst ${ratio(l.vsSteady)} steady, ${ratio(l.vsControl)} control; ${l.handoffs} hand-offs under load`,
+        );
       }
     }
     const errors = runs.reduce((a, r) => a + r.errors, 0);
     const non2xx = runs.reduce((a, r) => a + r.non2xx, 0);
     const spread = ratios.length > 1 ? `${((Math.max(...ratios) - Math.min(...ratios)) * 100).toFixed(1)} pts` : '-';
     rows.push(
-      `| ${s.label.padEnd(24)} | ${String(restarts).padStart(8)} | ${String(median(runs.map((r) => r.requests))).padStart(9)} | ${String(errors).padStart(6)} | ${String(non2xx).padStart(6)} | ${median(runs.map((r) => r.rps)).toFixed(0).padStart(7)} | ${median(controls).toFixed(0).padStart(9)} | ${(median(ratios) * 100).toFixed(1).padStart(6)}% | ${spread.padStart(8)} |`,
+      `| ${s.label.padEnd(24)} | ${String(restarts).padStart(8)} | ${String(median(runs.map((r) => r.requests))).padStart(9)} | ${String(errors).padStart(6)} | ${String(non2xx).padStart(6)} | ${median(
+        runs.map((r) => r.rps),
+      )
+        .toFixed(0)
+        .padStart(
+          7,
+        )} | ${median(controls).toFixed(0).padStart(9)} | ${(median(ratios) * 100).toFixed(1).padStart(6)}% | ${spread.padStart(8)} |`,
     );
-    results.push(`RESULT scenario=${s.label} restarts=${restarts} errors=${errors} non2xx=${non2xx} median_ratio=${median(ratios).toFixed(3)}`);
+    results.push(
+      `RESULT scenario=${s.label} restarts=${restarts} errors=${errors} non2xx=${non2xx} median_ratio=${median(ratios).toFixed(3)}`,
+    );
     if (LATENCY) {
       const m = (f: (l: HandoffLatency) => number): number => median(latencies.map(f));
       const handoffs = latencies.reduce((a, l) => a + l.handoffs, 0);
       latencyRows.push(
         `| ${s.label.padEnd(24)} | ${String(handoffs).padStart(9)} | ${ms(m((l) => l.control.p99)).padStart(8)} | ${ms(m((l) => l.steady.p99)).padStart(10)} | ${ms(m((l) => l.took.p99)).padStart(8)} | ${ms(m((l) => l.draining.p99)).padStart(12)} | ${ratio(m((l) => l.vsSteady)).padStart(12)} | ${ratio(m((l) => l.vsControl)).padStart(10)} |`,
       );
-      results.push(`RESULT latency scenario=${s.label} handoffs=${handoffs} control_p99_ms=${ms(m((l) => l.control.p99))} steady_p99_ms=${ms(m((l) => l.steady.p99))} took_p99_ms=${ms(m((l) => l.took.p99))} draining_p99_ms=${ms(m((l) => l.draining.p99))} worst_vs_steady=${m((l) => l.vsSteady).toFixed(2)} worst_vs_control=${m((l) => l.vsControl).toFixed(2)}`);
+      results.push(
+        `RESULT latency scenario=${s.label} handoffs=${handoffs} control_p99_ms=${ms(m((l) => l.control.p99))} steady_p99_ms=${ms(m((l) => l.steady.p99))} took_p99_ms=${ms(m((l) => l.took.p99))} draining_p99_ms=${ms(m((l) => l.draining.p99))} worst_vs_steady=${m((l) => l.vsSteady).toFixed(2)} worst_vs_control=${m((l) => l.vsControl).toFixed(2)}`,
+      );
     }
   }
   fs.rmSync(certDir, { recursive: true, force: true });
   console.log('\n| scenario                 | restarts |  requests | errors | non2xx |   req/s | control/s | vs ctrl |   spread |');
   console.log('|:-------------------------|---------:|----------:|-------:|-------:|--------:|----------:|--------:|---------:|');
   for (const row of rows) console.log(row);
-  console.log(`(requests, req/s, control/s and "vs ctrl": medians over ${REPS} pairs; errors and non2xx: totals over all runs with restarts; spread: max - min of "vs ctrl")\n`);
+  console.log(
+    `(requests, req/s, control/s and "vs ctrl": medians over ${REPS} pairs; errors and non2xx: totals over all runs with restarts; spread: max - min of "vs ctrl")\n`,
+  );
   if (LATENCY) {
     console.log('| scenario                 | hand-offs | ctrl p99 | steady p99 | took p99 | draining p99 | worst÷steady | worst÷ctrl |');
     console.log('|:-------------------------|----------:|---------:|-----------:|---------:|-------------:|-------------:|-----------:|');
     for (const row of latencyRows) console.log(row);
-    console.log(`(p99 in ms of the requests that started after the first second: in the control run; > 2 s from every restart mark; within ±0.5 s of a "took" / a "draining" mark; worst: the higher of took and draining. Medians over ${REPS} pairs; hand-offs: total under load)\n`);
+    console.log(
+      `(p99 in ms of the requests that started after the first second: in the control run; > 2 s from every restart mark; within ±0.5 s of a "took" / a "draining" mark; worst: the higher of took and draining. Medians over ${REPS} pairs; hand-offs: total under load)\n`,
+    );
   }
   for (const line of results) console.log(line);
 }

@@ -45,7 +45,10 @@ function readLines(files: string[], columns: [number, number]): RequestTimes {
 /** Reads what bench/latency.lua wrote: `<prefix>.<thread>`, lines "<start µs> <latency µs> <status>". */
 export function readWrkLog(prefix: string): RequestTimes {
   const dir = path.dirname(prefix);
-  const files = fs.readdirSync(dir).filter((f) => f.startsWith(`${path.basename(prefix)}.`)).map((f) => path.join(dir, f));
+  const files = fs
+    .readdirSync(dir)
+    .filter((f) => f.startsWith(`${path.basename(prefix)}.`))
+    .map((f) => path.join(dir, f));
   if (files.length === 0) throw new Error(`no request log at ${prefix}.* (did wrk run ${WRK_SCRIPT}?)`);
   return readLines(files, [0, 1]);
 }

@@ -41,7 +41,12 @@ export function parseWrk(out: string): LoadResult {
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const errors = se ? se.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
+  const errors = se
+    ? se
+        .slice(1)
+        .map(Number)
+        .reduce((a, b) => a + b, 0)
+    : 0;
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const p = /^\s+99%\s+([\d.]+)(us|ms|s)\s*$/m.exec(out);
   return { requests, rps, errors, non2xx, p99: p ? ms(p[1]!, p[2]!) : NaN, detail: se ? se[0] : 'socket errors: none' };
@@ -53,7 +58,14 @@ export function parseH2load(out: string): LoadResult {
   const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
   if (!r || !codes) return { requests: NaN, rps: NaN, errors: NaN, non2xx: NaN, p99: NaN, detail: out.slice(-300) };
   const failed = Number(r[5]) + Number(r[6]) + Number(r[7]);
-  return { requests: Number(r[3]), rps, errors: failed, non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]), p99: NaN, detail: r[0] };
+  return {
+    requests: Number(r[3]),
+    rps,
+    errors: failed,
+    non2xx: Number(codes[2]) + Number(codes[3]) + Number(codes[4]),
+    p99: NaN,
+    detail: r[0],
+  };
 }
 
 /**
@@ -61,9 +73,20 @@ export function parseH2load(out: string): LoadResult {
  * `requestLog` (a path prefix), it also times each request (bench/latency.lua; the server must echo
  * X-Start) into `times`; the Lua hooks cost wrk some throughput.
  */
-export async function wrk(url: string, opts: { connections: number; seconds: number; keepAlive: boolean; requestLog?: string }): Promise<LoadResult> {
+export async function wrk(
+  url: string,
+  opts: { connections: number; seconds: number; keepAlive: boolean; requestLog?: string },
+): Promise<LoadResult> {
   const script = opts.requestLog === undefined ? [] : ['-s', WRK_SCRIPT];
-  const args = ['-t2', `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', ...script, ...(opts.keepAlive ? [] : ['-H', 'Connection: close']), url];
+  const args = [
+    '-t2',
+    `-c${opts.connections}`,
+    `-d${opts.seconds}s`,
+    '--latency',
+    ...script,
+    ...(opts.keepAlive ? [] : ['-H', 'Connection: close']),
+    url,
+  ];
   const result = await run('wrk', opts.requestLog === undefined ? args : [...args, opts.requestLog], parseWrk);
   return opts.requestLog === undefined ? result : { ...result, times: complete(readWrkLog(opts.requestLog), result, 'wrk') };
 }
@@ -71,7 +94,11 @@ export async function wrk(url: string, opts: { connections: number; seconds: num
 /** Runs h2load (HTTP/2, one stream at a time per connection) for `seconds` against `url`; with `requestLog` (a file), also each request's latency into `times`. */
 export async function h2load(url: string, opts: { connections: number; seconds: number; requestLog?: string }): Promise<LoadResult> {
   const log = opts.requestLog === undefined ? [] : [`--log-file=${opts.requestLog}`];
-  const result = await run('h2load', ['-c', String(opts.connections), '-t', '2', '-m', '1', '-D', String(opts.seconds), ...log, url], parseH2load);
+  const result = await run(
+    'h2load',
+    ['-c', String(opts.connections), '-t', '2', '-m', '1', '-D', String(opts.seconds), ...log, url],
+    parseH2load,
+  );
   return opts.requestLog === undefined ? result : { ...result, times: complete(readH2loadLog(opts.requestLog), result, 'h2load') };
 }
 

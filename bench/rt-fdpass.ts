@@ -45,9 +45,12 @@ function hasWrite(ch: Channel): boolean {
 async function receiver(type: SocketKind, k: number, n: number, baseline: boolean, soak: boolean): Promise<void> {
   const ch = openChannel(3);
   const useCloseFds = process.env.RT_CLOSE ? process.env.RT_CLOSE === 'closeFds' : !baseline;
-  const closeAll = useCloseFds && closeFdsApi !== undefined ? closeFdsApi : (fds: readonly number[]) => {
-    for (const fd of fds) closeFd(fd);
-  };
+  const closeAll =
+    useCloseFds && closeFdsApi !== undefined
+      ? closeFdsApi
+      : (fds: readonly number[]) => {
+          for (const fd of fds) closeFd(fd);
+        };
   const checkpoint = Math.floor(n / 10);
   let msgs = 0;
   let bytes = 0;
@@ -73,7 +76,12 @@ async function receiver(type: SocketKind, k: number, n: number, baseline: boolea
   await ch.send({ data: Buffer.from('ready!!!') });
   await done;
   if (fds !== n * k) throw new Error(`receiver: got ${fds} fds, expected ${n * k}`);
-  const report = { maxrss_kb: maxRssKb(), close: closeAll === closeFdsApi ? 'closeFds' : 'closeFd', early, end: soak ? snapshot() : undefined };
+  const report = {
+    maxrss_kb: maxRssKb(),
+    close: closeAll === closeFdsApi ? 'closeFds' : 'closeFd',
+    early,
+    end: soak ? snapshot() : undefined,
+  };
   const ack = Buffer.from(JSON.stringify(report));
   await ch.send({ data: ack });
   await new Promise<void>((resolve) => ch.once('close', resolve));
@@ -84,9 +92,13 @@ async function sender(type: SocketKind, k: number, n: number, baseline: boolean,
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const lfd = fdOf(server);
   const [ch, theirs] = socketPair({ type });
-  const child = spawn(process.execPath, [__filename, 'receiver', type, String(k), String(n), baseline ? 'baseline' : 'best', soak ? 'soak' : ''], {
-    stdio: ['ignore', 'inherit', 'inherit', theirs.fd],
-  });
+  const child = spawn(
+    process.execPath,
+    [__filename, 'receiver', type, String(k), String(n), baseline ? 'baseline' : 'best', soak ? 'soak' : ''],
+    {
+      stdio: ['ignore', 'inherit', 'inherit', theirs.fd],
+    },
+  );
   theirs.destroy(); // the child has its own copy now
   const exited = once(child, 'exit');
 

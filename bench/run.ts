@@ -61,7 +61,13 @@ function runOnce(impl: Impl, type: SockType, k: number, n: number): Promise<Run>
     case 'c-epoll':
       return runJson(FDLOOP, [type, String(k), String(n)]);
     case 'fdpass':
-      return runJson(process.execPath, [path.join(__dirname, 'rt-fdpass.js'), type, String(k), String(n), process.env.FDPASS_API ?? 'best']);
+      return runJson(process.execPath, [
+        path.join(__dirname, 'rt-fdpass.js'),
+        type,
+        String(k),
+        String(n),
+        process.env.FDPASS_API ?? 'best',
+      ]);
     case 'node-core':
       return runJson(process.execPath, [path.join(__dirname, 'rt-node.js'), String(k), String(n)]);
   }
@@ -141,11 +147,25 @@ async function roundTrip(): Promise<void> {
     return `±${(((Math.max(...rates) - Math.min(...rates)) / 2 / rate(c)) * 100).toFixed(0)}%`;
   };
   const find = (impl: Impl, type: SockType, k: number): Cell | undefined =>
-    cells.find((c) => c.impl === impl && c.type === type && c.k === k) ?? (impl === 'node-core' ? cells.find((c) => c.impl === impl && c.k === k) : undefined);
+    cells.find((c) => c.impl === impl && c.type === type && c.k === k) ??
+    (impl === 'node-core' ? cells.find((c) => c.impl === impl && c.k === k) : undefined);
 
   const fdpassMode = cells.find((c) => c.impl === 'fdpass')?.mode ?? '?';
   console.log(`\nfd round trip (medians of ${REPS}; msgs/s and fds/s; fdpass API: ${describeApi(fdpassMode)})`);
-  const header = ['socktype', 'K', 'C msgs/s', 'C fds/s', 'fdpass msgs/s', 'fdpass fds/s', 'spread', 'node msgs/s', 'node fds/s', 'fdpass÷C', 'fdpass÷node', 'fdpass RSS'];
+  const header = [
+    'socktype',
+    'K',
+    'C msgs/s',
+    'C fds/s',
+    'fdpass msgs/s',
+    'fdpass fds/s',
+    'spread',
+    'node msgs/s',
+    'node fds/s',
+    'fdpass÷C',
+    'fdpass÷node',
+    'fdpass RSS',
+  ];
   const rows: string[][] = [];
   for (const type of types) {
     for (const k of ks) {
@@ -186,7 +206,8 @@ function describeApi(mode: string): string {
 
 function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => `| ${cells.map((c, i) => (i < 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const line = (cells: string[]): string =>
+    `| ${cells.map((c, i) => (i < 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
   console.log(line(header));
   console.log(`|${widths.map((w, i) => (i < 1 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
   for (const r of rows) console.log(line(r));
@@ -199,18 +220,33 @@ interface SoakReport {
 }
 
 async function soak(): Promise<void> {
-  const r = (await runJson(process.execPath, [path.join(__dirname, 'rt-fdpass.js'), 'seqpacket', '1', String(SOAK), process.env.FDPASS_API ?? 'best', 'soak'], 600_000)) as unknown as SoakReport;
+  const r = (await runJson(
+    process.execPath,
+    [path.join(__dirname, 'rt-fdpass.js'), 'seqpacket', '1', String(SOAK), process.env.FDPASS_API ?? 'best', 'soak'],
+    600_000,
+  )) as unknown as SoakReport;
   const checkpoint = Math.floor(SOAK / 10);
-  console.log(`\nsoak: ${SOAK} messages (K=1, seqpacket) through one channel in ${(r.elapsed_ns / 1e9).toFixed(1)} s (${fmt(SOAK / (r.elapsed_ns / 1e9))} msgs/s)`);
+  console.log(
+    `\nsoak: ${SOAK} messages (K=1, seqpacket) through one channel in ${(r.elapsed_ns / 1e9).toFixed(1)} s (${fmt(SOAK / (r.elapsed_ns / 1e9))} msgs/s)`,
+  );
   const rows = (['sender', 'receiver'] as const).map((side) => {
     const s = r[side];
     const growth = ((s.end.rss_kb - s.early.rss_kb) / s.early.rss_kb) * 100;
-    return [side, `${(s.early.rss_kb / 1024).toFixed(1)} MB`, `${(s.end.rss_kb / 1024).toFixed(1)} MB`, `${growth >= 0 ? '+' : ''}${growth.toFixed(1)}%`, String(s.early.fds), String(s.end.fds)];
+    return [
+      side,
+      `${(s.early.rss_kb / 1024).toFixed(1)} MB`,
+      `${(s.end.rss_kb / 1024).toFixed(1)} MB`,
+      `${growth >= 0 ? '+' : ''}${growth.toFixed(1)}%`,
+      String(s.early.fds),
+      String(s.end.fds),
+    ];
   });
   printTable(['process', `RSS after ${fmt(checkpoint)}`, 'RSS at end', 'growth', `fds after ${fmt(checkpoint)}`, 'fds at end'], rows);
   for (const side of ['sender', 'receiver'] as const) {
     const s = r[side];
-    console.log(`RESULT soak side=${side} n=${SOAK} rss_early_kb=${s.early.rss_kb} rss_end_kb=${s.end.rss_kb} fds_early=${s.early.fds} fds_end=${s.end.fds}`);
+    console.log(
+      `RESULT soak side=${side} n=${SOAK} rss_early_kb=${s.early.rss_kb} rss_end_kb=${s.end.rss_kb} fds_early=${s.early.fds} fds_end=${s.end.fds}`,
+    );
   }
 }
 
@@ -273,19 +309,28 @@ function toMs(v: string, unit: string): number {
 
 function wrk(port: number, seconds: number): Promise<WrkResult> {
   return new Promise((resolve, reject) => {
-    execFile('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '-H', 'Connection: close', `http://127.0.0.1:${port}/`], (err, out) => {
-      if (err) return reject(err);
-      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-      const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
-      const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-      resolve({
-        rps,
-        p99ms: p99 ? toMs(p99[1]!, p99[2]!) : NaN,
-        errors: se ? se.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0,
-        non2xx,
-      });
-    });
+    execFile(
+      'wrk',
+      ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '-H', 'Connection: close', `http://127.0.0.1:${port}/`],
+      (err, out) => {
+        if (err) return reject(err);
+        const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+        const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
+        const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+        const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+        resolve({
+          rps,
+          p99ms: p99 ? toMs(p99[1]!, p99[2]!) : NaN,
+          errors: se
+            ? se
+                .slice(1)
+                .map(Number)
+                .reduce((a, b) => a + b, 0)
+            : 0,
+          non2xx,
+        });
+      },
+    );
   });
 }
 
@@ -302,7 +347,9 @@ async function distribute(): Promise<void> {
   ensureWrk();
   const setups: Setup[] = ['fdpass', 'cluster', 'reuseport'];
   const results = new Map<Setup, WrkResult[]>(setups.map((s) => [s, []]));
-  console.log(`\naccept and distribute: wrk -t2 -c${CONNECTIONS} -d${HTTP_SECONDS}s -H 'Connection: close' (after a 1 s warm-up), ${HTTP_REPS} interleaved repetitions`);
+  console.log(
+    `\naccept and distribute: wrk -t2 -c${CONNECTIONS} -d${HTTP_SECONDS}s -H 'Connection: close' (after a 1 s warm-up), ${HTTP_REPS} interleaved repetitions`,
+  );
   for (let rep = 0; rep < HTTP_REPS; rep++) {
     for (const setup of setups) {
       const port = await freePort();
@@ -320,20 +367,33 @@ async function distribute(): Promise<void> {
   };
   const rows = setups.map((s) => {
     const rs = results.get(s)!;
-    return [label[s], fmt(median(rs.map((r) => r.rps))), `${median(rs.map((r) => r.p99ms)).toFixed(1)} ms`, String(rs.reduce((a, r) => a + r.errors, 0)), String(rs.reduce((a, r) => a + r.non2xx, 0))];
+    return [
+      label[s],
+      fmt(median(rs.map((r) => r.rps))),
+      `${median(rs.map((r) => r.p99ms)).toFixed(1)} ms`,
+      String(rs.reduce((a, r) => a + r.errors, 0)),
+      String(rs.reduce((a, r) => a + r.non2xx, 0)),
+    ];
   });
   console.log('');
   printTable(['setup', 'requests/s', 'p99 latency', 'socket errors', 'non-2xx'], rows);
   console.log('');
   for (const s of setups) {
     const rs = results.get(s)!;
-    console.log(`RESULT workload=accept-distribute impl=${s} requests_per_s=${median(rs.map((r) => r.rps)).toFixed(0)} p99_ms=${median(rs.map((r) => r.p99ms)).toFixed(2)}`);
+    console.log(
+      `RESULT workload=accept-distribute impl=${s} requests_per_s=${median(rs.map((r) => r.rps)).toFixed(0)} p99_ms=${median(rs.map((r) => r.p99ms)).toFixed(2)}`,
+    );
   }
 }
 
 async function main(): Promise<void> {
   const start = Date.now();
-  console.log(`fdpass bench: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `fdpass bench: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), Linux ${os.release()}, Node ${process.version}, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   // node-gyp-build prefers build/Release and falls back to prebuilds/: say which one ran.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const addon = (require('node-gyp-build') as { resolve(dir: string): string }).resolve(ROOT);
@@ -342,7 +402,12 @@ async function main(): Promise<void> {
   if (ONLY === undefined || ONLY === 'roundtrip') await roundTrip();
   if (ONLY === undefined || ONLY === 'soak') await soak();
   if (ONLY === undefined || ONLY === 'http') await distribute();
-  console.log(`\ntotal ${((Date.now() - start) / 1000).toFixed(0)} s; load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `\ntotal ${((Date.now() - start) / 1000).toFixed(0)} s; load average at the end ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
 }
 
 main().catch((err) => {

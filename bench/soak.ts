@@ -66,12 +66,15 @@ async function main(): Promise<void> {
     if (end === null || end.code !== 0) problems.push(`hand-off ${n}: pid ${old.pid} ended with ${JSON.stringify(end)}`);
     if (fs.existsSync(`/proc/${old.pid}`)) problems.push(`hand-off ${n}: pid ${old.pid} is still in the process table (zombie)`);
     const held = holders(port);
-    if (held.some((pid) => pid !== current.pid)) problems.push(`hand-off ${n}: listener held by ${held.join(', ')}, live pid ${current.pid}`);
+    if (held.some((pid) => pid !== current.pid))
+      problems.push(`hand-off ${n}: listener held by ${held.join(', ')}, live pid ${current.pid}`);
     const fds = fdCount(current.pid);
     inheritedFds ??= fds;
-    if (fds !== inheritedFds) problems.push(`hand-off ${n}: pid ${current.pid} has ${fds} descriptors, the first inheriting generation had ${inheritedFds}`);
+    if (fds !== inheritedFds)
+      problems.push(`hand-off ${n}: pid ${current.pid} has ${fds} descriptors, the first inheriting generation had ${inheritedFds}`);
     const failed = [...failures.values()].reduce((a, b) => a + b, 0);
-    if (n % EVERY === 0 || n === HANDOFFS) console.log(`| ${n} | ${current.pid} | ${fds} | ${rssMb(current.pid).toFixed(1)} | ${ok} | ${failed} |`);
+    if (n % EVERY === 0 || n === HANDOFFS)
+      console.log(`| ${n} | ${current.pid} | ${fds} | ${rssMb(current.pid).toFixed(1)} | ${ok} | ${failed} |`);
     if (problems.length > 0) break;
   }
   const seconds = (Date.now() - started) / 1000;
@@ -82,7 +85,9 @@ async function main(): Promise<void> {
   fs.rmSync(dir, { recursive: true, force: true });
   const failed = [...failures].map(([k, v]) => `${k} x${v}`).join(', ') || 'none';
   console.log(`\n${HANDOFFS} hand-offs in ${seconds.toFixed(0)} s; requests ok ${ok}, failed: ${failed}`);
-  console.log(`RESULT handoffs=${HANDOFFS} ok=${ok} failed=${[...failures.values()].reduce((a, b) => a + b, 0)} problems=${problems.length}`);
+  console.log(
+    `RESULT handoffs=${HANDOFFS} ok=${ok} failed=${[...failures.values()].reduce((a, b) => a + b, 0)} problems=${problems.length}`,
+  );
   for (const p of problems) console.log(`PROBLEM ${p}`);
   if (problems.length > 0 || failures.size > 0) process.exitCode = 1;
 }

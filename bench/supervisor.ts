@@ -21,7 +21,10 @@ import * as readline from 'node:readline';
 import { ensureTool, median, underRestarts, wrk, type LoadResult, type Restartable } from './load';
 
 function parseRates(): Array<{ reloads: number; seconds: number }> {
-  const text = process.env.DURATION !== undefined || process.env.RELOADS !== undefined ? `${process.env.RELOADS ?? 10}/${process.env.DURATION ?? 15}` : (process.env.RATES ?? '10/15,10/120');
+  const text =
+    process.env.DURATION !== undefined || process.env.RELOADS !== undefined
+      ? `${process.env.RELOADS ?? 10}/${process.env.DURATION ?? 15}`
+      : (process.env.RATES ?? '10/15,10/120');
   return text.split(',').map((r) => {
     const m = /^(\d+)\/(\d+)$/.exec(r.trim());
     if (!m || Number(m[2]) === 0) throw new Error(`RATES: '${r}' is not RELOADS/SECONDS`);
@@ -63,7 +66,9 @@ function line(stream: NodeJS.ReadableStream, re: RegExp, ms = 30_000): Promise<v
 async function deploy(method: string, port: number, dir: string): Promise<Restartable> {
   if (method === 'fdpass-run' || method === 'fdpass-run-overlap') {
     const overlap = method === 'fdpass-run-overlap' ? ['--overlap', OVERLAP] : [];
-    const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...overlap, '--', process.execPath, APP], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...overlap, '--', process.execPath, APP], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     await line(sup.stderr!, /generation 1 .*is ready/);
     return {
       async restart() {
@@ -132,7 +137,9 @@ async function pairs(method: string, mode: string, { reloads: RELOADS, seconds }
     controls.push(control.result);
     ratios.push(run.result.requests / control.result.requests);
     reloads += run.done;
-    console.log(`${rate}: ${method} ${mode} pair ${rep + 1}/${REPS}: ${run.result.requests} requests, ${run.result.errors} errors, ${run.result.non2xx} non-2xx, p99 ${run.result.p99.toFixed(1)} ms (control ${control.result.p99.toFixed(1)} ms), ${(ratios.at(-1)! * 100).toFixed(1)}% of control (${run.result.detail})`);
+    console.log(
+      `${rate}: ${method} ${mode} pair ${rep + 1}/${REPS}: ${run.result.requests} requests, ${run.result.errors} errors, ${run.result.non2xx} non-2xx, p99 ${run.result.p99.toFixed(1)} ms (control ${control.result.p99.toFixed(1)} ms), ${(ratios.at(-1)! * 100).toFixed(1)}% of control (${run.result.detail})`,
+    );
   }
   const errors = runs.reduce((x, r) => x + r.errors, 0);
   const non2xx = runs.reduce((x, r) => x + r.non2xx, 0);
@@ -143,7 +150,12 @@ async function main(): Promise<void> {
   ensureTool('wrk', ['--version'], 'wrk');
   if (!fs.existsSync(APP) || !fs.existsSync(CLI)) throw new Error('build first: npm run bench:supervisor compiles lib/ and examples/');
   const rates = RATES.map((r) => `${r.reloads} reloads in ${r.seconds} s`).join(', ');
-  console.log(`${CONNECTIONS} connections; ${rates}; ${REPS} interleaved (control, reloads) pairs; --overlap ${OVERLAP} for fdpass-run-overlap; ${os.cpus().length} cores, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+  console.log(
+    `${CONNECTIONS} connections; ${rates}; ${REPS} interleaved (control, reloads) pairs; --overlap ${OVERLAP} for fdpass-run-overlap; ${os.cpus().length} cores, Node ${process.version}, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}\n`,
+  );
   const rows: string[] = [];
   for (const rate of RATES) {
     for (const method of METHODS) {

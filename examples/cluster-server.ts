@@ -32,9 +32,11 @@ if (cluster.isPrimary) {
     process.exit(0);
   });
 } else {
-  http.createServer((req, res) => {
-    // Echoed so that a load generator (bench:handoff's wrk script) can time each request.
-    if (req.headers['x-start'] !== undefined) res.setHeader('x-start', req.headers['x-start']);
-    res.end(`hello from ${process.pid}\n`);
-  }).listen(port);
+  http
+    .createServer((req, res) => {
+      // Echoed so that a load generator (bench:handoff's wrk script) can time each request.
+      if (req.headers['x-start'] !== undefined) res.setHeader('x-start', req.headers['x-start']);
+      res.end(`hello from ${process.pid}\n`);
+    })
+    .listen(port);
 }

@@ -11,8 +11,7 @@ import { invalidArgType, validateFd, validateInteger, validateObject } from './v
 export type FdKind = 'socket' | 'file' | 'pipe' | 'char' | 'block' | 'directory' | 'symlink' | 'unknown';
 
 export type SocketAddressInfo =
-  | { family: 'IPv4' | 'IPv6'; address: string; port: number }
-  | { family: 'unix'; path: string; abstract: boolean; unnamed: boolean };
+  { family: 'IPv4' | 'IPv6'; address: string; port: number } | { family: 'unix'; path: string; abstract: boolean; unnamed: boolean };
 
 export interface SocketInfo {
   domain: 'unix' | 'inet' | 'inet6' | 'other';
@@ -37,14 +36,22 @@ export interface FdInfo {
 
 function kindOfMode(mode: number): FdKind {
   switch (mode) {
-    case constants.S_IFSOCK: return 'socket';
-    case constants.S_IFREG: return 'file';
-    case constants.S_IFIFO: return 'pipe';
-    case constants.S_IFCHR: return 'char';
-    case constants.S_IFBLK: return 'block';
-    case constants.S_IFDIR: return 'directory';
-    case constants.S_IFLNK: return 'symlink';
-    default: return 'unknown';
+    case constants.S_IFSOCK:
+      return 'socket';
+    case constants.S_IFREG:
+      return 'file';
+    case constants.S_IFIFO:
+      return 'pipe';
+    case constants.S_IFCHR:
+      return 'char';
+    case constants.S_IFBLK:
+      return 'block';
+    case constants.S_IFDIR:
+      return 'directory';
+    case constants.S_IFLNK:
+      return 'symlink';
+    default:
+      return 'unknown';
   }
 }
 
@@ -80,8 +87,14 @@ export function inspect(fd: number): FdInfo {
 function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
   const s = info.socket;
   const kinds: Record<FdKind, string> = {
-    socket: 'a socket', file: 'a file', pipe: 'a pipe', char: 'a character device', block: 'a block device',
-    directory: 'a directory', symlink: 'a symbolic link', unknown: 'an unknown kind of descriptor',
+    socket: 'a socket',
+    file: 'a file',
+    pipe: 'a pipe',
+    char: 'a character device',
+    block: 'a block device',
+    directory: 'a directory',
+    symlink: 'a symbolic link',
+    unknown: 'an unknown kind of descriptor',
   };
   const article = s?.domain === 'unix' ? 'a' : 'an'; // a unix, an inet, an inet6, an other
   const state = s?.listening ? ' (listening)' : s?.connecting ? ' (still connecting)' : '';
@@ -137,7 +150,10 @@ export function toServer<S extends net.Server = net.Server>(fd: number, server?:
       throw new FdpassError('ERR_FDPASS_UNBOUND', `fd ${fd} is not bound to an address; Node would bind it to a random port`);
     }
     if (cluster.isWorker) {
-      throw new FdpassError('ERR_FDPASS_CLUSTER_WORKER', 'a cluster worker cannot adopt a listening fd: Node routes listen({ fd }) to the primary');
+      throw new FdpassError(
+        'ERR_FDPASS_CLUSTER_WORKER',
+        'a cluster worker cannot adopt a listening fd: Node routes listen({ fd }) to the primary',
+      );
     }
     if (server?.listening) {
       // Node's own error for a second listen(), raised before the fd is touched.
@@ -242,8 +258,10 @@ export async function adopt(fd: number): Promise<net.Server | net.Socket | dgram
   const s = info.socket;
   if (s?.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6')) return toDgram(fd);
   if (s?.type === 'stream' && s.domain !== 'other' && s.connecting) {
-    throw new FdpassError('ERR_FDPASS_WRONG_FD_KIND',
-      `fd ${fd} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`);
+    throw new FdpassError(
+      'ERR_FDPASS_WRONG_FD_KIND',
+      `fd ${fd} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`,
+    );
   }
   if (s?.type === 'stream' && s.domain !== 'other') return s.connected ? toSocket(fd) : toServer(fd);
   throw wrongKind(fd, 'a TCP, UDP or Unix stream socket', info);

@@ -201,13 +201,7 @@ export class Channel extends EventEmitter {
    * @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd` once it
    * returns; when it throws, `fd` is still the caller's to close.
    */
-  constructor(
-    fd: number,
-    type: number,
-    opts: ChannelOptions = {},
-    onClose?: () => void,
-    allow?: (sender: PeerCredentials) => boolean,
-  ) {
+  constructor(fd: number, type: number, opts: ChannelOptions = {}, onClose?: () => void, allow?: (sender: PeerCredentials) => boolean) {
     super();
     this.#allow = allow;
     this.#allowHalfOpen = opts.allowHalfOpen === true;
@@ -490,8 +484,14 @@ export class Channel extends EventEmitter {
         const flags = nfds;
         this.#inbox.push(
           flags & DROPPED_CTRUNC
-            ? new FdpassError('ERR_FDPASS_CTRUNC', 'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed')
-            : new FdpassError('ERR_FDPASS_TRUNCATED', 'a message was larger than maxMessageSize and was truncated (MSG_TRUNC); its descriptors were closed'),
+            ? new FdpassError(
+                'ERR_FDPASS_CTRUNC',
+                'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed',
+              )
+            : new FdpassError(
+                'ERR_FDPASS_TRUNCATED',
+                'a message was larger than maxMessageSize and was truncated (MSG_TRUNC); its descriptors were closed',
+              ),
         );
         debug('channel fd=%d dropped a truncated message (flags %d)', this.#fd, flags);
         continue;

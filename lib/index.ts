@@ -15,17 +15,42 @@ export * as handoff from './handoff';
 export { HandoffServer, Inheritance, Upgrader, HANDOFF_PROTOCOL_VERSION } from './handoff';
 export { drain } from './handoff/drain';
 export type { DrainOptions } from './handoff/drain';
-export type { HandoffListener, ServeOptions, TakeOptions, InheritedListener, ListenerKind, ReadyResult, SkippedListener, UpgraderOptions, UpgradeResult } from './handoff';
+export type {
+  HandoffListener,
+  ServeOptions,
+  TakeOptions,
+  InheritedListener,
+  ListenerKind,
+  ReadyResult,
+  SkippedListener,
+  UpgraderOptions,
+  UpgradeResult,
+} from './handoff';
 /**
  * systemd: socket activation, sd_notify, the fd store and the watchdog, as `systemd.notify(...)` or
  * by the named exports below (the same functions).
  */
 export * as systemd from './systemd';
 export {
-  listenFds, adoptListenFds, spawnActivated, notify, storeFds, removeStoredFds, startWatchdog, watchdogInterval, Watchdog,
+  listenFds,
+  adoptListenFds,
+  spawnActivated,
+  notify,
+  storeFds,
+  removeStoredFds,
+  startWatchdog,
+  watchdogInterval,
+  Watchdog,
 } from './systemd';
 export type {
-  ListenFd, ListenFdsOptions, AdoptedFd, AdoptListenFdsOptions, ActivationFd, NotifyState, NotifyOptions, StoreFdsOptions,
+  ListenFd,
+  ListenFdsOptions,
+  AdoptedFd,
+  AdoptListenFdsOptions,
+  ActivationFd,
+  NotifyState,
+  NotifyOptions,
+  StoreFdsOptions,
 } from './systemd';
 export type { FdpassErrorCode } from './errors';
 export type { SocketKind } from './names';

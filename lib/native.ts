@@ -118,15 +118,7 @@ export interface NativeBinding {
   unixListen(type: number, name: string, abstract: boolean, backlog: number, mode: number): number;
   unixConnect(type: number, name: string, abstract: boolean): number;
   peerCred(fd: number): [number, number, number];
-  inetBind(
-    family: number,
-    type: number,
-    host: string,
-    port: number,
-    backlog: number,
-    v6only: number,
-    reusePort: boolean,
-  ): number;
+  inetBind(family: number, type: number, host: string, port: number, backlog: number, v6only: number, reusePort: boolean): number;
   inspect(fd: number): NativeFdInfo;
   dup(fd: number): number;
   /** listen(2) on a bound stream socket (throws the system error; the fd stays open). */

@@ -36,7 +36,10 @@ async function resolveHost(host: string | undefined, family?: 4 | 6): Promise<{ 
   if (host === undefined || host === '') {
     if (family === 4) return [{ address: '0.0.0.0', family: 4 }];
     if (family === 6) return [{ address: '::', family: 6 }];
-    return [{ address: '::', family: 6 }, { address: '0.0.0.0', family: 4 }];
+    return [
+      { address: '::', family: 6 },
+      { address: '0.0.0.0', family: 4 },
+    ];
   }
   const ip = net.isIP(host);
   if (ip !== 0) return [{ address: host, family: ip as 4 | 6 }];
@@ -50,13 +53,27 @@ function checkPortHost(opts: { port: unknown; host?: unknown }, name: string): v
 }
 
 // Creates the bound socket, trying each candidate address (the dual-stack default falls back to IPv4).
-function bindFirst(candidates: { address: string; family: 4 | 6 }[], type: number, port: number, backlog: number, ipv6Only?: boolean): number {
+function bindFirst(
+  candidates: { address: string; family: 4 | 6 }[],
+  type: number,
+  port: number,
+  backlog: number,
+  ipv6Only?: boolean,
+): number {
   let lastError: unknown;
   for (const c of candidates) {
     try {
       return withContext(
-        () => binding.inetBind(c.family === 6 ? constants.AF_INET6 : constants.AF_INET, type, c.address, port, backlog,
-          ipv6Only === undefined ? -1 : ipv6Only ? 1 : 0, true),
+        () =>
+          binding.inetBind(
+            c.family === 6 ? constants.AF_INET6 : constants.AF_INET,
+            type,
+            c.address,
+            port,
+            backlog,
+            ipv6Only === undefined ? -1 : ipv6Only ? 1 : 0,
+            true,
+          ),
         { address: c.address, port },
       );
     } catch (err) {

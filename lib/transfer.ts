@@ -47,7 +47,12 @@ function checkTarget(value: unknown, name: string): asserts value is Channel | s
  * message still waiting in the queue held are closed before the promise rejects (ERR_FDPASS_TIMEOUT,
  * ERR_FDPASS_ABORTED). Resolving means the kernel took the message, not that the receiver read it.
  */
-export async function sendFds(target: Channel | string, fds: readonly FdLike[], data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
+export async function sendFds(
+  target: Channel | string,
+  fds: readonly FdLike[],
+  data?: Buffer | Uint8Array | string,
+  opts: TransferOptions = {},
+): Promise<void> {
   checkTarget(target, 'target');
   const numbers = toFds(fds);
   const payload = toBuffer(data, 'data'); // checked before any connection is made
@@ -83,7 +88,12 @@ export async function sendFds(target: Channel | string, fds: readonly FdLike[], 
 }
 
 /** Sends one descriptor (or a net.Server / net.Socket / dgram.Socket's) with an optional payload. */
-export async function sendFd(target: Channel | string, fd: FdLike, data?: Buffer | Uint8Array | string, opts: TransferOptions = {}): Promise<void> {
+export async function sendFd(
+  target: Channel | string,
+  fd: FdLike,
+  data?: Buffer | Uint8Array | string,
+  opts: TransferOptions = {},
+): Promise<void> {
   fdOf(fd); // reports a bad `fd` under its own name
   return sendFds(target, [fd], data, opts);
 }

@@ -22,18 +22,18 @@ function describe(value: unknown): string {
 }
 
 export function invalidArgType(name: string, expected: string, value: unknown): TypeError {
-  return coded(new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(value)}`),
-    'ERR_INVALID_ARG_TYPE');
+  return coded(new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(value)}`), 'ERR_INVALID_ARG_TYPE');
 }
 
 export function invalidArgValue(name: string, value: unknown, reason: string): TypeError {
-  return coded(new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, { depth: 0 })}`),
-    'ERR_INVALID_ARG_VALUE');
+  return coded(new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, { depth: 0 })}`), 'ERR_INVALID_ARG_VALUE');
 }
 
 export function outOfRange(name: string, range: string, value: unknown): RangeError {
-  return coded(new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(value)}`),
-    'ERR_OUT_OF_RANGE');
+  return coded(
+    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(value)}`),
+    'ERR_OUT_OF_RANGE',
+  );
 }
 
 /** A descriptor number: an integer from 0 to 2^31-1. */

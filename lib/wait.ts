@@ -45,10 +45,7 @@ export function waitWith<T>(
     };
     const onAbort = (): void => giveUp(new FdpassError('ERR_FDPASS_ABORTED', `${what} was aborted`));
     if (opts?.timeout !== undefined) {
-      timer = setTimeout(
-        () => giveUp(new FdpassError('ERR_FDPASS_TIMEOUT', `${what} timed out after ${opts.timeout} ms`)),
-        opts.timeout,
-      );
+      timer = setTimeout(() => giveUp(new FdpassError('ERR_FDPASS_TIMEOUT', `${what} timed out after ${opts.timeout} ms`)), opts.timeout);
     }
     signal?.addEventListener('abort', onAbort, { once: true });
     start(

@@ -63,8 +63,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace fdpass
 
-static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
-  return fdpass::Init(env, exports);
-}
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return fdpass::Init(env, exports); }
 
 NODE_API_MODULE(NODE_GYP_MODULE_NAME, InitAddon)

@@ -82,8 +82,8 @@ inline bool ReadBytes(const Napi::CallbackInfo& info, size_t i, const uint8_t** 
 }
 
 // A typed array of `type` with at least `min_length` elements: the memory shared with JS.
-inline bool ReadTypedArray(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, size_t min_length,
-                    const char* what, Napi::TypedArray* out) {
+inline bool ReadTypedArray(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type,
+                           size_t min_length, const char* what, Napi::TypedArray* out) {
   Napi::Value v = info[i];
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
     ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", what);

@@ -2,9 +2,9 @@
 // Each validates, makes one sys/ call, and returns plain values (fds as numbers now owned by JS).
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <netinet/in.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,14 +100,12 @@ Napi::Value PeerCredFn(const Napi::CallbackInfo& info) {
 Napi::Value InetBindFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   InetOptions o;
-  if (!ReadInt32(info, 0, &o.family) || !ReadInt32(info, 1, &o.type) ||
-      !ReadString(info, 2, &o.host) || !ReadInt32(info, 3, &o.port, 0, 65535) ||
-      !ReadInt32(info, 4, &o.backlog, -1) || !ReadInt32(info, 5, &o.v6only, -1, 1) ||
-      !ReadBool(info, 6, &o.reuse_port)) {
+  if (!ReadInt32(info, 0, &o.family) || !ReadInt32(info, 1, &o.type) || !ReadString(info, 2, &o.host) ||
+      !ReadInt32(info, 3, &o.port, 0, 65535) || !ReadInt32(info, 4, &o.backlog, -1) ||
+      !ReadInt32(info, 5, &o.v6only, -1, 1) || !ReadBool(info, 6, &o.reuse_port)) {
     return env.Undefined();
   }
-  if ((o.family != AF_INET && o.family != AF_INET6) ||
-      (o.type != SOCK_STREAM && o.type != SOCK_DGRAM)) {
+  if ((o.family != AF_INET && o.family != AF_INET6) || (o.type != SOCK_STREAM && o.type != SOCK_DGRAM)) {
     ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "unsupported family or socket type");
     return env.Undefined();
   }

@@ -38,7 +38,8 @@ constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kRead
 // napi_set_element runs NAPI_PREAMBLE, which fails once the environment can no longer call into JS.
 bool CanCallJs(napi_env env) {
   napi_value probe, undefined;
-  if (napi_create_array(env, &probe) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok) return false;
+  if (napi_create_array(env, &probe) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok)
+    return false;
   return napi_set_element(env, probe, 0, undefined) == napi_ok;
 }
 
@@ -54,27 +55,20 @@ int MakeNonBlockingCloexec(int fd) {
 }  // namespace
 
 Napi::Function Poller::Define(Napi::Env env) {
-  return DefineClass(env, "Poller",
-                     {InstanceMethod<&Poller::Send>("send"),
-                      InstanceMethod<&Poller::ReadStart>("readStart"),
-                      InstanceMethod<&Poller::ReadStop>("readStop"),
-                      InstanceMethod<&Poller::Close>("close"),
-                      InstanceMethod<&Poller::DropHeldMethod>("dropHeld"),
-                      InstanceMethod<&Poller::Ref>("ref"),
-                      InstanceMethod<&Poller::Unref>("unref"),
-                      InstanceAccessor<&Poller::GetFd>("fd"),
-                      InstanceAccessor<&Poller::GetQueued>("queued"),
-                      StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
-                      StaticValue("READ_INFO_MESSAGES",
-                                  Napi::Number::New(env, static_cast<double>(kReadInfoMessages))),
-                      StaticValue("READ_INFO_FDS",
-                                  Napi::Number::New(env, static_cast<double>(kReadInfoFds))),
-                      StaticValue("DROPPED_CTRUNC", Napi::Number::New(env, kDroppedCtrunc)),
-                      StaticValue("DROPPED_TRUNC", Napi::Number::New(env, kDroppedTrunc)),
-                      StaticValue("READ_INFO_CRED",
-                                  Napi::Number::New(env, static_cast<double>(kReadInfoCred))),
-                      StaticValue("READ_INFO_LENGTH",
-                                  Napi::Number::New(env, static_cast<double>(kReadInfoLength)))});
+  return DefineClass(
+      env, "Poller",
+      {InstanceMethod<&Poller::Send>("send"), InstanceMethod<&Poller::ReadStart>("readStart"),
+       InstanceMethod<&Poller::ReadStop>("readStop"), InstanceMethod<&Poller::Close>("close"),
+       InstanceMethod<&Poller::DropHeldMethod>("dropHeld"), InstanceMethod<&Poller::Ref>("ref"),
+       InstanceMethod<&Poller::Unref>("unref"), InstanceAccessor<&Poller::GetFd>("fd"),
+       InstanceAccessor<&Poller::GetQueued>("queued"),
+       StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+       StaticValue("READ_INFO_MESSAGES", Napi::Number::New(env, static_cast<double>(kReadInfoMessages))),
+       StaticValue("READ_INFO_FDS", Napi::Number::New(env, static_cast<double>(kReadInfoFds))),
+       StaticValue("DROPPED_CTRUNC", Napi::Number::New(env, kDroppedCtrunc)),
+       StaticValue("DROPPED_TRUNC", Napi::Number::New(env, kDroppedTrunc)),
+       StaticValue("READ_INFO_CRED", Napi::Number::New(env, static_cast<double>(kReadInfoCred))),
+       StaticValue("READ_INFO_LENGTH", Napi::Number::New(env, static_cast<double>(kReadInfoLength)))});
 }
 
 Poller::Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) {
@@ -262,9 +256,9 @@ void Poller::OnPoll(uv_poll_t* poll, int status, int events) {
     }
     self->reading_ = false;
     self->UpdatePolling();
-    self->Call(self->on_error_, {Napi::Number::New(self->Env(), status),
-                                 Napi::String::New(self->Env(), "uv_poll"),
-                                 Napi::Number::New(self->Env(), 0)});
+    self->Call(self->on_error_,
+               {Napi::Number::New(self->Env(), status), Napi::String::New(self->Env(), "uv_poll"),
+                Napi::Number::New(self->Env(), 0)});
     return;
   }
   if ((events & UV_WRITABLE) != 0) self->OnWritable();
@@ -284,8 +278,8 @@ void Poller::Call(const Napi::FunctionReference& fn, const std::vector<napi_valu
   napi_value callback = fn.Value();
   if (callback == nullptr) return;  // collected with its object: nobody is listening any more
   napi_value result;
-  napi_status status = napi_make_callback(env, *async_context_, Value(), callback, args.size(),
-                                          args.data(), &result);
+  napi_status status =
+      napi_make_callback(env, *async_context_, Value(), callback, args.size(), args.data(), &result);
   if (status == napi_ok) return;
   // The callback threw: route it to 'uncaughtException' as Node does for its own callbacks.
   // (When the env is shutting down there is nothing to report to.)
@@ -358,8 +352,7 @@ bool Poller::OnReadableMessages() {
   if (count == 0 && !eof && err == 0) return false;
   napi_value args[4];
   if (napi_create_uint32(env, count, &args[0]) != napi_ok ||
-      napi_get_boolean(env, eof, &args[1]) != napi_ok ||
-      napi_create_int32(env, err, &args[2]) != napi_ok ||
+      napi_get_boolean(env, eof, &args[1]) != napi_ok || napi_create_int32(env, err, &args[2]) != napi_ok ||
       (err != 0 ? napi_create_string_utf8(env, "recvmsg", NAPI_AUTO_LENGTH, &args[3])
                 : napi_get_undefined(env, &args[3])) != napi_ok) {
     // JS can no longer run: the batch's fds close here instead of leaking into a dead batch.
@@ -435,8 +428,8 @@ void Poller::OnWritable() {
   UpdatePolling();
   if (last_done != 0) Call(on_sent_, {Napi::Number::New(env, last_done)});
   if (err != 0 && handle_ != nullptr) {
-    Call(on_error_, {Napi::Number::New(env, err), Napi::String::New(env, "sendmsg"),
-                     Napi::Number::New(env, failed_id)});
+    Call(on_error_,
+         {Napi::Number::New(env, err), Napi::String::New(env, "sendmsg"), Napi::Number::New(env, failed_id)});
   }
 }
 
@@ -545,9 +538,7 @@ Napi::Value Poller::Unref(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Poller::GetFd(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), fd_.get());
-}
+Napi::Value Poller::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
 
 Napi::Value Poller::GetQueued(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(queue_.size()));

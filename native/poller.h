@@ -22,11 +22,11 @@ class Poller : public Napi::ObjectWrap<Poller> {
   static Napi::Function Define(Napi::Env env);
   // new Poller(fd, mode, socketType, bufferSize, onRead, onSent, onError[, readBuffer, readInfo,
   // sendFds, readTaken]): takes ownership of fd once it returns; when it throws, fd is still the
-  // caller's. readTaken (Int32Array(1), per poller) counts the received fds JS handed out. Message mode needs the three arrays (memory JS and C++ share, so
-  // that a read batch or a send crosses with no allocation): readBuffer (at least bufferSize bytes)
-  // receives the batch's bytes, readInfo (Poller.READ_INFO_LENGTH int32s, may be shared by every
-  // poller of the env) its layout and descriptors, sendFds (253 int32s) the descriptors of send().
-  // onRead(count, eof, errno, syscall) then reads both.
+  // caller's. readTaken (Int32Array(1), per poller) counts the received fds JS handed out. Message mode needs
+  // the three arrays (memory JS and C++ share, so that a read batch or a send crosses with no allocation):
+  // readBuffer (at least bufferSize bytes) receives the batch's bytes, readInfo (Poller.READ_INFO_LENGTH
+  // int32s, may be shared by every poller of the env) its layout and descriptors, sendFds (253 int32s) the
+  // descriptors of send(). onRead(count, eof, errno, syscall) then reads both.
   explicit Poller(const Napi::CallbackInfo& info);
   ~Poller() override;
 
@@ -45,8 +45,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
   struct Outgoing {
     uint32_t id;
     std::vector<uint8_t> data;
-    size_t offset = 0;            // bytes already sent (stream partial writes)
-    std::vector<UniqueFd> fds;    // emptied once they went out with the first bytes
+    size_t offset = 0;          // bytes already sent (stream partial writes)
+    std::vector<UniqueFd> fds;  // emptied once they went out with the first bytes
   };
 
   // The uv handle outlives this object until its close callback runs.

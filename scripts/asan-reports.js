@@ -54,8 +54,7 @@ for (const name of files) {
     !/ERROR: AddressSanitizer|runtime error:|CHECK failed|ERROR: LeakSanitizer: (?!detected memory leaks)/.test(text);
   if (!isLeakOnly) {
     counted++;
-    const kind =
-      /ERROR: AddressSanitizer: ([\w-]+)/.exec(text)?.[1] ?? (/runtime error:/.test(text) ? 'ubsan' : 'unrecognised');
+    const kind = /ERROR: AddressSanitizer: ([\w-]+)/.exec(text)?.[1] ?? (/runtime error:/.test(text) ? 'ubsan' : 'unrecognised');
     console.log(`REPORT ${kind} (${name}):\n${text}`);
     continue;
   }

@@ -1,4 +1,3 @@
-'use strict';
 // npm pack / npm publish (prepack): refuse to produce a tarball without both prebuilds, or with
 // prebuilds older than the native sources, since such a package silently compiles at install (or
 // ships a stale binary). FDPASS_PACK_WITHOUT_PREBUILDS=1 packs anyway (the install then builds from
@@ -25,7 +24,10 @@ function newestSource(dir) {
 }
 
 const problems = [];
-const sources = [newestSource(path.join(root, 'native')), { file: path.join(root, 'binding.gyp'), mtime: fs.statSync(path.join(root, 'binding.gyp')).mtimeMs }];
+const sources = [
+  newestSource(path.join(root, 'native')),
+  { file: path.join(root, 'binding.gyp'), mtime: fs.statSync(path.join(root, 'binding.gyp')).mtimeMs },
+];
 const source = sources.reduce((a, b) => (b.mtime > a.mtime ? b : a));
 for (const rel of PREBUILDS) {
   const file = path.join(root, rel);
@@ -33,8 +35,10 @@ for (const rel of PREBUILDS) {
   else if (fs.statSync(file).mtimeMs < source.mtime) problems.push(`${rel} is older than ${path.relative(root, source.file)}`);
 }
 if (problems.length > 0) {
-  console.error(`prepack: refusing to pack: ${problems.join('; ')}.\n` +
-    'Run `npm run prebuilds` first (linux-x64 and a cross-compiled linux-arm64), or set\n' +
-    'FDPASS_PACK_WITHOUT_PREBUILDS=1 to pack a package that compiles the addon at install.');
+  console.error(
+    `prepack: refusing to pack: ${problems.join('; ')}.\n` +
+      'Run `npm run prebuilds` first (linux-x64 and a cross-compiled linux-arm64), or set\n' +
+      'FDPASS_PACK_WITHOUT_PREBUILDS=1 to pack a package that compiles the addon at install.',
+  );
   process.exit(1);
 }

@@ -5,19 +5,7 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as http from 'node:http';
-import {
-  adopt,
-  closeFd,
-  dupFd,
-  type FdInfo,
-  fdOf,
-  inspect,
-  listen,
-  socketPair,
-  toDgram,
-  toServer,
-  toSocket,
-} from 'fdpass';
+import { adopt, closeFd, dupFd, type FdInfo, fdOf, inspect, listen, socketPair, toDgram, toServer, toSocket } from 'fdpass';
 import { expectFdpassError } from './helpers/errors';
 import {
   assertOpen,
@@ -45,13 +33,23 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
       assert.equal(s.domain, 'inet');
       assert.equal(s.type, 'stream');
       assert.deepEqual(s.local, { family: 'IPv4', address: '0.0.0.0', port: 0 });
-      await expectFdpassError(toServer(tcp!), 'ERR_FDPASS_UNBOUND', /not bound to an address; Node would bind it to a random port/, 'toServer(tcp)');
+      await expectFdpassError(
+        toServer(tcp!),
+        'ERR_FDPASS_UNBOUND',
+        /not bound to an address; Node would bind it to a random port/,
+        'toServer(tcp)',
+      );
       assertOpen(tcp!, 'socket', 'toServer(unbound tcp)');
       await expectFdpassError(toServer(tcp!, http.createServer()), 'ERR_FDPASS_UNBOUND', undefined, 'toServer(tcp, http)');
       await expectFdpassError(adopt(tcp!), 'ERR_FDPASS_UNBOUND', undefined, 'adopt(tcp)');
       assertOpen(tcp!, 'socket', 'adopt(unbound tcp)');
       // Not connected either: toSocket refuses it as the wrong kind.
-      await expectFdpassError(() => toSocket(tcp!), 'ERR_FDPASS_WRONG_FD_KIND', /not a connected TCP or Unix stream socket/, 'toSocket(tcp)');
+      await expectFdpassError(
+        () => toSocket(tcp!),
+        'ERR_FDPASS_WRONG_FD_KIND',
+        /not a connected TCP or Unix stream socket/,
+        'toSocket(tcp)',
+      );
       assertOpen(tcp!, 'socket', 'toSocket(unbound tcp)');
       // An unbound Unix stream socket: the same.
       assert.equal(sock(inspect(unix!)).local?.family, 'unix');
@@ -86,7 +84,12 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
     for (const type of ['seqpacket', 'dgram'] as const) {
       const [a, b] = socketPair({ type });
       const fd = dupFd(a.fd);
-      await expectFdpassError(() => toSocket(fd), 'ERR_FDPASS_WRONG_FD_KIND', new RegExp(`^fd ${fd} is an? unix ${type} socket, not a connected TCP or Unix stream socket$`), type);
+      await expectFdpassError(
+        () => toSocket(fd),
+        'ERR_FDPASS_WRONG_FD_KIND',
+        new RegExp(`^fd ${fd} is an? unix ${type} socket, not a connected TCP or Unix stream socket$`),
+        type,
+      );
       await expectFdpassError(toServer(fd), 'ERR_FDPASS_WRONG_FD_KIND', /not a listening or bound TCP or Unix stream socket/, type);
       await expectFdpassError(toDgram(fd), 'ERR_FDPASS_WRONG_FD_KIND', /not a bound UDP socket/, type);
       await expectFdpassError(adopt(fd), 'ERR_FDPASS_WRONG_FD_KIND', /not a TCP, UDP or Unix stream socket/, type);
@@ -120,7 +123,12 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
   it('toSocket/toServer on a UDP socket, toDgram on TCP, toSocket on a listener, toServer on a connected socket: WRONG_FD_KIND', async () => {
     const udp = await bindUdp();
     const ufd = fdOf(udp);
-    await expectFdpassError(() => toSocket(ufd), 'ERR_FDPASS_WRONG_FD_KIND', /is an inet dgram socket, not a connected TCP/, 'toSocket(udp)');
+    await expectFdpassError(
+      () => toSocket(ufd),
+      'ERR_FDPASS_WRONG_FD_KIND',
+      /is an inet dgram socket, not a connected TCP/,
+      'toSocket(udp)',
+    );
     await expectFdpassError(toServer(ufd), 'ERR_FDPASS_WRONG_FD_KIND', /is an inet dgram socket/, 'toServer(udp)');
     assertOpen(ufd, 'socket', 'udp');
     // The dgram.Socket that owns it still works.
@@ -131,18 +139,33 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
 
     const server = await listenTcp();
     const sfd = fdOf(server);
-    await expectFdpassError(() => toSocket(sfd), 'ERR_FDPASS_WRONG_FD_KIND', /is an inet stream socket \(listening\), not a connected/, 'toSocket(listener)');
+    await expectFdpassError(
+      () => toSocket(sfd),
+      'ERR_FDPASS_WRONG_FD_KIND',
+      /is an inet stream socket \(listening\), not a connected/,
+      'toSocket(listener)',
+    );
     await expectFdpassError(toDgram(sfd), 'ERR_FDPASS_WRONG_FD_KIND', /not a bound UDP socket/, 'toDgram(listener)');
     const pair = await tcpPair();
     const cfd = fdOf(pair.client);
-    await expectFdpassError(toServer(cfd), 'ERR_FDPASS_WRONG_FD_KIND', /is an inet stream socket, not a listening or bound/, 'toServer(connected)');
+    await expectFdpassError(
+      toServer(cfd),
+      'ERR_FDPASS_WRONG_FD_KIND',
+      /is an inet stream socket, not a listening or bound/,
+      'toServer(connected)',
+    );
     await expectFdpassError(toDgram(cfd), 'ERR_FDPASS_WRONG_FD_KIND', undefined, 'toDgram(connected)');
     assertOpen(sfd, 'socket', 'listener');
     assertOpen(cfd, 'socket', 'connected');
     // A listening seqpacket ChannelServer: not a stream.
     const cs = await listen(tmpPath('seq.sock'));
     const csfd = dupFd(cs.fd);
-    await expectFdpassError(toServer(csfd), 'ERR_FDPASS_WRONG_FD_KIND', /unix seqpacket socket \(listening\), not a listening or bound TCP/, 'toServer(seqpacket listener)');
+    await expectFdpassError(
+      toServer(csfd),
+      'ERR_FDPASS_WRONG_FD_KIND',
+      /unix seqpacket socket \(listening\), not a listening or bound TCP/,
+      'toServer(seqpacket listener)',
+    );
     await expectFdpassError(adopt(csfd), 'ERR_FDPASS_WRONG_FD_KIND', undefined, 'adopt(seqpacket listener)');
     assertOpen(csfd, 'socket', 'seqpacket listener');
     closeFd(csfd);

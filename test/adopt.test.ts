@@ -5,19 +5,7 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as http from 'node:http';
-import {
-  adopt,
-  type Channel,
-  type ChannelServer,
-  dupFd,
-  fdOf,
-  inspect,
-  listen,
-  socketPair,
-  toDgram,
-  toServer,
-  toSocket,
-} from 'fdpass';
+import { adopt, type Channel, type ChannelServer, dupFd, fdOf, inspect, listen, socketPair, toDgram, toServer, toSocket } from 'fdpass';
 import {
   bindUdp,
   closeDgram,
@@ -117,7 +105,9 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     // It can send too: an answer to a second socket.
     const peer = await bindUdp();
     const answer = nextDatagram(peer);
-    await new Promise<void>((resolve, reject) => u.send('answer', peer.address().port, '127.0.0.1', (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      u.send('answer', peer.address().port, '127.0.0.1', (err) => (err ? reject(err) : resolve())),
+    );
     assert.equal((await answer).msg, 'answer');
     assert.equal((await answer).port, port);
     await closeDgram(peer);

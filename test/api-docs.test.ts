@@ -22,13 +22,25 @@ function resolveDts(from: string, spec: string): string {
 }
 
 /** The exports of one .d.ts file, as tsc writes them. */
-export function exportsOf(file: string): Exports {
-  const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+function exportsOf(file: string): Exports {
+  const text = fs
+    .readFileSync(file, 'utf8')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/\/\/.*$/gm, '');
   const names = new Set<string>();
   const namespaces = new Map<string, Set<string>>();
   for (const m of text.matchAll(/export\s+(?:type\s+)?\{([^}]*)\}/g)) {
-    for (const item of m[1]!.split(',').map((s) => s.trim()).filter(Boolean)) {
-      names.add(item.replace(/^type\s+/, '').split(/\s+as\s+/).pop()!.trim());
+    for (const item of m[1]!
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
+      names.add(
+        item
+          .replace(/^type\s+/, '')
+          .split(/\s+as\s+/)
+          .pop()!
+          .trim(),
+      );
     }
   }
   for (const m of text.matchAll(/export\s+\*\s+as\s+(\w+)\s+from\s+'([^']+)'/g)) {
@@ -36,14 +48,16 @@ export function exportsOf(file: string): Exports {
     namespaces.set(m[1]!, exportsOf(resolveDts(file, m[2]!)).names);
   }
   if (/export\s+\*\s+from/.test(text)) throw new Error(`${file}: 'export * from' is not understood by this checker`);
-  for (const m of text.matchAll(/export\s+(?:declare\s+)?(?:abstract\s+)?(?:function|const|let|var|class|enum|interface|type|namespace)\s+([A-Za-z_$][\w$]*)/g)) {
+  for (const m of text.matchAll(
+    /export\s+(?:declare\s+)?(?:abstract\s+)?(?:function|const|let|var|class|enum|interface|type|namespace)\s+([A-Za-z_$][\w$]*)/g,
+  )) {
     names.add(m[1]!);
   }
   return { names, namespaces };
 }
 
 /** The names docs/API.md documents, each with where. */
-export function documentedIn(file: string): Map<string, string> {
+function documentedIn(file: string): Map<string, string> {
   const documented = new Map<string, string>();
   let inTypes = false;
   for (const [i, line] of fs.readFileSync(file, 'utf8').split('\n').entries()) {
@@ -52,7 +66,10 @@ export function documentedIn(file: string): Map<string, string> {
       inTypes = /\btypes\b/i.test(heading[2]!) && !heading[2]!.includes('`');
       if (heading[1]!.length > 3) continue;
       for (const span of heading[2]!.matchAll(/`([^`]+)`/g)) {
-        const expr = span[1]!.replace(/^(?:const|let)\s+[^=]+=\s*/, '').replace(/^await\s+/, '').replace(/^new\s+/, '');
+        const expr = span[1]!
+          .replace(/^(?:const|let)\s+[^=]+=\s*/, '')
+          .replace(/^await\s+/, '')
+          .replace(/^new\s+/, '');
         const name = /^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)?/.exec(expr);
         if (name) documented.set(name[0], `${path.basename(file)}:${i + 1}`);
       }
@@ -78,7 +95,8 @@ describe('docs/API.md matches dist/index.d.ts', () => {
   it('every export of dist/index.d.ts (values and types, and namespace members) is documented', () => {
     const missing = [...exported.names].filter((n) => !documented.has(n)).sort();
     for (const [ns, members] of exported.namespaces) {
-      for (const m of members) if (!documented.has(`${ns}.${m}`) && !(exported.names.has(m) && documented.has(m))) missing.push(`${ns}.${m}`);
+      for (const m of members)
+        if (!documented.has(`${ns}.${m}`) && !(exported.names.has(m) && documented.has(m))) missing.push(`${ns}.${m}`);
     }
     assert.deepEqual(missing, [], 'exported but not documented in docs/API.md');
   });
@@ -87,7 +105,8 @@ describe('docs/API.md matches dist/index.d.ts', () => {
     const extra: string[] = [];
     for (const [name, where] of documented) {
       const [head, member] = name.split('.');
-      if (member === undefined ? !exported.names.has(head!) : !exported.namespaces.get(head!)?.has(member)) extra.push(`${name} (${where})`);
+      if (member === undefined ? !exported.names.has(head!) : !exported.namespaces.get(head!)?.has(member))
+        extra.push(`${name} (${where})`);
     }
     assert.deepEqual(extra, [], 'documented but not exported');
   });

@@ -53,9 +53,16 @@ const drivers: Record<string, () => Promise<void>> = {
     need('curl');
     const port = String(await freePort());
     const dir = tmpPath('quickstart');
-    const files = docScenario('quickstart', dir, [['8080', port], ['/tmp/fdpass-demo.sock', path.join(dir, 'demo.sock')]]);
+    const files = docScenario('quickstart', dir, [
+      ['8080', port],
+      ['/tmp/fdpass-demo.sock', path.join(dir, 'demo.sock')],
+    ]);
     const commands = shellLines(files['commands.sh']!);
-    assert.deepEqual(commands.map((c) => c.split(' ')[0]), ['node', 'node', 'curl'], 'terminal 1, terminal 2, then curl');
+    assert.deepEqual(
+      commands.map((c) => c.split(' ')[0]),
+      ['node', 'node', 'curl'],
+      'terminal 1, terminal 2, then curl',
+    );
     const recv = start(dir, commands[0]!.split(' '));
     assert.match(await firstLine(recv, 'recv.mjs'), /^waiting on /);
     const send = start(dir, commands[1]!.split(' '));
@@ -73,7 +80,11 @@ const drivers: Record<string, () => Promise<void>> = {
   async 'pass-listeners'() {
     const [web, admin] = [String(await freePort()), String(await freePort())];
     const dir = tmpPath('pass-listeners');
-    docScenario('pass-listeners', dir, [['8080', web], ['8081', admin], ['/tmp/myapp-pass.sock', path.join(dir, 'pass.sock')]]);
+    docScenario('pass-listeners', dir, [
+      ['8080', web],
+      ['8081', admin],
+      ['/tmp/myapp-pass.sock', path.join(dir, 'pass.sock')],
+    ]);
     const fresh = start(dir, ['node', 'new.mjs']);
     assert.match(await firstLine(fresh, 'new.mjs'), /^waiting/);
     await exitedOk(start(dir, ['node', 'old.mjs']), 'old.mjs');
@@ -88,10 +99,16 @@ const drivers: Record<string, () => Promise<void>> = {
   async 'fdpass-run'() {
     const port = String(await freePort());
     const dir = tmpPath('fdpass-run');
-    const files = docScenario('fdpass-run', dir, [['8080', port], ['/tmp/myapp', path.join(dir, 'myapp')]]);
+    const files = docScenario('fdpass-run', dir, [
+      ['8080', port],
+      ['/tmp/myapp', path.join(dir, 'myapp')],
+    ]);
     const cli = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
     const commands = shellLines(files['commands.sh']!).map((c) => c.replace(/^npx fdpass /, `${cli} `));
-    assert.deepEqual(commands.map((c) => c.split(' ').slice(0, 3).join(' ')), ['mkdir -p ' + path.join(dir, 'myapp'), `${cli} run`, `${cli} reload`]);
+    assert.deepEqual(
+      commands.map((c) => c.split(' ').slice(0, 3).join(' ')),
+      [`mkdir -p ${path.join(dir, 'myapp')}`, `${cli} run`, `${cli} reload`],
+    );
     assert.equal(spawnSync('/bin/sh', ['-c', commands[0]!], { cwd: dir }).status, 0);
     const supervisor = start(dir, commands[1]!.split(' '));
     const first = await until(() => get(Number(port)), 'the first generation to serve');
@@ -110,7 +127,10 @@ const drivers: Record<string, () => Promise<void>> = {
     need('systemd-socket-activate');
     const [web, admin] = [String(await freePort()), String(await freePort())];
     const dir = tmpPath('socket-activation');
-    const files = docScenario('socket-activation', dir, [['8080', web], ['8081', admin]]);
+    const files = docScenario('socket-activation', dir, [
+      ['8080', web],
+      ['8081', admin],
+    ]);
     const [command, ...rest] = shellLines(files['commands.sh']!);
     assert.deepEqual(rest, []);
     const activator = start(dir, command!.split(' '));
@@ -138,7 +158,11 @@ const drivers: Record<string, () => Promise<void>> = {
 
 // The commands of a sh block, comments and blank lines dropped.
 function shellLines(file: string): string[] {
-  return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter(Boolean);
 }
 
 // A command the README runs, installed by scripts/install-test-deps.sh (CI runs it).
@@ -186,7 +210,11 @@ function headingSlugs(file: string): Set<string> {
   const seen = new Map<string, number>();
   const text = fs.readFileSync(path.join(ROOT, file), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
   for (const m of text.matchAll(/^#+\s+(.*)$/gm)) {
-    const base = m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
+    const base = m[1]!
+      .trim()
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N} _-]/gu, '')
+      .replace(/ /g, '-');
     const n = seen.get(base) ?? 0;
     seen.set(base, n + 1);
     slugs.add(n === 0 ? base : `${base}-${n}`);
@@ -246,8 +274,16 @@ describe('docs: README.md and docs/*.md', () => {
     // every fdpass call matches its declaration.
     const tsconfig = {
       compilerOptions: {
-        allowJs: true, checkJs: true, noEmit: true, strict: false, module: 'node16', moduleResolution: 'node16',
-        target: 'es2022', types: ['node'], typeRoots: [path.join(ROOT, 'node_modules', '@types')], skipLibCheck: true,
+        allowJs: true,
+        checkJs: true,
+        noEmit: true,
+        strict: false,
+        module: 'node16',
+        moduleResolution: 'node16',
+        target: 'es2022',
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules', '@types')],
+        skipLibCheck: true,
       },
       include: ['*.mjs', '*.cjs', '*.js', '*.mts', '*.ts'],
     };
@@ -273,10 +309,18 @@ describe('docs: README.md and docs/*.md', () => {
     const problems: string[] = [];
     for (const b of blocks) {
       if (b.marker?.kind !== 'excerpt') continue;
-      const quoted = new Set(b.marker.paths.flatMap((p) => fs.readFileSync(path.join(ROOT, p), 'utf8').split('\n').map((l) => l.trimEnd())));
+      const quoted = new Set(
+        b.marker.paths.flatMap((p) =>
+          fs
+            .readFileSync(path.join(ROOT, p), 'utf8')
+            .split('\n')
+            .map((l) => l.trimEnd()),
+        ),
+      );
       for (const [i, line] of b.code.split('\n').entries()) {
         const names = b.marker.paths.map((p) => `# ${path.basename(p)}`); // a line naming the file quoted next
-        if (line.trim() !== '' && !quoted.has(line.trimEnd()) && !names.includes(line.trim())) problems.push(`${b.where}+${i + 1}: not in ${b.marker.paths.join(' or ')}: ${line}`);
+        if (line.trim() !== '' && !quoted.has(line.trimEnd()) && !names.includes(line.trim()))
+          problems.push(`${b.where}+${i + 1}: not in ${b.marker.paths.join(' or ')}: ${line}`);
       }
     }
     assert.deepEqual(problems, []);
@@ -292,7 +336,8 @@ describe('docs: README.md and docs/*.md', () => {
         const [rel, anchor] = target.split('#') as [string, string | undefined];
         const linked = rel === '' ? file : path.normalize(path.join(path.dirname(file), rel));
         if (!fs.existsSync(path.join(ROOT, linked))) problems.push(`${file}: ${target}: no file ${linked}`);
-        else if (anchor !== undefined && !headingSlugs(linked).has(anchor)) problems.push(`${file}: ${target}: no heading #${anchor} in ${linked}`);
+        else if (anchor !== undefined && !headingSlugs(linked).has(anchor))
+          problems.push(`${file}: ${target}: no heading #${anchor} in ${linked}`);
       }
     }
     assert.deepEqual(problems, []);

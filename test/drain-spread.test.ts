@@ -95,7 +95,10 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     const shown = `Connection: close after ${closes.join(', ')} ms; idle closed after ${idleClosedAfter.join(', ')} ms`;
     // Uniform over [0, 1500): all 16 within the first 10 % has probability 1e-16, a range < 1/4 of the
     // window 2e-8; each comes at the first answer after its turn, at most one pace (20 ms) later.
-    assert.ok(closes.some((t) => t >= spread / 10), `not all in the first 10 % of the window: ${shown}`);
+    assert.ok(
+      closes.some((t) => t >= spread / 10),
+      `not all in the first 10 % of the window: ${shown}`,
+    );
     assert.ok(closes.at(-1)! - closes[0]! >= spread / 4, `spread over the window: ${shown}`);
     assert.ok(closes.at(-1)! < spread + idleGrace, `every busy connection told by closeSpread + idleGrace: ${shown}`);
     // An idle connection goes idleGrace after its turn, seen by a sweep (every idleGrace / 4).
@@ -123,7 +126,10 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
       idle.forEach((i) => i.agent.destroy());
       busy.forEach((c) => c.agent.destroy());
 
-      assert.deepEqual(busy.flatMap((c) => c.errors), []);
+      assert.deepEqual(
+        busy.flatMap((c) => c.errors),
+        [],
+      );
       const keptAlive = busy.flatMap((c) => c.answers).filter((a) => a.sentAt > t0 && !a.close);
       assert.equal(keptAlive.length, 0, 'no answer to a request sent after the start kept its connection');
       for (const t of idleClosedAfter) assert.ok(t >= idleGrace && t < idleGrace + 2 * (idleGrace / 4) + 200, `idle closed after ${t} ms`);
@@ -180,12 +186,19 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     assert.equal((await fresh.exited).code, 0, fresh.stderr());
     await old.exited;
 
-    assert.deepEqual(clients.flatMap((c) => c.errors), [], 'no failed request');
+    assert.deepEqual(
+      clients.flatMap((c) => c.errors),
+      [],
+      'no failed request',
+    );
     assert.deepEqual([...bodies].sort(), ['new', 'old']);
     const moved = [...movedAt].sort((a, b) => a - b);
     assert.equal(moved.filter((t) => t !== undefined).length, 16, `every client moved: ${moved.join(', ')}`);
     const shown = `moved to the new process after ${moved.join(', ')} ms; old drained after ${drainedAfter} ms`;
-    assert.ok(moved.some((t) => t >= spread / 10), `not all in the first 10 % of the window: ${shown}`);
+    assert.ok(
+      moved.some((t) => t >= spread / 10),
+      `not all in the first 10 % of the window: ${shown}`,
+    );
     assert.ok(moved.at(-1)! - moved[0]! >= spread / 4, `spread over the window: ${shown}`);
     assert.ok(moved.at(-1)! < spread + idleGrace, `every client moved by closeSpread + idleGrace: ${shown}`);
     assert.ok(drainedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
@@ -218,10 +231,12 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
       while (goawayAt[i] === undefined && !s.closed && !s.destroyed) {
         await new Promise<void>((resolve) => {
           const req = s.request({ ':path': '/' });
-          req.on('response', (h) => req.once('end', () => {
-            if (h[':status'] !== 200) errors.push(`status ${h[':status']}`);
-            resolve();
-          }));
+          req.on('response', (h) =>
+            req.once('end', () => {
+              if (h[':status'] !== 200) errors.push(`status ${h[':status']}`);
+              resolve();
+            }),
+          );
           req.on('error', (err: Error & { code?: string }) => {
             // nghttp2 takes no new stream once a GOAWAY went out, even the notice: a stream that
             // crossed it is refused by the final one (RFC 9113 §8.7: never processed, safe to retry).
@@ -250,7 +265,10 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     assert.equal(times.filter((t) => t !== undefined).length, 8, shown);
     // Uniform over [0, 1500): all 8 in the first 10 % has probability 1e-8; each comes at the first
     // sweep (every idleGrace / 4 = 75 ms) after its turn.
-    assert.ok(times.some((t) => t >= spread / 10), `not all in the first 10 % of the window: ${shown}`);
+    assert.ok(
+      times.some((t) => t >= spread / 10),
+      `not all in the first 10 % of the window: ${shown}`,
+    );
     assert.ok(times.at(-1)! - times[0]! >= spread / 4, `spread over the window: ${shown}`);
     assert.ok(times.at(-1)! < spread + idleGrace, `every session told by closeSpread + idleGrace: ${shown}`);
     assert.ok(stoppedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
@@ -274,7 +292,9 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
         code: 'ERR_OUT_OF_RANGE',
         message: /options\.closeSpread.*< options\.drainTimeout \(500\)/,
       });
-      await assert.rejects(handoff.serve(control, { web: server }, { closeSpread: null as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' });
+      await assert.rejects(handoff.serve(control, { web: server }, { closeSpread: null as unknown as number }), {
+        code: 'ERR_INVALID_ARG_TYPE',
+      });
       assert.throws(() => handoff.upgrader({ web: server }, { drainTimeout: 500, closeSpread: 600 }), { code: 'ERR_OUT_OF_RANGE' });
       assert.throws(() => handoff.upgrader({ web: server }, { idleGrace: -1 }), { code: 'ERR_OUT_OF_RANGE' });
       assert.ok(server.listening, 'a refused drain leaves the server alone');

@@ -87,7 +87,12 @@ describe('errors', () => {
       assertArgError(t, TypeError, 'ERR_INVALID_ARG_TYPE', /^The "fd" argument must be of type number\. Received type string \('3'\)$/);
       assert.match(util.inspect(t), /code: 'ERR_INVALID_ARG_TYPE'/);
       const r = await failure(() => inspect(-1));
-      assertArgError(r, RangeError, 'ERR_OUT_OF_RANGE', /^The value of "fd" is out of range\. It must be an integer >= 0 and <= 2147483647\. Received -1$/);
+      assertArgError(
+        r,
+        RangeError,
+        'ERR_OUT_OF_RANGE',
+        /^The value of "fd" is out of range\. It must be an integer >= 0 and <= 2147483647\. Received -1$/,
+      );
       const v = await failure(() => connect(''));
       assertArgError(v, TypeError, 'ERR_INVALID_ARG_VALUE', /^The argument 'path' /);
     });
@@ -205,7 +210,10 @@ describe('errors', () => {
       assert.deepEqual(exit, { code: 0, signal: null }, child.stderr());
       assert.ok(done.results.length > 60);
       assert.ok(!done.results.includes('ok'), `every bad call failed: ${done.results.join(', ')}`);
-      assert.ok(done.results.every((c) => /^(E[A-Z]+|ERR_[A-Z_]+)$/.test(c)), `every failure has a code: ${done.results.join(', ')}`);
+      assert.ok(
+        done.results.every((c) => /^(E[A-Z]+|ERR_[A-Z_]+)$/.test(c)),
+        `every failure has a code: ${done.results.join(', ')}`,
+      );
     });
   });
 
@@ -228,7 +236,13 @@ describe('errors', () => {
         ['connect(p, null)', () => connect(p, bad(null)), T, TYPE, /"options" argument must be of type object\. Received null/],
         ['connect(p, {timeout: -1})', () => connect(p, { timeout: -1 }), R, RANGE, /"options\.timeout"/],
         ["connect(p, {timeout: '1'})", () => connect(p, { timeout: bad('1') }), T, TYPE, /"options\.timeout"/],
-        ['connect(p, {signal: {}})', () => connect(p, { signal: bad({}) }), T, TYPE, /"options\.signal" argument must be an instance of AbortSignal/],
+        [
+          'connect(p, {signal: {}})',
+          () => connect(p, { signal: bad({}) }),
+          T,
+          TYPE,
+          /"options\.signal" argument must be an instance of AbortSignal/,
+        ],
         ['listen(42)', () => listen(bad(42)), T, TYPE, /"path"/],
         ['listen(p, {backlog: -1})', () => listen(p, { backlog: -1 }), R, RANGE, /"options\.backlog"/],
         ['listen(p, {backlog: 1.5})', () => listen(p, { backlog: 1.5 }), R, RANGE, /"options\.backlog"/],
@@ -241,7 +255,13 @@ describe('errors', () => {
         ["socketPair('x')", () => socketPair(bad('x')), T, TYPE, /"options"/],
         ['socketPair(null)', () => socketPair(bad(null)), T, TYPE, /"options"/],
         ['sendFd(42, 0)', () => sendFd(bad(42), 0), T, TYPE, /"target" argument must be of type string or an instance of Channel/],
-        ['sendFd(ch, {})', () => sendFd(a, bad({})), T, TYPE, /must be of type number or an instance of net\.Server, net\.Socket or dgram\.Socket\. Received an instance of Object/],
+        [
+          'sendFd(ch, {})',
+          () => sendFd(a, bad({})),
+          T,
+          TYPE,
+          /must be of type number or an instance of net\.Server, net\.Socket or dgram\.Socket\. Received an instance of Object/,
+        ],
         ['sendFd(ch, 0, 42)', () => sendFd(a, 0, bad(42)), T, TYPE, /"data" argument must be of type string or an instance of Buffer/],
         ["sendFds(ch, 'abc')", () => sendFds(a, bad('abc')), T, TYPE, /"fds" argument must be an instance of Array/],
         ['sendFds(ch, {})', () => sendFds(a, bad({})), T, TYPE, /"fds"/],
@@ -256,24 +276,66 @@ describe('errors', () => {
         ['channel.send([])', () => a.send(bad([])), T, TYPE, /"message"/],
         ['channel.send({data: 5})', () => a.send({ data: bad(5) }), T, TYPE, /"message\.data"/],
         ['channel.send({data: {}})', () => a.send({ data: bad({}) }), T, TYPE, /"message\.data"/],
-        ['channel.send({fds: 3})', () => a.send({ data: 'x', fds: bad(3) }), T, TYPE, /"message\.fds" argument must be an instance of Array/],
+        [
+          'channel.send({fds: 3})',
+          () => a.send({ data: 'x', fds: bad(3) }),
+          T,
+          TYPE,
+          /"message\.fds" argument must be an instance of Array/,
+        ],
         ["channel.receive({timeout: 'x'})", () => b.receive({ timeout: bad('x') }), T, TYPE, /"options\.timeout"/],
         ['toServer(fd, {})', () => toServer(someFd, bad({})), T, TYPE, /"server" argument must be an instance of net\.Server/],
         ["adopt('3')", () => adopt(bad('3')), T, TYPE, /"fd"/],
-        ['fdOf({})', () => fdOf(bad({})), T, TYPE, /"fd" argument must be of type number or an instance of net\.Server, net\.Socket or dgram\.Socket\. Received an instance of Object/],
+        [
+          'fdOf({})',
+          () => fdOf(bad({})),
+          T,
+          TYPE,
+          /"fd" argument must be of type number or an instance of net\.Server, net\.Socket or dgram\.Socket\. Received an instance of Object/,
+        ],
         ['fdOf(() => 3)', () => fdOf(bad(() => 3)), T, TYPE, /Received function/],
         ['listenReusePort()', () => listenReusePort(bad(undefined)), T, TYPE, /"options" argument must be of type object/],
-        ['listenReusePort({})', () => listenReusePort(bad({})), T, TYPE, /"options\.port" argument must be of type number\. Received undefined/],
+        [
+          'listenReusePort({})',
+          () => listenReusePort(bad({})),
+          T,
+          TYPE,
+          /"options\.port" argument must be of type number\. Received undefined/,
+        ],
         ["listenReusePort({port: '80'})", () => listenReusePort({ port: bad('80') }), T, TYPE, /"options\.port"/],
-        ['listenReusePort({port: -1})', () => listenReusePort({ port: -1 }), R, RANGE, /"options\.port" is out of range\. It must be an integer >= 0 and <= 65535\. Received -1/],
+        [
+          'listenReusePort({port: -1})',
+          () => listenReusePort({ port: -1 }),
+          R,
+          RANGE,
+          /"options\.port" is out of range\. It must be an integer >= 0 and <= 65535\. Received -1/,
+        ],
         ['listenReusePort({port: 65536})', () => listenReusePort({ port: 65536 }), R, RANGE, /"options\.port"/],
         ['listenReusePort({port: 1.5})', () => listenReusePort({ port: 1.5 }), R, RANGE, /"options\.port"/],
         ['listenReusePort({host: 5})', () => listenReusePort({ port: 0, host: bad(5) }), T, TYPE, /"options\.host"/],
         ['listenReusePort({backlog: -1})', () => listenReusePort({ port: 0, backlog: -1 }), R, RANGE, /"options\.backlog"/],
-        ['listenReusePort({server: {}})', () => listenReusePort({ port: 0, server: bad({}) }), T, TYPE, /"options\.server" argument must be an instance of net\.Server/],
+        [
+          'listenReusePort({server: {}})',
+          () => listenReusePort({ port: 0, server: bad({}) }),
+          T,
+          TYPE,
+          /"options\.server" argument must be an instance of net\.Server/,
+        ],
         ['bindReusePort(null)', () => bindReusePort(bad(null)), T, TYPE, /"options"/],
-        ['bindReusePort({port: 0})', () => bindReusePort(bad({ port: 0 })), T, VALUE, /'options\.type' must be 'udp4' or 'udp6'\. Received undefined/],
-        ["bindReusePort({type: 'udp5'})", () => bindReusePort({ port: 0, type: bad('udp5') }), T, VALUE, /'options\.type' must be 'udp4' or 'udp6'\. Received 'udp5'/],
+        [
+          'bindReusePort({port: 0})',
+          () => bindReusePort(bad({ port: 0 })),
+          T,
+          VALUE,
+          /'options\.type' must be 'udp4' or 'udp6'\. Received undefined/,
+        ],
+        [
+          "bindReusePort({type: 'udp5'})",
+          () => bindReusePort({ port: 0, type: bad('udp5') }),
+          T,
+          VALUE,
+          /'options\.type' must be 'udp4' or 'udp6'\. Received 'udp5'/,
+        ],
         ["bindReusePort({type: 'tcp4'})", () => bindReusePort({ port: 0, type: bad('tcp4') }), T, VALUE, /'options\.type'/],
         ["bindReusePort({port: 'x'})", () => bindReusePort({ port: bad('x'), type: 'udp4' }), T, TYPE, /"options\.port"/],
         ['bindReusePort({port: 70000})', () => bindReusePort({ port: 70000, type: 'udp4' }), R, RANGE, /"options\.port"/],
@@ -308,7 +370,13 @@ describe('errors', () => {
       ];
       for (const [what, call] of calls) {
         const err = await failure(call, what);
-        assertArgError(err, TypeError, 'ERR_INVALID_ARG_VALUE', /^The argument 'options\.type' must be 'seqpacket', 'stream' or 'dgram'\. Received /, what);
+        assertArgError(
+          err,
+          TypeError,
+          'ERR_INVALID_ARG_VALUE',
+          /^The argument 'options\.type' must be 'seqpacket', 'stream' or 'dgram'\. Received /,
+          what,
+        );
       }
       // 'dgram' is a valid kind, but a datagram socket cannot listen: fdpass says what to use instead.
       const err = await failure(() => listen(p, { type: 'dgram' }));

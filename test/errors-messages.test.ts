@@ -6,24 +6,8 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as util from 'node:util';
-import {
-  bindReusePort,
-  listenReusePort,
-  MAX_FDS_PER_MESSAGE,
-  recvFd,
-  recvFds,
-  sendFd,
-  sendFds,
-  socketPair,
-} from 'fdpass';
-import {
-  type AnyError,
-  assertArgError,
-  assertFdpassError,
-  assertSystemError,
-  dispose,
-  failure,
-} from './helpers/errors';
+import { bindReusePort, listenReusePort, MAX_FDS_PER_MESSAGE, recvFd, recvFds, sendFd, sendFds, socketPair } from 'fdpass';
+import { type AnyError, assertArgError, assertFdpassError, assertSystemError, dispose, failure } from './helpers/errors';
 import { newFds, openFds, settle } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
 
@@ -36,7 +20,11 @@ describe('errors', () => {
       const p = tmpPath('nobody-here.sock');
       const before = openFds();
       const calls: Array<[string, () => unknown, RegExp]> = [
-        ['channel.send', () => a.send({ data: 'x', fds }), /"message\.fds\.length" is out of range\. It must be <= 253 \(SCM_MAX_FD\)\. Received 254/],
+        [
+          'channel.send',
+          () => a.send({ data: 'x', fds }),
+          /"message\.fds\.length" is out of range\. It must be <= 253 \(SCM_MAX_FD\)\. Received 254/,
+        ],
         ['sendFds(channel)', () => sendFds(a, fds, 'x'), /"fds\.length" is out of range\. It must be <= 253 \(SCM_MAX_FD\)\. Received 254/],
         // The path form checks before it connects: no one listens at p, yet the answer is the RangeError.
         ['sendFds(path)', () => sendFds(p, fds, 'x'), /"fds\.length".*Received 254/],
@@ -115,7 +103,7 @@ describe('errors', () => {
       await b.close();
     });
 
-    it('sendFd/sendFds/send over a closed channel are ERR_FDPASS_CLOSED; over a channel whose peer left, the kernel\'s EPIPE', async () => {
+    it("sendFd/sendFds/send over a closed channel are ERR_FDPASS_CLOSED; over a channel whose peer left, the kernel's EPIPE", async () => {
       const [a, b] = socketPair();
       await a.close();
       assertFdpassError(await failure(() => sendFd(a, 0, 'x')), 'ERR_FDPASS_CLOSED', /closed/);

@@ -30,7 +30,10 @@ function makeStaleSocket(p: string, type: 'SOCK_STREAM' | 'SOCK_SEQPACKET' | 'SO
 }
 
 /** A server that hands every accepted channel to `accepted` (so the test can close them). */
-async function listenCollecting(p: string, opts: Parameters<typeof listen>[1] = {}): Promise<{ server: ChannelServer; accepted: Channel[]; closeAll(): Promise<void> }> {
+async function listenCollecting(
+  p: string,
+  opts: Parameters<typeof listen>[1] = {},
+): Promise<{ server: ChannelServer; accepted: Channel[]; closeAll(): Promise<void> }> {
   const server = await listen(p, opts);
   const accepted: Channel[] = [];
   server.on('connection', (c: Channel) => accepted.push(c));
@@ -98,7 +101,7 @@ describe('errors', () => {
       assert.ok(err.message.endsWith(`'${name}'`), err.message);
     });
 
-    it('connect to a path that is not a socket (a regular file, a directory) is the kernel\'s ECONNREFUSED', async () => {
+    it("connect to a path that is not a socket (a regular file, a directory) is the kernel's ECONNREFUSED", async () => {
       const file = tmpPath('regular.txt');
       fs.writeFileSync(file, 'not a socket');
       for (const type of ['seqpacket', 'stream', 'dgram'] as const) {
@@ -193,7 +196,11 @@ describe('errors', () => {
     });
 
     it('a stale socket file (its owner exited without unlinking) is replaced by listen and bindDgram', async () => {
-      for (const [kind, pyType] of [['seqpacket', 'SOCK_SEQPACKET'], ['stream', 'SOCK_STREAM'], ['stream', 'SOCK_SEQPACKET']] as const) {
+      for (const [kind, pyType] of [
+        ['seqpacket', 'SOCK_SEQPACKET'],
+        ['stream', 'SOCK_STREAM'],
+        ['stream', 'SOCK_SEQPACKET'],
+      ] as const) {
         const p = tmpPath(`stale-${kind}-${pyType}.sock`);
         makeStaleSocket(p, pyType);
         // (No inode check: the file system may hand the freed inode number to the new file.)
@@ -239,7 +246,13 @@ describe('errors', () => {
         ];
         for (const [what, call] of calls) {
           const err = await failure(call, `${what}(${Buffer.byteLength(name)} bytes)`);
-          assertArgError(err, TypeError, 'ERR_INVALID_ARG_VALUE', /^The argument 'path' is longer than 107 bytes, the limit of a Unix socket name\./, what);
+          assertArgError(
+            err,
+            TypeError,
+            'ERR_INVALID_ARG_VALUE',
+            /^The argument 'path' is longer than 107 bytes, the limit of a Unix socket name\./,
+            what,
+          );
         }
       }
       assert.deepEqual(dirEntries(), []);
@@ -256,7 +269,6 @@ describe('errors', () => {
       assert.deepEqual(dirEntries(), []);
     });
   });
-
 
   describe('options checked before any socket exists', () => {
     it('connect(path, { maxMessageSize: 0 }) is ERR_OUT_OF_RANGE naming the option, and leaks nothing', async () => {
@@ -304,7 +316,13 @@ describe('errors', () => {
         ['{ timeout: -1 }', { timeout: -1 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.timeout"/],
         ['{ timeout: 1.5 }', { timeout: 1.5 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.timeout"/],
         ["{ timeout: 'x' }", { timeout: 'x' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.timeout"/],
-        ["{ signal: 'x' }", { signal: 'x' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.signal" argument must be an instance of AbortSignal/],
+        [
+          "{ signal: 'x' }",
+          { signal: 'x' },
+          TypeError,
+          'ERR_INVALID_ARG_TYPE',
+          /"options\.signal" argument must be an instance of AbortSignal/,
+        ],
         ['null', null, TypeError, 'ERR_INVALID_ARG_TYPE', /"options" argument must be of type object\. Received null/],
         ["'x'", 'x', TypeError, 'ERR_INVALID_ARG_TYPE', /"options" argument must be of type object/],
         ["{ mode: 'rw' }", { mode: 'rw' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.mode"/],
@@ -316,7 +334,9 @@ describe('errors', () => {
           const pending = failure(() => fn(p, bad(opts)), `${fn.name}(path, ${what})`);
           const err = await Promise.race([
             pending,
-            new Promise<never>((_r, reject) => setTimeout(() => reject(new Error(`${fn.name}(path, ${what}) is still waiting`)), 1000).unref()),
+            new Promise<never>((_r, reject) =>
+              setTimeout(() => reject(new Error(`${fn.name}(path, ${what}) is still waiting`)), 1000).unref(),
+            ),
           ]);
           assertArgError(err, cls, code, message, `${fn.name}(path, ${what})`);
           assert.deepEqual(dirEntries(), [], `${fn.name}(path, ${what}) did not listen`);
@@ -341,7 +361,10 @@ describe('errors', () => {
       const receiver = await received;
       // Regression: sendFds(path, ...) once connected before checking `data`, so a bad payload cost a
       // connection the receiver saw close empty (and without a listener the error was ENOENT).
-      assert.deepEqual({ noListener, withListener, receiver }, { noListener: 'ERR_INVALID_ARG_TYPE', withListener: 'ERR_INVALID_ARG_TYPE', receiver: 'ERR_FDPASS_TIMEOUT' });
+      assert.deepEqual(
+        { noListener, withListener, receiver },
+        { noListener: 'ERR_INVALID_ARG_TYPE', withListener: 'ERR_INVALID_ARG_TYPE', receiver: 'ERR_FDPASS_TIMEOUT' },
+      );
     });
 
     it('sendFds(target, [0, 1.5]) names the bad element, as channel.send does ("message.fds[1]")', async () => {
@@ -349,7 +372,12 @@ describe('errors', () => {
       const err = await failure(() => sendFds(a, [0, 1.5]));
       assertArgError(err, RangeError, 'ERR_OUT_OF_RANGE', /^The value of "fds\[1\]" is out of range\./);
       const err2 = await failure(() => sendFds(a, [0, 1, bad('2')]));
-      assertArgError(err2, TypeError, 'ERR_INVALID_ARG_TYPE', /^The "fds\[2\]" argument must be of type number or an instance of net\.Server/);
+      assertArgError(
+        err2,
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
+        /^The "fds\[2\]" argument must be of type number or an instance of net\.Server/,
+      );
       // sendFd's single descriptor is fds[0] of the message it sends.
       const err3 = await failure(() => sendFd(a, -1));
       assertArgError(err3, RangeError, 'ERR_OUT_OF_RANGE', /"fds\[0\]"|"fd"/);

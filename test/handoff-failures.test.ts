@@ -39,7 +39,10 @@ function closeServer(s: net.Server): Promise<void> {
 // The kernel's drop counter of the UDP socket bound to 127.0.0.1:port (/proc/net/udp, last column).
 function udpDrops(port: number): number {
   const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const line = fs.readFileSync('/proc/net/udp', 'utf8').split('\n').find((l) => l.trim().split(/\s+/)[1] === local);
+  const line = fs
+    .readFileSync('/proc/net/udp', 'utf8')
+    .split('\n')
+    .find((l) => l.trim().split(/\s+/)[1] === local);
   assert.ok(line, `no UDP socket on 127.0.0.1:${port}`);
   return Number(line.trim().split(/\s+/).at(-1));
 }
@@ -81,7 +84,10 @@ describe('hand-off under ordinary operations', () => {
     const old = runFixture('handoff-old', [control, 'http', '5000', String(drain)]);
     const { ports } = await old.expect<Serving>('serving');
     // A request the old process never answers keeps it draining until the deadline cuts it.
-    const hanging = get(ports.web!, '/hang').then(() => 'answered', (err: Error & { code?: string }) => err.code ?? err.message);
+    const hanging = get(ports.web!, '/hang').then(
+      () => 'answered',
+      (err: Error & { code?: string }) => err.code ?? err.message,
+    );
     await sleep(100);
     const fresh = runFixture('handoff-new', [control, 'serve']);
     await fresh.expect('adopted');
@@ -139,7 +145,11 @@ describe('hand-off under ordinary operations', () => {
     assert.equal([...counts.values()].filter((c) => c > 1).length, 0, 'no datagram read twice');
     const missing = sent - counts.size;
     assert.ok(sent > 10_000, `sent ${sent}`);
-    assert.equal(missing, drops, `${missing} of ${sent} datagrams missing, ${drops} dropped by the kernel: the rest would be the hand-offs'`);
+    assert.equal(
+      missing,
+      drops,
+      `${missing} of ${sent} datagrams missing, ${drops} dropped by the kernel: the rest would be the hand-offs'`,
+    );
     last.proc.kill('SIGKILL');
     await last.exited;
     await gen.exited;
@@ -175,7 +185,10 @@ describe('hand-off under ordinary operations', () => {
         assert.deepEqual(r.errors, [], 'a SIGTERM costs no request');
       } else {
         // A killed process loses what it held in flight (at most one request per client), nothing else.
-        assert.ok(r.errors.every((e) => e === 'ECONNRESET'), r.errors.join(' '));
+        assert.ok(
+          r.errors.every((e) => e === 'ECONNRESET'),
+          r.errors.join(' '),
+        );
         assert.ok(r.errors.length <= 4, r.errors.join(' '));
       }
       assert.equal(await get(port), `hello from ${gen2.pid}\n`);
@@ -240,9 +253,36 @@ describe('hand-off with malformed or odd peers', () => {
     ["'done' carrying fds", (fds) => ({ data: msg({ type: 'done', count: 0, skipped: [] }), fds })],
     ["'error' carrying fds", (fds) => ({ data: msg({ type: 'error', code: 'ERR_FDPASS_HANDOFF_BUSY', message: 'x' }), fds })],
     ["'listeners' without entries", (fds) => ({ data: msg({ type: 'listeners' }), fds })],
-    ["'listeners' naming fewer listeners than fds", (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'tcp' }] }), fds })],
-    ["'listeners' naming one listener twice", (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'tcp' }, { name: 'a', kind: 'tcp' }] }), fds })],
-    ["'listeners' with a bad kind", (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'x' }, { name: 'b', kind: 'tcp' }] }), fds })],
+    [
+      "'listeners' naming fewer listeners than fds",
+      (fds) => ({ data: msg({ type: 'listeners', entries: [{ name: 'a', kind: 'tcp' }] }), fds }),
+    ],
+    [
+      "'listeners' naming one listener twice",
+      (fds) => ({
+        data: msg({
+          type: 'listeners',
+          entries: [
+            { name: 'a', kind: 'tcp' },
+            { name: 'a', kind: 'tcp' },
+          ],
+        }),
+        fds,
+      }),
+    ],
+    [
+      "'listeners' with a bad kind",
+      (fds) => ({
+        data: msg({
+          type: 'listeners',
+          entries: [
+            { name: 'a', kind: 'x' },
+            { name: 'b', kind: 'tcp' },
+          ],
+        }),
+        fds,
+      }),
+    ],
     ['garbage', (fds) => ({ data: '\u0000not json', fds })],
     ["an 'ack' where listeners belong", (fds) => ({ data: msg({ type: 'ack' }), fds })],
   ];
@@ -263,7 +303,12 @@ describe('hand-off with malformed or odd peers', () => {
     });
   }
 
-  for (const [label, names] of [['a string', 'web'], ['an object', { web: 1 }], ['an empty name', ['']], ['a name twice', ['web', 'web']]] as const) {
+  for (const [label, names] of [
+    ['a string', 'web'],
+    ['an object', { web: 1 }],
+    ['an empty name', ['']],
+    ['a name twice', ['web', 'web']],
+  ] as const) {
     it(`serve(): a hello whose names is ${label} is a protocol error on both sides`, async () => {
       const control = tmpPath('control.sock');
       const web = await listenLocal();

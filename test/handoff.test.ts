@@ -99,7 +99,11 @@ describe('hand-off (hot restart)', () => {
     const askUnix = (): Promise<string> =>
       new Promise((resolve, reject) => {
         let data = '';
-        net.connect(unixPath).on('data', (d: Buffer) => (data += d.toString())).on('end', () => resolve(data)).on('error', reject);
+        net
+          .connect(unixPath)
+          .on('data', (d: Buffer) => (data += d.toString()))
+          .on('end', () => resolve(data))
+          .on('error', reject);
       });
     const askUdp = async (): Promise<string> => {
       const s = dgram.createSocket('udp4');
@@ -126,11 +130,13 @@ describe('hand-off (hot restart)', () => {
     const { ports } = await old.expect<Serving>('serving');
     const agent = new http.Agent({ keepAlive: true });
     const body = await new Promise<string>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port: ports.web!, agent }, (res) => {
-        let b = '';
-        res.on('data', (d: Buffer) => (b += d.toString()));
-        res.on('end', () => resolve(b));
-      }).on('error', reject);
+      http
+        .get({ host: '127.0.0.1', port: ports.web!, agent }, (res) => {
+          let b = '';
+          res.on('data', (d: Buffer) => (b += d.toString()));
+          res.on('end', () => resolve(b));
+        })
+        .on('error', reject);
     });
     assert.equal(body, `old ${old.pid}`);
     const idle = Object.values(agent.freeSockets).flat()[0]!;

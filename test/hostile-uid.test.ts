@@ -142,7 +142,10 @@ describe('peers of another uid (nobody)', function () {
       const inherited = await handoff.take(control, { timeout: 5000, allow: (peer) => peer.uid === NOBODY });
       assert.ok(inherited !== null);
       assert.deepEqual(inherited.peer, { pid: old.pid, uid: NOBODY, gid: NOBODY });
-      const server = await inherited.server('web', http.createServer((_req, res) => res.end(`new ${process.pid}`)));
+      const server = await inherited.server(
+        'web',
+        http.createServer((_req, res) => res.end(`new ${process.pid}`)),
+      );
       assert.deepEqual(await inherited.ready({ timeout: 5000 }), { acknowledged: true });
       assert.equal(await get(served.port), `new ${process.pid}`);
       await old.expect('drained');

@@ -4,15 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fdOf, inspect, listen, socketPair } from 'fdpass';
-import {
-  bindUdp,
-  closeDgram,
-  closeServer,
-  listenTcp,
-  portOf,
-  sock,
-  tcpPair,
-} from './helpers/sockets';
+import { bindUdp, closeDgram, closeServer, listenTcp, portOf, sock, tcpPair } from './helpers/sockets';
 import { fifoFds } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
 
@@ -109,7 +101,11 @@ describe('inspect', () => {
       assert.equal(info.nonblocking, true, type);
       assert.equal(info.cloexec, true, type);
       const unnamed = { family: 'unix', path: '', abstract: false, unnamed: true };
-      assert.deepEqual(sock(info), { domain: 'unix', type, protocol: 0, listening: false, connected: true, connecting: false, local: unnamed, peer: unnamed }, type);
+      assert.deepEqual(
+        sock(info),
+        { domain: 'unix', type, protocol: 0, listening: false, connected: true, connecting: false, local: unnamed, peer: unnamed },
+        type,
+      );
       // inspect() only looks: the channel still works.
       await a.send({ data: 'after inspect' });
       assert.equal((await b.receive()).data.toString(), 'after inspect', type);

@@ -206,10 +206,20 @@ describe('interop between processes', () => {
       }>('received');
       assert.equal(r.data, `hello from node ${tok}`);
       assert.equal(r.ctrunc, false);
-      assert.deepEqual(r.fds.map((f) => f.kind), ['file', 'pipe', 'pipe']);
-      assert.deepEqual(r.fds.map((f) => f.ino), inodes, 'Python got the very files Node sent, in order');
+      assert.deepEqual(
+        r.fds.map((f) => f.kind),
+        ['file', 'pipe', 'pipe'],
+      );
+      assert.deepEqual(
+        r.fds.map((f) => f.ino),
+        inodes,
+        'Python got the very files Node sent, in order',
+      );
       // File status flags (O_NONBLOCK of the FIFO read end) belong to the description that travelled.
-      assert.deepEqual(r.fds.map((f) => f.nonblocking), [false, true, false]);
+      assert.deepEqual(
+        r.fds.map((f) => f.nonblocking),
+        [false, true, false],
+      );
       assert.equal(r.fileContent, `file written by node ${tok}`);
       assert.equal(r.pipeContent, `pipe data from node ${tok}`);
       const expected = `python wrote this into the pipe ${tok}`;
@@ -246,7 +256,9 @@ describe('interop between processes', () => {
       await ch.send({ data: `reply ${tok}`, fds: [reply] });
       fs.closeSync(reply);
       await ch.close();
-      const done = await child.expect<{ reply: string; kinds: string[]; before: Record<string, string>; after: Record<string, string> }>('done');
+      const done = await child.expect<{ reply: string; kinds: string[]; before: Record<string, string>; after: Record<string, string> }>(
+        'done',
+      );
       assert.equal(done.reply, `reply ${tok}`);
       assert.deepEqual(done.kinds, ['char']);
       assert.deepEqual(done.after, done.before, "Python's descriptors are back to where they were");
@@ -378,8 +390,7 @@ describe('interop between processes', () => {
       const where = (target: string): string[] => targets.filter(([, t]) => t === target).map(([fd]) => fd);
       assert.deepEqual(where(fileTarget), ['3'], 'the file only where it was handed over');
       assert.deepEqual(where(pipeTarget), [], 'the received pipe did not leak into the child');
-      const beyondFd3 = (fds: Record<string, string>): Array<[string, string]> =>
-        Object.entries(fds).filter(([fd]) => Number(fd) > 3);
+      const beyondFd3 = (fds: Record<string, string>): Array<[string, string]> => Object.entries(fds).filter(([fd]) => Number(fd) > 3);
       assert.deepEqual(beyondFd3(listing.fds), beyondFd3(baseline), 'nothing inherited that a child before the exchange lacked');
 
       assert.equal(readToEof(pipeFd), `pipe data from python ${tok}`);

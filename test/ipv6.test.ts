@@ -3,17 +3,7 @@
 import * as assert from 'node:assert/strict';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
-import {
-  adopt,
-  bindReusePort,
-  dupFd,
-  fdOf,
-  inspect,
-  listenReusePort,
-  toDgram,
-  toServer,
-  toSocket,
-} from 'fdpass';
+import { adopt, bindReusePort, dupFd, fdOf, inspect, listenReusePort, toDgram, toServer, toSocket } from 'fdpass';
 import { expectFdpassError } from './helpers/errors';
 import {
   assertOpen,
@@ -45,10 +35,13 @@ if (hasIPv6Loopback) {
       assert.deepEqual(info.local, { family: 'IPv6', address: '::1', port: portOf(original) });
       const fd = dupFd(fdOf(original));
       await closeServer(original);
-      const server = await toServer(fd, http.createServer((_req, res) => {
-        res.setHeader('connection', 'close');
-        res.end('v6');
-      }));
+      const server = await toServer(
+        fd,
+        http.createServer((_req, res) => {
+          res.setHeader('connection', 'close');
+          res.end('v6');
+        }),
+      );
       assert.equal(await get(portOf(server), '/', '::1'), 'v6');
       await closeServer(server);
     });

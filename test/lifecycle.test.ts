@@ -139,7 +139,10 @@ async function mainThreadProbe(): Promise<MainThreadProbe> {
       const accepted = once(server, 'connection') as Promise<[Channel]>;
       const client = await connect(sock);
       const [conn] = await accepted;
-      for (const [from, to] of [[a, b], [client, conn]] as const) {
+      for (const [from, to] of [
+        [a, b],
+        [client, conn],
+      ] as const) {
         const fd = dupFd(0);
         await from.send({ data: `probe ${n++}`, fds: [fd] });
         closeFd(fd);
@@ -303,162 +306,189 @@ describe('lifecycle', () => {
       await assertNoNewFds(before, 'after 20 Workers called process.exit(0)');
     });
 
-    describe('core scenarios inside a Worker, with the main thread\'s own channels open throughout', () => {
+    describe("core scenarios inside a Worker, with the main thread's own channels open throughout", () => {
       for (const type of ['stream', 'seqpacket'] as const) {
-        it(`${type}: a ChannelServer in a Worker echoes 30 fd-carrying messages of a main-thread client; the client hangs up, the server closes, the Worker exits 0`, probed(async () => {
-          const sock = tmpPath('echo.sock');
-          const w = startWorker({ mode: 'echo-server', type, sock, end: 'return' });
-          await w.expect('listening');
-          const client = await connect(sock, { type });
-          const file = tmpPath('payload.txt');
-          fs.writeFileSync(file, 'echoed');
-          const fd = fs.openSync(file, 'r');
-          for (let i = 0; i < 30; i++) {
-            await client.send({ data: `m${i}`, fds: [fd] });
-            const back = await client.receive({ timeout: 5000 });
-            assert.equal(back.data.toString(), `m${i}`);
-            assert.equal(back.fds.length, 1);
-            assert.equal(fs.readlinkSync(`/proc/self/fd/${back.fds[0]!}`), file);
-            closeFds(back.fds);
-          }
-          fs.closeSync(fd);
-          await client.close();
-          assert.equal(await w.exited, 0);
-        }));
+        it(
+          `${type}: a ChannelServer in a Worker echoes 30 fd-carrying messages of a main-thread client; the client hangs up, the server closes, the Worker exits 0`,
+          probed(async () => {
+            const sock = tmpPath('echo.sock');
+            const w = startWorker({ mode: 'echo-server', type, sock, end: 'return' });
+            await w.expect('listening');
+            const client = await connect(sock, { type });
+            const file = tmpPath('payload.txt');
+            fs.writeFileSync(file, 'echoed');
+            const fd = fs.openSync(file, 'r');
+            for (let i = 0; i < 30; i++) {
+              await client.send({ data: `m${i}`, fds: [fd] });
+              const back = await client.receive({ timeout: 5000 });
+              assert.equal(back.data.toString(), `m${i}`);
+              assert.equal(back.fds.length, 1);
+              assert.equal(fs.readlinkSync(`/proc/self/fd/${back.fds[0]!}`), file);
+              closeFds(back.fds);
+            }
+            fs.closeSync(fd);
+            await client.close();
+            assert.equal(await w.exited, 0);
+          }),
+        );
       }
 
-      it('terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread\'s channels work', probed(async (probe, before) => {
-        const file = tmpPath('payload.txt');
-        fs.writeFileSync(file, 'in flight');
-        for (let round = 0; round < 10; round++) {
-          const sock = tmpPath(`echo-${round}.sock`);
-          const counters = new Int32Array(new SharedArrayBuffer(8));
-          const w = startWorker({ mode: 'echo-server', sock, counters: counters.buffer });
-          await w.expect('listening');
-          const client = await connect(sock);
-          const fd = fs.openSync(file, 'r');
-          let echoed = 0;
-          let terminated: Promise<number> | undefined;
-          const ended = await (async () => {
-            for (;;) {
-              // Several messages in flight each time, so the Worker dies holding some of them.
-              const sends = Array.from({ length: 4 }, (_, i) => client.send({ data: `m${echoed}.${i}`, fds: [fd] }));
-              try {
-                await Promise.all(sends);
-                for (let i = 0; i < 4; i++) {
-                  const back = await client.receive({ timeout: 5000 });
-                  closeFds(back.fds);
-                  echoed++;
+      it(
+        "terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread's channels work",
+        probed(async (probe, before) => {
+          const file = tmpPath('payload.txt');
+          fs.writeFileSync(file, 'in flight');
+          for (let round = 0; round < 10; round++) {
+            const sock = tmpPath(`echo-${round}.sock`);
+            const counters = new Int32Array(new SharedArrayBuffer(8));
+            const w = startWorker({ mode: 'echo-server', sock, counters: counters.buffer });
+            await w.expect('listening');
+            const client = await connect(sock);
+            const fd = fs.openSync(file, 'r');
+            let echoed = 0;
+            let terminated: Promise<number> | undefined;
+            const ended = await (async () => {
+              for (;;) {
+                // Several messages in flight each time, so the Worker dies holding some of them.
+                const sends = Array.from({ length: 4 }, (_, i) => client.send({ data: `m${echoed}.${i}`, fds: [fd] }));
+                try {
+                  await Promise.all(sends);
+                  for (let i = 0; i < 4; i++) {
+                    const back = await client.receive({ timeout: 5000 });
+                    closeFds(back.fds);
+                    echoed++;
+                  }
+                } catch (err) {
+                  await Promise.allSettled(sends);
+                  return err as Error & { code?: string };
                 }
-              } catch (err) {
-                await Promise.allSettled(sends);
-                return err as Error & { code?: string };
+                if (echoed >= 20 + round && terminated === undefined) terminated = w.worker.terminate();
               }
-              if (echoed >= 20 + round && terminated === undefined) terminated = w.worker.terminate();
-            }
-          })();
-          assert.ok(['ERR_FDPASS_CLOSED', 'EPIPE', 'ECONNRESET'].includes(ended.code ?? ''), `the client saw ${ended.code}: ${ended.message}`);
-          assert.equal(await terminated, 1);
-          fs.closeSync(fd);
-          await client.close();
-          await settle();
-          // A message handed to the Worker's 'message' handler is the application's: if terminate()
-          // lands before the handler closed its fd (or between the hand-out and the handler's first
-          // line), that one fd stays open, as any fd number a terminated Worker held. Everything
-          // fdpass still held (in flight, queued duplicates, read but not handed out) must be closed.
-          const heldByHandler = Atomics.load(counters, 0) - Atomics.load(counters, 1);
-          const left = [...openFds()].filter(([n, target]) => target === file && before.get(n) !== file).map(([n]) => n);
-          assert.ok(left.length >= heldByHandler && left.length <= 1, `fds of ${file} open after terminate(): ${left.length}, held by the handler: ${heldByHandler}`);
-          for (const n of left) closeFd(n); // the terminated application's, not fdpass's
-          await probe.check();
-        }
-      }));
-
-      it('handoff.serve() in a Worker, take() in a child process: the listener moves, the Worker drains and exits 0', probed(async () => {
-        const sock = tmpPath('control.sock');
-        const w = startWorker({ mode: 'handoff-serve', sock });
-        const port = (await w.expect('serving')).port as number;
-        assert.match(await get(port), /^serve \d+$/);
-        const taker = runFixture('handoff-new', [sock, 'serve']);
-        await taker.expect('adopted');
-        taker.send({ cmd: 'ready' });
-        assert.deepEqual(await taker.expect('ready'), { event: 'ready', acknowledged: true });
-        assert.equal((await w.expect('handoff')).pid, taker.pid);
-        assert.equal((await w.expect('drained')).listening, false);
-        assert.equal(await w.exited, 0);
-        assert.equal(await get(port), `new ${taker.pid}`);
-        taker.send({ cmd: 'exit' });
-        assert.equal((await taker.exited).code, 0);
-      }));
-
-      it('take() in a Worker from a child process under load: 0 failed requests; after GET /last the Worker closes and exits 0', probed(async () => {
-        const sock = tmpPath('control.sock');
-        const old = runFixture('handoff-old', [sock, 'http']);
-        const { ports } = await old.expect<{ ports: { web: number } }>('serving');
-        const traffic = load(ports.web, { workers: 3, keepAlive: false });
-        const w = startWorker({ mode: 'handoff-take', sock, end: 'return' });
-        assert.equal((await w.expect('serving')).acknowledged, true);
-        await old.expect('drained');
-        assert.equal((await old.exited).code, 0);
-        await sleep(200); // the Worker alone serves for a while
-        const r = await traffic.stop();
-        assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
-        assert.ok([...r.bodies.keys()].some((b) => /^take \d+$/.test(b)), 'the Worker served');
-        assert.match(await get(ports.web, '/last'), /^take \d+$/);
-        assert.equal(await w.exited, 0);
-      }));
-
-      it('Worker to Worker under load: handoff.serve() in one, take() in the other: 0 failed requests, both end naturally', probed(async () => {
-        const sock = tmpPath('control.sock');
-        const a = startWorker({ mode: 'handoff-serve', sock });
-        const port = (await a.expect('serving')).port as number;
-        const traffic = load(port, { workers: 3, keepAlive: false });
-        await sleep(100);
-        const b = startWorker({ mode: 'handoff-take', sock, end: 'return' });
-        assert.equal((await b.expect('serving')).acknowledged, true);
-        await a.expect('drained');
-        assert.equal(await a.exited, 0);
-        await sleep(200);
-        const r = await traffic.stop();
-        assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
-        const served = [...r.bodies.keys()].map((body) => body.split(' ')[0]).sort();
-        assert.deepEqual([...new Set(served)], ['serve', 'take'], 'both Workers served');
-        assert.match(await get(port, '/last'), /^take \d+$/);
-        assert.equal(await b.exited, 0);
-      }));
-
-      it('terminate() under load: of a Worker serving a hand-off, and of a Worker that took the listener: fds back, the main thread\'s channels work', probed(async (probe) => {
-        for (const role of ['handoff-serve', 'handoff-take'] as const) {
-          const sock = tmpPath(`${role}.sock`);
-          let port: number;
-          let old: Fixture | undefined;
-          if (role === 'handoff-take') {
-            old = runFixture('handoff-old', [sock, 'http']);
-            port = (await old.expect<{ ports: { web: number } }>('serving')).ports.web;
+            })();
+            assert.ok(
+              ['ERR_FDPASS_CLOSED', 'EPIPE', 'ECONNRESET'].includes(ended.code ?? ''),
+              `the client saw ${ended.code}: ${ended.message}`,
+            );
+            assert.equal(await terminated, 1);
+            fs.closeSync(fd);
+            await client.close();
+            await settle();
+            // A message handed to the Worker's 'message' handler is the application's: if terminate()
+            // lands before the handler closed its fd (or between the hand-out and the handler's first
+            // line), that one fd stays open, as any fd number a terminated Worker held. Everything
+            // fdpass still held (in flight, queued duplicates, read but not handed out) must be closed.
+            const heldByHandler = Atomics.load(counters, 0) - Atomics.load(counters, 1);
+            const left = [...openFds()].filter(([n, target]) => target === file && before.get(n) !== file).map(([n]) => n);
+            assert.ok(
+              left.length >= heldByHandler && left.length <= 1,
+              `fds of ${file} open after terminate(): ${left.length}, held by the handler: ${heldByHandler}`,
+            );
+            for (const n of left) closeFd(n); // the terminated application's, not fdpass's
+            await probe.check();
           }
-          const w = startWorker({ mode: role, sock });
-          const serving = await w.expect('serving');
-          port ??= serving.port as number;
-          const traffic = load(port!, { workers: 3, keepAlive: true });
-          await sleep(150);
-          assert.equal(await w.worker.terminate(), 1);
+        }),
+      );
+
+      it(
+        'handoff.serve() in a Worker, take() in a child process: the listener moves, the Worker drains and exits 0',
+        probed(async () => {
+          const sock = tmpPath('control.sock');
+          const w = startWorker({ mode: 'handoff-serve', sock });
+          const port = (await w.expect('serving')).port as number;
+          assert.match(await get(port), /^serve \d+$/);
+          const taker = runFixture('handoff-new', [sock, 'serve']);
+          await taker.expect('adopted');
+          taker.send({ cmd: 'ready' });
+          assert.deepEqual(await taker.expect('ready'), { event: 'ready', acknowledged: true });
+          assert.equal((await w.expect('handoff')).pid, taker.pid);
+          assert.equal((await w.expect('drained')).listening, false);
+          assert.equal(await w.exited, 0);
+          assert.equal(await get(port), `new ${taker.pid}`);
+          taker.send({ cmd: 'exit' });
+          assert.equal((await taker.exited).code, 0);
+        }),
+      );
+
+      it(
+        'take() in a Worker from a child process under load: 0 failed requests; after GET /last the Worker closes and exits 0',
+        probed(async () => {
+          const sock = tmpPath('control.sock');
+          const old = runFixture('handoff-old', [sock, 'http']);
+          const { ports } = await old.expect<{ ports: { web: number } }>('serving');
+          const traffic = load(ports.web, { workers: 3, keepAlive: false });
+          const w = startWorker({ mode: 'handoff-take', sock, end: 'return' });
+          assert.equal((await w.expect('serving')).acknowledged, true);
+          await old.expect('drained');
+          assert.equal((await old.exited).code, 0);
+          await sleep(200); // the Worker alone serves for a while
           const r = await traffic.stop();
-          assert.ok(r.ok > 0, `${role}: no request was served before terminate()`);
-          if (old !== undefined) {
-            await old.expect('drained');
-            assert.equal((await old.exited).code, 0);
+          assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
+          assert.ok(
+            [...r.bodies.keys()].some((b) => /^take \d+$/.test(b)),
+            'the Worker served',
+          );
+          assert.match(await get(ports.web, '/last'), /^take \d+$/);
+          assert.equal(await w.exited, 0);
+        }),
+      );
+
+      it(
+        'Worker to Worker under load: handoff.serve() in one, take() in the other: 0 failed requests, both end naturally',
+        probed(async () => {
+          const sock = tmpPath('control.sock');
+          const a = startWorker({ mode: 'handoff-serve', sock });
+          const port = (await a.expect('serving')).port as number;
+          const traffic = load(port, { workers: 3, keepAlive: false });
+          await sleep(100);
+          const b = startWorker({ mode: 'handoff-take', sock, end: 'return' });
+          assert.equal((await b.expect('serving')).acknowledged, true);
+          await a.expect('drained');
+          assert.equal(await a.exited, 0);
+          await sleep(200);
+          const r = await traffic.stop();
+          assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
+          const served = [...r.bodies.keys()].map((body) => body.split(' ')[0]).sort();
+          assert.deepEqual([...new Set(served)], ['serve', 'take'], 'both Workers served');
+          assert.match(await get(port, '/last'), /^take \d+$/);
+          assert.equal(await b.exited, 0);
+        }),
+      );
+
+      it(
+        "terminate() under load: of a Worker serving a hand-off, and of a Worker that took the listener: fds back, the main thread's channels work",
+        probed(async (probe) => {
+          for (const role of ['handoff-serve', 'handoff-take'] as const) {
+            const sock = tmpPath(`${role}.sock`);
+            let port: number;
+            let old: Fixture | undefined;
+            if (role === 'handoff-take') {
+              old = runFixture('handoff-old', [sock, 'http']);
+              port = (await old.expect<{ ports: { web: number } }>('serving')).ports.web;
+            }
+            const w = startWorker({ mode: role, sock });
+            const serving = await w.expect('serving');
+            port ??= serving.port as number;
+            const traffic = load(port!, { workers: 3, keepAlive: true });
+            await sleep(150);
+            assert.equal(await w.worker.terminate(), 1);
+            const r = await traffic.stop();
+            assert.ok(r.ok > 0, `${role}: no request was served before terminate()`);
+            if (old !== undefined) {
+              await old.expect('drained');
+              assert.equal((await old.exited).code, 0);
+            }
+            await probe.check();
           }
-          await probe.check();
-        }
-      }));
+        }),
+      );
     });
 
     // These two run the Workers in a child process: if a Worker's teardown aborts, the whole process
     // goes down, and that must be this test's failure rather than the end of the test run.
     for (const [mode, what] of [
       ['busy', 'terminate() while poll callbacks are firing (a ping-pong between two channels)'],
-      ['busy-exit', 'process.exit(0) from a Worker\'s poll callback while a ping-pong runs'],
-      ['unref-pending', 'a Worker ends on its own while an unref()\'d channel has an unread message carrying an fd'],
+      ['busy-exit', "process.exit(0) from a Worker's poll callback while a ping-pong runs"],
+      ['unref-pending', "a Worker ends on its own while an unref()'d channel has an unread message carrying an fd"],
     ] as const) {
       it(`${what}: no abort, every Worker ends, the host's fds return to baseline (20 in sequence, 20 at once)`, async function () {
         this.timeout(90000);
@@ -510,12 +540,12 @@ describe('lifecycle', () => {
       assert.equal(child.stderr(), '');
     });
 
-    it('unref(): main returns while unref()\'d channels wait in receive() (peer alive) and an unref()\'d server listens: the process exits 0', async () => {
+    it("unref(): main returns while unref()'d channels wait in receive() (peer alive) and an unref()'d server listens: the process exits 0", async () => {
       const [mine, theirs] = socketPair();
       const child = runFixture('lifecycle-child', ['unref', tmpPath('unref.sock')], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
       await theirs.close(); // the child has its own copy as fd 3
       await child.expect('waiting');
-      const exit = await exitsWithin(child, 5000, 'unref()\'d channels kept it alive');
+      const exit = await exitsWithin(child, 5000, "unref()'d channels kept it alive");
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.equal(child.stderr(), '');
       // Our end stayed open and silent all along; the child's end closed when it exited.
@@ -523,18 +553,18 @@ describe('lifecycle', () => {
       await mine.close();
     });
 
-    it('unref(): main returns while an unref()\'d channel waits in receive() with a message already readable: exits 0, no abort', async () => {
+    it("unref(): main returns while an unref()'d channel waits in receive() with a message already readable: exits 0, no abort", async () => {
       // Environment teardown runs the loop once more to close handles; the readable poll fires then,
       // when JavaScript can no longer be called.
       const child = runFixture('lifecycle-child', ['unref-pending']);
       await child.expect('waiting');
-      const exit = await exitsWithin(child, 5000, 'an unref()\'d channel kept it alive');
+      const exit = await exitsWithin(child, 5000, "an unref()'d channel kept it alive");
       assert.doesNotMatch(child.stderr(), CRASH, `the child crashed at exit:\n${child.stderr()}`);
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.equal(child.stderr(), '');
     });
 
-    it('a ref\'d channel waiting in receive() keeps the process alive until the peer closes; then it exits 0', async () => {
+    it("a ref'd channel waiting in receive() keeps the process alive until the peer closes; then it exits 0", async () => {
       const [mine, theirs] = socketPair();
       const child = runFixture('lifecycle-child', ['ref'], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
       await theirs.close();
@@ -556,9 +586,20 @@ describe('lifecycle', () => {
     // held (and `extraPerPair` unread fds per pair) open before collection, none after.
     async function droppedAndCollected(mode: 'dropped' | 'unread', extraPerPair: number): Promise<void> {
       const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), mode]);
-      const r = await child.expect<{ pairs: number; before: number; held: number; after: number; targetsBefore: Record<string, string>; targetsAfter: Record<string, string> }>('gc');
+      const r = await child.expect<{
+        pairs: number;
+        before: number;
+        held: number;
+        after: number;
+        targetsBefore: Record<string, string>;
+        targetsAfter: Record<string, string>;
+      }>('gc');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
-      assert.equal(r.held, r.before + (2 + extraPerPair) * r.pairs, 'both ends of each pair (and its unread fds) were open before collection');
+      assert.equal(
+        r.held,
+        r.before + (2 + extraPerPair) * r.pairs,
+        'both ends of each pair (and its unread fds) were open before collection',
+      );
       const kept = Object.entries(r.targetsAfter)
         .filter(([fd, target]) => r.targetsBefore[fd] !== target)
         .map(([fd, target]) => `${fd} -> ${target}`);
@@ -574,9 +615,17 @@ describe('lifecycle', () => {
       await droppedAndCollected('unread', 2);
     });
 
-    it('a channel nothing refers to but a pending receive() or a \'message\' listener survives gc() and still delivers', async () => {
+    it("a channel nothing refers to but a pending receive() or a 'message' listener survives gc() and still delivers", async () => {
       const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'pinned']);
-      const r = await child.expect<{ got: string; heard: string; secondOutcome: string; before: number; after: number; targetsBefore: unknown; targetsAfter: unknown }>('pinned');
+      const r = await child.expect<{
+        got: string;
+        heard: string;
+        secondOutcome: string;
+        before: number;
+        after: number;
+        targetsBefore: unknown;
+        targetsAfter: unknown;
+      }>('pinned');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
       assert.equal(r.got, 'after gc (receive)');
       assert.equal(r.heard, 'after gc (listener)');
@@ -587,17 +636,28 @@ describe('lifecycle', () => {
   });
 
   describe('module formats', () => {
-    it('CommonJS: require(\'fdpass\') from a plain .cjs script', async () => {
+    it("CommonJS: require('fdpass') from a plain .cjs script", async () => {
       const child = spawnJson(process.execPath, [path.join(sourceFixtures, 'lifecycle-cjs.cjs')]);
-      const r = await child.expect<{ types: Record<string, string>; data: string; kind: string; error: { code: string; isSystemError: boolean } }>('cjs');
+      const r = await child.expect<{
+        types: Record<string, string>;
+        data: string;
+        kind: string;
+        error: { code: string; isSystemError: boolean };
+      }>('cjs');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
-      assert.deepEqual(r.types, { sendFd: 'function', recvFd: 'function', socketPair: 'function', FdpassSystemError: 'function', Channel: 'function' });
+      assert.deepEqual(r.types, {
+        sendFd: 'function',
+        recvFd: 'function',
+        socketPair: 'function',
+        FdpassSystemError: 'function',
+        Channel: 'function',
+      });
       assert.equal(r.data, 'from cjs');
       assert.equal(r.kind, 'file');
       assert.deepEqual(r.error, { code: 'ENOENT', isSystemError: true });
     });
 
-    it('ESM: named imports (sendFd, recvFd, socketPair, FdpassSystemError) work and are require()\'s objects', async () => {
+    it("ESM: named imports (sendFd, recvFd, socketPair, FdpassSystemError) work and are require()'s objects", async () => {
       const child = spawnJson(process.execPath, [path.join(sourceFixtures, 'lifecycle-esm.mjs')]);
       const r = await child.expect<{
         types: Record<string, string>;
@@ -663,7 +723,10 @@ describe('lifecycle', () => {
       const badLines = (await allLines(bad)).map((l) => String(l.text ?? JSON.stringify(l)));
       const errors = badLines.filter((l) => !l.startsWith('/'));
       assert.notEqual((await bad.exited).code, 0, 'tsc must fail on the broken consumer');
-      assert.ok(errors.some((l) => l.includes('TS2322') && l.includes('"raw"')), `tsc output:\n${errors.join('\n')}`);
+      assert.ok(
+        errors.some((l) => l.includes('TS2322') && l.includes('"raw"')),
+        `tsc output:\n${errors.join('\n')}`,
+      );
 
       // And the compiled consumer runs.
       const run = runFixture('lifecycle-types');
@@ -691,10 +754,16 @@ describe('lifecycle', () => {
       const done = await debug.expect<{ fds: number[] }>('done');
       assert.deepEqual(done.fds, [-1, -1]);
       assert.deepEqual(await debug.exited, { code: 0, signal: null });
-      const lines = debug.stderr().split('\n').filter((l) => l.startsWith('FDPASS '));
+      const lines = debug
+        .stderr()
+        .split('\n')
+        .filter((l) => l.startsWith('FDPASS '));
       assert.ok(lines.length >= 4, `FDPASS lines:\n${debug.stderr()}`);
       const pid = debug.pid;
-      assert.ok(lines.every((l) => l.startsWith(`FDPASS ${pid}: `)), debug.stderr());
+      assert.ok(
+        lines.every((l) => l.startsWith(`FDPASS ${pid}: `)),
+        debug.stderr(),
+      );
       // Two channels opened and closed: each says so, naming its descriptor.
       assert.equal(lines.filter((l) => /fd=\d+.*\bopen\b/.test(l)).length, 2, debug.stderr());
       assert.equal(lines.filter((l) => /fd=\d+.*\bclosed\b/.test(l)).length, 2, debug.stderr());

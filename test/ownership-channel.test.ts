@@ -5,7 +5,19 @@ import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { bindDgram, closeFd, closeFds, dupFd, inspect, listen, openChannel, recvFd, socketPair, type Channel, type PeerCredentials } from 'fdpass';
+import {
+  bindDgram,
+  closeFd,
+  closeFds,
+  dupFd,
+  inspect,
+  listen,
+  openChannel,
+  recvFd,
+  socketPair,
+  type Channel,
+  type PeerCredentials,
+} from 'fdpass';
 import { runFixture, spawnJson } from './helpers/children';
 import { openFds, newFds, settle } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
@@ -61,7 +73,7 @@ describe('ownership (issue 9)', () => {
   });
 
   describe('openChannel() takes only what can be a channel', () => {
-    it('a listening socket, an unconnected seqpacket socket and an unbound datagram socket throw ERR_FDPASS_WRONG_FD_KIND and stay the caller\'s; a bound datagram socket is a channel', async () => {
+    it("a listening socket, an unconnected seqpacket socket and an unbound datagram socket throw ERR_FDPASS_WRONG_FD_KIND and stay the caller's; a bound datagram socket is a channel", async () => {
       const before = openFds();
       const server = await listen(tmpPath('listening.sock'));
       // A copy of the listening socket that no poller watches (as an inherited one would be).
@@ -105,7 +117,7 @@ describe('ownership (issue 9)', () => {
   });
 
   describe('a closed channel refuses every send', () => {
-    it("stream: write({}) throws and send({}) rejects with ERR_FDPASS_CLOSED once closed, like any other message", async () => {
+    it('stream: write({}) throws and send({}) rejects with ERR_FDPASS_CLOSED once closed, like any other message', async () => {
       const before = openFds();
       const [a, b] = socketPair({ type: 'stream' });
       assert.equal(a.write({}), true, 'an empty stream write is a no-op while open');
@@ -221,10 +233,15 @@ describe('ownership (issue 9)', () => {
       const sock = tmpPath('recv.sock');
       fs.chmodSync(path.dirname(sock), 0o755);
       const seen: number[] = [];
-      const got = recvFd(sock, { type: 'dgram', mode: 0o666, timeout: 10000, allow: (c) => {
-        seen.push(c.uid);
-        return c.uid === 0;
-      } });
+      const got = recvFd(sock, {
+        type: 'dgram',
+        mode: 0o666,
+        timeout: 10000,
+        allow: (c) => {
+          seen.push(c.uid);
+          return c.uid === 0;
+        },
+      });
       for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
       await sendAs(sock, 'from nobody', NOBODY);
       await sendAs(sock, 'from root');

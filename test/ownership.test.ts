@@ -135,7 +135,7 @@ const hasIPv6Loopback = Object.values(os.networkInterfaces()).some((list) =>
 // ---------------------------------------------------------------------------------------------------
 
 describe('issue 9: every descriptor has one owner on every path', () => {
-  describe('a rejected adoption leaves the fd open and the caller\'s', () => {
+  describe("a rejected adoption leaves the fd open and the caller's", () => {
     it('toServer/adopt on a bound socket whose port a listener holds (SO_REUSEADDR twin): listen EADDRINUSE naming toServer; the fd stays open and closeFd closes exactly it', async () => {
       const [listener, twin] = (await fromPython('twin')) as [number, number];
       const port = sock(twin).local?.family === 'IPv4' ? (sock(twin).local as { port: number }).port : -1;
@@ -183,7 +183,10 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       const err = await failure(adopt(connecting));
       assert.ok(err instanceof FdpassError, String(err));
       assert.equal(err.code, 'ERR_FDPASS_WRONG_FD_KIND');
-      assert.equal(err.message, `fd ${connecting} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`);
+      assert.equal(
+        err.message,
+        `fd ${connecting} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`,
+      );
       const e2 = await failure(toServer(connecting));
       assert.equal(e2.code, 'ERR_FDPASS_WRONG_FD_KIND');
       assert.match(e2.message, /is an inet stream socket \(still connecting\), not a listening or bound TCP/);
@@ -199,7 +202,7 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       assert.deepEqual(openFds(), without(before, [connecting, filler, listener]));
     });
 
-    it('toDgram/toServer on a descriptor Node already owns (open EEXIST): the error names the adopter, Node\'s object keeps it and works', async () => {
+    it("toDgram/toServer on a descriptor Node already owns (open EEXIST): the error names the adopter, Node's object keeps it and works", async () => {
       const udp = dgram.createSocket('udp4');
       await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
       const server = await new Promise<net.Server>((resolve) => {
@@ -223,14 +226,16 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       assert.equal(await tcpHello(port, '127.0.0.1'), 'owner');
       const arrived = new Promise<string>((resolve) => udp.once('message', (m) => resolve(m.toString())));
       const sender = dgram.createSocket('udp4');
-      await new Promise<void>((resolve, reject) => sender.send('still mine', udp.address().port, '127.0.0.1', (e) => (e ? reject(e) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        sender.send('still mine', udp.address().port, '127.0.0.1', (e) => (e ? reject(e) : resolve())),
+      );
       assert.equal(await arrived, 'still mine');
       await closeDgram(sender);
       await closeDgram(udp);
       await closeServer(server);
     });
 
-    it('toDgram(0) adopts the UDP socket on fd 0 (Node\'s bind({ fd: 0 }) would bind a new socket on a random port)', async () => {
+    it("toDgram(0) adopts the UDP socket on fd 0 (Node's bind({ fd: 0 }) would bind a new socket on a random port)", async () => {
       const udp = dgram.createSocket('udp4');
       await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
       const port = udp.address().port;
@@ -284,7 +289,7 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       // (net.unix.max_dgram_qlen is 10 by default, 512 where systemd's sysctl.d ran), so add senders
       // until a new one cannot send a single datagram.
       const fillers: Channel[] = [];
-      for (let sent = -1; sent !== 0 && fillers.length < 64; ) {
+      for (let sent = -1; sent !== 0 && fillers.length < 64;) {
         const filler = await connect(p, { type: 'dgram' });
         fillers.push(filler);
         for (sent = 0; filler.write({ data: 'fill' }); sent++);
@@ -384,12 +389,18 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       await settle();
       // The receiver holds exactly the received fd: the listener and both connections are closed.
       assert.deepEqual(newFds(before, openFds()), [`${fd} -> ${fs.readlinkSync(`/proc/self/fd/${fd}`)}`], `round ${i}`);
-      assert.deepEqual([...before.keys()].filter((n) => !fs.existsSync(`/proc/self/fd/${n}`)), [], `round ${i}: nothing of ours was closed`);
+      assert.deepEqual(
+        [...before.keys()].filter((n) => !fs.existsSync(`/proc/self/fd/${n}`)),
+        [],
+        `round ${i}: nothing of ours was closed`,
+      );
       const k = Number(/^sender ([01])$/.exec(data.toString())?.[1]);
       assert.ok(k === 0 || k === 1, data.toString());
       assert.equal(fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8'), `content of sender ${k}`, 'the fd came with its own message');
       closeFd(fd);
-      const results = await Promise.all(senders.map((s) => s.expect<{ sent: boolean; code?: string; before: number; after: number }>('done')));
+      const results = await Promise.all(
+        senders.map((s) => s.expect<{ sent: boolean; code?: string; before: number; after: number }>('done')),
+      );
       assert.equal(results[k]!.sent, true, `round ${i}: the sender whose message arrived resolved`);
       const other = results[1 - k]!;
       if (sameBatch) {
@@ -439,7 +450,10 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       } finally {
         process.off('warning', onWarning);
       }
-      assert.deepEqual(warnings.map((w) => w.message), []);
+      assert.deepEqual(
+        warnings.map((w) => w.message),
+        [],
+      );
     });
 
     if (hasIPv6Loopback) {

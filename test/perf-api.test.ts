@@ -80,12 +80,15 @@ describe('Channel#write and closeFds', () => {
   it('write() throws argument errors synchronously and ERR_FDPASS_CLOSED once closed', async () => {
     const [a, b] = socketPair();
     assert.throws(() => a.write({ data: 'x', fds: 'nope' as unknown as number[] }), { code: 'ERR_INVALID_ARG_TYPE' });
-    assert.throws(() => a.write({ data: 'x', fds: [-1] }), (err: Error & { code: string }) => {
-      assert.ok(err instanceof RangeError);
-      assert.equal(err.code, 'ERR_OUT_OF_RANGE');
-      assert.match(err.message, /message\.fds\[0\]/);
-      return true;
-    });
+    assert.throws(
+      () => a.write({ data: 'x', fds: [-1] }),
+      (err: Error & { code: string }) => {
+        assert.ok(err instanceof RangeError);
+        assert.equal(err.code, 'ERR_OUT_OF_RANGE');
+        assert.match(err.message, /message\.fds\[0\]/);
+        return true;
+      },
+    );
     assert.throws(() => a.write({ data: 'x', fds: new Array<number>(MAX_FDS_PER_MESSAGE + 1).fill(0) }), RangeError);
     assert.throws(() => a.write({}), { code: 'ERR_INVALID_ARG_VALUE' }); // empty seqpacket message
     assert.throws(() => a.write(null as unknown as { data: string }), { code: 'ERR_INVALID_ARG_TYPE' });
@@ -124,11 +127,14 @@ describe('Channel#write and closeFds', () => {
     for (const d of many) assert.equal(isOpen(d), false);
 
     const kept = [dupFd(fd), dupFd(fd)];
-    assert.throws(() => closeFds([kept[0]!, 1.5, kept[1]!]), (err: Error & { code: string }) => {
-      assert.ok(err instanceof RangeError);
-      assert.match(err.message, /fds\[1\]/);
-      return true;
-    });
+    assert.throws(
+      () => closeFds([kept[0]!, 1.5, kept[1]!]),
+      (err: Error & { code: string }) => {
+        assert.ok(err instanceof RangeError);
+        assert.match(err.message, /fds\[1\]/);
+        return true;
+      },
+    );
     assert.throws(() => closeFds('3' as unknown as number[]), { code: 'ERR_INVALID_ARG_TYPE' });
     for (const d of kept) assert.equal(isOpen(d), true, 'nothing is closed when an entry is invalid');
 
@@ -156,7 +162,10 @@ describe('Channel#write and closeFds', () => {
     got.forEach((m, i) => {
       const size = i % 3 === 0 ? 1024 : 1 + i;
       assert.equal(m.data.length, size, `message ${i} length`);
-      assert.ok(m.data.every((byte) => byte === i), `message ${i} bytes`);
+      assert.ok(
+        m.data.every((byte) => byte === i),
+        `message ${i} bytes`,
+      );
       assert.equal(m.fds.length, i % 41, `message ${i} fd count`);
       assert.equal(new Set(m.fds).size, m.fds.length, 'each received fd is a descriptor of its own');
       for (const d of m.fds) assert.equal(inspect(d).kind, 'file');

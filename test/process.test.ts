@@ -161,7 +161,13 @@ describe('between processes', () => {
     await channel.send({ data: 'too many for you', fds });
     await channel.send({ data: 'after', fds: [fds[0]!] });
     for (const fd of fds) fs.closeSync(fd);
-    const result = await child.expect<{ error: { code: string } | null; fdsBefore: number; fdsAfter: number; next: string; nextFds: number }>('result');
+    const result = await child.expect<{
+      error: { code: string } | null;
+      fdsBefore: number;
+      fdsAfter: number;
+      next: string;
+      nextFds: number;
+    }>('result');
     assert.equal(result.error?.code, 'ERR_FDPASS_CTRUNC');
     assert.equal(result.next, 'after');
     assert.equal(result.nextFds, 1);

@@ -31,7 +31,12 @@ const MARKERS = 4; // message i carries fds of marker file i % 4, so each fd's o
 
 const opArb = fc.record({
   api: fc.constantFrom<'send' | 'write'>('send', 'write'),
-  bytes: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 64 }), fc.integer({ min: 65, max: 60_000 }), fc.integer({ min: 200_000, max: 400_000 })),
+  bytes: fc.oneof(
+    fc.constant(0),
+    fc.integer({ min: 1, max: 64 }),
+    fc.integer({ min: 65, max: 60_000 }),
+    fc.integer({ min: 200_000, max: 400_000 }),
+  ),
   fds: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 4 }), fc.constant(253)),
 });
 
@@ -107,7 +112,13 @@ async function run(s: Scenario, markers: number[], inodes: number[]): Promise<vo
 }
 
 // `accepted`: what must have arrived (all of it, or a prefix when the receiver closed early).
-function check(s: Scenario, accepted: Array<{ i: number; bytes: Buffer; fds: number }>, received: Message[], closedEarly: boolean, inodes: number[]): void {
+function check(
+  s: Scenario,
+  accepted: Array<{ i: number; bytes: Buffer; fds: number }>,
+  received: Message[],
+  closedEarly: boolean,
+  inodes: number[],
+): void {
   if (s.type === 'seqpacket') {
     // Boundaries kept: message k received is message k accepted, bytes and fds.
     if (!closedEarly) assert.equal(received.length, accepted.length, 'every accepted message arrived once');
@@ -182,10 +193,40 @@ describe('property: random send sequences keep order, boundaries and fds', () =>
           examples: [
             // The kernel glues fd-less bytes before an fd-carrying write into one read (the fds then
             // arrive with a chunk that starts before their write): DESIGN.md §9 said otherwise.
-            [{ type: 'stream', ops: [{ api: 'send', bytes: 65, fds: 0 }, { api: 'send', bytes: 1, fds: 1 }], paces: [0], closeAfter: null }],
+            [
+              {
+                type: 'stream',
+                ops: [
+                  { api: 'send', bytes: 65, fds: 0 },
+                  { api: 'send', bytes: 1, fds: 1 },
+                ],
+                paces: [0],
+                closeAfter: null,
+              },
+            ],
             // A send that failed because the receiver closed had partly arrived.
-            [{ type: 'stream', ops: [{ api: 'send', bytes: 219_265, fds: 253 }, { api: 'send', bytes: 1, fds: 253 }], paces: [0], closeAfter: 1 }],
-            [{ type: 'seqpacket', ops: [{ api: 'send', bytes: 0, fds: 1 }, { api: 'send', bytes: 65, fds: 1 }], paces: [0], closeAfter: null }],
+            [
+              {
+                type: 'stream',
+                ops: [
+                  { api: 'send', bytes: 219_265, fds: 253 },
+                  { api: 'send', bytes: 1, fds: 253 },
+                ],
+                paces: [0],
+                closeAfter: 1,
+              },
+            ],
+            [
+              {
+                type: 'seqpacket',
+                ops: [
+                  { api: 'send', bytes: 0, fds: 1 },
+                  { api: 'send', bytes: 65, fds: 1 },
+                ],
+                paces: [0],
+                closeAfter: null,
+              },
+            ],
           ],
         },
       );

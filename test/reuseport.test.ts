@@ -3,16 +3,7 @@
 import * as assert from 'node:assert/strict';
 import * as http from 'node:http';
 import { bindReusePort, fdOf, inspect, listenReusePort } from 'fdpass';
-import {
-  closeDgram,
-  closeServer,
-  greeter,
-  nextDatagram,
-  portOf,
-  sendDatagram,
-  sock,
-  tcpHello,
-} from './helpers/sockets';
+import { closeDgram, closeServer, greeter, nextDatagram, portOf, sendDatagram, sock, tcpHello } from './helpers/sockets';
 import { get } from './helpers/http';
 
 describe('SO_REUSEPORT', () => {
@@ -68,10 +59,7 @@ describe('SO_REUSEPORT', () => {
       assert.equal(info.type, 'dgram');
       assert.deepEqual(info.local, { family: 'IPv4', address: '127.0.0.1', port });
     }
-    const arrived = Promise.race([
-      nextDatagram(first).then((d) => `first:${d.msg}`),
-      nextDatagram(second).then((d) => `second:${d.msg}`),
-    ]);
+    const arrived = Promise.race([nextDatagram(first).then((d) => `first:${d.msg}`), nextDatagram(second).then((d) => `second:${d.msg}`)]);
     await sendDatagram('hello reuseport', port);
     const got = await arrived;
     assert.match(got, /^(first|second):hello reuseport$/);

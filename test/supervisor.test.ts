@@ -119,7 +119,8 @@ describe('fdpass run (supervisor)', function () {
     help.proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     assert.equal((await help.exited).code, 0);
     assert.match(out, /^Usage:\n {2}fdpass run \[-l \[NAME=\]ADDRESS\]\.\.\. \[OPTIONS\] -- COMMAND/);
-    for (const option of ['--overlap SECONDS', '--fd-store-max N', '--watch-ignore GLOB']) assert.ok(out.includes(option), `--help lacks ${option}`);
+    for (const option of ['--overlap SECONDS', '--fd-store-max N', '--watch-ignore GLOB'])
+      assert.ok(out.includes(option), `--help lacks ${option}`);
     const bad = spawnJson(process.execPath, [CLI, 'run', '--listen', 'nonsense', '--', 'true']);
     assert.equal((await bad.exited).code, 2);
     assert.match(bad.stderr(), /needs HOST:PORT/);
@@ -141,15 +142,25 @@ describe('fdpass run (supervisor)', function () {
 
   it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async () => {
     const sock = tmpPath('app.sock');
-    const sup = supervise(['-l', 'web=127.0.0.1:0', '-l', 'v6=[::1]:0', '-l', `api=unix:${sock}`, '-l', 'dns=udp:127.0.0.1:0'], [process.execPath, APP, 'inspect']);
+    const sup = supervise(
+      ['-l', 'web=127.0.0.1:0', '-l', 'v6=[::1]:0', '-l', `api=unix:${sock}`, '-l', 'dns=udp:127.0.0.1:0'],
+      [process.execPath, APP, 'inspect'],
+    );
     const started = await sup.expect<{ pid: number; fds: number[]; names: string; listenPid: string }>('started');
     assert.deepEqual(started.fds, [3, 4, 5, 6]);
     assert.equal(started.names, 'web:v6:api:dns');
     assert.equal(started.listenPid, String(started.pid));
-    const { fds } = await sup.expect<{ fds: Array<{ socket: { domain: string; type: string; listening: boolean; local: { address: string } } }> }>('fds');
+    const { fds } = await sup.expect<{
+      fds: Array<{ socket: { domain: string; type: string; listening: boolean; local: { address: string } } }>;
+    }>('fds');
     assert.deepEqual(
       fds.map((f) => [f.socket.domain, f.socket.type, f.socket.listening]),
-      [['inet', 'stream', true], ['inet6', 'stream', true], ['unix', 'stream', true], ['inet', 'dgram', false]],
+      [
+        ['inet', 'stream', true],
+        ['inet6', 'stream', true],
+        ['unix', 'stream', true],
+        ['inet', 'dgram', false],
+      ],
     );
     assert.equal(fds[1]!.socket.local.address, '::1');
     assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
@@ -175,13 +186,19 @@ describe('fdpass run (supervisor)', function () {
     const [ka, fr] = await Promise.all([keepAlive.stop(), fresh.stop()]);
     noErrors(ka, 'keep-alive');
     noErrors(fr, 'new connections');
-    assert.ok([...fr.bodies.keys()].some((b) => b.startsWith('py11 ')), 'the last generation served');
+    assert.ok(
+      [...fr.bodies.keys()].some((b) => b.startsWith('py11 ')),
+      'the last generation served',
+    );
     assert.match(sup.stderr(), /status: python generation 11 serving/);
     assert.equal(await stop(sup), 0);
   });
 
   it('a shell child that signals with systemd-notify --ready is ready; SIGTERM is forwarded and its status returned', async () => {
-    const sup = supervise(['-l', '127.0.0.1:0', '--ready-timeout', '20'], ['/bin/sh', '-c', 'systemd-notify --ready --status="shell up"; exec sleep 60']);
+    const sup = supervise(
+      ['-l', '127.0.0.1:0', '--ready-timeout', '20'],
+      ['/bin/sh', '-c', 'systemd-notify --ready --status="shell up"; exec sleep 60'],
+    );
     await logged(sup, /generation 1 \(pid \d+\) is ready \(READY=1/);
     assert.match(sup.stderr(), /status: shell up/);
     assert.equal(await stop(sup), 128 + 15, 'sleep killed by the forwarded SIGTERM: 143, like a shell');
@@ -218,14 +235,20 @@ describe('fdpass run (supervisor)', function () {
     // Sent while no generation runs: they wait in the accept queue.
     const queued = Array.from({ length: 20 }, () => get(first.port));
     const bodies = await Promise.all(queued);
-    assert.ok(bodies.every((b) => b.startsWith('2 ')), `served by: ${[...new Set(bodies)].join(', ')}`);
+    assert.ok(
+      bodies.every((b) => b.startsWith('2 ')),
+      `served by: ${[...new Set(bodies)].join(', ')}`,
+    );
     await logged(sup, /generation 1 \(pid \d+\) was killed by SIGKILL unexpectedly; the listeners stay open, restarting now/);
     await new Promise((r) => setTimeout(r, 300));
     const r = await fresh.stop();
     // Requests already accepted by the killed process die with it (a reset, at most one per client);
     // nothing is refused: the listener never closed.
     assert.ok(!r.errors.includes('ECONNREFUSED'), `refused connections: ${r.errors.join(', ')}`);
-    assert.ok(r.errors.every((e) => e === 'ECONNRESET' || /hang up/.test(e)), r.errors.join(', '));
+    assert.ok(
+      r.errors.every((e) => e === 'ECONNRESET' || /hang up/.test(e)),
+      r.errors.join(', '),
+    );
     assert.ok(r.errors.length <= 4, `${r.errors.length} failures from 4 clients`);
     assert.ok(r.bodies.size > 0 && [...r.bodies.keys()].some((b) => b.startsWith('2 ')));
     assert.equal(await stop(sup), 0);
@@ -235,13 +258,19 @@ describe('fdpass run (supervisor)', function () {
     const control = tmpPath('ctl');
     const plan = tmpPath('plan.json');
     fs.writeFileSync(plan, JSON.stringify({ 2: 'exit-before-ready', 3: 'never-ready' }));
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control, '--ready-timeout', '1.5'], [process.execPath, APP, `plan:${plan}`]);
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--control', control, '--ready-timeout', '1.5'],
+      [process.execPath, APP, `plan:${plan}`],
+    );
     const { port } = await sup.expect<{ port: number }>('ready');
     const keepAlive = load(port, { workers: 3, keepAlive: true, maxSeconds: 60 });
     const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
     const r2 = await reloadCmd(control);
     assert.equal(r2.code, 1);
-    assert.match(r2.out, /rolled back: generation 2 \(pid (\d+)\) exited with code 1 before it was ready; generation 1 \(pid \d+\) keeps serving/);
+    assert.match(
+      r2.out,
+      /rolled back: generation 2 \(pid (\d+)\) exited with code 1 before it was ready; generation 1 \(pid \d+\) keeps serving/,
+    );
     const pid2 = Number(/generation 2 \(pid (\d+)\)/.exec(r2.out)![1]);
     const r3 = await reloadCmd(control);
     assert.equal(r3.code, 1);
@@ -276,7 +305,10 @@ describe('fdpass run (supervisor)', function () {
   });
 
   it('--ready-delay: a program that never notifies is taken as ready after the delay (the fallback)', async () => {
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-delay', '0.5', '--ready-timeout', '30'], [process.execPath, APP, 'never-ready']);
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--ready-delay', '0.5', '--ready-timeout', '30'],
+      [process.execPath, APP, 'never-ready'],
+    );
     await logged(sup, /generation 1 \(pid \d+\) is ready \(running for 500 ms \(--ready-delay\)\)/);
     // A delay is only a guess (hence second best): stop once the app really serves and handles
     // SIGTERM; a SIGTERM before that ends it by the signal (143), as it should.
@@ -343,18 +375,26 @@ describe('fdpass run (supervisor)', function () {
     try {
       const sock = tmpPath('activated.sock');
       // systemd's own socket activator: it binds, sets LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES and execs us.
-      const sup = track(spawnJson('systemd-socket-activate', ['-l', sock, '--fdname=web', '-E', 'NOTIFY_SOCKET', process.execPath, CLI, 'run', '--', process.execPath, APP], {
-        env: { ...process.env, NOTIFY_SOCKET: notifyPath },
-      }));
+      const sup = track(
+        spawnJson(
+          'systemd-socket-activate',
+          ['-l', sock, '--fdname=web', '-E', 'NOTIFY_SOCKET', process.execPath, CLI, 'run', '--', process.execPath, APP],
+          {
+            env: { ...process.env, NOTIFY_SOCKET: notifyPath },
+          },
+        ),
+      );
       // systemd-socket-activate starts its command on the first connection, which then waits in the
       // queue of the socket it hands down until generation 1 accepts it.
       await logged(sup, /Listening on/);
       const body = new Promise<string>((resolve, reject) => {
-        http.get({ socketPath: sock, path: '/', agent: false }, (res) => {
-          let b = '';
-          res.on('data', (d: Buffer) => (b += d.toString()));
-          res.on('end', () => resolve(b));
-        }).on('error', reject);
+        http
+          .get({ socketPath: sock, path: '/', agent: false }, (res) => {
+            let b = '';
+            res.on('data', (d: Buffer) => (b += d.toString()));
+            res.on('end', () => resolve(b));
+          })
+          .on('error', reject);
       });
       const started = await sup.expect<{ names: string; fds: number[] }>('started');
       assert.equal(started.names, 'web');
@@ -373,7 +413,10 @@ describe('fdpass run (supervisor)', function () {
       const states = got.map((g) => g.text.split('\n').find((l) => /^(READY|RELOADING)=/.test(l))).filter((t) => t !== undefined);
       assert.deepEqual(states, ['READY=1', 'RELOADING=1', 'READY=1']);
       assert.ok(got[0]!.text.includes(`MAINPID=${sup.pid}`), got[0]!.text);
-      assert.ok(got.every((g) => g.pid === sup.pid), 'every message comes from the main pid, which never changes');
+      assert.ok(
+        got.every((g) => g.pid === sup.pid),
+        'every message comes from the main pid, which never changes',
+      );
       assert.equal(await stop(sup), 0);
       assert.ok(got.some((g) => g.text === 'STOPPING=1'));
     } finally {
@@ -396,8 +439,14 @@ describe('fdpass run (supervisor)', function () {
     assert.doesNotMatch(sup.stderr(), /reload done/, 'both served before the overlap was over');
     const draining = await sup.expect<{ gen: string; t: number }>('draining');
     assert.equal(draining.gen, '1');
-    assert.ok(draining.t - second.t >= 3000, `SIGTERM ${draining.t - second.t} ms after generation 2 was ready, within the 3000 ms overlap`);
-    await logged(sup, new RegExp(`reload done: generation 2 \\(pid ${second.pid}\\) serving; generation 1 \\(pid ${first.pid}\\) sent SIGTERM`));
+    assert.ok(
+      draining.t - second.t >= 3000,
+      `SIGTERM ${draining.t - second.t} ms after generation 2 was ready, within the 3000 ms overlap`,
+    );
+    await logged(
+      sup,
+      new RegExp(`reload done: generation 2 \\(pid ${second.pid}\\) serving; generation 1 \\(pid ${first.pid}\\) sent SIGTERM`),
+    );
     assert.match(await get(first.port), /^2 /);
     assert.equal(await stop(sup), 0);
   });
@@ -410,7 +459,10 @@ describe('fdpass run (supervisor)', function () {
     const { port } = await sup.expect<{ port: number }>('ready');
     const r = await reloadCmd(control);
     assert.equal(r.code, 1, r.out);
-    assert.match(r.out, /rolled back: generation 2 \(pid \d+\) exited with code 1 during the 5000 ms overlap; generation 1 \(pid \d+\) keeps serving/);
+    assert.match(
+      r.out,
+      /rolled back: generation 2 \(pid \d+\) exited with code 1 during the 5000 ms overlap; generation 1 \(pid \d+\) keeps serving/,
+    );
     assert.doesNotMatch(sup.stderr(), /sent SIGTERM|draining/);
     assert.match(await get(port), /^1 /);
     assert.equal(await stop(sup), 0);
@@ -442,12 +494,19 @@ describe('fdpass run (supervisor)', function () {
     fs.writeFileSync(extra, 'extra');
     fs.writeFileSync(plan, JSON.stringify({ 1: 'fdstore', 2: 'fdstore', 3: 'fdstore-remove', 4: 'fdstore' }));
     const env = { ...process.env, STORE_FILE: state1, EXTRA_FILE: extra };
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control, '--fd-store-max', '1'], [process.execPath, APP, `plan:${plan}`], env);
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--control', control, '--fd-store-max', '1'],
+      [process.execPath, APP, `plan:${plan}`],
+      env,
+    );
     const g1 = await sup.expect<{ stored: unknown[] }>('stored');
     assert.deepEqual(g1.stored, []);
     await sup.expect('ready');
     await logged(sup, /generation 1 \(pid \d+\): stored 1 fd\(s\) named 'state' \(fd store: 1 of 1\)/);
-    await logged(sup, /generation 1 \(pid \d+\): stored 0 fd\(s\) named 'extra' \(fd store: 1 of 1\); 1 refused: the fd store is full \(--fd-store-max 1\)/);
+    await logged(
+      sup,
+      /generation 1 \(pid \d+\): stored 0 fd\(s\) named 'extra' \(fd store: 1 of 1\); 1 refused: the fd store is full \(--fd-store-max 1\)/,
+    );
     assert.equal((await reloadCmd(control)).code, 0);
     const started2 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
     assert.deepEqual([started2.gen, started2.fds, started2.names], ['2', [3, 4], 'http:state']);
@@ -473,7 +532,7 @@ describe('fdpass run (supervisor)', function () {
       'fds = d.listen_fds()',
       "got = [os.pread(fd, 64, 0).decode() for fd, n in zip(fds, names.split(':')) if n == 'py']",
       "print(json.dumps({'event': 'py', 'names': names, 'got': got}), flush=True)",
-      "f = os.open(sys.argv[1], os.O_RDONLY)",
+      'f = os.open(sys.argv[1], os.O_RDONLY)',
       "d.notify('FDSTORE=1\\nFDNAME=py', fds=[f])",
       "d.notify('READY=1')",
       'time.sleep(60)',
@@ -501,7 +560,10 @@ describe('fdpass run (supervisor)', function () {
     const dir = tmpPath('src');
     for (const d of ['gen', 'node_modules', '.git']) fs.mkdirSync(path.join(dir, d), { recursive: true });
     fs.writeFileSync(path.join(dir, 'app.js'), '1');
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'], [process.execPath, APP]);
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'],
+      [process.execPath, APP],
+    );
     await sup.expect('ready');
     for (const f of ['server.log', 'gen/out.js', 'node_modules/dep.js', '.git/index']) fs.writeFileSync(path.join(dir, f), 'x');
     // A change that is not ignored reloads within --watch-delay of its event; give the ignored ones
@@ -516,7 +578,23 @@ describe('fdpass run (supervisor)', function () {
   });
 
   it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {
-    const sup = track(spawnJson('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, CLI, 'run', '-l', '127.0.0.1:0', '--', process.execPath, APP, 'orphan']));
+    const sup = track(
+      spawnJson('unshare', [
+        '--pid',
+        '--fork',
+        '--mount-proc',
+        '--kill-child',
+        process.execPath,
+        CLI,
+        'run',
+        '-l',
+        '127.0.0.1:0',
+        '--',
+        process.execPath,
+        APP,
+        'orphan',
+      ]),
+    );
     await sup.expect('orphan');
     await sup.expect('ready');
     const init = children(sup.pid).find((c) => c.comm === 'node' || c.comm.startsWith('fdpass') || c.comm === 'MainThread');
@@ -533,7 +611,10 @@ describe('fdpass run (supervisor)', function () {
 
   it('its own descriptors and RSS stay flat over 100 reloads', async () => {
     const control = tmpPath('ctl');
-    const sup = supervise(['-l', '127.0.0.1:0', '--control', control, '--stop-timeout', '5'], ['/bin/sh', '-c', 'systemd-notify --ready; exec sleep 60']);
+    const sup = supervise(
+      ['-l', '127.0.0.1:0', '--control', control, '--stop-timeout', '5'],
+      ['/bin/sh', '-c', 'systemd-notify --ready; exec sleep 60'],
+    );
     await logged(sup, /is ready/);
     const fds = (): number => fs.readdirSync(`/proc/${sup.pid}/fd`).length;
     const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${sup.pid}/status`, 'utf8'))![1]);

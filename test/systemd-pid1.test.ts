@@ -27,7 +27,11 @@ function reportFile(name: string): string {
 }
 
 function readReport(file: string): Array<Record<string, unknown>> {
-  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 function drop(execArgs: string, env: Record<string, string>): string {
@@ -115,7 +119,8 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     files.push(report);
     const unit = 'fdpass-store.service';
     const text = example(unit);
-    for (const line of ['Type=notify', 'NotifyAccess=all', 'FileDescriptorStoreMax=']) assert.ok(text.includes(line), `${unit} lacks ${line}`);
+    for (const line of ['Type=notify', 'NotifyAccess=all', 'FileDescriptorStoreMax='])
+      assert.ok(text.includes(line), `${unit} lacks ${line}`);
     sd.writeUnit(unit, text);
     sd.writeUnit(`${unit}.d/test.conf`, drop('unit store', { FDPASS_TEST_REPORT: report, PORT: String(port) }));
     // Six starts in a few seconds would trip systemd's default start limit (5 per 10 s).
@@ -177,13 +182,16 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     const text = example(unit);
     for (const l of ['Type=notify', 'ExecReload=/bin/kill -HUP $MAINPID']) assert.ok(text.includes(l), `${unit} lacks ${l}`);
     sd.writeUnit(unit, text);
-    sd.writeUnit(`${unit}.d/test.conf`, [
-      '[Service]',
-      'ExecStart=',
-      `ExecStart=${process.execPath} ${path.join(__dirname, 'fixtures', 'upgrade-app.js')} ${port} ${failFlag}`,
-      `Environment=FDPASS_TEST_REPORT=${report}`,
-      '',
-    ].join('\n'));
+    sd.writeUnit(
+      `${unit}.d/test.conf`,
+      [
+        '[Service]',
+        'ExecStart=',
+        `ExecStart=${process.execPath} ${path.join(__dirname, 'fixtures', 'upgrade-app.js')} ${port} ${failFlag}`,
+        `Environment=FDPASS_TEST_REPORT=${report}`,
+        '',
+      ].join('\n'),
+    );
     await sd.systemctl('daemon-reload');
     await sd.systemctl('start', unit); // Type=notify: returns once the first process said READY=1
     const mainPid = async (): Promise<string> => (await sd!.systemctl('show', '-p', 'MainPID', '--value', unit)).trim();
@@ -223,7 +231,9 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     assert.equal(await get(port), `gen ${current}`);
     const zombies = sd.others().filter((p) => /\) Z /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')));
     assert.deepEqual(zombies, [], 'no zombie in the namespace');
-    const serving = readReport(report).filter((r) => r.event === 'serving').map((r) => String(r.pid));
+    const serving = readReport(report)
+      .filter((r) => r.event === 'serving')
+      .map((r) => String(r.pid));
     assert.deepEqual(serving, pids, 'each reload started one successor, which became MainPID');
     await shutDown([unit]);
   });

@@ -10,8 +10,20 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  bindDgram, closeFd, closeFds, dupFd, fdOf, inspect, notify, removeStoredFds, spawnActivated, storeFds, systemd, toServer,
-  type Channel, type Message,
+  bindDgram,
+  closeFd,
+  closeFds,
+  dupFd,
+  fdOf,
+  inspect,
+  notify,
+  removeStoredFds,
+  spawnActivated,
+  storeFds,
+  systemd,
+  toServer,
+  type Channel,
+  type Message,
 } from 'fdpass';
 import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
@@ -122,8 +134,21 @@ describe('systemd: notify', () => {
           assert.equal(text(await channel.receive()), 'MAINPID=4242');
           await notify({ status: 'serving on :8080 (2 listeners)' });
           assert.equal(text(await channel.receive()), 'STATUS=serving on :8080 (2 listeners)');
-          await notify({ mainPid: 77, ready: true, status: 'up', stopping: true, errno: 5, extendTimeoutUsec: 3_000_000, watchdog: true, watchdogUsec: 9, fields: { CUSTOM_1: 'x', N: 2 } });
-          assert.equal(text(await channel.receive()), 'MAINPID=77\nREADY=1\nSTOPPING=1\nSTATUS=up\nERRNO=5\nEXTEND_TIMEOUT_USEC=3000000\nWATCHDOG=1\nWATCHDOG_USEC=9\nCUSTOM_1=x\nN=2');
+          await notify({
+            mainPid: 77,
+            ready: true,
+            status: 'up',
+            stopping: true,
+            errno: 5,
+            extendTimeoutUsec: 3_000_000,
+            watchdog: true,
+            watchdogUsec: 9,
+            fields: { CUSTOM_1: 'x', N: 2 },
+          });
+          assert.equal(
+            text(await channel.receive()),
+            'MAINPID=77\nREADY=1\nSTOPPING=1\nSTATUS=up\nERRNO=5\nEXTEND_TIMEOUT_USEC=3000000\nWATCHDOG=1\nWATCHDOG_USEC=9\nCUSTOM_1=x\nN=2',
+          );
           await notify({ watchdog: 'trigger' });
           assert.equal(text(await channel.receive()), 'WATCHDOG=trigger');
           // The socket can also be given directly.
@@ -181,7 +206,9 @@ describe('systemd: notify', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, NODE_DEBUG: 'fdpass' };
     delete env.NOTIFY_SOCKET;
     const r = spawnSync(process.execPath, ['-e', "require('fdpass').notify({ ready: true }).then((v) => console.log(v))"], {
-      env, encoding: 'utf8', cwd: path.join(__dirname, '..', '..'),
+      env,
+      encoding: 'utf8',
+      cwd: path.join(__dirname, '..', '..'),
     });
     assert.equal(r.stdout.trim(), 'false', r.stderr);
     assert.match(r.stderr, /FDPASS \d+: notify: NOTIFY_SOCKET is not set/);
@@ -193,7 +220,7 @@ describe('systemd: notify', () => {
 });
 
 describe('systemd: the fd store datagrams', () => {
-  it("storeFds sends FDSTORE=1\\nFDNAME=web with working descriptors; removeStoredFds FDSTOREREMOVE=1", async () => {
+  it('storeFds sends FDSTORE=1\\nFDNAME=web with working descriptors; removeStoredFds FDSTOREREMOVE=1', async () => {
     const { address, channel } = await notifySocket('abstract');
     const server = await listenTcp();
     try {
@@ -254,8 +281,20 @@ describe('systemd: listenFds in a child', () => {
     try {
       const taken = () => [dupFd(fdOf(a)), dupFd(fdOf(b))].map((fd) => ({ fd, name: 'web', info: inspect(fd) }));
       const made: net.Server[] = [];
-      const adopted = await systemd.adoptListenFds({ fds: taken(), servers: { web: () => { const s = net.createServer((c) => c.end('made\n')); made.push(s); return s; } } });
-      assert.deepEqual(adopted.map((x) => x.kind), ['server', 'server']);
+      const adopted = await systemd.adoptListenFds({
+        fds: taken(),
+        servers: {
+          web: () => {
+            const s = net.createServer((c) => c.end('made\n'));
+            made.push(s);
+            return s;
+          },
+        },
+      });
+      assert.deepEqual(
+        adopted.map((x) => x.kind),
+        ['server', 'server'],
+      );
       assert.equal(made.length, 2);
       assert.ok(adopted.every((x) => x.kind === 'server' && made.includes(x.server)));
       await Promise.all(made.map(closeServer));
@@ -286,7 +325,11 @@ describe('systemd: listenFds in a child', () => {
       assert.equal(process.env.LISTEN_FDS, '2');
       assert.throws(() => systemd.listenFds({ unsetEnvironment: 'no' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' });
     } finally {
-      for (const [k, v] of [['LISTEN_PID', saved.pid], ['LISTEN_FDS', saved.fds], ['LISTEN_FDNAMES', saved.names]] as const) {
+      for (const [k, v] of [
+        ['LISTEN_PID', saved.pid],
+        ['LISTEN_FDS', saved.fds],
+        ['LISTEN_FDNAMES', saved.names],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -301,20 +344,42 @@ describe('systemd: listenFds in a child', () => {
     const conn = net.connect(portOf(peer), '127.0.0.1');
     await new Promise((resolve) => conn.once('connect', resolve));
     try {
-      const app = watchJson(spawnActivated(process.execPath, [APP, 'listen'], [
-        { fd: web, name: 'web' }, { fd: udp, name: 'udp' }, { fd: r, name: 'fifo' }, { fd: fdOf(conn), name: 'conn' },
-      ], { stdio: 'pipe' }));
+      const app = watchJson(
+        spawnActivated(
+          process.execPath,
+          [APP, 'listen'],
+          [
+            { fd: web, name: 'web' },
+            { fd: udp, name: 'udp' },
+            { fd: r, name: 'fifo' },
+            { fd: fdOf(conn), name: 'conn' },
+          ],
+          { stdio: 'pipe' },
+        ),
+      );
       const took = await app.expect<Took>('took');
       assert.equal(took.pid, app.pid, 'exec keeps the pid: LISTEN_PID is the child');
       assert.deepEqual(took.before, { LISTEN_PID: String(app.pid), LISTEN_FDS: '4', LISTEN_FDNAMES: 'web:udp:fifo:conn' });
       assert.deepEqual(took.after, {}, 'unset by default'); // (JSON drops undefined values)
-      assert.deepEqual(took.fds.map((f) => [f.fd, f.name, f.kind, f.cloexec]), [
-        [3, 'web', 'socket', true], [4, 'udp', 'socket', true], [5, 'fifo', 'pipe', true], [6, 'conn', 'socket', true],
-      ]);
+      assert.deepEqual(
+        took.fds.map((f) => [f.fd, f.name, f.kind, f.cloexec]),
+        [
+          [3, 'web', 'socket', true],
+          [4, 'udp', 'socket', true],
+          [5, 'fifo', 'pipe', true],
+          [6, 'conn', 'socket', true],
+        ],
+      );
       assert.equal(took.again, 0, 'a second call hands out nothing');
-      assert.deepEqual(took.adopted.map((a) => [a.name, a.kind, a.ctor]), [
-        ['web', 'server', 'Server'], ['udp', 'dgram', 'Socket'], ['fifo', 'fd', 'number'], ['conn', 'fd', 'number'],
-      ]);
+      assert.deepEqual(
+        took.adopted.map((a) => [a.name, a.kind, a.ctor]),
+        [
+          ['web', 'server', 'Server'],
+          ['udp', 'dgram', 'Socket'],
+          ['fifo', 'fd', 'number'],
+          ['conn', 'fd', 'number'],
+        ],
+      );
       // Ours are closed: only the child's copies serve now.
       const [webPort, udpPort] = [portOf(web), portOf(udp)];
       await closeServer(web);
@@ -337,7 +402,10 @@ describe('systemd: listenFds in a child', () => {
       const app = watchJson(spawnActivated(process.execPath, [APP, 'listen', 'keep'], [{ fd: web }], { stdio: 'pipe' }));
       const took = await app.expect<Took>('took');
       assert.deepEqual(took.after, took.before);
-      assert.deepEqual(took.fds.map((f) => f.name), ['unknown']);
+      assert.deepEqual(
+        took.fds.map((f) => f.name),
+        ['unknown'],
+      );
       assert.equal(took.again, 0);
       await stopApp(app);
     } finally {
@@ -366,14 +434,33 @@ describe('systemd: listenFds in a child', () => {
   it('systemd-socket-activate -l … --fdname=web:admin starts an fdpass child on the first connection, which serves both by name', async () => {
     const ports = [await freePort(), await freePort()];
     const app = spawnJson('systemd-socket-activate', [
-      '-l', `127.0.0.1:${ports[0]}`, '-l', `127.0.0.1:${ports[1]}`, '--fdname=web:admin', process.execPath, APP, 'listen',
+      '-l',
+      `127.0.0.1:${ports[0]}`,
+      '-l',
+      `127.0.0.1:${ports[1]}`,
+      '--fdname=web:admin',
+      process.execPath,
+      APP,
+      'listen',
     ]);
     // It binds, then waits for a connection before it runs the child (in its own process: same pid).
     const body = await retry(() => get(ports[0]!), 5000);
     assert.equal(body, `web ${app.pid}`);
     const took = await app.expect<Took>('took');
-    assert.deepEqual(took.fds.map((f) => [f.name, f.kind, f.socket?.listening]), [['web', 'socket', true], ['admin', 'socket', true]]);
-    assert.deepEqual(took.adopted.map((a) => [a.name, a.kind]), [['web', 'server'], ['admin', 'server']]);
+    assert.deepEqual(
+      took.fds.map((f) => [f.name, f.kind, f.socket?.listening]),
+      [
+        ['web', 'socket', true],
+        ['admin', 'socket', true],
+      ],
+    );
+    assert.deepEqual(
+      took.adopted.map((a) => [a.name, a.kind]),
+      [
+        ['web', 'server'],
+        ['admin', 'server'],
+      ],
+    );
     assert.equal(await line(ports[1]!), `admin ${app.pid}`);
     await stopApp(app);
   });
@@ -434,7 +521,10 @@ describe('systemd: the watchdog', () => {
       process.env.WATCHDOG_USEC = 'soon';
       assert.throws(() => systemd.watchdogInterval(), { code: 'ERR_FDPASS_SYSTEMD_ENV' });
     } finally {
-      for (const [k, v] of [['WATCHDOG_USEC', saved.usec], ['WATCHDOG_PID', saved.pid]] as const) {
+      for (const [k, v] of [
+        ['WATCHDOG_USEC', saved.usec],
+        ['WATCHDOG_PID', saved.pid],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -452,12 +542,28 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
     this.skip();
   });
 
-  it("sd_listen_fds in Python finds what spawnActivated passed, by name, and serves on it", async () => {
+  it('sd_listen_fds in Python finds what spawnActivated passed, by name, and serves on it', async () => {
     const web = await listenTcp();
     const udp = await bindUdp();
     try {
-      const py = watchJson(spawnActivated(PYTHON, [PEER, 'listen'], [{ fd: web, name: 'web' }, { fd: udp, name: 'udp' }], { stdio: 'pipe' }));
-      const fds = await py.expect<{ pid: number; fds: number[]; names: Record<string, string>; env: Record<string, string>; after: unknown }>('fds');
+      const py = watchJson(
+        spawnActivated(
+          PYTHON,
+          [PEER, 'listen'],
+          [
+            { fd: web, name: 'web' },
+            { fd: udp, name: 'udp' },
+          ],
+          { stdio: 'pipe' },
+        ),
+      );
+      const fds = await py.expect<{
+        pid: number;
+        fds: number[];
+        names: Record<string, string>;
+        env: Record<string, string>;
+        after: unknown;
+      }>('fds');
       assert.deepEqual(fds.fds, [3, 4]);
       assert.deepEqual(fds.names, { 3: 'web', 4: 'udp' });
       assert.deepEqual(fds.env, { LISTEN_PID: String(py.pid), LISTEN_FDS: '2', LISTEN_FDNAMES: 'web:udp' });

@@ -97,7 +97,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     const port = await freePort();
     const app = require.resolve('./fixtures/upgrade-app.js');
     // Two "releases": each sets its version, then runs the app.
-    for (const v of ['1', '2']) fs.writeFileSync(tmpPath(`release-${v}.js`), `process.env.APP_VERSION = '${v}';\nrequire(${JSON.stringify(app)});\n`);
+    for (const v of ['1', '2'])
+      fs.writeFileSync(tmpPath(`release-${v}.js`), `process.env.APP_VERSION = '${v}';\nrequire(${JSON.stringify(app)});\n`);
     const current = tmpPath('current.js');
     fs.symlinkSync(tmpPath('release-1.js'), current);
     const gen1 = spawnJson(process.execPath, [current, String(port)]);

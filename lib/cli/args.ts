@@ -53,11 +53,22 @@ status once it has exited; USR2 and WINCH are forwarded.
 Exit status: the command's (128+N if killed by signal N); 2 for a usage error.`;
 
 /** `fdpass run`'s arguments: the supervisor's options as parsed, plus what only the command line has. */
-export interface RunArgs
-  extends Pick<
-    SupervisorOptions,
-    'command' | 'args' | 'readyTimeout' | 'readyDelay' | 'stopSignal' | 'stopTimeout' | 'overlap' | 'fdStoreMax' | 'maxBackoff' | 'control' | 'watch' | 'watchIgnore' | 'watchDelay'
-  > {
+export interface RunArgs extends Pick<
+  SupervisorOptions,
+  | 'command'
+  | 'args'
+  | 'readyTimeout'
+  | 'readyDelay'
+  | 'stopSignal'
+  | 'stopTimeout'
+  | 'overlap'
+  | 'fdStoreMax'
+  | 'maxBackoff'
+  | 'control'
+  | 'watch'
+  | 'watchIgnore'
+  | 'watchDelay'
+> {
   cmd: 'run';
   listen: ListenerSpec[];
   backlog: number;
@@ -73,7 +84,8 @@ export class UsageError extends Error {}
 function seconds(value: string | undefined, name: string, dflt: number, min = 0): number {
   if (value === undefined) return dflt;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > 2_000_000) throw new UsageError(`--${name}: '${value}' is not a number of seconds`);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > 2_000_000)
+    throw new UsageError(`--${name}: '${value}' is not a number of seconds`);
   return Math.round(n * 1000);
 }
 
@@ -99,7 +111,7 @@ export function parse(argv: string[]): Parsed {
   if (sub === '--version' || sub === '-V') return { cmd: 'version' };
   if (sub === 'reload') {
     if (rest.includes('-h') || rest.includes('--help')) return { cmd: 'help' };
-    if (rest.length !== 1) throw new UsageError('reload takes one argument: the supervisor\'s pid or its --control path');
+    if (rest.length !== 1) throw new UsageError("reload takes one argument: the supervisor's pid or its --control path");
     return { cmd: 'reload', target: rest[0]! };
   }
   if (sub !== 'run') throw new UsageError(`unknown command '${sub}'`);

@@ -154,7 +154,12 @@ function drainHttp1(server: HttpLike, idleGrace: number, closeSpread: number): D
     sweep(now) {
       if (connections === undefined) return; // a Node without the list: the deadline does it
       if (closeSpread > 0) closeInFlight(now); // answers begun before their connection's turn
-      const idle = new Set(connections.idle().map((c) => c.socket).filter((s) => !inFlight(s) && now >= turnOf(s)));
+      const idle = new Set(
+        connections
+          .idle()
+          .map((c) => c.socket)
+          .filter((s) => !inFlight(s) && now >= turnOf(s)),
+      );
       for (const socket of quiet.keys()) if (!idle.has(socket)) quiet.delete(socket);
       for (const socket of idle) {
         const seen = quiet.get(socket);
@@ -234,10 +239,13 @@ export async function closeAndDrain(
     }
   }
   waits.push(...drainers.map((d) => d.closed));
-  const sweep = setInterval(() => {
-    const now = Date.now();
-    drainers.forEach((d) => d.sweep(now));
-  }, Math.max(10, Math.min(100, opts.idleGrace / 4)));
+  const sweep = setInterval(
+    () => {
+      const now = Date.now();
+      drainers.forEach((d) => d.sweep(now));
+    },
+    Math.max(10, Math.min(100, opts.idleGrace / 4)),
+  );
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<'deadline'>((resolve) => {
     timer = setTimeout(() => resolve('deadline'), opts.drainTimeout);

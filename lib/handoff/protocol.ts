@@ -115,7 +115,10 @@ export function decode(m: Message, expected: readonly WireType[]): Wire {
   }
   if (msg !== undefined) {
     if (msg.v !== HANDOFF_PROTOCOL_VERSION) {
-      problem = new FdpassError('ERR_FDPASS_HANDOFF_VERSION', `the peer speaks hand-off protocol version ${String(msg.v)}, this process ${HANDOFF_PROTOCOL_VERSION}`);
+      problem = new FdpassError(
+        'ERR_FDPASS_HANDOFF_VERSION',
+        `the peer speaks hand-off protocol version ${String(msg.v)}, this process ${HANDOFF_PROTOCOL_VERSION}`,
+      );
     } else {
       const shape = shapeProblem(msg);
       if (shape !== undefined) problem = protocolError(`the peer sent a malformed message: ${shape}`);

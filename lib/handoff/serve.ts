@@ -154,9 +154,10 @@ export class HandoffServer extends EventEmitter {
     if (this.#state !== 'serving' || this.#session !== null) {
       closeQuietly(first.fds);
       debug('handoff: refusing a second peer while busy');
-      const busy = this.#state === 'serving'
-        ? new FdpassError('ERR_FDPASS_HANDOFF_BUSY', 'another hand-off is in progress')
-        : new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', 'the listeners were already handed off or the old process is shutting down');
+      const busy =
+        this.#state === 'serving'
+          ? new FdpassError('ERR_FDPASS_HANDOFF_BUSY', 'another hand-off is in progress')
+          : new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', 'the listeners were already handed off or the old process is shutting down');
       await this.#sendError(ch, busy);
       await ch.close();
       return;
@@ -205,7 +206,10 @@ export class HandoffServer extends EventEmitter {
     for (const s of skipped) debug("handoff: not offering '%s': %s", s.name, s.reason);
     for (const batch of batches(entries)) {
       if (this.#session !== session) return;
-      await ch.send({ data: encode({ type: 'listeners', entries: batch.map(({ name, kind }) => ({ name, kind })) }), fds: batch.map((e) => e.fd) });
+      await ch.send({
+        data: encode({ type: 'listeners', entries: batch.map(({ name, kind }) => ({ name, kind })) }),
+        fds: batch.map((e) => e.fd),
+      });
     }
     await ch.send({ data: encode({ type: 'done', count: entries.length, skipped }) });
     session.offered = true;
@@ -223,7 +227,9 @@ export class HandoffServer extends EventEmitter {
   #rollback(session: Session, err: unknown): void {
     const reason = isPeerGone(err)
       ? new FdpassError('ERR_FDPASS_CLOSED', 'the new process disconnected before it was ready')
-      : err instanceof Error ? err : new Error(String(err));
+      : err instanceof Error
+        ? err
+        : new Error(String(err));
     if (this.#session !== session) {
       session.channel.destroy(); // stop() took over; its own refusal went out
       return;

@@ -178,7 +178,8 @@ export class Inheritance {
 
   #get(name: string): InheritedListener {
     const l = this.#listeners.get(name);
-    if (l === undefined) throw new FdpassError('ERR_FDPASS_HANDOFF_UNKNOWN_NAME', `no inherited listener named '${name}' (or it was already adopted)`);
+    if (l === undefined)
+      throw new FdpassError('ERR_FDPASS_HANDOFF_UNKNOWN_NAME', `no inherited listener named '${name}' (or it was already adopted)`);
     return l;
   }
 }
@@ -250,7 +251,10 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
     for (;;) {
       const m = await channel.receive({ timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
         if (isPeerGone(err)) {
-          throw new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', 'the old process closed the control connection (refused by its allow policy, or it is shutting down)');
+          throw new FdpassError(
+            'ERR_FDPASS_HANDOFF_REFUSED',
+            'the old process closed the control connection (refused by its allow policy, or it is shutting down)',
+          );
         }
         throw err;
       });

@@ -125,7 +125,12 @@ export class Upgrader extends EventEmitter {
     const opts = this.#opts;
     const systemd = opts.systemd ?? process.env.NOTIFY_SOCKET !== undefined;
     const tell = (state: Parameters<typeof notify>[0]): Promise<void> =>
-      systemd ? notify(state).then(() => {}, (err: Error) => debug('upgrade: notify: %s', err.message)) : Promise.resolve();
+      systemd
+        ? notify(state).then(
+            () => {},
+            (err: Error) => debug('upgrade: notify: %s', err.message),
+          )
+        : Promise.resolve();
     await tell({ reloading: true, status: 'starting a successor' });
     // A private control socket, and only our own child may take from it.
     const control = `@fdpass-upgrade-${process.pid}-${randomBytes(6).toString('hex')}`;
@@ -196,7 +201,10 @@ function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: 
     const onRollback = (err: Error): void => done(err);
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
       done(new FdpassError('ERR_FDPASS_CLOSED', `the successor exited (${signal ?? `code ${code}`}) before it was ready`));
-    const timer = setTimeout(() => done(new FdpassError('ERR_FDPASS_TIMEOUT', `the successor was not ready within ${readyTimeout} ms`)), readyTimeout);
+    const timer = setTimeout(
+      () => done(new FdpassError('ERR_FDPASS_TIMEOUT', `the successor was not ready within ${readyTimeout} ms`)),
+      readyTimeout,
+    );
     hs.on('handoff', onHandoff);
     hs.on('rollback', onRollback);
     child.on('exit', onExit);
@@ -214,7 +222,8 @@ export function upgrader(listeners: Record<string, HandoffListener>, opts: Upgra
   if (opts.signal !== undefined && (typeof opts.signal !== 'string' || !/^SIG[A-Z0-9]+$/.test(opts.signal))) {
     throw invalidArgValue('options.signal', opts.signal, 'must be a signal name such as SIGHUP');
   }
-  if (opts.command !== undefined && typeof opts.command !== 'string') throw invalidArgType('options.command', 'of type string', opts.command);
+  if (opts.command !== undefined && typeof opts.command !== 'string')
+    throw invalidArgType('options.command', 'of type string', opts.command);
   if (opts.args !== undefined && (!Array.isArray(opts.args) || opts.args.some((a) => typeof a !== 'string'))) {
     throw invalidArgType('options.args', 'an array of strings', opts.args);
   }

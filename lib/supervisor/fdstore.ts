@@ -65,7 +65,10 @@ export class FdStore {
     if (fds.length === 0) return [...out, `FDSTORE=1 without descriptors ignored`];
     if (!validName(name)) {
       closeQuietly(fds);
-      return [...out, `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-255 printable ASCII characters, no ':'); ${fds.length} fd(s) closed`];
+      return [
+        ...out,
+        `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-255 printable ASCII characters, no ':'); ${fds.length} fd(s) closed`,
+      ];
     }
     if (this.#max === 0) {
       closeQuietly(fds);

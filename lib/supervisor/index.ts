@@ -159,7 +159,8 @@ export class Supervisor {
       this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
       this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
     }
-    if (process.pid === 1) this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
+    if (process.pid === 1)
+      this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
     const on = (sig: NodeJS.Signals, fn: () => void): void => {
       process.on(sig, fn);
       this.#signalHandlers.push([sig, fn]);
@@ -195,7 +196,15 @@ export class Supervisor {
     // LISTEN_PID must be the pid of the process that reads it (sd_listen_fds ignores the fds
     // otherwise), and spawn cannot set the environment after fork: the shell sets it to its own pid,
     // then exec keeps that pid for the command.
-    const shell = ['/bin/sh', '-c', `${PARENT_CHECK}LISTEN_PID=$$; export LISTEN_PID; exec "$@"`, 'sh', String(process.pid), this.#o.command, ...this.#o.args];
+    const shell = [
+      '/bin/sh',
+      '-c',
+      `${PARENT_CHECK}LISTEN_PID=$$; export LISTEN_PID; exec "$@"`,
+      'sh',
+      String(process.pid),
+      this.#o.command,
+      ...this.#o.args,
+    ];
     const proc = spawn(shell[0]!, shell.slice(1), {
       stdio: ['inherit', 'inherit', 'inherit', ...l.map((x) => x.fd)],
       env,
@@ -247,7 +256,8 @@ export class Supervisor {
     if (status !== undefined) this.#log(`${gen.describe()} status: ${status}${from}`);
     if (fields.get('READY') === '1') this.#markReady(gen, `READY=1${from}`);
     if (fields.get('STOPPING') === '1') this.#log(`${gen.describe()} is stopping${from}`);
-    if (fields.has('MAINPID')) this.#log(`${gen.describe()}: MAINPID=${fields.get('MAINPID')} ignored: the main process is the one started`);
+    if (fields.has('MAINPID'))
+      this.#log(`${gen.describe()}: MAINPID=${fields.get('MAINPID')} ignored: the main process is the one started`);
   }
 
   #onExit(gen: Generation, exit: { code: number | null; signal: NodeJS.Signals | null }): void {
@@ -285,7 +295,9 @@ export class Supervisor {
     const delay = this.#failures === 0 ? 0 : Math.min(100 * 2 ** (this.#failures - 1), this.#o.maxBackoff);
     this.#failures++;
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
-    this.#log(`${gen.describe()} ${exitText(exit)} ${before}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`);
+    this.#log(
+      `${gen.describe()} ${exitText(exit)} ${before}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`,
+    );
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
       this.#startCurrent('restart');
@@ -393,7 +405,9 @@ export class Supervisor {
   // the old one went away meanwhile (the new one takes over); the new one exiting is a rollback.
   async #overlap(gen: Generation): Promise<'ready' | string> {
     const old = this.#current;
-    this.#log(`${gen.describe()} is ready; ${old ? `${old.describe()} keeps serving next to it for` : 'overlap of'} ${this.#o.overlap} ms (--overlap)`);
+    this.#log(
+      `${gen.describe()} is ready; ${old ? `${old.describe()} keeps serving next to it for` : 'overlap of'} ${this.#o.overlap} ms (--overlap)`,
+    );
     let timer: NodeJS.Timeout | undefined;
     const elapsed = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#o.overlap)));
     await Promise.race([elapsed, gen.exited, ...(old ? [old.exited] : [])]);

@@ -41,7 +41,10 @@ export class Lifeline {
     this.#proc.stdin!.on('error', () => {}); // it died: 'exit' says so
     this.#proc.on('error', (err) => log(`lifeline: ${err.message}`));
     this.#proc.once('exit', (code, signal) => {
-      if (!this.#closed) log(`the lifeline (pid ${this.#proc.pid}) ${signal ?? `exited with code ${code}`}: if this supervisor is killed, its generations keep running`);
+      if (!this.#closed)
+        log(
+          `the lifeline (pid ${this.#proc.pid}) ${signal ?? `exited with code ${code}`}: if this supervisor is killed, its generations keep running`,
+        );
     });
   }
 

@@ -91,17 +91,25 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
   if (spec.proto === 'unix') {
     const name = parseName(spec.host, 'listener path');
     if (!name.abstract) removeStaleSocket(name.name);
-    const fd = withContext(
-      () => binding.unixListen(constants.SOCK_STREAM, name.name, name.abstract, opts.backlog, opts.mode),
-      { path: name.display },
-    );
+    const fd = withContext(() => binding.unixListen(constants.SOCK_STREAM, name.name, name.abstract, opts.backlog, opts.mode), {
+      path: name.display,
+    });
     return { name: spec.name, fd, describe: spec.text, ...(name.abstract ? {} : { unlinkOnClose: name.name }) };
   }
   const family = net.isIPv6(spec.host.split('%')[0]!) ? constants.AF_INET6 : constants.AF_INET;
   const type = spec.proto === 'tcp' ? constants.SOCK_STREAM : constants.SOCK_DGRAM;
   const fd = withContext(
     // v6only 1 for an IPv6 address: [::]:80 and 0.0.0.0:80 can then both be listed.
-    () => binding.inetBind(family, type, spec.host, spec.port, spec.proto === 'tcp' ? opts.backlog : -1, family === constants.AF_INET6 ? 1 : -1, false),
+    () =>
+      binding.inetBind(
+        family,
+        type,
+        spec.host,
+        spec.port,
+        spec.proto === 'tcp' ? opts.backlog : -1,
+        family === constants.AF_INET6 ? 1 : -1,
+        false,
+      ),
     { address: spec.host, port: spec.port },
   );
   const local = binding.inspect(fd).local;

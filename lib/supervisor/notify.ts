@@ -2,7 +2,7 @@
 // checked against each generation's process tree), and the few messages it sends to a systemd above it.
 import * as fs from 'node:fs';
 import { closeQuietly, type Channel, type Message } from '../channel';
-import { bindDgram, } from '../endpoints';
+import { bindDgram } from '../endpoints';
 import { procStat } from '../proc';
 
 /** The parent pid of `pid` from /proc/<pid>/stat, or undefined if it is gone. */

@@ -23,7 +23,8 @@ function globToRegExp(glob: string): RegExp {
 /** Throws a plain Error (the CLI turns it into a usage error) for a pattern that cannot match anything. */
 export function validateIgnorePattern(pattern: string): void {
   const p = pattern.replace(/^\.?\//, '');
-  if (p === '' || p.endsWith('/') || p.split('/').includes('')) throw new Error(`--watch-ignore: '${pattern}' is not a glob of path components (e.g. '*.log', 'dist', 'src/gen/**')`);
+  if (p === '' || p.endsWith('/') || p.split('/').includes(''))
+    throw new Error(`--watch-ignore: '${pattern}' is not a glob of path components (e.g. '*.log', 'dist', 'src/gen/**')`);
 }
 
 /** A predicate over paths relative to a watched directory: true if a change there does not reload. */

@@ -99,7 +99,10 @@ export function listenFds(opts: ListenFdsOptions = {}): ListenFd[] {
   taken = key;
   if (unset) unsetListenEnv();
   const result = fds.map((fd, i) => ({ fd, name: names[i]!, info: inspect(fd) }));
-  debug('listenFds: took %j', result.map((r) => `${r.fd}:${r.name}`));
+  debug(
+    'listenFds: took %j',
+    result.map((r) => `${r.fd}:${r.name}`),
+  );
   return result;
 }
 
@@ -155,8 +158,11 @@ export async function adoptListenFds(opts: AdoptListenFdsOptions = {}): Promise<
     const n = fds.filter((f) => f.name === name && isListeningStream(f.info)).length;
     if (s instanceof net.Server && n > 1) {
       closeQuietly(fds.map((f) => f.fd));
-      throw invalidArgValue(`options.servers.${name}`, '[net.Server]',
-        `is one server for ${n} listeners named '${name}': pass a function that returns a server per listener`);
+      throw invalidArgValue(
+        `options.servers.${name}`,
+        '[net.Server]',
+        `is one server for ${n} listeners named '${name}': pass a function that returns a server per listener`,
+      );
     }
   }
   const adopted: AdoptedFd[] = [];

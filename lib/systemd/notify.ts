@@ -116,13 +116,23 @@ async function sendAll(socket: string, messages: Array<{ data: string; fds?: num
   }
 }
 
-async function deliver(what: string, messages: Array<{ data: string; fds?: number[] }>, opts: NotifyOptions, socket: string | undefined): Promise<boolean> {
+async function deliver(
+  what: string,
+  messages: Array<{ data: string; fds?: number[] }>,
+  opts: NotifyOptions,
+  socket: string | undefined,
+): Promise<boolean> {
   if (socket === undefined) {
     debug('%s: NOTIFY_SOCKET is not set (not started by systemd as Type=notify): nothing sent', what);
     return false;
   }
   await sendAll(socket, messages);
-  debug('%s: sent %j to %s', what, messages.map((m) => m.data), socket);
+  debug(
+    '%s: sent %j to %s',
+    what,
+    messages.map((m) => m.data),
+    socket,
+  );
   if (opts.unsetEnvironment === true) delete process.env.NOTIFY_SOCKET;
   return true;
 }

@@ -9,12 +9,12 @@
 namespace fdpass {
 
 struct InetOptions {
-  int family = 0;         // AF_INET or AF_INET6
-  int type = 0;           // SOCK_STREAM or SOCK_DGRAM
-  std::string host;       // numeric address (TS resolves names); IPv6 may carry a %zone
+  int family = 0;    // AF_INET or AF_INET6
+  int type = 0;      // SOCK_STREAM or SOCK_DGRAM
+  std::string host;  // numeric address (TS resolves names); IPv6 may carry a %zone
   int port = 0;
-  int backlog = -1;       // >= 0: listen() (stream only)
-  int v6only = -1;        // -1: kernel default, 0/1: IPV6_V6ONLY
+  int backlog = -1;  // >= 0: listen() (stream only)
+  int v6only = -1;   // -1: kernel default, 0/1: IPV6_V6ONLY
   bool reuse_port = true;
 };
 

@@ -36,9 +36,8 @@ void Decode(const struct sockaddr_storage& ss, socklen_t len, SocketAddress* out
     out->port = ntohs(a->sin6_port);
   } else if (ss.ss_family == AF_UNIX) {
     const auto* a = reinterpret_cast<const struct sockaddr_un*>(&ss);
-    size_t path_len = len > offsetof(struct sockaddr_un, sun_path)
-                          ? len - offsetof(struct sockaddr_un, sun_path)
-                          : 0;
+    size_t path_len =
+        len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
     if (path_len == 0) {
       out->unnamed = true;
     } else if (a->sun_path[0] == '\0') {

@@ -7,15 +7,15 @@
 namespace fdpass {
 
 struct SocketAddress {
-  int family = 0;      // AF_* or 0 when unknown/unavailable
-  std::string address; // numeric IP, or Unix path / abstract name (without the leading NUL)
+  int family = 0;       // AF_* or 0 when unknown/unavailable
+  std::string address;  // numeric IP, or Unix path / abstract name (without the leading NUL)
   int port = 0;
   bool abstract = false;
-  bool unnamed = false; // AF_UNIX with no name (socketpair, unbound)
+  bool unnamed = false;  // AF_UNIX with no name (socketpair, unbound)
 };
 
 struct FdInfo {
-  unsigned mode = 0;        // st_mode & S_IFMT
+  unsigned mode = 0;  // st_mode & S_IFMT
   bool is_socket = false;
   int domain = 0, type = 0, protocol = 0;
   bool listening = false;

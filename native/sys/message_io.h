@@ -50,11 +50,11 @@ class OwnedFds {
 };
 
 struct ReceivedMessage {
-  size_t length = 0;           // bytes written into the caller's buffer
-  size_t nfds = 0;             // descriptors appended to the caller's OwnedFds
-  bool data_truncated = false; // MSG_TRUNC: datagram larger than the buffer
-  bool fds_truncated = false;  // MSG_CTRUNC (or no room in `fds`): some fds were lost
-  bool has_cred = false;       // SCM_CREDENTIALS arrived (the receiver set SO_PASSCRED)
+  size_t length = 0;            // bytes written into the caller's buffer
+  size_t nfds = 0;              // descriptors appended to the caller's OwnedFds
+  bool data_truncated = false;  // MSG_TRUNC: datagram larger than the buffer
+  bool fds_truncated = false;   // MSG_CTRUNC (or no room in `fds`): some fds were lost
+  bool has_cred = false;        // SCM_CREDENTIALS arrived (the receiver set SO_PASSCRED)
   int pid = 0, uid = 0, gid = 0;
 };
 

@@ -36,8 +36,12 @@ function run(name) {
   });
   const proc = { name, child, records: [], stderr: '', waiters: [] };
   proc.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-  child.on('error', (err) => { proc.stderr += `spawn ${file}: ${err.message}\n`; });
-  child.stderr.on('data', (chunk) => { proc.stderr += chunk; });
+  child.on('error', (err) => {
+    proc.stderr += `spawn ${file}: ${err.message}\n`;
+  });
+  child.stderr.on('data', (chunk) => {
+    proc.stderr += chunk;
+  });
   let buffered = '';
   child.stdout.on('data', (chunk) => {
     buffered += chunk;
@@ -80,7 +84,9 @@ function get(port) {
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (chunk) => { body += chunk; });
+      res.on('data', (chunk) => {
+        body += chunk;
+      });
       res.on('end', () => resolve(body));
     });
     req.on('error', reject);
@@ -116,8 +122,10 @@ async function main() {
   check(body === `receiver ${serving.pid}`, `the request was answered '${body}', expected 'receiver ${serving.pid}'`);
   const receiverExit = await receiver.exited;
   check(receiverExit.code === 0, `process 2 exited with ${receiverExit.code ?? receiverExit.signal}`);
-  console.log(`smoke ok: Node ${rLoaded.node} ${rLoaded.arch}, ${rLoaded.binding}:` +
-    ` pid ${sent.pid} listened on 127.0.0.1:${sent.port}, passed it to pid ${serving.pid}, which answered`);
+  console.log(
+    `smoke ok: Node ${rLoaded.node} ${rLoaded.arch}, ${rLoaded.binding}:` +
+      ` pid ${sent.pid} listened on 127.0.0.1:${sent.port}, passed it to pid ${serving.pid}, which answered`,
+  );
 }
 
 const timer = setTimeout(() => fail(new Error(`timed out after ${TIMEOUT_MS / 1000}s`)), TIMEOUT_MS);

@@ -35,7 +35,13 @@ export const CODE_LANGS = new Set(['js', 'mjs', 'cjs', 'javascript', 'ts', 'type
 /** The Markdown files whose blocks are checked: README.md and docs/*.md. */
 export function docFiles(): string[] {
   const docs = path.join(ROOT, 'docs');
-  const extra = fs.existsSync(docs) ? fs.readdirSync(docs).filter((f) => f.endsWith('.md')).sort().map((f) => path.join('docs', f)) : [];
+  const extra = fs.existsSync(docs)
+    ? fs
+        .readdirSync(docs)
+        .filter((f) => f.endsWith('.md'))
+        .sort()
+        .map((f) => path.join('docs', f))
+    : [];
   return ['README.md', ...extra];
 }
 

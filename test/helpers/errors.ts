@@ -76,7 +76,12 @@ export function assertFdpassError(err: AnyError, code: string, message?: RegExp,
  * Awaits `p` (a promise, or a function called first), expecting an FdpassError with `code` (and a
  * message matching `message`); returns it. What succeeded anyway is closed.
  */
-export async function expectFdpassError(p: Promise<unknown> | (() => unknown), code: string, message?: RegExp, what = ''): Promise<FdpassError> {
+export async function expectFdpassError(
+  p: Promise<unknown> | (() => unknown),
+  code: string,
+  message?: RegExp,
+  what = '',
+): Promise<FdpassError> {
   const err = await failure(p, what || String(code));
   assertFdpassError(err, code, message, what);
   return err as FdpassError;

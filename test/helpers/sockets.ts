@@ -147,7 +147,6 @@ export function greeter(name: string): net.Server {
   return net.createServer((s) => s.end(name));
 }
 
-
 /** A descriptor is still open (and still the same kind of thing). */
 export function assertOpen(fd: number, kind: FdInfo['kind'], what: string): void {
   let info: FdInfo;
