@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import type { Context, Func } from 'mocha';
 import { openFds, newFds, settle } from './helpers/fds';
 import { reapChildren } from './helpers/children';
+import { stopLoads } from './helpers/http';
 import { makeTestDir, removeTestDir } from './helpers/tmp';
 
 let baseline = new Map<number, string>();
@@ -31,13 +32,16 @@ async function warmUp(): Promise<void> {
 // Ends the test's children and temporary directory; returns what it left behind.
 async function cleanUp(): Promise<string[]> {
   const problems: string[] = [];
+  const stopping = stopLoads(); // their requests to children that are killed next fail at once
   const reaped = await reapChildren();
+  const loads = await stopping;
   removeTestDir();
   await settle();
   const leaked = newFds(baseline, openFds());
   if (leaked.length > 0) problems.push(`test leaked ${leaked.length} descriptor(s):\n  ${leaked.join('\n  ')}`);
   // A test must end its children itself; a survivor is a bug in the test or the code under test.
   if (reaped > 0) problems.push(`test left ${reaped} child process(es) running`);
+  if (loads > 0) problems.push(`test left ${loads} load generator(s) running`);
   return problems;
 }
 

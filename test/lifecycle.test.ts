@@ -376,11 +376,12 @@ describe('lifecycle', () => {
             // A message handed to the Worker's 'message' handler is the application's: if terminate()
             // lands before the handler closed its fd (or between the hand-out and the handler's first
             // line), that one fd stays open, as any fd number a terminated Worker held. Everything
-            // fdpass still held (in flight, queued duplicates, read but not handed out) must be closed.
+            // fdpass still held (in flight, queued duplicates, read but not handed out) must be closed:
+            // of the 4 messages in flight, at most the one in the handler stays open.
             const heldByHandler = Atomics.load(counters, 0) - Atomics.load(counters, 1);
             const left = [...openFds()].filter(([n, target]) => target === file && before.get(n) !== file).map(([n]) => n);
             assert.ok(
-              left.length >= heldByHandler && left.length <= 1,
+              left.length <= 1 && heldByHandler <= 1, // the handler's counts may lag its fd by a line either way
               `fds of ${file} open after terminate(): ${left.length}, held by the handler: ${heldByHandler}`,
             );
             for (const n of left) closeFd(n); // the terminated application's, not fdpass's

@@ -35,12 +35,23 @@ export interface LoadResult {
  * `workers` clients each sending requests back to back until stop() (or `maxSeconds`, default 30):
  * over keep-alive connections (one per worker, reused, as wrk does) or a new connection per request.
  */
+// Loads not stopped yet: the root hooks stop what a failing test left running, so its clients do not
+// keep opening sockets into the next tests (one failure under load once failed 29 tests after it).
+const running = new Set<Load>();
+
+/** Stops every load a test left running; returns how many there were. */
+export async function stopLoads(): Promise<number> {
+  const left = [...running];
+  await Promise.all(left.map((l) => l.stop()));
+  return left.length;
+}
+
 export function load(port: number, opts: { workers: number; keepAlive: boolean; maxSeconds?: number }): Load {
   const agent = opts.keepAlive ? new http.Agent({ keepAlive: true, maxSockets: opts.workers }) : undefined;
   const result: LoadResult = { ok: 0, errors: [], bodies: new Map() };
-  let running = true;
-  // Bounded in time even when a failing test never calls stop(): the loop ends by itself.
-  const bound = setTimeout(() => (running = false), (opts.maxSeconds ?? 30) * 1000);
+  let active = true;
+  // Bounded in time even when nothing calls stop(): the loop ends by itself.
+  const bound = setTimeout(() => (active = false), (opts.maxSeconds ?? 30) * 1000);
   const one = (): Promise<void> =>
     new Promise((resolve) => {
       const req = http.get({ host: '127.0.0.1', port, path: '/', agent: agent ?? false }, (res) => {
@@ -63,15 +74,18 @@ export function load(port: number, opts: { workers: number; keepAlive: boolean; 
       });
     });
   const workers = Array.from({ length: opts.workers }, async () => {
-    while (running) await one();
+    while (active) await one();
   });
-  return {
+  const handle: Load = {
     async stop() {
-      running = false;
+      active = false;
       clearTimeout(bound);
       await Promise.all(workers);
       agent?.destroy();
+      running.delete(handle);
       return result;
     },
   };
+  running.add(handle);
+  return handle;
 }
