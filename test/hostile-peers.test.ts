@@ -1,6 +1,6 @@
 // Hostile peers of our own uid, as raw sockets that send exactly the bytes they choose: descriptors
-// sent to a receiver that wants fewer, oversized and truncated hand-off messages in both directions,
-// a stream message left half-written, a taker that never says hello, an old process that never
+// sent to a receiver that wants fewer, oversized, truncated and out-of-order hand-off messages in both
+// directions, a stream message left half-written, a taker that never says hello, an old process that never
 // answers. The rule for each: a clear error or refusal, the serving side goes on serving, and no
 // descriptor is left open (the root hooks check this process; a serving child is checked by /proc).
 // (Other uids: hostile-uid.test.ts. Malformed take() replies and hellos: handoff-failures.test.ts.
@@ -165,30 +165,29 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal((await old.exited).code, 0, old.stderr());
     }
 
-    const hellos: Array<[string, () => Buffer]> = [
+    const firsts: Array<[string, RegExp, () => Buffer]> = [
       // 100 KiB: more than the 64 KiB receive buffer, so the kernel truncates it (MSG_TRUNC).
       [
-        'larger than the receive buffer (MSG_TRUNC)',
+        'a hello larger than the receive buffer (MSG_TRUNC)',
+        /larger than the 64 KiB receive buffer \(MSG_TRUNC\)/,
         () => Buffer.from(wire({ type: 'hello', names: ['web'], pad: 'x'.repeat(100 * 1024) })),
       ],
-      ['cut mid-way', () => Buffer.from(wire({ type: 'hello', names: ['web'] }).slice(0, 20))],
+      ['a hello cut mid-way', /not a JSON object/, () => Buffer.from(wire({ type: 'hello', names: ['web'] }).slice(0, 20))],
+      ["'ready' before any hello", /expected 'hello', got 'ready'/, () => Buffer.from(wire({ type: 'ready' }))],
     ];
-    for (const [label, hello] of hellos) {
-      it(`a hello ${label} carrying 3 fds: the taker is told ERR_FDPASS_HANDOFF_PROTOCOL, the fds are closed, the old process serves and hands off to the next taker`, async () => {
+    for (const [label, message, first] of firsts) {
+      it(`${label}, carrying 3 fds: the taker is told ERR_FDPASS_HANDOFF_PROTOCOL, the fds are closed, the old process serves and hands off to the next taker`, async () => {
         const marker = markerFile();
         const control = tmpPath('control.sock');
         const { old, port } = await oldProcess(control);
         const ch = await connect(control);
-        await sendMarkers(ch, hello(), marker, 3);
+        await sendMarkers(ch, first(), marker, 3);
         const reply = await ch.receive({ timeout: 5000 });
         assert.equal(reply.fds.length, 0);
         const answer = JSON.parse(reply.data.toString()) as { type: string; code: string; message: string };
         assert.equal(answer.type, 'error');
         assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
-        assert.match(
-          answer.message,
-          label.includes('MSG_TRUNC') ? /larger than the 64 KiB receive buffer \(MSG_TRUNC\)/ : /not a JSON object/,
-        );
+        assert.match(answer.message, message);
         await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' }); // then it hung up
         await ch.close();
         const rollback = await old.expect<{ code: string; fds: number }>('rollback');
@@ -200,29 +199,35 @@ describe('hostile peers (same uid, raw sockets)', () => {
       });
     }
 
-    it("a 'ready' larger than the receive buffer carrying 2 fds, after the listeners were offered: rollback with ERR_FDPASS_HANDOFF_PROTOCOL, the fds closed, the old process serves and hands off to the next taker", async () => {
-      const marker = markerFile();
-      const control = tmpPath('control.sock');
-      const { old, port } = await oldProcess(control);
-      const ch = await connect(control);
-      await ch.send({ data: wire({ type: 'hello' }) });
-      const batch = await ch.receive({ timeout: 5000 });
-      assert.equal(JSON.parse(batch.data.toString()).type, 'listeners');
-      assert.equal(batch.fds.length, 1);
-      fs.closeSync(batch.fds[0]!); // our copy of 'web': we never serve on it
-      assert.equal(JSON.parse((await ch.receive({ timeout: 5000 })).data.toString()).type, 'done');
-      await sendMarkers(ch, Buffer.from(wire({ type: 'ready', pad: 'x'.repeat(100 * 1024) })), marker, 2);
-      const answer = JSON.parse((await ch.receive({ timeout: 5000 })).data.toString()) as { code: string; message: string };
-      assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
-      assert.match(answer.message, /MSG_TRUNC/);
-      await ch.close();
-      const rollback = await old.expect<{ code: string; fds: number }>('rollback');
-      assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
-      assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
-      assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
-      assert.equal(await get(port), `old ${old.pid}`);
-      await handOffTo(control, old, port);
-    });
+    const lasts: Array<[string, RegExp, () => Buffer]> = [
+      ["a 'ready' larger than the receive buffer", /MSG_TRUNC/, () => Buffer.from(wire({ type: 'ready', pad: 'x'.repeat(100 * 1024) }))],
+      ["a second hello where 'ready' belongs", /expected 'ready', got 'hello'/, () => Buffer.from(wire({ type: 'hello' }))],
+    ];
+    for (const [label, message, last] of lasts) {
+      it(`${label}, carrying 2 fds, after the listeners were offered: rollback with ERR_FDPASS_HANDOFF_PROTOCOL, the fds closed, the old process serves and hands off to the next taker`, async () => {
+        const marker = markerFile();
+        const control = tmpPath('control.sock');
+        const { old, port } = await oldProcess(control);
+        const ch = await connect(control);
+        await ch.send({ data: wire({ type: 'hello' }) });
+        const batch = await ch.receive({ timeout: 5000 });
+        assert.equal(JSON.parse(batch.data.toString()).type, 'listeners');
+        assert.equal(batch.fds.length, 1);
+        fs.closeSync(batch.fds[0]!); // our copy of 'web': we never serve on it
+        assert.equal(JSON.parse((await ch.receive({ timeout: 5000 })).data.toString()).type, 'done');
+        await sendMarkers(ch, last(), marker, 2);
+        const answer = JSON.parse((await ch.receive({ timeout: 5000 })).data.toString()) as { code: string; message: string };
+        assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.match(answer.message, message);
+        await ch.close();
+        const rollback = await old.expect<{ code: string; fds: number }>('rollback');
+        assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
+        assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
+        assert.equal(await get(port), `old ${old.pid}`);
+        await handOffTo(control, old, port);
+      });
+    }
 
     it('a taker that connects and never says hello holds up no one: the next taker is served meanwhile; after readyTimeout the silent one is told ERR_FDPASS_TIMEOUT and closed', async () => {
       const control = tmpPath('control.sock');
