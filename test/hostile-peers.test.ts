@@ -1,8 +1,8 @@
 // Hostile peers of our own uid, as raw sockets that send exactly the bytes they choose: descriptors
-// sent to a receiver that wants fewer, oversized, truncated and out-of-order hand-off messages in both
-// directions, a stream message left half-written, a taker that never says hello, an old process that never
-// answers. The rule for each: a clear error or refusal, the serving side goes on serving, and no
-// descriptor is left open (the root hooks check this process; a serving child is checked by /proc).
+// sent to a receiver that wants fewer; oversized, truncated and out-of-order hand-off messages in
+// both directions; a stream message left half-written; a taker that never says hello; an old process
+// that never answers. The rule for each: a clear error or refusal, the serving side goes on serving,
+// and no descriptor is left open (the root hooks check this process; a serving child, by /proc).
 // (Other uids: hostile-uid.test.ts. Malformed take() replies and hellos: handoff-failures.test.ts.
 // MSG_CTRUNC: process.test.ts. A new process that hangs after taking: handoff.test.ts.)
 import * as assert from 'node:assert/strict';
