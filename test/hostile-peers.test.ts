@@ -90,8 +90,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
     it('recvFd(path) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all closed, the socket file removed', async () => {
       const marker = markerFile();
       const sock = tmpPath('one-shot.sock');
-      const received = recvFd(sock, { timeout: 5000 });
-      await waitFor('the socket file', () => fs.existsSync(sock));
+      const received = recvFd(sock, { timeout: 5000 }); // listens before its first await
       const peer = rawPeer(['fds', 'seqpacket', sock, marker, '253']);
       await assert.rejects(received, { code: 'ERR_FDPASS_TOO_MANY_FDS', message: /carried 253 descriptors/ });
       assert.equal(holdsFile(openFds(), marker), 0, 'one of the 253 stayed open');
@@ -101,7 +100,17 @@ describe('hostile peers (same uid, raw sockets)', () => {
     });
   });
 
-  describe('a stream message half-written, then silence', () => {
+  describe('a message half-written or never sent, then silence', () => {
+    it('recvFd(path): a sender that connects and never sends: ERR_FDPASS_TIMEOUT, the sender is hung up on, the socket file removed', async () => {
+      const sock = tmpPath('one-shot.sock');
+      const received = recvFd(sock, { timeout: 300 }); // listens before its first await
+      const silent = await connect(sock);
+      await assert.rejects(received, { code: 'ERR_FDPASS_TIMEOUT' });
+      await assert.rejects(silent.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+      await silent.close();
+      assert.equal(fs.existsSync(sock), false, 'the one-shot socket file is gone');
+    });
+
     it('the half frame arrives with its fds; receive({ timeout }) rejects with ERR_FDPASS_TIMEOUT without blocking the loop; close() closes the fds the channel held', async () => {
       const marker = markerFile();
       const sock = tmpPath('stream.sock');
