@@ -1,10 +1,9 @@
 // The entry points users reach for first: sendFd/recvFd and their plural forms, over a Channel or a
 // socket path (connect/listen for one message, then clean up).
-import { Channel, MAX_FDS_PER_MESSAGE, type Message } from './channel';
+import { Channel, MAX_FDS_PER_MESSAGE, closeQuietly, type Message } from './channel';
 import { acceptOne, bindDgram, connect, listen, type ListenOptions } from './endpoints';
 import { FdpassError } from './errors';
 import { fdOf, type FdLike } from './adopt';
-import { binding } from './native';
 import type { SocketKind } from './names';
 import { invalidArgType, outOfRange, toBuffer } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
@@ -144,7 +143,7 @@ export async function recvFds(source: Channel | string, opts: ReceiveOptions = {
 export async function recvFd(source: Channel | string, opts: ReceiveOptions = {}): Promise<ReceivedFd> {
   const m = await recvFds(source, opts);
   if (m.fds.length === 1) return { fd: m.fds[0]!, data: m.data };
-  for (const fd of m.fds) binding.close(fd);
+  closeQuietly(m.fds); // every one, even if one close fails
   if (m.fds.length === 0) throw new FdpassError('ERR_FDPASS_NO_FD', 'the message carried no descriptor');
   throw new FdpassError('ERR_FDPASS_TOO_MANY_FDS', `the message carried ${m.fds.length} descriptors, expected 1 (use recvFds)`);
 }

@@ -1,7 +1,7 @@
 // The hand-off wire protocol: JSON messages on a seqpacket control socket, listeners' fds attached to
 // 'listeners' batches. Every message is checked for shape on both sides, and every fd that arrives
 // on a message that may not carry any is closed (DESIGN.md §4: each fd has exactly one owner).
-import { MAX_FDS_PER_MESSAGE, closeQuietly, type Message } from '../channel';
+import { DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS_PER_MESSAGE, closeQuietly, type Message } from '../channel';
 import { FdpassError, FdpassSystemError, type FdpassErrorCode } from '../errors';
 import { inspect } from '../adopt';
 
@@ -140,6 +140,18 @@ export function decode(m: Message, expected: readonly WireType[]): Wire {
     throw problem;
   }
   return msg as Wire;
+}
+
+/**
+ * A receive on the control socket that failed because the peer sent a message larger than the
+ * receive buffer (MSG_TRUNC; the channel has already closed the fds it carried): the peer broke the
+ * protocol, so it is ERR_FDPASS_HANDOFF_PROTOCOL like any malformed message. Undefined for any other error.
+ */
+export function oversizedMessage(err: unknown): FdpassError | undefined {
+  if (!(err instanceof FdpassError) || err.code !== 'ERR_FDPASS_TRUNCATED') return undefined;
+  return protocolError(
+    `the peer sent a message larger than the ${DEFAULT_MAX_MESSAGE_SIZE / 1024} KiB receive buffer (MSG_TRUNC); the fds it carried were closed`,
+  );
 }
 
 /** The error a peer's 'error' message stands for (codes that are not fdpass's become PROTOCOL). */

@@ -20,6 +20,7 @@ import {
   encode,
   isPeerGone,
   kindOfListener,
+  oversizedMessage,
   peerError,
   type ListenerKind,
   type SkippedListener,
@@ -33,7 +34,11 @@ export type HandoffListener = net.Server | dgram.Socket | number;
 export interface ServeOptions {
   /** Which peers may take the listeners. Default: the same uid as this process (or root). */
   allow?: (peer: PeerCredentials) => boolean;
-  /** How long the new process has, from its hello to saying "ready". Default 30 s. */
+  /**
+   * How long the new process has, from its hello to saying "ready". Default 30 s. Also how long a
+   * connection may stay silent before its hello: it is then told ERR_FDPASS_TIMEOUT and closed. A
+   * connection that has not said hello never holds up another taker.
+   */
   readyTimeout?: number;
   /** After the hand-off, how long in-flight requests get before connections are cut. Default 30 s. */
   drainTimeout?: number;
@@ -143,16 +148,28 @@ export class HandoffServer extends EventEmitter {
   }
 
   async #accept(ch: Channel): Promise<void> {
-    let first: Message;
+    // The first message, or why it could not be read: one too large for the receive buffer is a
+    // malformed hello, answered and reported like any other.
+    let first: Message | Error;
     try {
       first = await ch.receive({ timeout: this.#opts.readyTimeout });
     } catch (err) {
-      debug('handoff: a connection left before saying hello (%s)', (err as Error).message);
-      ch.destroy();
-      return;
+      const code = (err as FdpassError).code;
+      const oversized = oversizedMessage(err);
+      if (oversized !== undefined) {
+        first = oversized;
+      } else {
+        // It left, or stayed silent: no taker, and it never held up another. A silent one hears why.
+        debug('handoff: a connection left or said nothing before saying hello (%s)', (err as Error).message);
+        if (code === 'ERR_FDPASS_TIMEOUT') {
+          await this.#sendError(ch, new FdpassError('ERR_FDPASS_TIMEOUT', `no hello within ${this.#opts.readyTimeout} ms`));
+        }
+        ch.destroy();
+        return;
+      }
     }
     if (this.#state !== 'serving' || this.#session !== null) {
-      closeQuietly(first.fds);
+      if (!(first instanceof Error)) closeQuietly(first.fds);
       debug('handoff: refusing a second peer while busy');
       const busy =
         this.#state === 'serving'
@@ -183,7 +200,8 @@ export class HandoffServer extends EventEmitter {
   }
 
   // hello -> listeners batches -> done -> (the new process adopts, serves) -> ready
-  async #handOff(session: Session, first: Message): Promise<void> {
+  async #handOff(session: Session, first: Message | Error): Promise<void> {
+    if (first instanceof Error) throw first;
     const ch = session.channel;
     const deadline = Date.now() + this.#opts.readyTimeout;
     const hello = decode(first, ['hello']);
@@ -217,7 +235,7 @@ export class HandoffServer extends EventEmitter {
       if ((err as FdpassError).code === 'ERR_FDPASS_TIMEOUT') {
         throw new FdpassError('ERR_FDPASS_TIMEOUT', `the new process was not ready within ${this.#opts.readyTimeout} ms`);
       }
-      throw err;
+      throw oversizedMessage(err) ?? err;
     });
     const ready = decode(m, ['ready']);
     if (ready.type === 'error') throw peerError(ready);

@@ -14,7 +14,17 @@ import { parseName } from '../names';
 import { processGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
 import { trackSessions } from './drain';
-import { checkNames, decode, encode, isPeerGone, peerError, type ListenerKind, type SkippedListener, type Wire } from './protocol';
+import {
+  checkNames,
+  decode,
+  encode,
+  isPeerGone,
+  oversizedMessage,
+  peerError,
+  type ListenerKind,
+  type SkippedListener,
+  type Wire,
+} from './protocol';
 
 const debug = debuglog('fdpass');
 
@@ -138,7 +148,7 @@ export class Inheritance {
       (m) => decode(m, ['ack']),
       (err: Error) => {
         if (isPeerGone(err)) return 'gone';
-        throw err;
+        throw oversizedMessage(err) ?? err;
       },
     );
     answer.catch(() => {}); // settled below; close() may reject it first
@@ -256,7 +266,7 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
             'the old process closed the control connection (refused by its allow policy, or it is shutting down)',
           );
         }
-        throw err;
+        throw oversizedMessage(err) ?? err;
       });
       const msg = decode(m, ['listeners', 'done']); // closes m's fds when it throws
       if (msg.type === 'listeners') {

@@ -1,0 +1,373 @@
+// Hostile peers of our own uid, as raw sockets that send exactly the bytes they choose: descriptors
+// sent to a receiver that wants fewer; oversized, truncated and out-of-order hand-off messages in
+// both directions; a stream message left half-written; a taker that never says hello; an old process
+// that never answers. The rule for each: a clear error or refusal, the serving side goes on serving,
+// and no descriptor is left open (the root hooks check this process; a serving child, by /proc).
+// (Other uids: hostile-uid.test.ts. Malformed take() replies and hellos: handoff-failures.test.ts.
+// MSG_CTRUNC: process.test.ts. A new process that hangs after taking: handoff.test.ts.)
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { once } from 'node:events';
+import { handoff, listen, connect, fdOf, recvFd, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
+import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { holdsFile, openFds, settle } from './helpers/fds';
+import { markerFile } from './helpers/foreign';
+import { get } from './helpers/http';
+import { tmpPath } from './helpers/tmp';
+
+const RAW_PEER = path.join(__dirname, '..', '..', 'test', 'fixtures', 'raw_peer.py');
+
+function rawPeer(args: string[]): Fixture {
+  return spawnJson('python3', [RAW_PEER, ...args]);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+const wire = (body: Record<string, unknown>): string => JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION, ...body });
+
+/** `count` read-only descriptors of `file`, sent by this process and closed once sent. */
+async function sendMarkers(ch: Channel, data: string | Buffer, file: string, count: number): Promise<void> {
+  const fds = Array.from({ length: count }, () => fs.openSync(file, 'r'));
+  try {
+    await ch.send({ data, fds });
+  } finally {
+    for (const fd of fds) fs.closeSync(fd);
+  }
+}
+
+/** Waits until `check` holds, polling; fails naming `what` after `ms`. */
+async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Counts event-loop turns (a 5 ms interval) while `p` is pending: a blocked loop counts none. */
+async function ticksWhile<T>(p: Promise<T>): Promise<{ ticks: number; result: PromiseSettledResult<T> }> {
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  const [result] = await Promise.allSettled([p]);
+  clearInterval(timer);
+  return { ticks, result: result! };
+}
+
+interface Serving {
+  ports: { web: number };
+  fds: number;
+}
+
+describe('hostile peers (same uid, raw sockets)', () => {
+  describe('descriptors sent to a receiver that wants fewer', () => {
+    it('recvFd(channel) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all 253 closed; the channel then receives the next one', async () => {
+      const marker = markerFile();
+      const sock = tmpPath('recv.sock');
+      const server = await listen(sock);
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const peer = rawPeer(['fds', 'seqpacket', sock, marker, '253', '1']);
+      const [ch] = await accepted;
+      await server.close();
+      await assert.rejects(recvFd(ch, { timeout: 5000 }), {
+        code: 'ERR_FDPASS_TOO_MANY_FDS',
+        message: /carried 253 descriptors, expected 1/,
+      });
+      assert.equal(holdsFile(openFds(), marker), 0, 'one of the 253 stayed open');
+      // The channel is intact: the peer's next message (1 fd) is received as recvFd expects.
+      await ch.send({ data: 'next' });
+      const { fd, data } = await recvFd(ch, { timeout: 5000 });
+      assert.equal(data.toString(), 'msg2');
+      assert.equal(fs.readlinkSync(`/proc/self/fd/${fd}`), marker);
+      fs.closeSync(fd);
+      await peer.expect('sent');
+      await ch.close();
+      await peer.expect('eof');
+      assert.equal((await peer.exited).code, 0, peer.stderr());
+    });
+
+    it('recvFd(path) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all closed, the socket file removed', async () => {
+      const marker = markerFile();
+      const sock = tmpPath('one-shot.sock');
+      const received = recvFd(sock, { timeout: 5000 }); // listens before its first await
+      const peer = rawPeer(['fds', 'seqpacket', sock, marker, '253']);
+      await assert.rejects(received, { code: 'ERR_FDPASS_TOO_MANY_FDS', message: /carried 253 descriptors/ });
+      assert.equal(holdsFile(openFds(), marker), 0, 'one of the 253 stayed open');
+      assert.equal(fs.existsSync(sock), false, 'the one-shot socket file is gone');
+      await peer.expect('eof'); // it was hung up on
+      assert.equal((await peer.exited).code, 0, peer.stderr());
+    });
+  });
+
+  describe('a message half-written or never sent, then silence', () => {
+    it('recvFd(path): a sender that connects and never sends: ERR_FDPASS_TIMEOUT, the sender is hung up on, the socket file removed', async () => {
+      const sock = tmpPath('one-shot.sock');
+      const received = recvFd(sock, { timeout: 300 }); // listens before its first await
+      const silent = await connect(sock);
+      await assert.rejects(received, { code: 'ERR_FDPASS_TIMEOUT' });
+      await assert.rejects(silent.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+      await silent.close();
+      assert.equal(fs.existsSync(sock), false, 'the one-shot socket file is gone');
+    });
+
+    it('the half frame arrives with its fds; receive({ timeout }) rejects with ERR_FDPASS_TIMEOUT without blocking the loop; close() closes the fds the channel held', async () => {
+      const marker = markerFile();
+      const sock = tmpPath('stream.sock');
+      const server = await listen(sock, { type: 'stream' });
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const peer = rawPeer(['half-frame', sock, marker]);
+      const [ch] = await accepted;
+      await server.close();
+      await peer.expect('half');
+      // A stream channel is a byte stream: what arrived is delivered, never held back for the rest.
+      const first = await ch.receive({ timeout: 5000 });
+      assert.equal(first.data.length, 14);
+      assert.equal(first.data.readUInt32BE(0), 100, 'the length prefix says 100 bytes; 10 came');
+      assert.equal(first.fds.length, 2);
+      for (const fd of first.fds) fs.closeSync(fd);
+
+      const t0 = Date.now();
+      const { ticks, result } = await ticksWhile(ch.receive({ timeout: 300 }));
+      assert.equal(result.status, 'rejected');
+      assert.equal((result as PromiseRejectedResult).reason.code, 'ERR_FDPASS_TIMEOUT');
+      assert.ok(Date.now() - t0 >= 295, 'it waited for its timeout');
+      assert.ok(ticks >= 5, `the event loop ran while the receive waited (${ticks} turns)`);
+      assert.equal(ch.closed, false, 'a timed-out receive leaves the channel open');
+
+      // Two more chunks (3 and 4 fds) arrive back to back: one receive takes the first, the channel
+      // reads the second along with it and holds its 4 fds; close() must close them.
+      peer.proc.stdin!.write('more\n');
+      await peer.expect('sent');
+      const second = await ch.receive({ timeout: 5000 });
+      assert.equal(second.data.toString(), 'chunk-b');
+      assert.equal(second.fds.length, 3);
+      for (const fd of second.fds) fs.closeSync(fd);
+      assert.equal(holdsFile(openFds(), marker), 4, 'the channel holds the unread chunk and its 4 fds');
+      await ch.close();
+      await settle();
+      assert.equal(holdsFile(openFds(), marker), 0, 'close() closed the fds of the unread chunk');
+      await peer.expect('eof');
+      assert.equal((await peer.exited).code, 0, peer.stderr());
+    });
+  });
+
+  describe('serve(): a hostile taker, with the old process a child', () => {
+    // The old process (handoff-old, an http.Server as 'web', readyTimeout 1 s) and its fd map.
+    async function oldProcess(control: string): Promise<{ old: Fixture; port: number }> {
+      const old = runFixture('handoff-old', [control, 'http', '1000']);
+      const { ports } = await old.expect<Serving>('serving');
+      return { old, port: ports.web };
+    }
+
+    // A real hand-off to a new process: proves the old one still offers its listeners.
+    async function handOffTo(control: string, old: Fixture, port: number): Promise<void> {
+      const fresh = runFixture('handoff-new', [control, 'serve']);
+      await fresh.expect('adopted');
+      fresh.send({ cmd: 'ready' });
+      assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: true });
+      await old.expect('drained');
+      assert.equal(await get(port), `new ${fresh.pid}`);
+      fresh.send({ cmd: 'exit' });
+      fresh.proc.stdin!.end();
+      assert.equal((await fresh.exited).code, 0, fresh.stderr());
+      assert.equal((await old.exited).code, 0, old.stderr());
+    }
+
+    const firsts: Array<[string, RegExp, () => Buffer]> = [
+      // 100 KiB: more than the 64 KiB receive buffer, so the kernel truncates it (MSG_TRUNC).
+      [
+        'a hello larger than the receive buffer (MSG_TRUNC)',
+        /larger than the 64 KiB receive buffer \(MSG_TRUNC\)/,
+        () => Buffer.from(wire({ type: 'hello', names: ['web'], pad: 'x'.repeat(100 * 1024) })),
+      ],
+      ['a hello cut mid-way', /not a JSON object/, () => Buffer.from(wire({ type: 'hello', names: ['web'] }).slice(0, 20))],
+      ["'ready' before any hello", /expected 'hello', got 'ready'/, () => Buffer.from(wire({ type: 'ready' }))],
+    ];
+    for (const [label, message, first] of firsts) {
+      it(`${label}, carrying 3 fds: the taker is told ERR_FDPASS_HANDOFF_PROTOCOL, the fds are closed, the old process serves and hands off to the next taker`, async () => {
+        const marker = markerFile();
+        const control = tmpPath('control.sock');
+        const { old, port } = await oldProcess(control);
+        const ch = await connect(control);
+        await sendMarkers(ch, first(), marker, 3);
+        const reply = await ch.receive({ timeout: 5000 });
+        assert.equal(reply.fds.length, 0);
+        const answer = JSON.parse(reply.data.toString()) as { type: string; code: string; message: string };
+        assert.equal(answer.type, 'error');
+        assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.match(answer.message, message);
+        await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' }); // then it hung up
+        await ch.close();
+        const rollback = await old.expect<{ code: string; fds: number }>('rollback');
+        assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
+        assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
+        assert.equal(await get(port), `old ${old.pid}`);
+        await handOffTo(control, old, port);
+      });
+    }
+
+    const lasts: Array<[string, RegExp, () => Buffer]> = [
+      ["a 'ready' larger than the receive buffer", /MSG_TRUNC/, () => Buffer.from(wire({ type: 'ready', pad: 'x'.repeat(100 * 1024) }))],
+      ["a second hello where 'ready' belongs", /expected 'ready', got 'hello'/, () => Buffer.from(wire({ type: 'hello' }))],
+    ];
+    for (const [label, message, last] of lasts) {
+      it(`${label}, carrying 2 fds, after the listeners were offered: rollback with ERR_FDPASS_HANDOFF_PROTOCOL, the fds closed, the old process serves and hands off to the next taker`, async () => {
+        const marker = markerFile();
+        const control = tmpPath('control.sock');
+        const { old, port } = await oldProcess(control);
+        const ch = await connect(control);
+        await ch.send({ data: wire({ type: 'hello' }) });
+        const batch = await ch.receive({ timeout: 5000 });
+        assert.equal(JSON.parse(batch.data.toString()).type, 'listeners');
+        assert.equal(batch.fds.length, 1);
+        fs.closeSync(batch.fds[0]!); // our copy of 'web': we never serve on it
+        assert.equal(JSON.parse((await ch.receive({ timeout: 5000 })).data.toString()).type, 'done');
+        await sendMarkers(ch, last(), marker, 2);
+        const answer = JSON.parse((await ch.receive({ timeout: 5000 })).data.toString()) as { code: string; message: string };
+        assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.match(answer.message, message);
+        await ch.close();
+        const rollback = await old.expect<{ code: string; fds: number }>('rollback');
+        assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
+        assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
+        assert.equal(await get(port), `old ${old.pid}`);
+        await handOffTo(control, old, port);
+      });
+    }
+
+    it('a taker that connects and never says hello holds up no one: the next taker is served meanwhile; after readyTimeout the silent one is told ERR_FDPASS_TIMEOUT and closed', async () => {
+      const control = tmpPath('control.sock');
+      const { old, port } = await oldProcess(control);
+      const t0 = Date.now();
+      const silent = await connect(control);
+      // A real hand-off while the silent connection is open: not BUSY, not delayed by it.
+      await handOffTo(control, old, port);
+      // handOffTo waited for the old process to exit: its exit had to wait for the silent one's deadline.
+      const told = await silent.receive({ timeout: 5000 });
+      const answer = JSON.parse(told.data.toString()) as { type: string; code: string; message: string };
+      assert.deepEqual([answer.type, answer.code], ['error', 'ERR_FDPASS_TIMEOUT']);
+      assert.match(answer.message, /no hello within 1000 ms/);
+      assert.ok(Date.now() - t0 >= 950, 'it had its readyTimeout');
+      await assert.rejects(silent.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+      await silent.close();
+    });
+
+    it('a taker that never says hello, alone: the old process closes it after readyTimeout, is back to its fd count, and serves on', async () => {
+      const control = tmpPath('control.sock');
+      const { old, port } = await oldProcess(control);
+      const before = openFds(old.pid).size;
+      const silent = await connect(control);
+      await waitFor('the old process to accept it', () => openFds(old.pid).size === before + 1);
+      const told = await silent.receive({ timeout: 5000 });
+      assert.equal((JSON.parse(told.data.toString()) as { code: string }).code, 'ERR_FDPASS_TIMEOUT');
+      await assert.rejects(silent.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+      await silent.close();
+      await waitFor('the old process to close its end', () => openFds(old.pid).size === before);
+      assert.equal(await get(port), `old ${old.pid}`);
+      old.send({ cmd: 'exit' });
+      old.proc.stdin!.end();
+      assert.equal((await old.exited).code, 0, old.stderr());
+    });
+  });
+
+  describe('take(): a hostile old process', () => {
+    // A fake old process: answers the hello with `reply`, then waits for the taker to hang up.
+    async function fakeOld(
+      control: string,
+      reply: (ch: Channel) => Promise<void>,
+    ): Promise<{ server: ChannelServer; hungUp: Promise<void> }> {
+      const server = await listen(control);
+      let hungUp!: () => void;
+      const done = new Promise<void>((resolve) => (hungUp = resolve));
+      server.once('connection', (ch: Channel) => {
+        void (async () => {
+          const hello = await ch.receive();
+          assert.equal(hello.fds.length, 0);
+          await reply(ch);
+          await ch.receive().catch(() => {}); // until the taker hangs up
+          await ch.close();
+          hungUp();
+        })();
+      });
+      return { server, hungUp: done };
+    }
+
+    function listenLocal(): Promise<http.Server> {
+      return new Promise((resolve) => {
+        const s = http.createServer((_req, res) => res.end('fake old'));
+        s.listen(0, '127.0.0.1', () => resolve(s));
+      });
+    }
+
+    const replies: Array<[string, RegExp, (entries: string) => Buffer]> = [
+      [
+        'a listeners batch larger than the receive buffer (MSG_TRUNC)',
+        /larger than the 64 KiB receive buffer \(MSG_TRUNC\)/,
+        (entries) => Buffer.from(`${entries.slice(0, -1)},"pad":"${'x'.repeat(100 * 1024)}"}`),
+      ],
+      ['a listeners batch cut mid-way', /not a JSON object/, (entries) => Buffer.from(entries.slice(0, entries.length - 12))],
+    ];
+    for (const [label, message, make] of replies) {
+      it(`${label} carrying 2 listeners: take() rejects with ERR_FDPASS_HANDOFF_PROTOCOL and closes both fds`, async () => {
+        const control = tmpPath('control.sock');
+        const a = await listenLocal();
+        const b = await listenLocal();
+        const entries = wire({
+          type: 'listeners',
+          entries: [
+            { name: 'a', kind: 'tcp' },
+            { name: 'b', kind: 'tcp' },
+          ],
+        });
+        const fake = await fakeOld(control, (ch) => ch.send({ data: make(entries), fds: [fdOf(a), fdOf(b)] }));
+        // The fds arrive here as new numbers: the root hook fails this test if one stays open.
+        await assert.rejects(handoff.take(control, { timeout: 5000 }), { code: 'ERR_FDPASS_HANDOFF_PROTOCOL', message });
+        await fake.hungUp;
+        await fake.server.close();
+        await new Promise<void>((resolve) => a.close(() => resolve()));
+        await new Promise<void>((resolve) => b.close(() => resolve()));
+      });
+    }
+
+    it("an 'ack' larger than the receive buffer: ready() rejects with ERR_FDPASS_HANDOFF_PROTOCOL and the inherited listener is closed", async () => {
+      const marker = markerFile();
+      const control = tmpPath('control.sock');
+      const web = await listenLocal();
+      const fake = await fakeOld(control, async (ch) => {
+        await ch.send({ data: wire({ type: 'listeners', entries: [{ name: 'web', kind: 'tcp' }] }), fds: [fdOf(web)] });
+        await ch.send({ data: wire({ type: 'done', count: 1, skipped: [] }) });
+        const ready = await ch.receive();
+        assert.equal(JSON.parse(ready.data.toString()).type, 'ready');
+        await sendMarkers(ch, Buffer.from(wire({ type: 'ack', pad: 'x'.repeat(100 * 1024) })), marker, 2);
+      });
+      const inherited = await handoff.take(control, { timeout: 5000 });
+      assert.ok(inherited);
+      await assert.rejects(inherited.ready({ timeout: 5000 }), { code: 'ERR_FDPASS_HANDOFF_PROTOCOL', message: /MSG_TRUNC/ });
+      await fake.hungUp;
+      assert.equal(holdsFile(openFds(), marker), 0);
+      await fake.server.close();
+      await new Promise<void>((resolve) => web.close(() => resolve()));
+    });
+
+    it('an old process that accepts and never answers: take({ timeout: 500 }) rejects with ERR_FDPASS_TIMEOUT in time and hangs up', async () => {
+      const control = tmpPath('control.sock');
+      const server = await listen(control);
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const t0 = Date.now();
+      const taking = handoff.take(control, { timeout: 500 });
+      const [ch] = await accepted;
+      const hello = await ch.receive({ timeout: 5000 }); // it said hello; we say nothing
+      assert.equal(JSON.parse(hello.data.toString()).type, 'hello');
+      await assert.rejects(taking, { code: 'ERR_FDPASS_TIMEOUT' });
+      const elapsed = Date.now() - t0;
+      assert.ok(elapsed >= 490, `it waited its timeout (${elapsed} ms)`);
+      assert.ok(elapsed < 2500, `it gave up on time (${elapsed} ms)`);
+      await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' }); // it hung up
+      await ch.close();
+      await server.close();
+    });
+  });
+});
