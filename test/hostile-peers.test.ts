@@ -174,6 +174,17 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal((await old.exited).code, 0, old.stderr());
     }
 
+    // The old process after a malformed taker: it rolled back with a protocol error, holds none of the
+    // taker's fds and no more fds than before, serves on, and hands off to the next (real) taker.
+    async function rolledBackAndServing(old: Fixture, marker: string, port: number, control: string): Promise<void> {
+      const rollback = await old.expect<{ code: string; fds: number }>('rollback');
+      assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+      assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
+      assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
+      assert.equal(await get(port), `old ${old.pid}`);
+      await handOffTo(control, old, port);
+    }
+
     const firsts: Array<[string, RegExp, () => Buffer]> = [
       // 100 KiB: more than the 64 KiB receive buffer, so the kernel truncates it (MSG_TRUNC).
       [
@@ -199,12 +210,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
         assert.match(answer.message, message);
         await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' }); // then it hung up
         await ch.close();
-        const rollback = await old.expect<{ code: string; fds: number }>('rollback');
-        assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
-        assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
-        assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
-        assert.equal(await get(port), `old ${old.pid}`);
-        await handOffTo(control, old, port);
+        await rolledBackAndServing(old, marker, port, control);
       });
     }
 
@@ -229,12 +235,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
         assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
         assert.match(answer.message, message);
         await ch.close();
-        const rollback = await old.expect<{ code: string; fds: number }>('rollback');
-        assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
-        assert.equal(rollback.fds, 0, 'the old process is back to its fd count');
-        assert.equal(holdsFile(openFds(old.pid), marker), 0, 'a descriptor the taker sent is open in the old process');
-        assert.equal(await get(port), `old ${old.pid}`);
-        await handOffTo(control, old, port);
+        await rolledBackAndServing(old, marker, port, control);
       });
     }
 
