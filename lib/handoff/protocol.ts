@@ -1,7 +1,8 @@
 // The hand-off wire protocol: JSON messages on a seqpacket control socket, listeners' fds attached to
 // 'listeners' batches. Every message is checked for shape on both sides, and every fd that arrives
 // on a message that may not carry any is closed (DESIGN.md §4: each fd has exactly one owner).
-import { DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS_PER_MESSAGE, closeQuietly, type Message } from '../channel';
+import { DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS_PER_MESSAGE, closeQuietly, type Channel, type Message } from '../channel';
+import type { WaitOptions } from '../wait';
 import { FdpassError, FdpassSystemError, type FdpassErrorCode } from '../errors';
 import { inspect } from '../adopt';
 
@@ -143,11 +144,17 @@ export function decode(m: Message, expected: readonly WireType[]): Wire {
 }
 
 /**
- * A receive on the control socket that failed because the peer sent a message larger than the
- * receive buffer (MSG_TRUNC; the channel has already closed the fds it carried): the peer broke the
- * protocol, so it is ERR_FDPASS_HANDOFF_PROTOCOL like any malformed message. Undefined for any other error.
+ * One message from the control socket. A message larger than the receive buffer (MSG_TRUNC; the
+ * channel has already closed the fds it carried) means the peer broke the protocol, so it rejects
+ * with ERR_FDPASS_HANDOFF_PROTOCOL like any malformed message; any other error as the channel gave it.
  */
-export function oversizedMessage(err: unknown): FdpassError | undefined {
+export function receiveWire(ch: Channel, opts?: WaitOptions): Promise<Message> {
+  return ch.receive(opts).catch((err: unknown) => {
+    throw oversizedMessage(err) ?? err;
+  });
+}
+
+function oversizedMessage(err: unknown): FdpassError | undefined {
   if (!(err instanceof FdpassError) || err.code !== 'ERR_FDPASS_TRUNCATED') return undefined;
   return protocolError(
     `the peer sent a message larger than the ${DEFAULT_MAX_MESSAGE_SIZE / 1024} KiB receive buffer (MSG_TRUNC); the fds it carried were closed`,

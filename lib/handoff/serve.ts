@@ -20,7 +20,7 @@ import {
   encode,
   isPeerGone,
   kindOfListener,
-  oversizedMessage,
+  receiveWire,
   peerError,
   type ListenerKind,
   type SkippedListener,
@@ -152,12 +152,11 @@ export class HandoffServer extends EventEmitter {
     // malformed hello, answered and reported like any other.
     let first: Message | Error;
     try {
-      first = await ch.receive({ timeout: this.#opts.readyTimeout });
+      first = await receiveWire(ch, { timeout: this.#opts.readyTimeout });
     } catch (err) {
       const code = (err as FdpassError).code;
-      const oversized = oversizedMessage(err);
-      if (oversized !== undefined) {
-        first = oversized;
+      if (code === 'ERR_FDPASS_HANDOFF_PROTOCOL') {
+        first = err as FdpassError; // too large for the receive buffer
       } else {
         // It left, or stayed silent: no taker, and it never held up another. A silent one hears why.
         debug('handoff: a connection left or said nothing before saying hello (%s)', (err as Error).message);
@@ -231,11 +230,11 @@ export class HandoffServer extends EventEmitter {
     }
     await ch.send({ data: encode({ type: 'done', count: entries.length, skipped }) });
     session.offered = true;
-    const m = await ch.receive({ timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
+    const m = await receiveWire(ch, { timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
       if ((err as FdpassError).code === 'ERR_FDPASS_TIMEOUT') {
         throw new FdpassError('ERR_FDPASS_TIMEOUT', `the new process was not ready within ${this.#opts.readyTimeout} ms`);
       }
-      throw oversizedMessage(err) ?? err;
+      throw err;
     });
     const ready = decode(m, ['ready']);
     if (ready.type === 'error') throw peerError(ready);

@@ -19,7 +19,7 @@ import {
   decode,
   encode,
   isPeerGone,
-  oversizedMessage,
+  receiveWire,
   peerError,
   type ListenerKind,
   type SkippedListener,
@@ -144,11 +144,11 @@ export class Inheritance {
     this.#settle();
     const ch = this.#channel;
     // The old process's next word (ack, or an error when it rolled back) or its disappearance.
-    const answer: Promise<Wire | 'gone'> = ch.receive().then(
+    const answer: Promise<Wire | 'gone'> = receiveWire(ch).then(
       (m) => decode(m, ['ack']),
       (err: Error) => {
         if (isPeerGone(err)) return 'gone';
-        throw oversizedMessage(err) ?? err;
+        throw err;
       },
     );
     answer.catch(() => {}); // settled below; close() may reject it first
@@ -259,14 +259,14 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
     const wanted = opts.names ? new Set(opts.names) : undefined;
     const deadline = Date.now() + timeout;
     for (;;) {
-      const m = await channel.receive({ timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
+      const m = await receiveWire(channel, { timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
         if (isPeerGone(err)) {
           throw new FdpassError(
             'ERR_FDPASS_HANDOFF_REFUSED',
             'the old process closed the control connection (refused by its allow policy, or it is shutting down)',
           );
         }
-        throw oversizedMessage(err) ?? err;
+        throw err;
       });
       const msg = decode(m, ['listeners', 'done']); // closes m's fds when it throws
       if (msg.type === 'listeners') {
