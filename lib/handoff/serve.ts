@@ -306,6 +306,19 @@ export function validateListeners(listeners: unknown): Map<string, HandoffListen
 }
 
 /**
+ * Checks serve()'s timing options (readyTimeout, drainTimeout, idleGrace, closeSpread).
+ * @internal also used by upgrader(), which passes them to serve() only at the upgrade.
+ */
+export function validateServeOptions(opts: ServeOptions): void {
+  if (opts.readyTimeout !== undefined) validateInteger(opts.readyTimeout, 'options.readyTimeout', 1, 2 ** 31 - 1);
+  if (opts.drainTimeout !== undefined) validateInteger(opts.drainTimeout, 'options.drainTimeout', 0, 2 ** 31 - 1);
+  if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
+  if (opts.closeSpread !== undefined) {
+    validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.drainTimeout ?? DEFAULT_TIMEOUT, 'options.drainTimeout');
+  }
+}
+
+/**
  * Old process: offers `listeners` (by name) to the next process on the control socket `path`
  * (a filesystem path, owner-only by default, or an abstract name '\0name' / '@name').
  * Rejects with EADDRINUSE when another process (or another serve()) is already serving that path.
@@ -313,12 +326,7 @@ export function validateListeners(listeners: unknown): Map<string, HandoffListen
 export async function serve(path: string, listeners: Record<string, HandoffListener>, opts: ServeOptions = {}): Promise<HandoffServer> {
   const map = validateListeners(listeners);
   validateObject(opts as unknown, 'options');
-  if (opts.readyTimeout !== undefined) validateInteger(opts.readyTimeout, 'options.readyTimeout', 1, 2 ** 31 - 1);
-  if (opts.drainTimeout !== undefined) validateInteger(opts.drainTimeout, 'options.drainTimeout', 0, 2 ** 31 - 1);
-  if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
-  if (opts.closeSpread !== undefined) {
-    validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.drainTimeout ?? DEFAULT_TIMEOUT, 'options.drainTimeout');
-  }
+  validateServeOptions(opts);
   for (const [name, l] of map) {
     fdOf(l, `listeners.${name}`); // each must have an fd now
     if (l instanceof net.Server) trackSessions(l);

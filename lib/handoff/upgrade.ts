@@ -10,9 +10,8 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { FdpassError } from '../errors';
 import { notify } from '../systemd';
-import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
-import { validateCloseSpread } from './drain';
-import { serve, validateListeners, type HandoffListener, type HandoffServer, type ServeOptions } from './serve';
+import { invalidArgType, invalidArgValue, validateObject } from '../validate';
+import { serve, validateListeners, validateServeOptions, type HandoffListener, type HandoffServer, type ServeOptions } from './serve';
 import { take, type Inheritance, type TakeOptions } from './take';
 
 const debug = debuglog('fdpass');
@@ -227,12 +226,6 @@ export function upgrader(listeners: Record<string, HandoffListener>, opts: Upgra
   if (opts.args !== undefined && (!Array.isArray(opts.args) || opts.args.some((a) => typeof a !== 'string'))) {
     throw invalidArgType('options.args', 'an array of strings', opts.args);
   }
-  if (opts.readyTimeout !== undefined) validateInteger(opts.readyTimeout, 'options.readyTimeout', 1, 2 ** 31 - 1);
-  // The drain options reach serve() only at the upgrade: check them now, not then.
-  if (opts.drainTimeout !== undefined) validateInteger(opts.drainTimeout, 'options.drainTimeout', 0, 2 ** 31 - 1);
-  if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
-  if (opts.closeSpread !== undefined) {
-    validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.drainTimeout ?? 30_000, 'options.drainTimeout');
-  }
+  validateServeOptions(opts); // they reach serve() only at the upgrade: check them now, not then
   return new Upgrader(listeners, opts);
 }
