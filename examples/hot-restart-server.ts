@@ -7,14 +7,15 @@
 // the listener off and drains; each with its pid and "t", ms since the epoch. SIGTERM: stop serving,
 // drain, exit 0. Responses echo a request's X-Start header, so that a load generator (bench:handoff's
 // wrk script) can time each request. CLOSE_SPREAD=ms spreads the drain's connection closes over a
-// window (serve's closeSpread; default 0, all at once).
+// window (serve's closeSpread; default 0, all at once). WARM_UP=n: requests warmUp() sends the new
+// server before it takes the listener (default 500; 0: none, so the first clients meet a cold JIT).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { handoff, type FdpassError } from 'fdpass';
+import { handoff, warmUp, type FdpassError } from 'fdpass';
 
 function report(event: string, extra: object = {}): void {
   process.stdout.write(`${JSON.stringify({ event, pid: process.pid, ...extra, t: performance.timeOrigin + performance.now() })}\n`);
@@ -38,14 +39,19 @@ async function main(): Promise<void> {
   const control = process.argv[3] ?? '/tmp/hot-restart.sock';
   const server = createServer(process.argv[4] ?? 'http', process.argv[5], process.argv[6]);
 
-  // 1. Take the listener from the previous generation, or bind it fresh on first start.
+  // 1. Warm up: run requests through the server's own code first, so that the clients moving over from
+  //    the old process do not queue behind a cold JIT (paced, so the old process keeps its CPU share).
+  const warmRequests = Number(process.env.WARM_UP ?? 500);
+  if (warmRequests > 0) await warmUp(server, { requests: warmRequests });
+
+  // 2. Take the listener from the previous generation, or bind it fresh on first start.
   const inherited = await handoff.take(control);
   if (inherited) {
     await inherited.server('http', server);
     report('took');
   } else await new Promise<void>((resolve) => server.listen(port, resolve));
 
-  // 2. Serving: after a second side by side (so V8 warms up while the old process still takes its
+  // 3. Serving: after a second side by side (so V8 warms up while the old process still takes its
   //    share), tell the old process, which then closes its copy and drains. If it rolled back, it
   //    still serves: leave. Anything else (it hangs): keep serving.
   try {
@@ -55,7 +61,7 @@ async function main(): Promise<void> {
     console.error(`hand-off: ${(err as Error).message}; serving anyway`);
   }
 
-  // 3. Offer the listener to the next generation; exit once handed off and drained.
+  // 4. Offer the listener to the next generation; exit once handed off and drained.
   const closeSpread = Number(process.env.CLOSE_SPREAD ?? 0); // serve() refuses a bad one
   const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000, closeSpread });
   hs.on('handoff', () => report('draining'));

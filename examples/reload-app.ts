@@ -3,9 +3,10 @@
 // it listens on PORT. SIGTERM or SIGINT: drain (idle keep-alive connections get a grace period, later
 // requests `Connection: close`), then exit. CLOSE_SPREAD=ms spreads those closes over a window
 // (drain's closeSpread), so keep-alive clients move to the next generation a few at a time.
-//   node reload-app.js            (PORT=8080, CLOSE_SPREAD=0)
+// Before it says ready it warms up (warmUp: WARM_UP=n requests, default 500; 0: none).
+//   node reload-app.js            (PORT=8080, CLOSE_SPREAD=0, WARM_UP=500)
 import * as http from 'node:http';
-import { drain, listenFds, notify, toServer } from 'fdpass';
+import { drain, listenFds, notify, toServer, warmUp } from 'fdpass';
 
 async function main(): Promise<void> {
   const closeSpread = Number(process.env.CLOSE_SPREAD ?? 0);
@@ -13,6 +14,8 @@ async function main(): Promise<void> {
     throw new RangeError(`CLOSE_SPREAD must be an integer of ms from 0 to 9999, not '${process.env.CLOSE_SPREAD}'`);
   }
   const server = http.createServer((_req, res) => res.end(`hello from ${process.pid}\n`));
+  const warmRequests = Number(process.env.WARM_UP ?? 500);
+  if (warmRequests > 0) await warmUp(server, { requests: warmRequests });
   const [inherited] = listenFds();
   if (inherited) await toServer(inherited.fd, server);
   else await new Promise<void>((resolve) => server.listen(Number(process.env.PORT ?? 8080), '127.0.0.1', resolve));

@@ -14,6 +14,8 @@ export { FdpassError, FdpassSystemError } from './errors';
 export * as handoff from './handoff';
 export { HandoffServer, Inheritance, Upgrader, HANDOFF_PROTOCOL_VERSION } from './handoff';
 export { drain } from './handoff/drain';
+export { warmUp } from './warm';
+export type { WarmUpOptions, WarmUpResult } from './warm';
 export type { DrainOptions } from './handoff/drain';
 export type {
   HandoffListener,
