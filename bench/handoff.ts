@@ -9,7 +9,7 @@
 // restarts spread over DURATION seconds), CONNECTIONS connections, and reports medians.
 // Knobs: DURATION (s, default 20), HANDOFFS (10), CONNECTIONS (64), REPS (3),
 // SCENARIOS (comma-separated method:protocol:mode, default all of the table below),
-// LATENCY=1 (also time every request; below).
+// LATENCY=1 (also time every request; below), RATE (req/s, with LATENCY=1 and wrk: a paced load, below).
 //
 // LATENCY=1: the p99 latency around each hand-off against the p99 in steady state. Every request's
 // start and latency are logged (wrk with bench/latency.lua: the request carries its start time in an
@@ -28,12 +28,17 @@
 // need room: an fdpass restart spans ~1.3 s, so leave > 5.5 s between restarts (DURATION=40
 // HANDOFFS=5: one every 6.7 s, ~14 s of steady requests per run).
 // The Lua hooks cost wrk throughput, so LATENCY=1 runs' req/s are not comparable to runs without.
+// RATE=n: instead of saturating the server (every connection sends its next request as soon as the
+// last one is answered: on this 2-core machine the p99 is then mostly time spent queued behind the
+// CPU scheduler), each connection waits a random exponential delay before each request, so that all
+// together send about n requests a second: the load of a server with headroom, as in production.
+// (Not a strict open loop: a connection waits for its answer before its next delay.)
 // Installs wrk and nghttp2-client (h2load) from Debian when missing (needs root and apt).
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { deploy, type Method, type ServerKind } from '../examples/restarts';
+import { selfSignedCert } from '../examples/tls-cert';
 import { handoffLatency, type HandoffLatency } from './latency';
 import { ensureTool, h2load, median, underRestarts, wrk, type LoadResult } from './load';
 
@@ -42,6 +47,8 @@ const HANDOFFS = Number(process.env.HANDOFFS ?? 10);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
 const REPS = Number(process.env.REPS ?? 3);
 const LATENCY = process.env.LATENCY === '1';
+const RATE = process.env.RATE === undefined ? undefined : Number(process.env.RATE);
+if (RATE !== undefined && !(RATE > 0 && LATENCY)) throw new Error('RATE must be a positive number of requests a second, with LATENCY=1');
 const DEFAULT_SCENARIOS = [
   'fdpass:http:close',
   'fdpass:http:keepalive',
@@ -83,7 +90,7 @@ function runLoad(s: Scenario, port: number, seconds: number, dir: string): Promi
   const log = LATENCY ? { requestLog: path.join(dir, 'requests') } : {};
   return s.protocol === 'http2'
     ? h2load(url, { connections: CONNECTIONS, seconds, ...log })
-    : wrk(url, { connections: CONNECTIONS, seconds, keepAlive: s.keepAlive, ...log });
+    : wrk(url, { connections: CONNECTIONS, seconds, keepAlive: s.keepAlive, ...log, ...(RATE === undefined ? {} : { rate: RATE }) });
 }
 
 type Measured = Awaited<ReturnType<typeof underRestarts>>;
@@ -105,41 +112,16 @@ function ratio(x: number): string {
   return Number.isNaN(x) ? '-' : `${x.toFixed(2)}×`;
 }
 
-function selfSignedCert(dir: string): { key: string; cert: string } {
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key, cert };
-}
-
 async function main(): Promise<void> {
   const scenarios = SCENARIOS.map(parseScenario);
+  if (RATE !== undefined && scenarios.some((s) => s.protocol === 'http2'))
+    throw new Error('RATE paces wrk only: leave out the http2 scenarios');
   ensureTool('wrk', ['--version'], 'wrk');
   if (scenarios.some((s) => s.protocol === 'http2')) ensureTool('h2load', ['--version'], 'nghttp2-client');
   const certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-tls-'));
   const tls = selfSignedCert(certDir);
   console.log(
-    `${CONNECTIONS} connections, ${DURATION} s per run, ${HANDOFFS} restarts, ${REPS} interleaved (control, restarts) pairs per scenario; ${os.cpus().length} cores, Node ${process.version}, Linux ${os.release()}, load average ${os
+    `${CONNECTIONS} connections${RATE === undefined ? '' : ` paced to ~${RATE} req/s in all`}, ${DURATION} s per run, ${HANDOFFS} restarts, ${REPS} interleaved (control, restarts) pairs per scenario; ${os.cpus().length} cores, Node ${process.version}, Linux ${os.release()}, load average ${os
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}\n`,

@@ -10,6 +10,17 @@ int gettimeofday(fdpass_bench_timeval *tv, void *tz);
 ]]
 local tv = ffi.new("fdpass_bench_timeval")
 
+-- A paced load instead of a saturating one: with FDPASS_BENCH_DELAY_MS set, each connection waits a
+-- random delay (exponential, that mean, in whole ms as wrk takes it) before each request, so the
+-- connections together send about connections * 1000 / mean requests a second, whatever the latency.
+-- wrk reads whether the script has delay() when it loads it, hence an environment variable.
+local delay_ms = tonumber(os.getenv("FDPASS_BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return math.floor(-math.log(1 - math.random()) * delay_ms + 0.5)
+  end
+end
+
 local function now_us()
   ffi.C.gettimeofday(tv, nil)
   return tonumber(tv.tv_sec) * 1000000 + tonumber(tv.tv_usec)

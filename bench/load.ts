@@ -75,8 +75,9 @@ export function parseH2load(out: string): LoadResult {
  */
 export async function wrk(
   url: string,
-  opts: { connections: number; seconds: number; keepAlive: boolean; requestLog?: string },
+  opts: { connections: number; seconds: number; keepAlive: boolean; requestLog?: string; rate?: number },
 ): Promise<LoadResult> {
+  if (opts.rate !== undefined && opts.requestLog === undefined) throw new Error('wrk: a paced rate needs the request log script');
   const script = opts.requestLog === undefined ? [] : ['-s', WRK_SCRIPT];
   const args = [
     '-t2',
@@ -87,7 +88,10 @@ export async function wrk(
     ...(opts.keepAlive ? [] : ['-H', 'Connection: close']),
     url,
   ];
-  const result = await run('wrk', opts.requestLog === undefined ? args : [...args, opts.requestLog], parseWrk);
+  // Paced: each connection waits a random delay with this mean before each request (bench/latency.lua).
+  const env =
+    opts.rate === undefined ? undefined : { ...process.env, FDPASS_BENCH_DELAY_MS: String((opts.connections * 1000) / opts.rate) };
+  const result = await run('wrk', opts.requestLog === undefined ? args : [...args, opts.requestLog], parseWrk, env);
   return opts.requestLog === undefined ? result : { ...result, times: complete(readWrkLog(opts.requestLog), result, 'wrk') };
 }
 
@@ -110,9 +114,9 @@ function complete(times: RequestTimes, result: LoadResult, tool: string): Reques
   return times;
 }
 
-function run(cmd: string, args: string[], parse: (out: string) => LoadResult): Promise<LoadResult> {
+function run(cmd: string, args: string[], parse: (out: string) => LoadResult, env?: NodeJS.ProcessEnv): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args);
+    const p = spawn(cmd, args, env === undefined ? {} : { env });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -1,32 +1,19 @@
 // warmUp(): requests through a server's own TLS, HTTP and handler code over private socket pairs,
 // before the process takes traffic. The root hooks check that no descriptor outlives a test.
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import type * as net from 'node:net';
+import * as path from 'node:path';
 import { warmUp } from 'fdpass';
 import { assertArgError, assertFdpassError, bad, failure } from './helpers/errors';
 import { tmpPath } from './helpers/tmp';
+import { selfSignedCert } from '../examples/tls-cert';
 
 function tlsFiles(): { key: Buffer; cert: Buffer } {
-  const [key, cert] = [tmpPath('key.pem'), tmpPath('cert.pem')];
-  execFileSync(
-    'openssl',
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'].concat([
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-    ]),
-    { stdio: 'ignore' },
-  );
+  const { key, cert } = selfSignedCert(path.dirname(tmpPath('x')));
   return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
 }
 
