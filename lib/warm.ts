@@ -8,9 +8,10 @@ import type * as http from 'node:http';
 import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
-import { FdpassError } from './errors';
+import { isHttp1, isHttp2 } from './handoff/drain';
 import { binding } from './native';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject, validateString } from './validate';
+import { waitWith } from './wait';
 
 export interface WarmUpOptions {
   /** Requests to send in all. Default 500; 1 to 1,000,000. */
@@ -51,8 +52,8 @@ type Protocol = 'http1' | 'http2';
 
 function protocolOf(server: unknown): Protocol {
   if (server instanceof net.Server) {
-    if (typeof (server as Partial<http2.Http2Server>).updateSettings === 'function') return 'http2';
-    if (typeof (server as Partial<http.Server>).closeIdleConnections === 'function') return 'http1';
+    if (isHttp2(server)) return 'http2';
+    if (isHttp1(server)) return 'http1';
   }
   throw invalidArgType('server', 'an http.Server, https.Server, or http2 server', server);
 }
@@ -100,7 +101,7 @@ function settings(opts: WarmUpOptions): Settings {
 
 /** A connected pair of Unix stream sockets: [the server's end, the client's end]. */
 function socketPairEnds(): [net.Socket, net.Socket] {
-  const [a, b] = binding.socketPair(1 /* SOCK_STREAM */);
+  const [a, b] = binding.socketPair(binding.constants.SOCK_STREAM);
   // net.Socket owns each fd from here (closes it on destroy); if wrapping b throws, a is owned already.
   const server = new net.Socket({ fd: a, readable: true, writable: true });
   try {
@@ -112,7 +113,7 @@ function socketPairEnds(): [net.Socket, net.Socket] {
   }
 }
 
-/** One warm-up connection's client: sends `count` requests one after another; resolves with their statuses. */
+/** One warm-up connection's client: sends `count` requests one after another, counting the answers in `statuses`. */
 type Client = (socket: net.Socket, count: number, s: Settings, statuses: Record<string, number>) => Promise<void>;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -219,15 +220,15 @@ export async function warmUp(server: net.Server, opts: WarmUpOptions = {}): Prom
     }
   };
 
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new FdpassError('ERR_FDPASS_TIMEOUT', `warm-up did not finish within ${s.timeout} ms`)), s.timeout);
-  });
   try {
-    await Promise.race([Promise.all(Array.from({ length: s.concurrency }, worker)), timedOut]);
+    await waitWith<void>(
+      'warm-up',
+      { timeout: s.timeout },
+      (resolve, reject) => void Promise.all(Array.from({ length: s.concurrency }, worker)).then(() => resolve(), reject),
+      () => {}, // the finally below stops the workers and closes their sockets
+    );
   } finally {
     stopped = true;
-    clearTimeout(timer);
     for (const socket of open) socket.destroy();
   }
   const requests = Object.values(statuses).reduce((a, b) => a + b, 0);

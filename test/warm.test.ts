@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { warmUp } from 'fdpass';
 import { assertArgError, assertFdpassError, bad, failure } from './helpers/errors';
@@ -107,8 +107,7 @@ describe('warmUp', () => {
   });
 
   it('refuses what is not an HTTP server, and bad options', async () => {
-    const net_ = await import('node:net');
-    for (const v of [undefined, {}, net_.createServer()]) {
+    for (const v of [undefined, {}, net.createServer()]) {
       assertArgError(await failure(() => warmUp(bad(v))), TypeError, 'ERR_INVALID_ARG_TYPE', /"server" argument/);
     }
     const server = http.createServer();

@@ -34,11 +34,13 @@ function symbolValue<T>(obj: object, description: string): T | undefined {
   return sym === undefined ? undefined : ((obj as Record<symbol, unknown>)[sym] as T);
 }
 
-function isHttp1(server: net.Server): server is HttpLike {
+/** An http.Server or https.Server (HTTP/1.x). @internal also used by warmUp() */
+export function isHttp1(server: net.Server): server is HttpLike {
   return typeof (server as Partial<HttpLike>).closeIdleConnections === 'function';
 }
 
-function isHttp2(server: net.Server): server is http2.Http2Server {
+/** An HTTP/2 server, with or without TLS. @internal also used by warmUp() */
+export function isHttp2(server: net.Server): server is http2.Http2Server {
   return typeof (server as Partial<http2.Http2Server>).updateSettings === 'function';
 }
 
