@@ -238,8 +238,8 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
             }),
           );
           req.on('error', (err: Error & { code?: string }) => {
-            // nghttp2 takes no new stream once a GOAWAY went out, even the notice: a stream that
-            // crossed it is refused by the final one (RFC 9113 §8.7: never processed, safe to retry).
+            // A stream sent as its session's GOAWAY was on the way is refused by it (RFC 9113 §8.7:
+            // never processed, safe to retry): test/drain-http2.test.ts.
             if (req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) refused++;
             else errors.push(err.code ?? err.message);
             resolve();

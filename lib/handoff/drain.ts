@@ -182,17 +182,23 @@ function drainHttp1(server: HttpLike, idleGrace: number, closeSpread: number): D
 function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: number): Drainer {
   const sessions = h2Sessions.get(server) ?? new Set<http2.ServerHttp2Session>();
   const turnOf = closeTurns<http2.ServerHttp2Session>(Date.now(), closeSpread);
-  // RFC 9113 §6.8: first a GOAWAY naming the highest stream id (clients stop opening streams here
-  // but nothing in flight is refused), at the session's turn; then, idleGrace later, the real one:
-  // close() waits for the streams still open and ends the session.
-  const noticed = new Map<http2.ServerHttp2Session, number>();
+  // At the session's turn, GOAWAY naming the last stream processed: open streams finish, the client
+  // opens its next ones elsewhere, and a stream it sent as the GOAWAY was on the way is refused by it
+  // within a round trip (never processed, safe to retry: RFC 9113 §8.7). The connection stays open
+  // for idleGrace, so such a stream reaches a session that ignores it rather than a closed socket
+  // (whose reset could destroy the GOAWAY before the client reads it); then close() ends it once its
+  // streams are done, if the client has not hung up first. RFC 9113 §6.8's first GOAWAY naming 2^31-1
+  // (streams crossing it still served) cannot be sent from Node: session.goaway() is
+  // nghttp2_submit_goaway, after which nghttp2 ignores every new stream, so such a "notice" held a
+  // crossing stream unanswered until the final GOAWAY, idleGrace later.
+  const told = new Map<http2.ServerHttp2Session, number>();
   const visit = (s: http2.ServerHttp2Session, now: number): void => {
     if (s.closed || s.destroyed) return;
-    const since = noticed.get(s);
+    const since = told.get(s);
     if (since === undefined) {
       if (now < turnOf(s)) return;
-      s.goaway(NGHTTP2_NO_ERROR, 2 ** 31 - 1);
-      noticed.set(s, now);
+      s.goaway(NGHTTP2_NO_ERROR, 0); // 0: the last stream processed
+      told.set(s, now);
     } else if (now - since >= idleGrace) {
       s.close();
     }

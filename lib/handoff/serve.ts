@@ -44,8 +44,8 @@ export interface ServeOptions {
   drainTimeout?: number;
   /**
    * While draining, how long an idle HTTP keep-alive connection is left open for the client's next
-   * request (answered with `Connection: close`) before it is closed; also the delay between HTTP/2's
-   * two GOAWAY frames. Default 1000 ms.
+   * request (answered with `Connection: close`) before it is closed; also how long an HTTP/2 session
+   * stays open after its GOAWAY (it then closes once its streams are done). Default 1000 ms.
    */
   idleGrace?: number;
   /**
