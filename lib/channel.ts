@@ -47,6 +47,13 @@ export interface ChannelOptions {
    * `'end'` and stay open for sending until you call close(). Default false: the channel closes on EOF.
    */
   allowHalfOpen?: boolean;
+  /**
+   * Most descriptors a message may carry, 0 to MAX_FDS_PER_MESSAGE (253, SCM_MAX_FD). A message with more is dropped: its
+   * descriptors are closed at once and ERR_FDPASS_TOO_MANY_FDS takes its place (as ERR_FDPASS_CTRUNC
+   * does), so a peer cannot fill this process's descriptor table. 0: a channel that takes none. Default
+   * 253 (any).
+   */
+  maxFds?: number;
 }
 
 interface Waiter {
@@ -122,14 +129,16 @@ export function closeFds(fds: readonly number[]): void {
   if (errno !== 0) throw systemError(errno, 'close');
 }
 
-/** Checks ChannelOptions; returns the receive buffer size. */
-export function validateChannelOptions(opts: ChannelOptions): number {
-  const size = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
-  validateInteger(size, 'options.maxMessageSize', 1, MAX_MESSAGE_SIZE);
+/** Checks ChannelOptions; returns the receive buffer size and the most descriptors a message may carry. */
+export function validateChannelOptions(opts: ChannelOptions): { bufferSize: number; maxFds: number } {
+  const bufferSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+  validateInteger(bufferSize, 'options.maxMessageSize', 1, MAX_MESSAGE_SIZE);
   if (opts.allowHalfOpen !== undefined && typeof opts.allowHalfOpen !== 'boolean') {
     throw invalidArgType('options.allowHalfOpen', 'of type boolean', opts.allowHalfOpen);
   }
-  return size;
+  const maxFds = opts.maxFds ?? MAX_FDS_PER_MESSAGE;
+  validateInteger(maxFds, 'options.maxFds', 0, MAX_FDS_PER_MESSAGE);
+  return { bufferSize, maxFds };
 }
 
 // How many fds the last stage() put in SEND_FDS.
@@ -196,6 +205,7 @@ export class Channel extends EventEmitter {
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
   #allow: ((sender: PeerCredentials) => boolean) | undefined; // bindDgram's per-datagram check
   #allowHalfOpen: boolean; // EOF ends reading only; sending goes on until close()
+  readonly #maxFds: number; // a message with more is dropped, its fds closed
 
   /**
    * @internal Use connect(), listen(), socketPair() or openChannel(). Takes ownership of `fd` once it
@@ -210,7 +220,8 @@ export class Channel extends EventEmitter {
     this.type = kind;
     this.#fd = fd;
     this.#onClose = onClose;
-    const bufferSize = validateChannelOptions(opts);
+    const { bufferSize, maxFds } = validateChannelOptions(opts);
+    this.#maxFds = maxFds;
     this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
     this.#poller = new binding.Poller(
       fd,
@@ -506,6 +517,10 @@ export class Channel extends EventEmitter {
       offset += length;
       const fds = new Array<number>(nfds);
       for (let k = 0; k < nfds; k++) fds[k] = info[next++]!;
+      if (nfds > this.#maxFds) {
+        this.#inbox.push(this.#refuseFds(fds));
+        continue;
+      }
       const pid = info[READ_INFO_CRED + 3 * i]!;
       if (pid >= 0) {
         this.#inbox.push({ data, fds, cred: { pid, uid: info[READ_INFO_CRED + 3 * i + 1]!, gid: info[READ_INFO_CRED + 3 * i + 2]! } });
@@ -524,6 +539,20 @@ export class Channel extends EventEmitter {
       process.nextTick(() => emitGuarded(this, 'end'));
       if (!this.#allowHalfOpen) this.#shutdown(null);
     }
+  }
+
+  // A message over maxFds: its fds close now, before any user code runs; an error takes its place.
+  #refuseFds(fds: number[]): FdpassError {
+    try {
+      closeFds(fds);
+    } catch (err) {
+      debug("channel fd=%d: closing a refused message's descriptors: %s", this.#fd, (err as Error).message);
+    }
+    debug('channel fd=%d dropped a message with %d descriptors (maxFds %d)', this.#fd, fds.length, this.#maxFds);
+    return new FdpassError(
+      'ERR_FDPASS_TOO_MANY_FDS',
+      `a message carried ${fds.length} descriptor${fds.length === 1 ? '' : 's'}, more than maxFds (${this.#maxFds}); it was dropped and its descriptors closed`,
+    );
   }
 
   #onSent(lastId: number): void {

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { once } from 'node:events';
-import { handoff, listen, connect, fdOf, recvFd, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
+import { handoff, listen, connect, fdOf, recvFd, socketPair, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { holdsFile, openFds, settle } from './helpers/fds';
 import { markerFile } from './helpers/foreign';
@@ -97,6 +97,79 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal(fs.existsSync(sock), false, 'the one-shot socket file is gone');
       await peer.expect('eof'); // it was hung up on
       assert.equal((await peer.exited).code, 0, peer.stderr());
+    });
+    for (const type of ['seqpacket', 'stream'] as const) {
+      it(`a ${type} channel with maxFds 2: messages with 253 and 3 fds become ERR_FDPASS_TOO_MANY_FDS, their fds closed; 2 and 0 fds arrive`, async () => {
+        const marker = markerFile();
+        const sock = tmpPath('recv.sock');
+        const server = await listen(sock, { type, maxFds: 2 });
+        const accepted = once(server, 'connection') as Promise<[Channel]>;
+        const peer = rawPeer(['fds', type, sock, marker, '253', '3', '2', '0']);
+        const [ch] = await accepted;
+        await server.close();
+        for (const n of [253, 3]) {
+          await assert.rejects(ch.receive({ timeout: 5000 }), {
+            code: 'ERR_FDPASS_TOO_MANY_FDS',
+            message: new RegExp(`carried ${n} descriptors, more than maxFds \\(2\\)`),
+          });
+          assert.equal(holdsFile(openFds(), marker), 0, `one of the ${n} stayed open`);
+          await ch.send({ data: 'next' });
+        }
+        const two = await ch.receive({ timeout: 5000 });
+        assert.equal(two.data.toString(), 'msg3');
+        assert.equal(two.fds.length, 2);
+        for (const fd of two.fds) assert.equal(fs.readlinkSync(`/proc/self/fd/${fd}`), marker);
+        for (const fd of two.fds) fs.closeSync(fd);
+        await ch.send({ data: 'next' });
+        const none = await ch.receive({ timeout: 5000 });
+        assert.equal(none.data.toString(), 'msg4');
+        assert.deepEqual(none.fds, []);
+        await peer.expect('sent');
+        await ch.close();
+        await peer.expect('eof');
+        assert.equal((await peer.exited).code, 0, peer.stderr());
+      });
+    }
+
+    it("a receiver that wants none (maxFds 0): the message with a descriptor is refused, through 'error' too, and the next one arrives", async () => {
+      const marker = markerFile();
+      const sock = tmpPath('recv.sock');
+      const server = await listen(sock, { maxFds: 0 });
+      const accepted = once(server, 'connection') as Promise<[Channel]>;
+      const peer = rawPeer(['fds', 'seqpacket', sock, marker, '1', '0']);
+      const [ch] = await accepted;
+      await server.close();
+      // Read as 'message' events: the refused message comes as 'error' in its place.
+      const errors: Array<Error & { code?: string }> = [];
+      const messages: Array<{ data: Buffer; fds: number[] }> = [];
+      ch.on('error', (err: Error) => errors.push(err));
+      ch.on('message', (m: { data: Buffer; fds: number[] }) => messages.push(m));
+      await waitFor('the refusal', () => errors.length > 0);
+      assert.equal(errors[0]!.code, 'ERR_FDPASS_TOO_MANY_FDS');
+      assert.match(errors[0]!.message, /carried 1 descriptor, more than maxFds \(0\)/);
+      assert.equal(holdsFile(openFds(), marker), 0, 'the descriptor stayed open');
+      assert.equal(messages.length, 0, 'nothing of the refused message is delivered');
+      await ch.send({ data: 'next' });
+      await waitFor('the next message', () => messages.length > 0);
+      assert.equal(messages[0]!.data.toString(), 'msg2');
+      assert.deepEqual(messages[0]!.fds, []);
+      assert.equal(errors.length, 1);
+      await peer.expect('sent');
+      await ch.close();
+      await peer.expect('eof');
+      assert.equal((await peer.exited).code, 0, peer.stderr());
+    });
+
+    it('maxFds is checked: not an integer, negative, or above 253', async () => {
+      for (const [maxFds, code] of [
+        [1.5, 'ERR_OUT_OF_RANGE'],
+        [-1, 'ERR_OUT_OF_RANGE'],
+        [254, 'ERR_OUT_OF_RANGE'],
+        ['2', 'ERR_INVALID_ARG_TYPE'],
+      ] as Array<[number, string]>) {
+        await assert.rejects(listen(tmpPath('bad.sock'), { maxFds }), { code, message: /options\.maxFds/ });
+        assert.throws(() => socketPair({ maxFds }), { code, message: /options\.maxFds/ });
+      }
     });
   });
 
