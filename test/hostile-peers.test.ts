@@ -6,6 +6,7 @@
 // (Other uids: hostile-uid.test.ts. Malformed take() replies and hellos: handoff-failures.test.ts.
 // MSG_CTRUNC: process.test.ts. A new process that hangs after taking: handoff.test.ts.)
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -286,6 +287,36 @@ describe('hostile peers (same uid, raw sockets)', () => {
         await rolledBackAndServing(old, marker, port, control);
       });
     }
+
+    it('a hello carrying 253 fds to an old process with room for 16 more descriptors (MSG_CTRUNC): the taker is told ERR_FDPASS_HANDOFF_PROTOCOL, none stays open, the old process serves and hands off', async () => {
+      const marker = markerFile();
+      const control = tmpPath('control.sock');
+      const { old, port } = await oldProcess(control);
+      // Its soft descriptor limit just above its highest open descriptor: the kernel installs what fits
+      // of the 253 and says MSG_CTRUNC. (Only the soft limit: it goes back up after.)
+      const highest = Math.max(...openFds(old.pid).keys());
+      const limit = (soft: string): void => void execFileSync('prlimit', ['--pid', String(old.pid), `--nofile=${soft}:`]);
+      const [soft] = execFileSync('prlimit', ['--pid', String(old.pid), '--nofile', '--raw', '--noheadings', '--output', 'SOFT'])
+        .toString()
+        .trim()
+        .split(/\s+/);
+      limit(String(highest + 1 + 16));
+      const ch = await connect(control);
+      try {
+        await sendMarkers(ch, Buffer.from(wire({ type: 'hello', names: ['web'] })), marker, 253);
+        const reply = await ch.receive({ timeout: 5000 });
+        const answer = JSON.parse(reply.data.toString()) as { type: string; code: string; message: string };
+        assert.equal(answer.type, 'error');
+        assert.equal(answer.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+        assert.match(answer.message, /MSG_CTRUNC/);
+        await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' }); // then it hung up
+        assert.equal(await get(port), `old ${old.pid}`, 'it serves at its limit');
+      } finally {
+        limit(soft!);
+        await ch.close();
+      }
+      await rolledBackAndServing(old, marker, port, control);
+    });
 
     const lasts: Array<[string, RegExp, () => Buffer]> = [
       ["a 'ready' larger than the receive buffer", /MSG_TRUNC/, () => Buffer.from(wire({ type: 'ready', pad: 'x'.repeat(100 * 1024) }))],

@@ -150,15 +150,24 @@ export function decode(m: Message, expected: readonly WireType[]): Wire {
  */
 export function receiveWire(ch: Channel, opts?: WaitOptions): Promise<Message> {
   return ch.receive(opts).catch((err: unknown) => {
-    throw oversizedMessage(err) ?? err;
+    throw damagedMessage(err) ?? err;
   });
 }
 
-function oversizedMessage(err: unknown): FdpassError | undefined {
-  if (!(err instanceof FdpassError) || err.code !== 'ERR_FDPASS_TRUNCATED') return undefined;
-  return protocolError(
-    `the peer sent a message larger than the ${DEFAULT_MAX_MESSAGE_SIZE / 1024} KiB receive buffer (MSG_TRUNC); the fds it carried were closed`,
-  );
+// A message the kernel could not deliver whole is a malformed one: the peer is told, as for bad JSON.
+function damagedMessage(err: unknown): FdpassError | undefined {
+  if (!(err instanceof FdpassError)) return undefined;
+  if (err.code === 'ERR_FDPASS_TRUNCATED') {
+    return protocolError(
+      `the peer sent a message larger than the ${DEFAULT_MAX_MESSAGE_SIZE / 1024} KiB receive buffer (MSG_TRUNC); the fds it carried were closed`,
+    );
+  }
+  if (err.code === 'ERR_FDPASS_CTRUNC') {
+    return protocolError(
+      "the peer sent a message whose fds did not all fit (MSG_CTRUNC: this process's descriptor limit, RLIMIT_NOFILE, or more than 253); those that arrived were closed",
+    );
+  }
+  return undefined;
 }
 
 /** The error a peer's 'error' message stands for (codes that are not fdpass's become PROTOCOL). */

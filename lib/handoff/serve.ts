@@ -148,15 +148,16 @@ export class HandoffServer extends EventEmitter {
   }
 
   async #accept(ch: Channel): Promise<void> {
-    // The first message, or why it could not be read: one too large for the receive buffer is a
-    // malformed hello, answered and reported like any other.
+    // The first message, or why it could not be read: one too large for the receive buffer, or whose
+    // fds did not fit in this process's descriptor table, is a malformed hello, answered and reported
+    // like any other.
     let first: Message | Error;
     try {
       first = await receiveWire(ch, { timeout: this.#opts.readyTimeout });
     } catch (err) {
       const code = (err as FdpassError).code;
       if (code === 'ERR_FDPASS_HANDOFF_PROTOCOL') {
-        first = err as FdpassError; // too large for the receive buffer
+        first = err as FdpassError; // MSG_TRUNC or MSG_CTRUNC
       } else {
         // It left, or stayed silent: no taker, and it never held up another. A silent one hears why.
         debug('handoff: a connection left or said nothing before saying hello (%s)', (err as Error).message);
