@@ -11,7 +11,18 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { once } from 'node:events';
-import { handoff, listen, connect, fdOf, recvFd, socketPair, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
+import {
+  handoff,
+  listen,
+  connect,
+  fdOf,
+  recvFd,
+  socketPair,
+  HANDOFF_PROTOCOL_VERSION,
+  type Channel,
+  type ChannelServer,
+  type ListenOptions,
+} from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { holdsFile, openFds, settle } from './helpers/fds';
 import { markerFile } from './helpers/foreign';
@@ -25,6 +36,30 @@ function rawPeer(args: string[]): Fixture {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A channel accepted from a raw peer that sends `counts` fds of `marker` (raw_peer.py fds mode). */
+async function rawPeerChannel(
+  type: 'seqpacket' | 'stream',
+  marker: string,
+  counts: number[],
+  opts: ListenOptions = {},
+): Promise<{ ch: Channel; peer: Fixture }> {
+  const sock = tmpPath('recv.sock');
+  const server = await listen(sock, { type, ...opts });
+  const accepted = once(server, 'connection') as Promise<[Channel]>;
+  const peer = rawPeer(['fds', type, sock, marker, ...counts.map(String)]);
+  const [ch] = await accepted;
+  await server.close();
+  return { ch, peer };
+}
+
+/** The raw peer sent all its messages; closing the channel ends it, and it exits 0. */
+async function endRawPeer(peer: Fixture, ch: Channel): Promise<void> {
+  await peer.expect('sent');
+  await ch.close();
+  await peer.expect('eof');
+  assert.equal((await peer.exited).code, 0, peer.stderr());
+}
 
 const wire = (body: Record<string, unknown>): string => JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION, ...body });
 
@@ -65,12 +100,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
   describe('descriptors sent to a receiver that wants fewer', () => {
     it('recvFd(channel) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all 253 closed; the channel then receives the next one', async () => {
       const marker = markerFile();
-      const sock = tmpPath('recv.sock');
-      const server = await listen(sock);
-      const accepted = once(server, 'connection') as Promise<[Channel]>;
-      const peer = rawPeer(['fds', 'seqpacket', sock, marker, '253', '1']);
-      const [ch] = await accepted;
-      await server.close();
+      const { ch, peer } = await rawPeerChannel('seqpacket', marker, [253, 1]);
       await assert.rejects(recvFd(ch, { timeout: 5000 }), {
         code: 'ERR_FDPASS_TOO_MANY_FDS',
         message: /carried 253 descriptors, expected 1/,
@@ -82,10 +112,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal(data.toString(), 'msg2');
       assert.equal(fs.readlinkSync(`/proc/self/fd/${fd}`), marker);
       fs.closeSync(fd);
-      await peer.expect('sent');
-      await ch.close();
-      await peer.expect('eof');
-      assert.equal((await peer.exited).code, 0, peer.stderr());
+      await endRawPeer(peer, ch);
     });
 
     it('recvFd(path) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all closed, the socket file removed', async () => {
@@ -102,12 +129,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
     for (const type of ['seqpacket', 'stream'] as const) {
       it(`a ${type} channel with maxFds 2: messages with 253 and 3 fds become ERR_FDPASS_TOO_MANY_FDS, their fds closed; 2 and 0 fds arrive`, async () => {
         const marker = markerFile();
-        const sock = tmpPath('recv.sock');
-        const server = await listen(sock, { type, maxFds: 2 });
-        const accepted = once(server, 'connection') as Promise<[Channel]>;
-        const peer = rawPeer(['fds', type, sock, marker, '253', '3', '2', '0']);
-        const [ch] = await accepted;
-        await server.close();
+        const { ch, peer } = await rawPeerChannel(type, marker, [253, 3, 2, 0], { maxFds: 2 });
         for (const n of [253, 3]) {
           await assert.rejects(ch.receive({ timeout: 5000 }), {
             code: 'ERR_FDPASS_TOO_MANY_FDS',
@@ -125,21 +147,13 @@ describe('hostile peers (same uid, raw sockets)', () => {
         const none = await ch.receive({ timeout: 5000 });
         assert.equal(none.data.toString(), 'msg4');
         assert.deepEqual(none.fds, []);
-        await peer.expect('sent');
-        await ch.close();
-        await peer.expect('eof');
-        assert.equal((await peer.exited).code, 0, peer.stderr());
+        await endRawPeer(peer, ch);
       });
     }
 
     it("a receiver that wants none (maxFds 0): the message with a descriptor is refused, through 'error' too, and the next one arrives", async () => {
       const marker = markerFile();
-      const sock = tmpPath('recv.sock');
-      const server = await listen(sock, { maxFds: 0 });
-      const accepted = once(server, 'connection') as Promise<[Channel]>;
-      const peer = rawPeer(['fds', 'seqpacket', sock, marker, '1', '0']);
-      const [ch] = await accepted;
-      await server.close();
+      const { ch, peer } = await rawPeerChannel('seqpacket', marker, [1, 0], { maxFds: 0 });
       // Read as 'message' events: the refused message comes as 'error' in its place.
       const errors: Array<Error & { code?: string }> = [];
       const messages: Array<{ data: Buffer; fds: number[] }> = [];
@@ -155,10 +169,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal(messages[0]!.data.toString(), 'msg2');
       assert.deepEqual(messages[0]!.fds, []);
       assert.equal(errors.length, 1);
-      await peer.expect('sent');
-      await ch.close();
-      await peer.expect('eof');
-      assert.equal((await peer.exited).code, 0, peer.stderr());
+      await endRawPeer(peer, ch);
     });
 
     it('maxFds is checked: not an integer, negative, or above 253', async () => {
