@@ -48,10 +48,10 @@ export interface ChannelOptions {
    */
   allowHalfOpen?: boolean;
   /**
-   * Most descriptors a message may carry, 0 to MAX_FDS_PER_MESSAGE (253, SCM_MAX_FD). A message with more is dropped: its
-   * descriptors are closed at once and ERR_FDPASS_TOO_MANY_FDS takes its place (as ERR_FDPASS_CTRUNC
-   * does), so a peer cannot fill this process's descriptor table. 0: a channel that takes none. Default
-   * 253 (any).
+   * Most descriptors a received message may carry, 0 to MAX_FDS_PER_MESSAGE (253, SCM_MAX_FD). A
+   * message with more is dropped: its descriptors are closed as it is read and ERR_FDPASS_TOO_MANY_FDS
+   * takes its place (as ERR_FDPASS_CTRUNC does), so a peer cannot fill this process's descriptor
+   * table. 0: a channel that takes none. Default 253 (any).
    */
   maxFds?: number;
 }

@@ -184,11 +184,11 @@ function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: n
   const turnOf = closeTurns<http2.ServerHttp2Session>(Date.now(), closeSpread);
   // At the session's turn, GOAWAY naming the last stream processed: open streams finish, the client
   // opens its next ones elsewhere, and a stream it sent as the GOAWAY was on the way is refused by it
-  // within a round trip (never processed, safe to retry: RFC 9113 §8.7). The connection stays open
-  // for idleGrace, so such a stream reaches a session that ignores it rather than a closed socket
-  // (whose reset could destroy the GOAWAY before the client reads it); then close() ends it once its
-  // streams are done, if the client has not hung up first. RFC 9113 §6.8's first GOAWAY naming 2^31-1
-  // (streams crossing it still served) cannot be sent from Node: session.goaway() is
+  // within a round trip (never processed, safe to retry: RFC 9113 §8.7). idleGrace later, close()
+  // ends the session once its streams are done. (nghttp2 stops reading once its GOAWAY is out and no
+  // stream is open, so the client's own hang-up is only seen then; closing at once instead could
+  // reset the connection before the client has read the GOAWAY.) RFC 9113 §6.8's first GOAWAY naming
+  // 2^31-1, with streams crossing it still served, cannot be sent from Node: session.goaway() is
   // nghttp2_submit_goaway, after which nghttp2 ignores every new stream, so such a "notice" held a
   // crossing stream unanswered until the final GOAWAY, idleGrace later.
   const told = new Map<http2.ServerHttp2Session, number>();
