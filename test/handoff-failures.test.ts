@@ -108,7 +108,7 @@ describe('hand-off under ordinary operations', () => {
     await stop(fresh);
   });
 
-  it('UDP at ~10k datagrams/s across 5 hand-offs: every datagram is read once, or counted as a kernel drop', async function () {
+  it('UDP at ~10k datagrams/s across 10 hand-offs: every datagram is read once, or counted as a kernel drop', async function () {
     this.timeout(60_000);
     const control = tmpPath('control.sock');
     let gen = runFixture('udp-gen', [control]);
@@ -123,7 +123,8 @@ describe('hand-off under ordinary operations', () => {
       }
     }, 10);
     const seen: number[] = [];
-    for (let n = 0; n < 5; n++) {
+    for (let n = 0; n < 10; n++) {
+      // 10 hand-offs under the sender; one more below once it stopped, so the last generation reports
       await sleep(500);
       const next = runFixture('udp-gen', [control]);
       await next.expect('serving');
