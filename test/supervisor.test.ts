@@ -477,8 +477,10 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('SIGKILL of the supervisor: its generation gets the stop signal once (the lifeline), drains and lets go of the listener', async () => {
-    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
+  it('SIGKILL of the supervisor: its generation gets the stop signal once (the lifeline), drains and lets go of the listener; the notify directory is removed', async () => {
+    const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
+    fs.mkdirSync(tmp);
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP], { ...process.env, TMPDIR: tmp });
     const { port, pid } = await sup.expect<{ port: number; pid: number }>('ready');
     assert.match(await get(port), /^1 /);
     sup.proc.kill('SIGKILL');
@@ -492,6 +494,7 @@ describe('fdpass run (supervisor)', function () {
     await assert.rejects(get(port), /ECONNREFUSED/, 'no orphan holds the listener');
     assert.equal((await sup.exited).signal, 'SIGKILL');
     assert.doesNotMatch(sup.stderr(), /lifeline/);
+    assert.deepEqual(fs.readdirSync(tmp), [], 'the lifeline removed the notify socket and its directory');
   });
 
   it('fd store: FDSTORE=1 fds (fdpass storeFds) go to the next generations by name, bounded by --fd-store-max; FDSTOREREMOVE=1 drops them', async () => {

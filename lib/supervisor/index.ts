@@ -148,16 +148,23 @@ export class Supervisor {
 
   async start(): Promise<void> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-run-'));
-    this.#notify = await NotifyReceiver.open(
-      dir,
-      () => new Set([...this.#live].filter((g) => g.state !== 'exited').map((g) => g.pid)),
-      (root, fields, pid, fds) => this.#onNotify(root, fields, pid, fds),
-      (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`),
-    );
-    if (this.#o.control !== undefined) {
-      this.#control = await listen(this.#o.control, { type: 'seqpacket' });
-      this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
-      this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
+    try {
+      this.#notify = await NotifyReceiver.open(
+        dir,
+        () => new Set([...this.#live].filter((g) => g.state !== 'exited').map((g) => g.pid)),
+        (root, fields, pid, fds) => this.#onNotify(root, fields, pid, fds),
+        (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`),
+      );
+      if (this.#o.control !== undefined) {
+        this.#control = await listen(this.#o.control, { type: 'seqpacket' });
+        this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
+        this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
+      }
+    } catch (err) {
+      // e.g. a --control path in a directory that does not exist: leave no notify directory behind
+      if (this.#notify !== undefined) this.#notify.close();
+      else fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
     }
     if (process.pid === 1)
       this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
@@ -169,7 +176,7 @@ export class Supervisor {
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
     for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
     this.#startWatching();
-    this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, (line) => this.#log(line));
+    this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
     const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
     this.#log(`supervising ${this.#o.command} with ${where}`);
     this.#startCurrent('start');

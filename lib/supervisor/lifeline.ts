@@ -5,17 +5,20 @@
 // Not prctl(PR_SET_PDEATHSIG) (setpriv --pdeathsig): it fires when the parent *thread* exits, and a
 // dying multi-threaded Node process hands its children to thread after thread, so a generation got
 // the signal several times (the second SIGTERM kills an app whose handler was process.once).
+// At that end of file it also removes the supervisor's notify socket and its directory, which a killed
+// supervisor cannot (a stopping one has already: then there is nothing left to remove).
 import { spawn, type ChildProcess } from 'node:child_process';
 
 const SCRIPT = `
 trap '' HUP INT TERM QUIT USR1 USR2 WINCH PIPE
-sig=$1 ticks=$2 pids=' '
+sig=$1 ticks=$2 notify=$3 pids=' '
 while read -r op pid; do
   case $op in
     +) pids="$pids$pid " ;;
     -) left=' '; for p in $pids; do [ "$p" = "$pid" ] || left="$left$p "; done; pids=$left ;;
   esac
 done
+if [ -n "$notify" ]; then rm -f -- "$notify" && rmdir -- "\${notify%/*}"; fi 2>/dev/null
 set -- $pids
 [ $# -eq 0 ] && exit 0
 kill -s "$sig" "$@" 2>/dev/null
@@ -32,8 +35,10 @@ export class Lifeline {
   readonly #proc: ChildProcess;
   #closed = false;
 
-  constructor(stopSignal: NodeJS.Signals, stopTimeout: number, log: (line: string) => void) {
-    this.#proc = spawn('/bin/sh', ['-c', SCRIPT, 'fdpass-lifeline', stopSignal.replace(/^SIG/, ''), String(Math.ceil(stopTimeout / 100))], {
+  /** `notifySocket`: the supervisor's notify socket, in a directory of its own; both removed at the end. */
+  constructor(stopSignal: NodeJS.Signals, stopTimeout: number, notifySocket: string, log: (line: string) => void) {
+    const args = [stopSignal.replace(/^SIG/, ''), String(Math.ceil(stopTimeout / 100)), notifySocket];
+    this.#proc = spawn('/bin/sh', ['-c', SCRIPT, 'fdpass-lifeline', ...args], {
       stdio: ['pipe', 'ignore', 'ignore'], // not the supervisor's stderr: it would hold that open after its death
       // Its own session: a terminal's ^C is the supervisor's to forward, not the lifeline's to see.
       detached: true,
