@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { bindDgram, closeFds, type Message } from 'fdpass';
-import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
+import { fixturesDir, processState as state, spawnJson, type Fixture } from './helpers/children';
 import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
@@ -72,15 +72,6 @@ async function reloadCmd(control: string): Promise<{ code: number | null; out: s
 async function stop(sup: Fixture): Promise<number | null> {
   sup.proc.kill('SIGTERM');
   return (await sup.exited).code;
-}
-
-function state(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-  } catch {
-    return undefined;
-  }
 }
 
 function children(ppid: number): Array<{ pid: number; state: string; comm: string }> {

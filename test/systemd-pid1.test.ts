@@ -5,6 +5,7 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { processState } from './helpers/children';
 import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from './helpers/systemd';
 import { get, load } from './helpers/http';
 import { freePort, line } from './helpers/net';
@@ -76,9 +77,8 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
   /** What a process is, for a message: pid, state and command line. */
   function described(pid: number): string {
     try {
-      const state = /\) (\S) /.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1] ?? '?';
       const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-      return `${pid} (${state}) ${cmd}`;
+      return `${pid} (${processState(pid) ?? 'gone'}) ${cmd}`;
     } catch {
       return `${pid} (gone)`;
     }
@@ -255,7 +255,7 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     }
     assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
     assert.equal(await get(port), `gen ${current}`);
-    const zombies = sd.others().filter((p) => /\) Z /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')));
+    const zombies = sd.others().filter((p) => processState(p) === 'Z');
     assert.deepEqual(zombies, [], 'no zombie in the namespace');
     const serving = readReport(report)
       .filter((r) => r.event === 'serving')

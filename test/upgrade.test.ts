@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { handoff } from 'fdpass';
-import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { processState, runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
@@ -12,13 +12,9 @@ import { freePort } from './helpers/net';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function alive(pid: number): boolean {
-  try {
-    // A zombie still answers kill(0): read its state.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/\) [ZX] /.test(stat);
-  } catch {
-    return false;
-  }
+  // A zombie still answers kill(0): read its state.
+  const state = processState(pid);
+  return state !== undefined && state !== 'Z' && state !== 'X';
 }
 
 async function gone(pid: number, ms = 10_000): Promise<boolean> {

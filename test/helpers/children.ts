@@ -1,6 +1,7 @@
 // Child processes for tests: fixtures run with this Node, talking JSON lines over stdio.
 // Every child is registered so the root hooks can kill survivors and wait for their exit.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
@@ -132,4 +133,14 @@ export async function reapChildren(): Promise<number> {
   );
   live.clear();
   return survivors.length;
+}
+
+/** A process's state letter from /proc/<pid>/stat ('R', 'S', 'Z', ...), or undefined once it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return undefined;
+  }
 }
