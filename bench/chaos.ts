@@ -58,6 +58,7 @@ async function main(): Promise<void> {
   const fdsServing = new Map<boolean, number>([[false, fdCount(current.pid)]]); // by "inherited"
   const all: Generation[] = [current];
   const violations: string[] = [];
+  let evidence = '';
   const outcomes = new Map<string, number>();
 
   for (let round = 1; round <= ROUNDS; round++) {
@@ -83,10 +84,10 @@ async function main(): Promise<void> {
         () => false,
       );
     else reached = await until(phase, () => /complete to pid/.test(old.stderr) || old.done, 15_000);
+    // What the two processes said (their debug output, and why one died), for a violation's report.
+    const said = (): string => `\n--- old ${old.pid}:\n${old.stderr.slice(-2000)}\n--- new ${fresh.pid}:\n${fresh.stderr.slice(-2000)}`;
     if (!reached) {
-      violations.push(
-        `${label}: the phase was never reached\n--- old ${old.pid}:\n${old.stderr.slice(-2000)}\n--- new ${fresh.pid}:\n${fresh.stderr.slice(-2000)}`,
-      );
+      violations.push(`${label}: the phase was never reached${said()}`);
       break;
     }
     const wasServing = /took \d+ listeners/.test(fresh.stderr); // the new process held the listeners
@@ -158,7 +159,10 @@ async function main(): Promise<void> {
       all.push(current);
       await current.serving;
     }
-    if (violations.length > 0) break;
+    if (violations.length > 0) {
+      evidence = `${label}: what the processes said${said()}`;
+      break;
+    }
     if (round % 10 === 0) console.log(`  ${round} rounds, ${violations.length} violations`);
   }
 
@@ -172,6 +176,7 @@ async function main(): Promise<void> {
   console.log(`outcomes: ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
   console.log(`RESULT rounds=${[...outcomes.values()].reduce((a, b) => a + b, 0)} violations=${violations.length} seed=${SEED}`);
   for (const v of violations) console.log(`VIOLATION ${v}`);
+  if (evidence !== '') console.log(evidence);
   if (violations.length > 0) process.exitCode = 1;
 }
 

@@ -1,22 +1,62 @@
-// What /proc says of a process: its state and parent, for zombie checks and process-tree walks.
+// What /proc says of a process: its state and parent, for zombie checks and process-tree walks, and
+// whether it has exited, with every descriptor it held closed.
 import * as fs from 'node:fs';
 
-/** State letter (R, S, Z, X, ...) and parent pid of `pid`, or undefined when it is gone. */
-export function procStat(pid: number): { state: string; ppid: number } | undefined {
+// include/linux/sched.h: set on each thread as it starts do_exit(), before its descriptors close.
+const PF_EXITING = 0x4;
+
+/** What /proc/<pid>/stat says of a process: state letter (R, S, Z, X, ...), parent, flags, threads. */
+export interface ProcStat {
+  state: string;
+  ppid: number;
+  flags: number;
+  threads: number;
+}
+
+/** `pid`'s /proc/<pid>/stat, or undefined when it is gone. */
+export function procStat(pid: number): ProcStat | undefined {
   let stat: string;
   try {
     stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
   } catch {
     return undefined;
   }
-  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after the last ')'.
+  // "pid (comm) state ppid pgrp session tty tpgid flags ... num_threads(20th) ...": comm may hold
+  // spaces and parentheses, so parse after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ppid = Number(fields[1]);
-  return { state: fields[0] ?? '', ppid: Number.isInteger(ppid) ? ppid : -1 };
+  const number = (i: number): number => {
+    const n = Number(fields[i]);
+    return Number.isInteger(n) ? n : -1;
+  };
+  return { state: fields[0] ?? '', ppid: number(1), flags: number(6), threads: number(17) };
 }
 
-/** True when `pid` has exited: no such process, or a zombie waiting for its parent. */
+/**
+ * True when `pid` has exited: no such process, or a zombie waiting for its parent whose threads have
+ * all exited too (a zombie group leader can outlive its other threads' last syscalls). Every
+ * descriptor it held is then closed: a socket it listened on refuses connections.
+ */
 export function processGone(pid: number): boolean {
   const s = procStat(pid);
-  return s === undefined || s.state === 'Z' || s.state === 'X';
+  return s === undefined || ((s.state === 'Z' || s.state === 'X') && s.threads <= 1);
+}
+
+/** True when `pid` has exited or has begun to: it is closing its descriptors or has closed them. */
+export function processExiting(pid: number): boolean {
+  const s = procStat(pid);
+  return s === undefined || s.state === 'Z' || s.state === 'X' || (s.flags & PF_EXITING) !== 0;
+}
+
+/**
+ * Waits until `pid` is gone ({@link processGone}). A process that hangs up a socket as it exits has
+ * not closed its other descriptors yet (the kernel closes them one by one, newest first): a listener
+ * of its may still accept for a while. Resolves false if it is still there after `ms`.
+ */
+export async function whenGone(pid: number, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (let wait = 1; !processGone(pid); wait = Math.min(wait * 2, 20)) {
+    if (Date.now() >= end) return false;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+  return true;
 }

@@ -2,8 +2,10 @@
 // mid-overlap, listeners the old process closed itself, malformed messages, probes. The rule: whatever
 // happens, one of the two processes keeps serving, and every descriptor has exactly one owner.
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
@@ -230,6 +232,61 @@ describe('hand-off under ordinary operations', () => {
     await old.expect('drained');
     assert.equal((await old.exited).code, 0);
     await stop(fresh);
+  });
+});
+
+describe('hand-off when the old process dies', () => {
+  // A big old process: its exit closes 18,000 more descriptors, newest first. Opened after serve(),
+  // its control connection hangs up milliseconds before its control socket closes; opened before,
+  // its control socket closes milliseconds before its listener does.
+  const big = (before: number, after: number): NodeJS.ProcessEnv => ({ ...process.env, BALLAST: `${before},${after}` });
+
+  // Connections waiting in the accept queue of the Unix listener at `file` (ss: a listener's Recv-Q).
+  function queued(file: string): number {
+    const line = execFileSync('ss', ['-xlH', 'src', file], { encoding: 'utf8' }).trim();
+    return line === '' ? 0 : Number(line.split(/\s+/)[2]);
+  }
+
+  it('killed during the overlap: ready() resolves once its exit closed its control socket, so serve() on that path works at once', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http'], { env: big(0, 18_000) });
+    const { ports } = await old.expect<Serving>('serving');
+    const inheritance = await handoff.take(control);
+    assert.ok(inheritance);
+    const server = await inheritance.server(
+      'web',
+      http.createServer((_req, res) => res.end('new')),
+    );
+    try {
+      old.proc.kill('SIGKILL');
+      assert.deepEqual(await inheritance.ready({ overlap: 10_000 }), { acknowledged: false });
+      const next = await handoff.serve(control, { web: server }); // no EADDRINUSE from a dying socket
+      assert.equal(await get(ports.web!), 'new');
+      await next.stop(); // closes the server
+    } finally {
+      if (server.listening) server.close();
+    }
+    assert.equal((await old.exited).signal, 'SIGKILL');
+  });
+
+  it('killed mid-transfer: take() resolves null once its exit closed its listener, so its port binds at once', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
+    const { ports } = await old.expect<Serving>('serving');
+    old.proc.kill('SIGSTOP'); // it accepts nobody now: the taker's connection waits in its queue
+    const taking = handoff.take(control);
+    await waitFor("the taker's connection in the old process's queue", () => queued(control) === 1);
+    old.proc.kill('SIGKILL');
+    const taken = await taking;
+    await taken?.abort();
+    assert.equal(taken, null);
+    const fresh = net.createServer((c) => c.end('fresh'));
+    await new Promise<void>((resolve, reject) => {
+      fresh.once('error', reject);
+      fresh.listen(ports.web!, '127.0.0.1', resolve);
+    });
+    await closeServer(fresh);
+    assert.equal((await old.exited).signal, 'SIGKILL');
   });
 });
 

@@ -11,7 +11,7 @@ import { connect, sameUser } from '../endpoints';
 import { FdpassError, FdpassSystemError } from '../errors';
 import { toDgram, toServer } from '../adopt';
 import { parseName } from '../names';
-import { processGone } from '../proc';
+import { processExiting, whenGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
 import { trackSessions } from './drain';
 import {
@@ -124,7 +124,9 @@ export class Inheritance {
    * Tells the old process this one is serving; it then closes its copies and drains. Listeners not
    * adopted or taken are closed. Resolves with `{ acknowledged }` once the old process has closed its
    * copies and its control socket (so this process may serve() the same path for the next
-   * generation), or has gone away (exited, killed): either way this process holds the only copies.
+   * generation), or has gone away (exited, killed: then once its exit has closed all its
+   * descriptors, so that its control socket no longer accepts): either way this process holds the
+   * only copies.
    *
    * Rejects with ERR_FDPASS_HANDOFF_ROLLBACK when the old process gave up on this one (e.g. its
    * readyTimeout passed): it keeps serving, and this process should close what it adopted and exit.
@@ -143,12 +145,17 @@ export class Inheritance {
     if (opts.overlap !== undefined) validateInteger(opts.overlap, 'options.overlap', 0, 2 ** 31 - 1);
     this.#settle();
     const ch = this.#channel;
-    // The old process's next word (ack, or an error when it rolled back) or its disappearance.
+    const timeout = opts.timeout ?? DEFAULT_TIMEOUT;
+    // The old process's next word (ack, or an error when it rolled back) or its disappearance. One
+    // that hung up as it exits (killed, crashed) is gone only once its exit has closed its other
+    // descriptors: until then its control socket still accepts, and serve() on that path would fail.
+    const oldPid = ch.peer.pid;
     const answer: Promise<Wire | 'gone'> = receiveWire(ch).then(
       (m) => decode(m, ['ack']),
-      (err: Error) => {
-        if (isPeerGone(err)) return 'gone';
-        throw err;
+      async (err: Error) => {
+        if (!isPeerGone(err)) throw err;
+        if (oldPid > 0 && processExiting(oldPid)) await whenGone(oldPid, timeout);
+        return 'gone' as const;
       },
     );
     answer.catch(() => {}); // settled below; close() may reject it first
@@ -163,7 +170,6 @@ export class Inheritance {
       await ch.send({ data: encode({ type: 'ready' }) }).catch((err: Error) => {
         if (!isPeerGone(err)) throw err; // gone: `answer` says so
       });
-      const timeout = opts.timeout ?? DEFAULT_TIMEOUT;
       const outcome = await Promise.race([answer, after(timeout)]);
       if (outcome === 'elapsed') throw new FdpassError('ERR_FDPASS_TIMEOUT', `the old process did not acknowledge within ${timeout} ms`);
       return readyOutcome(outcome, true);
@@ -248,6 +254,7 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
   }
   const received: InheritedListener[] = [];
   const oldPid = channel.peer.pid;
+  const deadline = Date.now() + timeout;
   try {
     if (!(opts.allow ?? sameUser)(channel.peer)) {
       throw new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', `the process serving '${path}' (uid ${channel.peer.uid}) is not allowed`);
@@ -257,7 +264,6 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
       if (!isPeerGone(err)) throw err;
     });
     const wanted = opts.names ? new Set(opts.names) : undefined;
-    const deadline = Date.now() + timeout;
     for (;;) {
       const m = await receiveWire(channel, { timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
         if (isPeerGone(err)) {
@@ -290,10 +296,15 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
   } catch (err) {
     closeQuietly(received.map((l) => l.fd));
     channel.destroy();
-    if ((err as FdpassError).code === 'ERR_FDPASS_HANDOFF_REFUSED' && processGone(oldPid)) {
-      // It died mid-transfer (killed, crashed): its listeners went with it, nothing is left to take.
-      debug('handoff: the old process (pid %d) died during the hand-off; starting fresh', oldPid);
-      return null;
+    // It died mid-transfer (killed, crashed): its listeners go with it, nothing is left to take. It
+    // hung up as its exit began: wait until that exit has closed them all, so that the caller can bind
+    // the same ports and control path (a pid of 0 is one in a pid namespace this process cannot see).
+    if ((err as FdpassError).code === 'ERR_FDPASS_HANDOFF_REFUSED' && oldPid > 0 && processExiting(oldPid)) {
+      if (await whenGone(oldPid, Math.max(1, deadline - Date.now()))) {
+        debug('handoff: the old process (pid %d) died during the hand-off; starting fresh', oldPid);
+        return null;
+      }
+      throw new FdpassError('ERR_FDPASS_TIMEOUT', `the old process (pid ${oldPid}) began to exit but had not exited within ${timeout} ms`);
     }
     throw err;
   }
