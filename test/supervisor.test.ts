@@ -488,6 +488,16 @@ describe('fdpass run (supervisor)', function () {
     assert.deepEqual(fs.readdirSync(tmp), [], 'the lifeline removed the notify socket and its directory');
   });
 
+  it('a start that fails after the notify socket is bound (--control in a missing directory) exits 1 with the reason and removes the notify directory', async () => {
+    const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
+    fs.mkdirSync(tmp);
+    const control = tmpPath('no-such-dir/ctl');
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP], { ...process.env, TMPDIR: tmp });
+    assert.equal((await sup.exited).code, 1);
+    assert.match(sup.stderr(), new RegExp(`fdpass: bind ENOENT: .*${control.replace(/[/.-]/g, '\\$&')}`));
+    assert.deepEqual(fs.readdirSync(tmp), [], 'no notify directory left');
+  });
+
   it('fd store: FDSTORE=1 fds (fdpass storeFds) go to the next generations by name, bounded by --fd-store-max; FDSTOREREMOVE=1 drops them', async () => {
     const control = tmpPath('ctl');
     const plan = tmpPath('plan.json');
