@@ -31,20 +31,41 @@ export function procStat(pid: number): ProcStat | undefined {
   return { state: fields[0] ?? '', ppid: number(1), flags: number(6), threads: number(17) };
 }
 
+const exited = (s: ProcStat | undefined): boolean => s === undefined || ((s.state === 'Z' || s.state === 'X') && s.threads <= 1);
+
 /**
  * True when `pid` has exited: no such process, or a zombie waiting for its parent whose threads have
  * all exited too (a zombie group leader can outlive its other threads' last syscalls). Every
  * descriptor it held is then closed: a socket it listened on refuses connections.
  */
 export function processGone(pid: number): boolean {
-  const s = procStat(pid);
-  return s === undefined || ((s.state === 'Z' || s.state === 'X') && s.threads <= 1);
+  return exited(procStat(pid));
 }
 
 /** True when `pid` has exited or has begun to: it is closing its descriptors or has closed them. */
 export function processExiting(pid: number): boolean {
   const s = procStat(pid);
   return s === undefined || s.state === 'Z' || s.state === 'X' || (s.flags & PF_EXITING) !== 0;
+}
+
+/**
+ * The processes of these users (by /proc/<pid>'s owner) that have begun to exit and are not gone:
+ * the kernel may still be closing their descriptors.
+ */
+export function processesExiting(uids: ReadonlySet<number>): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    const s = procStat(pid);
+    if (s === undefined || (s.flags & PF_EXITING) === 0 || exited(s)) continue;
+    try {
+      if (uids.has(fs.statSync(`/proc/${pid}`).uid)) out.push(pid);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 /**

@@ -288,8 +288,36 @@ describe('hand-off when the old process dies', () => {
     await closeServer(fresh);
     assert.equal((await old.exited).signal, 'SIGKILL');
   });
-});
 
+  it('killed just before take() connects: its control socket refuses, and take() resolves null once its exit closed its listener', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
+    const { ports } = await old.expect<Serving>('serving');
+    old.proc.kill('SIGKILL');
+    // Its control socket closes first, its listener (an older descriptor) milliseconds later: take()
+    // must start in between, so poll without sleeping.
+    for (;;) {
+      const refused = await connect(control, { type: 'seqpacket' }).then(
+        (ch) => {
+          ch.destroy();
+          return false;
+        },
+        (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED',
+      );
+      if (refused) break;
+    }
+    const taken = await handoff.take(control);
+    await taken?.abort();
+    assert.equal(taken, null);
+    const fresh = net.createServer((c) => c.end('fresh'));
+    await new Promise<void>((resolve, reject) => {
+      fresh.once('error', reject);
+      fresh.listen(ports.web!, '127.0.0.1', resolve);
+    });
+    await closeServer(fresh);
+    assert.equal((await old.exited).signal, 'SIGKILL');
+  });
+});
 describe('hand-off with malformed or odd peers', () => {
   // A fake old process: answers the hello with `reply` (data and fds), then waits for the taker to go.
   async function fakeOld(control: string, reply: (ch: Channel) => Promise<void>): Promise<ChannelServer> {

@@ -11,7 +11,7 @@ import { connect, sameUser } from '../endpoints';
 import { FdpassError, FdpassSystemError } from '../errors';
 import { toDgram, toServer } from '../adopt';
 import { parseName } from '../names';
-import { processExiting, whenGone } from '../proc';
+import { processExiting, processesExiting, whenGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
 import { trackSessions } from './drain';
 import {
@@ -213,6 +213,22 @@ function readyOutcome(w: Wire | 'gone', sentReady: boolean): ReadyResult {
   return { acknowledged: true };
 }
 
+// A refused connect says that whoever listened on the path has closed the socket, and a refusal
+// carries no pid. If that was an old process's exit, its listeners may still be open for a moment
+// (the kernel closes a dying process's newest descriptors first, and the control socket is usually
+// newer than the listeners): wait for the exits under way of processes that could have been it (this
+// user's and root's, as `sameUser`), so the caller can bind the same ports. Closing descriptors takes
+// milliseconds: an exit stuck for longer (a process in uninterruptible sleep) is not waited out.
+const EXIT_WAIT_MAX = 5000;
+async function exitsFinished(ms: number): Promise<void> {
+  const uid = process.getuid?.() ?? 0;
+  const exiting = processesExiting(new Set([uid, 0]));
+  if (exiting.length === 0) return;
+  debug('handoff: waiting for exiting processes %o before a first start', exiting);
+  const end = Date.now() + Math.min(ms, EXIT_WAIT_MAX);
+  for (const pid of exiting) await whenGone(pid, Math.max(0, end - Date.now()));
+}
+
 // A control path whose directory does not exist is a configuration error, not a first start.
 function checkDirectory(path: string): void {
   const name = parseName(path);
@@ -229,8 +245,13 @@ function checkDirectory(path: string): void {
 /**
  * New process: takes the listeners from the old process serving `path`. Resolves with null when no
  * old process is there (no socket file, or nobody listening on it: first start, bind fresh sockets)
- * or when it died during the transfer (its listeners died with it), else with an {@link Inheritance}. A path whose directory does not exist rejects (ENOENT, syscall
- * 'stat', naming the directory): a typo must not look like a first start.
+ * or when it died during the transfer (its listeners died with it), else with an {@link Inheritance}.
+ * An old process that is dying is waited for until its exit has closed its listeners, so that their
+ * ports can be bound at once; before a refused connect's null (a refusal carries no pid), the exits
+ * under way of this user's and root's processes, at most 5 s. A peer in a pid namespace this one
+ * cannot see (SO_PEERCRED pid 0) that hangs up rejects with ERR_FDPASS_HANDOFF_REFUSED: whether it
+ * died cannot be told. A path whose directory does not exist rejects (ENOENT, syscall 'stat',
+ * naming the directory): a typo must not look like a first start.
  */
 export async function take(path: string, opts: TakeOptions = {}): Promise<Inheritance | null> {
   validateObject(opts as unknown, 'options');
@@ -247,6 +268,7 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
   } catch (err) {
     if (err instanceof FdpassSystemError && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
       if (err.code === 'ENOENT') checkDirectory(path);
+      else await exitsFinished(timeout);
       debug('handoff: no old process at %s (%s)', path, err.code);
       return null;
     }
