@@ -60,27 +60,34 @@ export async function until(_what: string, check: () => boolean, ms: number): Pr
 }
 
 // The process's descriptors other than TCP connections (clients come and go under load): listeners,
-// control sockets, pipes, files. A leak shows up here; a client in flight does not.
+// control sockets, pipes, files. A leak shows up here; a client in flight does not. A socket counts
+// when its inode is a Unix socket, a UDP socket or a TCP listener: those tables change only with the
+// process's own set-up. (Subtracting the TCP connections instead miscounts one accepted between
+// reading the tables and the descriptors, or one reset and already out of the table.)
 export function fdCount(pid: number): number {
   try {
-    const connections = new Set<string>();
-    for (const table of ['tcp', 'tcp6']) {
-      const lines = fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').slice(1);
-      for (const line of lines) {
-        const f = line.trim().split(/\s+/);
-        if (f[3] !== '0A') connections.add(f[9]!); // state 0A is LISTEN; f[9] is the inode
-      }
-    }
-    let n = 0;
+    const links: string[] = [];
     for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
       try {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m === null || !connections.has(m[1]!)) n++;
+        links.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
       } catch {
         // closed meanwhile
       }
     }
-    return n;
+    const kept = new Set<string>();
+    for (const table of ['unix', 'udp', 'udp6', 'tcp', 'tcp6']) {
+      const lines = fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').slice(1);
+      for (const line of lines) {
+        const f = line.trim().split(/\s+/);
+        if (table === 'unix')
+          kept.add(f[6]!); // Num RefCount Protocol Flags Type St Inode [Path]
+        else if (!table.startsWith('tcp') || f[3] === '0A') kept.add(f[9]!); // state 0A is LISTEN
+      }
+    }
+    return links.filter((link) => {
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      return m === null || kept.has(m[1]!);
+    }).length;
   } catch {
     return -1;
   }
