@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer } from 'fdpass';
+import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer, type Inheritance } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { docScenario } from './helpers/docs';
@@ -247,6 +247,20 @@ describe('hand-off when the old process dies', () => {
     return line === '' ? 0 : Number(line.split(/\s+/)[2]);
   }
 
+  // take() resolves null and the killed old process's listener is closed: its port binds at once.
+  async function expectFreshStart(taking: Promise<Inheritance | null>, port: number, old: Fixture): Promise<void> {
+    const taken = await taking;
+    await taken?.abort();
+    assert.equal(taken, null);
+    const fresh = net.createServer((c) => c.end('fresh'));
+    await new Promise<void>((resolve, reject) => {
+      fresh.once('error', reject);
+      fresh.listen(port, '127.0.0.1', resolve);
+    });
+    await closeServer(fresh);
+    assert.equal((await old.exited).signal, 'SIGKILL');
+  }
+
   it('killed during the overlap: ready() resolves once its exit closed its control socket, so serve() on that path works at once', async () => {
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(0, 18_000) });
@@ -277,16 +291,7 @@ describe('hand-off when the old process dies', () => {
     const taking = handoff.take(control);
     await waitFor("the taker's connection in the old process's queue", () => queued(control) === 1);
     old.proc.kill('SIGKILL');
-    const taken = await taking;
-    await taken?.abort();
-    assert.equal(taken, null);
-    const fresh = net.createServer((c) => c.end('fresh'));
-    await new Promise<void>((resolve, reject) => {
-      fresh.once('error', reject);
-      fresh.listen(ports.web!, '127.0.0.1', resolve);
-    });
-    await closeServer(fresh);
-    assert.equal((await old.exited).signal, 'SIGKILL');
+    await expectFreshStart(taking, ports.web!, old);
   });
 
   it('killed just before take() connects: its control socket refuses, and take() resolves null once its exit closed its listener', async () => {
@@ -306,18 +311,10 @@ describe('hand-off when the old process dies', () => {
       );
       if (refused) break;
     }
-    const taken = await handoff.take(control);
-    await taken?.abort();
-    assert.equal(taken, null);
-    const fresh = net.createServer((c) => c.end('fresh'));
-    await new Promise<void>((resolve, reject) => {
-      fresh.once('error', reject);
-      fresh.listen(ports.web!, '127.0.0.1', resolve);
-    });
-    await closeServer(fresh);
-    assert.equal((await old.exited).signal, 'SIGKILL');
+    await expectFreshStart(handoff.take(control), ports.web!, old);
   });
 });
+
 describe('hand-off with malformed or odd peers', () => {
   // A fake old process: answers the hello with `reply` (data and fds), then waits for the taker to go.
   async function fakeOld(control: string, reply: (ch: Channel) => Promise<void>): Promise<ChannelServer> {
