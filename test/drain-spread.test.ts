@@ -143,14 +143,16 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http', '5000', String(drainTimeout), String(spread)]);
     const { ports } = await old.expect<{ ports: Record<string, number> }>('serving');
-    const fresh = runFixture('handoff-new', [control, 'serve']);
-    await fresh.expect('adopted');
     // Each client: its own keep-alive connection, a request every 20 ms, until it has been answered
     // by the new process for a while; notes when it first was.
     const clients = Array.from({ length: 16 }, () => new Client(ports.web!));
     let t0 = 0;
     const movedAt: number[] = [];
     const bodies = new Set<string>();
+    // Every client connects and is answered before the new process exists, so that every connection
+    // is the old process's (once the new one adopts the listener, both accept new connections).
+    const onOld: boolean[] = [];
+    let answered = 0;
     const loops = clients.map(async (c, i) => {
       for (;;) {
         const body = await new Promise<string | undefined>((resolve) => {
@@ -165,6 +167,10 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
           });
         });
         if (body !== undefined) bodies.add(body.split(' ')[0]!);
+        if (body?.startsWith('old ') && !onOld[i]) {
+          onOld[i] = true;
+          answered++;
+        }
         if (body?.startsWith('new ') && t0 > 0) {
           movedAt[i] ??= Date.now() - t0;
           if (Date.now() - t0 > spread + idleGrace) return;
@@ -173,6 +179,10 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
     });
+    for (const end = Date.now() + 10_000; answered < clients.length && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(answered, clients.length, 'every client answered by the old process');
+    const fresh = runFixture('handoff-new', [control, 'serve']);
+    await fresh.expect('adopted');
     await new Promise((r) => setTimeout(r, 200));
     t0 = Date.now();
     fresh.send({ cmd: 'ready' });
