@@ -42,8 +42,12 @@ export function processGone(pid: number): boolean {
   return exited(procStat(pid));
 }
 
-/** True when `pid` has exited or has begun to: it is closing its descriptors or has closed them. */
+/**
+ * True when `pid` has exited or has begun to: it is closing its descriptors or has closed them. Never
+ * for pid 0, SO_PEERCRED's pid of a process in a pid namespace this one cannot see: nothing is known.
+ */
 export function processExiting(pid: number): boolean {
+  if (pid <= 0) return false;
   const s = procStat(pid);
   return s === undefined || s.state === 'Z' || s.state === 'X' || (s.flags & PF_EXITING) !== 0;
 }

@@ -154,7 +154,7 @@ export class Inheritance {
       (m) => decode(m, ['ack']),
       async (err: Error) => {
         if (!isPeerGone(err)) throw err;
-        if (oldPid > 0 && processExiting(oldPid)) await whenGone(oldPid, timeout);
+        if (processExiting(oldPid)) await whenGone(oldPid, timeout);
         return 'gone' as const;
       },
     );
@@ -320,8 +320,9 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
     channel.destroy();
     // It died mid-transfer (killed, crashed): its listeners go with it, nothing is left to take. It
     // hung up as its exit began: wait until that exit has closed them all, so that the caller can bind
-    // the same ports and control path (a pid of 0 is one in a pid namespace this process cannot see).
-    if ((err as FdpassError).code === 'ERR_FDPASS_HANDOFF_REFUSED' && oldPid > 0 && processExiting(oldPid)) {
+    // the same ports and control path (of one in a pid namespace this process cannot see, nothing is
+    // known: REFUSED stands).
+    if ((err as FdpassError).code === 'ERR_FDPASS_HANDOFF_REFUSED' && processExiting(oldPid)) {
       if (await whenGone(oldPid, Math.max(1, deadline - Date.now()))) {
         debug('handoff: the old process (pid %d) died during the hand-off; starting fresh', oldPid);
         return null;
