@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer, type Inheritance } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
+import { waitFor } from './helpers/wait';
 import { docScenario } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
@@ -47,14 +48,6 @@ function udpDrops(port: number): number {
     .find((l) => l.trim().split(/\s+/)[1] === local);
   assert.ok(line, `no UDP socket on 127.0.0.1:${port}`);
   return Number(line.trim().split(/\s+/).at(-1));
-}
-
-async function waitFor(what: string, check: () => boolean, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 describe('hand-off under ordinary operations', () => {
@@ -176,7 +169,7 @@ describe('hand-off under ordinary operations', () => {
       await serving(gen1);
       const traffic = load(port, { workers: 4, keepAlive: false });
       const gen2 = spawnJson(process.execPath, [file], { env });
-      await waitFor('generation 2 to take the listener', () => /took 1 listeners/.test(gen2.stderr()));
+      await waitFor('generation 2 to take the listener', () => /took 1 listeners/.test(gen2.stderr()), 15_000);
       await sleep(300); // well inside generation 2's 1 s overlap
       gen1.proc.kill(signal);
       const end1 = await gen1.exited;
@@ -289,7 +282,7 @@ describe('hand-off when the old process dies', () => {
     const { ports } = await old.expect<Serving>('serving');
     old.proc.kill('SIGSTOP'); // it accepts nobody now: the taker's connection waits in its queue
     const taking = handoff.take(control);
-    await waitFor("the taker's connection in the old process's queue", () => queued(control) === 1);
+    await waitFor("the taker's connection in the old process's queue", () => queued(control) === 1, 15_000);
     old.proc.kill('SIGKILL');
     await expectFreshStart(taking, ports.web!, old);
   });

@@ -28,14 +28,13 @@ import { holdsFile, openFds, settle } from './helpers/fds';
 import { markerFile } from './helpers/foreign';
 import { get } from './helpers/http';
 import { tmpPath } from './helpers/tmp';
+import { waitFor } from './helpers/wait';
 
 const RAW_PEER = path.join(__dirname, '..', '..', 'test', 'fixtures', 'raw_peer.py');
 
 function rawPeer(args: string[]): Fixture {
   return spawnJson('python3', [RAW_PEER, ...args]);
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A channel accepted from a raw peer that sends `counts` fds of `marker` (raw_peer.py fds mode). */
 async function rawPeerChannel(
@@ -70,15 +69,6 @@ async function sendMarkers(ch: Channel, data: string | Buffer, file: string, cou
     await ch.send({ data, fds });
   } finally {
     for (const fd of fds) fs.closeSync(fd);
-  }
-}
-
-/** Waits until `check` holds, polling; fails naming `what` after `ms`. */
-async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
   }
 }
 

@@ -1,0 +1,10 @@
+// Polling for a condition in tests, with a bound that names what was awaited.
+
+/** Waits until `check` holds, polling every 10 ms; fails naming `what` after `ms`. */
+export async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
