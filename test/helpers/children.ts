@@ -4,6 +4,7 @@ import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { otherUidPath, otherUidSpawn } from './other-uid';
 
 const live = new Set<ChildProcess>();
 
@@ -30,11 +31,16 @@ export interface SpawnJsonOptions {
 
 export const fixturesDir = path.join(__dirname, '..', 'fixtures');
 
-/** Spawns a command (registered for reaping) and reads JSON lines from its stdout. */
+/**
+ * Spawns a command (registered for reaping) and reads JSON lines from its stdout. With `uid`, the
+ * child runs in a world-readable copy of what it needs (helpers/other-uid.ts): pass checkout paths
+ * through otherUidPath().
+ */
 export function spawnJson(command: string, args: string[], opts: SpawnJsonOptions = {}): Fixture {
+  const env = opts.env ?? process.env;
   const proc = spawn(command, args, {
     stdio: opts.stdio ?? ['pipe', 'pipe', 'pipe'],
-    env: opts.env ?? process.env,
+    ...(opts.uid !== undefined ? otherUidSpawn(env) : { env }),
     ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
     ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
@@ -115,7 +121,8 @@ export function watchJson(proc: ChildProcess): Fixture {
 
 /** Runs test/fixtures/<name>.js with this Node. */
 export function runFixture(name: string, args: string[] = [], opts: SpawnJsonOptions = {}): Fixture {
-  return spawnJson(process.execPath, [path.join(fixturesDir, `${name}.js`), ...args], opts);
+  const file = path.join(fixturesDir, `${name}.js`);
+  return spawnJson(process.execPath, [opts.uid !== undefined ? otherUidPath(file) : file, ...args], opts);
 }
 
 /** Kills every child still running and waits for each to exit. */
