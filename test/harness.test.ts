@@ -39,7 +39,7 @@ describe('test harness', () => {
     const { code } = await run.exited;
     const took = Date.now() - started;
     assert.notEqual(code, 0);
-    assert.match(run.stderr(), /held open by:\n(  .*\n)*  Server \{"address":"127\.0\.0\.1"/);
+    assert.match(run.stderr(), /held open by:\n( {2}.*\n)* {2}Server \{"address":"127\.0\.0\.1"/);
     assert.ok(took < 15_000, `exited ${took} ms after start`);
   });
 });
