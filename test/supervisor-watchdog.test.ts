@@ -138,6 +138,20 @@ describe('fdpass run: the watchdog', function () {
     }
   });
 
+  it('WATCHDOG=trigger (systemd-notify) from a generation, with no watchdog set: it gets SIGABRT and is replaced', async () => {
+    const script = [
+      'systemd-notify --ready',
+      // Generation 1 asks for its own watchdog to fire; the next one just serves.
+      '[ "$FDPASS_GENERATION" = 1 ] && systemd-notify WATCHDOG=trigger',
+      'exec sleep 60',
+    ].join('; ');
+    const sup = supervise(['--stop-timeout', '5'], ['/bin/sh', '-c', script], withoutSystemd());
+    await waitFor('generation 2', () => /started generation 2/.test(sup.stderr()));
+    assert.match(sup.stderr(), /generation 1 \(pid \d+\) sent WATCHDOG=trigger: SIGABRT/);
+    assert.match(sup.stderr(), /generation 1 \(pid \d+\) was killed by SIGABRT/);
+    await stopAll();
+  });
+
   it('--watchdog: a usage error for a bad value', async () => {
     for (const [value, re] of [
       ['=-1', /--watchdog: '-1' is not a number of seconds/],

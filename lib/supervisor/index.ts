@@ -493,7 +493,7 @@ export class Supervisor {
 
   #startWatchdogs(): void {
     const { upstreamWatchdog, watchdog } = this.#o;
-    if (upstreamWatchdog === undefined && watchdog === undefined) return;
+    // Also with neither interval: WATCHDOG=trigger stops a generation whatever WatchdogSec= says, as in systemd.
     this.#watchdogs = new Watchdogs<Generation>({
       upstreamUsec: upstreamWatchdog,
       generationUsec: watchdog,
@@ -503,6 +503,7 @@ export class Supervisor {
       onMissed: (gen, why) => this.#hung(gen, why),
       log: (line) => this.#log(line),
     });
+    if (upstreamWatchdog === undefined && watchdog === undefined) return;
     const each = watchdog === undefined ? 'generations are not watched' : `each generation must ping within ${watchdog / 1e6} s once ready`;
     this.#log(`watchdog: ${upstreamWatchdog !== undefined ? `pinging systemd every ${upstreamWatchdog / 2e6} s; ` : ''}${each}`);
   }
