@@ -1,12 +1,14 @@
 // Against a real systemd booted as PID 1 in fresh namespaces (test/helpers/systemd.ts), with the unit
 // files of examples/systemd/ (test drop-ins only change ExecStart, ports and a report file): socket
 // activation by name, and a listener kept in the fd store across `systemctl restart` under load with
-// no connection refused. Each test boots its own systemd and ends it; nothing of it survives the test.
+// no connection refused; and the README's `fdpass run` unit as written, with its watchdog. Each test
+// boots its own systemd and ends it; nothing of it survives the test.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { processState } from './helpers/children';
 import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from './helpers/systemd';
+import { docScenario, scenarioBlocks } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort, line } from './helpers/net';
 
@@ -71,7 +73,7 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     // After a failure too: the namespace and everything in it end here.
     await sd?.stop();
     sd = undefined;
-    for (const f of files.splice(0)) fs.rmSync(f, { force: true });
+    for (const f of files.splice(0)) fs.rmSync(f, { force: true, recursive: true });
   });
 
   /** What a process is, for a message: pid, state and command line. */
@@ -105,6 +107,147 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     assert.deepEqual(processesIn(ns), [], 'processes left after systemd was killed');
     sd = undefined;
   }
+
+  /** A unit's property (`systemctl show -p NAME --value`). */
+  async function property(unit: string, name: string): Promise<string> {
+    return (await sd!.systemctl('show', '-p', name, '--value', unit)).trim();
+  }
+
+  /** A directory the namespace sees too (it has its own /tmp): under the checkout's .test-out. */
+  function sharedDir(name: string): string {
+    fs.mkdirSync(path.join(ROOT, '.test-out'), { recursive: true });
+    const dir = fs.mkdtempSync(path.join(ROOT, '.test-out', `${name}-`));
+    files.push(dir);
+    return dir;
+  }
+
+  /** Asks `fn` again every 50 ms until it gives a value; fails naming `what` after `ms`. */
+  async function eventually<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const v = await fn();
+      if (v !== undefined) return v;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  it("the README's `fdpass run` unit: MainPID is fdpass run, 3 `systemctl reload`s under load fail no request, WatchdogSec=2 never fires in 7 s", async () => {
+    sd = await bootSystemd();
+    const port = await freePort();
+    // The README's unit and app as a user copies them: /srv/app is a project with fdpass installed
+    // (node_modules/fdpass is this checkout), serving on a free port instead of 80.
+    const dir = sharedDir('srv-app');
+    const unitFile = docScenario('fdpass-run-systemd', dir, [
+      ['/srv/app', dir],
+      ['0.0.0.0:80', `127.0.0.1:${port}`],
+    ])['fdpass-run.service']!;
+    const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'server.mjs')!;
+    fs.writeFileSync(path.join(dir, 'server.mjs'), server.code);
+    const unit = 'fdpass-run.service';
+    const text = fs.readFileSync(unitFile, 'utf8');
+    for (const l of ['Type=notify', 'ExecReload=/bin/kill -HUP $MAINPID', 'WatchdogSec=', 'KillMode=mixed'])
+      assert.ok(text.includes(l), `the README's unit lacks ${l}`);
+    sd.writeUnit(unit, text);
+    sd.writeUnit(`${unit}.d/test.conf`, '[Service]\nWatchdogSec=2\n');
+    await sd.systemctl('daemon-reload');
+    await sd.systemctl('start', unit); // Type=notify, NotifyAccess=main: returns once MainPID said READY=1
+    const mainPid = Number(await property(unit, 'MainPID'));
+    const cmdline = fs.readFileSync(`/proc/${sd.hostPid(mainPid)}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(
+      cmdline.slice(0, 3),
+      ['/usr/bin/node', path.join(dir, 'node_modules/fdpass/dist/cli/main.js'), 'run'],
+      'MainPID is fdpass run',
+    );
+    const first = await get(port);
+    assert.match(first, /^hello from \d+\n$/);
+    assert.notEqual(first, `hello from ${mainPid}\n`, 'served by a generation');
+
+    const t0 = Date.now();
+    const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+    let result: Awaited<ReturnType<typeof traffic.stop>>;
+    const servers = [first];
+    try {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 1500));
+        await sd.systemctl('reload', unit);
+        const next = await eventually(`the generation of reload ${i + 1}`, async () => {
+          const body = await get(port);
+          return servers.includes(body) ? undefined : body;
+        });
+        servers.push(next);
+      }
+      // More than 3 x WatchdogSec in all: systemd would have killed a unit that does not ping.
+      while (Date.now() - t0 < 7000) await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      result = await traffic.stop();
+    }
+    assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
+    assert.ok(result.ok > 50, `only ${result.ok} requests were served`);
+    assert.equal(await property(unit, 'MainPID'), String(mainPid), 'MainPID never changes');
+    assert.equal(await property(unit, 'NRestarts'), '0');
+    assert.equal((await sd.systemctlStatus('is-active', unit)).stdout.trim(), 'active');
+    // The pings arrive: systemd's last-ping timestamp moves.
+    const ping1 = Number(await property(unit, 'WatchdogTimestampMonotonic'));
+    await new Promise((r) => setTimeout(r, 1200));
+    const ping2 = Number(await property(unit, 'WatchdogTimestampMonotonic'));
+    assert.ok(ping2 > ping1, `WatchdogTimestampMonotonic did not move: ${ping1}, ${ping2}`);
+    assert.doesNotMatch(await sd.journal(unit), /[Ww]atchdog timeout|missed its watchdog/);
+
+    await sd.systemctl('stop', unit); // SIGTERM to fdpass run (KillMode=mixed), forwarded; the app drains
+    assert.equal(await property(unit, 'Result'), 'success');
+    assert.equal(await property(unit, 'ExecMainStatus'), '0');
+    await shutDown([]);
+  });
+
+  it('WatchdogSec= over `fdpass run`: a generation that stops pinging is replaced and the unit stays; a stopped fdpass run is killed by systemd', async () => {
+    sd = await bootSystemd();
+    const port = await freePort();
+    const dir = sharedDir('watchdog');
+    const plan = path.join(dir, 'plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ 1: 'watchdog-hang', 2: 'watchdog', 3: 'watchdog' }));
+    const cli = path.join(ROOT, 'dist', 'cli', 'main.js');
+    const app = path.join(__dirname, 'fixtures', 'supervised-app.js');
+    const unit = 'fdpass-watchdog.service';
+    const node = process.execPath;
+    sd.writeUnit(
+      unit,
+      [
+        '[Service]',
+        'Type=notify',
+        `ExecStart=${node} ${cli} run -l http=127.0.0.1:${port} --stop-timeout 3 -- ${node} ${app} plan:${plan} 2500`,
+        'KillMode=mixed',
+        'WatchdogSec=2',
+        '',
+      ].join('\n'),
+    );
+    await sd.systemctl('daemon-reload');
+    await sd.systemctl('start', unit);
+    const mainPid = await property(unit, 'MainPID');
+    assert.match(await get(port), /^1 \d+$/);
+    // Generation 1 pings (startWatchdog() got WATCHDOG_PID = its pid), then its event loop blocks for good.
+    const second = await eventually(
+      'generation 2 to serve',
+      async () => {
+        const body = await get(port).catch(() => '');
+        return body.startsWith('2 ') ? body : undefined;
+      },
+      20_000,
+    );
+    assert.match(second, /^2 \d+$/);
+    const journal = await sd.journal(unit);
+    assert.match(journal, /generation 1 \(pid \d+\) missed its watchdog/);
+    assert.match(journal, /generation 1 \(pid \d+\) was killed by SIGABRT/);
+    assert.doesNotMatch(journal, /[Ww]atchdog timeout/, 'systemd never acted');
+    assert.equal(await property(unit, 'MainPID'), mainPid);
+    assert.equal(await property(unit, 'NRestarts'), '0');
+    assert.equal((await sd.systemctlStatus('is-active', unit)).stdout.trim(), 'active');
+
+    // fdpass run itself hangs (SIGSTOP): no more pings, and systemd's watchdog fires.
+    process.kill(sd.hostPid(Number(mainPid))!, 'SIGSTOP');
+    await eventually('systemd to see the watchdog fail', async () => ((await property(unit, 'Result')) === 'watchdog' ? true : undefined));
+    await shutDown([unit]);
+  });
 
   it('socket units "web" and "admin": the first connection starts the service, which serves both by name', async () => {
     sd = await bootSystemd();

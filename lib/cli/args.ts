@@ -40,6 +40,10 @@ Readiness and reloads:
                                 next generations after the listeners, by FDNAME (default 0: off,
                                 as systemd's FileDescriptorStoreMax=)
       --control PATH            a Unix socket (owner-only) for \`fdpass reload PATH\`
+      --watchdog SECONDS        each generation gets WATCHDOG_USEC (sd_watchdog_enabled); once
+                                ready, one that sends no WATCHDOG=1 for that long hangs: it gets
+                                SIGABRT and is replaced (default: the unit's WatchdogSec= under
+                                systemd, else off; 0: off)
   -w, --watch PATH              repeatable; reload when a file under PATH changes (development)
       --watch-ignore GLOB       repeatable; changes matching GLOB do not reload: without '/' it
                                 matches any path component ('*.log', 'dist'), with '/' the path
@@ -74,6 +78,8 @@ export interface RunArgs extends Pick<
   backlog: number;
   unixMode: number;
   quiet: boolean;
+  /** --watchdog in µs (0: off); undefined: the unit's WatchdogSec=, if any. */
+  watchdog?: number;
 }
 
 export type Parsed = RunArgs | { cmd: 'reload'; target: string } | { cmd: 'help' } | { cmd: 'version' };
@@ -139,6 +145,7 @@ export function parse(argv: string[]): Parsed {
         watch: { type: 'string', short: 'w', multiple: true },
         'watch-ignore': { type: 'string', multiple: true },
         'watch-delay': { type: 'string' },
+        watchdog: { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -161,6 +168,8 @@ export function parse(argv: string[]): Parsed {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  const watchdog = values.watchdog === undefined ? undefined : seconds(values.watchdog, 'watchdog', 0) * 1000;
+  if (watchdog === 0 && Number(values.watchdog) !== 0) throw new UsageError(`--watchdog: '${values.watchdog}' is under a millisecond`);
   const readyDelay = values['ready-delay'] === undefined ? undefined : seconds(values['ready-delay'], 'ready-delay', 0);
   return {
     cmd: 'run',
@@ -181,5 +190,6 @@ export function parse(argv: string[]): Parsed {
     watchIgnore,
     watchDelay: integer(values['watch-delay'], 'watch-delay', 200, 0, 600_000),
     quiet: values.quiet === true,
+    ...(watchdog !== undefined ? { watchdog } : {}),
   };
 }

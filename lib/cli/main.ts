@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { connect } from '../endpoints';
 import { bindListener, closeListeners, inheritedListeners, type Listener } from '../supervisor/listeners';
 import { Supervisor } from '../supervisor';
+import { watchdogInterval } from '../systemd';
 import { parse, USAGE, UsageError, type RunArgs } from './args';
 
 function log(line: string): void {
@@ -16,6 +17,11 @@ async function run(a: RunArgs): Promise<number> {
   // hears about our readiness. Neither is passed down as is.
   const upstreamNotify = process.env.NOTIFY_SOCKET;
   delete process.env.NOTIFY_SOCKET;
+  // The unit's watchdog (WatchdogSec=) is the supervisor's to ping; generations get their own.
+  const upstreamWatchdog = upstreamNotify ? (watchdogInterval() ?? undefined) : undefined;
+  delete process.env.WATCHDOG_USEC;
+  delete process.env.WATCHDOG_PID;
+  const watchdog = a.watchdog === undefined ? upstreamWatchdog : a.watchdog === 0 ? undefined : a.watchdog;
   const listeners: Listener[] = inheritedListeners();
   try {
     for (const spec of a.listen) listeners.push(bindListener(spec, { backlog: a.backlog, mode: a.unixMode }));
@@ -24,7 +30,7 @@ async function run(a: RunArgs): Promise<number> {
     throw err;
   }
   const quietLog = (line: string): void => {
-    if (!a.quiet || /fail|refused|killed|exited|not ready|ignored|SIGKILL/.test(line)) log(line);
+    if (!a.quiet || /fail|refused|killed|exited|not ready|ignored|SIGKILL|SIGABRT|no longer/.test(line)) log(line);
   };
   const sup = new Supervisor({
     command: a.command,
@@ -42,6 +48,8 @@ async function run(a: RunArgs): Promise<number> {
     watchIgnore: a.watchIgnore,
     watchDelay: a.watchDelay,
     ...(upstreamNotify ? { upstreamNotify } : {}),
+    ...(upstreamWatchdog !== undefined ? { upstreamWatchdog } : {}),
+    ...(watchdog !== undefined ? { watchdog } : {}),
     env: process.env,
     log: quietLog,
   });

@@ -16,6 +16,7 @@ import { OrphanReaper } from './reap';
 import { FdStore } from './fdstore';
 import { Lifeline } from './lifeline';
 import { ignoreMatcher } from './watch-ignore';
+import { Watchdogs } from './watchdog';
 
 export interface SupervisorOptions {
   command: string;
@@ -47,11 +48,18 @@ export interface SupervisorOptions {
   watchDelay: number;
   /** The supervisor's own NOTIFY_SOCKET (a systemd above it), if any. */
   upstreamNotify?: string;
+  /** µs within which the systemd above wants WATCHDOG=1 from the supervisor (its WATCHDOG_USEC), if any. */
+  upstreamWatchdog?: number;
+  /** µs each generation gets as WATCHDOG_USEC: once ready, one silent that long is stopped and replaced. */
+  watchdog?: number;
   env: NodeJS.ProcessEnv;
   log: (line: string) => void;
 }
 
 type State = 'starting' | 'ready' | 'stopping' | 'exited';
+
+// WATCHDOG_PID, like LISTEN_PID, must be the pid of the program that reads it (see #launch).
+const WATCHDOG_PID = '[ -z "$WATCHDOG_USEC" ] || { WATCHDOG_PID=$$; export WATCHDOG_PID; }; ';
 
 // A generation started while the supervisor died (so that the lifeline never heard of it) must not
 // start the command: the shell checks that its parent is still the supervisor ($1).
@@ -135,6 +143,7 @@ export class Supervisor {
   #signalHandlers: Array<[NodeJS.Signals, () => void]> = [];
   #lifeline: Lifeline | undefined;
   readonly #store: FdStore;
+  #watchdogs: Watchdogs<Generation> | undefined;
 
   constructor(opts: SupervisorOptions) {
     this.#o = opts;
@@ -176,6 +185,7 @@ export class Supervisor {
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
     for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
     this.#startWatching();
+    this.#startWatchdogs();
     this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
     const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
     this.#log(`supervising ${this.#o.command} with ${where}`);
@@ -196,6 +206,9 @@ export class Supervisor {
       FDPASS_GENERATION: String(id),
     };
     delete env.LISTEN_PID;
+    delete env.WATCHDOG_USEC;
+    delete env.WATCHDOG_PID;
+    Object.assign(env, this.#watchdogs?.env);
     if (l.length === 0) {
       delete env.LISTEN_FDS;
       delete env.LISTEN_FDNAMES;
@@ -206,7 +219,7 @@ export class Supervisor {
     const shell = [
       '/bin/sh',
       '-c',
-      `${PARENT_CHECK}LISTEN_PID=$$; export LISTEN_PID; exec "$@"`,
+      `${PARENT_CHECK}LISTEN_PID=$$; export LISTEN_PID; ${WATCHDOG_PID}exec "$@"`,
       'sh',
       String(process.pid),
       this.#o.command,
@@ -261,6 +274,8 @@ export class Supervisor {
     if (gen === undefined) return;
     const status = fields.get('STATUS');
     if (status !== undefined) this.#log(`${gen.describe()} status: ${status}${from}`);
+    this.#watchdogs?.onMessage(gen, fields);
+    if (fields.has('EXTEND_TIMEOUT_USEC')) this.#extendTimeout(gen, fields.get('EXTEND_TIMEOUT_USEC')!);
     if (fields.get('READY') === '1') this.#markReady(gen, `READY=1${from}`);
     if (fields.get('STOPPING') === '1') this.#log(`${gen.describe()} is stopping${from}`);
     if (fields.has('MAINPID'))
@@ -474,6 +489,43 @@ export class Supervisor {
     setImmediate(() => void this.reload('--watch: changes during the last reload'));
   }
 
+  // --- watchdog -----------------------------------------------------------------------------
+
+  #startWatchdogs(): void {
+    const { upstreamWatchdog, watchdog } = this.#o;
+    // Also with neither interval: WATCHDOG=trigger stops a generation whatever WatchdogSec= says, as in systemd.
+    this.#watchdogs = new Watchdogs<Generation>({
+      upstreamUsec: upstreamWatchdog,
+      generationUsec: watchdog,
+      live: () => this.#live,
+      killGraceMs: this.#o.stopTimeout + Math.floor((watchdog ?? upstreamWatchdog ?? 0) / 1000),
+      pingUpstream: () => this.#upstream({ watchdog: true }),
+      onMissed: (gen, why) => this.#hung(gen, why),
+      log: (line) => this.#log(line),
+    });
+    if (upstreamWatchdog === undefined && watchdog === undefined) return;
+    const each = watchdog === undefined ? 'generations are not watched' : `each generation must ping within ${watchdog / 1e6} s once ready`;
+    this.#log(`watchdog: ${upstreamWatchdog !== undefined ? `pinging systemd every ${upstreamWatchdog / 2e6} s; ` : ''}${each}`);
+  }
+
+  // As systemd does at a missed watchdog: SIGABRT (its WatchdogSignal=, which a hung event loop cannot
+  // delay), SIGKILL of the group after --stop-timeout. It then exits as a failed generation: a serving
+  // one is restarted, a reload's new one is rolled back.
+  #hung(gen: Generation, why: string): void {
+    this.#log(`${gen.describe()} ${why}: SIGABRT`);
+    gen.kill('SIGABRT');
+    gen.timers.push(setTimeout(() => gen.kill('SIGKILL', true), this.#o.stopTimeout));
+  }
+
+  // EXTEND_TIMEOUT_USEC= of a generation systemd is waiting on (the first start, or a reload's new
+  // one): passed up, so that TimeoutStartSec= does not fail the unit meanwhile. --ready-timeout is
+  // the supervisor's own limit and is not extended.
+  #extendTimeout(gen: Generation, value: string): void {
+    if (this.#o.upstreamNotify === undefined || gen.state !== 'starting') return;
+    if (!/^[0-9]{1,16}$/.test(value)) return;
+    if (gen === this.#next || (gen === this.#current && !this.#everReady)) this.#upstream({ extendTimeoutUsec: Number(value) });
+  }
+
   // --- shutdown ------------------------------------------------------------------------------
 
   #forward(signal: NodeJS.Signals): void {
@@ -504,6 +556,7 @@ export class Supervisor {
     void this.#control?.close();
     closeListeners(this.#o.listeners);
     this.#store.close();
+    this.#watchdogs?.close();
     this.#lifeline?.close();
     this.#done(status);
   }

@@ -136,6 +136,19 @@ export function processesIn(ns: string): number[] {
   return out;
 }
 
+/** The host pid of the process that is `nsPid` in the pid namespace `ns`, or undefined if none is. */
+export function hostPidIn(ns: string, nsPid: number): number | undefined {
+  // NSpid: its pid in each namespace it is in, the host's first and the innermost last.
+  return processesIn(ns).find((p) => {
+    try {
+      const line = /^NSpid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1];
+      return line !== undefined && Number(line.trim().split(/\s+/).pop()) === nsPid;
+    } catch {
+      return false;
+    }
+  });
+}
+
 export interface TestSystemd {
   /** systemd's pid on the host. */
   pid: number;
@@ -151,6 +164,8 @@ export interface TestSystemd {
   journal(unit: string): Promise<string>;
   /** Host pids of the namespace's processes other than systemd itself (and its own journald). */
   others(): number[];
+  /** The host pid of the namespace's process `nsPid` (e.g. a MainPID), or undefined if it is gone. */
+  hostPid(nsPid: number): number | undefined;
   /** SIGKILL of systemd (ending the namespace), then waits for unshare to exit. Idempotent. */
   stop(): Promise<void>;
 }
@@ -254,6 +269,9 @@ export async function bootSystemd(timeoutMs = 20_000): Promise<TestSystemd> {
     },
     others() {
       return processesIn(ns).filter((p) => p !== sdPid && comm(p) !== 'systemd-journal');
+    },
+    hostPid(nsPid) {
+      return hostPidIn(ns, nsPid);
     },
     stop,
   };

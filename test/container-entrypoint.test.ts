@@ -1,0 +1,180 @@
+// The README's container recipe as Docker runs it. This machine has no Docker engine, so the test
+// does what Docker does with the Dockerfile's lines: the exec-form ENTRYPOINT + CMD, in WORKDIR, as
+// PID 1 of a fresh pid namespace with its own /proc (unshare --pid --fork --mount-proc); the
+// `docker exec` reload line runs inside that namespace (nsenter), and `docker stop` is SIGTERM to PID 1.
+import * as assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { processState, watchJson, type Fixture } from './helpers/children';
+import { docScenario, scenarioBlocks } from './helpers/docs';
+import { get, load } from './helpers/http';
+import { freePort } from './helpers/net';
+import { hostPidIn, processesIn } from './helpers/systemd';
+import { tmpPath } from './helpers/tmp';
+import { waitFor } from './helpers/wait';
+
+interface Recipe {
+  workdir: string;
+  entrypoint: string[];
+  cmd: string[];
+  /** The command after `docker exec <container>`. */
+  reload: string[];
+}
+
+// The Dockerfile lines the recipe uses; JSON arrays are Docker's exec form.
+function parseDockerfile(text: string): Recipe {
+  const line = (re: RegExp): string => {
+    const m = text.split('\n').find((l) => re.test(l));
+    assert.ok(m !== undefined, `the README's Dockerfile has no line matching ${re}`);
+    return m.replace(re, '').trim();
+  };
+  const execForm = (s: string): string[] => {
+    const argv = JSON.parse(s) as unknown;
+    assert.ok(Array.isArray(argv) && argv.every((a) => typeof a === 'string'), `not the exec form: ${s}`);
+    return argv as string[];
+  };
+  return {
+    workdir: line(/^WORKDIR\s+/),
+    entrypoint: execForm(line(/^ENTRYPOINT\s+/)),
+    cmd: execForm(line(/^CMD\s+/)),
+    reload: line(/^# reload: docker exec <container>\s+/).split(/\s+/),
+  };
+}
+
+function unavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root (unshare --pid needs root)';
+  const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { stdio: 'pipe', timeout: 10_000 });
+  if (probe.status !== 0) return `unshare --pid --fork --mount-proc failed: ${probe.stderr?.toString().trim() ?? probe.error?.message}`;
+  return undefined;
+}
+
+function nsOf(pid: number): string {
+  return fs.readlinkSync(`/proc/${pid}/ns/pid`);
+}
+
+/** The only child of `pid` (unshare's: the namespace's PID 1), once there is one. */
+function childOf(pid: number): number | undefined {
+  try {
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return kids.length === 1 ? Number(kids[0]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function argvOf(pid: number): string[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+}
+
+/** Runs `argv` in the namespace of host pid `pid1`, in `cwd`, as `docker exec` does. */
+function dockerExec(pid1: number, cwd: string, argv: string[]): { status: number | null; out: string } {
+  const r = spawnSync('nsenter', ['-t', String(pid1), '-p', '-m', '--', ...argv], { cwd, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+describe("the README's container entrypoint as PID 1 (no Docker engine here: a pid namespace, as Docker makes)", function () {
+  this.timeout(60_000);
+  let container: Fixture | undefined;
+
+  before(function () {
+    const why = unavailable();
+    if (why === undefined) return;
+    if (process.env.CI === 'true') throw new Error(`CI=true and no pid namespace: ${why}`);
+    console.warn(`\n  *** SKIPPED: the container test needs a pid namespace as root: ${why} ***\n`);
+    this.skip();
+  });
+
+  afterEach(async () => {
+    // After a failure: SIGKILL of unshare, whose --kill-child ends PID 1 and so the namespace.
+    if (container !== undefined && container.proc.exitCode === null && container.proc.signalCode === null) {
+      container.proc.kill('SIGKILL');
+      await container.exited;
+    }
+    container = undefined;
+  });
+
+  it('serves; `fdpass reload` over the control socket under load fails no request; an orphan is reaped; SIGTERM to PID 1 stops it with status 0', async () => {
+    const port = await freePort();
+    const dir = tmpPath('container');
+    const control = path.join(dir, 'fdpass.ctl');
+    // The image's /app is a project with fdpass installed (node_modules/fdpass is this checkout).
+    const files = docScenario('container', dir, [
+      ['/app', dir],
+      ['0.0.0.0:8080', `127.0.0.1:${port}`],
+      ['/run/fdpass.ctl', control],
+    ]);
+    const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'server.mjs')!;
+    const recipe = parseDockerfile(fs.readFileSync(files.Dockerfile!, 'utf8'));
+    fs.writeFileSync(path.join(recipe.workdir, recipe.cmd[1]!), server.code);
+
+    const env = { ...process.env };
+    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete env[k];
+    const proc = spawn('unshare', ['--pid', '--fork', '--kill-child=SIGKILL', '--mount-proc', ...recipe.entrypoint, ...recipe.cmd], {
+      cwd: recipe.workdir,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    container = watchJson(proc);
+    // unshare's child is in the new namespace before it has mounted /proc and exec'd the entrypoint.
+    await waitFor('PID 1 of the namespace to run the entrypoint', () => {
+      const c = childOf(proc.pid!);
+      return c !== undefined && argvOf(c)[0] === recipe.entrypoint[0];
+    });
+    const pid1 = childOf(proc.pid!)!;
+    const ns = nsOf(pid1);
+    assert.notEqual(ns, nsOf(process.pid));
+    assert.equal(hostPidIn(ns, 1), pid1);
+    assert.deepEqual(argvOf(pid1).slice(1, 3), [path.join(dir, 'node_modules/fdpass/dist/cli/main.js'), 'run'], 'PID 1 is fdpass run');
+
+    let first = '';
+    for (const deadline = Date.now() + 15_000; first === '' && Date.now() < deadline;) {
+      first = await get(port).catch(() => new Promise<string>((r) => setTimeout(() => r(''), 100)));
+    }
+    assert.match(first, /^hello from \d+\n$/, container.stderr());
+
+    // A `docker exec` that leaves a background process: its parent exits, so it is reparented to
+    // PID 1, which must reap it once it exits.
+    const exec = dockerExec(pid1, recipe.workdir, ['/bin/sh', '-c', 'sleep 1 >/dev/null 2>&1 & echo $!']);
+    assert.equal(exec.status, 0, exec.out);
+    const orphan = hostPidIn(ns, Number(exec.out.trim()))!;
+    assert.ok(orphan !== undefined, `the orphan ${exec.out.trim()} is not in the namespace`);
+    await waitFor(
+      'the orphan to be reparented to PID 1',
+      () => fs.readFileSync(`/proc/${orphan}/stat`, 'latin1').split(') ')[1]!.split(' ')[1] === String(pid1),
+    );
+
+    // `docker exec <container> ... reload /run/fdpass.ctl`, under load.
+    const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 60 });
+    let result: Awaited<ReturnType<typeof traffic.stop>>;
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const reload = dockerExec(pid1, recipe.workdir, recipe.reload);
+      assert.equal(reload.status, 0, `${reload.out}\n${container.stderr()}`);
+      assert.match(reload.out, /^fdpass reload: generation 2 \(pid \d+\) serving; generation 1 \(pid \d+\) sent SIGTERM\n$/);
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      result = await traffic.stop();
+    }
+    assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
+    assert.ok(result.ok > 20, `only ${result.ok} requests were served`);
+    const second = await get(port);
+    assert.notEqual(second, first, 'the next generation serves');
+
+    await waitFor('the orphan to exit and be reaped', () => processState(orphan) === undefined);
+    const zombies = processesIn(ns).filter((p) => processState(p) === 'Z');
+    assert.deepEqual(zombies, [], 'no zombie in the namespace');
+
+    // `docker stop`: SIGTERM to PID 1, forwarded; the app drains and exits 0, and so does PID 1.
+    process.kill(pid1, 'SIGTERM');
+    const end = await container.exited;
+    assert.deepEqual(end, { code: 0, signal: null }, container.stderr());
+    assert.match(container.stderr(), /SIGTERM: stopping/);
+    assert.match(container.stderr(), /generation 2 \(pid \d+\) exited with code 0 after SIGTERM \(stopped\)/);
+    assert.deepEqual(processesIn(ns), [], 'the namespace is empty');
+  });
+});

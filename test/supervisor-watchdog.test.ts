@@ -1,0 +1,165 @@
+// `fdpass run` and the watchdog, without systemd (test/systemd-pid1.test.ts has the real one): each
+// generation gets WATCHDOG_USEC and its own WATCHDOG_PID, a hung one is stopped and replaced, and the
+// supervisor pings the NOTIFY_SOCKET above it itself.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { bindDgram, closeFds, type Message } from 'fdpass';
+import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
+import { get } from './helpers/http';
+import { tmpPath } from './helpers/tmp';
+import { waitFor } from './helpers/wait';
+
+const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
+const APP = path.join(fixturesDir, 'supervised-app.js');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Watchdog {
+  gen: string;
+  pid: number;
+  running: boolean;
+  env: { usec: string | null; pid: string | null };
+}
+
+describe('fdpass run: the watchdog', function () {
+  this.timeout(60_000);
+  const running: Fixture[] = [];
+  const files: string[] = [];
+
+  function supervise(runArgs: string[], command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {
+    const f = spawnJson(process.execPath, [CLI, 'run', ...runArgs, '--', ...command], { env });
+    running.push(f);
+    return f;
+  }
+
+  // Each test ends with this (the root hooks fail a test that leaves a child): SIGTERM, and the
+  // supervisor stops its generations and exits.
+  async function stopAll(): Promise<void> {
+    for (const f of running.splice(0)) {
+      if (f.proc.exitCode === null && f.proc.signalCode === null) f.proc.kill('SIGTERM');
+      await f.exited;
+    }
+  }
+
+  afterEach(async () => {
+    await stopAll(); // after a failure
+    for (const f of files.splice(0)) fs.rmSync(f, { force: true });
+  });
+
+  function withoutSystemd(): NodeJS.ProcessEnv {
+    const env = { ...process.env };
+    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete env[k];
+    return env;
+  }
+
+  it('--watchdog: a generation gets WATCHDOG_USEC with WATCHDOG_PID = its own pid, and keeps serving while it pings', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0.3'], [process.execPath, APP, 'watchdog'], withoutSystemd());
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const dog = await sup.expect<Watchdog>('watchdog');
+    assert.deepEqual(dog.env, { usec: '300000', pid: String(dog.pid) });
+    assert.equal(dog.running, true, 'startWatchdog() must run in the generation');
+    await sleep(1500); // five intervals
+    assert.doesNotMatch(sup.stderr(), /missed its watchdog/);
+    assert.equal(await get(port), `1 ${dog.pid}`);
+    await stopAll();
+  });
+
+  it('--watchdog: a generation whose event loop hangs gets SIGABRT and is replaced; the listener stays open', async () => {
+    const plan = tmpPath('plan.json');
+    files.push(plan);
+    fs.writeFileSync(plan, JSON.stringify({ 1: 'watchdog-hang', 2: 'watchdog', 3: 'watchdog' }));
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--watchdog', '0.3', '--stop-timeout', '5'],
+      [process.execPath, APP, `plan:${plan}`, '1000'],
+      withoutSystemd(),
+    );
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const first = await sup.expect<Watchdog>('watchdog');
+    await sup.expect('hanging', 10_000);
+    const second = await sup.expect<{ gen: string; pid: number }>('ready', 10_000);
+    assert.equal(second.gen, '2');
+    assert.match(
+      sup.stderr(),
+      new RegExp(`generation 1 \\(pid ${first.pid}\\) missed its watchdog \\(no WATCHDOG=1 for [0-9.]+ s; interval 0.3 s\\): SIGABRT`),
+    );
+    await waitFor('the exit of generation 1', () => /generation 1 \(pid \d+\) was killed by SIGABRT/.test(sup.stderr()));
+    assert.equal(await get(port), `2 ${second.pid}`);
+    await stopAll();
+  });
+
+  it('under a NOTIFY_SOCKET with WATCHDOG_USEC: the supervisor pings WATCHDOG=1 itself; the generations are watched at that interval', async () => {
+    const notifyPath = tmpPath('upstream.sock');
+    files.push(notifyPath);
+    const got: Array<{ text: string; pid: number }> = [];
+    const upstream = await bindDgram(notifyPath, { allow: () => true });
+    upstream.on('message', (m: Message) => {
+      closeFds(m.fds);
+      got.push({ text: m.data.toString(), pid: m.cred?.pid ?? -1 });
+    });
+    try {
+      const env = { ...withoutSystemd(), NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: '400000' };
+      const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP, 'watchdog'], env);
+      const dog = await sup.expect<Watchdog>('watchdog');
+      assert.deepEqual(dog.env, { usec: '400000', pid: String(dog.pid) });
+      const t0 = got.length;
+      await sleep(1400);
+      const pings = got.slice(t0).filter((m) => m.text === 'WATCHDOG=1');
+      assert.ok(pings.length >= 4, `${pings.length} pings in 1.4 s at an interval of 0.4 s: ${JSON.stringify(got)}`);
+      assert.deepEqual(new Set(pings.map((p) => p.pid)), new Set([sup.pid]), 'from the supervisor itself');
+      assert.ok(got.some((m) => m.text.includes('READY=1') && m.text.includes(`MAINPID=${sup.pid}`)));
+      assert.doesNotMatch(sup.stderr(), /missed its watchdog/);
+    } finally {
+      await stopAll();
+      upstream.close();
+    }
+  });
+
+  it('--watchdog 0 under WatchdogSec=: generations are not watched (nor told), the supervisor still pings', async () => {
+    const notifyPath = tmpPath('upstream.sock');
+    files.push(notifyPath);
+    const got: string[] = [];
+    const upstream = await bindDgram(notifyPath, { allow: () => true });
+    upstream.on('message', (m: Message) => {
+      closeFds(m.fds);
+      got.push(m.data.toString());
+    });
+    try {
+      const env = { ...withoutSystemd(), NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: '300000' };
+      const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0'], [process.execPath, APP, 'watchdog'], env);
+      const dog = await sup.expect<Watchdog>('watchdog');
+      assert.deepEqual(dog.env, { usec: null, pid: null });
+      assert.equal(dog.running, false);
+      await sleep(1000);
+      assert.ok(got.filter((t) => t === 'WATCHDOG=1').length >= 4, JSON.stringify(got));
+      assert.doesNotMatch(sup.stderr(), /missed its watchdog/);
+    } finally {
+      await stopAll();
+      upstream.close();
+    }
+  });
+
+  it('WATCHDOG=trigger (systemd-notify) from a generation, with no watchdog set: it gets SIGABRT and is replaced', async () => {
+    const script = [
+      'systemd-notify --ready',
+      // Generation 1 asks for its own watchdog to fire; the next one just serves.
+      '[ "$FDPASS_GENERATION" = 1 ] && systemd-notify WATCHDOG=trigger',
+      'exec sleep 60',
+    ].join('; ');
+    const sup = supervise(['--stop-timeout', '5'], ['/bin/sh', '-c', script], withoutSystemd());
+    await waitFor('generation 2', () => /started generation 2/.test(sup.stderr()));
+    assert.match(sup.stderr(), /generation 1 \(pid \d+\) sent WATCHDOG=trigger: SIGABRT/);
+    assert.match(sup.stderr(), /generation 1 \(pid \d+\) was killed by SIGABRT/);
+    await stopAll();
+  });
+
+  it('--watchdog: a usage error for a bad value', async () => {
+    for (const [value, re] of [
+      ['=-1', /--watchdog: '-1' is not a number of seconds/],
+      ['=0.0001', /--watchdog: '0.0001' is under a millisecond/],
+    ] as const) {
+      const c = spawnJson(process.execPath, [CLI, 'run', `--watchdog${value}`, '--', 'true']);
+      assert.equal((await c.exited).code, 2, value);
+      assert.match(c.stderr(), re);
+    }
+  });
+});
