@@ -362,7 +362,8 @@ export function validateCloseSpread(value: unknown, name: string, timeout: numbe
  * connection is closed once it has stayed idle for `idleGrace`, HTTP/2 sessions get GOAWAY, and at
  * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
  * listener shared with another process (a new generation) keeps accepting there. Resolves once every
- * connection has ended; never rejects. With `closeSpread`, connections are let go one by one over
+ * connection has ended, or at the deadline once every connection left is closed (upgraded WebSocket
+ * connections and plain `net.Server` connections included); rejects only on bad arguments. With `closeSpread`, connections are let go one by one over
  * that window instead of all at once (see {@link DrainOptions.closeSpread}).
  *
  * @example

@@ -73,7 +73,7 @@ export interface UpgradeResult {
 /**
  * Spawns successors on request and hands them the listeners. Events: `'upgrade'` (pid) when one
  * starts, `'upgraded'` (pid) when it serves and this process let go of the listeners, `'failed'`
- * (error, pid) when it did not (this process keeps serving), `'drained'` when this process's last
+ * (error, pid) when it did not (this process keeps serving; pid undefined when none was started), `'drained'` when this process's last
  * connection ended after an upgrade (exit then).
  */
 export class Upgrader extends EventEmitter {
@@ -117,7 +117,8 @@ export class Upgrader extends EventEmitter {
    * Starts a successor and hands it the listeners. Resolves once it serves and this process has let
    * go of them (draining has begun; wait for `drained`, then exit). Rejects when the successor exits,
    * disconnects or is not ready within `readyTimeout` (it is killed and reaped; this process keeps
-   * serving), and with ERR_FDPASS_HANDOFF_BUSY while another upgrade runs (it is not queued).
+   * serving), with ERR_FDPASS_HANDOFF_BUSY while another upgrade runs (it is not queued), and with
+   * ERR_FDPASS_UPGRADE_PID1 as PID 1 of a pid namespace (this process's exit would kill the successor).
    */
   upgrade(): Promise<UpgradeResult> {
     if (process.pid === 1) {
