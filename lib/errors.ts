@@ -21,6 +21,7 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_HANDOFF_REFUSED'
   | 'ERR_FDPASS_HANDOFF_ROLLBACK'
   | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME'
+  | 'ERR_FDPASS_UPGRADE_PID1'
   | 'ERR_FDPASS_SYSTEMD_ENV';
 
 /** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */

@@ -307,6 +307,26 @@ describe('systemd: listenFds in a child', () => {
     }
   });
 
+  it('LISTEN_FDS over the descriptor limit (RLIMIT_NOFILE) throws ERR_FDPASS_SYSTEMD_ENV before allocating per descriptor', () => {
+    // In a child with a small heap: before, 2000000000 names were allocated until the heap ran out.
+    const script =
+      'try { require(process.argv[1]).systemd.listenFds(); console.log("took"); } ' +
+      'catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }';
+    const r = spawnSync(
+      '/bin/sh',
+      ['-c', 'LISTEN_PID=$$ exec "$0" "$@"', process.execPath, '--max-old-space-size=64', '-e', script, require.resolve('fdpass')],
+      {
+        env: { ...process.env, LISTEN_FDS: '2000000000', LISTEN_FDNAMES: undefined },
+        encoding: 'utf8',
+        timeout: 15_000,
+      },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { code: string; message: string };
+    assert.equal(out.code, 'ERR_FDPASS_SYSTEMD_ENV');
+    assert.match(out.message, /LISTEN_FDS is too large: 2000000000 .*RLIMIT_NOFILE/);
+  });
+
   it('malformed LISTEN_FDS or LISTEN_FDNAMES throw ERR_FDPASS_SYSTEMD_ENV and take nothing', () => {
     const saved = { pid: process.env.LISTEN_PID, fds: process.env.LISTEN_FDS, names: process.env.LISTEN_FDNAMES };
     try {
@@ -506,6 +526,31 @@ describe('systemd: the watchdog', () => {
       assert.equal(pings.length, count, 'no ping after stop()');
     } finally {
       await channel.close();
+    }
+  });
+
+  it('WATCHDOG_USEC beyond what a Node timer holds (2^31-1 ms) pings once, not every millisecond', async () => {
+    const { address, channel } = await notifySocket('path');
+    let pings = 0;
+    channel.on('message', () => pings++);
+    const saved = { usec: process.env.WATCHDOG_USEC, pid: process.env.WATCHDOG_PID };
+    process.env.WATCHDOG_USEC = String(2 ** 32 * 1000); // half of it: 2^31 s, far over 2^31-1 ms
+    delete process.env.WATCHDOG_PID;
+    const dog = systemd.startWatchdog({ socket: address });
+    try {
+      assert.ok(dog);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(pings, 1, 'only the ping at start');
+    } finally {
+      await dog?.stop();
+      await channel.close();
+      for (const [k, v] of [
+        ['WATCHDOG_USEC', saved.usec],
+        ['WATCHDOG_PID', saved.pid],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
   });
 

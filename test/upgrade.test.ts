@@ -3,12 +3,15 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { handoff } from 'fdpass';
-import { processState, runFixture, spawnJson, type Fixture } from './helpers/children';
+import { fixturesDir, processState, runFixture, spawnJson, type Fixture } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
+import { waitFor } from './helpers/wait';
 
+const fixture = (name: string): string => path.join(fixturesDir, `${name}.js`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function alive(pid: number): boolean {
@@ -127,11 +130,91 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
+  it('a second SIGHUP while the old process drains is ignored: its in-flight request completes and it exits 0', async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)]);
+    await gen1.expect('serving');
+    const slow = get(port, '/slow');
+    await gen1.expect('slow');
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    // The old process said it handed over: it is draining, with the slow request in flight.
+    await waitFor('the hand-over line', () => gen1.stderr().includes(`handed over to pid ${s2.pid}`));
+    gen1.proc.kill('SIGHUP');
+    assert.equal(await slow, `gen ${gen1.pid}`);
+    assert.equal(await exitOf(gen1), 0, 'the old process drained and exited 0');
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    await gen1.exited;
+  });
+
+  it('the pid file names the serving process across two upgrades, and goes when that process exits', async () => {
+    const port = await freePort();
+    const pidFile = tmpPath('app.pid');
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_PIDFILE: pidFile } });
+    await gen1.expect('serving');
+    const named = (): string => (fs.existsSync(pidFile) ? fs.readFileSync(pidFile, 'latin1') : '');
+    assert.equal(named(), `${gen1.pid}\n`);
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    await waitFor('the pid file to name the second generation', () => named() === `${s2.pid}\n`);
+    assert.equal(await exitOf(gen1), 0);
+    assert.equal(named(), `${s2.pid}\n`, 'the old process left the file naming its successor');
+    process.kill(s2.pid, 'SIGHUP');
+    const s3 = await gen1.expect<{ pid: number }>('serving');
+    assert.ok(await gone(s2.pid));
+    assert.equal(named(), `${s3.pid}\n`);
+    assert.match(
+      gen1.stderr(),
+      new RegExp(`pid ${gen1.pid} handed over to pid ${s2.pid}\n[^]*pid ${s2.pid} handed over to pid ${s3.pid}\n`),
+    );
+    process.kill(s3.pid, 'SIGTERM');
+    assert.ok(await gone(s3.pid));
+    assert.equal(fs.existsSync(pidFile), false, 'the last process removed its pid file');
+    assert.deepEqual(
+      fs.readdirSync(path.dirname(pidFile)).filter((f) => f.startsWith('app.pid.')),
+      [],
+      'no temporary file left',
+    );
+    await gen1.exited;
+  });
+
+  it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
+    const port = await freePort();
+    const app = spawnJson('unshare', [
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      '--kill-child',
+      process.execPath,
+      fixture('upgrade-app'),
+      String(port),
+    ]);
+    const serving = await app.expect<{ pid: number }>('serving');
+    assert.equal(serving.pid, 1);
+    await waitFor('a warning at start', () => app.stderr().includes('ERR_FDPASS_UPGRADE_PID1'));
+    const node = Number(fs.readFileSync(`/proc/${app.pid}/task/${app.pid}/children`, 'latin1').trim());
+    process.kill(node, 'SIGHUP');
+    const failed = await app.expect<{ code: string; by: number }>('failed');
+    assert.deepEqual([failed.code, failed.by], ['ERR_FDPASS_UPGRADE_PID1', 1]);
+    assert.equal(await get(port), 'gen 1', 'still serving');
+    process.kill(node, 'SIGTERM');
+    assert.equal((await app.exited).code, 0);
+  });
+
   it('bad arguments are refused with Node-style errors', () => {
     assert.throws(() => handoff.upgrader({}), { code: 'ERR_INVALID_ARG_VALUE' });
     const s = net.createServer();
     assert.throws(() => handoff.upgrader({ web: s }, { signal: 'HUP' as NodeJS.Signals }), { code: 'ERR_INVALID_ARG_VALUE' });
     assert.throws(() => handoff.upgrader({ web: s }, { args: 'x' as unknown as string[] }), { code: 'ERR_INVALID_ARG_TYPE' });
     assert.throws(() => handoff.upgrader({ web: s }, { readyTimeout: 0 }), { code: 'ERR_OUT_OF_RANGE' });
+    assert.throws(() => handoff.upgrader({ web: s }, { pidFile: 42 as unknown as string }), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_TYPE',
+    });
+    assert.throws(() => handoff.upgrader({ web: s }, { pidFile: '' }), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+    assert.throws(() => handoff.upgrader({ web: s }, { pidFile: 'a\0b' }), { code: 'ERR_INVALID_ARG_VALUE' });
+    assert.throws(() => handoff.upgrader({ web: s }, { pidFile: tmpPath('no-such-dir/app.pid') }), { code: 'ENOENT' });
   });
 });

@@ -13,7 +13,7 @@ import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { closeQuietly } from '../channel';
-import { invalidArgType, outOfRange, validateInteger } from '../validate';
+import { invalidArgType, outOfRange, validateInteger, validateObject } from '../validate';
 import type { HandoffListener } from './serve';
 
 const debug = debuglog('fdpass');
@@ -44,21 +44,56 @@ export function isHttp2(server: net.Server): server is http2.Http2Server {
   return typeof (server as Partial<http2.Http2Server>).updateSettings === 'function';
 }
 
-// HTTP/2 servers keep no list of their sessions: track them from the moment fdpass meets the server
-// (serve() or Inheritance.server()). Sessions opened before that are only cut at the drain deadline.
 const NGHTTP2_NO_ERROR = 0; // not imported: node:http2 loads only for apps that use it
 
+// Node lists a server's connections nowhere that covers them all: http's list holds parsers, so a
+// connection taken over by an 'upgrade' handler (WebSocket) leaves it; net and http2 servers keep
+// none. Two sources together: the connections seen since fdpass met the server (serve(),
+// Inheritance.server()), and the process's open handles (process._getActiveHandles(), undocumented
+// but present since Node 0.x), where each accepted socket carries `.server` from accept on. The
+// handle list omits unref'd sockets, the tracking those accepted before fdpass met the server.
+const tracked = new WeakMap<net.Server, Set<net.Socket>>();
 const h2Sessions = new WeakMap<net.Server, Set<http2.ServerHttp2Session>>();
 
-/** Starts tracking an HTTP/2 server's sessions (no-op for other servers, or when already tracked). */
-export function trackSessions(server: net.Server): void {
-  if (!isHttp2(server) || h2Sessions.has(server)) return;
+/** Starts tracking a server's connections, and an HTTP/2 server's sessions (no-op when already tracked). */
+export function trackConnections(server: net.Server): void {
+  if (tracked.has(server)) return;
+  const sockets = new Set<net.Socket>();
+  tracked.set(server, sockets);
+  server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  if (!isHttp2(server)) return;
   const sessions = new Set<http2.ServerHttp2Session>();
   h2Sessions.set(server, sessions);
   server.on('session', (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
   });
+}
+
+/** Every connection `server` accepted that is still open (a TLS server's: the TCP sockets under TLS). */
+function connectionsOf(server: net.Server): net.Socket[] {
+  const all = new Set(tracked.get(server));
+  const handles = (process as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
+  for (const h of handles) if (h instanceof net.Socket && (h as { server?: unknown }).server === server) all.add(h);
+  return [...all].filter((s) => !s.destroyed);
+}
+
+// The HTTP/2 session a server socket is bound to. Node keeps it on the socket, under a symbol whose
+// name says "session", or (Node 20, whose kBoundSession import is undefined) under the key 'undefined'.
+// A TLS session is bound to the TLSSocket, which nothing reachable from the TCP socket names.
+function sessionOf(socket: net.Socket): http2.ServerHttp2Session | undefined {
+  const keys: Array<string | symbol> = [
+    ...Object.getOwnPropertySymbols(socket).filter((k) => /session/i.test(k.description ?? '')),
+    'undefined',
+  ];
+  for (const key of keys) {
+    const value = (socket as unknown as Record<string | symbol, unknown>)[key];
+    if (typeof (value as http2.ServerHttp2Session | undefined)?.goaway === 'function') return value as http2.ServerHttp2Session;
+  }
+  return undefined;
 }
 
 /**
@@ -175,12 +210,23 @@ function drainHttp1(server: HttpLike, idleGrace: number, closeSpread: number): D
     },
     cut() {
       server.closeAllConnections();
+      for (const socket of connectionsOf(server)) socket.destroy(); // upgraded (WebSocket) connections
     },
   };
 }
 
 function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: number): Drainer {
-  const sessions = h2Sessions.get(server) ?? new Set<http2.ServerHttp2Session>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const add = (s: http2.ServerHttp2Session): void => {
+    if (sessions.has(s)) return;
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+  };
+  h2Sessions.get(server)?.forEach(add);
+  for (const socket of connectionsOf(server)) {
+    const s = sessionOf(socket);
+    if (s !== undefined) add(s);
+  }
   const turnOf = closeTurns<http2.ServerHttp2Session>(Date.now(), closeSpread);
   // At the session's turn, GOAWAY naming the last stream processed: open streams finish, the client
   // opens its next ones elsewhere, and a stream it sent as the GOAWAY was on the way is refused by it
@@ -205,8 +251,7 @@ function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: n
   };
   server.on('session', (s: http2.ServerHttp2Session) => {
     // accepted just before our close took effect
-    sessions.add(s);
-    s.once('close', () => sessions.delete(s));
+    add(s);
     visit(s, Date.now());
   });
   const start = Date.now();
@@ -219,6 +264,19 @@ function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: n
     },
     cut() {
       for (const s of sessions) s.destroy();
+      for (const socket of connectionsOf(server)) socket.destroy(); // e.g. TLS sessions opened before we met the server
+    },
+  };
+}
+
+// A server whose protocol fdpass does not know: its connections end when their clients or the
+// application end them, or at the deadline.
+function drainPlain(server: net.Server): Drainer {
+  return {
+    closed: stopListening(server),
+    sweep() {},
+    cut() {
+      for (const socket of connectionsOf(server)) socket.destroy();
     },
   };
 }
@@ -233,20 +291,19 @@ export async function closeAndDrain(
   opts: { drainTimeout: number; idleGrace: number; closeSpread: number },
 ): Promise<void> {
   const drainers: Drainer[] = [];
-  const waits: Promise<void>[] = [];
   for (const l of listeners) {
     try {
       if (typeof l === 'number') closeQuietly([l]);
       else if (l instanceof dgram.Socket) l.close();
       else if (isHttp1(l)) drainers.push(drainHttp1(l, opts.idleGrace, opts.closeSpread));
       else if (isHttp2(l)) drainers.push(drainHttp2(l, opts.idleGrace, opts.closeSpread));
-      else waits.push(stopListening(l));
+      else drainers.push(drainPlain(l));
     } catch (err) {
       // e.g. ERR_SOCKET_DGRAM_NOT_RUNNING: the application closed it itself meanwhile.
       debug('handoff: closing a listener: %s', (err as Error).message);
     }
   }
-  waits.push(...drainers.map((d) => d.closed));
+  const waits = drainers.map((d) => d.closed);
   const sweep = setInterval(
     () => {
       const now = Date.now();
@@ -305,26 +362,33 @@ export function validateCloseSpread(value: unknown, name: string, timeout: numbe
  * connection is closed once it has stayed idle for `idleGrace`, HTTP/2 sessions get GOAWAY, and at
  * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
  * listener shared with another process (a new generation) keeps accepting there. Resolves once every
- * connection has ended; never rejects. With `closeSpread`, connections are let go one by one over
+ * connection has ended, or at the deadline once every connection left is closed (upgraded WebSocket
+ * connections and plain `net.Server` connections included); rejects only on bad arguments. With `closeSpread`, connections are let go one by one over
  * that window instead of all at once (see {@link DrainOptions.closeSpread}).
  *
  * @example
  * process.once('SIGTERM', () => fdpass.drain(server).then(() => process.exit(0)));
  */
 export function drain(servers: net.Server | dgram.Socket | Iterable<net.Server | dgram.Socket>, opts: DrainOptions = {}): Promise<void> {
-  const list = servers instanceof net.Server || servers instanceof dgram.Socket ? [servers] : [...servers];
-  for (const s of list) {
-    if (!(s instanceof net.Server) && !(s instanceof dgram.Socket)) {
-      return Promise.reject(invalidArgType('servers', 'a net.Server, a dgram.Socket or an iterable of them', s));
-    }
-  }
-  const timeout = opts.timeout ?? 30000;
+  const expected = 'a net.Server, a dgram.Socket or an iterable of them';
+  let list: unknown[];
   try {
+    if (servers instanceof net.Server || servers instanceof dgram.Socket) list = [servers];
+    else if (typeof (servers as Partial<Iterable<unknown>> | null)?.[Symbol.iterator] === 'function' && typeof servers !== 'string')
+      list = [...servers];
+    else throw invalidArgType('servers', expected, servers);
+    for (const s of list) if (!(s instanceof net.Server) && !(s instanceof dgram.Socket)) throw invalidArgType('servers', expected, s);
+    validateObject(opts as unknown, 'options');
     if (opts.timeout !== undefined) validateInteger(opts.timeout, 'options.timeout', 0, 2 ** 31 - 1);
     if (opts.idleGrace !== undefined) validateInteger(opts.idleGrace, 'options.idleGrace', 0, 2 ** 31 - 1);
-    if (opts.closeSpread !== undefined) validateCloseSpread(opts.closeSpread, 'options.closeSpread', timeout, 'options.timeout');
+    if (opts.closeSpread !== undefined)
+      validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.timeout ?? 30000, 'options.timeout');
   } catch (err) {
     return Promise.reject(err);
   }
-  return closeAndDrain(list, { drainTimeout: timeout, idleGrace: opts.idleGrace ?? 1000, closeSpread: opts.closeSpread ?? 0 });
+  return closeAndDrain(list as Array<net.Server | dgram.Socket>, {
+    drainTimeout: opts.timeout ?? 30000,
+    idleGrace: opts.idleGrace ?? 1000,
+    closeSpread: opts.closeSpread ?? 0,
+  });
 }

@@ -11,7 +11,7 @@ import { listen, sameUser, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
 import { fdOf, inspect } from '../adopt';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
-import { closeAndDrain, trackSessions, validateCloseSpread, type DrainOptions } from './drain';
+import { closeAndDrain, trackConnections, validateCloseSpread, type DrainOptions } from './drain';
 import {
   MAX_NAME_BYTES,
   batches,
@@ -330,7 +330,7 @@ export async function serve(path: string, listeners: Record<string, HandoffListe
   validateServeOptions(opts);
   for (const [name, l] of map) {
     fdOf(l, `listeners.${name}`); // each must have an fd now
-    if (l instanceof net.Server) trackSessions(l);
+    if (l instanceof net.Server) trackConnections(l);
   }
   const control = await listen(path, {
     type: 'seqpacket',

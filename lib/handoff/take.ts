@@ -13,7 +13,7 @@ import { toDgram, toServer } from '../adopt';
 import { parseName } from '../names';
 import { processExiting, processesExiting, whenGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
-import { trackSessions } from './drain';
+import { trackConnections } from './drain';
 import {
   checkNames,
   decode,
@@ -108,7 +108,7 @@ export class Inheritance {
     const l = this.#get(name);
     const adopted = await toServer(l.fd, server);
     this.#listeners.delete(name);
-    trackSessions(adopted); // an HTTP/2 server's sessions, for the next hand-off's GOAWAY
+    trackConnections(adopted); // its connections and HTTP/2 sessions, for the next hand-off's drain
     return adopted;
   }
 

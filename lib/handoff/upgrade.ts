@@ -7,10 +7,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { FdpassError } from '../errors';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
+import { trackConnections } from './drain';
 import { serve, validateListeners, validateServeOptions, type HandoffListener, type HandoffServer, type ServeOptions } from './serve';
 import { take, type Inheritance, type TakeOptions } from './take';
 
@@ -52,6 +55,13 @@ export interface UpgraderOptions extends Pick<ServeOptions, 'drainTimeout' | 'id
    * failure). Default: when `$NOTIFY_SOCKET` is set.
    */
   systemd?: boolean;
+  /**
+   * A file that names the process serving the listeners (its pid and a newline), for scripts that
+   * signal it: written when the upgrader is created, by this process with the successor's pid at the
+   * hand-off, again with its own pid when an upgrade fails, and removed when the process it names
+   * exits. Each write is atomic (a temporary file renamed over it).
+   */
+  pidFile?: string;
 }
 
 /** What a completed upgrade reports. */
@@ -63,7 +73,7 @@ export interface UpgradeResult {
 /**
  * Spawns successors on request and hands them the listeners. Events: `'upgrade'` (pid) when one
  * starts, `'upgraded'` (pid) when it serves and this process let go of the listeners, `'failed'`
- * (error, pid) when it did not (this process keeps serving), `'drained'` when this process's last
+ * (error, pid) when it did not (this process keeps serving; pid undefined when none was started), `'drained'` when this process's last
  * connection ended after an upgrade (exit then).
  */
 export class Upgrader extends EventEmitter {
@@ -82,11 +92,19 @@ export class Upgrader extends EventEmitter {
     this.#listeners = listeners;
     this.#opts = opts;
     this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
+    for (const l of Object.values(listeners)) if (l instanceof net.Server) trackConnections(l);
+    if (opts.pidFile !== undefined) writePidFile(opts.pidFile, process.pid);
     if (opts.signal !== undefined) {
       this.#onSignal = () => {
+        // Once handed over, this process only drains: the signal must not kill it (Node's default
+        // action would, once no listener is left), so it stays caught until the process exits.
+        if (this.#done) return debug('upgrade: %s while draining: ignored', opts.signal);
         this.upgrade().catch((err: Error) => debug('upgrade on %s: %s', opts.signal, err.message));
       };
       process.on(opts.signal, this.#onSignal);
+    }
+    if (process.pid === 1) {
+      process.emitWarning(pid1Error().message, { code: 'ERR_FDPASS_UPGRADE_PID1' });
     }
   }
 
@@ -99,9 +117,15 @@ export class Upgrader extends EventEmitter {
    * Starts a successor and hands it the listeners. Resolves once it serves and this process has let
    * go of them (draining has begun; wait for `drained`, then exit). Rejects when the successor exits,
    * disconnects or is not ready within `readyTimeout` (it is killed and reaped; this process keeps
-   * serving), and with ERR_FDPASS_HANDOFF_BUSY while another upgrade runs (it is not queued).
+   * serving), with ERR_FDPASS_HANDOFF_BUSY while another upgrade runs (it is not queued), and with
+   * ERR_FDPASS_UPGRADE_PID1 as PID 1 of a pid namespace (this process's exit would kill the successor).
    */
   upgrade(): Promise<UpgradeResult> {
+    if (process.pid === 1) {
+      const err = pid1Error();
+      this.emit('failed', err, undefined);
+      return Promise.reject(err);
+    }
     if (this.#done) return Promise.reject(new FdpassError('ERR_FDPASS_CLOSED', 'the listeners were already handed to a successor'));
     if (this.#running !== null) {
       debug('upgrade: refused, one is already running');
@@ -114,8 +138,12 @@ export class Upgrader extends EventEmitter {
     return running;
   }
 
-  /** Stops listening for the signal. An upgrade in progress goes on. */
+  /**
+   * Stops listening for the signal. An upgrade in progress goes on. After an upgrade the signal stays
+   * ignored until the process exits: a draining process must not die of it.
+   */
   close(): void {
+    if (this.#done) return;
     if (this.#onSignal !== undefined) process.off(this.#opts.signal!, this.#onSignal);
     this.#onSignal = undefined;
   }
@@ -170,19 +198,69 @@ export class Upgrader extends EventEmitter {
       await hs.close();
       debug('upgrade: successor %d failed: %s', pid, outcome.message);
       await tell({ ready: true, status: `upgrade failed, still serving: ${outcome.message}` });
+      this.#writePidFile(process.pid); // in case the successor had already written its own
       this.emit('failed', outcome, pid);
       throw outcome;
     }
     this.#done = true;
-    this.close();
     child.unref();
+    this.#writePidFile(pid);
     await tell({ mainPid: pid, ready: true, status: `handed over to pid ${pid}` });
+    // The pid changes at every upgrade: say so when the application does not.
+    if (this.listenerCount('upgraded') === 0) process.stderr.write(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
     this.emit('upgraded', pid);
     void hs.drained.then(() => {
       this.emit('drained');
       this.#resolveDrained();
     });
     return { pid };
+  }
+
+  // A failed write (e.g. the directory went away) must not fail the upgrade it reports on.
+  #writePidFile(pid: number): void {
+    if (this.#opts.pidFile === undefined) return;
+    try {
+      writePidFile(this.#opts.pidFile, pid);
+    } catch (err) {
+      debug('upgrade: pid file: %s', (err as Error).message);
+    }
+  }
+}
+
+// As PID 1 of a pid namespace (a container), this process's exit kills every process in it, the
+// successor included: the kernel would end the service right after the hand-off.
+function pid1Error(): FdpassError {
+  return new FdpassError(
+    'ERR_FDPASS_UPGRADE_PID1',
+    'cannot self-upgrade as PID 1: its exit would kill the successor with the whole pid namespace; ' +
+      "run the app under 'fdpass run' and reload through it, or restart the container",
+  );
+}
+
+// The files this process names itself in, removed at its exit (unless they name another by then).
+const ownPidFiles = new Set<string>();
+
+function writePidFile(path: string, pid: number): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
+    fs.renameSync(tmp, path);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  if (pid !== process.pid) return;
+  if (ownPidFiles.size === 0) process.once('exit', removeOwnPidFiles);
+  ownPidFiles.add(path);
+}
+
+function removeOwnPidFiles(): void {
+  for (const path of ownPidFiles) {
+    try {
+      if (fs.readFileSync(path, 'latin1') === `${process.pid}\n`) fs.unlinkSync(path);
+    } catch {
+      // gone already, or unreadable: nothing of ours to remove
+    }
   }
 }
 
@@ -225,6 +303,12 @@ export function upgrader(listeners: Record<string, HandoffListener>, opts: Upgra
     throw invalidArgType('options.command', 'of type string', opts.command);
   if (opts.args !== undefined && (!Array.isArray(opts.args) || opts.args.some((a) => typeof a !== 'string'))) {
     throw invalidArgType('options.args', 'an array of strings', opts.args);
+  }
+  if (opts.pidFile !== undefined) {
+    if (typeof opts.pidFile !== 'string') throw invalidArgType('options.pidFile', 'of type string', opts.pidFile);
+    if (opts.pidFile === '' || opts.pidFile.includes('\0')) {
+      throw invalidArgValue('options.pidFile', opts.pidFile, 'must be a non-empty path without NUL bytes');
+    }
   }
   validateServeOptions(opts); // they reach serve() only at the upgrade: check them now, not then
   return new Upgrader(listeners, opts);

@@ -2,6 +2,7 @@
 // their names; adopting them by name; and handing descriptors to a child the same way.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import type * as dgram from 'node:dgram';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { binding } from '../native';
@@ -48,6 +49,16 @@ function unsetListenEnv(): void {
   delete process.env.LISTEN_FDNAMES;
 }
 
+// This process's soft RLIMIT_NOFILE, from /proc/self/limits (undefined when it cannot be read).
+function openFilesLimit(): number | undefined {
+  try {
+    const line = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'latin1'));
+    return line === null || line[1] === 'unlimited' ? undefined : Number(line[1]);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Takes the descriptors systemd passed to this process (socket activation, or the fd store on a
  * restart), as `sd_listen_fds_with_names(3)` does: reads LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES,
@@ -81,24 +92,30 @@ export function listenFds(opts: ListenFdsOptions = {}): ListenFd[] {
     throw envError(`LISTEN_FDS is not a count of descriptors: '${countText ?? ''}'`);
   }
   const count = Number(countText);
-  if (count > 0x7fffffff - LISTEN_FDS_START) throw envError(`LISTEN_FDS is too large: ${countText}`);
+  // No process can hold more descriptors than RLIMIT_NOFILE allows: a larger count is malformed, and
+  // must be refused before anything is allocated per descriptor.
+  const limit = openFilesLimit();
+  if (count > 0x7fffffff - LISTEN_FDS_START || (limit !== undefined && LISTEN_FDS_START + count > limit)) {
+    throw envError(
+      `LISTEN_FDS is too large: ${countText} descriptors from fd ${LISTEN_FDS_START} on${limit !== undefined ? `, over this process's limit of ${limit} (RLIMIT_NOFILE)` : ''}`,
+    );
+  }
   // sd_listen_fds_with_names: no LISTEN_FDNAMES means every name is "unknown"; a different count is EINVAL.
-  let names: string[];
-  if (namesText === undefined) {
-    names = new Array<string>(count).fill('unknown');
-  } else {
+  let names: string[] | undefined;
+  if (namesText !== undefined) {
     names = count === 0 && namesText === '' ? [] : namesText.split(':');
     if (names.length !== count) {
       throw envError(`LISTEN_FDNAMES has ${names.length} name(s) for ${count} descriptor(s): '${namesText}'`);
     }
   }
+  // Check every descriptor before touching any (EBADF names the first closed one), and before
+  // allocating anything per descriptor: what is built below is bounded by what is open.
+  for (let fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + count; fd++) inspect(fd);
   const fds = Array.from({ length: count }, (_, i) => LISTEN_FDS_START + i);
-  // Check every descriptor before touching any (EBADF names the first closed one).
-  for (const fd of fds) inspect(fd);
   for (const fd of fds) binding.setCloexec(fd);
   taken = key;
   if (unset) unsetListenEnv();
-  const result = fds.map((fd, i) => ({ fd, name: names[i]!, info: inspect(fd) }));
+  const result = fds.map((fd, i) => ({ fd, name: names?.[i] ?? 'unknown', info: inspect(fd) }));
   debug(
     'listenFds: took %j',
     result.map((r) => `${r.fd}:${r.name}`),

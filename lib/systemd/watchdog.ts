@@ -44,7 +44,8 @@ export class Watchdog extends EventEmitter {
     super();
     this.intervalUsec = intervalUsec;
     this.#opts = opts;
-    const ms = Math.max(1, Math.floor(intervalUsec / 2000));
+    // Node's timers take at most 2^31-1 ms (about 24.8 days); a longer delay becomes 1 ms.
+    const ms = Math.min(2 ** 31 - 1, Math.max(1, Math.floor(intervalUsec / 2000)));
     this.#timer = setInterval(() => this.#ping(), ms);
     this.#timer.unref();
     debug('watchdog: pinging every %d ms (WATCHDOG_USEC=%d)', ms, intervalUsec);
