@@ -146,6 +146,11 @@ export class Supervisor {
     this.#o.log(line);
   }
 
+  /**
+   * Binds the notify socket (and --control), starts watching and the lifeline, then the first
+   * generation. If anything fails, what was made is released (sockets, files, the listeners) and the
+   * error rethrown: a failed start leaves nothing behind.
+   */
   async start(): Promise<void> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-run-'));
     try {
@@ -160,26 +165,25 @@ export class Supervisor {
         this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
         this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
       }
+      if (process.pid === 1)
+        this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
+      const on = (sig: NodeJS.Signals, fn: () => void): void => {
+        process.on(sig, fn);
+        this.#signalHandlers.push([sig, fn]);
+      };
+      on('SIGHUP', () => void this.reload('SIGHUP'));
+      for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
+      for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
+      this.#startWatching();
+      this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
+      const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
+      this.#log(`supervising ${this.#o.command} with ${where}`);
+      this.#startCurrent('start');
     } catch (err) {
-      // e.g. a --control path in a directory that does not exist: leave no notify directory behind
-      if (this.#notify !== undefined) this.#notify.close();
-      else fs.rmSync(dir, { recursive: true, force: true });
+      this.#release();
+      fs.rmSync(dir, { recursive: true, force: true }); // if the notify socket was never bound
       throw err;
     }
-    if (process.pid === 1)
-      this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
-    const on = (sig: NodeJS.Signals, fn: () => void): void => {
-      process.on(sig, fn);
-      this.#signalHandlers.push([sig, fn]);
-    };
-    on('SIGHUP', () => void this.reload('SIGHUP'));
-    for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
-    for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
-    this.#startWatching();
-    this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
-    const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
-    this.#log(`supervising ${this.#o.command} with ${where}`);
-    this.#startCurrent('start');
   }
 
   // --- generations ---------------------------------------------------------------------------
@@ -498,14 +502,20 @@ export class Supervisor {
 
   #finish(): void {
     const status = exitStatus(this.#current?.exit ?? this.#lastExit);
-    for (const [sig, fn] of this.#signalHandlers) process.off(sig, fn);
+    this.#release();
+    this.#done(status);
+  }
+
+  // Everything the supervisor holds, in any state start() may have got to.
+  #release(): void {
+    for (const [sig, fn] of this.#signalHandlers.splice(0)) process.off(sig, fn);
+    this.#watchers.splice(0).forEach((w) => w.close());
     this.#reaper?.close();
     this.#notify?.close();
     void this.#control?.close();
     closeListeners(this.#o.listeners);
     this.#store.close();
     this.#lifeline?.close();
-    this.#done(status);
   }
 
   // To a systemd (or another supervisor) above us; best effort, a failure is logged.
