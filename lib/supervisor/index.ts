@@ -16,6 +16,7 @@ import { OrphanReaper } from './reap';
 import { FdStore } from './fdstore';
 import { Lifeline } from './lifeline';
 import { ignoreMatcher } from './watch-ignore';
+import { TreeWatcher } from './watch';
 
 export interface SupervisorOptions {
   command: string;
@@ -121,7 +122,7 @@ export class Supervisor {
   #notify: NotifyReceiver | undefined;
   #control: ChannelServer | undefined;
   #reaper: OrphanReaper | undefined;
-  #watchers: fs.FSWatcher[] = [];
+  #watchers: TreeWatcher[] = [];
   #watchTimer: NodeJS.Timeout | undefined;
   #watchAgain = false;
   #restartTimer: NodeJS.Timeout | undefined;
@@ -452,24 +453,28 @@ export class Supervisor {
   #startWatching(): void {
     const ignored = ignoreMatcher(this.#o.watchIgnore);
     for (const p of this.#o.watch) {
-      const recursive = fs.statSync(p).isDirectory();
-      const w = fs.watch(p, { recursive, persistent: false }, (_event, file) => {
-        const name = String(file ?? ''); // relative to p (a directory), or p's own name
-        if (name !== '' && ignored(name)) return;
-        clearTimeout(this.#watchTimer);
-        this.#watchTimer = setTimeout(() => {
-          this.#watchTimer = undefined;
-          if (this.#next !== undefined || this.#current?.state === 'starting') {
-            this.#log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
-            this.#watchAgain = true;
-            return;
-          }
-          void this.reload(`--watch: ${name ? path.join(p, name) : p} changed`);
-        }, this.#o.watchDelay);
-      });
-      w.on('error', (err) => this.#log(`--watch ${p}: ${err.message}`));
+      const w = new TreeWatcher(
+        p,
+        ignored,
+        (name) => this.#onWatchEvent(p, name),
+        (line) => this.#log(line),
+      );
       this.#watchers.push(w);
     }
+  }
+
+  // `name`: relative to the watched path p ('' for p itself).
+  #onWatchEvent(p: string, name: string): void {
+    clearTimeout(this.#watchTimer);
+    this.#watchTimer = setTimeout(() => {
+      this.#watchTimer = undefined;
+      if (this.#next !== undefined || this.#current?.state === 'starting') {
+        this.#log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
+        this.#watchAgain = true;
+        return;
+      }
+      void this.reload(`--watch: ${name ? path.join(p, name) : p} changed`);
+    }, this.#o.watchDelay);
   }
 
   #watchFollowUp(): void {
