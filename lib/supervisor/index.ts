@@ -17,6 +17,7 @@ import { FdStore } from './fdstore';
 import { Lifeline } from './lifeline';
 import { ignoreMatcher } from './watch-ignore';
 import { TreeWatcher } from './watch';
+import { becomeSubreaper, findStrays, killStrays } from './strays';
 
 export interface SupervisorOptions {
   command: string;
@@ -129,6 +130,7 @@ export class Supervisor {
   #failures = 0;
   #everReady = false;
   #shuttingDown = false;
+  #finishing = false;
   #lastExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   #done!: (status: number) => void;
   /** Resolves with the exit status once the supervisor has stopped. */
@@ -166,8 +168,9 @@ export class Supervisor {
         this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
         this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
       }
-      if (process.pid === 1)
-        this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
+      // A subreaper inherits its generations' orphans (to stop what left a process group, and reap
+      // it), as PID 1 inherits every orphan: either way libuv reaps only the children it spawned.
+      if (becomeSubreaper((line) => this.#log(line)) || process.pid === 1) this.#reaper = new OrphanReaper(() => this.#ours());
       const on = (sig: NodeJS.Signals, fn: () => void): void => {
         process.on(sig, fn);
         this.#signalHandlers.push([sig, fn]);
@@ -279,8 +282,11 @@ export class Supervisor {
     gen.clearTimers();
     this.#live.delete(gen);
     this.#lifeline?.remove(gen.pid);
-    // Whatever the generation left in its process group goes with it (KillMode=mixed).
+    // Whatever the generation left goes with it (KillMode=mixed): its process group, and the processes
+    // that left the group (setsid) and came to the subreaper.
     gen.kill('SIGKILL', true);
+    const strays = findStrays(this.#ours()).filter((s) => s.generation === gen.id);
+    if (killStrays(strays) > 0) this.#log(`${gen.describe()} left processes behind: SIGKILL to ${strays.map((s) => s.pid).join(', ')}`);
     gen.settle(`${exitText(exit)} before it was ready`);
     this.#lastExit = exit;
     if (was === 'stopping') {
@@ -506,9 +512,36 @@ export class Supervisor {
   }
 
   #finish(): void {
+    if (this.#finishing) return;
+    this.#finishing = true;
     const status = exitStatus(this.#current?.exit ?? this.#lastExit);
-    this.#release();
-    this.#done(status);
+    void this.#killStrays().then(() => {
+      this.#release();
+      this.#done(status);
+    });
+  }
+
+  /** The processes the supervisor spawned itself: libuv reaps them, and they are not strays. */
+  #ours(): Set<number> {
+    return new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]);
+  }
+
+  // Any process still under the supervisor once every generation is gone (e.g. one whose environment
+  // no longer names its generation): SIGKILL, and wait until none is left, so that none holds a
+  // listener after the supervisor exits.
+  async #killStrays(): Promise<void> {
+    const end = Date.now() + 5000;
+    for (let round = 0; ; round++) {
+      const strays = findStrays(this.#ours());
+      if (strays.length === 0) break;
+      if (Date.now() > end) {
+        this.#log(`processes still running after SIGKILL: ${strays.map((s) => s.pid).join(', ')}`);
+        break;
+      }
+      if (killStrays(strays) > 0 && round === 0) this.#log(`SIGKILL to processes left behind: ${strays.map((s) => s.pid).join(', ')}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    this.#reaper?.reap();
   }
 
   // Everything the supervisor holds, in any state start() may have got to.
