@@ -75,4 +75,15 @@ describe('fdpass run: processes that leave the process group', function () {
     assert.equal(alive(second.pid), false, `the setsid server (pid ${second.pid}) still runs`);
     assert.equal(await refused(port), true, 'something still accepts on the listener');
   });
+
+  it('SIGKILL of fdpass run: the lifeline stops the setsid server of a generation too', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--stop-timeout', '5'], COMMAND, { ...process.env, ESCAPEE });
+    const escapee = await sup.expect<{ pid: number }>('escapee');
+    escapees.push(escapee.pid);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    sup.proc.kill('SIGKILL');
+    await waitFor(`the setsid server (pid ${escapee.pid}) to be stopped`, () => !alive(escapee.pid), 10_000);
+    assert.equal(await refused(port), true, 'something still accepts on the listener');
+    assert.equal((await sup.exited).signal, 'SIGKILL');
+  });
 });
