@@ -130,6 +130,8 @@ export interface NativeBinding {
   closeFds(fds: Int32Array, count: number): number;
   /** waitpid(pid, WNOHANG): [pid, raw status] once it has exited and is reaped, null while it runs. */
   waitpid(pid: number): [number, number] | null;
+  /** prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are reparented to this process. */
+  setChildSubreaper(): void;
   constants: {
     SOCK_STREAM: number;
     SOCK_DGRAM: number;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -251,6 +252,15 @@ Napi::Value WaitpidFn(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// setChildSubreaper() -> undefined: prctl(PR_SET_CHILD_SUBREAPER, 1). Orphans among this process's
+// descendants (e.g. a server a generation started with setsid, whose parent exited) are reparented to
+// it instead of to PID 1, so that it can still find them, stop them and reap them (prctl(2)).
+Napi::Value SetChildSubreaperFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0UL, 0UL, 0UL) < 0) ThrowSystemError(env, -errno, "prctl");
+  return env.Undefined();
+}
+
 void SetConstants(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOCK_STREAM", Napi::Number::New(env, SOCK_STREAM));
@@ -285,6 +295,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexecFn, "setCloexec"));
   exports.Set("closeFds", Napi::Function::New(env, CloseFdsFn, "closeFds"));
   exports.Set("waitpid", Napi::Function::New(env, WaitpidFn, "waitpid"));
+  exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaperFn, "setChildSubreaper"));
   SetConstants(env, exports);
 }
 

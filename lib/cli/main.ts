@@ -13,6 +13,16 @@ function log(line: string): void {
 }
 
 async function run(a: RunArgs): Promise<number> {
+  // Before anything is bound: a --watch path that does not exist is the user's typo, not a crash.
+  for (const p of a.watch) {
+    try {
+      fs.statSync(p);
+    } catch (err) {
+      throw new Error(
+        `--watch ${p}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (err as Error).message}`,
+      );
+    }
+  }
   // A systemd (or another fdpass run) above us: its sockets come first, by name, and its NOTIFY_SOCKET
   // hears about our readiness. Neither is passed down as is.
   const upstreamNotify = process.env.NOTIFY_SOCKET;
@@ -53,7 +63,7 @@ async function run(a: RunArgs): Promise<number> {
     env: process.env,
     log: quietLog,
   });
-  await sup.start();
+  await sup.start(); // on failure, it has closed the listeners too
   return sup.finished;
 }
 

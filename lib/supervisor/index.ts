@@ -17,6 +17,8 @@ import { FdStore } from './fdstore';
 import { Lifeline } from './lifeline';
 import { ignoreMatcher } from './watch-ignore';
 import { Watchdogs } from './watchdog';
+import { TreeWatcher } from './watch';
+import { becomeSubreaper, findStrays, killStrays } from './strays';
 
 export interface SupervisorOptions {
   command: string;
@@ -129,13 +131,14 @@ export class Supervisor {
   #notify: NotifyReceiver | undefined;
   #control: ChannelServer | undefined;
   #reaper: OrphanReaper | undefined;
-  #watchers: fs.FSWatcher[] = [];
+  #watchers: TreeWatcher[] = [];
   #watchTimer: NodeJS.Timeout | undefined;
   #watchAgain = false;
   #restartTimer: NodeJS.Timeout | undefined;
   #failures = 0;
   #everReady = false;
   #shuttingDown = false;
+  #finishing = false;
   #lastExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   #done!: (status: number) => void;
   /** Resolves with the exit status once the supervisor has stopped. */
@@ -155,6 +158,11 @@ export class Supervisor {
     this.#o.log(line);
   }
 
+  /**
+   * Binds the notify socket (and --control), starts watching and the lifeline, then the first
+   * generation. If anything fails, what was made is released (sockets, files, the listeners) and the
+   * error rethrown: a failed start leaves nothing behind.
+   */
   async start(): Promise<void> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-run-'));
     try {
@@ -169,27 +177,27 @@ export class Supervisor {
         this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
         this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
       }
+      // A subreaper inherits its generations' orphans (to stop what left a process group, and reap
+      // it), as PID 1 inherits every orphan: either way libuv reaps only the children it spawned.
+      if (becomeSubreaper((line) => this.#log(line)) || process.pid === 1) this.#reaper = new OrphanReaper(() => this.#ours());
+      const on = (sig: NodeJS.Signals, fn: () => void): void => {
+        process.on(sig, fn);
+        this.#signalHandlers.push([sig, fn]);
+      };
+      on('SIGHUP', () => void this.reload('SIGHUP'));
+      for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
+      for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
+      this.#startWatching();
+      this.#startWatchdogs();
+      this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
+      const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
+      this.#log(`supervising ${this.#o.command} with ${where}`);
+      this.#startCurrent('start');
     } catch (err) {
-      // e.g. a --control path in a directory that does not exist: leave no notify directory behind
-      if (this.#notify !== undefined) this.#notify.close();
-      else fs.rmSync(dir, { recursive: true, force: true });
+      this.#release();
+      fs.rmSync(dir, { recursive: true, force: true }); // if the notify socket was never bound
       throw err;
     }
-    if (process.pid === 1)
-      this.#reaper = new OrphanReaper(() => new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]));
-    const on = (sig: NodeJS.Signals, fn: () => void): void => {
-      process.on(sig, fn);
-      this.#signalHandlers.push([sig, fn]);
-    };
-    on('SIGHUP', () => void this.reload('SIGHUP'));
-    for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
-    for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
-    this.#startWatching();
-    this.#startWatchdogs();
-    this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
-    const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
-    this.#log(`supervising ${this.#o.command} with ${where}`);
-    this.#startCurrent('start');
   }
 
   // --- generations ---------------------------------------------------------------------------
@@ -289,8 +297,11 @@ export class Supervisor {
     gen.clearTimers();
     this.#live.delete(gen);
     this.#lifeline?.remove(gen.pid);
-    // Whatever the generation left in its process group goes with it (KillMode=mixed).
+    // Whatever the generation left goes with it (KillMode=mixed): its process group, and the processes
+    // that left the group (setsid) and came to the subreaper.
     gen.kill('SIGKILL', true);
+    const strays = findStrays(this.#ours()).filter((s) => s.generation === gen.id);
+    if (killStrays(strays) > 0) this.#log(`${gen.describe()} left processes behind: SIGKILL to ${strays.map((s) => s.pid).join(', ')}`);
     gen.settle(`${exitText(exit)} before it was ready`);
     this.#lastExit = exit;
     if (was === 'stopping') {
@@ -463,24 +474,28 @@ export class Supervisor {
   #startWatching(): void {
     const ignored = ignoreMatcher(this.#o.watchIgnore);
     for (const p of this.#o.watch) {
-      const recursive = fs.statSync(p).isDirectory();
-      const w = fs.watch(p, { recursive, persistent: false }, (_event, file) => {
-        const name = String(file ?? ''); // relative to p (a directory), or p's own name
-        if (name !== '' && ignored(name)) return;
-        clearTimeout(this.#watchTimer);
-        this.#watchTimer = setTimeout(() => {
-          this.#watchTimer = undefined;
-          if (this.#next !== undefined || this.#current?.state === 'starting') {
-            this.#log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
-            this.#watchAgain = true;
-            return;
-          }
-          void this.reload(`--watch: ${name ? path.join(p, name) : p} changed`);
-        }, this.#o.watchDelay);
-      });
-      w.on('error', (err) => this.#log(`--watch ${p}: ${err.message}`));
+      const w = new TreeWatcher(
+        p,
+        ignored,
+        (name) => this.#onWatchEvent(p, name),
+        (line) => this.#log(line),
+      );
       this.#watchers.push(w);
     }
+  }
+
+  // `name`: relative to the watched path p ('' for p itself).
+  #onWatchEvent(p: string, name: string): void {
+    clearTimeout(this.#watchTimer);
+    this.#watchTimer = setTimeout(() => {
+      this.#watchTimer = undefined;
+      if (this.#next !== undefined || this.#current?.state === 'starting') {
+        this.#log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
+        this.#watchAgain = true;
+        return;
+      }
+      void this.reload(`--watch: ${name ? path.join(p, name) : p} changed`);
+    }, this.#o.watchDelay);
   }
 
   #watchFollowUp(): void {
@@ -549,8 +564,42 @@ export class Supervisor {
   }
 
   #finish(): void {
+    if (this.#finishing) return;
+    this.#finishing = true;
     const status = exitStatus(this.#current?.exit ?? this.#lastExit);
-    for (const [sig, fn] of this.#signalHandlers) process.off(sig, fn);
+    void this.#killStrays().then(() => {
+      this.#release();
+      this.#done(status);
+    });
+  }
+
+  /** The processes the supervisor spawned itself: libuv reaps them, and they are not strays. */
+  #ours(): Set<number> {
+    return new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]);
+  }
+
+  // Any process still under the supervisor once every generation is gone (e.g. one whose environment
+  // no longer names its generation): SIGKILL, and wait until none is left, so that none holds a
+  // listener after the supervisor exits.
+  async #killStrays(): Promise<void> {
+    const end = Date.now() + 5000;
+    for (let round = 0; ; round++) {
+      const strays = findStrays(this.#ours());
+      if (strays.length === 0) break;
+      if (Date.now() > end) {
+        this.#log(`processes still running after SIGKILL: ${strays.map((s) => s.pid).join(', ')}`);
+        break;
+      }
+      if (killStrays(strays) > 0 && round === 0) this.#log(`SIGKILL to processes left behind: ${strays.map((s) => s.pid).join(', ')}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    this.#reaper?.reap();
+  }
+
+  // Everything the supervisor holds, in any state start() may have got to.
+  #release(): void {
+    for (const [sig, fn] of this.#signalHandlers.splice(0)) process.off(sig, fn);
+    this.#watchers.splice(0).forEach((w) => w.close());
     this.#reaper?.close();
     this.#notify?.close();
     void this.#control?.close();
@@ -558,7 +607,6 @@ export class Supervisor {
     this.#store.close();
     this.#watchdogs?.close();
     this.#lifeline?.close();
-    this.#done(status);
   }
 
   // To a systemd (or another supervisor) above us; best effort, a failure is logged.

@@ -5,6 +5,10 @@
 // Not prctl(PR_SET_PDEATHSIG) (setpriv --pdeathsig): it fires when the parent *thread* exits, and a
 // dying multi-threaded Node process hands its children to thread after thread, so a generation got
 // the signal several times (the second SIGTERM kills an app whose handler was process.once).
+// Processes that left a generation's process group (setsid) are not reached through it: the
+// generations' descendants are listed before the stop signal, while the tree still leads to them,
+// and SIGKILLed with the process groups if they still carry a generation's environment (not a pid
+// reused meanwhile). Orphans the supervisor had inherited as a subreaper are not found this way.
 // At that end of file it also removes the supervisor's notify socket and its directory, which a killed
 // supervisor cannot (a stopping one has already: then there is nothing left to remove).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,6 +25,8 @@ done
 if [ -n "$notify" ]; then rm -f -- "$notify" && rmdir -- "\${notify%/*}"; fi 2>/dev/null
 set -- $pids
 [ $# -eq 0 ] && exit 0
+tree() { for p; do printf '%s ' "$p"; tree $(cat /proc/"$p"/task/*/children 2>/dev/null); done; }
+all=$(tree "$@")
 kill -s "$sig" "$@" 2>/dev/null
 while [ "$ticks" -gt 0 ]; do
   alive=0
@@ -29,6 +35,9 @@ while [ "$ticks" -gt 0 ]; do
   sleep 0.1; ticks=$((ticks - 1))
 done
 for p; do kill -s KILL -- "-$p" 2>/dev/null; done
+for p in $all; do
+  tr '\\0' '\\n' < /proc/"$p"/environ 2>/dev/null | grep -q '^FDPASS_GENERATION=' && kill -s KILL "$p" 2>/dev/null
+done
 exit 0`;
 
 export class Lifeline {

@@ -90,7 +90,10 @@ export function parseListenerSpec(spec: string): ListenerSpec {
 export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: number }): Listener {
   if (spec.proto === 'unix') {
     const name = parseName(spec.host, 'listener path');
-    if (!name.abstract) removeStaleSocket(name.name);
+    if (!name.abstract) refuseNonSocket(name.name);
+    // unixListen replaces a socket file only when connecting to it is refused (ECONNREFUSED: no one is
+    // bound). A live socket of another type (EPROTOTYPE) or one with a full backlog (EAGAIN) keeps its
+    // name, and this fails with EADDRINUSE.
     const fd = withContext(() => binding.unixListen(constants.SOCK_STREAM, name.name, name.abstract, opts.backlog, opts.mode), {
       path: name.display,
     });
@@ -117,8 +120,8 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
   return { name: spec.name, fd, describe: `${spec.proto}:${where}:${local?.port ?? spec.port}` };
 }
 
-// A socket file left behind by a supervisor that died: replace it only if no one answers on it.
-function removeStaleSocket(path: string): void {
+// A regular file or directory at a listener path is someone's data, never replaced.
+function refuseNonSocket(path: string): void {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(path);
@@ -126,16 +129,6 @@ function removeStaleSocket(path: string): void {
     return;
   }
   if (!st.isSocket()) throw new Error(`${path} exists and is not a socket`);
-  let fd = -1;
-  try {
-    fd = binding.unixConnect(constants.SOCK_STREAM, path, false);
-  } catch {
-    fs.unlinkSync(path); // ECONNREFUSED: stale
-    return;
-  } finally {
-    if (fd >= 0) closeQuietly([fd]);
-  }
-  throw new Error(`${path}: something is listening there already`);
 }
 
 /**

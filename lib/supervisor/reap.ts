@@ -1,10 +1,10 @@
-// PID 1 duty: orphans (a generation's children whose parent exited) are reparented to PID 1, and
-// libuv waits only for the children it spawned. On each SIGCHLD, find this process's zombie children
-// in /proc that are not its own generations (libuv reaps those, and needs their status) and wait for
-// them by pid. Needs the pid namespace's own /proc, as every container has.
-import * as fs from 'node:fs';
+// PID 1's and a subreaper's duty: orphans (a generation's children whose parent exited) are
+// reparented to it, and libuv waits only for the children it spawned. On each SIGCHLD, find this
+// process's zombie children in /proc that are not its own generations (libuv reaps those, and needs
+// their status) and wait for them by pid. Needs the pid namespace's own /proc, as every container has.
 import { procStat } from '../proc';
 import { binding } from '../native';
+import { childrenOf } from './strays';
 
 export class OrphanReaper {
   readonly #ours: () => ReadonlySet<number>;
@@ -26,15 +26,7 @@ export class OrphanReaper {
   reap(): number {
     const ours = this.#ours();
     let reaped = 0;
-    let entries: string[];
-    try {
-      entries = fs.readdirSync('/proc');
-    } catch {
-      return 0;
-    }
-    for (const name of entries) {
-      if (!/^\d+$/.test(name)) continue;
-      const pid = Number(name);
+    for (const pid of childrenOf(process.pid)) {
       if (ours.has(pid)) continue;
       const stat = procStat(pid);
       if (stat === undefined || stat.state !== 'Z' || stat.ppid !== process.pid) continue;

@@ -76,7 +76,10 @@ SysResult InetBind(const InetOptions& opts) {
   UniqueFd fd(socket(opts.family, opts.type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return SysFail(-errno, "socket");
 
-  int rc = SetFlag(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1);
+  // SO_REUSEADDR only for TCP, where it lets a restart bind past connections in TIME_WAIT. On UDP
+  // (socket(7)) it lets a second socket with the flag bind the same address and take its datagrams:
+  // a port in use must stay EADDRINUSE, and a SO_REUSEPORT group admits only its own uid's sockets.
+  int rc = opts.type == SOCK_STREAM ? SetFlag(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1) : 0;
   if (rc == 0 && opts.reuse_port) rc = SetFlag(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1);
   if (rc == 0 && opts.family == AF_INET6 && opts.v6only >= 0)
     rc = SetFlag(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, opts.v6only);

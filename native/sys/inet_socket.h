@@ -18,7 +18,7 @@ struct InetOptions {
   bool reuse_port = true;
 };
 
-// socket + SO_REUSEADDR + SO_REUSEPORT (+ IPV6_V6ONLY) + bind (+ listen); NONBLOCK | CLOEXEC.
+// socket + SO_REUSEADDR (TCP) + SO_REUSEPORT (+ IPV6_V6ONLY) + bind (+ listen); NONBLOCK | CLOEXEC.
 SysResult InetBind(const InetOptions& opts);
 
 }  // namespace fdpass

@@ -1,0 +1,108 @@
+// `fdpass run --watch`: one inotify watch per directory that is not ignored, never one in
+// node_modules, .git or a --watch-ignore match; directories created later are watched too.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { APP, CLI, logged, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
+import { spawnJson } from './helpers/children';
+import { get } from './helpers/http';
+import { tmpPath } from './helpers/tmp';
+import { waitFor } from './helpers/wait';
+
+/** The inotify watches a process holds: `inotify wd:` lines in the fdinfo of its inotify descriptors. */
+function inotifyWatches(pid: number): number {
+  let n = 0;
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== 'anon_inode:inotify') continue;
+    n += fs
+      .readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('inotify wd:')).length;
+  }
+  return n;
+}
+
+describe('fdpass run --watch over a tree with a large node_modules', function () {
+  this.timeout(60_000);
+  afterEach(stopLeftovers);
+
+  it('watches only the directories that are not ignored, and new ones; edits there reload, edits in ignored ones do not', async () => {
+    const dir = tmpPath('src');
+    const watched = ['', 'lib', 'lib/deep', 'views'];
+    for (const d of watched) fs.mkdirSync(path.join(dir, d), { recursive: true });
+    for (let i = 0; i < 2000; i++) fs.mkdirSync(path.join(dir, 'node_modules', `pkg${i % 100}`, `d${i}`), { recursive: true });
+    fs.mkdirSync(path.join(dir, '.git', 'objects'), { recursive: true });
+    fs.mkdirSync(path.join(dir, 'gen', 'out'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'lib', 'deep', 'app.js'), '1');
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', 'gen', '--watch-delay', '100'],
+      [process.execPath, APP],
+    );
+    await sup.expect('ready');
+    assert.equal(inotifyWatches(sup.pid), watched.length, 'one watch per directory not ignored');
+
+    fs.writeFileSync(path.join(dir, 'lib', 'deep', 'app.js'), '2');
+    await logged(sup, /reload \(--watch: .*lib\/deep\/app\.js changed\)/);
+    await logged(sup, /reload done: generation 2/);
+
+    // A directory created after start is watched (once the mkdir's own reload is done).
+    fs.mkdirSync(path.join(dir, 'lib', 'fresh'));
+    await waitFor('a watch on lib/fresh', () => inotifyWatches(sup.pid) === watched.length + 1);
+    await logged(sup, /reload done: generation 3/);
+    fs.writeFileSync(path.join(dir, 'lib', 'fresh', 'new.js'), 'x');
+    await logged(sup, /reload \(--watch: .*lib\/fresh\/new\.js changed\)/);
+    await logged(sup, /reload done: generation 4/);
+
+    // Nothing in ignored directories, new ones included, is watched or reloads.
+    fs.mkdirSync(path.join(dir, 'node_modules', 'pkg0', 'new'));
+    fs.writeFileSync(path.join(dir, 'node_modules', 'pkg0', 'd0', 'index.js'), 'x');
+    fs.writeFileSync(path.join(dir, 'gen', 'out', 'bundle.js'), 'x');
+    fs.writeFileSync(path.join(dir, '.git', 'objects', 'ab'), 'x');
+    await new Promise((r) => setTimeout(r, 1000)); // ten times --watch-delay
+    assert.equal((sup.stderr().match(/reload \(/g) ?? []).length, 3, sup.stderr());
+    assert.equal(inotifyWatches(sup.pid), watched.length + 1);
+
+    // A removed directory's watch goes.
+    fs.rmSync(path.join(dir, 'lib', 'fresh'), { recursive: true });
+    await waitFor('the watch on lib/fresh to go', () => inotifyWatches(sup.pid) === watched.length);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('at the inotify watch limit it logs what is not watched, starts and serves, and what is watched still reloads', async () => {
+    const dir = tmpPath('src');
+    for (let i = 0; i < 10; i++) fs.mkdirSync(path.join(dir, `d${i}`), { recursive: true });
+    // A user namespace of its own, whose inotify watch limit (user.max_inotify_watches) is 3.
+    const sup = spawnJson('unshare', [
+      '--user',
+      '--map-root-user',
+      'sh',
+      '-c',
+      'echo 3 > /proc/sys/user/max_inotify_watches && exec "$@"',
+      'sh',
+      process.execPath,
+      CLI,
+      'run',
+      '-l',
+      'http=127.0.0.1:0',
+      '--watch',
+      dir,
+      '--watch-delay',
+      '100',
+      '--',
+      process.execPath,
+      APP,
+    ]);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    assert.match(sup.stderr(), /--watch: the inotify watch limit is reached \(.*\): .* and \d+ more directories not watched/);
+    assert.match(await get(port), /^1 /);
+    fs.writeFileSync(path.join(dir, 'app.js'), 'x'); // the root is watched first
+    await logged(sup, /reload done: generation 2/);
+    assert.equal(await stop(sup), 0);
+  });
+});
