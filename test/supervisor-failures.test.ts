@@ -149,7 +149,13 @@ describe('fdpass run when things fail', function () {
       sup.proc.kill('SIGHUP'); // each reload logs several lines
       const ready = await sup.expect<{ gen: string }>('ready');
       assert.equal(ready.gen, gen);
-      assert.match(await get(port), new RegExp(`^${gen} `));
+      // The old generation answers until the supervisor, done with the reload, stops it.
+      let body = await get(port);
+      for (let i = 0; i < 100 && !body.startsWith(`${gen} `); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        body = await get(port);
+      }
+      assert.match(body, new RegExp(`^${gen} `));
     }
     await new Promise((r) => setTimeout(r, 200)); // the lines of the last reload: written or dropped
     assert.notEqual(processState(sup.pid), undefined, 'fdpass run exited');

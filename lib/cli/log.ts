@@ -1,8 +1,8 @@
 // The supervisor's log, on stderr. Logging must never stop the supervisor: a reader that went away
 // (EPIPE on a pipe, EIO on a hung-up terminal) or a write that throws (a file-type stderr opened
-// non-blocking: EAGAIN) costs log lines, not the process. Nor may a reader that stopped reading
-// block the event loop or grow memory: a pipe stderr is written through libuv without blocking, and
-// past BACKLOG bytes queued, lines are dropped and counted.
+// non-blocking: EAGAIN) costs log lines, not the process. Past BACKLOG bytes queued (a stderr written
+// asynchronously), lines are dropped and counted. Not solved here: Node writes stdio pipes and
+// sockets synchronously on Linux, so a reader that stops reading blocks the loop once the pipe is full.
 
 const BACKLOG = 64 * 1024;
 

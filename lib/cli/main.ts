@@ -86,11 +86,12 @@ async function reloadPid(pid: number): Promise<number> {
   let control: string | undefined;
   try {
     const a = parse(argv.slice(run));
-    if (a.cmd === 'run' && a.control !== undefined) control = path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), a.control);
+    if (a.cmd === 'run' && a.control !== undefined)
+      control = a.control.startsWith('@') ? a.control : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), a.control);
   } catch {
     // an older fdpass's options, or its cwd is not ours to read: SIGHUP below
   }
-  if (control !== undefined && !control.startsWith('@') && fs.existsSync(control)) return reload(control);
+  if (control !== undefined && (control.startsWith('@') || fs.existsSync(control))) return reload(control);
   try {
     process.kill(pid, 'SIGHUP');
   } catch (err) {
