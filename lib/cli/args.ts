@@ -1,4 +1,5 @@
 // The `fdpass` command line: parsed here with util.parseArgs, apart from the supervisor itself.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { parseListenerSpec, type ListenerSpec } from '../supervisor/listeners';
@@ -35,6 +36,11 @@ Readiness and reloads:
                                 it this long before the stop signal, while the new one warms up
                                 (default 0); the new one exiting meanwhile is a rollback
       --max-backoff SECONDS     crash restarts back off up to this (default 10)
+      --start-limit-burst N     give up when the command would start an (N+1)th time within
+                                --start-limit-interval: stop and exit non-zero (default 5; 0: never)
+      --start-limit-interval SECONDS
+                                that window (default 10; 0: no limit), as systemd's
+                                StartLimitBurst= and StartLimitIntervalSec=
       --fd-store-max N          keep up to N descriptors that generations store with FDSTORE=1
                                 (sd_pid_notify_with_fds, fdpass storeFds()) and pass them to the
                                 next generations after the listeners, by FDNAME (default 0: off,
@@ -54,7 +60,8 @@ Readiness and reloads:
 
 Signals: HUP reloads; TERM, INT, QUIT are forwarded to the command and fdpass run exits with its
 status once it has exited; USR2 and WINCH are forwarded.
-Exit status: the command's (128+N if killed by signal N); 2 for a usage error.`;
+Exit status: the command's (128+N if killed by signal N); at the start limit, the last start's
+(127: the command was not found; 1 if it exited 0); 2 for a usage error.`;
 
 /** `fdpass run`'s arguments: the supervisor's options as parsed, plus what only the command line has. */
 export interface RunArgs extends Pick<
@@ -68,6 +75,8 @@ export interface RunArgs extends Pick<
   | 'overlap'
   | 'fdStoreMax'
   | 'maxBackoff'
+  | 'startLimitBurst'
+  | 'startLimitInterval'
   | 'control'
   | 'watch'
   | 'watchIgnore'
@@ -82,7 +91,14 @@ export interface RunArgs extends Pick<
   watchdog?: number;
 }
 
-export type Parsed = RunArgs | { cmd: 'reload'; target: string } | { cmd: 'help' } | { cmd: 'version' };
+/** `fdpass reload`: a pid (a number) or a control socket's path. */
+export interface ReloadArgs {
+  cmd: 'reload';
+  target: string;
+  pid: number | undefined;
+}
+
+export type Parsed = RunArgs | ReloadArgs | { cmd: 'help' } | { cmd: 'version' };
 
 /** A usage error: printed with a pointer to --help, exit status 2. */
 export class UsageError extends Error {}
@@ -110,6 +126,25 @@ function signal(value: string | undefined): NodeJS.Signals {
   return name;
 }
 
+function pidMax(): number {
+  try {
+    return Number(fs.readFileSync('/proc/sys/kernel/pid_max', 'latin1').trim()) || 4_194_304;
+  } catch {
+    return 4_194_304; // PID_MAX_LIMIT on 64-bit
+  }
+}
+
+// A number is a pid, and only 1..pid_max is one: kill(0) would signal the caller's own process group,
+// a negative pid a whole group, -1 every process we may signal.
+function reloadPid(target: string): number | undefined {
+  if (!/^[-+]?\d+$/.test(target)) return undefined;
+  const pid = Number(target);
+  const max = pidMax();
+  if (!Number.isSafeInteger(pid) || pid < 1 || pid > max)
+    throw new UsageError(`reload: '${target}' is not a process id (1 to ${max}); a control path that looks like a number: ./${target}`);
+  return pid;
+}
+
 export function parse(argv: string[]): Parsed {
   if (argv.length === 0) throw new UsageError('a command is required: run or reload');
   const [sub, ...rest] = argv;
@@ -118,7 +153,7 @@ export function parse(argv: string[]): Parsed {
   if (sub === 'reload') {
     if (rest.includes('-h') || rest.includes('--help')) return { cmd: 'help' };
     if (rest.length !== 1) throw new UsageError("reload takes one argument: the supervisor's pid or its --control path");
-    return { cmd: 'reload', target: rest[0]! };
+    return { cmd: 'reload', target: rest[0]!, pid: reloadPid(rest[0]!) };
   }
   if (sub !== 'run') throw new UsageError(`unknown command '${sub}'`);
   // biome-ignore lint/suspicious/noImplicitAnyLet: typed by parseArgs' result in the assignment below
@@ -140,6 +175,8 @@ export function parse(argv: string[]): Parsed {
         'stop-timeout': { type: 'string' },
         overlap: { type: 'string' },
         'max-backoff': { type: 'string' },
+        'start-limit-burst': { type: 'string' },
+        'start-limit-interval': { type: 'string' },
         'fd-store-max': { type: 'string' },
         control: { type: 'string' },
         watch: { type: 'string', short: 'w', multiple: true },
@@ -185,6 +222,8 @@ export function parse(argv: string[]): Parsed {
     overlap: seconds(values.overlap, 'overlap', 0),
     fdStoreMax: integer(values['fd-store-max'], 'fd-store-max', 0, 0, 4096),
     maxBackoff: seconds(values['max-backoff'], 'max-backoff', 10_000),
+    startLimitBurst: integer(values['start-limit-burst'], 'start-limit-burst', 5, 0, 1_000_000),
+    startLimitInterval: seconds(values['start-limit-interval'], 'start-limit-interval', 10_000),
     ...(values.control !== undefined ? { control: values.control } : {}),
     watch: values.watch ?? [],
     watchIgnore,

@@ -7,10 +7,9 @@ import { bindListener, closeListeners, inheritedListeners, type Listener } from 
 import { Supervisor } from '../supervisor';
 import { watchdogInterval } from '../systemd';
 import { parse, USAGE, UsageError, type RunArgs } from './args';
+import { stderrLog } from './log';
 
-function log(line: string): void {
-  process.stderr.write(`fdpass run[${process.pid}]: ${line}\n`);
-}
+const log = stderrLog(`fdpass run[${process.pid}]: `);
 
 async function run(a: RunArgs): Promise<number> {
   // Before anything is bound: a --watch path that does not exist is the user's typo, not a crash.
@@ -53,6 +52,8 @@ async function run(a: RunArgs): Promise<number> {
     overlap: a.overlap,
     fdStoreMax: a.fdStoreMax,
     maxBackoff: a.maxBackoff,
+    startLimitBurst: a.startLimitBurst,
+    startLimitInterval: a.startLimitInterval,
     ...(a.control !== undefined ? { control: a.control } : {}),
     watch: a.watch,
     watchIgnore: a.watchIgnore,
@@ -67,11 +68,61 @@ async function run(a: RunArgs): Promise<number> {
   return sup.finished;
 }
 
-async function reload(target: string): Promise<number> {
-  if (/^\d+$/.test(target)) {
-    process.kill(Number(target), 'SIGHUP');
-    return 0;
+// Where `run` is in an `fdpass run` process's argv (node, the fdpass script, 'run', ...), or -1.
+function runIndex(argv: string[]): number {
+  for (let i = 1; i + 1 < argv.length; i++) {
+    const script = argv[i]!;
+    if (argv[i + 1] === 'run' && (path.basename(script) === 'fdpass' || /(^|\/)cli\/main(\.js)?$/.test(script))) return i + 1;
   }
+  return -1;
+}
+
+/**
+ * `fdpass reload PID`: only an `fdpass run` process is signalled (read from /proc/PID/cmdline), so a
+ * mistyped pid never sends SIGHUP to some other program. If it has a --control socket, the reload goes
+ * through that and the outcome is reported; otherwise SIGHUP, and the outcome is in its log only.
+ */
+async function reloadPid(pid: number): Promise<number> {
+  const fail = (why: string): number => {
+    process.stderr.write(`fdpass reload: ${why}\n`);
+    return 1;
+  };
+  let argv: string[];
+  try {
+    argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return fail(`no process ${pid}`);
+    return fail(`cannot read /proc/${pid}/cmdline (${code}): not signalled`);
+  }
+  if (argv.at(-1) === '') argv.pop();
+  const run = runIndex(argv);
+  if (run < 0) {
+    const what = argv.length === 0 ? 'a kernel thread or a zombie' : `'${argv.join(' ').slice(0, 200)}'`;
+    return fail(`pid ${pid} is not an fdpass run process (it is ${what}): not signalled`);
+  }
+  let control: string | undefined;
+  try {
+    const a = parse(argv.slice(run));
+    if (a.cmd === 'run' && a.control !== undefined)
+      control = a.control.startsWith('@') ? a.control : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), a.control);
+  } catch {
+    // an older fdpass's options, or its cwd is not ours to read: SIGHUP below
+  }
+  if (control !== undefined && (control.startsWith('@') || fs.existsSync(control))) return reload(control);
+  try {
+    process.kill(pid, 'SIGHUP');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return fail(code === 'ESRCH' ? `no process ${pid}` : `cannot signal pid ${pid} (${code})`);
+  }
+  process.stdout.write(
+    `fdpass reload: sent SIGHUP to fdpass run (pid ${pid}); without a --control socket the outcome is only in its log\n`,
+  );
+  return 0;
+}
+
+async function reload(target: string): Promise<number> {
   const ch = await connect(target, { type: 'seqpacket' });
   try {
     await ch.send({ data: Buffer.from('reload') });
@@ -99,7 +150,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'reload':
-      return reload(a.target);
+      return a.pid !== undefined ? reloadPid(a.pid) : reload(a.target);
     case 'run':
       return run(a);
   }

@@ -5,6 +5,7 @@
 // its descriptors for hang-ups (FDPOLL=): a descriptor stays until it is removed.
 import * as fs from 'node:fs';
 import { closeQuietly } from '../channel';
+import type { ExecRoom } from './exec-limits';
 
 /** sd_pid_notify_with_fds' name for descriptors stored without FDNAME=, as systemd's. */
 export const DEFAULT_STORE_NAME = 'stored';
@@ -32,11 +33,17 @@ function identity(fd: number): string | undefined {
 
 export class FdStore {
   readonly #max: number;
+  readonly #room: () => ExecRoom;
   readonly #fds: Array<StoredFd & { id: string | undefined }> = [];
 
-  /** `max`: how many descriptors the store holds at most (0: FDSTORE=1 is refused, systemd's default). */
-  constructor(max: number) {
+  /**
+   * `max`: how many descriptors the store holds at most (0: FDSTORE=1 is refused, systemd's default).
+   * `room`: what a spawn can carry besides the listeners (exec-limits.ts); the store never holds more,
+   * or no later generation could be started.
+   */
+  constructor(max: number, room: () => ExecRoom = () => ({ nameBytes: Infinity, fds: Infinity })) {
     this.#max = max;
+    this.#room = room;
   }
 
   /** The stored descriptors, oldest first: what the next generation gets after the listeners. */
@@ -74,9 +81,13 @@ export class FdStore {
       closeQuietly(fds);
       return [...out, `FDSTORE=1 refused: the fd store is off (--fd-store-max 0); ${fds.length} fd(s) closed`];
     }
+    const room = this.#room();
+    // Each stored name takes its bytes and a ':' in LISTEN_FDNAMES (names are ASCII).
+    let nameBytes = this.#fds.reduce((n, s) => n + s.name.length + 1, 0);
     let kept = 0;
     let dupes = 0;
     let over = 0;
+    let unpassable = 0;
     for (const fd of fds) {
       const id = identity(fd);
       if (id !== undefined && this.#fds.some((s) => s.id === id)) {
@@ -85,14 +96,25 @@ export class FdStore {
       } else if (this.#fds.length >= this.#max) {
         closeQuietly([fd]);
         over++;
+      } else if (nameBytes + name.length + 1 > room.nameBytes || this.#fds.length + 1 > room.fds) {
+        closeQuietly([fd]);
+        unpassable++;
       } else {
         this.#fds.push({ name, fd, id });
+        nameBytes += name.length + 1;
         kept++;
       }
     }
     let line = `stored ${kept} fd(s) named '${name}' (fd store: ${this.#fds.length} of ${this.#max})`;
     if (dupes > 0) line += `; ${dupes} already stored`;
     if (over > 0) line += `; ${over} refused: the fd store is full (--fd-store-max ${this.#max})`;
+    if (unpassable > 0) {
+      const limit =
+        this.#fds.length + 1 > room.fds
+          ? `room for ${room.fds} descriptors under RLIMIT_NOFILE`
+          : `room for ${room.nameBytes} bytes of names in LISTEN_FDNAMES`;
+      line += `; ${unpassable} refused: exec(2) could not pass them to the next generation (${limit})`;
+    }
     return [...out, line];
   }
 

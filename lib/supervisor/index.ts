@@ -14,6 +14,7 @@ import { NotifyReceiver } from './notify';
 import { notify, type NotifyState } from '../systemd';
 import { OrphanReaper } from './reap';
 import { FdStore } from './fdstore';
+import { execRoom } from './exec-limits';
 import { Lifeline } from './lifeline';
 import { ignoreMatcher } from './watch-ignore';
 import { Watchdogs } from './watchdog';
@@ -39,6 +40,12 @@ export interface SupervisorOptions {
   overlap: number;
   /** Upper bound of the crash-restart backoff, ms. */
   maxBackoff: number;
+  /**
+   * Give up (stop, exit non-zero) rather than start a generation more than `startLimitBurst` times
+   * within `startLimitInterval` ms, as systemd's StartLimitBurst= / StartLimitIntervalSec=; 0 in either: never.
+   */
+  startLimitBurst: number;
+  startLimitInterval: number;
   /** How many descriptors generations may keep in the supervisor's fd store (FDSTORE=1); 0: none. */
   fdStoreMax: number;
   /** A seqpacket control socket for `fdpass reload PATH`. */
@@ -77,14 +84,20 @@ class Generation {
   readonly outcome: Promise<'ready' | string>;
   settle!: (result: 'ready' | string) => void;
   readonly exited: Promise<void>;
+  /** Resolves `exited` for a generation whose spawn failed (no 'exit' event comes). */
+  notStarted!: () => void;
 
   constructor(
     readonly id: number,
-    readonly proc: ChildProcess,
+    readonly proc: ChildProcess | undefined,
+    /** -1: the spawn failed. */
     readonly pid: number,
   ) {
     this.outcome = new Promise((resolve) => (this.settle = resolve));
-    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => {
+      this.notStarted = resolve;
+      proc?.once('exit', () => resolve());
+    });
   }
 
   clearTimers(): void {
@@ -93,6 +106,7 @@ class Generation {
 
   /** Signals the main process, or with `group` every process of the generation's process group. */
   kill(signal: NodeJS.Signals, group = false): void {
+    if (this.pid <= 0) return; // never started: kill(-1) or kill(1) would reach other processes
     try {
       process.kill(group ? -this.pid : this.pid, signal);
     } catch {
@@ -101,7 +115,7 @@ class Generation {
   }
 
   describe(): string {
-    return `generation ${this.id} (pid ${this.pid})`;
+    return this.pid > 0 ? `generation ${this.id} (pid ${this.pid})` : `generation ${this.id}`;
   }
 }
 
@@ -136,6 +150,9 @@ export class Supervisor {
   #watchAgain = false;
   #restartTimer: NodeJS.Timeout | undefined;
   #failures = 0;
+  /** When generations were started (not reloads), for the start limit. */
+  #starts: number[] = [];
+  #startLimitHit = false;
   #everReady = false;
   #shuttingDown = false;
   #finishing = false;
@@ -150,7 +167,14 @@ export class Supervisor {
 
   constructor(opts: SupervisorOptions) {
     this.#o = opts;
-    this.#store = new FdStore(opts.fdStoreMax);
+    // Never more than a spawn can pass on: a store too big for exec(2) would stop every later start.
+    this.#store = new FdStore(opts.fdStoreMax, () =>
+      execRoom(
+        [opts.command, ...opts.args],
+        opts.env,
+        opts.listeners.map((l) => l.name),
+      ),
+    );
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -217,6 +241,7 @@ export class Supervisor {
     delete env.WATCHDOG_USEC;
     delete env.WATCHDOG_PID;
     Object.assign(env, this.#watchdogs?.env);
+    // No descriptors: no LISTEN_* at all, as systemd does (LISTEN_PID without LISTEN_FDS is malformed).
     if (l.length === 0) {
       delete env.LISTEN_FDS;
       delete env.LISTEN_FDNAMES;
@@ -227,31 +252,45 @@ export class Supervisor {
     const shell = [
       '/bin/sh',
       '-c',
-      `${PARENT_CHECK}LISTEN_PID=$$; export LISTEN_PID; ${WATCHDOG_PID}exec "$@"`,
+      `${PARENT_CHECK}${l.length > 0 ? 'LISTEN_PID=$$; export LISTEN_PID; ' : ''}${WATCHDOG_PID}exec "$@"`,
       'sh',
       String(process.pid),
       this.#o.command,
       ...this.#o.args,
     ];
-    const proc = spawn(shell[0]!, shell.slice(1), {
-      stdio: ['inherit', 'inherit', 'inherit', ...l.map((x) => x.fd)],
-      env,
-      // Its own process group: a terminal's ^C reaches the supervisor only (which forwards it), and a
-      // failed or stopped generation's leftovers can be killed together (systemd's KillMode=mixed).
-      detached: true,
-    });
-    const gen = new Generation(id, proc, proc.pid ?? -1);
-    proc.on('error', (err) => this.#log(`generation ${id}: ${err.message}`));
+    // A spawn fails by throwing (E2BIG, EBADF, ...) or by an 'error' event on the next tick (EMFILE,
+    // EAGAIN, ENOENT): either is a generation that could not be started, never an exception.
+    let proc: ChildProcess | undefined;
+    let thrown: Error | undefined;
+    try {
+      proc = spawn(shell[0]!, shell.slice(1), {
+        stdio: ['inherit', 'inherit', 'inherit', ...l.map((x) => x.fd)],
+        env,
+        // Its own process group: a terminal's ^C reaches the supervisor only (which forwards it), and a
+        // failed or stopped generation's leftovers can be killed together (systemd's KillMode=mixed).
+        detached: true,
+      });
+    } catch (err) {
+      thrown = err as Error;
+    }
+    const gen = new Generation(id, proc, proc?.pid ?? -1);
     if (gen.pid < 0) {
-      gen.state = 'exited';
-      gen.exit = { code: 127, signal: null };
-      gen.settle(`could not be started`);
-      queueMicrotask(() => this.#onExit(gen, { code: 127, signal: null }));
+      const failed = (err: Error): void => {
+        const why = `could not be started: ${err.message}${(err as NodeJS.ErrnoException).code === 'E2BIG' ? " (its arguments and environment exceed the kernel's limit)" : ''}`;
+        this.#log(`${gen.describe()} ${why}`);
+        gen.exit = { code: 127, signal: null };
+        gen.settle(why);
+        this.#onExit(gen, gen.exit);
+        gen.notStarted();
+      };
+      if (thrown !== undefined) queueMicrotask(() => failed(thrown));
+      else proc!.once('error', failed);
       return gen;
     }
+    proc!.on('error', (err) => this.#log(`${gen.describe()}: ${err.message}`));
     this.#live.add(gen);
     this.#lifeline?.add(gen.pid);
-    proc.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
+    proc!.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
     gen.timers.push(
       setTimeout(() => {
         if (gen.state !== 'starting') return;
@@ -328,16 +367,34 @@ export class Supervisor {
     const delay = this.#failures === 0 ? 0 : Math.min(100 * 2 ** (this.#failures - 1), this.#o.maxBackoff);
     this.#failures++;
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
-    this.#log(
-      `${gen.describe()} ${exitText(exit)} ${before}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`,
-    );
+    const what = gen.pid < 0 ? `${gen.describe()} could not be started` : `${gen.describe()} ${exitText(exit)} ${before}`;
+    if (this.#startLimited(Date.now() + delay)) {
+      const { startLimitBurst: burst, startLimitInterval: interval } = this.#o;
+      this.#startLimitHit = true;
+      this.#log(
+        `${what}; giving up: ${burst} starts within ${interval / 1000} s (--start-limit-burst ${burst}, --start-limit-interval ${interval / 1000})`,
+      );
+      // After #onExit, which would otherwise see the shutdown and finish a second time.
+      queueMicrotask(() => this.shutdown(this.#o.stopSignal, 'start limit hit'));
+      return;
+    }
+    this.#log(`${what}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`);
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
       this.#startCurrent('restart');
     }, delay);
   }
 
+  // Whether a start at `at` would be one too many for the start limit (systemd's check at each start).
+  #startLimited(at: number): boolean {
+    const { startLimitBurst: burst, startLimitInterval: interval } = this.#o;
+    if (burst === 0 || interval === 0) return false;
+    this.#starts = this.#starts.filter((t) => at - t < interval);
+    return this.#starts.length >= burst;
+  }
+
   #startCurrent(why: 'start' | 'restart'): void {
+    this.#starts.push(Date.now());
     const gen = this.#launch();
     this.#current = gen;
     void gen.outcome.then((result) => {
@@ -548,13 +605,13 @@ export class Supervisor {
   }
 
   /** Forwards `signal` to every generation and exits with the serving one's status once all are gone. */
-  shutdown(signal: NodeJS.Signals): void {
+  shutdown(signal: NodeJS.Signals, why: string = signal): void {
     if (this.#shuttingDown) {
       this.#forward(signal); // a second ^C: pass it on too
       return;
     }
     this.#shuttingDown = true;
-    this.#log(`${signal}: stopping`);
+    this.#log(`${why}: stopping`);
     this.#upstream({ stopping: true });
     clearTimeout(this.#restartTimer);
     clearTimeout(this.#watchTimer);
@@ -566,7 +623,8 @@ export class Supervisor {
   #finish(): void {
     if (this.#finishing) return;
     this.#finishing = true;
-    const status = exitStatus(this.#current?.exit ?? this.#lastExit);
+    let status = exitStatus(this.#current?.exit ?? this.#lastExit);
+    if (this.#startLimitHit && status === 0) status = 1; // giving up is a failure, whatever the last exit
     void this.#killStrays().then(() => {
       this.#release();
       this.#done(status);

@@ -49,6 +49,8 @@ export class Lifeline {
     const args = [stopSignal.replace(/^SIG/, ''), String(Math.ceil(stopTimeout / 100)), notifySocket];
     this.#proc = spawn('/bin/sh', ['-c', SCRIPT, 'fdpass-lifeline', ...args], {
       stdio: ['pipe', 'ignore', 'ignore'], // not the supervisor's stderr: it would hold that open after its death
+      // PATH (sleep, rm) only: an environment near the kernel's argument limit must not stop the start.
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
       // Its own session: a terminal's ^C is the supervisor's to forward, not the lifeline's to see.
       detached: true,
     });
