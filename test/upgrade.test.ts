@@ -148,6 +148,23 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it('with stderr a pipe whose reader left, the hand-over line does not kill the old process: its in-flight request completes, exit 0', async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)]);
+    await gen1.expect('serving');
+    gen1.proc.stderr!.destroy(); // the only reader of the pipe: writes to it now fail with EPIPE
+    const slow = get(port, '/slow');
+    await gen1.expect('slow');
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await slow, `gen ${gen1.pid}`);
+    assert.equal(await exitOf(gen1), 0, 'the old process drained and exited 0');
+    assert.equal(await get(port), `gen ${s2.pid}`);
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    await gen1.exited;
+  });
+
   it('the pid file names the serving process across two upgrades, and goes when that process exits', async () => {
     const port = await freePort();
     const pidFile = tmpPath('app.pid');

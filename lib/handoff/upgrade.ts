@@ -207,7 +207,7 @@ export class Upgrader extends EventEmitter {
     this.#writePidFile(pid);
     await tell({ mainPid: pid, ready: true, status: `handed over to pid ${pid}` });
     // The pid changes at every upgrade: say so when the application does not.
-    if (this.listenerCount('upgraded') === 0) process.stderr.write(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
+    if (this.listenerCount('upgraded') === 0) sayQuietly(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
     this.emit('upgraded', pid);
     void hs.drained.then(() => {
       this.emit('drained');
@@ -224,6 +224,17 @@ export class Upgrader extends EventEmitter {
     } catch (err) {
       debug('upgrade: pid file: %s', (err as Error).message);
     }
+  }
+}
+
+// A line the library writes unasked must not kill the process (and its in-flight requests) when
+// stderr fails: process.stderr.write() would emit EPIPE as an uncaught 'error' once the reader left.
+// One write(2) to fd 2; on a non-blocking pipe that is full (EAGAIN) the line is dropped.
+function sayQuietly(line: string): void {
+  try {
+    fs.writeSync(2, line);
+  } catch (err) {
+    debug('upgrade: stderr: %s', (err as Error).message);
   }
 }
 
