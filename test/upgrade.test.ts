@@ -196,6 +196,22 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it('a successor whose pid file cannot be written (its directory went) still serves; the old one exits 0', async () => {
+    const port = await freePort();
+    const dir = tmpPath('run');
+    fs.mkdirSync(dir);
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_PIDFILE: path.join(dir, 'app.pid') } });
+    await gen1.expect('serving');
+    fs.rmSync(dir, { recursive: true });
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await exitOf(gen1), 0);
+    assert.equal(await get(port), `gen ${s2.pid}`, 'the successor serves');
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    await gen1.exited;
+  });
+
   it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
     if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
     const port = await freePort();

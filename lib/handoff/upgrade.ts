@@ -22,6 +22,9 @@ const debug = debuglog('fdpass');
 /** The environment variable that tells a successor where its parent offers the listeners. */
 export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
 
+// Set once inherit() has seen this process was started by an upgrade.
+let startedByUpgrade = false;
+
 /**
  * In a process started by an upgrade: takes the listeners its parent offers (see {@link Upgrader}).
  * Resolves with null when this process was not started by an upgrade (first start: bind fresh), or
@@ -31,6 +34,7 @@ export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
 export async function inherit(opts: TakeOptions = {}): Promise<Inheritance | null> {
   const path = process.env[UPGRADE_SOCKET_ENV];
   if (path === undefined) return null;
+  startedByUpgrade = true;
   delete process.env[UPGRADE_SOCKET_ENV];
   return take(path, opts);
 }
@@ -93,7 +97,13 @@ export class Upgrader extends EventEmitter {
     this.#opts = opts;
     this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
     for (const l of Object.values(listeners)) if (l instanceof net.Server) trackConnections(l);
-    if (opts.pidFile !== undefined) writePidFile(opts.pidFile, process.pid);
+    if (opts.pidFile !== undefined) {
+      // At a first start a path that cannot be written is a configuration error: throw. A successor
+      // creates its upgrader once it serves, after its parent let go of the listeners: throwing
+      // there would leave nobody serving (the parent already named it in the file, if it could).
+      if (startedByUpgrade || process.env[UPGRADE_SOCKET_ENV] !== undefined) this.#writePidFile(process.pid);
+      else writePidFile(opts.pidFile, process.pid);
+    }
     if (opts.signal !== undefined) {
       this.#onSignal = () => {
         // Once handed over, this process only drains: the signal must not kill it (Node's default
@@ -216,7 +226,8 @@ export class Upgrader extends EventEmitter {
     return { pid };
   }
 
-  // A failed write (e.g. the directory went away) must not fail the upgrade it reports on.
+  // A failed write (e.g. the directory went away) must not fail the upgrade it reports on, nor a
+  // successor that already serves.
   #writePidFile(pid: number): void {
     if (this.#opts.pidFile === undefined) return;
     try {
