@@ -212,6 +212,30 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it('the pid file is not written through a symlink planted in its directory (at the temporary name or the file itself)', async () => {
+    const port = await freePort();
+    const pidFile = tmpPath('app.pid');
+    const victims = [tmpPath('victim-1'), tmpPath('victim-2')];
+    for (const v of victims) fs.writeFileSync(v, 'precious\n');
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_PIDFILE: pidFile } });
+    await gen1.expect('serving');
+    // The name the hand-over write used to take (`<pidFile>.<pid>.tmp`), and the pid file itself.
+    fs.symlinkSync(victims[0]!, `${pidFile}.${gen1.pid}.tmp`);
+    fs.rmSync(pidFile);
+    fs.symlinkSync(victims[1]!, pidFile);
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await exitOf(gen1), 0);
+    for (const v of victims) assert.equal(fs.readFileSync(v, 'latin1'), 'precious\n', `${path.basename(v)} was overwritten`);
+    assert.ok(fs.lstatSync(pidFile).isFile(), 'the link was replaced, not followed');
+    assert.equal(fs.readFileSync(pidFile, 'latin1'), `${s2.pid}\n`);
+    assert.equal(fs.statSync(pidFile).mode & 0o777, 0o644);
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    fs.rmSync(`${pidFile}.${gen1.pid}.tmp`);
+    await gen1.exited;
+  });
+
   it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
     if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
     const port = await freePort();

@@ -262,13 +262,24 @@ function pid1Error(): FdpassError {
 // The files this process names itself in, removed at its exit (unless they name another by then).
 const ownPidFiles = new Set<string>();
 
+// The temporary file gets an unpredictable name, created with O_EXCL ('wx'), which also refuses a
+// symlink at that name: whoever may write in the directory cannot make this process (often root)
+// write through a link planted at the name. rename() replaces a link at `path` itself, never follows it.
 function writePidFile(path: string, pid: number): void {
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+  let created = false;
   try {
-    fs.writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
+    const fd = fs.openSync(tmp, 'wx', 0o644);
+    created = true;
+    try {
+      fs.fchmodSync(fd, 0o644); // readable by the scripts that signal it, whatever the umask
+      fs.writeSync(fd, `${pid}\n`);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, path);
   } catch (err) {
-    fs.rmSync(tmp, { force: true });
+    if (created) fs.rmSync(tmp, { force: true });
     throw err;
   }
   if (pid !== process.pid) return;
