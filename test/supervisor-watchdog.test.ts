@@ -87,6 +87,31 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
+  it('--watchdog: a wall-clock step (Date.now() an hour ahead) does not stop a pinging generation', async () => {
+    const shift = tmpPath('shift.js');
+    files.push(shift);
+    // Loaded into the supervisor only: 1 s after its start, its wall clock jumps an hour ahead.
+    fs.writeFileSync(
+      shift,
+      'const now = Date.now; let skew = 0;\nDate.now = () => now() + skew;\nsetTimeout(() => { skew = 3600e3; process.stderr.write("clock stepped\\n"); }, 1000).unref();\n',
+    );
+    const sup = spawnJson(
+      process.execPath,
+      ['-r', shift, CLI, 'run', '-l', 'http=127.0.0.1:0', '--watchdog', '0.3', '--', process.execPath, APP, 'watchdog'],
+      {
+        env: withoutSystemd(),
+      },
+    );
+    running.push(sup);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const dog = await sup.expect<Watchdog>('watchdog');
+    await waitFor('the clock step', () => sup.stderr().includes('clock stepped'));
+    await sleep(1000); // three intervals
+    assert.doesNotMatch(sup.stderr(), /missed its watchdog/);
+    assert.equal(await get(port), `1 ${dog.pid}`);
+    await stopAll();
+  });
+
   it('under a NOTIFY_SOCKET with WATCHDOG_USEC: the supervisor pings WATCHDOG=1 itself; the generations are watched at that interval', async () => {
     const notifyPath = tmpPath('upstream.sock');
     files.push(notifyPath);
