@@ -236,6 +236,36 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it('SIGTERM while the successor is starting: close() kills it, the old process drains and exits 0, nothing serves after', async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_SLOW_READY: '4000' } });
+    await gen1.expect('serving');
+    const slow = get(port, '/slow');
+    await gen1.expect('slow');
+    gen1.proc.kill('SIGHUP');
+    const up = await gen1.expect<{ pid: number }>('upgrade');
+    await gen1.expect('inherited'); // the successor holds the listeners, not yet ready
+    gen1.proc.kill('SIGTERM');
+    const failed = await gen1.expect<{ code: string; pid: number }>('failed');
+    assert.deepEqual([failed.code, failed.pid], ['ERR_FDPASS_CLOSED', up.pid]);
+    assert.equal(await slow, `gen ${gen1.pid}`, 'the in-flight request was answered');
+    assert.equal(await exitOf(gen1), 0);
+    assert.ok(await gone(up.pid, 1000), 'the successor was killed');
+    await sleep(4500); // past the moment the successor would have been ready
+    await assert.rejects(get(port), { code: 'ECONNREFUSED' });
+    await gen1.exited;
+  });
+
+  it('upgrade() after close() is refused with ERR_FDPASS_CLOSED', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const up = handoff.upgrader({ web: server }, { command: '/bin/sleep', args: ['30'], systemd: false });
+    await up.close();
+    await assert.rejects(up.upgrade(), { code: 'ERR_FDPASS_CLOSED' });
+    assert.ok(server.listening);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
   it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
     if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
     const port = await freePort();

@@ -87,6 +87,9 @@ export class Upgrader extends EventEmitter {
   #opts: UpgraderOptions;
   #running: Promise<UpgradeResult> | null = null;
   #done = false;
+  #closed = false;
+  /** Aborts the running upgrade (set while one runs). */
+  #abort: ((err: Error) => void) | undefined;
   #onSignal: (() => void) | undefined;
   #resolveDrained!: () => void;
 
@@ -137,6 +140,7 @@ export class Upgrader extends EventEmitter {
       return Promise.reject(err);
     }
     if (this.#done) return Promise.reject(new FdpassError('ERR_FDPASS_CLOSED', 'the listeners were already handed to a successor'));
+    if (this.#closed) return Promise.reject(new FdpassError('ERR_FDPASS_CLOSED', 'the upgrader was closed'));
     if (this.#running !== null) {
       debug('upgrade: refused, one is already running');
       return Promise.reject(new FdpassError('ERR_FDPASS_HANDOFF_BUSY', 'an upgrade is already in progress'));
@@ -149,16 +153,38 @@ export class Upgrader extends EventEmitter {
   }
 
   /**
-   * Stops listening for the signal. An upgrade in progress goes on. After an upgrade the signal stays
-   * ignored until the process exits: a draining process must not die of it.
+   * Stops listening for the signal, refuses further upgrades and aborts one in progress: its successor
+   * is killed and reaped (this process keeps its listeners), and `upgrade()` rejects with
+   * ERR_FDPASS_CLOSED. Resolves once no upgrade runs. Call it when told to stop (SIGTERM), before
+   * draining, or a successor starting meanwhile would take over and serve on. It cannot take back an
+   * upgrade that completed (`'upgraded'`): the successor serves then. After an upgrade the signal
+   * stays ignored until the process exits: a draining process must not die of it.
    */
-  close(): void {
-    if (this.#done) return;
-    if (this.#onSignal !== undefined) process.off(this.#opts.signal!, this.#onSignal);
-    this.#onSignal = undefined;
+  close(): Promise<void> {
+    this.#closed = true;
+    if (!this.#done && this.#onSignal !== undefined) {
+      process.off(this.#opts.signal!, this.#onSignal);
+      this.#onSignal = undefined;
+    }
+    const running = this.#running;
+    if (running === null) return Promise.resolve();
+    this.#abort?.(new FdpassError('ERR_FDPASS_CLOSED', 'the upgrade was aborted: the upgrader was closed'));
+    return running.then(
+      () => {},
+      () => {},
+    );
   }
 
   async #run(): Promise<UpgradeResult> {
+    const aborted = new Promise<Error>((resolve) => (this.#abort = resolve));
+    try {
+      return await this.#runUntil(aborted);
+    } finally {
+      this.#abort = undefined;
+    }
+  }
+
+  async #runUntil(aborted: Promise<Error>): Promise<UpgradeResult> {
     const opts = this.#opts;
     const systemd = opts.systemd ?? process.env.NOTIFY_SOCKET !== undefined;
     const tell = (state: Parameters<typeof notify>[0]): Promise<void> =>
@@ -180,6 +206,7 @@ export class Upgrader extends EventEmitter {
       allow: (peer) => child !== undefined && peer.pid === child.pid,
     });
     try {
+      if (this.#closed) throw new FdpassError('ERR_FDPASS_CLOSED', 'the upgrade was aborted: the upgrader was closed');
       child = spawn(opts.command ?? process.execPath, opts.args ?? [...process.execArgv, ...process.argv.slice(1)], {
         stdio: 'inherit', // the journal or terminal this process writes to; nothing ties the child's life to ours
         env: { ...(opts.env ?? process.env), [UPGRADE_SOCKET_ENV]: control },
@@ -200,7 +227,7 @@ export class Upgrader extends EventEmitter {
     debug('upgrade: started successor pid %d', pid);
     this.emit('upgrade', pid);
     const exited = new Promise<void>((resolve) => child!.once('exit', () => resolve()));
-    const outcome = await waitForSuccessor(hs, child, opts.readyTimeout ?? 30_000);
+    const outcome = await waitForSuccessor(hs, child, opts.readyTimeout ?? 30_000, aborted);
     if (outcome !== null) {
       // Rollback: the successor is killed and reaped; we keep serving.
       child.kill('SIGKILL');
@@ -298,9 +325,12 @@ function removeOwnPidFiles(): void {
 }
 
 // null once the successor is ready (the hand-off completed), else why it failed.
-function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: number): Promise<Error | null> {
+function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: number, aborted: Promise<Error>): Promise<Error | null> {
   return new Promise((resolve) => {
+    let settled = false;
     const done = (result: Error | null): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       hs.off('handoff', onHandoff);
       hs.off('rollback', onRollback);
@@ -318,6 +348,7 @@ function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: 
     hs.on('handoff', onHandoff);
     hs.on('rollback', onRollback);
     child.on('exit', onExit);
+    void aborted.then(done);
   });
 }
 
