@@ -290,6 +290,25 @@ describe('self-upgrade (handoff.upgrader)', () => {
     assert.equal((await app.exited).code, 0);
   });
 
+  it("as the child of a PID 1 that exits with it (sh -c 'node app; ...'), upgrade() is refused and the app keeps serving", async function () {
+    if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
+    const port = await freePort();
+    const script = `${JSON.stringify(process.execPath)} ${JSON.stringify(fixture('upgrade-app'))} ${port}; echo init exiting >&2`;
+    const app = spawnJson('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', script]);
+    const serving = await app.expect<{ pid: number }>('serving');
+    assert.notEqual(serving.pid, 1);
+    await waitFor('a warning at start', () => app.stderr().includes('ERR_FDPASS_UPGRADE_PID1'));
+    assert.match(app.stderr(), /parent is PID 1 of its pid namespace \(sh\)/);
+    const childOf = (pid: number): number => Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim());
+    const node = childOf(childOf(app.pid));
+    process.kill(node, 'SIGHUP');
+    const failed = await app.expect<{ code: string; by: number }>('failed');
+    assert.deepEqual([failed.code, failed.by], ['ERR_FDPASS_UPGRADE_PID1', serving.pid]);
+    assert.equal(await get(port), `gen ${serving.pid}`, 'still serving');
+    process.kill(node, 'SIGTERM');
+    assert.equal((await app.exited).code, 0);
+  });
+
   it('bad arguments are refused with Node-style errors', () => {
     assert.throws(() => handoff.upgrader({}), { code: 'ERR_INVALID_ARG_VALUE' });
     const s = net.createServer();
