@@ -365,7 +365,10 @@ export function validateCloseSpread(value: unknown, name: string, timeout: numbe
  * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
  * listener shared with another process (a new generation) keeps accepting there. Resolves once every
  * connection has ended, or at the deadline once every connection left is closed (upgraded WebSocket
- * connections and plain `net.Server` connections included); rejects only on bad arguments. With `closeSpread`, connections are let go one by one over
+ * connections and plain `net.Server` connections included); rejects only on bad arguments. A
+ * WebSocket or plain `net.Server` connection accepted before fdpass met the server (here, or at
+ * `handoff.serve()`/`upgrader()`) that
+ * the application `unref()`'d is not seen (Node's open-handle list leaves it out): it stays open. With `closeSpread`, connections are let go one by one over
  * that window instead of all at once (see {@link DrainOptions.closeSpread}).
  *
  * @example
