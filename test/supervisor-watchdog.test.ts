@@ -177,6 +177,21 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
+  it('a generation repeating a bad WATCHDOG_USEC= is logged once, not at every message', async () => {
+    const script = [
+      'systemd-notify --ready',
+      'for i in 1 2 3 4 5; do systemd-notify WATCHDOG_USEC=abc; done',
+      'echo \'{"event":"sent"}\'',
+      'exec sleep 60',
+    ].join('; ');
+    const sup = supervise(['--watchdog', '30'], ['/bin/sh', '-c', script], withoutSystemd());
+    await sup.expect('sent');
+    await waitFor('the log line', () => /WATCHDOG_USEC=abc ignored/.test(sup.stderr()));
+    await sleep(200);
+    assert.equal(sup.stderr().match(/WATCHDOG_USEC=abc ignored/g)?.length, 1, sup.stderr());
+    await stopAll();
+  });
+
   it('--watchdog: a usage error for a bad value', async () => {
     for (const [value, re] of [
       ['=-1', /--watchdog: '-1' is not a number of seconds/],

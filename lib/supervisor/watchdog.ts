@@ -42,6 +42,8 @@ export class Watchdogs<G extends Watched> {
   #lastPing = new Map<G, number>();
   /** When the watchdog first saw each generation ready: its watch starts there. */
   #readyAt = new Map<G, number>();
+  /** Generations already told their WATCHDOG_USEC= was ignored (once each, not at every message). */
+  #badUsecLogged = new Set<G>();
   /** A generation's own WATCHDOG_USEC= override, in ms. */
   #override = new Map<G, number>();
   /** Generations `onMissed` stopped, and when. */
@@ -77,7 +79,10 @@ export class Watchdogs<G extends Watched> {
       if (/^[1-9][0-9]{0,15}$/.test(usec)) {
         this.#override.set(gen, msOf(Number(usec)));
         this.#lastPing.set(gen, performance.now());
-      } else this.#o.log(`${gen.describe()}: WATCHDOG_USEC=${usec} ignored: not a positive number of microseconds`);
+      } else if (!this.#badUsecLogged.has(gen)) {
+        this.#badUsecLogged.add(gen);
+        this.#o.log(`${gen.describe()}: WATCHDOG_USEC=${usec} ignored: not a positive number of microseconds (said once)`);
+      }
     }
     const dog = fields.get('WATCHDOG');
     if (dog === '1') this.#lastPing.set(gen, performance.now());
@@ -110,7 +115,7 @@ export class Watchdogs<G extends Watched> {
   // Forgets the generations that have exited; returns the live ones.
   #prune(): Set<G> {
     const live = new Set(this.#o.live());
-    for (const map of [this.#lastPing, this.#override, this.#fired, this.#readyAt]) {
+    for (const map of [this.#lastPing, this.#override, this.#fired, this.#readyAt, this.#badUsecLogged]) {
       for (const g of map.keys()) if (!live.has(g)) map.delete(g);
     }
     return live;
@@ -147,5 +152,6 @@ export class Watchdogs<G extends Watched> {
     this.#override.clear();
     this.#fired.clear();
     this.#readyAt.clear();
+    this.#badUsecLogged.clear();
   }
 }
