@@ -92,6 +92,28 @@ describe('drain: whatever is left at the deadline is closed', () => {
   });
 });
 
+describe('drain: the clock', () => {
+  it('a wall-clock step back during the drain does not keep an idle keep-alive connection open until the deadline', async () => {
+    const server = await listening(http.createServer((_req, res) => res.end('ok')));
+    const agent = new http.Agent({ keepAlive: true });
+    const realNow = Date.now;
+    try {
+      await new Promise<void>((resolve, reject) =>
+        http.get({ port: portOf(server), host: '127.0.0.1', agent }, (res) => res.resume().on('end', resolve)).on('error', reject),
+      );
+      const start = performance.now();
+      const drained = drain(server, { timeout: 10_000, idleGrace: 100 });
+      Date.now = () => realNow() - 3600e3; // e.g. NTP steps the clock back an hour
+      await drained;
+      const took = performance.now() - start;
+      assert.ok(took < 5000, `the idle connection was closed only at the deadline (${Math.round(took)} ms)`);
+    } finally {
+      Date.now = realNow;
+      agent.destroy();
+    }
+  });
+});
+
 describe('drain: bad arguments', () => {
   it('reject with ERR_INVALID_ARG_TYPE, never throw synchronously', async () => {
     const server = net.createServer();

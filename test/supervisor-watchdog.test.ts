@@ -87,6 +87,31 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
+  it('--watchdog: a wall-clock step (Date.now() an hour ahead) does not stop a pinging generation', async () => {
+    const shift = tmpPath('shift.js');
+    files.push(shift);
+    // Loaded into the supervisor only: 1 s after its start, its wall clock jumps an hour ahead.
+    fs.writeFileSync(
+      shift,
+      'const now = Date.now; let skew = 0;\nDate.now = () => now() + skew;\nsetTimeout(() => { skew = 3600e3; process.stderr.write("clock stepped\\n"); }, 1000).unref();\n',
+    );
+    const sup = spawnJson(
+      process.execPath,
+      ['-r', shift, CLI, 'run', '-l', 'http=127.0.0.1:0', '--watchdog', '0.3', '--', process.execPath, APP, 'watchdog'],
+      {
+        env: withoutSystemd(),
+      },
+    );
+    running.push(sup);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const dog = await sup.expect<Watchdog>('watchdog');
+    await waitFor('the clock step', () => sup.stderr().includes('clock stepped'));
+    await sleep(1000); // three intervals
+    assert.doesNotMatch(sup.stderr(), /missed its watchdog/);
+    assert.equal(await get(port), `1 ${dog.pid}`);
+    await stopAll();
+  });
+
   it('under a NOTIFY_SOCKET with WATCHDOG_USEC: the supervisor pings WATCHDOG=1 itself; the generations are watched at that interval', async () => {
     const notifyPath = tmpPath('upstream.sock');
     files.push(notifyPath);
@@ -149,6 +174,21 @@ describe('fdpass run: the watchdog', function () {
     await waitFor('generation 2', () => /started generation 2/.test(sup.stderr()));
     assert.match(sup.stderr(), /generation 1 \(pid \d+\) sent WATCHDOG=trigger: SIGABRT/);
     assert.match(sup.stderr(), /generation 1 \(pid \d+\) was killed by SIGABRT/);
+    await stopAll();
+  });
+
+  it('a generation repeating a bad WATCHDOG_USEC= is logged once, not at every message', async () => {
+    const script = [
+      'systemd-notify --ready',
+      'for i in 1 2 3 4 5; do systemd-notify WATCHDOG_USEC=abc; done',
+      'echo \'{"event":"sent"}\'',
+      'exec sleep 60',
+    ].join('; ');
+    const sup = supervise(['--watchdog', '30'], ['/bin/sh', '-c', script], withoutSystemd());
+    await sup.expect('sent');
+    await waitFor('the log line', () => /WATCHDOG_USEC=abc ignored/.test(sup.stderr()));
+    await sleep(200);
+    assert.equal(sup.stderr().match(/WATCHDOG_USEC=abc ignored/g)?.length, 1, sup.stderr());
     await stopAll();
   });
 

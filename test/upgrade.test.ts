@@ -148,6 +148,23 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it('with stderr a pipe whose reader left, the hand-over line does not kill the old process: its in-flight request completes, exit 0', async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)]);
+    await gen1.expect('serving');
+    gen1.proc.stderr!.destroy(); // the only reader of the pipe: writes to it now fail with EPIPE
+    const slow = get(port, '/slow');
+    await gen1.expect('slow');
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await slow, `gen ${gen1.pid}`);
+    assert.equal(await exitOf(gen1), 0, 'the old process drained and exited 0');
+    assert.equal(await get(port), `gen ${s2.pid}`);
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    await gen1.exited;
+  });
+
   it('the pid file names the serving process across two upgrades, and goes when that process exits', async () => {
     const port = await freePort();
     const pidFile = tmpPath('app.pid');
@@ -179,6 +196,76 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it('a successor whose pid file cannot be written (its directory went) still serves; the old one exits 0', async () => {
+    const port = await freePort();
+    const dir = tmpPath('run');
+    fs.mkdirSync(dir);
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_PIDFILE: path.join(dir, 'app.pid') } });
+    await gen1.expect('serving');
+    fs.rmSync(dir, { recursive: true });
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await exitOf(gen1), 0);
+    assert.equal(await get(port), `gen ${s2.pid}`, 'the successor serves');
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    await gen1.exited;
+  });
+
+  it('the pid file is not written through a symlink planted in its directory (at the temporary name or the file itself)', async () => {
+    const port = await freePort();
+    const pidFile = tmpPath('app.pid');
+    const victims = [tmpPath('victim-1'), tmpPath('victim-2')];
+    for (const v of victims) fs.writeFileSync(v, 'precious\n');
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_PIDFILE: pidFile } });
+    await gen1.expect('serving');
+    // The name the hand-over write used to take (`<pidFile>.<pid>.tmp`), and the pid file itself.
+    fs.symlinkSync(victims[0]!, `${pidFile}.${gen1.pid}.tmp`);
+    fs.rmSync(pidFile);
+    fs.symlinkSync(victims[1]!, pidFile);
+    gen1.proc.kill('SIGHUP');
+    const s2 = await gen1.expect<{ pid: number }>('serving');
+    assert.equal(await exitOf(gen1), 0);
+    for (const v of victims) assert.equal(fs.readFileSync(v, 'latin1'), 'precious\n', `${path.basename(v)} was overwritten`);
+    assert.ok(fs.lstatSync(pidFile).isFile(), 'the link was replaced, not followed');
+    assert.equal(fs.readFileSync(pidFile, 'latin1'), `${s2.pid}\n`);
+    assert.equal(fs.statSync(pidFile).mode & 0o777, 0o644);
+    process.kill(s2.pid, 'SIGTERM');
+    assert.ok(await gone(s2.pid));
+    fs.rmSync(`${pidFile}.${gen1.pid}.tmp`);
+    await gen1.exited;
+  });
+
+  it('SIGTERM while the successor is starting: close() kills it, the old process drains and exits 0, nothing serves after', async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_SLOW_READY: '4000' } });
+    await gen1.expect('serving');
+    const slow = get(port, '/slow');
+    await gen1.expect('slow');
+    gen1.proc.kill('SIGHUP');
+    const up = await gen1.expect<{ pid: number }>('upgrade');
+    await gen1.expect('inherited'); // the successor holds the listeners, not yet ready
+    gen1.proc.kill('SIGTERM');
+    const failed = await gen1.expect<{ code: string; pid: number }>('failed');
+    assert.deepEqual([failed.code, failed.pid], ['ERR_FDPASS_CLOSED', up.pid]);
+    assert.equal(await slow, `gen ${gen1.pid}`, 'the in-flight request was answered');
+    assert.equal(await exitOf(gen1), 0);
+    assert.ok(await gone(up.pid, 1000), 'the successor was killed');
+    await sleep(4500); // past the moment the successor would have been ready
+    await assert.rejects(get(port), { code: 'ECONNREFUSED' });
+    await gen1.exited;
+  });
+
+  it('upgrade() after close() is refused with ERR_FDPASS_CLOSED', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const up = handoff.upgrader({ web: server }, { command: '/bin/sleep', args: ['30'], systemd: false });
+    await up.close();
+    await assert.rejects(up.upgrade(), { code: 'ERR_FDPASS_CLOSED' });
+    assert.ok(server.listening);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
   it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
     if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
     const port = await freePort();
@@ -199,6 +286,25 @@ describe('self-upgrade (handoff.upgrader)', () => {
     const failed = await app.expect<{ code: string; by: number }>('failed');
     assert.deepEqual([failed.code, failed.by], ['ERR_FDPASS_UPGRADE_PID1', 1]);
     assert.equal(await get(port), 'gen 1', 'still serving');
+    process.kill(node, 'SIGTERM');
+    assert.equal((await app.exited).code, 0);
+  });
+
+  it("as the child of a PID 1 that exits with it (sh -c 'node app; ...'), upgrade() is refused and the app keeps serving", async function () {
+    if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
+    const port = await freePort();
+    const script = `${JSON.stringify(process.execPath)} ${JSON.stringify(fixture('upgrade-app'))} ${port}; echo init exiting >&2`;
+    const app = spawnJson('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', script]);
+    const serving = await app.expect<{ pid: number }>('serving');
+    assert.notEqual(serving.pid, 1);
+    await waitFor('a warning at start', () => app.stderr().includes('ERR_FDPASS_UPGRADE_PID1'));
+    assert.match(app.stderr(), /parent is PID 1 of its pid namespace \(sh\)/);
+    const childOf = (pid: number): number => Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim());
+    const node = childOf(childOf(app.pid));
+    process.kill(node, 'SIGHUP');
+    const failed = await app.expect<{ code: string; by: number }>('failed');
+    assert.deepEqual([failed.code, failed.by], ['ERR_FDPASS_UPGRADE_PID1', serving.pid]);
+    assert.equal(await get(port), `gen ${serving.pid}`, 'still serving');
     process.kill(node, 'SIGTERM');
     assert.equal((await app.exited).code, 0);
   });

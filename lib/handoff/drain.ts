@@ -4,6 +4,7 @@
 // for `idleGrace`. HTTP/2: GOAWAY, so clients open their next streams on a new connection.
 // With `closeSpread` (HAProxy's close-spread-time), each connection's turn comes at its own moment,
 // drawn uniformly over that window, so keep-alive clients do not all reconnect to a cold successor at once.
+// Times are monotonic (performance.now()): a wall-clock step must not cut or prolong the turns.
 // Closing an idle keep-alive connection at once races with the client's next request on it (the
 // client then sees a reset): that is what broke every keep-alive client on every hand-off.
 import * as dgram from 'node:dgram';
@@ -11,6 +12,7 @@ import * as fs from 'node:fs';
 import type * as http from 'node:http';
 import type * as http2 from 'node:http2';
 import * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 import { closeQuietly } from '../channel';
 import { invalidArgType, outOfRange, validateInteger, validateObject } from '../validate';
@@ -167,11 +169,11 @@ function closeTurns<K extends object>(start: number, spread: number): (key: K) =
 
 function drainHttp1(server: HttpLike, idleGrace: number, closeSpread: number): Drainer {
   const connections = symbolValue<ConnectionsList>(server, 'http.server.connections');
-  const turnOf = closeTurns<net.Socket>(Date.now(), closeSpread);
+  const turnOf = closeTurns<net.Socket>(performance.now(), closeSpread);
   // Every response once its connection's turn has come ends the connection (Node then writes
   // `Connection: close`); before it, the connection stays keep-alive.
   server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    if (Date.now() >= turnOf(req.socket)) res.shouldKeepAlive = false;
+    if (performance.now() >= turnOf(req.socket)) res.shouldKeepAlive = false;
   });
   const closeInFlight = (now: number): void => {
     for (const c of connections?.all() ?? []) {
@@ -179,7 +181,7 @@ function drainHttp1(server: HttpLike, idleGrace: number, closeSpread: number): D
       if (res && !res.headersSent && now >= turnOf(c.socket)) res.shouldKeepAlive = false; // its answer closes
     }
   };
-  closeInFlight(Date.now());
+  closeInFlight(performance.now());
   // An idle connection whose turn has come is closed once nothing has arrived on it for idleGrace.
   const quiet = new Map<net.Socket, { bytes: number; since: number }>();
   const closed = stopListening(server).then(() => {
@@ -227,7 +229,7 @@ function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: n
     const s = sessionOf(socket);
     if (s !== undefined) add(s);
   }
-  const turnOf = closeTurns<http2.ServerHttp2Session>(Date.now(), closeSpread);
+  const turnOf = closeTurns<http2.ServerHttp2Session>(performance.now(), closeSpread);
   // At the session's turn, GOAWAY naming the last stream processed: open streams finish, the client
   // opens its next ones elsewhere, and a stream it sent as the GOAWAY was on the way is refused by it
   // within a round trip (never processed, safe to retry: RFC 9113 §8.7). idleGrace later, close()
@@ -252,9 +254,9 @@ function drainHttp2(server: http2.Http2Server, idleGrace: number, closeSpread: n
   server.on('session', (s: http2.ServerHttp2Session) => {
     // accepted just before our close took effect
     add(s);
-    visit(s, Date.now());
+    visit(s, performance.now());
   });
-  const start = Date.now();
+  const start = performance.now();
   sessions.forEach((s) => visit(s, start));
   const closed = stopListening(server);
   return {
@@ -306,7 +308,7 @@ export async function closeAndDrain(
   const waits = drainers.map((d) => d.closed);
   const sweep = setInterval(
     () => {
-      const now = Date.now();
+      const now = performance.now();
       drainers.forEach((d) => d.sweep(now));
     },
     Math.max(10, Math.min(100, opts.idleGrace / 4)),
@@ -363,7 +365,10 @@ export function validateCloseSpread(value: unknown, name: string, timeout: numbe
  * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
  * listener shared with another process (a new generation) keeps accepting there. Resolves once every
  * connection has ended, or at the deadline once every connection left is closed (upgraded WebSocket
- * connections and plain `net.Server` connections included); rejects only on bad arguments. With `closeSpread`, connections are let go one by one over
+ * connections and plain `net.Server` connections included); rejects only on bad arguments. A
+ * WebSocket or plain `net.Server` connection accepted before fdpass met the server (here, or at
+ * `handoff.serve()`/`upgrader()`) that
+ * the application `unref()`'d is not seen (Node's open-handle list leaves it out): it stays open. With `closeSpread`, connections are let go one by one over
  * that window instead of all at once (see {@link DrainOptions.closeSpread}).
  *
  * @example

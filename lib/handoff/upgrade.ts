@@ -22,6 +22,9 @@ const debug = debuglog('fdpass');
 /** The environment variable that tells a successor where its parent offers the listeners. */
 export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
 
+// Set once inherit() has seen this process was started by an upgrade.
+let startedByUpgrade = false;
+
 /**
  * In a process started by an upgrade: takes the listeners its parent offers (see {@link Upgrader}).
  * Resolves with null when this process was not started by an upgrade (first start: bind fresh), or
@@ -31,6 +34,7 @@ export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
 export async function inherit(opts: TakeOptions = {}): Promise<Inheritance | null> {
   const path = process.env[UPGRADE_SOCKET_ENV];
   if (path === undefined) return null;
+  startedByUpgrade = true;
   delete process.env[UPGRADE_SOCKET_ENV];
   return take(path, opts);
 }
@@ -83,6 +87,9 @@ export class Upgrader extends EventEmitter {
   #opts: UpgraderOptions;
   #running: Promise<UpgradeResult> | null = null;
   #done = false;
+  #closed = false;
+  /** Aborts the running upgrade (set while one runs). */
+  #abort: ((err: Error) => void) | undefined;
   #onSignal: (() => void) | undefined;
   #resolveDrained!: () => void;
 
@@ -93,7 +100,13 @@ export class Upgrader extends EventEmitter {
     this.#opts = opts;
     this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
     for (const l of Object.values(listeners)) if (l instanceof net.Server) trackConnections(l);
-    if (opts.pidFile !== undefined) writePidFile(opts.pidFile, process.pid);
+    if (opts.pidFile !== undefined) {
+      // At a first start a path that cannot be written is a configuration error: throw. A successor
+      // creates its upgrader once it serves, after its parent let go of the listeners: throwing
+      // there would leave nobody serving (the parent already named it in the file, if it could).
+      if (startedByUpgrade || process.env[UPGRADE_SOCKET_ENV] !== undefined) this.#writePidFile(process.pid);
+      else writePidFile(opts.pidFile, process.pid);
+    }
     if (opts.signal !== undefined) {
       this.#onSignal = () => {
         // Once handed over, this process only drains: the signal must not kill it (Node's default
@@ -103,9 +116,8 @@ export class Upgrader extends EventEmitter {
       };
       process.on(opts.signal, this.#onSignal);
     }
-    if (process.pid === 1) {
-      process.emitWarning(pid1Error().message, { code: 'ERR_FDPASS_UPGRADE_PID1' });
-    }
+    const refused = pid1Error();
+    if (refused !== undefined) process.emitWarning(refused.message, { code: 'ERR_FDPASS_UPGRADE_PID1' });
   }
 
   /** True while a successor is starting. */
@@ -118,15 +130,17 @@ export class Upgrader extends EventEmitter {
    * go of them (draining has begun; wait for `drained`, then exit). Rejects when the successor exits,
    * disconnects or is not ready within `readyTimeout` (it is killed and reaped; this process keeps
    * serving), with ERR_FDPASS_HANDOFF_BUSY while another upgrade runs (it is not queued), and with
-   * ERR_FDPASS_UPGRADE_PID1 as PID 1 of a pid namespace (this process's exit would kill the successor).
+   * ERR_FDPASS_UPGRADE_PID1 as PID 1 of a pid namespace, or as the child of a PID 1 that is not a
+   * known init (this process's exit would kill the successor).
    */
   upgrade(): Promise<UpgradeResult> {
-    if (process.pid === 1) {
-      const err = pid1Error();
+    const err = pid1Error();
+    if (err !== undefined) {
       this.emit('failed', err, undefined);
       return Promise.reject(err);
     }
     if (this.#done) return Promise.reject(new FdpassError('ERR_FDPASS_CLOSED', 'the listeners were already handed to a successor'));
+    if (this.#closed) return Promise.reject(new FdpassError('ERR_FDPASS_CLOSED', 'the upgrader was closed'));
     if (this.#running !== null) {
       debug('upgrade: refused, one is already running');
       return Promise.reject(new FdpassError('ERR_FDPASS_HANDOFF_BUSY', 'an upgrade is already in progress'));
@@ -139,16 +153,38 @@ export class Upgrader extends EventEmitter {
   }
 
   /**
-   * Stops listening for the signal. An upgrade in progress goes on. After an upgrade the signal stays
-   * ignored until the process exits: a draining process must not die of it.
+   * Stops listening for the signal, refuses further upgrades and aborts one in progress: its successor
+   * is killed and reaped (this process keeps its listeners), and `upgrade()` rejects with
+   * ERR_FDPASS_CLOSED. Resolves once no upgrade runs. Call it when told to stop (SIGTERM), before
+   * draining, or a successor starting meanwhile would take over and serve on. It cannot take back an
+   * upgrade that completed (`'upgraded'`): the successor serves then. After an upgrade the signal
+   * stays ignored until the process exits: a draining process must not die of it.
    */
-  close(): void {
-    if (this.#done) return;
-    if (this.#onSignal !== undefined) process.off(this.#opts.signal!, this.#onSignal);
-    this.#onSignal = undefined;
+  close(): Promise<void> {
+    this.#closed = true;
+    if (!this.#done && this.#onSignal !== undefined) {
+      process.off(this.#opts.signal!, this.#onSignal);
+      this.#onSignal = undefined;
+    }
+    const running = this.#running;
+    if (running === null) return Promise.resolve();
+    this.#abort?.(new FdpassError('ERR_FDPASS_CLOSED', 'the upgrade was aborted: the upgrader was closed'));
+    return running.then(
+      () => {},
+      () => {},
+    );
   }
 
   async #run(): Promise<UpgradeResult> {
+    const aborted = new Promise<Error>((resolve) => (this.#abort = resolve));
+    try {
+      return await this.#runUntil(aborted);
+    } finally {
+      this.#abort = undefined;
+    }
+  }
+
+  async #runUntil(aborted: Promise<Error>): Promise<UpgradeResult> {
     const opts = this.#opts;
     const systemd = opts.systemd ?? process.env.NOTIFY_SOCKET !== undefined;
     const tell = (state: Parameters<typeof notify>[0]): Promise<void> =>
@@ -170,6 +206,7 @@ export class Upgrader extends EventEmitter {
       allow: (peer) => child !== undefined && peer.pid === child.pid,
     });
     try {
+      if (this.#closed) throw new FdpassError('ERR_FDPASS_CLOSED', 'the upgrade was aborted: the upgrader was closed');
       child = spawn(opts.command ?? process.execPath, opts.args ?? [...process.execArgv, ...process.argv.slice(1)], {
         stdio: 'inherit', // the journal or terminal this process writes to; nothing ties the child's life to ours
         env: { ...(opts.env ?? process.env), [UPGRADE_SOCKET_ENV]: control },
@@ -190,7 +227,7 @@ export class Upgrader extends EventEmitter {
     debug('upgrade: started successor pid %d', pid);
     this.emit('upgrade', pid);
     const exited = new Promise<void>((resolve) => child!.once('exit', () => resolve()));
-    const outcome = await waitForSuccessor(hs, child, opts.readyTimeout ?? 30_000);
+    const outcome = await waitForSuccessor(hs, child, opts.readyTimeout ?? 30_000, aborted);
     if (outcome !== null) {
       // Rollback: the successor is killed and reaped; we keep serving.
       child.kill('SIGKILL');
@@ -207,7 +244,7 @@ export class Upgrader extends EventEmitter {
     this.#writePidFile(pid);
     await tell({ mainPid: pid, ready: true, status: `handed over to pid ${pid}` });
     // The pid changes at every upgrade: say so when the application does not.
-    if (this.listenerCount('upgraded') === 0) process.stderr.write(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
+    if (this.listenerCount('upgraded') === 0) sayQuietly(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
     this.emit('upgraded', pid);
     void hs.drained.then(() => {
       this.emit('drained');
@@ -216,7 +253,8 @@ export class Upgrader extends EventEmitter {
     return { pid };
   }
 
-  // A failed write (e.g. the directory went away) must not fail the upgrade it reports on.
+  // A failed write (e.g. the directory went away) must not fail the upgrade it reports on, nor a
+  // successor that already serves.
   #writePidFile(pid: number): void {
     if (this.#opts.pidFile === undefined) return;
     try {
@@ -227,26 +265,73 @@ export class Upgrader extends EventEmitter {
   }
 }
 
+// A line the library writes unasked must not kill the process (and its in-flight requests) when
+// stderr fails: process.stderr.write() would emit EPIPE as an uncaught 'error' once the reader left.
+// One write(2) to fd 2; on a non-blocking pipe that is full (EAGAIN) the line is dropped.
+function sayQuietly(line: string): void {
+  try {
+    fs.writeSync(2, line);
+  } catch (err) {
+    debug('upgrade: stderr: %s', (err as Error).message);
+  }
+}
+
 // As PID 1 of a pid namespace (a container), this process's exit kills every process in it, the
-// successor included: the kernel would end the service right after the hand-off.
-function pid1Error(): FdpassError {
+// successor included: the kernel would end the service right after the hand-off. The same happens
+// one step later when this process is the child of a PID 1 that exits with its child (tini,
+// `docker run --init`, dumb-init, a shell-form CMD's `sh -c`), which every container init but a
+// real one does; a real init (systemd, sysvinit, busybox init: /proc/1/comm `systemd` or `init`)
+// stays, and so does the host's. The initial pid namespace has a fixed inode number
+// (PROC_PID_INIT_INO, include/linux/proc_ns.h); NSpid in /proc/self/status cannot tell, as a
+// container's /proc is mounted from its own namespace and lists one pid. Why, or undefined.
+const STAYING_INITS = new Set(['systemd', 'init']);
+const INITIAL_PID_NS = `pid:[${0xeffffffc}]`;
+const CURE = "run the app under 'fdpass run' and reload through it, or restart the container";
+
+function pid1Error(): FdpassError | undefined {
+  if (process.pid === 1) {
+    return new FdpassError(
+      'ERR_FDPASS_UPGRADE_PID1',
+      `cannot self-upgrade as PID 1: its exit would kill the successor with the whole pid namespace; ${CURE}`,
+    );
+  }
+  if (process.ppid !== 1) return undefined;
+  let init: string;
+  try {
+    if (fs.readlinkSync('/proc/self/ns/pid') === INITIAL_PID_NS) return undefined;
+    init = fs.readFileSync('/proc/1/comm', 'latin1').trim();
+  } catch {
+    return undefined; // no /proc to tell by
+  }
+  if (STAYING_INITS.has(init)) return undefined;
   return new FdpassError(
     'ERR_FDPASS_UPGRADE_PID1',
-    'cannot self-upgrade as PID 1: its exit would kill the successor with the whole pid namespace; ' +
-      "run the app under 'fdpass run' and reload through it, or restart the container",
+    `cannot self-upgrade: this process's parent is PID 1 of its pid namespace (${init}), an init that exits ` +
+      `when its child does, and the kernel then kills the successor with the namespace; ${CURE}`,
   );
 }
 
 // The files this process names itself in, removed at its exit (unless they name another by then).
 const ownPidFiles = new Set<string>();
 
+// The temporary file gets an unpredictable name, created with O_EXCL ('wx'), which also refuses a
+// symlink at that name: whoever may write in the directory cannot make this process (often root)
+// write through a link planted at the name. rename() replaces a link at `path` itself, never follows it.
 function writePidFile(path: string, pid: number): void {
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+  let created = false;
   try {
-    fs.writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
+    const fd = fs.openSync(tmp, 'wx', 0o644);
+    created = true;
+    try {
+      fs.fchmodSync(fd, 0o644); // readable by the scripts that signal it, whatever the umask
+      fs.writeSync(fd, `${pid}\n`);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, path);
   } catch (err) {
-    fs.rmSync(tmp, { force: true });
+    if (created) fs.rmSync(tmp, { force: true });
     throw err;
   }
   if (pid !== process.pid) return;
@@ -265,9 +350,12 @@ function removeOwnPidFiles(): void {
 }
 
 // null once the successor is ready (the hand-off completed), else why it failed.
-function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: number): Promise<Error | null> {
+function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: number, aborted: Promise<Error>): Promise<Error | null> {
   return new Promise((resolve) => {
+    let settled = false;
     const done = (result: Error | null): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       hs.off('handoff', onHandoff);
       hs.off('rollback', onRollback);
@@ -285,6 +373,7 @@ function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: 
     hs.on('handoff', onHandoff);
     hs.on('rollback', onRollback);
     child.on('exit', onExit);
+    void aborted.then(done);
   });
 }
 

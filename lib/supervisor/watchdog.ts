@@ -3,11 +3,13 @@
 // each generation gets WATCHDOG_USEC (--watchdog, or the unit's) and, once it is ready, must send
 // WATCHDOG=1 within every interval, as systemd asks of a service; a silent one hangs, and is stopped
 // as systemd would stop it (`onMissed`), the supervisor restarting it with the listeners open.
+// Every time here is monotonic (performance.now()): a wall-clock step (NTP, `date -s`) must neither
+// stop healthy generations nor spare hung ones.
+import { performance } from 'node:perf_hooks';
 
 /** A generation as the watchdog sees it. */
 export interface Watched {
   readonly state: 'starting' | 'ready' | 'stopping' | 'exited';
-  readonly readyAt: number | undefined;
   describe(): string;
 }
 
@@ -36,8 +38,12 @@ function msOf(usec: number): number {
 
 export class Watchdogs<G extends Watched> {
   readonly #o: WatchdogOptions<G>;
-  /** The last WATCHDOG=1 of each generation (Date.now()). */
+  /** The last WATCHDOG=1 of each generation (monotonic ms, as every time below). */
   #lastPing = new Map<G, number>();
+  /** When the watchdog first saw each generation ready: its watch starts there. */
+  #readyAt = new Map<G, number>();
+  /** Generations already told their WATCHDOG_USEC= was ignored (once each, not at every message). */
+  #badUsecLogged = new Set<G>();
   /** A generation's own WATCHDOG_USEC= override, in ms. */
   #override = new Map<G, number>();
   /** Generations `onMissed` stopped, and when. */
@@ -72,25 +78,31 @@ export class Watchdogs<G extends Watched> {
       // sd_notify(3): a new timeout for this service, which also counts as a ping.
       if (/^[1-9][0-9]{0,15}$/.test(usec)) {
         this.#override.set(gen, msOf(Number(usec)));
-        this.#lastPing.set(gen, Date.now());
-      } else this.#o.log(`${gen.describe()}: WATCHDOG_USEC=${usec} ignored: not a positive number of microseconds`);
+        this.#lastPing.set(gen, performance.now());
+      } else if (!this.#badUsecLogged.has(gen)) {
+        this.#badUsecLogged.add(gen);
+        this.#o.log(`${gen.describe()}: WATCHDOG_USEC=${usec} ignored: not a positive number of microseconds (said once)`);
+      }
     }
     const dog = fields.get('WATCHDOG');
-    if (dog === '1') this.#lastPing.set(gen, Date.now());
+    if (dog === '1') this.#lastPing.set(gen, performance.now());
     else if (dog === 'trigger') this.#fire(gen, 'sent WATCHDOG=trigger');
   }
 
   /** Stops every generation that is ready and silent for longer than its interval. */
   check(): void {
-    const now = Date.now();
+    const now = performance.now();
     const live = this.#prune();
     if (this.#o.generationUsec === undefined) return;
     for (const g of live) {
       // systemd.service(5): "The watchdog is activated when the start-up is completed"; a stopping
       // generation (draining) is no longer watched.
-      if (g.state !== 'ready' || g.readyAt === undefined) continue;
+      if (g.state !== 'ready') continue;
+      // Its watch starts when first seen ready here, at most a tenth of an interval after it was.
+      const readyAt = this.#readyAt.get(g) ?? now;
+      this.#readyAt.set(g, readyAt);
       const ms = this.#override.get(g) ?? msOf(this.#o.generationUsec);
-      const since = Math.max(g.readyAt, this.#lastPing.get(g) ?? 0);
+      const since = Math.max(readyAt, this.#lastPing.get(g) ?? 0);
       if (now - since > ms) {
         const last = this.#lastPing.has(g)
           ? `no WATCHDOG=1 for ${((now - since) / 1000).toFixed(1)} s`
@@ -103,7 +115,7 @@ export class Watchdogs<G extends Watched> {
   // Forgets the generations that have exited; returns the live ones.
   #prune(): Set<G> {
     const live = new Set(this.#o.live());
-    for (const map of [this.#lastPing, this.#override, this.#fired]) {
+    for (const map of [this.#lastPing, this.#override, this.#fired, this.#readyAt, this.#badUsecLogged]) {
       for (const g of map.keys()) if (!live.has(g)) map.delete(g);
     }
     return live;
@@ -111,7 +123,7 @@ export class Watchdogs<G extends Watched> {
 
   #fire(gen: G, why: string): void {
     if (this.#fired.has(gen) || gen.state === 'stopping' || gen.state === 'exited') return;
-    this.#fired.set(gen, Date.now());
+    this.#fired.set(gen, performance.now());
     this.#o.onMissed(gen, why);
   }
 
@@ -119,7 +131,7 @@ export class Watchdogs<G extends Watched> {
   // stops only when a generation it gave up on has not exited within the grace (e.g. in D state), so
   // that systemd's watchdog then acts on the whole unit.
   #tickUpstream(): void {
-    const now = Date.now();
+    const now = performance.now();
     this.#prune();
     const stuck = [...this.#fired].find(([, at]) => now - at > this.#o.killGraceMs);
     if (stuck !== undefined) {
@@ -139,5 +151,7 @@ export class Watchdogs<G extends Watched> {
     this.#lastPing.clear();
     this.#override.clear();
     this.#fired.clear();
+    this.#readyAt.clear();
+    this.#badUsecLogged.clear();
   }
 }
