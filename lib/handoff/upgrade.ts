@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { FdpassError } from '../errors';
+import { checkPlatform } from '../native';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
 import { serve, validateListeners, validateServeOptions, type HandoffListener, type HandoffServer, type ServeOptions } from './serve';
@@ -227,5 +228,6 @@ export function upgrader(listeners: Record<string, HandoffListener>, opts: Upgra
     throw invalidArgType('options.args', 'an array of strings', opts.args);
   }
   validateServeOptions(opts); // they reach serve() only at the upgrade: check them now, not then
+  checkPlatform(); // the upgrade is a hand-off: fail here, not after spawning the successor
   return new Upgrader(listeners, opts);
 }
