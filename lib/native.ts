@@ -197,7 +197,10 @@ function unsupportedError(): FdpassError {
   );
 }
 
-/** Throws ERR_FDPASS_UNSUPPORTED_PLATFORM off Linux (the CLI checks before it starts anything). */
+/**
+ * Throws ERR_FDPASS_UNSUPPORTED_PLATFORM off Linux. For what would start something (a process, a
+ * listener) before its first native call: the CLI, handoff.upgrader(), spawnActivated().
+ */
 export function checkPlatform(): void {
   if (unsupported) throw unsupportedError();
 }
