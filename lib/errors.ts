@@ -1,7 +1,6 @@
 // Error classes and codes: system errors shaped like Node's own, argument errors with Node's codes,
 // and fdpass's own ERR_FDPASS_* failures.
 import * as util from 'node:util';
-import { binding } from './native';
 
 /** Codes of errors that are fdpass's own (not a system call's). */
 export type FdpassErrorCode =
@@ -22,7 +21,8 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_HANDOFF_ROLLBACK'
   | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME'
   | 'ERR_FDPASS_UPGRADE_PID1'
-  | 'ERR_FDPASS_SYSTEMD_ENV';
+  | 'ERR_FDPASS_SYSTEMD_ENV'
+  | 'ERR_FDPASS_UNSUPPORTED_PLATFORM';
 
 /** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */
 export class FdpassSystemError extends Error {
@@ -74,5 +74,3 @@ export function withContext<T>(fn: () => T, extra: { path?: string; address?: st
 export function systemError(errno: number, syscall: string): FdpassSystemError {
   return new FdpassSystemError(errno, syscall);
 }
-
-binding.setErrorFactory(systemError);

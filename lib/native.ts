@@ -1,5 +1,6 @@
 // The one place the addon is loaded; NativeBinding types every native function.
 import * as path from 'node:path';
+import { FdpassError, systemError } from './errors';
 
 /** What `inspect` returns for a socket's local or peer address. */
 export interface NativeAddress {
@@ -150,15 +151,75 @@ export interface NativeBinding {
   };
 }
 
+/** `platform-arch` of this process, or FDPASS_TEST_PLATFORM's (tests only: `darwin-arm64`, `win32`). */
+function hostPlatform(): { platform: string; arch: string } {
+  const forced = process.env.FDPASS_TEST_PLATFORM;
+  if (forced === undefined || forced === '') return { platform: process.platform, arch: process.arch };
+  const [platform = '', arch = process.arch] = forced.split('-');
+  return { platform, arch };
+}
+
+/**
+ * Off Linux there is no addon (the install step compiles nothing there), yet importing fdpass must work
+ * (a bundler or a test runner on a laptop loads an app that imports it): every native function then
+ * throws ERR_FDPASS_UNSUPPORTED_PLATFORM, which async callers turn into a rejection. The constants
+ * are Linux's ABI values (test/platform.test.ts compares them with the addon's), so that modules
+ * reading them at import time load, and MAX_FDS_PER_MESSAGE still says 253.
+ */
+function unsupportedBinding(): NativeBinding {
+  const fail = function unsupported(): never {
+    throw unsupportedError();
+  };
+  const constants: NativeBinding['constants'] = {
+    SOCK_STREAM: 1,
+    SOCK_DGRAM: 2,
+    SOCK_SEQPACKET: 5,
+    AF_UNIX: 1,
+    AF_INET: 2,
+    AF_INET6: 10,
+    S_IFSOCK: 0o140000,
+    S_IFREG: 0o100000,
+    S_IFIFO: 0o010000,
+    S_IFCHR: 0o020000,
+    S_IFBLK: 0o060000,
+    S_IFDIR: 0o040000,
+    S_IFLNK: 0o120000,
+    MAX_FDS_PER_MESSAGE: 253,
+  };
+  // Poller is constructed with `new`: a plain function (not an arrow) so that `new` reaches the throw.
+  return new Proxy({ constants, Poller: fail } as unknown as NativeBinding, {
+    get: (target, key) => (key === 'constants' ? target.constants : key === 'Poller' ? target.Poller : fail),
+  });
+}
+
+function unsupportedError(): FdpassError {
+  return new FdpassError(
+    'ERR_FDPASS_UNSUPPORTED_PLATFORM',
+    `unsupported platform ${host.platform}-${host.arch}: fdpass runs on Linux only (SCM_RIGHTS, SO_REUSEPORT, systemd)`,
+  );
+}
+
+/**
+ * Throws ERR_FDPASS_UNSUPPORTED_PLATFORM off Linux. For what would start something (a process, a
+ * listener) before its first native call: the CLI, handoff.upgrader(), spawnActivated().
+ */
+export function checkPlatform(): void {
+  if (unsupported) throw unsupportedError();
+}
+
 // node-gyp-build: build/Release first, then a matching prebuilds/<platform>-<arch>/ binary.
 // FDPASS_ADDON=/path/to/fdpass.node loads that binary instead: `npm run test:asan` points it at the
 // sanitizer build in build-asan/ (children spawned by the tests inherit it). Unset or empty: the default.
+const host = hostPlatform();
+const unsupported = host.platform !== 'linux';
 const addonOverride = process.env.FDPASS_ADDON;
 export const binding = (
-  addonOverride !== undefined && addonOverride !== ''
-    ? // eslint-disable-next-line @typescript-eslint/no-require-imports
-      require(path.resolve(addonOverride))
-    : // eslint-disable-next-line @typescript-eslint/no-require-imports
-      require('node-gyp-build')(path.join(__dirname, '..'))
+  unsupported
+    ? unsupportedBinding()
+    : addonOverride !== undefined && addonOverride !== ''
+      ? require(path.resolve(addonOverride))
+      : require('node-gyp-build')(path.join(__dirname, '..'))
 ) as NativeBinding;
 export const constants = binding.constants;
+// Native code builds its system errors with this factory, so they are FdpassSystemErrors.
+if (!unsupported) binding.setErrorFactory(systemError);

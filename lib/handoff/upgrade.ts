@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { FdpassError } from '../errors';
+import { checkPlatform } from '../native';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
 import { trackConnections } from './drain';
@@ -400,5 +401,6 @@ export function upgrader(listeners: Record<string, HandoffListener>, opts: Upgra
     }
   }
   validateServeOptions(opts); // they reach serve() only at the upgrade: check them now, not then
+  checkPlatform(); // the upgrade is a hand-off: fail here, not after spawning the successor
   return new Upgrader(listeners, opts);
 }

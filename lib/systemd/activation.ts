@@ -5,7 +5,7 @@ import type * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { binding } from '../native';
+import { binding, checkPlatform } from '../native';
 import { FdpassError } from '../errors';
 import { fdOf, inspect, toDgram, toServer, type FdInfo, type FdLike } from '../adopt';
 import { closeQuietly } from '../channel';
@@ -248,6 +248,7 @@ export function spawnActivated(
   while (std.length < 3) std.push('inherit');
   const env: NodeJS.ProcessEnv = { ...(opts.env ?? process.env), LISTEN_FDS: String(numbers.length), LISTEN_FDNAMES: names.join(':') };
   delete env.LISTEN_PID;
+  checkPlatform(); // needs no native call, but passes descriptors the Linux way: fail before spawning
   debug('spawnActivated: %s with %j', command, names);
   return spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', command, ...args], {
     ...opts,

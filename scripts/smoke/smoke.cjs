@@ -1,13 +1,14 @@
 'use strict';
 // Smoke test of an installed fdpass: hand a listening HTTP socket from one process to another.
 //
-//   node smoke.cjs --arch ARCH --node MAJOR -- NODE_COMMAND...
+//   node smoke.cjs --arch ARCH --node MAJOR [--binding DIR/] -- NODE_COMMAND...
 //
 // Runs receiver.cjs (process 2) and sender.cjs (process 1) beside this file, each with NODE_COMMAND
 // (e.g. `/path/to/node`, or `qemu-aarch64-static -L /usr/aarch64-linux-gnu /path/to/arm64/node`),
 // in the project where fdpass is installed. Process 1 listens on 127.0.0.1:0, sends the listener to
 // process 2 and exits; this process then makes a request on that port, which process 2 must answer.
-// Both must have loaded the addon from prebuilds/linux-ARCH/ on Node MAJOR.
+// Both must have loaded the addon from prebuilds/linux-ARCH/ (or --binding's folder, e.g. build/Release/
+// for an addon compiled at install) on Node MAJOR.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -99,10 +100,10 @@ function check(condition, message) {
 }
 
 function checkLoaded(loaded, who) {
-  const want = `prebuilds/linux-${opts.arch}/`;
+  const want = opts.binding ?? `prebuilds/linux-${opts.arch}/`;
   check(loaded.arch === opts.arch, `${who} runs on ${loaded.arch}, expected ${opts.arch}`);
   check(loaded.node.startsWith(`v${opts.node}.`), `${who} runs Node ${loaded.node}, expected ${opts.node}`);
-  check(loaded.binding.startsWith(want), `${who} loaded ${loaded.binding}, expected a prebuild in ${want}`);
+  check(loaded.binding.startsWith(want), `${who} loaded ${loaded.binding}, expected one in ${want}`);
 }
 
 async function main() {
