@@ -133,6 +133,8 @@ export interface NativeBinding {
   waitpid(pid: number): [number, number] | null;
   /** prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are reparented to this process. */
   setChildSubreaper(): void;
+  /** send(2) of `data` with MSG_DONTWAIT on a connected stream socket: the bytes taken (EAGAIN throws). */
+  sendNoWait(fd: number, data: Uint8Array): number;
   constants: {
     SOCK_STREAM: number;
     SOCK_DGRAM: number;

@@ -261,6 +261,23 @@ Napi::Value SetChildSubreaperFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sendNoWait(fd, data) -> bytes the kernel took: one send(2) with MSG_DONTWAIT on a stream socket this
+// process shares (the supervisor's stderr under journald), so that a reader that stopped reading
+// cannot block the caller, while the open file description stays blocking for the others who hold it.
+Napi::Value SendNoWaitFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  const uint8_t* data;
+  size_t len;
+  if (!ReadFd(info, 0, &fd) || !ReadBytes(info, 1, &data, &len)) return env.Undefined();
+  ssize_t n = SendMessage(fd, data, len, nullptr, 0);
+  if (n < 0) {
+    ThrowSystemError(env, static_cast<int>(n), "send");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 void SetConstants(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOCK_STREAM", Napi::Number::New(env, SOCK_STREAM));
@@ -296,6 +313,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFds", Napi::Function::New(env, CloseFdsFn, "closeFds"));
   exports.Set("waitpid", Napi::Function::New(env, WaitpidFn, "waitpid"));
   exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaperFn, "setChildSubreaper"));
+  exports.Set("sendNoWait", Napi::Function::New(env, SendNoWaitFn, "sendNoWait"));
   SetConstants(env, exports);
 }
 

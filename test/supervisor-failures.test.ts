@@ -162,6 +162,45 @@ describe('fdpass run when things fail', function () {
     assert.equal(await stop(sup), 0);
   });
 
+  for (const kind of ['socket', 'pipe'] as const) {
+    it(`its log reader that stops reading (stderr: a full ${kind}) does not block it: a reload is answered`, async () => {
+      const control = tmpPath('ctl');
+      // The generation fills the shared stderr from the background (head blocks once it is full),
+      // then serves. 'socket': Node's stdio pipe (a socketpair), no longer read; 'pipe': a FIFO never read.
+      const fill = `head -c 300000 /dev/zero >&2 & exec "${process.execPath}" "${APP}"`;
+      let fifo: { r: number; w: number } | undefined;
+      if (kind === 'pipe') {
+        execFileSync('mkfifo', [tmpPath('log')]);
+        const r = fs.openSync(tmpPath('log'), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+        fifo = { r, w: fs.openSync(tmpPath('log'), 'w') };
+      }
+      const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], ['/bin/sh', '-c', fill], {
+        ...(fifo !== undefined ? { stdio: ['pipe', 'pipe', fifo.w] } : {}),
+      });
+      sup.proc.stderr?.pause();
+      try {
+        const { port } = await sup.expect<{ port: number }>('ready');
+        const r = await reloadCmd(control); // logs several lines while stderr is full
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /^fdpass reload: generation 2 \(pid \d+\) serving/);
+        assert.equal((await sup.expect<{ gen: string }>('ready')).gen, '2');
+        let body = await get(port);
+        for (let i = 0; i < 100 && !body.startsWith('2 '); i++) {
+          await new Promise((res) => setTimeout(res, 50));
+          body = await get(port);
+        }
+        assert.match(body, /^2 /);
+        sup.proc.stderr?.resume();
+        assert.equal(await stop(sup), 0);
+      } finally {
+        if (fifo !== undefined) {
+          fs.closeSync(fifo.w);
+          fs.closeSync(fifo.r);
+        }
+      }
+    });
+  }
+
   it('a command that is not found (127) is started 5 times, then fdpass run gives up and exits 127 with the reason', async () => {
     const sup = supervise(['-l', '127.0.0.1:0'], ['/nonexistent/command']);
     const { code } = await exitWithin(sup, 20_000, 'fdpass run of a missing command');
