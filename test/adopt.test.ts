@@ -176,6 +176,7 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     assert.equal(sock(inspect(fdOf(us as net.Server))).listening, true);
     assert.equal(await unixHello(kept), 'unix');
     await closeServer(us as net.Server);
+    fs.unlinkSync(kept); // a Server adopted from an fd does not know its path
 
     // Connected Unix stream (socket pair end) -> net.Socket
     const [a, b]: Channel[] = socketPair({ type: 'stream' });
@@ -197,5 +198,6 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     await channelServer.close();
     assert.equal(await unixHello(kept), 'over unix');
     await closeServer(server);
+    fs.unlinkSync(kept); // a Server adopted from an fd does not know its path
   });
 });
