@@ -1,6 +1,7 @@
 // Adoption within one process: toServer/toSocket/toDgram/adopt turn a descriptor into a working Node
 // object; fdOf goes back. (What a descriptor is: inspect.test.ts; refusals: adopt-traps.test.ts.)
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -24,6 +25,7 @@ import {
 } from './helpers/sockets';
 import { get } from './helpers/http';
 import { tmpPath } from './helpers/tmp';
+import { waitFor } from './helpers/wait';
 
 describe('toServer / toSocket / toDgram / adopt', () => {
   it('toServer(dupFd(fdOf(server)), http.createServer()) serves a real HTTP request after the original closed', async () => {
@@ -53,11 +55,27 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     assert.ok(adopted instanceof net.Server);
     assert.ok(!(adopted instanceof http.Server));
     assert.equal(portOf(adopted), portOf(original));
-    adopted.on('connection', (s) => s.end('adopted'));
+    // One socket, not a second one bound to the same port.
+    assert.equal(fs.readlinkSync(`/proc/self/fd/${fdOf(adopted)}`), fs.readlinkSync(`/proc/self/fd/${fdOf(original)}`));
+    const accepted = new Set<number>();
+    adopted.on('connection', (s) => {
+      accepted.add(s.remotePort!);
+      s.on('error', () => {}); // the early clients below are gone: their answer may meet a reset
+      s.end('adopted');
+    });
     const answers = new Set<string>();
     for (let i = 0; i < 6; i++) answers.add(await tcpHello(portOf(original)));
     for (const a of answers) assert.ok(a === 'original' || a === 'adopted', a);
-    await closeServer(original);
+    // 8 connections the kernel queues while this process accepts nothing (a blocking child connects
+    // them), then the original closes before it could accept one: the adopted server accepts them
+    // all, from the one queue.
+    const client = `const net = require('node:net'); let n = 0; const ports = [];
+      for (let i = 0; i < 8; i++) { const s = net.connect(${portOf(original)}, '127.0.0.1', () => { ports.push(s.localPort); if (++n === 8) { console.log(JSON.stringify(ports)); process.exit(0); } }); }`;
+    const queued = JSON.parse(spawnSync(process.execPath, ['-e', client], { encoding: 'utf8', timeout: 10_000 }).stdout) as number[];
+    accepted.clear();
+    const closed = closeServer(original); // closes its descriptor now, synchronously
+    await waitFor('the adopted server to accept the queued connections', () => queued.every((p) => accepted.has(p)));
+    await closed;
     assert.equal(await tcpHello(portOf(adopted)), 'adopted', 'the adopted server serves alone');
     await closeServer(adopted);
   });
@@ -158,6 +176,7 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     assert.equal(sock(inspect(fdOf(us as net.Server))).listening, true);
     assert.equal(await unixHello(kept), 'unix');
     await closeServer(us as net.Server);
+    fs.unlinkSync(kept); // a Server adopted from an fd does not know its path
 
     // Connected Unix stream (socket pair end) -> net.Socket
     const [a, b]: Channel[] = socketPair({ type: 'stream' });
@@ -179,5 +198,6 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     await channelServer.close();
     assert.equal(await unixHello(kept), 'over unix');
     await closeServer(server);
+    fs.unlinkSync(kept); // a Server adopted from an fd does not know its path
   });
 });

@@ -1,5 +1,6 @@
 // Hot restart: listeners move from an old process to a new one; the old keeps serving on failure.
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as dgram from 'node:dgram';
 import { once } from 'node:events';
 import * as http from 'node:http';
@@ -46,6 +47,7 @@ describe('hand-off (hot restart)', () => {
     assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: false });
     assert.equal(await get(ports.web!), `new ${fresh.pid}`);
     await stop(fresh);
+    fs.unlinkSync(control); // the SIGKILLed old process could not remove its control socket
   });
 
   it('in-flight requests complete on the old process; after ready the new one serves alone', async () => {
@@ -122,6 +124,7 @@ describe('hand-off (hot restart)', () => {
     assert.equal(await askUnix(), `unix ${fresh.pid}`);
     assert.equal(await askUdp(), `udp ${fresh.pid}`);
     await stop(fresh);
+    fs.unlinkSync(unixPath); // a Unix net.Server adopted from an fd does not know its path
   });
 
   it('draining closes an idle keep-alive connection after idleGrace (1 s) instead of waiting for the 5 s drain deadline', async () => {

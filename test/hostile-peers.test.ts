@@ -235,10 +235,12 @@ describe('hostile peers (same uid, raw sockets)', () => {
       return { old, port: ports.web };
     }
 
-    // A real hand-off to a new process: proves the old one still offers its listeners.
-    async function handOffTo(control: string, old: Fixture, port: number): Promise<void> {
+    // A real hand-off to a new process: proves the old one still offers its listeners. Resolves with
+    // the time the new process held them.
+    async function handOffTo(control: string, old: Fixture, port: number): Promise<number> {
       const fresh = runFixture('handoff-new', [control, 'serve']);
       await fresh.expect('adopted');
+      const adoptedAt = Date.now();
       fresh.send({ cmd: 'ready' });
       assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: true });
       await old.expect('drained');
@@ -247,6 +249,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
       fresh.proc.stdin!.end();
       assert.equal((await fresh.exited).code, 0, fresh.stderr());
       assert.equal((await old.exited).code, 0, old.stderr());
+      return adoptedAt;
     }
 
     // The old process after a malformed taker: it rolled back with a protocol error, holds none of the
@@ -349,10 +352,18 @@ describe('hostile peers (same uid, raw sockets)', () => {
       const { old, port } = await oldProcess(control);
       const t0 = Date.now();
       const silent = await connect(control);
-      // A real hand-off while the silent connection is open: not BUSY, not delayed by it.
-      await handOffTo(control, old, port);
+      const telling = silent.receive({ timeout: 5000 });
+      let toldAt = Number.POSITIVE_INFINITY;
+      void telling.then(
+        () => (toldAt = Date.now()),
+        () => {},
+      );
+      // A real hand-off while the silent connection is open: not BUSY, not delayed by it: the new
+      // process held the listeners before the silent one's deadline.
+      const adoptedAt = await handOffTo(control, old, port);
       // handOffTo waited for the old process to exit: its exit had to wait for the silent one's deadline.
-      const told = await silent.receive({ timeout: 5000 });
+      const told = await telling;
+      assert.ok(adoptedAt < toldAt, `the taker was served ${adoptedAt - t0} ms in, the silent one told ${toldAt - t0} ms in`);
       const answer = JSON.parse(told.data.toString()) as { type: string; code: string; message: string };
       assert.deepEqual([answer.type, answer.code], ['error', 'ERR_FDPASS_TIMEOUT']);
       assert.match(answer.message, /no hello within 1000 ms/);

@@ -8,6 +8,12 @@ import { bindUdp, closeDgram, closeServer, listenTcp, portOf, sock, tcpPair } fr
 import { fifoFds } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
 
+/** FD_CLOEXEC as the kernel reports it: O_CLOEXEC (02000000) in /proc/self/fdinfo's octal flags. */
+function cloexecOf(fd: number): boolean {
+  const flags = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))![1]!;
+  return (Number.parseInt(flags, 8) & 0o2000000) !== 0;
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 describe('inspect', () => {
@@ -16,7 +22,8 @@ describe('inspect', () => {
     fs.writeFileSync(p, 'x');
     const fd = fs.openSync(p, 'r');
     const info = inspect(fd);
-    assert.deepEqual(info, { fd, kind: 'file', cloexec: info.cloexec, nonblocking: false });
+    assert.deepEqual(info, { fd, kind: 'file', cloexec: cloexecOf(fd), nonblocking: false });
+    assert.equal(info.cloexec, true, 'Node opens files O_CLOEXEC');
     assert.equal(info.socket, undefined);
     fs.closeSync(fd);
 

@@ -340,8 +340,8 @@ describe('lifecycle', () => {
           fs.writeFileSync(file, 'in flight');
           for (let round = 0; round < 10; round++) {
             const sock = tmpPath(`echo-${round}.sock`);
-            const counters = new Int32Array(new SharedArrayBuffer(8));
-            const w = startWorker({ mode: 'echo-server', sock, counters: counters.buffer });
+            const held = new Int32Array(new SharedArrayBuffer(4)).fill(-1);
+            const w = startWorker({ mode: 'echo-server', sock, held: held.buffer });
             await w.expect('listening');
             const client = await connect(sock);
             const fd = fs.openSync(file, 'r');
@@ -374,17 +374,17 @@ describe('lifecycle', () => {
             await client.close();
             await settle();
             // A message handed to the Worker's 'message' handler is the application's: if terminate()
-            // lands before the handler closed its fd (or between the hand-out and the handler's first
-            // line), that one fd stays open, as any fd number a terminated Worker held. Everything
-            // fdpass still held (in flight, queued duplicates, read but not handed out) must be closed:
-            // of the 4 messages in flight, at most the one in the handler stays open.
-            const heldByHandler = Atomics.load(counters, 0) - Atomics.load(counters, 1);
+            // lands before the handler closed its fd, that fd stays open, as any fd number a terminated
+            // Worker held. Everything fdpass still held (in flight, queued duplicates, read but not
+            // handed out) must be closed: only the fd the handler said it holds may stay.
+            const heldByHandler = Atomics.load(held, 0);
             const left = [...openFds()].filter(([n, target]) => target === file && before.get(n) !== file).map(([n]) => n);
-            assert.ok(
-              left.length <= 1 && heldByHandler <= 1, // the handler's counts may lag its fd by a line either way
-              `fds of ${file} open after terminate(): ${left.length}, held by the handler: ${heldByHandler}`,
+            assert.deepEqual(
+              left.filter((n) => n !== heldByHandler),
+              [],
+              `fds of ${file} open after terminate() that the handler did not hold (it held ${heldByHandler})`,
             );
-            for (const n of left) closeFd(n); // the terminated application's, not fdpass's
+            if (left.includes(heldByHandler)) closeFd(heldByHandler); // the terminated application's, not fdpass's
             await probe.check();
           }
         }),

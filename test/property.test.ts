@@ -3,7 +3,8 @@
 // receiver that reads at random paces and sometimes closes mid-way. Invariants: every message the
 // sender saw accepted arrives once, in order, with its fds (until the receiver closes: then a prefix
 // arrives, nothing twice); nothing is left open afterwards (the root hook checks this process's fd
-// map, which holds both ends). Bounded to seconds.
+// map, which holds both ends). A send may fail only as the kernel says it must (the receiver closed;
+// a seqpacket message over the send buffer). Bounded to seconds, with at least half the runs done.
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
@@ -26,6 +27,16 @@ interface Scenario {
   /** Close the receiver after this many messages (stream: chunks), or never. */
   closeAfter: number | null;
 }
+
+// What a send or write may fail with once the receiver closed its end (and only then).
+const PEER_GONE = ['EPIPE', 'ECONNRESET'];
+
+// The largest seqpacket message the kernel sends: the socket's send buffer (net.core.wmem_default)
+// less 32 bytes (unix_dgram_sendmsg); a larger one is refused with EMSGSIZE, whatever maxMessageSize.
+const SEQPACKET_MAX = Number(fs.readFileSync('/proc/sys/net/core/wmem_default', 'latin1')) - 32;
+
+// The run stops here whatever the count (interrupted runs count as passed, so the count is checked).
+const LIMIT_MS = Number(process.env.PROPERTY_LIMIT_MS ?? 40_000);
 
 const MARKERS = 4; // message i carries fds of marker file i % 4, so each fd's origin can be checked
 
@@ -64,6 +75,7 @@ async function run(s: Scenario, markers: number[], inodes: number[]): Promise<vo
   // Everything the sender tried, in order: a message whose send failed when the receiver closed may
   // still have partly arrived.
   const attempted: Array<{ i: number; bytes: Buffer; fds: number }> = [];
+  let closedEarly = false;
   const sender = (async () => {
     for (let i = 0; i < s.ops.length; i++) {
       const op = s.ops[i]!;
@@ -72,18 +84,29 @@ async function run(s: Scenario, markers: number[], inodes: number[]): Promise<vo
       const fds = Array.from({ length: op.fds }, () => markers[i % MARKERS]!);
       const entry = { i, bytes: op.bytes === 0 && s.type === 'stream' ? Buffer.from([0]) : data, fds: op.fds }; // a stream pads fd-only writes
       if (op.bytes > 0 || op.fds > 0) attempted.push(entry);
+      const tooLong = s.type === 'seqpacket' && op.bytes > SEQPACKET_MAX;
       try {
         if (op.api === 'send') await tx.send({ data, fds });
         else if (!tx.write({ data, fds })) await Promise.race([once(tx, 'drain'), once(tx, 'close')]);
-      } catch {
-        break; // the receiver closed: everything after fails too
+        if (tooLong) throw new Error(`a ${op.bytes}-byte seqpacket message was accepted (kernel limit ${SEQPACKET_MAX})`);
+      } catch (err) {
+        if (tooLong && (err as { code?: string }).code === 'EMSGSIZE') {
+          attempted.pop(); // refused whole: nothing of it was sent, and the channel goes on
+          continue;
+        }
+        // Only the receiver's close may end the loop (then everything after fails too); any other
+        // rejection is a bug: end the conversation so the receiver sees EOF, and fail the run.
+        if (!closedEarly || !PEER_GONE.includes((err as { code?: string }).code ?? '')) {
+          tx.destroy();
+          throw err;
+        }
+        break;
       }
       if (op.bytes > 0 || op.fds > 0) accepted.push(entry);
     }
     await tx.close(); // after every queued message: the receiver then sees end-of-file
   })();
   const received: Message[] = [];
-  let closedEarly = false;
   for (let n = 0; ; n++) {
     if (s.closeAfter !== null && n === s.closeAfter) {
       rx.destroy(); // mid-way: what the kernel still holds is closed with the socket
@@ -178,16 +201,19 @@ describe('property: random send sequences keep order, boundaries and fds', () =>
       inodes.push(fs.fstatSync(markers[k]!).ino);
     }
     const baseline = fs.readdirSync('/proc/self/fd').length;
+    const wanted = Number(process.env.PROPERTY_RUNS ?? 100);
+    let runs = 0; // predicate calls: once a run, as no run failed (a failure throws below)
     try {
       await fc.assert(
         fc.asyncProperty(scenarioArb, async (s) => {
+          runs++;
           await run(s, markers, inodes);
           await settle();
           assert.equal(fs.readdirSync('/proc/self/fd').length, baseline, 'fd count back to start');
         }),
         {
-          numRuns: Number(process.env.PROPERTY_RUNS ?? 100),
-          interruptAfterTimeLimit: 40_000,
+          numRuns: wanted,
+          interruptAfterTimeLimit: LIMIT_MS, // a slow build (ASan) stops early: then at least half must have run
           markInterruptAsFailure: false,
           // Shrunk counterexamples found so far, run first every time.
           examples: [
@@ -233,5 +259,8 @@ describe('property: random send sequences keep order, boundaries and fds', () =>
     } finally {
       for (const fd of markers) fs.closeSync(fd);
     }
+    // fast-check counts the examples among the `wanted` runs.
+    assert.ok(runs >= Math.ceil(wanted / 2), `only ${runs} of ${wanted} runs before the ${LIMIT_MS / 1000} s limit`);
+    console.log(`      ${runs} runs`);
   });
 });

@@ -41,14 +41,19 @@ describe('warmUp', () => {
   it('sends an HTTP/1.1 server its requests over fresh connections, with no listener', async () => {
     const c = counting();
     const server = http.createServer(c.handler);
-    const r = await warmUp(server, { requests: 10, requestsPerConnection: 4, path: '/healthz', headers: { 'x-warm': 'yes' } });
+    const started = Date.now();
+    const r = await warmUp(server, { requests: 10, requestsPerConnection: 4, pace: 10, path: '/healthz', headers: { 'x-warm': 'yes' } });
+    const took = Date.now() - started;
     assert.equal(server.listening, false, 'no listener was needed');
     assert.equal(r.requests, 10);
     assert.equal(r.connections, 3, '4 + 4 + 2 requests');
     assert.deepEqual(r.statuses, { 200: 10 });
     assert.deepEqual(c.seen, Array(10).fill('GET /healthz yes'));
     assert.equal(c.sockets.size, 3, 'each connection carried its requests (keep-alive)');
-    assert.ok(r.ms >= 0);
+    // 7 pauses of 10 ms (3 + 3 + 1, between the requests of each connection) over 2 connections at
+    // once: one of them waited at least 4 times (a timer counts from the loop's cached time, so it may
+    // end up to a few ms early). And no longer than the call itself.
+    assert.ok(r.ms >= 30 && r.ms <= took, `ms ${r.ms}, the call took ${took} ms`);
   });
 
   it('reports non-2xx answers instead of failing', async () => {

@@ -15,6 +15,11 @@ export function removeTestDir(): void {
   current = undefined;
 }
 
+/** This test's temporary directory, if it has one. */
+export function testDir(): string | undefined {
+  return current;
+}
+
 /** A path inside this test's temporary directory. */
 export function tmpPath(name: string): string {
   if (current === undefined) throw new Error('tmpPath() outside a test');
