@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer, type Inheritance } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
-import { tmpPath } from './helpers/tmp';
+import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 import { waitFor } from './helpers/wait';
 import { docScenario } from './helpers/docs';
 import { get, load } from './helpers/http';
@@ -104,6 +104,10 @@ describe('hand-off under ordinary operations', () => {
   });
 
   it('UDP at ~10k datagrams/s across 10 hand-offs: every datagram is read once, or counted as a kernel drop', async function () {
+    leavesSocketFiles(
+      /\.sock$/,
+      "each hand-off's old process exits without closing its control socket (it is killed or exits after the drain), as a net.Server's path stays at exit",
+    );
     this.timeout(60_000);
     const control = tmpPath('control.sock');
     let gen = runFixture('udp-gen', [control]);
@@ -195,6 +199,7 @@ describe('hand-off under ordinary operations', () => {
   }
 
   it('a listener the old process closes during the overlap: the old one drains and exits cleanly', async () => {
+    leavesSocketFiles(/\.sock$/, 'the Unix listener moved to a server adopted from its fd, which does not know the path to remove');
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'mixed', '5000', tmpPath('app.sock')]);
     await old.expect<Serving>('serving');
@@ -211,6 +216,7 @@ describe('hand-off under ordinary operations', () => {
   });
 
   it('a listener the old process closed before the hand-off is not offered, and says why', async () => {
+    leavesSocketFiles(/\.sock$/, "the old process exits without closing its control socket, as a net.Server's path stays at exit");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'mixed', '5000', tmpPath('app.sock')]);
     await old.expect<Serving>('serving');
@@ -277,6 +283,7 @@ describe('hand-off when the old process dies', () => {
   });
 
   it('killed mid-transfer: take() resolves null once its exit closed its listener, so its port binds at once', async () => {
+    leavesSocketFiles(/^control\.sock$/, "the old process is SIGKILLed: a killed process cannot remove its control socket's path");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
     const { ports } = await old.expect<Serving>('serving');
@@ -288,6 +295,7 @@ describe('hand-off when the old process dies', () => {
   });
 
   it('killed just before take() connects: its control socket refuses, and take() resolves null once its exit closed its listener', async () => {
+    leavesSocketFiles(/^control\.sock$/, "the old process is SIGKILLed: a killed process cannot remove its control socket's path");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
     const { ports } = await old.expect<Serving>('serving');

@@ -11,7 +11,7 @@ import { socketPair, sendFd, dupFd, closeFd, closeFds, connect, listen, type Cha
 import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
 import { openFds, newFds, settle } from './helpers/fds';
 import { get, load } from './helpers/http';
-import { tmpPath } from './helpers/tmp';
+import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 /** Fixtures that are not TypeScript (.mjs, .cjs) run from the source tree. */
@@ -278,6 +278,10 @@ describe('lifecycle', () => {
     }
 
     it('terminate() while channels poll (receive() pending, sends queued on EAGAIN, server listening): 20 in sequence, 20 at once, fds back to baseline', async function () {
+      leavesSocketFiles(
+        /^(par|seq)-\d+\.sock$/,
+        "a terminated Worker's ChannelServer keeps its path (its poller is closed by the env cleanup hook, which does not know the path)",
+      );
       this.timeout(60000);
       const before = openFds();
       const runOne = async (name: string): Promise<void> => {
@@ -295,6 +299,10 @@ describe('lifecycle', () => {
     });
 
     it('process.exit(0) inside a Worker with channels polling and sends queued: exit code 0, fds back to baseline', async function () {
+      leavesSocketFiles(
+        /^exit-\d+\.sock$/,
+        "process.exit() in a Worker skips close(): its server's path stays, as a net.Server's does at exit",
+      );
       this.timeout(60000);
       const before = openFds();
       for (let i = 0; i < 20; i++) {
@@ -336,6 +344,10 @@ describe('lifecycle', () => {
       it(
         "terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread's channels work",
         probed(async (probe, before) => {
+          leavesSocketFiles(
+            /^echo-\d+\.sock$/,
+            "a terminated Worker's server keeps its path (its poller is closed by the env cleanup hook, which does not know the path)",
+          );
           const file = tmpPath('payload.txt');
           fs.writeFileSync(file, 'in flight');
           for (let round = 0; round < 10; round++) {
@@ -458,6 +470,10 @@ describe('lifecycle', () => {
       it(
         "terminate() under load: of a Worker serving a hand-off, and of a Worker that took the listener: fds back, the main thread's channels work",
         probed(async (probe) => {
+          leavesSocketFiles(
+            /^handoff-serve\.sock$/,
+            "a terminated Worker's server keeps its path (its poller is closed by the env cleanup hook, which does not know the path)",
+          );
           for (const role of ['handoff-serve', 'handoff-take'] as const) {
             const sock = tmpPath(`${role}.sock`);
             let port: number;
@@ -493,6 +509,10 @@ describe('lifecycle', () => {
     ] as const) {
       it(`${what}: no abort, every Worker ends, the host's fds return to baseline (20 in sequence, 20 at once)`, async function () {
         this.timeout(90000);
+        leavesSocketFiles(
+          /^(seq|par)-\d+\.sock$/,
+          "a terminated (or process.exit()ing) Worker's server keeps its path, as a net.Server's stays at exit",
+        );
         const dir = path.dirname(tmpPath('x'));
         const host = runFixture('lifecycle-worker-host', [mode, '20', dir]);
         const done = host.expect<{
@@ -524,6 +544,7 @@ describe('lifecycle', () => {
 
   describe('process exit', () => {
     it('process.exit(0) with a server, a connected channel (receive() pending, sends queued) and a socketPair open: code 0, nothing on stderr', async () => {
+      leavesSocketFiles(/^exit\.sock$/, "process.exit() skips close(): the server's path stays, as a net.Server's does at exit");
       const child = runFixture('lifecycle-child', ['exit', tmpPath('exit.sock')]);
       const open = await child.expect<{ queued: number; fds: number[] }>('open');
       assert.ok(open.queued > 0, 'sends were queued at exit');
@@ -533,6 +554,7 @@ describe('lifecycle', () => {
     });
 
     it('process.exit(0) from inside a poll callback while messages flow: code 0, nothing on stderr', async () => {
+      leavesSocketFiles(/^exit-busy\.sock$/, "process.exit() skips close(): the server's path stays, as a net.Server's does at exit");
       const child = runFixture('lifecycle-child', ['exit-busy', tmpPath('exit-busy.sock')]);
       const exiting = await child.expect<{ bounces: number; queued: number }>('exiting');
       assert.equal(exiting.bounces, 500);
@@ -542,6 +564,10 @@ describe('lifecycle', () => {
     });
 
     it("unref(): main returns while unref()'d channels wait in receive() (peer alive) and an unref()'d server listens: the process exits 0", async () => {
+      leavesSocketFiles(
+        /^unref\.sock$/,
+        "the process ends with its unref()'d server never closed: its path stays, as a net.Server's does at exit",
+      );
       const [mine, theirs] = socketPair();
       const child = runFixture('lifecycle-child', ['unref', tmpPath('unref.sock')], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
       await theirs.close(); // the child has its own copy as fd 3

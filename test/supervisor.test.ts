@@ -8,7 +8,7 @@ import { fixturesDir, processState as state, spawnJson, type Fixture } from './h
 import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
-import { tmpPath } from './helpers/tmp';
+import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const APP = path.join(fixturesDir, 'supervised-app.js');
@@ -374,6 +374,7 @@ describe('fdpass run (supervisor)', function () {
     });
     try {
       const sock = tmpPath('activated.sock');
+      leavesSocketFiles(/^activated\.sock$/, 'systemd-socket-activate binds it and, stopped by a signal, never removes it');
       // systemd's own socket activator: it binds, sets LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES and execs us.
       const sup = track(
         spawnJson(
