@@ -196,6 +196,8 @@ describe('fdpass run: the watchdog', function () {
     for (const [value, re] of [
       ['=-1', /--watchdog: '-1' is not a number of seconds/],
       ['=0.0001', /--watchdog: '0.0001' is under a millisecond/],
+      ['=0x10', /--watchdog: '0x10' is not a number of seconds/],
+      ['=1e1', /--watchdog: '1e1' is not a number of seconds/],
     ] as const) {
       const c = spawnJson(process.execPath, [CLI, 'run', `--watchdog${value}`, '--', 'true']);
       assert.equal((await c.exited).code, 2, value);

@@ -105,8 +105,9 @@ export class UsageError extends Error {}
 
 function seconds(value: string | undefined, name: string, dflt: number, min = 0): number {
   if (value === undefined) return dflt;
+  // Decimal only: Number() would also take '0x10', '1e1', ' 5 ' and 'Infinity'.
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > 2_000_000)
+  if (!/^(\d+\.?\d*|\.\d+)$/.test(value) || n < min || n > 2_000_000)
     throw new UsageError(`--${name}: '${value}' is not a number of seconds`);
   return Math.round(n * 1000);
 }
