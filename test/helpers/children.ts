@@ -4,7 +4,7 @@ import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { otherUidPath, otherUidSpawn } from './other-uid';
+import { forOtherUid, otherUidSpawn } from './other-uid';
 
 const live = new Set<ChildProcess>();
 
@@ -33,12 +33,13 @@ export const fixturesDir = path.join(__dirname, '..', 'fixtures');
 
 /**
  * Spawns a command (registered for reaping) and reads JSON lines from its stdout. With `uid`, the
- * child runs in a world-readable copy of what it needs (helpers/other-uid.ts): pass checkout paths
- * through otherUidPath().
+ * child runs in a world-readable copy of what it needs (helpers/other-uid.ts), and arguments that
+ * are paths in the checkout name the copy's files.
  */
 export function spawnJson(command: string, args: string[], opts: SpawnJsonOptions = {}): Fixture {
   const env = opts.env ?? process.env;
-  const proc = spawn(command, args, {
+  const other = opts.uid !== undefined;
+  const proc = spawn(other ? forOtherUid(command) : command, other ? args.map(forOtherUid) : args, {
     stdio: opts.stdio ?? ['pipe', 'pipe', 'pipe'],
     ...(opts.uid !== undefined ? otherUidSpawn(env) : { env }),
     ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
@@ -121,8 +122,7 @@ export function watchJson(proc: ChildProcess): Fixture {
 
 /** Runs test/fixtures/<name>.js with this Node. */
 export function runFixture(name: string, args: string[] = [], opts: SpawnJsonOptions = {}): Fixture {
-  const file = path.join(fixturesDir, `${name}.js`);
-  return spawnJson(process.execPath, [opts.uid !== undefined ? otherUidPath(file) : file, ...args], opts);
+  return spawnJson(process.execPath, [path.join(fixturesDir, `${name}.js`), ...args], opts);
 }
 
 /** Kills every child still running and waits for each to exit. */

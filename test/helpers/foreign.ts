@@ -3,7 +3,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnJson, type Fixture } from './children';
-import { otherUidPath } from './other-uid';
 import { tmpPath } from './tmp';
 
 /** nobody's uid and gid on Debian-like systems. */
@@ -13,7 +12,7 @@ const PEER = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'foreign
 
 /** Runs foreign_peer.py as nobody (`python3` resolved by PATH as nobody can execute it). */
 export function asNobody(args: string[]): Fixture {
-  return spawnJson('python3', [otherUidPath(PEER), ...args], { uid: NOBODY, gid: NOBODY });
+  return spawnJson('python3', [PEER, ...args], { uid: NOBODY, gid: NOBODY });
 }
 
 /** Lets other users reach this test's temporary directory (its sockets still have their own mode). */

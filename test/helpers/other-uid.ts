@@ -37,6 +37,11 @@ export function otherUidRoot(): string {
   return dir;
 }
 
+/** An argument for a child of another uid: a path in the checkout becomes the copy's, anything else stays. */
+export function forOtherUid(arg: string): string {
+  return path.isAbsolute(arg) && !path.relative(REPO, arg).startsWith('..') ? otherUidPath(arg) : arg;
+}
+
 /** Where `file` of the checkout (absolute) is in the copy. */
 export function otherUidPath(file: string): string {
   const rel = path.relative(REPO, file);
