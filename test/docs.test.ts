@@ -99,15 +99,13 @@ const drivers: Record<string, () => Promise<void>> = {
   async 'fdpass-run'() {
     const port = String(await freePort());
     const dir = tmpPath('fdpass-run');
-    const files = docScenario('fdpass-run', dir, [
+    const commands = cliCommands('fdpass-run', dir, [
       ['8080', port],
       ['/tmp/myapp', path.join(dir, 'myapp')],
     ]);
-    const cli = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
-    const commands = shellLines(files['commands.sh']!).map((c) => c.replace(/^npx fdpass /, `${cli} `));
     assert.deepEqual(
       commands.map((c) => c.split(' ').slice(0, 3).join(' ')),
-      [`mkdir -p ${path.join(dir, 'myapp')}`, `${cli} run`, `${cli} reload`],
+      [`mkdir -p ${path.join(dir, 'myapp')}`, `${CLI} run`, `${CLI} reload`],
     );
     assert.equal(spawnSync('/bin/sh', ['-c', commands[0]!], { cwd: dir }).status, 0);
     const supervisor = start(dir, commands[1]!.split(' '));
@@ -130,15 +128,13 @@ const drivers: Record<string, () => Promise<void>> = {
     assert.equal(py.status, 0, `/usr/bin/python3 lacks python3-systemd: run sudo scripts/install-test-deps.sh\n${py.stderr}`);
     const port = String(await freePort());
     const dir = tmpPath('fdpass-run-python');
-    const files = docScenario('fdpass-run-python', dir, [
+    const commands = cliCommands('fdpass-run-python', dir, [
       ['8080', port],
       ['/tmp/myapp-py.ctl', path.join(dir, 'ctl')],
     ]);
-    const cli = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
-    const commands = shellLines(files['commands.sh']!).map((c) => c.replace(/^npx fdpass /, `${cli} `));
     assert.deepEqual(
       commands.map((c) => c.split(' ').slice(0, 3).join(' ')),
-      [`${cli} run`, `${cli} reload`],
+      [`${CLI} run`, `${CLI} reload`],
     );
     assert.ok(commands[0]!.endsWith(' -- /usr/bin/python3 app.py'), 'the interpreter is named');
     const supervisor = start(dir, commands[0]!.split(' '));
@@ -199,6 +195,16 @@ const drivers: Record<string, () => Promise<void>> = {
     await Promise.all(servers.map(stopServer));
   },
 };
+
+// This checkout's CLI, as `npx fdpass` runs it in a clone.
+const CLI = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
+
+// A scenario written into `dir` (see docScenario), and the commands of its commands.sh with
+// `npx fdpass` replaced by CLI.
+function cliCommands(scenario: string, dir: string, replace: Array<[string, string]>): string[] {
+  const files = docScenario(scenario, dir, replace);
+  return shellLines(files['commands.sh']!).map((c) => c.replace(/^npx fdpass /, `${CLI} `));
+}
 
 // The commands of a sh block, comments and blank lines dropped.
 function shellLines(file: string): string[] {
