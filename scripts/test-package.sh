@@ -9,7 +9,7 @@
 # 3b. the same tarball installed as on macOS arm64 and Windows x64 (npm's --os/--cpu, and
 #    FDPASS_TEST_PLATFORM for the install script and the loader): nothing compiled, the package loads,
 #    calls fail with ERR_FDPASS_UNSUPPORTED_PLATFORM (scripts/smoke/unsupported.cjs);
-# 3c. Alpine: no musl Node is reachable, so the README's multi-stage Dockerfile route is checked as far as
+# 3c. Alpine: no musl Node is reachable, so the multi-stage Dockerfile route of docs/install.md is checked as far as
 #    it can be here: LIBC=musl skips the glibc prebuilds (a compiler is needed), and the build stage's
 #    npm ci compiles an addon that a copy of the app loads with no compiler;
 # 4. the smoke test (scripts/smoke/: one process hands its listening HTTP socket to another, which
@@ -95,10 +95,11 @@ for f in lib/*.ts; do
   must_have+=("dist/$b.js" "dist/$b.d.ts")
 done
 while IFS= read -r f; do must_have+=("$f"); done < <(find native -type f | sort) # the fallback build
+for f in docs/*.md; do must_have+=("$f"); done # the README links the guides and the API reference
 for f in "${must_have[@]}"; do grep -qxF "$f" "$work/contents.txt" || problems+=("missing $f"); done
 while IFS= read -r f; do
   case "$f" in
-    package.json | README.md | CHANGELOG.md | LICENSE | binding.gyp | scripts/install.js | native/* | prebuilds/linux-x64/* | prebuilds/linux-arm64/*) ;;
+    package.json | README.md | CHANGELOG.md | LICENSE | binding.gyp | scripts/install.js | docs/*.md | native/* | prebuilds/linux-x64/* | prebuilds/linux-arm64/*) ;;
     dist/*) # a file compiled from a lib/*.ts that no longer exists is stale
       b="${f#dist/}"; b="${b%%.*}"
       [ -f "lib/$b.ts" ] || problems+=("stale $f (no lib/$b.ts; npm run clean)") ;;
@@ -106,7 +107,7 @@ while IFS= read -r f; do
   esac
 done <"$work/contents.txt"
 if [ "${#problems[@]}" -eq 0 ]; then
-  pass "pack: $(basename "$tarball") holds dist/ (js, d.ts), both prebuilds, native/, binding.gyp; no tests, no build/"
+  pass "pack: $(basename "$tarball") holds dist/ (js, d.ts), docs/, both prebuilds, native/, binding.gyp; no tests, no build/"
 else
   printf '  %s\n' "${problems[@]}" >&2
   fail "pack: tarball contents (${#problems[@]} problems)"
@@ -230,7 +231,7 @@ for target in darwin-arm64 win32-x64; do
   done
 done
 
-# --- 3c. Alpine (musl): the README's multi-stage Dockerfile route -------------------------------------
+# --- 3c. Alpine (musl): the multi-stage Dockerfile route of docs/install.md -------------------------------------
 # No musl Node can run here (the npm registry has no musl build of Node; there is no Docker engine), so
 # no musl binary can be loaded and none is shipped. What can be checked here, with glibc standing in:
 # LIBC=musl is node-gyp-build's own override of the libc it matches prebuilds against (on Alpine it

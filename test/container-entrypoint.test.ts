@@ -1,4 +1,4 @@
-// The README's container recipe as Docker runs it. This machine has no Docker engine, so the test
+// The container recipe of docs/fdpass-run.md as Docker runs it. This machine has no Docker engine, so the test
 // does what Docker does with the Dockerfile's lines: the exec-form ENTRYPOINT + CMD, in WORKDIR, as
 // PID 1 of a fresh pid namespace with its own /proc (unshare --pid --fork --mount-proc); the
 // `docker exec` reload line runs inside that namespace (nsenter), and `docker stop` is SIGTERM to PID 1.
@@ -26,7 +26,7 @@ interface Recipe {
 function parseDockerfile(text: string): Recipe {
   const line = (re: RegExp): string => {
     const m = text.split('\n').find((l) => re.test(l));
-    assert.ok(m !== undefined, `the README's Dockerfile has no line matching ${re}`);
+    assert.ok(m !== undefined, `the docs' Dockerfile has no line matching ${re}`);
     return m.replace(re, '').trim();
   };
   const execForm = (s: string): string[] => {
@@ -77,7 +77,7 @@ function dockerExec(pid1: number, cwd: string, argv: string[]): { status: number
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-describe("the README's container entrypoint as PID 1 (no Docker engine here: a pid namespace, as Docker makes)", function () {
+describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid namespace, as Docker makes)", function () {
   this.timeout(60_000);
   let container: Fixture | undefined;
 
@@ -108,7 +108,7 @@ describe("the README's container entrypoint as PID 1 (no Docker engine here: a p
       ['0.0.0.0:8080', `127.0.0.1:${port}`],
       ['/run/fdpass.ctl', control],
     ]);
-    const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'server.mjs')!;
+    const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'app.mjs')!;
     const recipe = parseDockerfile(fs.readFileSync(files.Dockerfile!, 'utf8'));
     fs.writeFileSync(path.join(recipe.workdir, recipe.cmd[1]!), server.code);
 

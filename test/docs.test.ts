@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnJson, type Fixture } from './helpers/children';
 import { allBlocks, docFiles, docScenario, projectDir, CODE_LANGS, ROOT, type DocBlock } from './helpers/docs';
-import { get } from './helpers/http';
+import { get, load, type LoadResult } from './helpers/http';
 import { freePort, line } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
 
@@ -94,20 +94,18 @@ const drivers: Record<string, () => Promise<void>> = {
     await stopServer(fresh);
   },
 
-  // fdpass run: the commands (`npx fdpass` is this checkout's CLI), a request, a reload, a request from
-  // the next generation, then SIGTERM: the app drains and the supervisor exits 0.
+  // fdpass run: app.mjs, then the commands (`npx fdpass` is this checkout's CLI), a request, a reload, a
+  // request from the next generation, then SIGTERM: the app drains and the supervisor exits 0.
   async 'fdpass-run'() {
     const port = String(await freePort());
     const dir = tmpPath('fdpass-run');
-    const files = docScenario('fdpass-run', dir, [
+    const commands = cliCommands('fdpass-run', dir, [
       ['8080', port],
       ['/tmp/myapp', path.join(dir, 'myapp')],
     ]);
-    const cli = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
-    const commands = shellLines(files['commands.sh']!).map((c) => c.replace(/^npx fdpass /, `${cli} `));
     assert.deepEqual(
       commands.map((c) => c.split(' ').slice(0, 3).join(' ')),
-      [`mkdir -p ${path.join(dir, 'myapp')}`, `${cli} run`, `${cli} reload`],
+      [`mkdir -p ${path.join(dir, 'myapp')}`, `${CLI} run`, `${CLI} reload`],
     );
     assert.equal(spawnSync('/bin/sh', ['-c', commands[0]!], { cwd: dir }).status, 0);
     const supervisor = start(dir, commands[1]!.split(' '));
@@ -120,6 +118,48 @@ const drivers: Record<string, () => Promise<void>> = {
     assert.notEqual(second, first, 'the next generation serves');
     supervisor.proc.kill('SIGTERM');
     await exitedOk(supervisor, 'fdpass run');
+  },
+
+  // The Python app under fdpass run, with the interpreter the docs name (/usr/bin/python3, which has
+  // python3-systemd): it serves, 3 reloads as written under keep-alive and new-connection load fail
+  // no request, and SIGTERM drains it: the supervisor exits 0.
+  async 'fdpass-run-python'() {
+    const py = spawnSync('/usr/bin/python3', ['-c', 'import systemd.daemon'], { encoding: 'utf8' });
+    assert.equal(py.status, 0, `/usr/bin/python3 lacks python3-systemd: run sudo scripts/install-test-deps.sh\n${py.stderr}`);
+    const port = String(await freePort());
+    const dir = tmpPath('fdpass-run-python');
+    const commands = cliCommands('fdpass-run-python', dir, [
+      ['8080', port],
+      ['/tmp/myapp-py.ctl', path.join(dir, 'ctl')],
+    ]);
+    assert.deepEqual(
+      commands.map((c) => c.split(' ').slice(0, 3).join(' ')),
+      [`${CLI} run`, `${CLI} reload`],
+    );
+    assert.ok(commands[0]!.endsWith(' -- /usr/bin/python3 app.py'), 'the interpreter is named');
+    const supervisor = start(dir, commands[0]!.split(' '));
+    try {
+      const first = await until(() => get(Number(port)), 'the first generation to serve');
+      assert.match(first, /^hello from \d+\n$/);
+      const loads = [load(Number(port), { workers: 2, keepAlive: true }), load(Number(port), { workers: 2, keepAlive: false })];
+      for (let i = 0; i < 3; i++) {
+        await sleep(300);
+        await exitedOk(start(dir, commands[1]!.split(' ')), `fdpass reload ${i + 1}`, 60_000);
+      }
+      await sleep(300);
+      const results: LoadResult[] = await Promise.all(loads.map((l) => l.stop()));
+      for (const [i, r] of results.entries()) {
+        const what = i === 0 ? 'keep-alive' : 'new connections';
+        assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests. log:\n${supervisor.stderr()}`);
+        assert.ok(r.ok > 0, `${what}: nothing served`);
+      }
+      const last = await get(Number(port));
+      assert.notEqual(last, first, 'a later generation serves');
+      supervisor.proc.kill('SIGTERM');
+      await exitedOk(supervisor, 'fdpass run');
+    } finally {
+      if (supervisor.proc.exitCode === null && supervisor.proc.signalCode === null) supervisor.proc.kill('SIGKILL');
+    }
   },
 
   // systemd-socket-activate binds both ports and starts server.mjs with them as "web" and "admin".
@@ -155,6 +195,16 @@ const drivers: Record<string, () => Promise<void>> = {
     await Promise.all(servers.map(stopServer));
   },
 };
+
+// This checkout's CLI, as `npx fdpass` runs it in a clone.
+const CLI = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
+
+// A scenario written into `dir` (see docScenario), and the commands of its commands.sh with
+// `npx fdpass` replaced by CLI.
+function cliCommands(scenario: string, dir: string, replace: Array<[string, string]>): string[] {
+  const files = docScenario(scenario, dir, replace);
+  return shellLines(files['commands.sh']!).map((c) => c.replace(/^npx fdpass /, `${CLI} `));
+}
 
 // The commands of a sh block, comments and blank lines dropped.
 function shellLines(file: string): string[] {
@@ -324,6 +374,26 @@ describe('docs: README.md and docs/*.md', () => {
       }
     }
     assert.deepEqual(problems, []);
+  });
+
+  it('docs/API.md has a row for every code of the FdpassErrorCode union (lib/errors.ts)', () => {
+    const union = /export type FdpassErrorCode =([^;]*);/.exec(fs.readFileSync(path.join(ROOT, 'lib', 'errors.ts'), 'utf8'));
+    assert.ok(union, 'lib/errors.ts declares FdpassErrorCode');
+    const codes = [...union[1]!.matchAll(/'(ERR_FDPASS_\w+)'/g)].map((m) => m[1]!);
+    assert.ok(codes.length > 10, `found ${codes.length} codes`);
+    const api = fs.readFileSync(path.join(ROOT, 'docs', 'API.md'), 'utf8');
+    const rows = new Set([...api.matchAll(/^\| `(ERR_FDPASS_\w+)` \|/gm)].map((m) => m[1]!));
+    assert.deepEqual(
+      codes.filter((c) => !rows.has(c)),
+      [],
+      'codes without a row in the error table of docs/API.md',
+    );
+  });
+
+  it('every guide under docs/ is reached from the README', () => {
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const unlinked = docFiles().filter((f) => f !== 'README.md' && !readme.includes(`](${f}`));
+    assert.deepEqual(unlinked, []);
   });
 
   it('every relative link reaches a file, and every #anchor a heading (GitHub slugs)', () => {

@@ -155,13 +155,13 @@ describe('hand-off under ordinary operations', () => {
     await gen.exited;
   });
 
-  // The README's restart recipe (scenario hot-restart), run exactly as the README shows it.
+  // The restart recipe of docs/handoff.md (scenario hot-restart), run exactly as it is shown there.
   function recipe(): string {
     return docScenario('hot-restart', tmpPath('hot-restart'))['server.mjs']!;
   }
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-    it(`README recipe (hot-restart): ${signal} to the old process during the overlap leaves the new one serving`, async () => {
+    it(`docs recipe (hot-restart): ${signal} to the old process during the overlap leaves the new one serving`, async () => {
       const file = recipe();
       const port = await freePort();
       const env = { ...process.env, PORT: String(port), HANDOFF_SOCKET: tmpPath('handoff.sock'), NODE_DEBUG: 'fdpass' };

@@ -1,7 +1,7 @@
 // Against a real systemd booted as PID 1 in fresh namespaces (test/helpers/systemd.ts), with the unit
 // files of examples/systemd/ (test drop-ins only change ExecStart, ports and a report file): socket
 // activation by name, and a listener kept in the fd store across `systemctl restart` under load with
-// no connection refused; and the README's `fdpass run` unit as written, with its watchdog. Each test
+// no connection refused; and the `fdpass run` unit of docs/fdpass-run.md as written, with its watchdog. Each test
 // boots its own systemd and ends it; nothing of it survives the test.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -132,22 +132,22 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     }
   }
 
-  it("the README's `fdpass run` unit: MainPID is fdpass run, 3 `systemctl reload`s under load fail no request, WatchdogSec=2 never fires in 7 s", async () => {
+  it("the docs' `fdpass run` unit: MainPID is fdpass run, 3 `systemctl reload`s under load fail no request, WatchdogSec=2 never fires in 7 s", async () => {
     sd = await bootSystemd();
     const port = await freePort();
-    // The README's unit and app as a user copies them: /srv/app is a project with fdpass installed
+    // The docs' unit and app as a user copies them: /srv/app is a project with fdpass installed
     // (node_modules/fdpass is this checkout), serving on a free port instead of 80.
     const dir = sharedDir('srv-app');
     const unitFile = docScenario('fdpass-run-systemd', dir, [
       ['/srv/app', dir],
       ['0.0.0.0:80', `127.0.0.1:${port}`],
     ])['fdpass-run.service']!;
-    const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'server.mjs')!;
-    fs.writeFileSync(path.join(dir, 'server.mjs'), server.code);
+    const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'app.mjs')!;
+    fs.writeFileSync(path.join(dir, 'app.mjs'), server.code);
     const unit = 'fdpass-run.service';
     const text = fs.readFileSync(unitFile, 'utf8');
     for (const l of ['Type=notify', 'ExecReload=/bin/kill -HUP $MAINPID', 'WatchdogSec=', 'KillMode=mixed'])
-      assert.ok(text.includes(l), `the README's unit lacks ${l}`);
+      assert.ok(text.includes(l), `the docs' unit lacks ${l}`);
     sd.writeUnit(unit, text);
     sd.writeUnit(`${unit}.d/test.conf`, '[Service]\nWatchdogSec=2\n');
     await sd.systemctl('daemon-reload');
