@@ -1,5 +1,5 @@
-// What /proc says of a process: its state and parent, for zombie checks and process-tree walks, and
-// whether it has exited, with every descriptor it held closed.
+// What /proc says of processes: a process's state, parent and children, for zombie checks and
+// process-tree walks, and whether it has exited, with every descriptor it held closed.
 import * as fs from 'node:fs';
 
 // include/linux/sched.h: set on each thread as it starts do_exit(), before its descriptors close.
@@ -52,17 +52,57 @@ export function processExiting(pid: number): boolean {
   return s === undefined || s.state === 'Z' || s.state === 'X' || (s.flags & PF_EXITING) !== 0;
 }
 
+/** The parent pid of `pid`, or undefined if it is gone. */
+export function parentOf(pid: number): number | undefined {
+  const ppid = procStat(pid)?.ppid;
+  return ppid === undefined || ppid < 0 ? undefined : ppid;
+}
+
+// Every process /proc lists, with its stat (those gone meanwhile left out).
+function* allProcesses(): Generator<[number, ProcStat]> {
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const s = procStat(Number(name));
+    if (s !== undefined) yield [Number(name), s];
+  }
+}
+
+/**
+ * The children of `pid` (none when it is gone): /proc/PID/task/TID/children of each of its threads (an
+ * orphan is reparented to one of a subreaper's threads), or a scan of /proc without that file
+ * (a kernel without CONFIG_PROC_CHILDREN).
+ */
+export function childrenOf(pid: number): number[] {
+  let tasks: string[];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const tid of tasks) {
+    let text: string;
+    try {
+      text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync(`/proc/${pid}/task/${tid}`)) {
+        return [...allProcesses()].filter(([, s]) => s.ppid === pid).map(([child]) => child);
+      }
+      continue; // the thread exited
+    }
+    for (const c of text.split(' ')) if (c !== '' && c !== '\n') out.push(Number(c));
+  }
+  return out;
+}
+
 /**
  * The processes of these users (by /proc/<pid>'s owner) that have begun to exit and are not gone:
  * the kernel may still be closing their descriptors.
  */
 export function processesExiting(uids: ReadonlySet<number>): number[] {
   const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    const s = procStat(pid);
-    if (s === undefined || (s.flags & PF_EXITING) === 0 || exited(s)) continue;
+  for (const [pid, s] of allProcesses()) {
+    if ((s.flags & PF_EXITING) === 0 || exited(s)) continue;
     try {
       if (uids.has(fs.statSync(`/proc/${pid}`).uid)) out.push(pid);
     } catch {

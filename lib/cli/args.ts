@@ -2,8 +2,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
-import { parseListenerSpec, type ListenerSpec } from '../supervisor/listeners';
-import type { SupervisorOptions } from '../supervisor';
+import type { ListenerSpec } from '../supervisor/listeners';
+import { parseListenerSpec } from './listen-spec';
+import type { SupervisorOptions } from '../supervisor/options';
 import { validateIgnorePattern } from '../supervisor/watch-ignore';
 
 export const USAGE = `Usage:

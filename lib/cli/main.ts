@@ -2,10 +2,10 @@
 // The `fdpass` command (package.json "bin"): `fdpass run ... -- COMMAND`, `fdpass reload TARGET`.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { connect } from '../endpoints';
 import { checkPlatform } from '../native';
 import { bindListener, closeListeners, inheritedListeners, type Listener } from '../supervisor/listeners';
 import { Supervisor } from '../supervisor';
+import { requestReload } from '../supervisor/control';
 import { watchdogInterval } from '../systemd';
 import { parse, USAGE, UsageError, type RunArgs } from './args';
 import { stderrLog } from './log';
@@ -124,19 +124,13 @@ async function reloadPid(pid: number): Promise<number> {
 }
 
 async function reload(target: string): Promise<number> {
-  const ch = await connect(target, { type: 'seqpacket' });
-  try {
-    await ch.send({ data: Buffer.from('reload') });
-    for await (const m of ch) {
-      const r = JSON.parse(m.data.toString('utf8')) as { ok: boolean; message: string };
-      (r.ok ? process.stdout : process.stderr).write(`fdpass reload: ${r.message}\n`);
-      return r.ok ? 0 : 1;
-    }
+  const r = await requestReload(target);
+  if (r === undefined) {
     process.stderr.write('fdpass reload: the supervisor closed the control connection without an answer\n');
     return 1;
-  } finally {
-    ch.close();
   }
+  (r.ok ? process.stdout : process.stderr).write(`fdpass reload: ${r.message}\n`);
+  return r.ok ? 0 : 1;
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -5,6 +5,7 @@
 // its descriptors for hang-ups (FDPOLL=): a descriptor stays until it is removed.
 import * as fs from 'node:fs';
 import { closeQuietly } from '../channel';
+import { isFdName, MAX_FD_NAME_LENGTH } from '../systemd/names';
 import type { ExecRoom } from './exec-limits';
 
 /** sd_pid_notify_with_fds' name for descriptors stored without FDNAME=, as systemd's. */
@@ -13,11 +14,6 @@ export const DEFAULT_STORE_NAME = 'stored';
 export interface StoredFd {
   name: string;
   fd: number;
-}
-
-// systemd's fdname_is_valid: 1-255 printable ASCII characters, no ':' (the LISTEN_FDNAMES separator).
-function validName(name: string): boolean {
-  return name.length > 0 && name.length <= 255 && /^[\x20-\x7e]+$/.test(name) && !name.includes(':');
 }
 
 // A descriptor for something stored already (same device and inode: the same socket, pipe, memfd)
@@ -70,11 +66,11 @@ export class FdStore {
       return out;
     }
     if (fds.length === 0) return [...out, `FDSTORE=1 without descriptors ignored`];
-    if (!validName(name)) {
+    if (!isFdName(name)) {
       closeQuietly(fds);
       return [
         ...out,
-        `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-255 printable ASCII characters, no ':'); ${fds.length} fd(s) closed`,
+        `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-${MAX_FD_NAME_LENGTH} printable ASCII characters, no ':'); ${fds.length} fd(s) closed`,
       ];
     }
     if (this.#max === 0) {

@@ -3,136 +3,28 @@
 // LISTEN_FDNAMES, LISTEN_PID, NOTIFY_SOCKET). A reload starts the next generation next to the old one
 // and stops the old one only once the new one said READY=1; the listeners never close, so a
 // connection that arrives meanwhile waits in the kernel's accept queue instead of being refused.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Over 350 lines as one state machine: every transition (start, crash restart, reload and rollback, a
+// generation's exit, shutdown) reads and writes #current, #next and #live. What has state of its own is
+// in its own file: generation, control, restart, watch-reload, watchdog, fdstore, notify, strays, lifeline.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Channel } from '../channel';
-import { listen, type ChannelServer } from '../endpoints';
-import { closeListeners, type Listener } from './listeners';
-import { NotifyReceiver } from './notify';
-import { notify, type NotifyState } from '../systemd';
-import { OrphanReaper } from './reap';
-import { FdStore } from './fdstore';
+import type { ChannelServer } from '../endpoints';
+import { exitStatus, exitText, type ExitStatus } from '../exit-status';
+import type { NotifyState } from '../systemd';
+import { serveControl, type ReloadResult } from './control';
 import { execRoom } from './exec-limits';
+import { FdStore } from './fdstore';
+import { spawnGeneration, type Generation, type GenerationState } from './generation';
 import { Lifeline } from './lifeline';
-import { ignoreMatcher } from './watch-ignore';
+import { closeListeners } from './listeners';
+import { NotifyReceiver, upstreamNotifier } from './notify';
+import type { SupervisorOptions } from './options';
+import { OrphanReaper } from './reap';
+import { Restarts } from './restart';
+import { becomeSubreaper, findStrays, killRemaining, killStrays } from './strays';
+import { WatchReload } from './watch-reload';
 import { Watchdogs } from './watchdog';
-import { TreeWatcher } from './watch';
-import { becomeSubreaper, findStrays, killStrays } from './strays';
-
-export interface SupervisorOptions {
-  command: string;
-  args: string[];
-  listeners: Listener[];
-  /** ms a generation has to send READY=1 before it is killed. */
-  readyTimeout: number;
-  /** Second best, for programs that cannot notify: ready this many ms after start (if still running). */
-  readyDelay?: number;
-  stopSignal: NodeJS.Signals;
-  /** ms between the stop signal and SIGKILL. */
-  stopTimeout: number;
-  /**
-   * ms the old generation keeps serving next to the new one after the new one is ready, before it gets
-   * the stop signal (0: at once). A fresh process serves slowly until its code is compiled; meanwhile
-   * the warm old one takes what the new one cannot. The new one exiting within the overlap is a rollback.
-   */
-  overlap: number;
-  /** Upper bound of the crash-restart backoff, ms. */
-  maxBackoff: number;
-  /**
-   * Give up (stop, exit non-zero) rather than start a generation more than `startLimitBurst` times
-   * within `startLimitInterval` ms, as systemd's StartLimitBurst= / StartLimitIntervalSec=; 0 in either: never.
-   */
-  startLimitBurst: number;
-  startLimitInterval: number;
-  /** How many descriptors generations may keep in the supervisor's fd store (FDSTORE=1); 0: none. */
-  fdStoreMax: number;
-  /** A seqpacket control socket for `fdpass reload PATH`. */
-  control?: string;
-  watch: string[];
-  /** Globs of changes under `watch` that do not reload (node_modules and .git never do). */
-  watchIgnore: string[];
-  /** ms of quiet after a change before a --watch reload. */
-  watchDelay: number;
-  /** The supervisor's own NOTIFY_SOCKET (a systemd above it), if any. */
-  upstreamNotify?: string;
-  /** µs within which the systemd above wants WATCHDOG=1 from the supervisor (its WATCHDOG_USEC), if any. */
-  upstreamWatchdog?: number;
-  /** µs each generation gets as WATCHDOG_USEC: once ready, one silent that long is stopped and replaced. */
-  watchdog?: number;
-  env: NodeJS.ProcessEnv;
-  log: (line: string) => void;
-}
-
-type State = 'starting' | 'ready' | 'stopping' | 'exited';
-
-// WATCHDOG_PID, like LISTEN_PID, must be the pid of the program that reads it (see #launch).
-const WATCHDOG_PID = '[ -z "$WATCHDOG_USEC" ] || { WATCHDOG_PID=$$; export WATCHDOG_PID; }; ';
-
-// A generation started while the supervisor died (so that the lifeline never heard of it) must not
-// start the command: the shell checks that its parent is still the supervisor ($1).
-const PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 143; shift; ';
-
-class Generation {
-  state: State = 'starting';
-  readonly startedAt = Date.now();
-  readyAt: number | undefined;
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  readonly timers: NodeJS.Timeout[] = [];
-  /** Settles once the generation is ready, or has exited / been killed before that. */
-  readonly outcome: Promise<'ready' | string>;
-  settle!: (result: 'ready' | string) => void;
-  readonly exited: Promise<void>;
-  /** Resolves `exited` for a generation whose spawn failed (no 'exit' event comes). */
-  notStarted!: () => void;
-
-  constructor(
-    readonly id: number,
-    readonly proc: ChildProcess | undefined,
-    /** -1: the spawn failed. */
-    readonly pid: number,
-  ) {
-    this.outcome = new Promise((resolve) => (this.settle = resolve));
-    this.exited = new Promise((resolve) => {
-      this.notStarted = resolve;
-      proc?.once('exit', () => resolve());
-    });
-  }
-
-  clearTimers(): void {
-    this.timers.splice(0).forEach(clearTimeout);
-  }
-
-  /** Signals the main process, or with `group` every process of the generation's process group. */
-  kill(signal: NodeJS.Signals, group = false): void {
-    if (this.pid <= 0) return; // never started: kill(-1) or kill(1) would reach other processes
-    try {
-      process.kill(group ? -this.pid : this.pid, signal);
-    } catch {
-      // ESRCH: gone already
-    }
-  }
-
-  describe(): string {
-    return this.pid > 0 ? `generation ${this.id} (pid ${this.pid})` : `generation ${this.id}`;
-  }
-}
-
-export interface ReloadResult {
-  ok: boolean;
-  message: string;
-}
-
-function exitText(exit: { code: number | null; signal: NodeJS.Signals | null }): string {
-  return exit.signal !== null ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-}
-
-function exitStatus(exit: { code: number | null; signal: NodeJS.Signals | null } | undefined): number {
-  if (exit === undefined) return 0;
-  if (exit.signal !== null) return 128 + (os.constants.signals[exit.signal] ?? 0);
-  return exit.code ?? 0;
-}
 
 export class Supervisor {
   readonly #o: SupervisorOptions;
@@ -145,18 +37,13 @@ export class Supervisor {
   #notify: NotifyReceiver | undefined;
   #control: ChannelServer | undefined;
   #reaper: OrphanReaper | undefined;
-  #watchers: TreeWatcher[] = [];
-  #watchTimer: NodeJS.Timeout | undefined;
-  #watchAgain = false;
+  #watch: WatchReload | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
-  #failures = 0;
-  /** When generations were started (not reloads), for the start limit. */
-  #starts: number[] = [];
-  #startLimitHit = false;
+  readonly #restarts: Restarts;
   #everReady = false;
   #shuttingDown = false;
   #finishing = false;
-  #lastExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  #lastExit: ExitStatus | undefined;
   #done!: (status: number) => void;
   /** Resolves with the exit status once the supervisor has stopped. */
   readonly finished: Promise<number>;
@@ -164,6 +51,8 @@ export class Supervisor {
   #lifeline: Lifeline | undefined;
   readonly #store: FdStore;
   #watchdogs: Watchdogs<Generation> | undefined;
+  /** To a systemd (or another supervisor) above this one. */
+  readonly #upstream: (state: NotifyState) => void;
 
   constructor(opts: SupervisorOptions) {
     this.#o = opts;
@@ -175,6 +64,8 @@ export class Supervisor {
         opts.listeners.map((l) => l.name),
       ),
     );
+    this.#restarts = new Restarts(opts.maxBackoff, opts.startLimitBurst, opts.startLimitInterval);
+    this.#upstream = upstreamNotifier(opts.upstreamNotify, (line) => this.#log(line));
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -197,9 +88,11 @@ export class Supervisor {
         (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`),
       );
       if (this.#o.control !== undefined) {
-        this.#control = await listen(this.#o.control, { type: 'seqpacket' });
-        this.#control.on('connection', (ch: Channel) => this.#onControl(ch));
-        this.#control.on('error', (err: Error) => this.#log(`control socket: ${err.message}`));
+        this.#control = await serveControl(
+          this.#o.control,
+          () => this.reload('control socket'),
+          (line) => this.#log(line),
+        );
       }
       // A subreaper inherits its generations' orphans (to stop what left a process group, and reap
       // it), as PID 1 inherits every orphan: either way libuv reaps only the children it spawned.
@@ -211,7 +104,14 @@ export class Supervisor {
       on('SIGHUP', () => void this.reload('SIGHUP'));
       for (const sig of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) on(sig, () => this.shutdown(sig));
       for (const sig of ['SIGUSR2', 'SIGWINCH'] as const) on(sig, () => this.#forward(sig));
-      this.#startWatching();
+      this.#watch = new WatchReload({
+        paths: this.#o.watch,
+        ignore: this.#o.watchIgnore,
+        delay: this.#o.watchDelay,
+        busy: () => this.#next !== undefined || this.#current?.state === 'starting',
+        reload: (source) => void this.reload(source),
+        log: (line) => this.#log(line),
+      });
       this.#startWatchdogs();
       this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
       const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
@@ -227,70 +127,23 @@ export class Supervisor {
   // --- generations ---------------------------------------------------------------------------
 
   #launch(): Generation {
-    const id = this.#nextId++;
-    // The listeners, then what the fd store holds (as systemd orders them).
-    const l = [...this.#o.listeners, ...this.#store.fds];
-    const env: NodeJS.ProcessEnv = {
-      ...this.#o.env,
-      LISTEN_FDS: String(l.length),
-      LISTEN_FDNAMES: l.map((x) => x.name).join(':'),
-      NOTIFY_SOCKET: this.#notify!.path,
-      FDPASS_GENERATION: String(id),
-    };
-    delete env.LISTEN_PID;
-    delete env.WATCHDOG_USEC;
-    delete env.WATCHDOG_PID;
-    Object.assign(env, this.#watchdogs?.env);
-    // No descriptors: no LISTEN_* at all, as systemd does (LISTEN_PID without LISTEN_FDS is malformed).
-    if (l.length === 0) {
-      delete env.LISTEN_FDS;
-      delete env.LISTEN_FDNAMES;
-    }
-    // LISTEN_PID must be the pid of the process that reads it (sd_listen_fds ignores the fds
-    // otherwise), and spawn cannot set the environment after fork: the shell sets it to its own pid,
-    // then exec keeps that pid for the command.
-    const shell = [
-      '/bin/sh',
-      '-c',
-      `${PARENT_CHECK}${l.length > 0 ? 'LISTEN_PID=$$; export LISTEN_PID; ' : ''}${WATCHDOG_PID}exec "$@"`,
-      'sh',
-      String(process.pid),
-      this.#o.command,
-      ...this.#o.args,
-    ];
-    // A spawn fails by throwing (E2BIG, EBADF, ...) or by an 'error' event on the next tick (EMFILE,
-    // EAGAIN, ENOENT): either is a generation that could not be started, never an exception.
-    let proc: ChildProcess | undefined;
-    let thrown: Error | undefined;
-    try {
-      proc = spawn(shell[0]!, shell.slice(1), {
-        stdio: ['inherit', 'inherit', 'inherit', ...l.map((x) => x.fd)],
-        env,
-        // Its own process group: a terminal's ^C reaches the supervisor only (which forwards it), and a
-        // failed or stopped generation's leftovers can be killed together (systemd's KillMode=mixed).
-        detached: true,
-      });
-    } catch (err) {
-      thrown = err as Error;
-    }
-    const gen = new Generation(id, proc, proc?.pid ?? -1);
-    if (gen.pid < 0) {
-      const failed = (err: Error): void => {
-        const why = `could not be started: ${err.message}${(err as NodeJS.ErrnoException).code === 'E2BIG' ? " (its arguments and environment exceed the kernel's limit)" : ''}`;
-        this.#log(`${gen.describe()} ${why}`);
-        gen.exit = { code: 127, signal: null };
-        gen.settle(why);
-        this.#onExit(gen, gen.exit);
-        gen.notStarted();
-      };
-      if (thrown !== undefined) queueMicrotask(() => failed(thrown));
-      else proc!.once('error', failed);
-      return gen;
-    }
-    proc!.on('error', (err) => this.#log(`${gen.describe()}: ${err.message}`));
+    const gen = spawnGeneration(
+      this.#nextId++,
+      {
+        command: this.#o.command,
+        args: this.#o.args,
+        env: this.#o.env,
+        fds: [...this.#o.listeners, ...this.#store.fds],
+        notifySocket: this.#notify!.path,
+        watchdogEnv: this.#watchdogs?.env,
+      },
+      (g, err) => this.#notStarted(g, err),
+    );
+    if (gen.pid < 0) return gen;
+    gen.proc!.on('error', (err) => this.#log(`${gen.describe()}: ${err.message}`));
     this.#live.add(gen);
     this.#lifeline?.add(gen.pid);
-    proc!.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
+    gen.proc!.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
     gen.timers.push(
       setTimeout(() => {
         if (gen.state !== 'starting') return;
@@ -302,6 +155,15 @@ export class Supervisor {
     }
     this.#log(`started ${gen.describe()}`);
     return gen;
+  }
+
+  #notStarted(gen: Generation, err: Error): void {
+    const why = `could not be started: ${err.message}${(err as NodeJS.ErrnoException).code === 'E2BIG' ? " (its arguments and environment exceed the kernel's limit)" : ''}`;
+    this.#log(`${gen.describe()} ${why}`);
+    gen.exit = { code: 127, signal: null };
+    gen.settle(why);
+    this.#onExit(gen, gen.exit);
+    gen.notStarted();
   }
 
   #markReady(gen: Generation, how: string): void {
@@ -329,7 +191,7 @@ export class Supervisor {
       this.#log(`${gen.describe()}: MAINPID=${fields.get('MAINPID')} ignored: the main process is the one started`);
   }
 
-  #onExit(gen: Generation, exit: { code: number | null; signal: NodeJS.Signals | null }): void {
+  #onExit(gen: Generation, exit: ExitStatus): void {
     const was = gen.state;
     gen.state = 'exited';
     gen.exit = exit;
@@ -358,22 +220,17 @@ export class Supervisor {
     if (this.#shuttingDown && this.#live.size === 0) this.#finish();
   }
 
-  #crashed(gen: Generation, was: State, exit: { code: number | null; signal: NodeJS.Signals | null }): void {
-    if (gen.readyAt !== undefined && Date.now() - gen.readyAt > 10_000) this.#failures = 0;
+  #crashed(gen: Generation, was: GenerationState, exit: ExitStatus): void {
+    this.#restarts.exited(gen.readyAt);
     if (this.#next !== undefined) {
       this.#log(`${gen.describe()} ${exitText(exit)} unexpectedly; the reload's ${this.#next.describe()} takes over once ready`);
       return;
     }
-    const delay = this.#failures === 0 ? 0 : Math.min(100 * 2 ** (this.#failures - 1), this.#o.maxBackoff);
-    this.#failures++;
+    const delay = this.#restarts.next();
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
     const what = gen.pid < 0 ? `${gen.describe()} could not be started` : `${gen.describe()} ${exitText(exit)} ${before}`;
-    if (this.#startLimited(Date.now() + delay)) {
-      const { startLimitBurst: burst, startLimitInterval: interval } = this.#o;
-      this.#startLimitHit = true;
-      this.#log(
-        `${what}; giving up: ${burst} starts within ${interval / 1000} s (--start-limit-burst ${burst}, --start-limit-interval ${interval / 1000})`,
-      );
+    if (delay === undefined) {
+      this.#log(`${what}; giving up: ${this.#restarts.limitText}`);
       // After #onExit, which would otherwise see the shutdown and finish a second time.
       queueMicrotask(() => this.shutdown(this.#o.stopSignal, 'start limit hit'));
       return;
@@ -385,16 +242,8 @@ export class Supervisor {
     }, delay);
   }
 
-  // Whether a start at `at` would be one too many for the start limit (systemd's check at each start).
-  #startLimited(at: number): boolean {
-    const { startLimitBurst: burst, startLimitInterval: interval } = this.#o;
-    if (burst === 0 || interval === 0) return false;
-    this.#starts = this.#starts.filter((t) => at - t < interval);
-    return this.#starts.length >= burst;
-  }
-
   #startCurrent(why: 'start' | 'restart'): void {
-    this.#starts.push(Date.now());
+    this.#restarts.started();
     const gen = this.#launch();
     this.#current = gen;
     void gen.outcome.then((result) => {
@@ -419,20 +268,15 @@ export class Supervisor {
   // TimeoutStartSec. #onExit still sees it as not ready (a failure), not as stopped.
   #stopUnready(gen: Generation): void {
     gen.clearTimers();
-    gen.kill(this.#o.stopSignal);
-    gen.timers.push(setTimeout(() => gen.kill('SIGKILL', true), this.#o.stopTimeout));
+    gen.killAfter(this.#o.stopSignal, this.#o.stopTimeout);
   }
 
   #stop(gen: Generation, signal: NodeJS.Signals): void {
     if (gen.state === 'exited') return;
     gen.state = 'stopping';
     gen.clearTimers();
-    gen.kill(signal);
-    gen.timers.push(
-      setTimeout(() => {
-        this.#log(`${gen.describe()} still running ${this.#o.stopTimeout / 1000} s after ${signal}: SIGKILL`);
-        gen.kill('SIGKILL', true);
-      }, this.#o.stopTimeout),
+    gen.killAfter(signal, this.#o.stopTimeout, () =>
+      this.#log(`${gen.describe()} still running ${this.#o.stopTimeout / 1000} s after ${signal}: SIGKILL`),
     );
   }
 
@@ -450,7 +294,7 @@ export class Supervisor {
       // No one serves (a crash restart is waiting out its backoff): start now, backoff reset.
       clearTimeout(this.#restartTimer);
       this.#restartTimer = undefined;
-      this.#failures = 0;
+      this.#restarts.reset();
       this.#log(`reload (${source}): no generation running; starting one now`);
       this.#startCurrent('restart');
       return { ok: true, message: `started ${this.#current!.describe()}` };
@@ -471,12 +315,12 @@ export class Supervisor {
     if (result === 'ready') {
       const previous = this.#current; // undefined if the old one crashed meanwhile
       this.#current = gen;
-      this.#failures = 0;
+      this.#restarts.reset();
       if (previous !== undefined) this.#stop(previous, this.#o.stopSignal);
       const message = `${gen.describe()} serving${previous ? `; ${previous.describe()} sent ${this.#o.stopSignal}` : ''}`;
       this.#log(`reload done: ${message}`);
       this.#upstream({ ready: true, status: `${gen.describe()} serving` });
-      this.#watchFollowUp();
+      this.#watch?.followUp();
       return { ok: true, message };
     }
     // Rollback: the new generation goes, with everything it started; the old one never stopped.
@@ -487,7 +331,7 @@ export class Supervisor {
     this.#log(`reload failed: ${message}`);
     this.#upstream({ ready: true, status: `reload failed: ${gen.describe()} ${result}` });
     if (this.#current === undefined && !this.#shuttingDown) this.#startCurrent('restart');
-    this.#watchFollowUp();
+    this.#watch?.followUp();
     return { ok: false, message };
   }
 
@@ -511,56 +355,6 @@ export class Supervisor {
     return { ok: false, message: `refused: ${why}` };
   }
 
-  #onControl(ch: Channel): void {
-    ch.on('error', () => {});
-    ch.once('message', (m) => {
-      const cmd = m.data.toString('utf8').trim();
-      const reply = (r: ReloadResult): void => {
-        ch.send({ data: Buffer.from(JSON.stringify(r)) }).then(
-          () => ch.close(),
-          () => ch.close(),
-        );
-      };
-      if (cmd === 'reload') void this.reload('control socket').then(reply);
-      else reply({ ok: false, message: `unknown command '${cmd}'` });
-    });
-  }
-
-  // --- watch ---------------------------------------------------------------------------------
-
-  #startWatching(): void {
-    const ignored = ignoreMatcher(this.#o.watchIgnore);
-    for (const p of this.#o.watch) {
-      const w = new TreeWatcher(
-        p,
-        ignored,
-        (name) => this.#onWatchEvent(p, name),
-        (line) => this.#log(line),
-      );
-      this.#watchers.push(w);
-    }
-  }
-
-  // `name`: relative to the watched path p ('' for p itself).
-  #onWatchEvent(p: string, name: string): void {
-    clearTimeout(this.#watchTimer);
-    this.#watchTimer = setTimeout(() => {
-      this.#watchTimer = undefined;
-      if (this.#next !== undefined || this.#current?.state === 'starting') {
-        this.#log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
-        this.#watchAgain = true;
-        return;
-      }
-      void this.reload(`--watch: ${name ? path.join(p, name) : p} changed`);
-    }, this.#o.watchDelay);
-  }
-
-  #watchFollowUp(): void {
-    if (!this.#watchAgain) return;
-    this.#watchAgain = false;
-    setImmediate(() => void this.reload('--watch: changes during the last reload'));
-  }
-
   // --- watchdog -----------------------------------------------------------------------------
 
   #startWatchdogs(): void {
@@ -575,9 +369,6 @@ export class Supervisor {
       onMissed: (gen, why) => this.#hung(gen, why),
       log: (line) => this.#log(line),
     });
-    if (upstreamWatchdog === undefined && watchdog === undefined) return;
-    const each = watchdog === undefined ? 'generations are not watched' : `each generation must ping within ${watchdog / 1e6} s once ready`;
-    this.#log(`watchdog: ${upstreamWatchdog !== undefined ? `pinging systemd every ${upstreamWatchdog / 2e6} s; ` : ''}${each}`);
   }
 
   // As systemd does at a missed watchdog: SIGABRT (its WatchdogSignal=, which a hung event loop cannot
@@ -585,8 +376,7 @@ export class Supervisor {
   // one is restarted, a reload's new one is rolled back.
   #hung(gen: Generation, why: string): void {
     this.#log(`${gen.describe()} ${why}: SIGABRT`);
-    gen.kill('SIGABRT');
-    gen.timers.push(setTimeout(() => gen.kill('SIGKILL', true), this.#o.stopTimeout));
+    gen.killAfter('SIGABRT', this.#o.stopTimeout);
   }
 
   // EXTEND_TIMEOUT_USEC= of a generation systemd is waiting on (the first start, or a reload's new
@@ -614,8 +404,7 @@ export class Supervisor {
     this.#log(`${why}: stopping`);
     this.#upstream({ stopping: true });
     clearTimeout(this.#restartTimer);
-    clearTimeout(this.#watchTimer);
-    this.#watchers.forEach((w) => w.close());
+    this.#watch?.close();
     for (const g of this.#live) this.#stop(g, signal);
     if (this.#live.size === 0) this.#finish();
   }
@@ -624,7 +413,7 @@ export class Supervisor {
     if (this.#finishing) return;
     this.#finishing = true;
     let status = exitStatus(this.#current?.exit ?? this.#lastExit);
-    if (this.#startLimitHit && status === 0) status = 1; // giving up is a failure, whatever the last exit
+    if (this.#restarts.limitHit && status === 0) status = 1; // giving up is a failure, whatever the last exit
     void this.#killStrays().then(() => {
       this.#release();
       this.#done(status);
@@ -636,28 +425,19 @@ export class Supervisor {
     return new Set([...[...this.#live].map((g) => g.pid), this.#lifeline?.pid ?? -1]);
   }
 
-  // Any process still under the supervisor once every generation is gone (e.g. one whose environment
-  // no longer names its generation): SIGKILL, and wait until none is left, so that none holds a
-  // listener after the supervisor exits.
+  // Once every generation is gone: no process under the supervisor may hold a listener after it exits.
   async #killStrays(): Promise<void> {
-    const end = Date.now() + 5000;
-    for (let round = 0; ; round++) {
-      const strays = findStrays(this.#ours());
-      if (strays.length === 0) break;
-      if (Date.now() > end) {
-        this.#log(`processes still running after SIGKILL: ${strays.map((s) => s.pid).join(', ')}`);
-        break;
-      }
-      if (killStrays(strays) > 0 && round === 0) this.#log(`SIGKILL to processes left behind: ${strays.map((s) => s.pid).join(', ')}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await killRemaining(
+      () => this.#ours(),
+      (line) => this.#log(line),
+    );
     this.#reaper?.reap();
   }
 
   // Everything the supervisor holds, in any state start() may have got to.
   #release(): void {
     for (const [sig, fn] of this.#signalHandlers.splice(0)) process.off(sig, fn);
-    this.#watchers.splice(0).forEach((w) => w.close());
+    this.#watch?.close();
     this.#reaper?.close();
     this.#notify?.close();
     void this.#control?.close();
@@ -665,12 +445,5 @@ export class Supervisor {
     this.#store.close();
     this.#watchdogs?.close();
     this.#lifeline?.close();
-  }
-
-  // To a systemd (or another supervisor) above us; best effort, a failure is logged.
-  #upstream(state: NotifyState): void {
-    const target = this.#o.upstreamNotify;
-    if (target === undefined) return;
-    notify(state, { socket: target }).catch((err: Error) => this.#log(`notifying systemd (${target}): ${err.message}`));
   }
 }

@@ -1,5 +1,5 @@
-// The supervisor's listeners: parsed from `--listen` specs and bound once, or inherited from a
-// systemd above it (socket activation), then handed to every generation as fds 3, 4, ...
+// The supervisor's listeners: bound once from `--listen` specs (lib/cli/listen-spec.ts parses them), or
+// inherited from a systemd above it (socket activation), then handed to every generation as fds 3, 4, ...
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { closeQuietly } from '../channel';
@@ -11,7 +11,7 @@ import { parseName } from '../names';
 export type ListenerProto = 'tcp' | 'udp' | 'unix';
 
 export interface ListenerSpec {
-  /** LISTEN_FDNAMES entry: [A-Za-z0-9_.-], at most 255 characters (no ':', LISTEN_FDNAMES' separator). */
+  /** Its LISTEN_FDNAMES entry: an fd name (systemd/names.ts isFdName). */
   name: string;
   proto: ListenerProto;
   /** tcp/udp: the address (IPv6 without brackets, may carry a %zone); unix: the path or @abstract. */
@@ -28,58 +28,6 @@ export interface Listener {
   describe: string;
   /** A Unix socket path this supervisor created and removes on exit. */
   unlinkOnClose?: string;
-}
-
-/** Default LISTEN_FDNAMES entry, as sd_listen_fds_with_names reports an fd with no name. */
-export const UNNAMED = 'unknown';
-const NAME_RE = /^[A-Za-z0-9_.-]{1,255}$/;
-
-function parsePort(text: string, spec: string): number {
-  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw new Error(`bad port in listener '${spec}'`);
-  return Number(text);
-}
-
-function parseHostPort(rest: string, spec: string): { host: string; port: number } {
-  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(rest);
-  if (v6) {
-    const addr = v6[1]!.split('%')[0]!;
-    if (net.isIPv6(addr)) return { host: v6[1]!, port: parsePort(v6[2]!, spec) };
-    throw new Error(`'${v6[1]}' in listener '${spec}' is not an IPv6 address`);
-  }
-  const i = rest.lastIndexOf(':');
-  if (i < 0) throw new Error(`listener '${spec}' needs HOST:PORT (IPv6 in brackets: [::1]:8080)`);
-  const host = rest.slice(0, i);
-  const port = parsePort(rest.slice(i + 1), spec);
-  if (host === '' || host === '*') return { host: '0.0.0.0', port };
-  if (!net.isIPv4(host)) throw new Error(`'${host}' in listener '${spec}' is not an IPv4 address (IPv6 goes in brackets)`);
-  return { host, port };
-}
-
-/**
- * Parses one `--listen` value: `[NAME=]ADDRESS`, ADDRESS one of `HOST:PORT` or `tcp:HOST:PORT`
- * (IPv6 as `[::1]:PORT`), `udp:HOST:PORT`, `unix:PATH` (or any value starting with `/` or `./`),
- * `unix:@NAME` for an abstract socket.
- */
-export function parseListenerSpec(spec: string): ListenerSpec {
-  let name = UNNAMED;
-  let rest = spec;
-  const eq = /^([A-Za-z0-9_.:-]+)=(.*)$/.exec(spec);
-  if (eq && !/^(tcp|udp|unix):/.test(spec)) {
-    name = eq[1]!;
-    rest = eq[2]!;
-  }
-  if (!NAME_RE.test(name)) throw new Error(`bad listener name '${name}' (letters, digits, _ . -)`);
-  if (rest.startsWith('unix:') || rest.startsWith('/') || rest.startsWith('./')) {
-    const path = rest.startsWith('unix:') ? rest.slice(5) : rest;
-    if (path === '') throw new Error(`listener '${spec}' needs a path`);
-    return { name, proto: 'unix', host: path, port: 0, text: `unix:${path}` };
-  }
-  if (rest.startsWith('udp:')) {
-    const hp = parseHostPort(rest.slice(4), spec);
-    return { name, proto: 'udp', ...hp, text: `udp:${rest.slice(4)}` };
-  }
-  const hp = parseHostPort(rest.startsWith('tcp:') ? rest.slice(4) : rest, spec);
-  return { name, proto: 'tcp', ...hp, text: `tcp:${rest.startsWith('tcp:') ? rest.slice(4) : rest}` };
 }
 
 /**

@@ -3,13 +3,8 @@
 import * as fs from 'node:fs';
 import { closeQuietly, type Channel, type Message } from '../channel';
 import { bindDgram } from '../endpoints';
-import { procStat } from '../proc';
-
-/** The parent pid of `pid` from /proc/<pid>/stat, or undefined if it is gone. */
-export function parentOf(pid: number): number | undefined {
-  const ppid = procStat(pid)?.ppid;
-  return ppid === undefined || ppid < 0 ? undefined : ppid;
-}
+import { parentOf } from '../proc';
+import { notify, type NotifyState } from '../systemd';
 
 /**
  * Which of `roots` has `pid` in its process tree (pid itself, or an ancestor by the ppid chain).
@@ -88,4 +83,15 @@ export class NotifyReceiver {
     this.#channel?.close();
     fs.rmSync(this.#dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Sends to a systemd (or another supervisor) above this one, at `target` (its NOTIFY_SOCKET; none:
+ * nothing is sent). Best effort: a failure is logged.
+ */
+export function upstreamNotifier(target: string | undefined, log: (line: string) => void): (state: NotifyState) => void {
+  return (state) => {
+    if (target === undefined) return;
+    notify(state, { socket: target }).catch((err: Error) => log(`notifying systemd (${target}): ${err.message}`));
+  };
 }

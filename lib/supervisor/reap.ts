@@ -2,9 +2,8 @@
 // reparented to it, and libuv waits only for the children it spawned. On each SIGCHLD, find this
 // process's zombie children in /proc that are not its own generations (libuv reaps those, and needs
 // their status) and wait for them by pid. Needs the pid namespace's own /proc, as every container has.
-import { procStat } from '../proc';
+import { childrenOf, procStat } from '../proc';
 import { binding } from '../native';
-import { childrenOf } from './strays';
 
 export class OrphanReaper {
   readonly #ours: () => ReadonlySet<number>;

@@ -5,7 +5,7 @@
 // stray. Each is told from its environment as of its exec (FDPASS_GENERATION, inherited from the
 // generation that started it), read in /proc/PID/environ.
 import * as fs from 'node:fs';
-import { procStat } from '../proc';
+import { childrenOf, procStat } from '../proc';
 import { binding } from '../native';
 
 export interface Stray {
@@ -23,40 +23,6 @@ function generationOf(pid: number): number | undefined {
   }
   const entry = environ.split('\0').find((e) => e.startsWith('FDPASS_GENERATION='));
   return entry === undefined ? undefined : Number(entry.slice('FDPASS_GENERATION='.length));
-}
-
-/**
- * The children of `pid` (none when it is gone): /proc/PID/task/TID/children of each of its threads (an
- * orphan is reparented to one of the subreaper's threads), or a scan of /proc without that file
- * (a kernel without CONFIG_PROC_CHILDREN).
- */
-export function childrenOf(pid: number): number[] {
-  let tasks: string[];
-  try {
-    tasks = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return [];
-  }
-  const out: number[] = [];
-  for (const tid of tasks) {
-    let text: string;
-    try {
-      text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync(`/proc/${pid}/task/${tid}`)) return scanChildren(pid);
-      continue; // the thread exited
-    }
-    for (const c of text.split(' ')) if (c !== '' && c !== '\n') out.push(Number(c));
-  }
-  return out;
-}
-
-function scanChildren(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (/^\d+$/.test(name) && procStat(Number(name))?.ppid === pid) out.push(Number(name));
-  }
-  return out;
 }
 
 /** The running processes under this one that are not in `ours` or under them. */
@@ -89,6 +55,24 @@ export function killStrays(strays: readonly Stray[]): number {
     }
   }
   return n;
+}
+
+/**
+ * Any process still under this one that `ours` does not name (e.g. one whose environment no longer
+ * names its generation): SIGKILL, until none is left or 5 s have passed.
+ */
+export async function killRemaining(ours: () => ReadonlySet<number>, log: (line: string) => void): Promise<void> {
+  const end = Date.now() + 5000;
+  for (let round = 0; ; round++) {
+    const strays = findStrays(ours());
+    if (strays.length === 0) return;
+    if (Date.now() > end) {
+      log(`processes still running after SIGKILL: ${strays.map((s) => s.pid).join(', ')}`);
+      return;
+    }
+    if (killStrays(strays) > 0 && round === 0) log(`SIGKILL to processes left behind: ${strays.map((s) => s.pid).join(', ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** Makes this process the subreaper of its descendants; false (with the reason logged) where it cannot. */

@@ -6,10 +6,11 @@
 // Every time here is monotonic (performance.now()): a wall-clock step (NTP, `date -s`) must neither
 // stop healthy generations nor spare hung ones.
 import { performance } from 'node:perf_hooks';
+import type { GenerationState } from './generation';
 
 /** A generation as the watchdog sees it. */
 export interface Watched {
-  readonly state: 'starting' | 'ready' | 'stopping' | 'exited';
+  readonly state: GenerationState;
   describe(): string;
 }
 
@@ -64,6 +65,10 @@ export class Watchdogs<G extends Watched> {
       this.#checkTimer = setInterval(() => this.check(), msOf(opts.generationUsec / 10));
       this.#checkTimer.unref();
     }
+    const { upstreamUsec: up, generationUsec: each } = opts;
+    if (up === undefined && each === undefined) return;
+    const gens = each === undefined ? 'generations are not watched' : `each generation must ping within ${each / 1e6} s once ready`;
+    opts.log(`watchdog: ${up !== undefined ? `pinging systemd every ${up / 2e6} s; ` : ''}${gens}`);
   }
 
   /** What each generation's environment gets (WATCHDOG_PID is its own pid, set by its shell). */

@@ -10,7 +10,8 @@ import { FdpassError } from '../errors';
 import { fdOf, inspect, toDgram, toServer, type FdInfo, type FdLike } from '../adopt';
 import { closeQuietly } from '../channel';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
-import { validateFdName } from './names';
+import { UNNAMED, validateFdName } from './names';
+import { ownPidShell } from './own-pid';
 
 const debug = debuglog('fdpass');
 
@@ -115,7 +116,7 @@ export function listenFds(opts: ListenFdsOptions = {}): ListenFd[] {
   for (const fd of fds) binding.setCloexec(fd);
   taken = key;
   if (unset) unsetListenEnv();
-  const result = fds.map((fd, i) => ({ fd, name: names?.[i] ?? 'unknown', info: inspect(fd) }));
+  const result = fds.map((fd, i) => ({ fd, name: names?.[i] ?? UNNAMED, info: inspect(fd) }));
   debug(
     'listenFds: took %j',
     result.map((r) => `${r.fd}:${r.name}`),
@@ -236,7 +237,7 @@ export function spawnActivated(
   validateObject(opts, 'options');
   const numbers = fds.map((f, i) => fdOf((f as ActivationFd)?.fd, `fds[${i}].fd`));
   const names = fds.map((f, i) => {
-    const name = f.name ?? 'unknown';
+    const name = f.name ?? UNNAMED;
     validateFdName(name, `fds[${i}].name`);
     return name;
   });
@@ -250,7 +251,7 @@ export function spawnActivated(
   delete env.LISTEN_PID;
   checkPlatform(); // needs no native call, but passes descriptors the Linux way: fail before spawning
   debug('spawnActivated: %s with %j', command, names);
-  return spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', command, ...args], {
+  return spawn('/bin/sh', ownPidShell(command, args), {
     ...opts,
     env,
     stdio: [...std, ...numbers],

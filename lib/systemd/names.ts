@@ -4,13 +4,21 @@ import { invalidArgType, invalidArgValue } from '../validate';
 /** systemd's FDNAME_MAX. */
 export const MAX_FD_NAME_LENGTH = 255;
 
+/** sd_listen_fds_with_names' name for a descriptor passed without one. */
+export const UNNAMED = 'unknown';
+
 /**
  * An fd name as systemd accepts it (fdname_is_valid): 1-255 printable ASCII characters, no ':'
  * (LISTEN_FDNAMES separates names with ':').
  */
+export function isFdName(value: string): boolean {
+  return value.length > 0 && value.length <= MAX_FD_NAME_LENGTH && /^[\x20-\x7e]+$/.test(value) && !value.includes(':');
+}
+
+/** Throws unless `value` is an fd name ({@link isFdName}). */
 export function validateFdName(value: unknown, name: string): asserts value is string {
   if (typeof value !== 'string') throw invalidArgType(name, 'of type string', value);
-  if (value.length === 0 || value.length > MAX_FD_NAME_LENGTH || !/^[\x20-\x7e]+$/.test(value) || value.includes(':')) {
+  if (!isFdName(value)) {
     throw invalidArgValue(name, value, `must be 1-${MAX_FD_NAME_LENGTH} printable ASCII characters without ':'`);
   }
 }
