@@ -64,6 +64,8 @@ describe('fdpass run: processes that leave the process group', function () {
     const first = await sup.expect<{ pid: number; gen: string }>('escapee');
     escapees.push(first.pid);
     const { port } = await sup.expect<{ port: number }>('ready');
+    // The app says 'ready' as it notifies: a SIGHUP before the supervisor has read READY=1 is refused.
+    await logged(sup, /generation 1 \(pid \d+\) is ready/);
     sup.proc.kill('SIGHUP');
     const second = await sup.expect<{ pid: number; gen: string }>('escapee');
     escapees.push(second.pid);
@@ -83,6 +85,8 @@ describe('fdpass run: processes that leave the process group', function () {
     const { port } = await sup.expect<{ port: number }>('ready');
     sup.proc.kill('SIGKILL');
     await waitFor(`the setsid server (pid ${escapee.pid}) to be stopped`, () => !alive(escapee.pid), 10_000);
+    // The generation itself drains after the lifeline's stop signal (SIGKILL after --stop-timeout 5).
+    for (const end = Date.now() + 10_000; Date.now() < end && !(await refused(port));) await new Promise((r) => setTimeout(r, 50));
     assert.equal(await refused(port), true, 'something still accepts on the listener');
     assert.equal((await sup.exited).signal, 'SIGKILL');
   });
