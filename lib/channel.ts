@@ -99,7 +99,7 @@ export class Channel extends EventEmitter {
   #reading = false; // what the poller was last told (readStart/readStop)
   #needDrain = false; // write() returned false and 'drain' has not been emitted since
   #readBuffer: Buffer;
-  #outgoing: OutgoingStage; // its fds are the poller's sendFds
+  readonly #outgoing: OutgoingStage; // its fds are the poller's sendFds
   #peer: PeerCredentials | undefined;
   #onClose: (() => void) | undefined;
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
