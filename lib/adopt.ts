@@ -84,6 +84,16 @@ export function inspect(fd: number): FdInfo {
   return info;
 }
 
+/** A TCP or Unix stream socket (what net.Server and net.Socket drive); not a Unix seqpacket one. */
+export function isStreamSocket(s: SocketInfo | undefined): s is SocketInfo & { type: 'stream' } {
+  return s !== undefined && s.type === 'stream' && s.domain !== 'other';
+}
+
+/** A UDP socket, over IPv4 or IPv6 (what dgram.Socket drives). */
+export function isUdpSocket(s: SocketInfo | undefined): s is SocketInfo & { type: 'dgram' } {
+  return s !== undefined && s.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6');
+}
+
 function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
   const s = info.socket;
   const kinds: Record<FdKind, string> = {
@@ -143,7 +153,7 @@ export function toServer<S extends net.Server = net.Server>(fd: number, server?:
     validateInteger(backlog, 'options.backlog', 0, 65535);
     const info = inspect(fd);
     const s = info.socket;
-    if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.connected || s.connecting) {
+    if (!isStreamSocket(s) || s.connected || s.connecting) {
       throw wrongKind(fd, 'a listening or bound TCP or Unix stream socket', info);
     }
     if (!isBound(s)) {
@@ -202,7 +212,7 @@ export function toSocket(fd: number, opts: { allowHalfOpen?: boolean } = {}): ne
   validateFd(fd);
   const info = inspect(fd);
   const s = info.socket;
-  if (s === undefined || s.type !== 'stream' || s.domain === 'other' || s.listening || !s.connected) {
+  if (!isStreamSocket(s) || s.listening || !s.connected) {
     throw wrongKind(fd, 'a connected TCP or Unix stream socket', info);
   }
   try {
@@ -223,7 +233,7 @@ export function toDgram(fd: number, opts: Omit<dgram.SocketOptions, 'type'> = {}
     validateFd(fd);
     const info = inspect(fd);
     const s = info.socket;
-    if (s === undefined || s.type !== 'dgram' || (s.domain !== 'inet' && s.domain !== 'inet6')) {
+    if (!isUdpSocket(s)) {
       throw wrongKind(fd, 'a bound UDP socket', info);
     }
     if (!isBound(s)) throw new FdpassError('ERR_FDPASS_UNBOUND', `fd ${fd} is a UDP socket that is not bound`);
@@ -256,14 +266,14 @@ export async function adopt(fd: number): Promise<net.Server | net.Socket | dgram
   validateFd(fd);
   const info = inspect(fd);
   const s = info.socket;
-  if (s?.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6')) return toDgram(fd);
-  if (s?.type === 'stream' && s.domain !== 'other' && s.connecting) {
+  if (isUdpSocket(s)) return toDgram(fd);
+  if (isStreamSocket(s) && s.connecting) {
     throw new FdpassError(
       'ERR_FDPASS_WRONG_FD_KIND',
       `fd ${fd} is a TCP socket still connecting: neither listening nor connected yet (adopt it with toSocket once connected)`,
     );
   }
-  if (s?.type === 'stream' && s.domain !== 'other') return s.connected ? toSocket(fd) : toServer(fd);
+  if (isStreamSocket(s)) return s.connected ? toSocket(fd) : toServer(fd);
   throw wrongKind(fd, 'a TCP, UDP or Unix stream socket', info);
 }
 

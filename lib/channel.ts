@@ -1,43 +1,29 @@
 // Channel: one Unix-socket endpoint that sends and receives messages carrying descriptors.
 // Policy lives here (flow control, framing rules, promises); the native Poller owns the fd and syscalls.
+// A read batch is decoded in read-batch.ts, an outgoing message staged in outgoing.ts.
+// Why over 350 lines: Channel is one state machine (inbox, waiters, queued sends, reading on/off,
+// close) whose private fields every method reads; split further, each part would need them all.
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { binding, constants, type NativePoller } from './native';
 import { FdpassError, type FdpassSystemError, systemError } from './errors';
+import { closeQuietly } from './fds';
+import {
+  DEFAULT_MAX_MESSAGE_SIZE,
+  MAX_FDS_PER_MESSAGE,
+  MAX_MESSAGE_SIZE,
+  type Message,
+  type OutgoingMessage,
+  type PeerCredentials,
+} from './message';
 import { kindOf, type SocketKind } from './names';
-import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateInteger, validateObject } from './validate';
+import { OutgoingStage } from './outgoing';
+import { READ_INFO, decodeBatch } from './read-batch';
+import { invalidArgType, validateFd, validateInteger } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
 import { emitGuarded } from './emit';
 
 const debug = debuglog('fdpass');
-
-/** SCM_MAX_FD: the kernel refuses more descriptors in one message. */
-export const MAX_FDS_PER_MESSAGE = constants.MAX_FDS_PER_MESSAGE;
-/** Default receive buffer: the largest message (seqpacket/dgram) or chunk (stream) read at once. */
-export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024;
-/** Upper bound for maxMessageSize (64 MiB). */
-export const MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
-
-/** One received message. The `fds` are yours once you have it: adopt them or close them. */
-export interface Message {
-  data: Buffer;
-  fds: number[];
-  /** The sender's credentials (SCM_CREDENTIALS): on datagrams received by a bindDgram() channel. */
-  cred?: PeerCredentials;
-}
-
-/** What to send: optional payload bytes and up to 253 descriptors (they stay yours). */
-export interface OutgoingMessage {
-  data?: Buffer | Uint8Array | string | null;
-  fds?: readonly number[];
-}
-
-/** The peer process's credentials as the kernel saw them at connect time (SO_PEERCRED). */
-export interface PeerCredentials {
-  pid: number;
-  uid: number;
-  gid: number;
-}
 
 export interface ChannelOptions {
   /** Largest message (seqpacket, dgram) or chunk (stream) read at once. Default 64 KiB. */
@@ -66,68 +52,11 @@ interface PendingSend {
   reject: (e: unknown) => void;
 }
 
-// A stream drops fds sent without data (unix(7)): fd-only stream messages carry this one byte.
-const FD_ONLY_PAD = Buffer.from([0]);
-
-// Memory shared with the native poller so that a read batch or a send crosses JS<->C++ in one call
-// with no allocation. One pair per thread (module instance), shared by every channel: a read batch is
-// copied out in #onRead before any user code runs, and send() stages its fds right before the call.
-// readInfo's layout, declared once in native/poller.cc.
-const { READ_INFO_MESSAGES, READ_INFO_FDS, DROPPED_CTRUNC } = binding.Poller;
-const READ_INFO_CRED = binding.Poller.READ_INFO_CRED;
-const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
-const SEND_FDS = new Int32Array(MAX_FDS_PER_MESSAGE);
 // Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
 // messages to JS in one call (a message is only read while a full-size one would still fit).
 const READ_SLACK = 16 * 1024;
-const EMPTY_FDS: readonly number[] = [];
 
 function ignore(): void {}
-
-/** Closes descriptors fdpass owns on an error or cleanup path; a failure is only logged. */
-export function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      binding.close(fd);
-    } catch (err) {
-      debug('close(%d) failed: %s', fd, (err as Error).message);
-    }
-  }
-}
-
-/** Validates `fds` and copies them into `into` (the typed array native code reads). */
-function copyFds(fds: readonly unknown[], into: Int32Array, name: string): void {
-  for (let i = 0; i < fds.length; i++) {
-    const fd = fds[i];
-    // The inline test is the hot path; validateFd only runs to build the error.
-    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `${name}[${i}]`);
-    into[i] = fd as number;
-  }
-}
-
-/**
- * Closes descriptors you own, typically the `fds` of a received message you do not adopt, in one
- * native call (`closeFds(message.fds)`) instead of one `closeFd` call each. All are checked
- * before any is closed; then every one is closed even if one fails, and the first failure throws
- * (e.g. EBADF) as `closeFd` would.
- */
-export function closeFds(fds: readonly number[]): void {
-  if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
-  const count = fds.length;
-  if (count <= 1) {
-    // One descriptor: the plain close call is cheaper than passing a typed array.
-    if (count === 1) {
-      validateFd(fds[0], 'fds[0]');
-      binding.close(fds[0]);
-    }
-    return;
-  }
-  // SEND_FDS is free here: send() stages and uses it within one synchronous call.
-  const staged = count <= SEND_FDS.length ? SEND_FDS : new Int32Array(count);
-  copyFds(fds, staged, 'fds');
-  const errno = binding.closeFds(staged, count);
-  if (errno !== 0) throw systemError(errno, 'close');
-}
 
 /** Checks ChannelOptions; returns the receive buffer size and the most descriptors a message may carry. */
 export function validateChannelOptions(opts: ChannelOptions): { bufferSize: number; maxFds: number } {
@@ -139,36 +68,6 @@ export function validateChannelOptions(opts: ChannelOptions): { bufferSize: numb
   const maxFds = opts.maxFds ?? MAX_FDS_PER_MESSAGE;
   validateInteger(maxFds, 'options.maxFds', 0, MAX_FDS_PER_MESSAGE);
   return { bufferSize, maxFds };
-}
-
-// How many fds the last stage() put in SEND_FDS.
-let stagedFds = 0;
-
-/**
- * Checks an outgoing message, stages its fds in SEND_FDS (their count in `stagedFds`) and returns the
- * bytes that go to the kernel, or 'noop' when there is nothing to send.
- */
-function stage(kind: SocketKind, msg: OutgoingMessage): Buffer | null | 'noop' {
-  validateObject(msg, 'message');
-  let data = toBuffer(msg.data, 'message.data');
-  const fds = msg.fds ?? EMPTY_FDS;
-  if (!Array.isArray(fds)) throw invalidArgType('message.fds', 'an instance of Array', fds);
-  const count = fds.length;
-  if (count > MAX_FDS_PER_MESSAGE) {
-    throw outOfRange('message.fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD)`, count);
-  }
-  copyFds(fds, SEND_FDS, 'message.fds');
-  const empty = data === null || data.length === 0;
-  if (empty && kind === 'stream') {
-    if (count === 0) return 'noop'; // a zero-length stream write sends nothing
-    data = FD_ONLY_PAD;
-  }
-  if (empty && count === 0 && kind === 'seqpacket') {
-    // The receiver could not tell a zero-length seqpacket message from end-of-file.
-    throw invalidArgValue('message', msg, 'must carry data or fds on a seqpacket channel');
-  }
-  stagedFds = count;
-  return data;
 }
 
 /**
@@ -200,6 +99,7 @@ export class Channel extends EventEmitter {
   #reading = false; // what the poller was last told (readStart/readStop)
   #needDrain = false; // write() returned false and 'drain' has not been emitted since
   #readBuffer: Buffer;
+  readonly #outgoing: OutgoingStage; // its fds are the poller's sendFds
   #peer: PeerCredentials | undefined;
   #onClose: (() => void) | undefined;
   #afterFlush: (() => void) | undefined; // close() waiting for queued sends
@@ -223,6 +123,7 @@ export class Channel extends EventEmitter {
     const { bufferSize, maxFds } = validateChannelOptions(opts);
     this.#maxFds = maxFds;
     this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
+    this.#outgoing = new OutgoingStage(kind);
     this.#poller = new binding.Poller(
       fd,
       0,
@@ -233,7 +134,7 @@ export class Channel extends EventEmitter {
       (errno, syscall) => this.#onError(systemError(errno, syscall)),
       this.#readBuffer,
       READ_INFO,
-      SEND_FDS,
+      this.#outgoing.fds,
       this.#taken,
     );
     this.#native = this.#poller;
@@ -271,9 +172,9 @@ export class Channel extends EventEmitter {
    * as soon as this returns, even if the message had to wait (it then holds duplicates).
    */
   send(msg: OutgoingMessage): Promise<void> {
-    let data: ReturnType<typeof stage>;
+    let data: ReturnType<OutgoingStage['stage']>;
     try {
-      data = stage(this.type, msg);
+      data = this.#outgoing.stage(msg);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -283,7 +184,7 @@ export class Channel extends EventEmitter {
     if (data === 'noop') return Promise.resolve();
     let id: number;
     try {
-      id = this.#poller.send(data, stagedFds);
+      id = this.#poller.send(data, this.#outgoing.count);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -304,13 +205,13 @@ export class Channel extends EventEmitter {
    * listens) and `'close'`, and later calls throw that error. `close()` waits for queued messages.
    */
   write(msg: OutgoingMessage): boolean {
-    const data = stage(this.type, msg);
+    const data = this.#outgoing.stage(msg);
     const poller = this.#poller;
     if (this.#closed || this.#closing !== null || poller === null) {
       throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
     }
     if (data === 'noop') return !this.#needDrain;
-    const id = poller.send(data, stagedFds);
+    const id = poller.send(data, this.#outgoing.count);
     if (id === 0) return true; // nothing was queued before it either: the queue is empty
     this.#sends.set(id, { resolve: ignore, reject: ignore });
     this.#needDrain = true;
@@ -481,53 +382,9 @@ export class Channel extends EventEmitter {
     for (const w of waiters) w.reject(err);
   }
 
-  // One read batch: copies each message out of the shared READ_INFO and the read buffer (both are
-  // reused by the next batch) before any user code runs.
+  // One read batch: decoded into the inbox before any user code runs.
   #onRead(count: number, eof: boolean, errno: number, syscall: string): void {
-    const info = READ_INFO;
-    const bytes = this.#readBuffer;
-    let offset = 0;
-    let next = READ_INFO_FDS;
-    for (let i = 0; i < count; i++) {
-      const length = info[READ_INFO_MESSAGES + 2 * i]!;
-      const nfds = info[READ_INFO_MESSAGES + 2 * i + 1]!;
-      if (length < 0) {
-        const flags = nfds;
-        this.#inbox.push(
-          flags & DROPPED_CTRUNC
-            ? new FdpassError(
-                'ERR_FDPASS_CTRUNC',
-                'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed',
-              )
-            : new FdpassError(
-                'ERR_FDPASS_TRUNCATED',
-                'a message was larger than maxMessageSize and was truncated (MSG_TRUNC); its descriptors were closed',
-              ),
-        );
-        debug('channel fd=%d dropped a truncated message (flags %d)', this.#fd, flags);
-        continue;
-      }
-      // A copy of its own (from Node's pool when small, as net.Socket data is).
-      const data = Buffer.allocUnsafe(length);
-      if (length <= 64) {
-        for (let j = 0; j < length; j++) data[j] = bytes[offset + j]!;
-      } else {
-        data.set(new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
-      }
-      offset += length;
-      const fds = new Array<number>(nfds);
-      for (let k = 0; k < nfds; k++) fds[k] = info[next++]!;
-      if (nfds > this.#maxFds) {
-        this.#inbox.push(this.#refuseFds(fds));
-        continue;
-      }
-      const pid = info[READ_INFO_CRED + 3 * i]!;
-      if (pid >= 0) {
-        this.#inbox.push({ data, fds, cred: { pid, uid: info[READ_INFO_CRED + 3 * i + 1]!, gid: info[READ_INFO_CRED + 3 * i + 2]! } });
-      } else {
-        this.#inbox.push({ data, fds });
-      }
-    }
+    decodeBatch(count, this.#readBuffer, this.#maxFds, this.#fd, this.#inbox);
     if (eof) {
       this.#ended = true;
       debug('channel fd=%d: peer closed', this.#fd);
@@ -539,20 +396,6 @@ export class Channel extends EventEmitter {
       process.nextTick(() => emitGuarded(this, 'end'));
       if (!this.#allowHalfOpen) this.#shutdown(null);
     }
-  }
-
-  // A message over maxFds: its fds close now, before any user code runs; an error takes its place.
-  #refuseFds(fds: number[]): FdpassError {
-    try {
-      closeFds(fds);
-    } catch (err) {
-      debug("channel fd=%d: closing a refused message's descriptors: %s", this.#fd, (err as Error).message);
-    }
-    debug('channel fd=%d dropped a message with %d descriptors (maxFds %d)', this.#fd, fds.length, this.#maxFds);
-    return new FdpassError(
-      'ERR_FDPASS_TOO_MANY_FDS',
-      `a message carried ${fds.length} descriptor${fds.length === 1 ? '' : 's'}, more than maxFds (${this.#maxFds}); it was dropped and its descriptors closed`,
-    );
   }
 
   #onSent(lastId: number): void {

@@ -1,6 +1,9 @@
 // fdpass: pass open file descriptors between Linux processes, and adopt them as Node objects.
-export { Channel, openChannel, closeFds, MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE } from './channel';
-export type { Message, OutgoingMessage, PeerCredentials, ChannelOptions } from './channel';
+export { Channel, openChannel } from './channel';
+export type { ChannelOptions } from './channel';
+export { closeFds } from './fds';
+export { MAX_FDS_PER_MESSAGE, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE } from './message';
+export type { Message, OutgoingMessage, PeerCredentials } from './message';
 export { connect, listen, bindDgram, socketPair, ChannelServer } from './endpoints';
 export type { ConnectOptions, ListenOptions, BindDgramOptions, SocketPairOptions } from './endpoints';
 export { sendFd, sendFds, recvFd, recvFds } from './transfer';

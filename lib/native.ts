@@ -37,9 +37,9 @@ export type NativeReadCallback = (
 ) => void;
 
 /**
- * onRead for message mode: `count` messages arrived in one batch. Their layout and descriptors are in
- * the readInfo array (see NativePollerConstructor), their bytes back to back in the readBuffer; both
- * are overwritten by the next batch, so the callback copies out what it keeps.
+ * onRead for message mode: `count` messages arrived in one batch, described in readInfo (layout:
+ * NativePollerConstructor), their bytes in the readBuffer; both are overwritten by the next batch, so
+ * the callback copies out what it keeps.
  */
 export type NativeMessagesCallback = (count: number, eof: boolean, errno: number, syscall: string | undefined) => void;
 
@@ -65,10 +65,19 @@ export interface NativePollerConstructor {
   /**
    * Message mode. readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
    * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
-   * to onRead; sendFds (253 int32s, shareable) carries the descriptors of send(). readInfo layout:
-   * [0] messages, [1] descriptors, per message i [READ_INFO_MESSAGES + 2i] byte length (-1: dropped)
-   * and [READ_INFO_MESSAGES + 2i + 1] descriptor count (dropped: flags DROPPED_CTRUNC |
-   * DROPPED_TRUNC), descriptors from READ_INFO_FDS, credentials from READ_INFO_CRED.
+   * to onRead; sendFds (253 int32s) carries the descriptors of send().
+   *
+   * readInfo's layout, the one description of it (native/poller.cc fills it, lib/read-batch.ts reads
+   * it; the offsets are the static constants below, exported by the addon):
+   * - [0] the batch's message count, [1] its descriptor count;
+   * - per message i, [READ_INFO_MESSAGES + 2i] its byte length and [READ_INFO_MESSAGES + 2i + 1] its
+   *   descriptor count; a dropped message has length -1 and, in place of the count, why it was dropped
+   *   (DROPPED_CTRUNC | DROPPED_TRUNC);
+   * - from READ_INFO_FDS, every descriptor of the batch, message after message;
+   * - from READ_INFO_CRED, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
+   *   when the message carried no credentials).
+   * The bytes of the batch's messages lie back to back in readBuffer, from 0.
+   *
    * The poller keeps owning the received descriptors until JS hands their message to the application
    * and adds their count to readTaken[0] (one Int32Array per poller; the poller resets it to 0 at each
    * batch): the rest close on dropHeld(), GC of the poller, or env teardown. When the constructor
@@ -116,6 +125,10 @@ export interface NativeBinding {
   setErrorFactory(factory: (errno: number, syscall: string) => Error): void;
   Poller: NativePollerConstructor;
   socketPair(type: number): [number, number];
+  /**
+   * Binds (and listens, but for datagrams). A socket file in the way is replaced only when stale
+   * (connecting to it is refused): the one stale-socket rule, in native/sys/unix_socket.cc.
+   */
   unixListen(type: number, name: string, abstract: boolean, backlog: number, mode: number): number;
   unixConnect(type: number, name: string, abstract: boolean): number;
   peerCred(fd: number): [number, number, number];

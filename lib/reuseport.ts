@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { binding, constants } from './native';
 import { FdpassSystemError, withContext } from './errors';
 import { toDgram, toServer } from './adopt';
-import { closeQuietly } from './channel';
+import { closeQuietly } from './fds';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject } from './validate';
 
 export interface ReusePortListenOptions {

@@ -1,6 +1,8 @@
 // The entry points users reach for first: sendFd/recvFd and their plural forms, over a Channel or a
 // socket path (connect/listen for one message, then clean up).
-import { Channel, MAX_FDS_PER_MESSAGE, closeQuietly, type Message } from './channel';
+import { Channel } from './channel';
+import { closeQuietly } from './fds';
+import { MAX_FDS_PER_MESSAGE, type Message } from './message';
 import { acceptOne, bindDgram, connect, listen, type ListenOptions } from './endpoints';
 import { FdpassError } from './errors';
 import { fdOf, type FdLike } from './adopt';

@@ -8,7 +8,7 @@ import type * as http from 'node:http';
 import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
-import { isHttp1, isHttp2 } from './handoff/drain';
+import { isHttp1, isHttp2 } from './http-kind';
 import { binding } from './native';
 import { invalidArgType, invalidArgValue, validateInteger, validateObject, validateString } from './validate';
 import { waitWith } from './wait';

@@ -20,18 +20,13 @@ namespace {
 // libuv's uv__read reads at most 32 times per wakeup so one busy socket cannot starve the loop.
 constexpr int kReadBudget = 32;
 
-// readInfo, the int32s a read batch leaves for JS: [0] messages, [1] descriptors, then per message i
-// [2 + 2i] its byte length (-1: dropped) and [3 + 2i] its descriptor count (dropped: 1 MSG_CTRUNC |
-// 2 MSG_TRUNC), then from kReadInfoFds every descriptor of the batch in order. The bytes lie back to
-// back in readBuffer.
-constexpr size_t kReadInfoMessages = 2;  // per message i: [kReadInfoMessages + 2i], [... + 2i + 1]
+// readInfo, the int32s a read batch leaves for JS: its layout is described once, in lib/native.ts
+// (NativePollerConstructor); these are its offsets, exported to JS as Poller.READ_INFO_* statics.
+constexpr size_t kReadInfoMessages = 2;
 constexpr size_t kReadInfoFds = kReadInfoMessages + 2 * kReadBudget;
-// Why a message was dropped (its descriptor-count slot when its length is -1).
 constexpr int32_t kDroppedCtrunc = 1;
 constexpr int32_t kDroppedTrunc = 2;
 constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
-// Then from kReadInfoCred, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
-// when the message carried no credentials).
 constexpr size_t kReadInfoCred = kReadInfoFds + kReadFdsCapacity;
 constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kReadBudget);
 

@@ -25,8 +25,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
   // caller's. readTaken (Int32Array(1), per poller) counts the received fds JS handed out. Message mode needs
   // the three arrays (memory JS and C++ share, so that a read batch or a send crosses with no allocation):
   // readBuffer (at least bufferSize bytes) receives the batch's bytes, readInfo (Poller.READ_INFO_LENGTH
-  // int32s, may be shared by every poller of the env) its layout and descriptors, sendFds (253 int32s) the
-  // descriptors of send(). onRead(count, eof, errno, syscall) then reads both.
+  // int32s, may be shared by every poller of the env; layout: lib/native.ts) its lengths and descriptors,
+  // sendFds (253 int32s) the descriptors of send(). onRead(count, eof, errno, syscall) then reads both.
   explicit Poller(const Napi::CallbackInfo& info);
   ~Poller() override;
 

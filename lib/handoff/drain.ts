@@ -14,9 +14,10 @@ import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
-import { closeQuietly } from '../channel';
+import { closeQuietly } from '../fds';
+import { isHttp1, isHttp2, type HttpLike } from '../http-kind';
 import { invalidArgType, outOfRange, validateInteger, validateObject } from '../validate';
-import type { HandoffListener } from './serve';
+import type { HandoffListener } from './listeners';
 
 const debug = debuglog('fdpass');
 
@@ -26,24 +27,10 @@ interface ConnectionsList {
   all(): Array<{ socket: net.Socket }>;
   idle(): Array<{ socket: net.Socket }>;
 }
-interface HttpLike extends net.Server {
-  closeIdleConnections(): void;
-  closeAllConnections(): void;
-}
 
 function symbolValue<T>(obj: object, description: string): T | undefined {
   const sym = Object.getOwnPropertySymbols(obj).find((s) => s.description === description);
   return sym === undefined ? undefined : ((obj as Record<symbol, unknown>)[sym] as T);
-}
-
-/** An http.Server or https.Server (HTTP/1.x). @internal also used by warmUp() */
-export function isHttp1(server: net.Server): server is HttpLike {
-  return typeof (server as Partial<HttpLike>).closeIdleConnections === 'function';
-}
-
-/** An HTTP/2 server, with or without TLS. @internal also used by warmUp() */
-export function isHttp2(server: net.Server): server is http2.Http2Server {
-  return typeof (server as Partial<http2.Http2Server>).updateSettings === 'function';
 }
 
 const NGHTTP2_NO_ERROR = 0; // not imported: node:http2 loads only for apps that use it

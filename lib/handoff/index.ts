@@ -1,6 +1,7 @@
 // Hot restart (DESIGN.md §7): `serve()` in the old process, `take()` in the new one.
 export { serve, HandoffServer } from './serve';
-export type { HandoffListener, ServeOptions } from './serve';
+export type { ServeOptions } from './serve';
+export type { HandoffListener } from './listeners';
 export { take, Inheritance } from './take';
 export type { TakeOptions, InheritedListener, ReadyResult } from './take';
 export { HANDOFF_PROTOCOL_VERSION } from './protocol';

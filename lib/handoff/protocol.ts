@@ -1,10 +1,12 @@
 // The hand-off wire protocol: JSON messages on a seqpacket control socket, listeners' fds attached to
 // 'listeners' batches. Every message is checked for shape on both sides, and every fd that arrives
 // on a message that may not carry any is closed (DESIGN.md §4: each fd has exactly one owner).
-import { DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS_PER_MESSAGE, closeQuietly, type Channel, type Message } from '../channel';
+import type { Channel } from '../channel';
+import { closeQuietly } from '../fds';
+import { DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS_PER_MESSAGE, type Message } from '../message';
 import type { WaitOptions } from '../wait';
 import { FdpassError, FdpassSystemError, type FdpassErrorCode } from '../errors';
-import { inspect } from '../adopt';
+import { inspect, isStreamSocket, isUdpSocket } from '../adopt';
 
 /** The control protocol's version; a peer speaking another one is refused cleanly. */
 export const HANDOFF_PROTOCOL_VERSION = 1;
@@ -188,10 +190,8 @@ export function isPeerGone(err: unknown): boolean {
 
 export function kindOfListener(fd: number): ListenerKind {
   const s = inspect(fd).socket;
-  if (s === undefined) return 'other';
-  if (s.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6')) return 'udp';
-  if (s.type === 'stream' && s.domain === 'unix') return 'unix';
-  if (s.type === 'stream' && (s.domain === 'inet' || s.domain === 'inet6')) return 'tcp';
+  if (isUdpSocket(s)) return 'udp';
+  if (isStreamSocket(s)) return s.domain === 'unix' ? 'unix' : 'tcp';
   return 'other';
 }
 

@@ -2,20 +2,20 @@
 // process at a time, close our copies only after it says "ready", then drain (DESIGN.md §7).
 // Whatever the new process does, this process keeps serving until it has said "ready"; and no error
 // of a session escapes as an uncaught exception.
-import * as dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { closeQuietly, type Channel, type Message, type PeerCredentials } from '../channel';
+import type { Channel } from '../channel';
+import { closeQuietly } from '../fds';
+import type { Message, PeerCredentials } from '../message';
 import { listen, sameUser, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
-import { fdOf, inspect } from '../adopt';
-import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
+import { fdOf } from '../adopt';
+import { validateInteger, validateObject } from '../validate';
 import { closeAndDrain, trackConnections, validateCloseSpread, type DrainOptions } from './drain';
+import { liveFd, validateListeners, type HandoffListener } from './listeners';
 import {
-  MAX_NAME_BYTES,
   batches,
-  checkNames,
   decode,
   encode,
   isPeerGone,
@@ -27,9 +27,6 @@ import {
 } from './protocol';
 
 const debug = debuglog('fdpass');
-
-/** What the old process can hand over: servers (net, http, https, http2, Unix), UDP sockets, raw fds. */
-export type HandoffListener = net.Server | dgram.Socket | number;
 
 export interface ServeOptions {
   /** Which peers may take the listeners. Default: the same uid as this process (or root). */
@@ -275,35 +272,6 @@ export class HandoffServer extends EventEmitter {
     if (this.listenerCount('error') > 0) this.emit('error', err);
     else debug('handoff: %s', err.message);
   }
-}
-
-// The listener's fd, or undefined when this process has closed it (it is then not offered).
-function liveFd(l: HandoffListener): number | undefined {
-  try {
-    const fd = fdOf(l);
-    if (typeof l === 'number') inspect(fd); // EBADF: closed by the application
-    return fd;
-  } catch (err) {
-    debug('handoff: a listener has no open descriptor: %s', (err as Error).message);
-    return undefined;
-  }
-}
-
-/** Checks a name -> listener object; returns it as a Map. */
-export function validateListeners(listeners: unknown): Map<string, HandoffListener> {
-  validateObject(listeners, 'listeners');
-  const map = new Map<string, HandoffListener>();
-  for (const [name, value] of Object.entries(listeners)) {
-    if (checkNames([name]) !== undefined) {
-      throw invalidArgValue(`listeners['${name.slice(0, 20)}']`, name, `must be named by 1 to ${MAX_NAME_BYTES} bytes`);
-    }
-    if (!(typeof value === 'number' || value instanceof net.Server || value instanceof dgram.Socket)) {
-      throw invalidArgType(`listeners.${name}`, 'of type number or an instance of net.Server or dgram.Socket', value);
-    }
-    map.set(name, value);
-  }
-  if (map.size === 0) throw invalidArgValue('listeners', listeners, 'must name at least one listener');
-  return map;
 }
 
 /**

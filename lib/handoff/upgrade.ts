@@ -15,7 +15,8 @@ import { checkPlatform } from '../native';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
 import { trackConnections } from './drain';
-import { serve, validateListeners, validateServeOptions, type HandoffListener, type HandoffServer, type ServeOptions } from './serve';
+import { validateListeners, type HandoffListener } from './listeners';
+import { serve, validateServeOptions, type HandoffServer, type ServeOptions } from './serve';
 import { take, type Inheritance, type TakeOptions } from './take';
 
 const debug = debuglog('fdpass');

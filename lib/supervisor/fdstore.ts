@@ -4,7 +4,7 @@
 // LISTEN_FDNAMES. FDSTOREREMOVE=1 with FDNAME= drops them. Unlike systemd's, the store does not poll
 // its descriptors for hang-ups (FDPOLL=): a descriptor stays until it is removed.
 import * as fs from 'node:fs';
-import { closeQuietly } from '../channel';
+import { closeQuietly } from '../fds';
 import { isFdName, MAX_FD_NAME_LENGTH } from '../systemd/names';
 import type { ExecRoom } from './exec-limits';
 

@@ -2,7 +2,7 @@
 // inherited from a systemd above it (socket activation), then handed to every generation as fds 3, 4, ...
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { closeQuietly } from '../channel';
+import { closeQuietly } from '../fds';
 import { withContext } from '../errors';
 import { binding, constants } from '../native';
 import { listenFds } from '../systemd';

@@ -1,7 +1,9 @@
 // sd_notify, both ways: the NOTIFY_SOCKET the supervisor reads for its generations (credentials
 // checked against each generation's process tree), and the few messages it sends to a systemd above it.
 import * as fs from 'node:fs';
-import { closeQuietly, type Channel, type Message } from '../channel';
+import type { Channel } from '../channel';
+import { closeQuietly } from '../fds';
+import type { Message } from '../message';
 import { bindDgram } from '../endpoints';
 import { parentOf } from '../proc';
 import { notify, type NotifyState } from '../systemd';

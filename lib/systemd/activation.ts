@@ -7,8 +7,8 @@ import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { binding, checkPlatform } from '../native';
 import { FdpassError } from '../errors';
-import { fdOf, inspect, toDgram, toServer, type FdInfo, type FdLike } from '../adopt';
-import { closeQuietly } from '../channel';
+import { fdOf, inspect, isStreamSocket, isUdpSocket, toDgram, toServer, type FdInfo, type FdLike } from '../adopt';
+import { closeQuietly } from '../fds';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
 import { UNNAMED, validateFdName } from './names';
 import { ownPidShell } from './own-pid';
@@ -143,12 +143,12 @@ export interface AdoptListenFdsOptions extends ListenFdsOptions {
 
 function isListeningStream(info: FdInfo): boolean {
   const s = info.socket;
-  return s !== undefined && s.type === 'stream' && s.listening && (s.domain === 'inet' || s.domain === 'inet6' || s.domain === 'unix');
+  return isStreamSocket(s) && s.listening;
 }
 
 function isBoundUdp(info: FdInfo): boolean {
   const s = info.socket;
-  return s !== undefined && s.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6') && !s.connected;
+  return isUdpSocket(s) && !s.connected;
 }
 
 /**

@@ -2,7 +2,7 @@
 // watchdog, and the fd store (FDSTORE=1 with the descriptors as SCM_RIGHTS).
 import { debuglog } from 'node:util';
 import { connect } from '../endpoints';
-import { MAX_FDS_PER_MESSAGE } from '../channel';
+import { MAX_FDS_PER_MESSAGE } from '../message';
 import { fdOf, type FdLike } from '../adopt';
 import { invalidArgType, validateInteger, validateObject } from '../validate';
 import { validateFdName, validateFieldName, validateFieldValue } from './names';

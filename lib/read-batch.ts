@@ -1,0 +1,85 @@
+// Read-batch decoding: turns one native read batch (readInfo plus the channel's read buffer; the
+// layout is described once, in lib/native.ts) into Messages, and into the errors that take the place
+// of dropped ones.
+import { debuglog } from 'node:util';
+import { binding } from './native';
+import { FdpassError } from './errors';
+import { closeFds } from './fds';
+import type { Message } from './message';
+
+const debug = debuglog('fdpass');
+
+const { READ_INFO_MESSAGES, READ_INFO_FDS, READ_INFO_CRED, DROPPED_CTRUNC } = binding.Poller;
+
+/**
+ * The readInfo array handed to every channel's poller. One per thread (module instance), shared by
+ * every channel: a batch is decoded by decodeBatch before any user code runs, so no two batches
+ * overlap, and a channel does not carry its own 33 KB copy.
+ */
+export const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
+
+/**
+ * Appends the `count` messages of the batch just read to `inbox`, each copied out of READ_INFO and
+ * `bytes` (both are reused by the next batch). A message with more than `maxFds` descriptors has them
+ * closed now, before any user code runs, and ERR_FDPASS_TOO_MANY_FDS takes its place. `fd` names the
+ * channel in debug lines.
+ */
+export function decodeBatch(count: number, bytes: Buffer, maxFds: number, fd: number, inbox: Array<Message | Error>): void {
+  const info = READ_INFO;
+  let offset = 0;
+  let next = READ_INFO_FDS;
+  for (let i = 0; i < count; i++) {
+    const length = info[READ_INFO_MESSAGES + 2 * i]!;
+    const nfds = info[READ_INFO_MESSAGES + 2 * i + 1]!;
+    if (length < 0) {
+      const flags = nfds;
+      inbox.push(
+        flags & DROPPED_CTRUNC
+          ? new FdpassError(
+              'ERR_FDPASS_CTRUNC',
+              'a message lost descriptors in the kernel (MSG_CTRUNC: the receiver ran out of descriptors or the sender exceeded SCM_MAX_FD); those that arrived were closed',
+            )
+          : new FdpassError(
+              'ERR_FDPASS_TRUNCATED',
+              'a message was larger than maxMessageSize and was truncated (MSG_TRUNC); its descriptors were closed',
+            ),
+      );
+      debug('channel fd=%d dropped a truncated message (flags %d)', fd, flags);
+      continue;
+    }
+    // A copy of its own (from Node's pool when small, as net.Socket data is).
+    const data = Buffer.allocUnsafe(length);
+    if (length <= 64) {
+      for (let j = 0; j < length; j++) data[j] = bytes[offset + j]!;
+    } else {
+      data.set(new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
+    }
+    offset += length;
+    const fds = new Array<number>(nfds);
+    for (let k = 0; k < nfds; k++) fds[k] = info[next++]!;
+    if (nfds > maxFds) {
+      inbox.push(refuseFds(fds, maxFds, fd));
+      continue;
+    }
+    const pid = info[READ_INFO_CRED + 3 * i]!;
+    if (pid >= 0) {
+      inbox.push({ data, fds, cred: { pid, uid: info[READ_INFO_CRED + 3 * i + 1]!, gid: info[READ_INFO_CRED + 3 * i + 2]! } });
+    } else {
+      inbox.push({ data, fds });
+    }
+  }
+}
+
+// A message over maxFds: its fds close now, before any user code runs; an error takes its place.
+function refuseFds(fds: number[], maxFds: number, fd: number): FdpassError {
+  try {
+    closeFds(fds);
+  } catch (err) {
+    debug("channel fd=%d: closing a refused message's descriptors: %s", fd, (err as Error).message);
+  }
+  debug('channel fd=%d dropped a message with %d descriptors (maxFds %d)', fd, fds.length, maxFds);
+  return new FdpassError(
+    'ERR_FDPASS_TOO_MANY_FDS',
+    `a message carried ${fds.length} descriptor${fds.length === 1 ? '' : 's'}, more than maxFds (${maxFds}); it was dropped and its descriptors closed`,
+  );
+}
