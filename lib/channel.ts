@@ -2,7 +2,7 @@
 // Policy lives here (flow control, framing rules, promises); the native Poller owns the fd and syscalls.
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
-import { binding, constants, type NativePoller } from './native';
+import { binding, constants, type NativeChannelPoller } from './native';
 import { FdpassError, type FdpassSystemError, systemError } from './errors';
 import { kindOf, type SocketKind } from './names';
 import { invalidArgType, invalidArgValue, outOfRange, toBuffer, validateFd, validateInteger, validateObject } from './validate';
@@ -72,10 +72,10 @@ const FD_ONLY_PAD = Buffer.from([0]);
 // Memory shared with the native poller so that a read batch or a send crosses JS<->C++ in one call
 // with no allocation. One pair per thread (module instance), shared by every channel: a read batch is
 // copied out in #onRead before any user code runs, and send() stages its fds right before the call.
-// readInfo's layout, declared once in native/poller.cc.
-const { READ_INFO_MESSAGES, READ_INFO_FDS, DROPPED_CTRUNC } = binding.Poller;
-const READ_INFO_CRED = binding.Poller.READ_INFO_CRED;
-const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
+// readInfo's layout, declared once in native/channel_poller.cc.
+const { READ_INFO_MESSAGES, READ_INFO_FDS, DROPPED_CTRUNC } = binding.ChannelPoller;
+const READ_INFO_CRED = binding.ChannelPoller.READ_INFO_CRED;
+const READ_INFO = new Int32Array(binding.ChannelPoller.READ_INFO_LENGTH);
 const SEND_FDS = new Int32Array(MAX_FDS_PER_MESSAGE);
 // Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
 // messages to JS in one call (a message is only read while a full-size one would still fit).
@@ -182,9 +182,9 @@ function stage(kind: SocketKind, msg: OutgoingMessage): Buffer | null | 'noop' {
 export class Channel extends EventEmitter {
   /** The socket kind: 'seqpacket', 'stream' or 'dgram'. */
   readonly type: SocketKind;
-  #poller: NativePoller | null;
+  #poller: NativeChannelPoller | null;
   // The native poller even after close: it keeps owning received fds until they are handed out.
-  #native: NativePoller;
+  #native: NativeChannelPoller;
   // [0]: how many fds of the batches in #inbox were handed to the application (shared with the poller,
   // which closes the others when the channel is destroyed, collected, or its Worker/process ends).
   #taken = new Int32Array(1);
@@ -223,9 +223,8 @@ export class Channel extends EventEmitter {
     const { bufferSize, maxFds } = validateChannelOptions(opts);
     this.#maxFds = maxFds;
     this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
-    this.#poller = new binding.Poller(
+    this.#poller = new binding.ChannelPoller(
       fd,
-      0,
       type,
       bufferSize,
       (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmsg'),

@@ -27,48 +27,42 @@ export interface NativeFdInfo {
   peer?: NativeAddress;
 }
 
-/** onRead for accept mode: the accepted descriptors. */
-export type NativeReadCallback = (
-  datas: Array<Buffer | null> | number[],
-  fdLists: Array<number[] | number | undefined> | undefined,
-  eof: boolean,
-  errno: number,
-  syscall: string,
-) => void;
-
 /**
- * onRead for message mode: `count` messages arrived in one batch. Their layout and descriptors are in
- * the readInfo array (see NativePollerConstructor), their bytes back to back in the readBuffer; both
- * are overwritten by the next batch, so the callback copies out what it keeps.
+ * onRead of a ChannelPoller: `count` messages arrived in one batch. Their layout and descriptors are in
+ * the readInfo array (see NativeChannelPollerConstructor), their bytes back to back in the readBuffer;
+ * both are overwritten by the next batch, so the callback copies out what it keeps.
  */
 export type NativeMessagesCallback = (count: number, eof: boolean, errno: number, syscall: string | undefined) => void;
 
-export interface NativePoller {
+/** What both pollers have (native/poll_base.h). */
+export interface NativePollerBase {
+  readStart(): void;
+  readStop(): void;
+  /** Stops polling and closes the socket. */
+  close(): void;
+  ref(): void;
+  unref(): void;
+  readonly fd: number;
+}
+
+/** A connected socket's poller (native/channel_poller.h). */
+export interface NativeChannelPoller extends NativePollerBase {
   /**
    * Sends `data` with the descriptors staged in sendFds[0, nfds). 0 when the kernel took the whole
    * message, else an id that onSent later reports.
    */
   send(data: Uint8Array | null, nfds: number): number;
-  readStart(): void;
-  readStop(): void;
-  /** Stops polling and closes the socket; received fds not yet handed out stay held (see dropHeld). */
-  close(): void;
-  /** Closes the received fds JS has not handed to the application (those past readTaken[0]). */
+  /** Closes the received fds JS has not handed to the application (those past readTaken[0]): close() leaves them held. */
   dropHeld(): void;
-  ref(): void;
-  unref(): void;
-  readonly fd: number;
   readonly queued: number;
 }
 
-export interface NativePollerConstructor {
+export interface NativeChannelPollerConstructor {
   /**
-   * Message mode. readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
-   * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
-   * to onRead; sendFds (253 int32s, shareable) carries the descriptors of send(). readInfo layout:
-   * [0] messages, [1] descriptors, per message i [READ_INFO_MESSAGES + 2i] byte length (-1: dropped)
-   * and [READ_INFO_MESSAGES + 2i + 1] descriptor count (dropped: flags DROPPED_CTRUNC |
-   * DROPPED_TRUNC), descriptors from READ_INFO_FDS, credentials from READ_INFO_CRED.
+   * readBuffer (at least bufferSize bytes; the spare room lets one batch hold several messages) and
+   * readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch to onRead;
+   * sendFds (253 int32s, shareable) carries the descriptors of send(). readInfo's layout is declared
+   * once, in native/channel_poller.cc; its offsets are the statics below.
    * The poller keeps owning the received descriptors until JS hands their message to the application
    * and adds their count to readTaken[0] (one Int32Array per poller; the poller resets it to 0 at each
    * batch): the rest close on dropHeld(), GC of the poller, or env teardown. When the constructor
@@ -76,7 +70,6 @@ export interface NativePollerConstructor {
    */
   new (
     fd: number,
-    mode: 0,
     socketType: number,
     bufferSize: number,
     onRead: NativeMessagesCallback,
@@ -86,17 +79,7 @@ export interface NativePollerConstructor {
     readInfo: Int32Array,
     sendFds: Int32Array,
     readTaken: Int32Array,
-  ): NativePoller;
-  /** Accept mode: onRead(fds, undefined, false, errno, syscall) with the accepted descriptors (JS's at once). */
-  new (
-    fd: number,
-    mode: 1,
-    socketType: number,
-    bufferSize: number,
-    onRead: NativeReadCallback,
-    onSent: (lastId: number) => void,
-    onError: (errno: number, syscall: string, failedId: number) => void,
-  ): NativePoller;
+  ): NativeChannelPoller;
   /** Most messages one read batch delivers. */
   readonly READ_BUDGET: number;
   /** Where readInfo's per-message [byte length, descriptor count] pairs start. */
@@ -112,9 +95,21 @@ export interface NativePollerConstructor {
   readonly READ_INFO_LENGTH: number;
 }
 
+/**
+ * A listening socket's poller (native/accept_poller.h): onAccept(fds, errno, syscall) with each batch of
+ * accepted descriptors (JS's at once) and the error that ended it (0: none). When the constructor
+ * throws, `fd` is still the caller's.
+ */
+export type NativeAcceptPollerConstructor = new (
+  fd: number,
+  onAccept: (fds: number[], errno: number, syscall: string) => void,
+  onError: (errno: number, syscall: string) => void,
+) => NativePollerBase;
+
 export interface NativeBinding {
   setErrorFactory(factory: (errno: number, syscall: string) => Error): void;
-  Poller: NativePollerConstructor;
+  ChannelPoller: NativeChannelPollerConstructor;
+  AcceptPoller: NativeAcceptPollerConstructor;
   socketPair(type: number): [number, number];
   unixListen(type: number, name: string, abstract: boolean, backlog: number, mode: number): number;
   unixConnect(type: number, name: string, abstract: boolean): number;
@@ -188,9 +183,9 @@ function unsupportedBinding(): NativeBinding {
     S_IFLNK: 0o120000,
     MAX_FDS_PER_MESSAGE: 253,
   };
-  // Poller is constructed with `new`: a plain function (not an arrow) so that `new` reaches the throw.
-  return new Proxy({ constants, Poller: fail } as unknown as NativeBinding, {
-    get: (target, key) => (key === 'constants' ? target.constants : key === 'Poller' ? target.Poller : fail),
+  // The pollers are constructed with `new`: a plain function (not an arrow) so that `new` reaches the throw.
+  return new Proxy({ constants } as unknown as NativeBinding, {
+    get: (target, key) => (key === 'constants' ? target.constants : fail),
   });
 }
 
