@@ -5,7 +5,8 @@
   'variables': { 'werror%': 0, 'sanitize%': 0 },
   'targets': [{
     'target_name': 'fdpass',
-    'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poller.cc', 'native/functions.cc',
+    'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poll_base.cc', 'native/channel_poller.cc',
+                 'native/accept_poller.cc', 'native/functions.cc',
                  'native/sys/message_io.cc', 'native/sys/unix_socket.cc',
                  'native/sys/inet_socket.cc', 'native/sys/introspect.cc' ],
     'dependencies': [ "<!(node -p \"require('node-addon-api').targets\"):node_addon_api" ],

@@ -5,7 +5,7 @@
 // close) whose private fields every method reads; split further, each part would need them all.
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
-import { binding, constants, type NativePoller } from './native';
+import { binding, constants, type NativeChannelPoller } from './native';
 import { FdpassError, type FdpassSystemError, systemError } from './errors';
 import { closeQuietly } from './fds';
 import {
@@ -81,9 +81,9 @@ export function validateChannelOptions(opts: ChannelOptions): { bufferSize: numb
 export class Channel extends EventEmitter {
   /** The socket kind: 'seqpacket', 'stream' or 'dgram'. */
   readonly type: SocketKind;
-  #poller: NativePoller | null;
+  #poller: NativeChannelPoller | null;
   // The native poller even after close: it keeps owning received fds until they are handed out.
-  #native: NativePoller;
+  #native: NativeChannelPoller;
   // [0]: how many fds of the batches in #inbox were handed to the application (shared with the poller,
   // which closes the others when the channel is destroyed, collected, or its Worker/process ends).
   #taken = new Int32Array(1);
@@ -124,9 +124,8 @@ export class Channel extends EventEmitter {
     this.#maxFds = maxFds;
     this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
     this.#outgoing = new OutgoingStage(kind);
-    this.#poller = new binding.Poller(
+    this.#poller = new binding.ChannelPoller(
       fd,
-      0,
       type,
       bufferSize,
       (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmsg'),

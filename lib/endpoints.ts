@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { debuglog } from 'node:util';
-import { binding, constants, type NativePoller } from './native';
+import { binding, constants, type NativePollerBase } from './native';
 import { Channel, validateChannelOptions, type ChannelOptions } from './channel';
 import { closeQuietly } from './fds';
 import type { PeerCredentials } from './message';
@@ -148,7 +148,7 @@ export function connect(path: string, opts: ConnectOptions = {}): Promise<Channe
 export class ChannelServer extends EventEmitter {
   readonly type: SocketKind;
   readonly path: string;
-  #poller: NativePoller | null;
+  #poller: NativePollerBase | null;
   #name: UnixName;
   #typeNumber: number;
   #opts: ListenOptions;
@@ -166,13 +166,9 @@ export class ChannelServer extends EventEmitter {
     this.#opts = opts;
     this.#allow = opts.allow ?? sameUser;
     this.#inode = socketInode(name);
-    this.#poller = new binding.Poller(
+    this.#poller = new binding.AcceptPoller(
       fd,
-      1,
-      type,
-      1,
-      (fds, _unused, _eof, errno, syscall) => this.#onAccept(fds as number[], errno, syscall),
-      () => {},
+      (fds, errno, syscall) => this.#onAccept(fds, errno, syscall),
       (errno, syscall) => this.#onFatal(systemError(errno, syscall)),
     );
     this.#poller.readStart();

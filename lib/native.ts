@@ -27,47 +27,43 @@ export interface NativeFdInfo {
   peer?: NativeAddress;
 }
 
-/** onRead for accept mode: the accepted descriptors. */
-export type NativeReadCallback = (
-  datas: Array<Buffer | null> | number[],
-  fdLists: Array<number[] | number | undefined> | undefined,
-  eof: boolean,
-  errno: number,
-  syscall: string,
-) => void;
-
 /**
- * onRead for message mode: `count` messages arrived in one batch, described in readInfo (layout:
- * NativePollerConstructor), their bytes in the readBuffer; both are overwritten by the next batch, so
+ * onRead of a ChannelPoller: `count` messages arrived in one batch, described in readInfo (layout:
+ * NativeChannelPollerConstructor), their bytes in the readBuffer; both are overwritten by the next batch, so
  * the callback copies out what it keeps.
  */
 export type NativeMessagesCallback = (count: number, eof: boolean, errno: number, syscall: string | undefined) => void;
 
-export interface NativePoller {
+/** What both pollers have (native/poll_base.h). */
+export interface NativePollerBase {
+  readStart(): void;
+  readStop(): void;
+  /** Stops polling and closes the socket. */
+  close(): void;
+  ref(): void;
+  unref(): void;
+  readonly fd: number;
+}
+
+/** A connected socket's poller (native/channel_poller.h). */
+export interface NativeChannelPoller extends NativePollerBase {
   /**
    * Sends `data` with the descriptors staged in sendFds[0, nfds). 0 when the kernel took the whole
    * message, else an id that onSent later reports.
    */
   send(data: Uint8Array | null, nfds: number): number;
-  readStart(): void;
-  readStop(): void;
-  /** Stops polling and closes the socket; received fds not yet handed out stay held (see dropHeld). */
-  close(): void;
-  /** Closes the received fds JS has not handed to the application (those past readTaken[0]). */
+  /** Closes the received fds JS has not handed to the application (those past readTaken[0]): close() leaves them held. */
   dropHeld(): void;
-  ref(): void;
-  unref(): void;
-  readonly fd: number;
   readonly queued: number;
 }
 
-export interface NativePollerConstructor {
+export interface NativeChannelPollerConstructor {
   /**
-   * Message mode. readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
+   * readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
    * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
    * to onRead; sendFds (253 int32s) carries the descriptors of send().
    *
-   * readInfo's layout, the one description of it (native/poller.cc fills it, lib/read-batch.ts reads
+   * readInfo's layout, the one description of it (native/channel_poller.cc fills it, lib/read-batch.ts reads
    * it; the offsets are the static constants below, exported by the addon):
    * - [0] the batch's message count, [1] its descriptor count;
    * - per message i, [READ_INFO_MESSAGES + 2i] its byte length and [READ_INFO_MESSAGES + 2i + 1] its
@@ -85,7 +81,6 @@ export interface NativePollerConstructor {
    */
   new (
     fd: number,
-    mode: 0,
     socketType: number,
     bufferSize: number,
     onRead: NativeMessagesCallback,
@@ -95,17 +90,7 @@ export interface NativePollerConstructor {
     readInfo: Int32Array,
     sendFds: Int32Array,
     readTaken: Int32Array,
-  ): NativePoller;
-  /** Accept mode: onRead(fds, undefined, false, errno, syscall) with the accepted descriptors (JS's at once). */
-  new (
-    fd: number,
-    mode: 1,
-    socketType: number,
-    bufferSize: number,
-    onRead: NativeReadCallback,
-    onSent: (lastId: number) => void,
-    onError: (errno: number, syscall: string, failedId: number) => void,
-  ): NativePoller;
+  ): NativeChannelPoller;
   /** Most messages one read batch delivers. */
   readonly READ_BUDGET: number;
   /** Where readInfo's per-message [byte length, descriptor count] pairs start. */
@@ -121,9 +106,21 @@ export interface NativePollerConstructor {
   readonly READ_INFO_LENGTH: number;
 }
 
+/**
+ * A listening socket's poller (native/accept_poller.h): onAccept(fds, errno, syscall) with each batch of
+ * accepted descriptors (JS's at once) and the error that ended it (0: none). When the constructor
+ * throws, `fd` is still the caller's.
+ */
+export type NativeAcceptPollerConstructor = new (
+  fd: number,
+  onAccept: (fds: number[], errno: number, syscall: string) => void,
+  onError: (errno: number, syscall: string) => void,
+) => NativePollerBase;
+
 export interface NativeBinding {
   setErrorFactory(factory: (errno: number, syscall: string) => Error): void;
-  Poller: NativePollerConstructor;
+  ChannelPoller: NativeChannelPollerConstructor;
+  AcceptPoller: NativeAcceptPollerConstructor;
   socketPair(type: number): [number, number];
   /**
    * Binds (and listens, but for datagrams). A socket file in the way is replaced only when stale
@@ -201,9 +198,9 @@ function unsupportedBinding(): NativeBinding {
     S_IFLNK: 0o120000,
     MAX_FDS_PER_MESSAGE: 253,
   };
-  // Poller is constructed with `new`: a plain function (not an arrow) so that `new` reaches the throw.
-  return new Proxy({ constants, Poller: fail } as unknown as NativeBinding, {
-    get: (target, key) => (key === 'constants' ? target.constants : key === 'Poller' ? target.Poller : fail),
+  // The pollers are constructed with `new`: a plain function (not an arrow) so that `new` reaches the throw.
+  return new Proxy({ constants } as unknown as NativeBinding, {
+    get: (target, key) => (key === 'constants' ? target.constants : fail),
   });
 }
 

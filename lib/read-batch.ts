@@ -9,14 +9,14 @@ import type { Message } from './message';
 
 const debug = debuglog('fdpass');
 
-const { READ_INFO_MESSAGES, READ_INFO_FDS, READ_INFO_CRED, DROPPED_CTRUNC } = binding.Poller;
+const { READ_INFO_MESSAGES, READ_INFO_FDS, READ_INFO_CRED, DROPPED_CTRUNC } = binding.ChannelPoller;
 
 /**
  * The readInfo array handed to every channel's poller. One per thread (module instance), shared by
  * every channel: a batch is decoded by decodeBatch before any user code runs, so no two batches
  * overlap, and a channel does not carry its own 33 KB copy.
  */
-export const READ_INFO = new Int32Array(binding.Poller.READ_INFO_LENGTH);
+export const READ_INFO = new Int32Array(binding.ChannelPoller.READ_INFO_LENGTH);
 
 /**
  * Appends the `count` messages of the batch just read to `inbox`, each copied out of READ_INFO and

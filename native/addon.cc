@@ -1,7 +1,8 @@
 // Module init: exports table, per-env Addon state and its async cleanup hook (Workers, exit).
 #include "addon.h"
 
-#include "poller.h"
+#include "accept_poller.h"
+#include "channel_poller.h"
 
 namespace fdpass {
 namespace {
@@ -11,13 +12,13 @@ namespace {
 void OnTeardown(napi_async_cleanup_hook_handle handle, void* arg) {
   Addon* addon = static_cast<Addon*>(arg);
   addon->cleanup_hook = handle;
-  std::set<Poller*> live;
+  std::set<PollBase*> live;
   live.swap(addon->live_pollers);
-  for (Poller* p : live) p->CloseHandle();
+  for (PollBase* p : live) p->CloseHandle();
   // Fds read into a JS inbox but never handed out: no JS runs any more to take or close them.
-  std::set<Poller*> holders;
+  std::set<ChannelPoller*> holders;
   holders.swap(addon->holders);
-  for (Poller* p : holders) {
+  for (ChannelPoller* p : holders) {
     p->DropHeld();
     p->Untrack();
   }
@@ -56,7 +57,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_add_async_cleanup_hook(env, OnTeardown, addon, nullptr);
 
   exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory, "setErrorFactory"));
-  exports.Set("Poller", Poller::Define(env));
+  exports.Set("ChannelPoller", ChannelPoller::Define(env));
+  exports.Set("AcceptPoller", AcceptPoller::Define(env));
   RegisterFunctions(env, exports);
   return exports;
 }

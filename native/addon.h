@@ -9,13 +9,14 @@
 
 namespace fdpass {
 
-class Poller;
+class PollBase;
+class ChannelPoller;
 
 struct Addon {
-  Napi::FunctionReference error_factory;  // (errno, syscall) -> Error, from lib/errors.ts
-  std::set<Poller*> live_pollers;         // open pollers, closed at env teardown
-  std::set<Poller*> holders;              // message-mode pollers: may hold received fds (DropHeld)
-  size_t pending_closes = 0;              // uv_close callbacks still to run
+  Napi::FunctionReference error_factory;                  // (errno, syscall) -> Error, from lib/errors.ts
+  std::set<PollBase*> live_pollers;                       // open pollers, closed at env teardown
+  std::set<ChannelPoller*> holders;                       // channel pollers: may hold received fds (DropHeld)
+  size_t pending_closes = 0;                              // uv_close callbacks still to run
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;  // set while teardown waits for closes
 
   static Addon* From(Napi::Env env) { return env.GetInstanceData<Addon>(); }

@@ -135,16 +135,15 @@ describe('ownership (issue 9)', () => {
     const O_PATH = 0o10000000; // Linux; Node's fs.constants lacks it
     const noop = (): void => {};
     const make = (fd: number, overrides: Partial<Record<'readBuffer' | 'readInfo' | 'sendFds' | 'readTaken', unknown>> = {}): unknown =>
-      new binding.Poller(
+      new binding.ChannelPoller(
         fd,
-        0,
         binding.constants.SOCK_SEQPACKET,
         1024,
         noop,
         noop,
         noop,
         'readBuffer' in overrides ? overrides.readBuffer : new Uint8Array(1024),
-        'readInfo' in overrides ? overrides.readInfo : new Int32Array(binding.Poller.READ_INFO_LENGTH),
+        'readInfo' in overrides ? overrides.readInfo : new Int32Array(binding.ChannelPoller.READ_INFO_LENGTH),
         'sendFds' in overrides ? overrides.sendFds : new Int32Array(253),
         'readTaken' in overrides ? overrides.readTaken : new Int32Array(1),
       );

@@ -1,0 +1,329 @@
+// ChannelPoller: a read batch (recvmsg into memory shared with JS, one call into JS per batch), the send
+// queue, and the received fds held until JS hands them out. The poll itself: poll_base.cc.
+#include "channel_poller.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include "args.h"
+#include "errors.h"
+#include "sys/message_io.h"
+
+namespace fdpass {
+namespace {
+
+// readInfo's offsets (its layout is described once, at NativeChannelPollerConstructor in lib/native.ts).
+constexpr size_t kReadInfoMessages = 2;
+constexpr size_t kReadInfoFds = kReadInfoMessages + 2 * kReadBudget;
+constexpr int32_t kDroppedCtrunc = 1;
+constexpr int32_t kDroppedTrunc = 2;
+constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
+constexpr size_t kReadInfoCred = kReadInfoFds + kReadFdsCapacity;
+constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kReadBudget);
+
+}  // namespace
+
+Napi::Function ChannelPoller::Define(Napi::Env env) {
+  std::vector<PropertyDescriptor> props = CommonMethods<ChannelPoller>();
+  props.insert(
+      props.end(),
+      {InstanceMethod<&ChannelPoller::Send>("send"),
+       InstanceMethod<&ChannelPoller::DropHeldMethod>("dropHeld"),
+       InstanceAccessor<&ChannelPoller::GetQueued>("queued"),
+       StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+       StaticValue("READ_INFO_MESSAGES", Napi::Number::New(env, static_cast<double>(kReadInfoMessages))),
+       StaticValue("READ_INFO_FDS", Napi::Number::New(env, static_cast<double>(kReadInfoFds))),
+       StaticValue("DROPPED_CTRUNC", Napi::Number::New(env, kDroppedCtrunc)),
+       StaticValue("DROPPED_TRUNC", Napi::Number::New(env, kDroppedTrunc)),
+       StaticValue("READ_INFO_CRED", Napi::Number::New(env, static_cast<double>(kReadInfoCred))),
+       StaticValue("READ_INFO_LENGTH", Napi::Number::New(env, static_cast<double>(kReadInfoLength)))});
+  return DefineClass(env, "ChannelPoller", props);
+}
+
+ChannelPoller::ChannelPoller(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<ChannelPoller>(info), PollBase(info.Env()) {
+  int fd, socket_type, buffer_size;
+  Napi::Function on_read, on_sent, on_error;
+  Napi::TypedArray read_buffer, read_info, send_fds, read_taken;
+  if (!ReadFd(info, 0, &fd) || !ReadInt32(info, 1, &socket_type) ||
+      !ReadInt32(info, 2, &buffer_size, 1, 1 << 26) || !ReadFunction(info, 3, &on_read) ||
+      !ReadFunction(info, 4, &on_sent) || !ReadFunction(info, 5, &on_error) ||
+      !ReadTypedArray(info, 6, napi_uint8_array, static_cast<size_t>(buffer_size),
+                      "readBuffer must be a Uint8Array of at least bufferSize bytes", &read_buffer) ||
+      !ReadTypedArray(info, 7, napi_int32_array, kReadInfoLength,
+                      "readInfo must be an Int32Array of READ_INFO_LENGTH elements", &read_info) ||
+      !ReadTypedArray(info, 8, napi_int32_array, static_cast<size_t>(kMaxFdsPerMessage),
+                      "sendFds must be an Int32Array of 253 elements", &send_fds) ||
+      !ReadTypedArray(info, 9, napi_int32_array, 1, "readTaken must be an Int32Array of 1 element",
+                      &read_taken)) {
+    return;
+  }
+  Napi::Object self = info.This().As<Napi::Object>();
+  if (!HoldCallbacks(self, {{"_onRead", on_read, &on_read_},
+                            {"_onSent", on_sent, &on_sent_},
+                            {"_onError", on_error, &on_error_}}) ||
+      !Open(self, fd, "fdpass:ChannelPoller")) {
+    return;
+  }
+  socket_type_ = socket_type;
+  Napi::Uint8Array bytes = read_buffer.As<Napi::Uint8Array>();
+  read_data_ = bytes.Data();
+  read_capacity_ = bytes.ByteLength();
+  max_message_ = static_cast<size_t>(buffer_size);
+  read_info_ = read_info.As<Napi::Int32Array>().Data();
+  send_fds_ = send_fds.As<Napi::Int32Array>().Data();
+  read_buffer_ref_ = Napi::Persistent(bytes);
+  read_info_ref_ = Napi::Persistent(read_info.As<Napi::Int32Array>());
+  send_fds_ref_ = Napi::Persistent(send_fds.As<Napi::Int32Array>());
+  read_taken_ = read_taken.As<Napi::Int32Array>().Data();
+  read_taken_ref_ = Napi::Persistent(read_taken.As<Napi::Int32Array>());
+  *read_taken_ = 0;
+  addon_->holders.insert(this);
+  tracked_ = true;
+}
+
+// GC backstop: an unclosed poller still frees its fd and the fds of messages JS never handed out.
+ChannelPoller::~ChannelPoller() {
+  CloseHandle();
+  DropHeld();
+  if (tracked_) addon_->holders.erase(this);
+}
+
+void ChannelPoller::DropHeld() {
+  size_t taken = TakenCount();
+  for (size_t k = taken; k < held_.size(); k++) ::close(held_[k]);
+  held_.clear();
+  if (read_taken_ != nullptr) *read_taken_ = 0;
+}
+
+void ChannelPoller::Untrack() { tracked_ = false; }
+
+size_t ChannelPoller::TakenCount() const {
+  if (read_taken_ == nullptr || *read_taken_ < 0) return 0;
+  return std::min(static_cast<size_t>(*read_taken_), held_.size());
+}
+
+void ChannelPoller::OnClose() { queue_.clear(); }
+
+bool ChannelPoller::WantsWritable() const { return !queue_.empty() && !write_failed_; }
+
+// On a Unix socket POLLERR usually means a pending socket error (ECONNRESET: the peer closed with data
+// of ours unread), and recvmsg returns the messages still queued before that error: read them first.
+bool ChannelPoller::DrainBeforeError() {
+  bool progressed = reading_ && ReadBatch();
+  if (closed()) return true;
+  if (progressed) {
+    UpdatePolling();  // poll again: more messages, then the error itself
+    return true;
+  }
+  if (!queue_.empty()) {
+    OnWritable();  // sendmsg reports the socket's real error to the queued sends
+    return true;
+  }
+  return false;
+}
+
+void ChannelPoller::OnReadable() { ReadBatch(); }
+
+// One batch: up to kReadBudget messages, their bytes into readBuffer and their layout and descriptors
+// into readInfo, then one call into JS, which copies out what it keeps before any user code runs.
+// Nothing is allocated per message and no napi value is made per message or per descriptor.
+bool ChannelPoller::ReadBatch() {
+  napi_env env = env_;
+  int32_t* info = read_info_;
+  OwnedFds fds(info + kReadInfoFds, kReadFdsCapacity);  // closed here unless the batch reaches JS
+  size_t offset = 0;
+  uint32_t count = 0;
+  bool eof = false;
+  int err = 0;
+
+  for (int i = 0; i < kReadBudget; i++) {
+    if (read_capacity_ - offset < max_message_) break;  // no room for a full-size message: next wakeup
+    size_t mark = fds.size();
+    ReceivedMessage m;
+    int rc = ReceiveMessage(fd_.get(), read_data_ + offset, max_message_, &fds, &m);
+    if (rc == -EAGAIN) break;
+    // Datagram-style receives (seqpacket, dgram) report a pending ECONNRESET (the peer closed with our
+    // data unread) before the messages still queued (net/core/datagram.c checks sock_error first) and
+    // clear it: read on, the messages and then end-of-file follow.
+    if (rc == -ECONNRESET && socket_type_ != SOCK_STREAM) continue;
+    if (rc < 0) {
+      err = rc;
+      break;
+    }
+    // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
+    // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.)
+    if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && socket_type_ != SOCK_DGRAM) {
+      eof = true;
+      break;
+    }
+    if (m.fds_truncated || m.data_truncated) {
+      // The message is unusable: what arrived of its fds closes now; JS is told what was lost.
+      fds.ShrinkTo(mark);
+      info[kReadInfoMessages + 2 * count] = -1;
+      info[kReadInfoMessages + 2 * count + 1] =
+          (m.fds_truncated ? kDroppedCtrunc : 0) | (m.data_truncated ? kDroppedTrunc : 0);
+      count++;
+      continue;
+    }
+    info[kReadInfoMessages + 2 * count] = static_cast<int32_t>(m.length);
+    info[kReadInfoMessages + 2 * count + 1] = static_cast<int32_t>(m.nfds);
+    int32_t* cred = info + kReadInfoCred + 3 * count;
+    cred[0] = m.has_cred ? m.pid : -1;
+    if (m.has_cred) {
+      cred[1] = m.uid;
+      cred[2] = m.gid;
+    }
+    offset += m.length;
+    count++;
+  }
+  info[0] = static_cast<int32_t>(count);
+  info[1] = static_cast<int32_t>(fds.size());
+
+  if (eof || err != 0) {
+    reading_ = false;
+    UpdatePolling();
+  }
+  if (count == 0 && !eof && err == 0) return false;
+  napi_value args[4];
+  if (napi_create_uint32(env, count, &args[0]) != napi_ok ||
+      napi_get_boolean(env, eof, &args[1]) != napi_ok || napi_create_int32(env, err, &args[2]) != napi_ok ||
+      (err != 0 ? napi_create_string_utf8(env, "recvmsg", NAPI_AUTO_LENGTH, &args[3])
+                : napi_get_undefined(env, &args[3])) != napi_ok) {
+    // JS can no longer run: the batch's fds close here instead of leaking into a dead batch.
+    reading_ = false;
+    UpdatePolling();
+    return false;
+  }
+  // The batch's fds stay ours until JS hands each message to the application (it counts them in
+  // readTaken, in order): a Worker ending or a GC of the channel then closes those never handed out.
+  held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(TakenCount()));
+  held_.insert(held_.end(), info + kReadInfoFds, info + kReadInfoFds + fds.size());
+  *read_taken_ = 0;
+  fds.Release();
+  Call(on_read_, {args[0], args[1], args[2], args[3]});
+  return true;
+}
+
+void ChannelPoller::OnWritable() {
+  Napi::Env env(env_);
+  uint32_t last_done = 0;
+  int err = 0;
+  uint32_t failed_id = 0;
+  while (!queue_.empty()) {
+    Outgoing& m = queue_.front();
+    std::vector<int> raw;
+    raw.reserve(m.fds.size());
+    for (auto& fd : m.fds) raw.push_back(fd.get());
+    size_t len = m.data.size() - m.offset;
+    ssize_t n = SendMessage(fd_.get(), m.data.data() + m.offset, len, raw.data(), raw.size());
+    if (n == -EAGAIN) break;
+    if (n < 0) {
+      err = static_cast<int>(n);
+      failed_id = m.id;
+      break;
+    }
+    // unix(7): the fds went out with the first byte; never attach them again.
+    m.fds.clear();
+    m.offset += static_cast<size_t>(n);
+    if (m.offset < m.data.size()) continue;  // partial stream write: send the rest
+    last_done = m.id;
+    queue_.pop_front();
+  }
+  if (err != 0) {
+    // The socket is broken for writing; every queued message fails (their dup'd fds close).
+    write_failed_ = true;
+    queue_.clear();
+  }
+  UpdatePolling();
+  if (last_done != 0) Call(on_sent_, {Napi::Number::New(env, last_done)});
+  if (err != 0 && !closed()) {
+    Call(on_error_,
+         {Napi::Number::New(env, err), Napi::String::New(env, "sendmsg"), Napi::Number::New(env, failed_id)});
+  }
+}
+
+// send(data: Uint8Array | null, nfds: number) -> 0 when the kernel took it all, else the id that
+// onSent(id) later reports. The descriptors are sendFds[0, nfds), staged there by JS (one typed-array
+// write each instead of one napi call each). Throws a system error when the kernel refuses at once.
+Napi::Value ChannelPoller::Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint8_t* data;
+  size_t len;
+  int nfds;
+  if (!ReadBytes(info, 0, &data, &len) || !ReadInt32(info, 1, &nfds, 0, kMaxFdsPerMessage)) {
+    return env.Undefined();
+  }
+  if (send_fds_ == nullptr) {  // the constructor stopped half-way (JS could no longer run)
+    ThrowSystemError(env, -EBADF, "sendmsg");
+    return env.Undefined();
+  }
+  const int* fds = send_fds_;
+  size_t count = static_cast<size_t>(nfds);
+  for (size_t k = 0; k < count; k++) {
+    if (fds[k] < 0) {  // lib/ validated them; the re-check, as args.h does for arguments
+      ThrowRangeError(env, "ERR_OUT_OF_RANGE", "fds must be integers >= 0");
+      return env.Undefined();
+    }
+  }
+  if (!fd_.valid()) {
+    ThrowSystemError(env, -EBADF, "sendmsg");
+    return env.Undefined();
+  }
+  if (write_failed_) {
+    ThrowSystemError(env, -EPIPE, "sendmsg");
+    return env.Undefined();
+  }
+  if (socket_type_ == SOCK_STREAM && len == 0 && count > 0) {
+    // unix(7): a stream silently drops fds sent with no data byte. lib/ pads; this is the re-check.
+    ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "a stream message with fds needs data");
+    return env.Undefined();
+  }
+
+  size_t sent = 0;
+  if (queue_.empty()) {
+    ssize_t n = SendMessage(fd_.get(), data, len, fds, count);
+    if (n >= 0 && static_cast<size_t>(n) == len) return Napi::Number::New(env, 0);
+    if (n < 0 && n != -EAGAIN) {
+      ThrowSystemError(env, static_cast<int>(n), "sendmsg");
+      return env.Undefined();
+    }
+    if (n > 0) sent = static_cast<size_t>(n);
+  }
+
+  Outgoing m;
+  m.id = next_id_++;
+  if (next_id_ == 0) next_id_ = 1;
+  m.data.assign(data + sent, data + len);
+  if (sent == 0) {
+    // Not sent yet: hold duplicates so the caller may close its copies now (DESIGN.md §4).
+    m.fds.reserve(count);
+    for (size_t k = 0; k < count; k++) {
+      int dup = fcntl(fds[k], F_DUPFD_CLOEXEC, 0);
+      if (dup < 0) {
+        int e = -errno;
+        ThrowSystemError(env, e, "fcntl");
+        return env.Undefined();  // m's dups close here
+      }
+      m.fds.emplace_back(dup);
+    }
+  }
+  uint32_t id = m.id;
+  queue_.push_back(std::move(m));
+  UpdatePolling();
+  return Napi::Number::New(env, id);
+}
+
+Napi::Value ChannelPoller::DropHeldMethod(const Napi::CallbackInfo& info) {
+  DropHeld();
+  return info.Env().Undefined();
+}
+
+Napi::Value ChannelPoller::GetQueued(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(queue_.size()));
+}
+
+}  // namespace fdpass
