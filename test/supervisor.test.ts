@@ -8,6 +8,7 @@ import { fixturesDir, processState as state, spawnJson, type Fixture } from './h
 import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
+import { ipv6Loopback, python3Systemd, requires, root, unshare } from './helpers/requires';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
@@ -131,7 +132,8 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
-  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async () => {
+  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async function () {
+    requires(this, ipv6Loopback());
     const sock = tmpPath('app.sock');
     const sup = supervise(
       ['-l', 'web=127.0.0.1:0', '-l', 'v6=[::1]:0', '-l', `api=unix:${sock}`, '-l', 'dns=udp:127.0.0.1:0'],
@@ -161,7 +163,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(fs.existsSync(sock), false, 'the socket file is removed on exit');
   });
 
-  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async () => {
+  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async function () {
+    requires(this, python3Systemd());
     const control = tmpPath('ctl');
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], ['/usr/bin/python3', PY_APP]);
     await sup.expect('ready');
@@ -317,7 +320,7 @@ describe('fdpass run (supervisor)', function () {
   });
 
   it('a NOTIFY_SOCKET datagram from another uid (nobody): refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation stays unready and serves', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // running a sender as nobody needs root
+    requires(this, root('running a sender as nobody'));
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-timeout', '60'], [process.execPath, APP, 'never-ready']);
     const started = await sup.expect<{ pid: number }>('started');
     const { port } = await sup.expect<{ port: number }>('serving-unready');
@@ -538,7 +541,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async () => {
+  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async function () {
+    requires(this, python3Systemd());
     const script = [
       'import json, os, signal, sys, time, systemd.daemon as d',
       'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))', // before READY=1: a stop may follow at once
@@ -592,6 +596,7 @@ describe('fdpass run (supervisor)', function () {
   });
 
   it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {
+    requires(this, unshare(['--pid', '--fork', '--mount-proc']));
     const sup = track(
       spawnJson('unshare', [
         '--pid',
