@@ -39,7 +39,8 @@ describe('Channel over a socket pair', () => {
     }
   });
 
-  it('253 descriptors in one message arrive in order; 254 is a RangeError before any syscall', async () => {
+  // 254 (a RangeError before any syscall) is errors-messages.test.ts's, for every way to send.
+  it('253 descriptors in one message arrive in order', async () => {
     const [a, b] = socketPair();
     const fds: number[] = [];
     for (let i = 0; i < MAX_FDS_PER_MESSAGE; i++) {
@@ -48,11 +49,6 @@ describe('Channel over a socket pair', () => {
       fds.push(fs.openSync(p, 'r'));
     }
     await a.send({ data: 'many', fds });
-    await assert.rejects(a.send({ data: 'too many', fds: [...fds, fds[0]!] }), (err: Error & { code: string }) => {
-      assert.ok(err instanceof RangeError);
-      assert.equal(err.code, 'ERR_OUT_OF_RANGE');
-      return true;
-    });
     for (const fd of fds) fs.closeSync(fd);
     const m = await b.receive();
     assert.equal(m.fds.length, 253);

@@ -11,6 +11,7 @@ import { docScenario, scenarioBlocks } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
 import { hostPidIn, processesIn } from './helpers/systemd';
+import { requires, unshare } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { waitFor } from './helpers/wait';
 
@@ -40,13 +41,6 @@ function parseDockerfile(text: string): Recipe {
     cmd: execForm(line(/^CMD\s+/)),
     reload: line(/^# reload: docker exec <container>\s+/).split(/\s+/),
   };
-}
-
-function unavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not root (unshare --pid needs root)';
-  const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { stdio: 'pipe', timeout: 10_000 });
-  if (probe.status !== 0) return `unshare --pid --fork --mount-proc failed: ${probe.stderr?.toString().trim() ?? probe.error?.message}`;
-  return undefined;
 }
 
 function nsOf(pid: number): string {
@@ -82,11 +76,7 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
   let container: Fixture | undefined;
 
   before(function () {
-    const why = unavailable();
-    if (why === undefined) return;
-    if (process.env.CI === 'true') throw new Error(`CI=true and no pid namespace: ${why}`);
-    console.warn(`\n  *** SKIPPED: the container test needs a pid namespace as root: ${why} ***\n`);
-    this.skip();
+    requires(this, unshare(['--pid', '--fork', '--mount-proc']));
   });
 
   afterEach(async () => {

@@ -7,6 +7,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { handoff, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
 import { runFixture, type Fixture } from './helpers/children';
+import { requires, root } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { get } from './helpers/http';
 
@@ -223,7 +224,7 @@ describe('hand-off (hot restart)', () => {
   });
 
   it('a peer with another uid is refused and receives no fd', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // needs root to run a child as another user
+    requires(this, root('running a child as another user'));
     const control = `@fdpass-test-${process.pid}-${Date.now()}`;
     const old = runFixture('handoff-old', [control, 'http', '2000']);
     const { ports } = await old.expect<Serving>('serving');

@@ -5,13 +5,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runFixture, spawnJson } from './helpers/children';
 import { NOBODY, openToOthers } from './helpers/foreign';
+import { requires, root } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 
 const REPO = path.join(__dirname, '..', '..');
 
 describe('test harness', () => {
   it('a fixture run as another uid works from a checkout that uid cannot traverse', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // running a child as another user needs root
+    requires(this, root('running a child as another user'));
     const mode = fs.statSync(REPO).mode & 0o7777;
     fs.chmodSync(REPO, 0o700); // as a clone in `mktemp -d` or in root's home
     try {
@@ -89,5 +90,52 @@ describe('a suite', () => {
       out,
       /"after all" hook[\s\S]*2 descriptor\(s\) open at the end of the run[\s\S]*:\n\s+\d+ -> \/dev\/null\n\s+\d+ -> \/dev\/null/,
     );
+  });
+
+  it('a missing prerequisite fails under CI=1 and, without CI, skips with its reason, listed at the end of the run', async () => {
+    openToOthers();
+    const spec = tmpPath('requires.test.js');
+    fs.writeFileSync(
+      spec,
+      `const { requires } = require(${JSON.stringify(path.join(__dirname, 'helpers', 'requires.js'))});
+it('needs a thing', function () { requires(this, 'a planted thing'); });
+describe('a suite that needs another', () => {
+  before(function () { requires(this, 'another planted thing'); });
+  it('a', () => {});
+  it('b', () => {});
+});
+it('needs nothing missing', function () { requires(this, undefined); });
+`,
+    );
+    const mocha = path.join(REPO, 'node_modules', 'mocha', 'bin', 'mocha.js');
+    const run = async (ci: string | undefined): Promise<{ code: number | null; out: string }> => {
+      const env = { ...process.env };
+      delete env.CI;
+      if (ci !== undefined) env.CI = ci;
+      const child = spawnJson(process.execPath, [mocha, '--no-config', '--require', path.join(__dirname, 'hooks.js'), spec], { env });
+      let out = '';
+      const { code } = await child.exited;
+      for (;;) {
+        try {
+          out += `${String((await child.next(1000)).text)}\n`;
+        } catch {
+          break;
+        }
+      }
+      return { code, out };
+    };
+    const local = await run(undefined);
+    assert.equal(local.code, 0, local.out);
+    assert.match(local.out, /1 passing[\s\S]*3 pending/, local.out);
+    assert.match(
+      local.out,
+      / {2}3 skipped \(a prerequisite is missing\):\n {4}needs a thing: needs a planted thing\n {4}a suite that needs another \(2 tests\): needs another planted thing\n/,
+    );
+    const ci = await run('1');
+    assert.notEqual(ci.code, 0, ci.out);
+    assert.match(ci.out, /1 passing[\s\S]*2 failing/, ci.out);
+    assert.doesNotMatch(ci.out, /pending|skipped/);
+    assert.match(ci.out, /needs a thing:\n\s+Error: a prerequisite is missing, and in CI \(CI=1\) that fails: a planted thing/);
+    assert.match(ci.out, /"before all" hook[\s\S]*Error: a prerequisite is missing, and in CI \(CI=1\) that fails: another planted thing/);
   });
 });

@@ -6,7 +6,8 @@
 // its environment (set here, inherited), so one left running is found in /proc whatever its parent
 // now is (a grandchild, a setsid'd or reparented one), unless it cleared its environment. Descriptors
 // opened between tests (late async work of the last one) fail the next test of the same suite; those
-// a before/after hook left open fail the run at its end.
+// a before/after hook left open fail the run at its end. Skipped tests are listed with their reasons
+// at the end (helpers/requires.ts: in CI a missing prerequisite fails instead).
 import { spawnSync } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
@@ -16,6 +17,7 @@ import { Worker } from 'node:worker_threads';
 import type { Context, Func, Suite } from 'mocha';
 import { openFds, newFds, settle } from './helpers/fds';
 import { reapChildren } from './helpers/children';
+import { skipped } from './helpers/requires';
 import { stopLoads } from './helpers/http';
 import { leftByDesign, makeTestDir, removeTestDir, testDir } from './helpers/tmp';
 
@@ -175,6 +177,13 @@ export const mochaHooks = {
   },
   async afterAll(): Promise<void> {
     exitIfHeldOpen();
+    const skips = skipped();
+    if (skips.length > 0) {
+      const n = skips.reduce((sum, s) => sum + s.tests, 0);
+      console.log(
+        `\n  ${n} skipped (a prerequisite is missing):\n${skips.map((s) => `    ${s.title}${s.tests > 1 ? ` (${s.tests} tests)` : ''}: needs ${s.reason}`).join('\n')}`,
+      );
+    }
     await settle();
     const leaked = newFds(runBaseline, openFds());
     const left = await killMarked();

@@ -14,6 +14,7 @@ import { runFixture, type Fixture } from './helpers/children';
 import { holdsFile, newFds, openFds, settle } from './helpers/fds';
 import { get } from './helpers/http';
 import { NOBODY, asNobody, markerFile, openToOthers } from './helpers/foreign';
+import { requires, root } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 
 interface PeerReport {
@@ -25,7 +26,7 @@ interface PeerReport {
 
 describe('peers of another uid (nobody)', function () {
   before(function () {
-    if (process.getuid?.() !== 0) this.skip(); // running a child as another user needs root
+    requires(this, root('running a child as another user'));
   });
 
   for (const type of ['stream', 'seqpacket'] as const) {

@@ -117,20 +117,6 @@ describe('ownership (issue 9)', () => {
     });
   });
 
-  describe('a closed channel refuses every send', () => {
-    it('stream: write({}) throws and send({}) rejects with ERR_FDPASS_CLOSED once closed, like any other message', async () => {
-      const before = openFds();
-      const [a, b] = socketPair({ type: 'stream' });
-      assert.equal(a.write({}), true, 'an empty stream write is a no-op while open');
-      await a.send({});
-      await a.close();
-      assert.throws(() => a.write({}), { code: 'ERR_FDPASS_CLOSED' });
-      await assert.rejects(a.send({}), { code: 'ERR_FDPASS_CLOSED' });
-      await b.close();
-      await assertFdsBack(before, 'after both ends closed');
-    });
-  });
-
   describe('the Poller constructor never closes the fd when it throws; its caller does', () => {
     const O_PATH = 0o10000000; // Linux; Node's fs.constants lacks it
     const noop = (): void => {};

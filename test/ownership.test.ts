@@ -34,6 +34,7 @@ import { runFixture, spawnJson } from './helpers/children';
 import { newFds, openFds, settle } from './helpers/fds';
 import { failure } from './helpers/errors';
 import { closeDgram, closeServer, greeter, tcpHello } from './helpers/sockets';
+import { ipv6Loopback, requires } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 
 // ---------------------------------------------------------------------------------------------------
@@ -127,10 +128,6 @@ async function fromPython(kind: 'twin' | 'syn-sent'): Promise<number[]> {
   assert.equal(m.data.toString(), kind);
   return m.fds;
 }
-
-const hasIPv6Loopback = Object.values(os.networkInterfaces()).some((list) =>
-  (list ?? []).some((i) => i.family === 'IPv6' && i.address === '::1'),
-);
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -456,26 +453,25 @@ describe('issue 9: every descriptor has one owner on every path', () => {
       );
     });
 
-    if (hasIPv6Loopback) {
-      it("'::1%lo' and '::1%<index of lo>' listen on ::1 and a client connects through loopback; udp6 too", async () => {
-        const index = Number(fs.readFileSync('/sys/class/net/lo/ifindex', 'utf8'));
-        for (const host of ['::1%lo', `::1%${index}`]) {
-          const server = await listenReusePort({ port: 0, host, server: greeter(host) });
-          const a = server.address() as net.AddressInfo;
-          assert.equal(a.address, '::1');
-          assert.equal(await tcpHello(a.port, '::1'), host);
-          await closeServer(server);
-        }
-        const udp = await bindReusePort({ port: 0, host: '::1%lo', type: 'udp6' });
-        assert.equal(udp.address().address, '::1');
-        const arrived = new Promise<string>((resolve) => udp.once('message', (m) => resolve(m.toString())));
-        const sender = dgram.createSocket('udp6');
-        await new Promise<void>((resolve, reject) => sender.send('scoped', udp.address().port, '::1', (e) => (e ? reject(e) : resolve())));
-        assert.equal(await arrived, 'scoped');
-        await closeDgram(sender);
-        await closeDgram(udp);
-      });
-    }
+    it("'::1%lo' and '::1%<index of lo>' listen on ::1 and a client connects through loopback; udp6 too", async function () {
+      requires(this, ipv6Loopback());
+      const index = Number(fs.readFileSync('/sys/class/net/lo/ifindex', 'utf8'));
+      for (const host of ['::1%lo', `::1%${index}`]) {
+        const server = await listenReusePort({ port: 0, host, server: greeter(host) });
+        const a = server.address() as net.AddressInfo;
+        assert.equal(a.address, '::1');
+        assert.equal(await tcpHello(a.port, '::1'), host);
+        await closeServer(server);
+      }
+      const udp = await bindReusePort({ port: 0, host: '::1%lo', type: 'udp6' });
+      assert.equal(udp.address().address, '::1');
+      const arrived = new Promise<string>((resolve) => udp.once('message', (m) => resolve(m.toString())));
+      const sender = dgram.createSocket('udp6');
+      await new Promise<void>((resolve, reject) => sender.send('scoped', udp.address().port, '::1', (e) => (e ? reject(e) : resolve())));
+      assert.equal(await arrived, 'scoped');
+      await closeDgram(sender);
+      await closeDgram(udp);
+    });
 
     it('a scope naming no interface is ERR_INVALID_ARG_VALUE naming options.host; nothing stays open', async () => {
       const before = openFds();

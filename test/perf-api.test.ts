@@ -77,7 +77,7 @@ describe('Channel#write and closeFds', () => {
     });
   }
 
-  it('write() throws argument errors synchronously and ERR_FDPASS_CLOSED once closed', async () => {
+  it('write() throws argument errors synchronously; once closed, write() throws and send() rejects ERR_FDPASS_CLOSED, an empty stream message too', async () => {
     const [a, b] = socketPair();
     assert.throws(() => a.write({ data: 'x', fds: 'nope' as unknown as number[] }), { code: 'ERR_INVALID_ARG_TYPE' });
     assert.throws(
@@ -95,6 +95,14 @@ describe('Channel#write and closeFds', () => {
     await a.close();
     assert.throws(() => a.write({ data: 'late' }), { code: 'ERR_FDPASS_CLOSED' });
     await b.close();
+    // An empty stream message is a no-op while open, yet refused once closed like any other.
+    const [c, d] = socketPair({ type: 'stream' });
+    assert.equal(c.write({}), true);
+    await c.send({});
+    await c.close();
+    assert.throws(() => c.write({}), { code: 'ERR_FDPASS_CLOSED' });
+    await assert.rejects(c.send({}), { code: 'ERR_FDPASS_CLOSED' });
+    await d.close();
   });
 
   it('close() waits for messages write() queued', async () => {

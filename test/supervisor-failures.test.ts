@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { fixturesDir, processState, spawnJson, watchJson, type Fixture } from './helpers/children';
 import { get } from './helpers/http';
 import { NOBODY } from './helpers/foreign';
+import { python3Systemd, requires, root } from './helpers/requires';
 import { CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/supervise';
 import { tmpPath } from './helpers/tmp';
 
@@ -50,7 +51,8 @@ describe('fdpass run when things fail', function () {
   this.timeout(60_000);
   afterEach(stopLeftovers);
 
-  it('fd store: FDSTORE=1 beyond what exec(2) can pass in LISTEN_FDNAMES is refused and logged; the next generation gets the rest', async () => {
+  it('fd store: FDSTORE=1 beyond what exec(2) can pass in LISTEN_FDNAMES is refused and logged; the next generation gets the rest', async function () {
+    requires(this, python3Systemd());
     // Generation 1 stores 3 x 200 pipes, each batch under a 255-character name: 600 x 256 bytes of
     // LISTEN_FDNAMES, more than one environment string may hold (a spawn would fail with E2BIG).
     const script = [
@@ -244,7 +246,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it('with no listener, a generation gets no LISTEN_* at all (as from systemd): libsystemd and fdpass listenFds() find no descriptors', async () => {
+  it('with no listener, a generation gets no LISTEN_* at all (as from systemd): libsystemd and fdpass listenFds() find no descriptors', async function () {
+    requires(this, python3Systemd());
     const py = [
       'import json, os, signal, sys, time, systemd.daemon as d',
       'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))',
@@ -333,7 +336,7 @@ describe('fdpass run when things fail', function () {
   });
 
   it("fdpass reload PID of another user's fdpass run: EPERM, exit 1, no reload", async function () {
-    if (process.getuid?.() !== 0) this.skip(); // running the caller as nobody needs root
+    requires(this, root('running the caller as nobody'));
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
     await sup.expect('ready');
     const r = await reloadCmd(String(sup.pid), { uid: NOBODY, gid: NOBODY });

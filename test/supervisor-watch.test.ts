@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { APP, CLI, logged, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
 import { spawnJson } from './helpers/children';
 import { get } from './helpers/http';
+import { requires, unshare } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { waitFor } from './helpers/wait';
 
@@ -74,7 +75,8 @@ describe('fdpass run --watch over a tree with a large node_modules', function ()
     assert.equal(await stop(sup), 0);
   });
 
-  it('at the inotify watch limit it logs what is not watched, starts and serves, and what is watched still reloads', async () => {
+  it('at the inotify watch limit it logs what is not watched, starts and serves, and what is watched still reloads', async function () {
+    requires(this, unshare(['--user', '--map-root-user']));
     const dir = tmpPath('src');
     for (let i = 0; i < 10; i++) fs.mkdirSync(path.join(dir, `d${i}`), { recursive: true });
     // A user namespace of its own, whose inotify watch limit (user.max_inotify_watches) is 3.

@@ -8,6 +8,7 @@ import { fixturesDir, processState as state, spawnJson, type Fixture } from './h
 import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
+import { ipv6Loopback, python3Systemd, requires, root, unshare } from './helpers/requires';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
@@ -131,7 +132,8 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
-  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async () => {
+  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async function () {
+    requires(this, ipv6Loopback());
     const sock = tmpPath('app.sock');
     const sup = supervise(
       ['-l', 'web=127.0.0.1:0', '-l', 'v6=[::1]:0', '-l', `api=unix:${sock}`, '-l', 'dns=udp:127.0.0.1:0'],
@@ -161,7 +163,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(fs.existsSync(sock), false, 'the socket file is removed on exit');
   });
 
-  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async () => {
+  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async function () {
+    requires(this, python3Systemd());
     const control = tmpPath('ctl');
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], ['/usr/bin/python3', PY_APP]);
     await sup.expect('ready');
@@ -305,20 +308,43 @@ describe('fdpass run (supervisor)', function () {
   });
 
   it('--ready-delay: a program that never notifies is taken as ready after the delay (the fallback)', async () => {
+    const control = tmpPath('ctl');
     const sup = supervise(
-      ['-l', 'http=127.0.0.1:0', '--ready-delay', '0.5', '--ready-timeout', '30'],
+      ['-l', 'http=127.0.0.1:0', '--control', control, '--ready-delay', '1.5', '--ready-timeout', '30'],
       [process.execPath, APP, 'never-ready'],
     );
-    await logged(sup, /generation 1 \(pid \d+\) is ready \(running for 500 ms \(--ready-delay\)\)/);
+    const first = await sup.expect<{ pid: number; port: number }>('serving-unready');
+    await logged(sup, /generation 1 \(pid \d+\) is ready \(running for 1500 ms \(--ready-delay\)\)/);
+    // Counted as ready: a reload is taken (refused while generation 1 is starting), and its generation,
+    // which never notifies either, replaces generation 1 once the delay is over, not before.
+    const asked = Date.now();
+    const r = await reloadCmd(control);
+    const took = Date.now() - asked;
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, new RegExp(`generation 2 \\(pid \\d+\\) serving; generation 1 \\(pid ${first.pid}\\) sent SIGTERM`));
+    assert.ok(took >= 1500, `the reload was done ${took} ms after it was asked for, within the 1500 ms delay`);
+    // In either order: generation 2 serving (unready), generation 1 draining.
+    const seen = new Map<unknown, { gen: string; pid: number }>();
+    while (!(seen.has('serving-unready') && seen.has('draining'))) {
+      const m = await sup.next<{ event: string; gen: string; pid: number }>();
+      seen.set(m.event, m);
+    }
+    const second = seen.get('serving-unready')!;
+    assert.equal(second.gen, '2');
+    assert.equal(seen.get('draining')!.pid, first.pid);
+    assert.equal(await get(first.port), `2 ${second.pid}`);
     // A delay is only a guess (hence second best): stop once the app really serves and handles
     // SIGTERM; a SIGTERM before that ends it by the signal (143), as it should.
-    await sup.expect('serving-unready');
     assert.equal(await stop(sup), 0);
   });
 
   it('a NOTIFY_SOCKET datagram from another uid (nobody): refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation stays unready and serves', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // running a sender as nobody needs root
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--ready-timeout', '60'], [process.execPath, APP, 'never-ready']);
+    requires(this, root('running a sender as nobody'));
+    const control = tmpPath('ctl');
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--control', control, '--ready-timeout', '60'],
+      [process.execPath, APP, 'never-ready'],
+    );
     const started = await sup.expect<{ pid: number }>('started');
     const { port } = await sup.expect<{ port: number }>('serving-unready');
     const environ = fs.readFileSync(`/proc/${started.pid}/environ`, 'latin1').split('\0');
@@ -342,6 +368,10 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(f.sent, true);
     await logged(sup, new RegExp(`ignored a notify message from pid ${f.pid}: not in any generation's process tree`));
     assert.doesNotMatch(sup.stderr(), /is ready/, 'the forged READY=1 counted');
+    // Not counted: generation 1 is still starting, so a reload is refused.
+    const r = await reloadCmd(control);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, new RegExp(`refused: generation 1 \\(pid ${started.pid}\\) is still starting`));
     assert.doesNotMatch(sup.stderr(), /forged by another user/, "the forged STATUS= was taken as the generation's");
     assert.equal(holdsFile(openFds(sup.pid), marker), 0, 'the supervisor holds an fd the stranger sent');
     assert.match(await get(port), /^1 \d+$/, 'the generation serves on');
@@ -538,7 +568,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async () => {
+  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async function () {
+    requires(this, python3Systemd());
     const script = [
       'import json, os, signal, sys, time, systemd.daemon as d',
       'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))', // before READY=1: a stop may follow at once
@@ -578,20 +609,26 @@ describe('fdpass run (supervisor)', function () {
       ['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'],
       [process.execPath, APP],
     );
-    await sup.expect('ready');
+    const first = await sup.expect<{ pid: number; port: number }>('ready');
     for (const f of ['server.log', 'gen/out.js', 'node_modules/dep.js', '.git/index']) fs.writeFileSync(path.join(dir, f), 'x');
     // A change that is not ignored reloads within --watch-delay of its event; give the ignored ones
     // ten times that, then make one that counts.
     await new Promise((r) => setTimeout(r, 1000));
     assert.doesNotMatch(sup.stderr(), /reload \(/, 'an ignored change reloaded');
+    // No generation was started, and the first one serves on.
+    assert.deepEqual(await sup.next(50).catch(() => 'nothing'), 'nothing', 'a generation said something after an ignored change');
+    assert.equal(await get(first.port), `1 ${first.pid}`);
+    assert.equal(state(first.pid) !== undefined && state(first.pid) !== 'Z', true, 'generation 1 was stopped');
     fs.writeFileSync(path.join(dir, 'app.js'), '2');
     await logged(sup, /reload done: generation 2/);
+    assert.match(await get(first.port), /^2 /);
     assert.equal((sup.stderr().match(/reload \(--watch/g) ?? []).length, 1, sup.stderr());
     assert.match(sup.stderr(), /reload \(--watch: .*app\.js changed\)/);
     assert.equal(await stop(sup), 0);
   });
 
   it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {
+    requires(this, unshare(['--pid', '--fork', '--mount-proc']));
     const sup = track(
       spawnJson('unshare', [
         '--pid',
@@ -633,24 +670,34 @@ describe('fdpass run (supervisor)', function () {
     const fds = (): number => fs.readdirSync(`/proc/${sup.pid}/fd`).length;
     const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${sup.pid}/status`, 'utf8'))![1]);
     let fdsAt20 = 0;
-    let rssAt20 = 0;
+    const samples: number[] = []; // RSS in kB after each of reloads 21..100, its old generation stopped
     for (let i = 1; i <= 100; i++) {
       sup.proc.kill('SIGHUP');
       await logged(sup, /reload done/, i);
-      if (i === 20) {
-        await logged(sup, /\(stopped\)/, 20);
-        fdsAt20 = fds();
-        rssAt20 = rss();
-      }
+      if (i >= 20) await logged(sup, /\(stopped\)/, i);
+      if (i === 20) fdsAt20 = fds();
+      if (i > 20) samples.push(rss());
     }
-    await logged(sup, /\(stopped\)/, 100);
     assert.equal(fds(), fdsAt20, 'descriptor count after 100 reloads vs after 20');
-    // Under npm run test:asan the supervisor runs on ASan's allocator: freed memory waits in its
+    // Growth per reload: the slope of a least-squares line through the 80 samples, which the
+    // garbage collector's sawtooth does not tip as a first-vs-last difference does.
+    const n = samples.length;
+    const mx = (n - 1) / 2;
+    const my = samples.reduce((a, b) => a + b, 0) / n;
+    let sxy = 0;
+    let sxx = 0;
+    samples.forEach((y, x) => {
+      sxy += (x - mx) * (y - my);
+      sxx += (x - mx) ** 2;
+    });
+    const slope = sxy / sxx;
+    // Measured here (3 runs): 28, 37 and 32 kB a reload, steady to the end (the last 40: 29-31 kB), 2.5-3.3 MB
+    // in all. Under npm run test:asan the supervisor runs on ASan's allocator: freed memory waits in its
     // quarantine (4 MB for children, scripts/test-asan.sh) and every heap page has shadow memory, so
-    // the same code shows a few MB more there; a leak of a reload's worth still fails both.
+    // the same code grows faster there. The old bound was 8 MB over 80 reloads, ~100 kB a reload.
     const underAsan = (process.env.LD_PRELOAD ?? '').includes('libasan');
-    const bound = (underAsan ? 16 : 8) * 1024;
-    assert.ok(rss() - rssAt20 < bound, `RSS grew from ${rssAt20} kB to ${rss()} kB (bound ${bound} kB)`);
+    const bound = underAsan ? 128 : 64;
+    assert.ok(slope < bound, `RSS grew ${slope.toFixed(1)} kB a reload (bound ${bound} kB): ${samples.join(' ')} kB`);
     assert.equal(await stop(sup), 143);
   });
 });

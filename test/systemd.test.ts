@@ -26,6 +26,7 @@ import {
   type Message,
 } from 'fdpass';
 import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
+import { python3Systemd, requires } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { get } from './helpers/http';
 import { freePort, line } from './helpers/net';
@@ -582,12 +583,7 @@ describe('systemd: the watchdog', () => {
 
 describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   before(function () {
-    const probe = spawnSync(PYTHON, ['-c', 'import systemd.daemon'], { stdio: 'pipe' });
-    if (probe.status === 0) return;
-    const why = `${PYTHON} cannot import systemd.daemon (python3-systemd): run scripts/install-test-deps.sh as root`;
-    if (process.env.CI === 'true') throw new Error(`CI=true: ${why}`);
-    console.warn(`\n  *** SKIPPED: ${why} ***\n`);
-    this.skip();
+    requires(this, python3Systemd());
   });
 
   it('sd_listen_fds in Python finds what spawnActivated passed, by name, and serves on it', async () => {

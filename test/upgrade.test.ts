@@ -9,6 +9,7 @@ import { fixturesDir, processState, runFixture, spawnJson, type Fixture } from '
 import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
+import { requires, unshare } from './helpers/requires';
 import { waitFor } from './helpers/wait';
 
 const fixture = (name: string): string => path.join(fixturesDir, `${name}.js`);
@@ -267,7 +268,7 @@ describe('self-upgrade (handoff.upgrader)', () => {
   });
 
   it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
+    requires(this, unshare(['--pid', '--fork', '--mount-proc']));
     const port = await freePort();
     const app = spawnJson('unshare', [
       '--pid',
@@ -291,7 +292,7 @@ describe('self-upgrade (handoff.upgrader)', () => {
   });
 
   it("as the child of a PID 1 that exits with it (sh -c 'node app; ...'), upgrade() is refused and the app keeps serving", async function () {
-    if (process.getuid?.() !== 0) this.skip(); // a pid namespace needs root (or a user namespace)
+    requires(this, unshare(['--pid', '--fork', '--mount-proc']));
     const port = await freePort();
     const script = `${JSON.stringify(process.execPath)} ${JSON.stringify(fixture('upgrade-app'))} ${port}; echo init exiting >&2`;
     const app = spawnJson('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', script]);

@@ -5,15 +5,9 @@ import * as assert from 'node:assert/strict';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import { closeFd, inspect, recvFds, type Channel, type FdInfo, type SocketInfo } from 'fdpass';
 import { spawnJson } from './children';
 import { tmpPath } from './tmp';
-
-/** Whether this machine has an IPv6 loopback (::1). */
-export const hasIPv6Loopback = Object.values(os.networkInterfaces()).some((list) =>
-  (list ?? []).some((i) => i.family === 'IPv6' && i.address === '::1'),
-);
 
 export function listenTcp(host = '127.0.0.1', server: net.Server = net.createServer()): Promise<net.Server> {
   return new Promise((resolve, reject) => {

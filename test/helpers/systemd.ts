@@ -4,10 +4,11 @@
 // Units go into that namespace's /run/systemd/system; systemctl runs there through nsenter. stop()
 // ends it by SIGKILL of its host pid, which ends every process of the namespace; `--kill-child`
 // does the same should the unshare process be killed first (e.g. by the root hooks' reaper).
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { watchJson, type Fixture } from './children';
+import { bootableSystemd, requires } from './requires';
 
 // Units of sysinit.target and timers that touch the host; masked in the test systemd (see below).
 const MASKED_UNITS = [
@@ -70,26 +71,9 @@ printf '[Unit]\\nDescription=fdpass test target\\n' > /run/systemd/system/fdpass
 exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin container=other /lib/systemd/systemd --system --unit=fdpass-test.target
 `;
 
-/** Why namespaces (or systemd) are unavailable here, or undefined when a test systemd can boot. */
-export function unavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not root (unshare --pid --mount needs root)';
-  if (!fs.existsSync('/lib/systemd/systemd')) return '/lib/systemd/systemd is missing (apt-get install systemd)';
-  const probe = spawnSync('unshare', ['--pid', '--fork', '--mount', '--mount-proc', 'true'], { stdio: 'pipe', timeout: 10_000 });
-  if (probe.error !== undefined) return `unshare failed: ${probe.error.message}`;
-  if (probe.status !== 0) return `unshare --pid --fork --mount --mount-proc failed: ${probe.stderr.toString().trim()}`;
-  return undefined;
-}
-
-/**
- * Skips the suite (loudly) on a user's machine without namespaces; with CI=true it never skips: the
- * missing capability fails the suite instead.
- */
+/** Skips (CI: fails) the suite where no test systemd can boot: helpers/requires.ts's rule. */
 export function requireNamespaces(ctx: Mocha.Context): void {
-  const why = unavailable();
-  if (why === undefined) return;
-  if (process.env.CI === 'true') throw new Error(`CI=true and no test systemd can boot: ${why}`);
-  console.warn(`\n  *** SKIPPED: the real-systemd tests need Linux namespaces as root: ${why} ***\n`);
-  ctx.skip();
+  requires(ctx, bootableSystemd());
 }
 
 function run(file: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
