@@ -21,11 +21,9 @@ describe('fdpass run: a failed start', function () {
     const sock = tmpPath('app.sock');
     const control = tmpPath('ctl');
     const missing = tmpPath('missing');
-    const sup = supervise(
-      ['-l', `unix:${sock}`, '-l', 'http=127.0.0.1:0', '--control', control, '-w', missing],
-      [process.execPath, APP],
+    const sup = supervise(['-l', `unix:${sock}`, '-l', 'http=127.0.0.1:0', '--control', control, '-w', missing], [process.execPath, APP], {
       env,
-    );
+    });
     assert.equal((await sup.exited).code, 1);
     assert.equal(sup.stderr(), `fdpass: --watch ${missing}: no such file or directory\n`);
     assert.deepEqual(fs.readdirSync(env.TMPDIR!), [], 'notify directory left');
@@ -37,7 +35,7 @@ describe('fdpass run: a failed start', function () {
     const env = privateTmp();
     const sock = tmpPath('app.sock');
     const control = tmpPath('no-such-dir/ctl');
-    const sup = supervise(['-l', `unix:${sock}`, '--control', control], [process.execPath, APP], env);
+    const sup = supervise(['-l', `unix:${sock}`, '--control', control], [process.execPath, APP], { env });
     assert.equal((await sup.exited).code, 1);
     assert.match(sup.stderr(), /^fdpass: bind ENOENT: /);
     assert.deepEqual(fs.readdirSync(env.TMPDIR!), [], 'notify directory left');

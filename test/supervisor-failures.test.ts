@@ -8,7 +8,7 @@ import { fixturesDir, processState, spawnJson, watchJson, type Fixture } from '.
 import { get } from './helpers/http';
 import { NOBODY } from './helpers/foreign';
 import { python3Systemd, requires, root } from './helpers/requires';
-import { CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/supervise';
+import { CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
 import { tmpPath } from './helpers/tmp';
 
 const APP = path.join(fixturesDir, 'supervised-app.js');

@@ -46,7 +46,7 @@ describe('fdpass run: processes that leave the process group', function () {
   });
 
   it('a setsid server of the generation is stopped with fdpass run: none is left alive or holding the listener', async () => {
-    const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { ...process.env, ESCAPEE });
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { env: { ...process.env, ESCAPEE } });
     const escapee = await sup.expect<{ pid: number }>('escapee');
     escapees.push(escapee.pid);
     const { port } = await sup.expect<{ port: number }>('ready');
@@ -60,7 +60,7 @@ describe('fdpass run: processes that leave the process group', function () {
   });
 
   it("after a reload the old generation's setsid server is stopped, the new one's is not", async () => {
-    const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { ...process.env, ESCAPEE });
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { env: { ...process.env, ESCAPEE } });
     const first = await sup.expect<{ pid: number; gen: string }>('escapee');
     escapees.push(first.pid);
     const { port } = await sup.expect<{ port: number }>('ready');
@@ -79,7 +79,7 @@ describe('fdpass run: processes that leave the process group', function () {
   });
 
   it('SIGKILL of fdpass run: the lifeline stops the setsid server of a generation too', async () => {
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--stop-timeout', '5'], COMMAND, { ...process.env, ESCAPEE });
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--stop-timeout', '5'], COMMAND, { env: { ...process.env, ESCAPEE } });
     const escapee = await sup.expect<{ pid: number }>('escapee');
     escapees.push(escapee.pid);
     const { port } = await sup.expect<{ port: number }>('ready');

@@ -4,75 +4,20 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { bindDgram, closeFds, type Message } from 'fdpass';
-import { fixturesDir, processState as state, spawnJson, type Fixture } from './helpers/children';
+import { processState as state, spawnJson } from './helpers/children';
 import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { ipv6Loopback, python3Systemd, requires, root, unshare } from './helpers/requires';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
+import { APP, CLI, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
 
-const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
-const APP = path.join(fixturesDir, 'supervised-app.js');
 const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
 
-// Supervisors still running when a test ends (it failed): the root hooks' SIGKILL would orphan
-// their generations (which hold the stdout pipe), so stop them here first.
-const supervisors: Fixture[] = [];
-
-function track(f: Fixture): Fixture {
-  supervisors.push(f);
-  return f;
-}
-
-function supervise(runArgs: string[], command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {
-  return track(spawnJson(process.execPath, [CLI, 'run', ...runArgs, '--', ...command], { env }));
-}
-
-function descendants(pid: number): number[] {
-  const out: number[] = [];
-  for (const c of children(pid)) out.push(c.pid, ...descendants(c.pid));
-  return out;
-}
-
-async function stopLeftovers(): Promise<void> {
-  for (const sup of supervisors.splice(0)) {
-    if (sup.proc.exitCode !== null || sup.proc.signalCode !== null) continue;
-    const tree = descendants(sup.pid);
-    sup.proc.kill('SIGTERM');
-    const gone = await Promise.race([sup.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
-    for (const pid of gone ? tree : [sup.pid, ...tree]) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
-}
-
-/** Waits until the supervisor's log (stderr) matches `re` `count` times. */
-async function logged(sup: Fixture, re: RegExp, count = 1, timeoutMs = 20_000): Promise<void> {
-  const g = new RegExp(re.source, 'g');
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if ((sup.stderr().match(g) ?? []).length >= count) return;
-    if (Date.now() > end) throw new Error(`supervisor log never matched ${re} ${count} times:\n${sup.stderr()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** `fdpass reload PATH`: resolves with its exit code and output. */
-async function reloadCmd(control: string): Promise<{ code: number | null; out: string }> {
-  const c = spawnJson(process.execPath, [CLI, 'reload', control]);
-  let out = '';
-  c.proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  const { code } = await c.exited;
-  return { code, out: out + c.stderr() };
-}
-
-async function stop(sup: Fixture): Promise<number | null> {
-  sup.proc.kill('SIGTERM');
-  return (await sup.exited).code;
+async function reloadOut(control: string): Promise<{ code: number | null; out: string }> {
+  const r = await reloadCmd(control);
+  return { code: r.code, out: r.stdout + r.stderr };
 }
 
 function children(ppid: number): Array<{ pid: number; state: string; comm: string }> {
@@ -173,7 +118,7 @@ describe('fdpass run (supervisor)', function () {
     const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
     const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
     for (let i = 0; i < 10; i++) {
-      const r = await reloadCmd(control);
+      const r = await reloadOut(control);
       assert.equal(r.code, 0, r.out);
     }
     await new Promise((r) => setTimeout(r, 300));
@@ -276,7 +221,7 @@ describe('fdpass run (supervisor)', function () {
       const { port } = await sup.expect<{ port: number }>('ready');
       const keepAlive = load(port, { workers: 3, keepAlive: true, maxSeconds: 60 });
       const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
-      const r2 = await reloadCmd(control);
+      const r2 = await reloadOut(control);
       assert.equal(r2.code, 1);
       assert.match(r2.out, outcome);
       const pid2 = Number(outcome.exec(r2.out)![1]);
@@ -285,7 +230,7 @@ describe('fdpass run (supervisor)', function () {
       noErrors(ka, 'keep-alive');
       noErrors(fr, 'new connections');
       assert.match(await get(port), /^1 /, 'generation 1 still serves');
-      const r3 = await reloadCmd(control); // the next good reload goes through
+      const r3 = await reloadOut(control); // the next good reload goes through
       assert.equal(r3.code, 0, r3.out);
       assert.match(await get(port), /^3 /);
       assert.equal(await stop(sup), 0);
@@ -300,7 +245,7 @@ describe('fdpass run (supervisor)', function () {
     await sup.expect('ready');
     const first = reloadCmd(control);
     await logged(sup, /started generation 2/);
-    const second = await reloadCmd(control);
+    const second = await reloadOut(control);
     assert.equal(second.code, 1);
     assert.match(second.out, /refused: a reload is in progress \(generation 2 \(pid \d+\) is starting\)/);
     assert.equal((await first).code, 0);
@@ -318,7 +263,7 @@ describe('fdpass run (supervisor)', function () {
     // Counted as ready: a reload is taken (refused while generation 1 is starting), and its generation,
     // which never notifies either, replaces generation 1 once the delay is over, not before.
     const asked = Date.now();
-    const r = await reloadCmd(control);
+    const r = await reloadOut(control);
     const took = Date.now() - asked;
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, new RegExp(`generation 2 \\(pid \\d+\\) serving; generation 1 \\(pid ${first.pid}\\) sent SIGTERM`));
@@ -369,7 +314,7 @@ describe('fdpass run (supervisor)', function () {
     await logged(sup, new RegExp(`ignored a notify message from pid ${f.pid}: not in any generation's process tree`));
     assert.doesNotMatch(sup.stderr(), /is ready/, 'the forged READY=1 counted');
     // Not counted: generation 1 is still starting, so a reload is refused.
-    const r = await reloadCmd(control);
+    const r = await reloadOut(control);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, new RegExp(`refused: generation 1 \\(pid ${started.pid}\\) is still starting`));
     assert.doesNotMatch(sup.stderr(), /forged by another user/, "the forged STATUS= was taken as the generation's");
@@ -488,7 +433,7 @@ describe('fdpass run (supervisor)', function () {
     fs.writeFileSync(plan, JSON.stringify({ 2: 'crash-after' })); // exits 1 right after READY=1
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control, '--overlap', '5'], [process.execPath, APP, `plan:${plan}`]);
     const { port } = await sup.expect<{ port: number }>('ready');
-    const r = await reloadCmd(control);
+    const r = await reloadOut(control);
     assert.equal(r.code, 1, r.out);
     assert.match(
       r.out,
@@ -502,7 +447,7 @@ describe('fdpass run (supervisor)', function () {
   it('SIGKILL of the supervisor: its generation gets the stop signal once (the lifeline), drains and lets go of the listener; the notify directory is removed', async () => {
     const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
     fs.mkdirSync(tmp);
-    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP], { ...process.env, TMPDIR: tmp });
+    const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP], { env: { ...process.env, TMPDIR: tmp } });
     const { port, pid } = await sup.expect<{ port: number; pid: number }>('ready');
     assert.match(await get(port), /^1 /);
     sup.proc.kill('SIGKILL');
@@ -523,7 +468,9 @@ describe('fdpass run (supervisor)', function () {
     const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
     fs.mkdirSync(tmp);
     const control = tmpPath('no-such-dir/ctl');
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP], { ...process.env, TMPDIR: tmp });
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP], {
+      env: { ...process.env, TMPDIR: tmp },
+    });
     assert.equal((await sup.exited).code, 1);
     assert.match(sup.stderr(), new RegExp(`fdpass: bind ENOENT: .*${control.replace(/[/.-]/g, '\\$&')}`));
     assert.deepEqual(fs.readdirSync(tmp), [], 'no notify directory left');
@@ -541,7 +488,7 @@ describe('fdpass run (supervisor)', function () {
     const sup = supervise(
       ['-l', 'http=127.0.0.1:0', '--control', control, '--fd-store-max', '1'],
       [process.execPath, APP, `plan:${plan}`],
-      env,
+      { env },
     );
     const g1 = await sup.expect<{ stored: unknown[] }>('stored');
     assert.deepEqual(g1.stored, []);
@@ -551,18 +498,18 @@ describe('fdpass run (supervisor)', function () {
       sup,
       /generation 1 \(pid \d+\): stored 0 fd\(s\) named 'extra' \(fd store: 1 of 1\); 1 refused: the fd store is full \(--fd-store-max 1\)/,
     );
-    assert.equal((await reloadCmd(control)).code, 0);
+    assert.equal((await reloadOut(control)).code, 0);
     const started2 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
     assert.deepEqual([started2.gen, started2.fds, started2.names], ['2', [3, 4], 'http:state']);
     const g2 = await sup.expect<{ stored: unknown[] }>('stored');
     assert.deepEqual(g2.stored, [{ name: 'state', contents: 'state of generation 1' }]);
     // Generation 2 stores the same file again: kept once.
     await logged(sup, /generation 2 \(pid \d+\): stored 0 fd\(s\) named 'state' \(fd store: 1 of 1\); 1 already stored/);
-    assert.equal((await reloadCmd(control)).code, 0);
+    assert.equal((await reloadOut(control)).code, 0);
     const started3 = await sup.expect<{ gen: string; names: string }>('started');
     assert.deepEqual([started3.gen, started3.names], ['3', 'http:state']);
     await logged(sup, /generation 3 \(pid \d+\): removed 1 fd\(s\) named 'state' from the fd store \(FDSTOREREMOVE=1\)/);
-    assert.equal((await reloadCmd(control)).code, 0);
+    assert.equal((await reloadOut(control)).code, 0);
     const started4 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
     assert.deepEqual([started4.gen, started4.fds, started4.names], ['4', [3], 'http']);
     assert.equal(await stop(sup), 0);

@@ -1,19 +1,24 @@
-// `fdpass run` as a real process for tests: start it, wait for its log, stop it, and (in afterEach)
-// stop what a failed test left running, before the root hooks' SIGKILL would orphan its generations.
+// `fdpass run` and `fdpass reload` as real processes (the compiled CLI) for the supervisor's tests:
+// start it, wait for its log, reload and stop it, and (in afterEach) stop what a failed test left
+// running, before the root hooks' SIGKILL would orphan its generations (which hold the stdout pipe).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fixturesDir, spawnJson, type Fixture } from './children';
+import { fixturesDir, spawnJson, type Fixture, type SpawnJsonOptions } from './children';
 
 export const CLI = path.join(__dirname, '..', '..', '..', 'dist', 'cli', 'main.js');
 export const APP = path.join(fixturesDir, 'supervised-app.js');
 
 const supervisors: Fixture[] = [];
 
-/** `fdpass run RUNARGS -- COMMAND`, registered for stopLeftovers(). */
-export function supervise(runArgs: string[], command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {
-  const f = spawnJson(process.execPath, [CLI, 'run', ...runArgs, '--', ...command], { env });
+/** Registers a supervisor started elsewhere for stopLeftovers(). */
+export function track(f: Fixture): Fixture {
   supervisors.push(f);
   return f;
+}
+
+/** `fdpass run RUNARGS -- COMMAND`, registered for stopLeftovers(). */
+export function supervise(runArgs: string[], command: string[], opts: SpawnJsonOptions = {}): Fixture {
+  return track(spawnJson(process.execPath, [CLI, 'run', ...runArgs, '--', ...command], opts));
 }
 
 /** The pids whose parent is `ppid`. */
@@ -63,7 +68,19 @@ export async function logged(sup: Fixture, re: RegExp, count = 1, timeoutMs = 20
   }
 }
 
-/** SIGTERM; resolves with its exit code. */
+/** `fdpass reload TARGET`: resolves with its exit code, stdout and stderr. */
+export async function reloadCmd(
+  target: string,
+  opts: SpawnJsonOptions = {},
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  const c = spawnJson(process.execPath, [CLI, 'reload', target], opts);
+  let stdout = '';
+  c.proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const { code, signal } = await c.exited;
+  return { code, signal, stdout, stderr: c.stderr() };
+}
+
+/** SIGTERM to the supervisor: resolves with its exit code. */
 export async function stop(sup: Fixture): Promise<number | null> {
   sup.proc.kill('SIGTERM');
   return (await sup.exited).code;
