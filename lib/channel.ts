@@ -18,7 +18,7 @@ import {
 } from './message';
 import { kindOf, type SocketKind } from './names';
 import { OutgoingStage } from './outgoing';
-import { READ_INFO, decodeBatch } from './read-batch';
+import { READ_INFO, decodeBatch, takeRefused } from './read-batch';
 import { invalidArgType, validateFd, validateInteger } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
 import { emitGuarded } from './emit';
@@ -329,7 +329,13 @@ export class Channel extends EventEmitter {
   #take(): Message | Error | undefined {
     for (;;) {
       const m = this.#inbox.shift();
-      if (m === undefined || m instanceof Error) return m;
+      if (m === undefined) return m;
+      if (m instanceof Error) {
+        const fds = takeRefused(m); // a maxFds refusal's: handed out, to be closed here
+        this.#taken[0]! += fds.length;
+        closeQuietly(fds);
+        return m;
+      }
       this.#taken[0]! += m.fds.length;
       if (this.#allow === undefined || this.#admits(m)) return m;
     }

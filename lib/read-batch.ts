@@ -4,7 +4,6 @@
 import { debuglog } from 'node:util';
 import { binding } from './native';
 import { FdpassError } from './errors';
-import { closeFds } from './fds';
 import type { Message } from './message';
 
 const debug = debuglog('fdpass');
@@ -20,9 +19,9 @@ export const READ_INFO = new Int32Array(binding.ChannelPoller.READ_INFO_LENGTH);
 
 /**
  * Appends the `count` messages of the batch just read to `inbox`, each copied out of READ_INFO and
- * `bytes` (both are reused by the next batch). A message with more than `maxFds` descriptors has them
- * closed now, before any user code runs, and ERR_FDPASS_TOO_MANY_FDS takes its place. `fd` names the
- * channel in debug lines.
+ * `bytes` (both are reused by the next batch). ERR_FDPASS_TOO_MANY_FDS takes the place of a message
+ * with more than `maxFds` descriptors, which are closed when that error leaves the inbox (before any
+ * user code sees it). `fd` names the channel in debug lines.
  */
 export function decodeBatch(count: number, bytes: Buffer, maxFds: number, fd: number, inbox: Array<Message | Error>): void {
   const info = READ_INFO;
@@ -70,16 +69,29 @@ export function decodeBatch(count: number, bytes: Buffer, maxFds: number, fd: nu
   }
 }
 
-// A message over maxFds: its fds close now, before any user code runs; an error takes its place.
+// The descriptors of a message refused for maxFds, until the refusal leaves the inbox (takeRefused).
+// They stay native's until then, in their place among the batch's descriptors: the poller counts the
+// fds handed out in order (readTaken), so closing them here, ahead of messages still in the inbox,
+// made a later destroy() close the wrong numbers (an fd the application held, or a reused one).
+const refused = new WeakMap<Error, number[]>();
+
+// A message over maxFds: an error takes its place; its fds are closed when the error is taken.
 function refuseFds(fds: number[], maxFds: number, fd: number): FdpassError {
-  try {
-    closeFds(fds);
-  } catch (err) {
-    debug("channel fd=%d: closing a refused message's descriptors: %s", fd, (err as Error).message);
-  }
   debug('channel fd=%d dropped a message with %d descriptors (maxFds %d)', fd, fds.length, maxFds);
-  return new FdpassError(
+  const err = new FdpassError(
     'ERR_FDPASS_TOO_MANY_FDS',
     `a message carried ${fds.length} descriptor${fds.length === 1 ? '' : 's'}, more than maxFds (${maxFds}); it was dropped and its descriptors closed`,
   );
+  refused.set(err, fds);
+  return err;
+}
+
+/**
+ * For an inbox entry leaving it: the descriptors a maxFds refusal holds (count them as handed out,
+ * then close them), or none.
+ */
+export function takeRefused(entry: Error): number[] {
+  const fds = refused.get(entry) ?? [];
+  refused.delete(entry);
+  return fds;
 }

@@ -162,6 +162,26 @@ describe('hostile peers (same uid, raw sockets)', () => {
       await endRawPeer(peer, ch);
     });
 
+    it('a refused message ahead of an accepted one in the same batch: destroy() closes neither the accepted fd nor numbers reused since', async () => {
+      const [a, b] = socketPair({ type: 'seqpacket', maxFds: 2 });
+      const devNull = (): number => fs.openSync('/dev/null', 'r');
+      const three = [devNull(), devNull(), devNull()];
+      const one = devNull();
+      await a.send({ data: 'refused', fds: three }); // both queued before b reads: one batch
+      await a.send({ data: 'accepted', fds: [one] });
+      for (const fd of [...three, one]) fs.closeSync(fd);
+      await assert.rejects(b.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_TOO_MANY_FDS' });
+      const m = await b.receive({ timeout: 5000 });
+      assert.equal(m.fds.length, 1);
+      const reused = [devNull(), devNull(), devNull()]; // may take the refused message's numbers
+      b.destroy();
+      a.destroy();
+      await settle();
+      const open = (fd: number): boolean => fs.existsSync(`/proc/self/fd/${fd}`);
+      assert.deepEqual([...m.fds, ...reused].map(open), [true, true, true, true], 'destroy() closed a descriptor it did not own');
+      for (const fd of [...m.fds, ...reused]) fs.closeSync(fd);
+    });
+
     it('maxFds is checked: not an integer, negative, or above 253', async () => {
       for (const [maxFds, code] of [
         [1.5, 'ERR_OUT_OF_RANGE'],
