@@ -24,6 +24,34 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_SYSTEMD_ENV'
   | 'ERR_FDPASS_UNSUPPORTED_PLATFORM';
 
+// Every FdpassErrorCode, checked complete by the type (a code missing here does not compile).
+const FDPASS_ERROR_CODES: Record<FdpassErrorCode, true> = {
+  ERR_FDPASS_CTRUNC: true,
+  ERR_FDPASS_TRUNCATED: true,
+  ERR_FDPASS_CLOSED: true,
+  ERR_FDPASS_NO_FD: true,
+  ERR_FDPASS_TOO_MANY_FDS: true,
+  ERR_FDPASS_TIMEOUT: true,
+  ERR_FDPASS_ABORTED: true,
+  ERR_FDPASS_WRONG_FD_KIND: true,
+  ERR_FDPASS_UNBOUND: true,
+  ERR_FDPASS_CLUSTER_WORKER: true,
+  ERR_FDPASS_HANDOFF_BUSY: true,
+  ERR_FDPASS_HANDOFF_VERSION: true,
+  ERR_FDPASS_HANDOFF_PROTOCOL: true,
+  ERR_FDPASS_HANDOFF_REFUSED: true,
+  ERR_FDPASS_HANDOFF_ROLLBACK: true,
+  ERR_FDPASS_HANDOFF_UNKNOWN_NAME: true,
+  ERR_FDPASS_UPGRADE_PID1: true,
+  ERR_FDPASS_SYSTEMD_ENV: true,
+  ERR_FDPASS_UNSUPPORTED_PLATFORM: true,
+};
+
+/** True for a code this fdpass knows (e.g. one a peer sent, which may be another version's). */
+export function isFdpassErrorCode(code: string): code is FdpassErrorCode {
+  return Object.hasOwn(FDPASS_ERROR_CODES, code);
+}
+
 /** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */
 export class FdpassSystemError extends Error {
   declare readonly code: string;

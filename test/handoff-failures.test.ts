@@ -8,7 +8,17 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { handoff, listen, connect, fdOf, HANDOFF_PROTOCOL_VERSION, type Channel, type ChannelServer, type Inheritance } from 'fdpass';
+import {
+  handoff,
+  listen,
+  connect,
+  fdOf,
+  HANDOFF_PROTOCOL_VERSION,
+  type Channel,
+  type FdpassError,
+  type ChannelServer,
+  type Inheritance,
+} from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 import { waitFor } from './helpers/wait';
@@ -386,6 +396,19 @@ describe('hand-off with malformed or odd peers', () => {
       await closeServer(b);
     });
   }
+
+  it("take(): an 'error' with an ERR_FDPASS_ code this fdpass does not know is ERR_FDPASS_HANDOFF_PROTOCOL naming that code", async () => {
+    const control = tmpPath('control.sock');
+    const fake = await fakeOld(control, async (ch) => {
+      await ch.send({ data: msg({ type: 'error', code: 'ERR_FDPASS_FROM_THE_FUTURE', message: 'busy elsewhere' }) });
+    });
+    await assert.rejects(handoff.take(control, { timeout: 5000 }), (err: FdpassError) => {
+      assert.equal(err.code, 'ERR_FDPASS_HANDOFF_PROTOCOL');
+      assert.match(err.message, /busy elsewhere \(the peer's code ERR_FDPASS_FROM_THE_FUTURE is unknown here\)/);
+      return true;
+    });
+    await fake.close();
+  });
 
   for (const [label, names] of [
     ['a string', 'web'],

@@ -203,6 +203,19 @@ describe('fdpass run when things fail', function () {
     });
   }
 
+  it('--quiet keeps the lines the supervisor marks as failures, whatever their words: an unreachable NOTIFY_SOCKET above it is logged, a reload that worked is not', async () => {
+    const control = tmpPath('ctl');
+    const sup = supervise(['--quiet', '-l', '127.0.0.1:0', '--control', control], [process.execPath, APP], {
+      env: { ...process.env, NOTIFY_SOCKET: '/nonexistent/notify' },
+    });
+    await logged(sup, /notifying systemd \(\/nonexistent\/notify\): connect ENOENT/);
+    const r = await reloadCmd(control);
+    assert.equal(r.code, 0, r.stderr);
+    await logged(sup, /notifying systemd/, 3); // READY=1, RELOADING=1, READY=1 again
+    assert.equal(await stop(sup), 0);
+    assert.doesNotMatch(sup.stderr(), /supervising|started generation|is ready|reload|stopping/, sup.stderr());
+  });
+
   it('a command that is not found (127) is started 5 times, then fdpass run gives up and exits 127 with the reason', async () => {
     const sup = supervise(['-l', '127.0.0.1:0'], ['/nonexistent/command']);
     const { code } = await exitWithin(sup, 20_000, 'fdpass run of a missing command');

@@ -77,6 +77,18 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
+  it('a mistyped option is a usage error (exit 2) that names the closest known one', async () => {
+    for (const [args, re] of [
+      [['--ready-timout', '5'], /unknown option '--ready-timout': did you mean --ready-timeout\?/],
+      [['--qiuet'], /unknown option '--qiuet': did you mean --quiet\?/],
+      [['--no-such-thing'], /Unknown option '--no-such-thing'\. To specify a positional argument/],
+    ] as Array<[string[], RegExp]>) {
+      const c = spawnJson(process.execPath, [CLI, 'run', ...args, '--', 'true']);
+      assert.equal((await c.exited).code, 2, args.join(' '));
+      assert.match(c.stderr(), re);
+    }
+  });
+
   it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async function () {
     requires(this, ipv6Loopback());
     const sock = tmpPath('app.sock');

@@ -180,7 +180,7 @@ describe('systemd: notify', () => {
     }
   });
 
-  it('refuses a newline in a value, a bad field name and an empty state, and sends nothing for them', async () => {
+  it('refuses a newline in a value, a bad field name, an empty state and empty fds (ERR_INVALID_ARG_VALUE), and sends nothing for them', async () => {
     const { address, channel } = await notifySocket('path');
     try {
       const opts = { socket: address };
@@ -189,9 +189,12 @@ describe('systemd: notify', () => {
       await assert.rejects(notify({ fields: { 'bad=name': 'v' } }, opts), { code: 'ERR_INVALID_ARG_VALUE' });
       await assert.rejects(notify({ mainPid: 0 }, opts), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
       await assert.rejects(notify({ ready: 'yes' as unknown as boolean }, opts), { code: 'ERR_INVALID_ARG_TYPE' });
-      await assert.rejects(notify({}, opts), { code: 'ERR_INVALID_ARG_TYPE' });
+      await assert.rejects(notify({}, opts), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
       await assert.rejects(storeFds('has:colon', [0], opts), { code: 'ERR_INVALID_ARG_VALUE' });
-      await assert.rejects(storeFds('web', [], opts), { code: 'ERR_INVALID_ARG_TYPE' });
+      await assert.rejects(storeFds('web', [], opts), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+      // A value of the right type that is not allowed (empty) is a VALUE error, as Node's own.
+      assert.throws(() => spawnActivated('', [], []), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+      assert.throws(() => spawnActivated(42 as unknown as string, [], []), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
       // Nothing of the refused calls went out: the next datagram is this one.
       await notify({ status: 'after' }, opts);
       assert.equal(text(await channel.receive()), 'STATUS=after');

@@ -13,6 +13,7 @@ import { requires, unshare } from './helpers/requires';
 import { waitFor } from './helpers/wait';
 
 const fixture = (name: string): string => path.join(fixturesDir, `${name}.js`);
+const INDEX = path.join(__dirname, '..', '..', 'dist', 'index.js');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function alive(pid: number): boolean {
@@ -129,6 +130,62 @@ describe('self-upgrade (handoff.upgrader)', () => {
     assert.ok(server.listening, 'still serving');
     up.close();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it("readyTimeout is one deadline: a successor's 'ready' read only past it (this process busy) is taken or rolled back, never both", async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const T = 3000;
+    const t0 = Date.now();
+    // It says hello late (a deadline counted from there would end after this process is busy), takes the
+    // listeners, then says ready shortly before the deadline, while this process is busy.
+    const successor = [
+      `const { handoff } = require(${JSON.stringify(INDEX)});`,
+      '(async () => {',
+      `  await new Promise((r) => setTimeout(r, Math.max(0, ${t0 + 800} - Date.now())));`, // hello well after the spawn
+      '  const inh = await handoff.inherit();',
+      '  const web = await inh.server("web");',
+      `  await new Promise((r) => setTimeout(r, Math.max(0, ${t0 + T - 300} - Date.now())));`,
+      '  await inh.ready().catch(() => process.exit(1));',
+      '  setInterval(() => {}, 1000);',
+      '})();',
+    ].join('\n');
+    const up = handoff.upgrader({ web: server }, { command: process.execPath, args: ['-e', successor], readyTimeout: T, systemd: false });
+    let pid: number | undefined;
+    up.on('upgrade', (p: number) => (pid = p));
+    up.on('upgraded', () => {}); // no hand-over line on stderr
+    const failed: Error[] = [];
+    up.on('failed', (err: Error) => failed.push(err));
+    const outcome = up.upgrade().then(
+      () => 'upgraded',
+      (err: Error & { code?: string }) => err.code,
+    );
+    // Busy from before its 'ready' until past the deadline: both are due when the loop runs again.
+    // Busy in the check phase (setImmediate), so that the timers run before its 'ready' is read.
+    await sleep(T - 600);
+    await new Promise((r) => setImmediate(r));
+    const busyUntil = t0 + T + 300;
+    while (Date.now() < busyUntil) {
+      // a busy process
+    }
+    const result = await outcome;
+    await sleep(500); // a hand-off judged apart would close this process's listeners meanwhile
+    try {
+      if (result === 'upgraded') {
+        assert.equal(failed.length, 0);
+        assert.equal(server.listening, false, 'handed over: this process let go');
+        assert.ok(alive(pid!), 'the successor serves');
+      } else {
+        assert.equal(result, 'ERR_FDPASS_TIMEOUT');
+        assert.equal(failed.length, 1, 'reported once');
+        assert.ok(server.listening, 'rolled back: this process still serves');
+        assert.ok(await gone(pid!), 'the successor was killed');
+      }
+    } finally {
+      if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+      up.close();
+      if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it('a second SIGHUP while the old process drains is ignored: its in-flight request completes and it exits 0', async () => {

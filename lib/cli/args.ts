@@ -147,6 +147,54 @@ function reloadPid(target: string): number | undefined {
   return pid;
 }
 
+// `fdpass run`'s options, as parseArgs takes them.
+const RUN_OPTIONS = {
+  listen: { type: 'string', short: 'l', multiple: true },
+  backlog: { type: 'string' },
+  'unix-mode': { type: 'string' },
+  'ready-timeout': { type: 'string' },
+  'ready-delay': { type: 'string' },
+  'stop-signal': { type: 'string' },
+  'stop-timeout': { type: 'string' },
+  overlap: { type: 'string' },
+  'max-backoff': { type: 'string' },
+  'start-limit-burst': { type: 'string' },
+  'start-limit-interval': { type: 'string' },
+  'fd-store-max': { type: 'string' },
+  control: { type: 'string' },
+  watch: { type: 'string', short: 'w', multiple: true },
+  'watch-ignore': { type: 'string', multiple: true },
+  'watch-delay': { type: 'string' },
+  watchdog: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+// Levenshtein distance: how many one-character edits make a into b.
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+// For an option parseArgs does not know: the closest known one when it is a likely typo, else parseArgs'
+// message (which says where a command's own options go).
+function unknownOption(err: Error): string {
+  const given = /^Unknown option '--([^'=]+)/.exec(err.message)?.[1];
+  if (given === undefined) return err.message;
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(given.length / 3)) + 1;
+  for (const known of Object.keys(RUN_OPTIONS)) {
+    const d = editDistance(given, known);
+    if (d < bestDistance) [best, bestDistance] = [known, d];
+  }
+  return best === undefined ? err.message : `unknown option '--${given}': did you mean --${best}?`;
+}
+
 export function parse(argv: string[]): Parsed {
   if (argv.length === 0) throw new UsageError('a command is required: run or reload');
   const [sub, ...rest] = argv;
@@ -167,30 +215,11 @@ export function parse(argv: string[]): Parsed {
       args: rest,
       allowPositionals: true,
       strict: true,
-      options: {
-        listen: { type: 'string', short: 'l', multiple: true },
-        backlog: { type: 'string' },
-        'unix-mode': { type: 'string' },
-        'ready-timeout': { type: 'string' },
-        'ready-delay': { type: 'string' },
-        'stop-signal': { type: 'string' },
-        'stop-timeout': { type: 'string' },
-        overlap: { type: 'string' },
-        'max-backoff': { type: 'string' },
-        'start-limit-burst': { type: 'string' },
-        'start-limit-interval': { type: 'string' },
-        'fd-store-max': { type: 'string' },
-        control: { type: 'string' },
-        watch: { type: 'string', short: 'w', multiple: true },
-        'watch-ignore': { type: 'string', multiple: true },
-        'watch-delay': { type: 'string' },
-        watchdog: { type: 'string' },
-        quiet: { type: 'boolean', short: 'q' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: RUN_OPTIONS,
     }));
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    const e = err as Error & { code?: string };
+    throw new UsageError(e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? unknownOption(e) : e.message);
   }
   if (values.help) return { cmd: 'help' };
   if (positionals.length === 0) throw new UsageError('run needs a command after --');

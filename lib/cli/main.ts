@@ -6,6 +6,7 @@ import { checkPlatform } from '../native';
 import { bindListener, closeListeners, inheritedListeners, type Listener } from '../supervisor/listeners';
 import { Supervisor } from '../supervisor';
 import { requestReload } from '../supervisor/control';
+import type { LogLevel } from '../supervisor/options';
 import { watchdogInterval } from '../systemd';
 import { parse, USAGE, UsageError, type RunArgs } from './args';
 import { stderrLog } from './log';
@@ -39,8 +40,9 @@ async function run(a: RunArgs): Promise<number> {
     closeListeners(listeners);
     throw err;
   }
-  const quietLog = (line: string): void => {
-    if (!a.quiet || /fail|refused|killed|exited|not ready|ignored|SIGKILL|SIGABRT|no longer/.test(line)) log(line);
+  // --quiet: the supervisor says which lines are failures.
+  const quietLog = (line: string, level: LogLevel): void => {
+    if (!a.quiet || level === 'failure') log(line);
   };
   const sup = new Supervisor({
     command: a.command,

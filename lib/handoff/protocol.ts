@@ -5,7 +5,7 @@ import type { Channel } from '../channel';
 import { closeQuietly } from '../fds';
 import { DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS_PER_MESSAGE, type Message } from '../message';
 import type { WaitOptions } from '../wait';
-import { FdpassError, FdpassSystemError, type FdpassErrorCode } from '../errors';
+import { FdpassError, FdpassSystemError, isFdpassErrorCode } from '../errors';
 import { inspect, isStreamSocket, isUdpSocket } from '../adopt';
 
 /** The control protocol's version; a peer speaking another one is refused cleanly. */
@@ -172,10 +172,14 @@ function damagedMessage(err: unknown): FdpassError | undefined {
   return undefined;
 }
 
-/** The error a peer's 'error' message stands for (codes that are not fdpass's become PROTOCOL). */
+/**
+ * The error a peer's 'error' message stands for. A code this fdpass does not know (not fdpass's, or
+ * another version's) becomes PROTOCOL; one that looks like fdpass's is kept in the message.
+ */
 export function peerError(msg: { code: string; message: string }): FdpassError {
-  const code = /^ERR_FDPASS_[A-Z_]+$/.test(msg.code) ? (msg.code as FdpassErrorCode) : 'ERR_FDPASS_HANDOFF_PROTOCOL';
-  return new FdpassError(code, msg.message);
+  if (isFdpassErrorCode(msg.code)) return new FdpassError(msg.code, msg.message);
+  const unknown = /^ERR_FDPASS_[A-Z_]+$/.test(msg.code) ? ` (the peer's code ${msg.code} is unknown here)` : '';
+  return new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', `${msg.message}${unknown}`);
 }
 
 /**

@@ -86,6 +86,8 @@ export class HandoffServer extends EventEmitter {
   #opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; closeSpread: number };
   #session: Session | null = null;
   #state: 'serving' | 'handed-off' | 'stopped' = 'serving';
+  /** An absolute end (Date.now() ms) for every hand-off, besides readyTimeout (see endAt()). */
+  #endAt = Infinity;
   #resolveDrained!: () => void;
 
   /** @internal Use serve(). */
@@ -112,6 +114,19 @@ export class HandoffServer extends EventEmitter {
   /** The control socket's path (or '\0name'). */
   get path(): string {
     return this.#control.path;
+  }
+
+  /**
+   * @internal For upgrader(): hand-offs must end by `at` (Date.now() ms), its one deadline from the
+   * successor's spawn, so that this server and the upgrader never judge the same successor apart.
+   */
+  endAt(at: number): void {
+    this.#endAt = at;
+  }
+
+  // ms left for a hand-off begun `since` (Date.now() ms): readyTimeout from then, and no later than #endAt.
+  #left(since: number): number {
+    return Math.max(1, Math.min(since + this.#opts.readyTimeout, this.#endAt) - Date.now());
   }
 
   /** True while a new process is taking the listeners. */
@@ -150,7 +165,7 @@ export class HandoffServer extends EventEmitter {
     // like any other.
     let first: Message | Error;
     try {
-      first = await receiveWire(ch, { timeout: this.#opts.readyTimeout });
+      first = await receiveWire(ch, { timeout: this.#left(Date.now()) });
     } catch (err) {
       const code = (err as FdpassError).code;
       if (code === 'ERR_FDPASS_HANDOFF_PROTOCOL') {
@@ -200,7 +215,7 @@ export class HandoffServer extends EventEmitter {
   async #handOff(session: Session, first: Message | Error): Promise<void> {
     if (first instanceof Error) throw first;
     const ch = session.channel;
-    const deadline = Date.now() + this.#opts.readyTimeout;
+    const since = Date.now();
     const hello = decode(first, ['hello']);
     if (hello.type === 'error') throw peerError(hello);
     if (hello.type !== 'hello') throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', 'expected hello');
@@ -228,7 +243,7 @@ export class HandoffServer extends EventEmitter {
     }
     await ch.send({ data: encode({ type: 'done', count: entries.length, skipped }) });
     session.offered = true;
-    const m = await receiveWire(ch, { timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {
+    const m = await receiveWire(ch, { timeout: this.#left(since) }).catch((err: Error) => {
       if ((err as FdpassError).code === 'ERR_FDPASS_TIMEOUT') {
         throw new FdpassError('ERR_FDPASS_TIMEOUT', `the new process was not ready within ${this.#opts.readyTimeout} ms`);
       }

@@ -219,6 +219,10 @@ export class Upgrader extends EventEmitter {
       await tell({ ready: true, status: `upgrade failed: ${(err as Error).message}` });
       throw err;
     }
+    // readyTimeout is one deadline, from the spawn: the hand-off server keeps it once the successor
+    // said hello, waitForSuccessor before.
+    const readyTimeout = opts.readyTimeout ?? 30_000;
+    hs.endAt(Date.now() + readyTimeout);
     const pid = child.pid;
     if (pid === undefined) {
       const err = await new Promise<Error>((resolve) => child!.once('error', resolve));
@@ -229,7 +233,7 @@ export class Upgrader extends EventEmitter {
     debug('upgrade: started successor pid %d', pid);
     this.emit('upgrade', pid);
     const exited = new Promise<void>((resolve) => child!.once('exit', () => resolve()));
-    const outcome = await waitForSuccessor(hs, child, opts.readyTimeout ?? 30_000, aborted);
+    const outcome = await waitForSuccessor(hs, child, readyTimeout, aborted);
     if (outcome !== null) {
       // Rollback: the successor is killed and reaped; we keep serving.
       child.kill('SIGKILL');
@@ -351,27 +355,34 @@ function removeOwnPidFiles(): void {
   }
 }
 
-// null once the successor is ready (the hand-off completed), else why it failed.
+// null once the successor is ready (the hand-off completed), else why it failed. At the deadline, one
+// that said hello is the hand-off server's to judge (at the same deadline: hs.endAt()): it may have
+// read 'ready' and be letting go of the listeners, and 'handoff' or 'rollback' follows.
 function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: number, aborted: Promise<Error>): Promise<Error | null> {
   return new Promise((resolve) => {
     let settled = false;
+    let started = false;
     const done = (result: Error | null): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      hs.off('start', onStart);
       hs.off('handoff', onHandoff);
       hs.off('rollback', onRollback);
       child.off('exit', onExit);
       resolve(result);
     };
+    const onStart = (): void => {
+      started = true;
+    };
     const onHandoff = (): void => done(null);
     const onRollback = (err: Error): void => done(err);
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
       done(new FdpassError('ERR_FDPASS_CLOSED', `the successor exited (${signal ?? `code ${code}`}) before it was ready`));
-    const timer = setTimeout(
-      () => done(new FdpassError('ERR_FDPASS_TIMEOUT', `the successor was not ready within ${readyTimeout} ms`)),
-      readyTimeout,
-    );
+    const timer = setTimeout(() => {
+      if (!started) done(new FdpassError('ERR_FDPASS_TIMEOUT', `the successor was not ready within ${readyTimeout} ms`));
+    }, readyTimeout);
+    hs.on('start', onStart);
     hs.on('handoff', onHandoff);
     hs.on('rollback', onRollback);
     child.on('exit', onExit);

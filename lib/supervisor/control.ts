@@ -2,6 +2,7 @@
 // (`fdpass reload PATH`) sends one command, 'reload', and gets one JSON answer, the reload's outcome.
 import type { Channel } from '../channel';
 import { connect, listen, type ChannelServer } from '../endpoints';
+import type { Log } from './options';
 
 /** A reload's outcome, as the control socket answers it. */
 export interface ReloadResult {
@@ -10,7 +11,7 @@ export interface ReloadResult {
 }
 
 /** Listens on `path`; each connection's 'reload' runs `reload` and is answered with its result. */
-export async function serveControl(path: string, reload: () => Promise<ReloadResult>, log: (line: string) => void): Promise<ChannelServer> {
+export async function serveControl(path: string, reload: () => Promise<ReloadResult>, log: Log): Promise<ChannelServer> {
   const server = await listen(path, { type: 'seqpacket' });
   server.on('connection', (ch: Channel) => {
     ch.on('error', () => {});
@@ -26,7 +27,7 @@ export async function serveControl(path: string, reload: () => Promise<ReloadRes
       else reply({ ok: false, message: `unknown command '${cmd}'` });
     });
   });
-  server.on('error', (err: Error) => log(`control socket: ${err.message}`));
+  server.on('error', (err: Error) => log(`control socket: ${err.message}`, 'failure'));
   return server;
 }
 

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { closeQuietly } from '../fds';
 import { isFdName, MAX_FD_NAME_LENGTH } from '../systemd/names';
 import type { ExecRoom } from './exec-limits';
+import type { LogLevel } from './options';
 
 /** sd_pid_notify_with_fds' name for descriptors stored without FDNAME=, as systemd's. */
 export const DEFAULT_STORE_NAME = 'stored';
@@ -49,33 +50,37 @@ export class FdStore {
 
   /**
    * Handles one notify message's FDSTORE=1 / FDSTOREREMOVE=1 with the descriptors it carried, which the
-   * store now owns (it keeps them or closes them). Returns log lines saying what it did; none for a
+   * store now owns (it keeps them or closes them). Returns log lines saying what it did (a refusal is a
+   * 'failure'); none for a
    * message that is about neither (its descriptors are closed).
    */
-  handle(fields: ReadonlyMap<string, string>, fds: number[]): string[] {
+  handle(fields: ReadonlyMap<string, string>, fds: number[]): { line: string; level: LogLevel }[] {
     const name = fields.get('FDNAME') ?? DEFAULT_STORE_NAME;
-    const out: string[] = [];
+    const out: { line: string; level: LogLevel }[] = [];
     if (fields.get('FDSTOREREMOVE') === '1') {
       const gone = this.#fds.filter((s) => s.name === name);
       closeQuietly(gone.map((s) => s.fd));
       this.#fds.splice(0, this.#fds.length, ...this.#fds.filter((s) => s.name !== name));
-      out.push(`removed ${gone.length} fd(s) named '${name}' from the fd store (FDSTOREREMOVE=1)`);
+      out.push({ line: `removed ${gone.length} fd(s) named '${name}' from the fd store (FDSTOREREMOVE=1)`, level: 'info' });
     }
     if (fields.get('FDSTORE') !== '1') {
       closeQuietly(fds); // e.g. BARRIER=1's pipe end: closing it is the answer
       return out;
     }
-    if (fds.length === 0) return [...out, `FDSTORE=1 without descriptors ignored`];
+    if (fds.length === 0) return [...out, { line: 'FDSTORE=1 without descriptors ignored', level: 'failure' }];
     if (!isFdName(name)) {
       closeQuietly(fds);
       return [
         ...out,
-        `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-${MAX_FD_NAME_LENGTH} printable ASCII characters, no ':'); ${fds.length} fd(s) closed`,
+        {
+          line: `FDSTORE=1 refused: FDNAME '${name}' is not a valid fd name (1-${MAX_FD_NAME_LENGTH} printable ASCII characters, no ':'); ${fds.length} fd(s) closed`,
+          level: 'failure',
+        },
       ];
     }
     if (this.#max === 0) {
       closeQuietly(fds);
-      return [...out, `FDSTORE=1 refused: the fd store is off (--fd-store-max 0); ${fds.length} fd(s) closed`];
+      return [...out, { line: `FDSTORE=1 refused: the fd store is off (--fd-store-max 0); ${fds.length} fd(s) closed`, level: 'failure' }];
     }
     const room = this.#room();
     // Each stored name takes its bytes and a ':' in LISTEN_FDNAMES (names are ASCII).
@@ -111,7 +116,7 @@ export class FdStore {
           : `room for ${room.nameBytes} bytes of names in LISTEN_FDNAMES`;
       line += `; ${unpassable} refused: exec(2) could not pass them to the next generation (${limit})`;
     }
-    return [...out, line];
+    return [...out, { line, level: dupes + over + unpassable > 0 ? 'failure' : 'info' }];
   }
 
   close(): void {

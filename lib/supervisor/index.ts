@@ -19,7 +19,7 @@ import { spawnGeneration, type Generation, type GenerationState } from './genera
 import { Lifeline } from './lifeline';
 import { closeListeners } from './listeners';
 import { NotifyReceiver, upstreamNotifier } from './notify';
-import type { SupervisorOptions } from './options';
+import type { LogLevel, SupervisorOptions } from './options';
 import { OrphanReaper } from './reap';
 import { Restarts } from './restart';
 import { becomeSubreaper, findStrays, killRemaining, killStrays } from './strays';
@@ -65,12 +65,12 @@ export class Supervisor {
       ),
     );
     this.#restarts = new Restarts(opts.maxBackoff, opts.startLimitBurst, opts.startLimitInterval);
-    this.#upstream = upstreamNotifier(opts.upstreamNotify, (line) => this.#log(line));
+    this.#upstream = upstreamNotifier(opts.upstreamNotify, opts.log);
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
-  #log(line: string): void {
-    this.#o.log(line);
+  #log(line: string, level: LogLevel = 'info'): void {
+    this.#o.log(line, level);
   }
 
   /**
@@ -85,18 +85,14 @@ export class Supervisor {
         dir,
         () => new Set([...this.#live].filter((g) => g.state !== 'exited').map((g) => g.pid)),
         (root, fields, pid, fds) => this.#onNotify(root, fields, pid, fds),
-        (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`),
+        (pid) => this.#log(`ignored a notify message from pid ${pid}: not in any generation's process tree`, 'failure'),
       );
       if (this.#o.control !== undefined) {
-        this.#control = await serveControl(
-          this.#o.control,
-          () => this.reload('control socket'),
-          (line) => this.#log(line),
-        );
+        this.#control = await serveControl(this.#o.control, () => this.reload('control socket'), this.#o.log);
       }
       // A subreaper inherits its generations' orphans (to stop what left a process group, and reap
       // it), as PID 1 inherits every orphan: either way libuv reaps only the children it spawned.
-      if (becomeSubreaper((line) => this.#log(line)) || process.pid === 1) this.#reaper = new OrphanReaper(() => this.#ours());
+      if (becomeSubreaper(this.#o.log) || process.pid === 1) this.#reaper = new OrphanReaper(() => this.#ours());
       const on = (sig: NodeJS.Signals, fn: () => void): void => {
         process.on(sig, fn);
         this.#signalHandlers.push([sig, fn]);
@@ -110,10 +106,10 @@ export class Supervisor {
         delay: this.#o.watchDelay,
         busy: () => this.#next !== undefined || this.#current?.state === 'starting',
         reload: (source) => void this.reload(source),
-        log: (line) => this.#log(line),
+        log: this.#o.log,
       });
       this.#startWatchdogs();
-      this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, (line) => this.#log(line));
+      this.#lifeline = new Lifeline(this.#o.stopSignal, this.#o.stopTimeout, this.#notify.path, this.#o.log);
       const where = this.#o.listeners.map((l) => `${l.name}=${l.describe}`).join(', ') || 'no listeners';
       this.#log(`supervising ${this.#o.command} with ${where}`);
       this.#startCurrent('start');
@@ -140,7 +136,7 @@ export class Supervisor {
       (g, err) => this.#notStarted(g, err),
     );
     if (gen.pid < 0) return gen;
-    gen.proc!.on('error', (err) => this.#log(`${gen.describe()}: ${err.message}`));
+    gen.proc!.on('error', (err) => this.#log(`${gen.describe()}: ${err.message}`, 'failure'));
     this.#live.add(gen);
     this.#lifeline?.add(gen.pid);
     gen.proc!.once('exit', (code, signal) => this.#onExit(gen, { code, signal }));
@@ -159,7 +155,7 @@ export class Supervisor {
 
   #notStarted(gen: Generation, err: Error): void {
     const why = `could not be started: ${err.message}${(err as NodeJS.ErrnoException).code === 'E2BIG' ? " (its arguments and environment exceed the kernel's limit)" : ''}`;
-    this.#log(`${gen.describe()} ${why}`);
+    this.#log(`${gen.describe()} ${why}`, 'failure');
     gen.exit = { code: 127, signal: null };
     gen.settle(why);
     this.#onExit(gen, gen.exit);
@@ -179,7 +175,7 @@ export class Supervisor {
     const gen = [...this.#live].find((g) => g.pid === root);
     const from = pid === root ? '' : ` (from pid ${pid})`;
     // Closes what it does not keep, also for a generation gone meanwhile.
-    for (const line of this.#store.handle(fields, fds)) this.#log(`${gen?.describe() ?? `pid ${root}`}: ${line}${from}`);
+    for (const { line, level } of this.#store.handle(fields, fds)) this.#log(`${gen?.describe() ?? `pid ${root}`}: ${line}${from}`, level);
     if (gen === undefined) return;
     const status = fields.get('STATUS');
     if (status !== undefined) this.#log(`${gen.describe()} status: ${status}${from}`);
@@ -188,7 +184,7 @@ export class Supervisor {
     if (fields.get('READY') === '1') this.#markReady(gen, `READY=1${from}`);
     if (fields.get('STOPPING') === '1') this.#log(`${gen.describe()} is stopping${from}`);
     if (fields.has('MAINPID'))
-      this.#log(`${gen.describe()}: MAINPID=${fields.get('MAINPID')} ignored: the main process is the one started`);
+      this.#log(`${gen.describe()}: MAINPID=${fields.get('MAINPID')} ignored: the main process is the one started`, 'failure');
   }
 
   #onExit(gen: Generation, exit: ExitStatus): void {
@@ -202,7 +198,8 @@ export class Supervisor {
     // that left the group (setsid) and came to the subreaper.
     gen.kill('SIGKILL', true);
     const strays = findStrays(this.#ours()).filter((s) => s.generation === gen.id);
-    if (killStrays(strays) > 0) this.#log(`${gen.describe()} left processes behind: SIGKILL to ${strays.map((s) => s.pid).join(', ')}`);
+    if (killStrays(strays) > 0)
+      this.#log(`${gen.describe()} left processes behind: SIGKILL to ${strays.map((s) => s.pid).join(', ')}`, 'failure');
     gen.settle(`${exitText(exit)} before it was ready`);
     this.#lastExit = exit;
     if (was === 'stopping') {
@@ -215,7 +212,7 @@ export class Supervisor {
       this.#current = undefined;
       this.#crashed(gen, was, exit);
     } else {
-      this.#log(`${gen.describe()} ${exitText(exit)}`);
+      this.#log(`${gen.describe()} ${exitText(exit)}`, 'failure'); // it was not told to stop
     }
     if (this.#shuttingDown && this.#live.size === 0) this.#finish();
   }
@@ -223,19 +220,19 @@ export class Supervisor {
   #crashed(gen: Generation, was: GenerationState, exit: ExitStatus): void {
     this.#restarts.exited(gen.readyAt);
     if (this.#next !== undefined) {
-      this.#log(`${gen.describe()} ${exitText(exit)} unexpectedly; the reload's ${this.#next.describe()} takes over once ready`);
+      this.#log(`${gen.describe()} ${exitText(exit)} unexpectedly; the reload's ${this.#next.describe()} takes over once ready`, 'failure');
       return;
     }
     const delay = this.#restarts.next();
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
     const what = gen.pid < 0 ? `${gen.describe()} could not be started` : `${gen.describe()} ${exitText(exit)} ${before}`;
     if (delay === undefined) {
-      this.#log(`${what}; giving up: ${this.#restarts.limitText}`);
+      this.#log(`${what}; giving up: ${this.#restarts.limitText}`, 'failure');
       // After #onExit, which would otherwise see the shutdown and finish a second time.
       queueMicrotask(() => this.shutdown(this.#o.stopSignal, 'start limit hit'));
       return;
     }
-    this.#log(`${what}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`);
+    this.#log(`${what}; the listeners stay open, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`, 'failure');
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
       this.#startCurrent('restart');
@@ -257,7 +254,7 @@ export class Supervisor {
         return;
       }
       if (gen.state !== 'exited') {
-        this.#log(`${gen.describe()} ${result}: stopping it`);
+        this.#log(`${gen.describe()} ${result}: stopping it`, 'failure');
         this.#stopUnready(gen); // #onExit then restarts with backoff
       }
     });
@@ -276,7 +273,7 @@ export class Supervisor {
     gen.state = 'stopping';
     gen.clearTimers();
     gen.killAfter(signal, this.#o.stopTimeout, () =>
-      this.#log(`${gen.describe()} still running ${this.#o.stopTimeout / 1000} s after ${signal}: SIGKILL`),
+      this.#log(`${gen.describe()} still running ${this.#o.stopTimeout / 1000} s after ${signal}: SIGKILL`, 'failure'),
     );
   }
 
@@ -309,7 +306,7 @@ export class Supervisor {
     this.#next = undefined;
     if (this.#shuttingDown) {
       // shutdown() has sent every generation the stop signal already.
-      this.#log(`reload (${source}) abandoned: the supervisor is shutting down`);
+      this.#log(`reload (${source}) abandoned: the supervisor is shutting down`, 'failure');
       return { ok: false, message: 'abandoned: the supervisor is shutting down' };
     }
     if (result === 'ready') {
@@ -328,7 +325,7 @@ export class Supervisor {
     await gen.exited;
     const keeps = this.#current !== undefined ? `${this.#current.describe()} keeps serving` : 'no generation is serving';
     const message = `rolled back: ${gen.describe()} ${result}; ${keeps}`;
-    this.#log(`reload failed: ${message}`);
+    this.#log(`reload failed: ${message}`, 'failure');
     this.#upstream({ ready: true, status: `reload failed: ${gen.describe()} ${result}` });
     if (this.#current === undefined && !this.#shuttingDown) this.#startCurrent('restart');
     this.#watch?.followUp();
@@ -351,7 +348,7 @@ export class Supervisor {
   }
 
   #refuse(source: string, why: string): ReloadResult {
-    this.#log(`reload (${source}) refused: ${why}`);
+    this.#log(`reload (${source}) refused: ${why}`, 'failure');
     return { ok: false, message: `refused: ${why}` };
   }
 
@@ -367,7 +364,7 @@ export class Supervisor {
       killGraceMs: this.#o.stopTimeout + Math.floor((watchdog ?? upstreamWatchdog ?? 0) / 1000),
       pingUpstream: () => this.#upstream({ watchdog: true }),
       onMissed: (gen, why) => this.#hung(gen, why),
-      log: (line) => this.#log(line),
+      log: this.#o.log,
     });
   }
 
@@ -375,7 +372,7 @@ export class Supervisor {
   // delay), SIGKILL of the group after --stop-timeout. It then exits as a failed generation: a serving
   // one is restarted, a reload's new one is rolled back.
   #hung(gen: Generation, why: string): void {
-    this.#log(`${gen.describe()} ${why}: SIGABRT`);
+    this.#log(`${gen.describe()} ${why}: SIGABRT`, 'failure');
     gen.killAfter('SIGABRT', this.#o.stopTimeout);
   }
 
@@ -427,10 +424,7 @@ export class Supervisor {
 
   // Once every generation is gone: no process under the supervisor may hold a listener after it exits.
   async #killStrays(): Promise<void> {
-    await killRemaining(
-      () => this.#ours(),
-      (line) => this.#log(line),
-    );
+    await killRemaining(() => this.#ours(), this.#o.log);
     this.#reaper?.reap();
   }
 

@@ -12,6 +12,7 @@
 // At that end of file it also removes the supervisor's notify socket and its directory, which a killed
 // supervisor cannot (a stopping one has already: then there is nothing left to remove).
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Log } from './options';
 
 const SCRIPT = `
 trap '' HUP INT TERM QUIT USR1 USR2 WINCH PIPE
@@ -45,7 +46,7 @@ export class Lifeline {
   #closed = false;
 
   /** `notifySocket`: the supervisor's notify socket, in a directory of its own; both removed at the end. */
-  constructor(stopSignal: NodeJS.Signals, stopTimeout: number, notifySocket: string, log: (line: string) => void) {
+  constructor(stopSignal: NodeJS.Signals, stopTimeout: number, notifySocket: string, log: Log) {
     const args = [stopSignal.replace(/^SIG/, ''), String(Math.ceil(stopTimeout / 100)), notifySocket];
     this.#proc = spawn('/bin/sh', ['-c', SCRIPT, 'fdpass-lifeline', ...args], {
       stdio: ['pipe', 'ignore', 'ignore'], // not the supervisor's stderr: it would hold that open after its death
@@ -55,11 +56,12 @@ export class Lifeline {
       detached: true,
     });
     this.#proc.stdin!.on('error', () => {}); // it died: 'exit' says so
-    this.#proc.on('error', (err) => log(`lifeline: ${err.message}`));
+    this.#proc.on('error', (err) => log(`lifeline: ${err.message}`, 'failure'));
     this.#proc.once('exit', (code, signal) => {
       if (!this.#closed)
         log(
           `the lifeline (pid ${this.#proc.pid}) ${signal ?? `exited with code ${code}`}: if this supervisor is killed, its generations keep running`,
+          'failure',
         );
     });
   }

@@ -7,6 +7,7 @@ import type { Message } from '../message';
 import { bindDgram } from '../endpoints';
 import { parentOf } from '../proc';
 import { notify, type NotifyState } from '../systemd';
+import type { Log } from './options';
 
 /**
  * Which of `roots` has `pid` in its process tree (pid itself, or an ancestor by the ppid chain).
@@ -91,9 +92,9 @@ export class NotifyReceiver {
  * Sends to a systemd (or another supervisor) above this one, at `target` (its NOTIFY_SOCKET; none:
  * nothing is sent). Best effort: a failure is logged.
  */
-export function upstreamNotifier(target: string | undefined, log: (line: string) => void): (state: NotifyState) => void {
+export function upstreamNotifier(target: string | undefined, log: Log): (state: NotifyState) => void {
   return (state) => {
     if (target === undefined) return;
-    notify(state, { socket: target }).catch((err: Error) => log(`notifying systemd (${target}): ${err.message}`));
+    notify(state, { socket: target }).catch((err: Error) => log(`notifying systemd (${target}): ${err.message}`, 'failure'));
   };
 }

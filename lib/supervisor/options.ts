@@ -1,6 +1,10 @@
 // What `fdpass run` supervises and how: the Supervisor's options, as the CLI (lib/cli/args.ts) builds them.
 import type { Listener } from './listeners';
 
+/** 'failure': something went wrong or was refused (what `fdpass run --quiet` keeps); 'info': the rest. */
+export type LogLevel = 'info' | 'failure';
+export type Log = (line: string, level: LogLevel) => void;
+
 export interface SupervisorOptions {
   command: string;
   args: string[];
@@ -42,5 +46,5 @@ export interface SupervisorOptions {
   /** µs each generation gets as WATCHDOG_USEC: once ready, one silent that long is stopped and replaced. */
   watchdog?: number;
   env: NodeJS.ProcessEnv;
-  log: (line: string) => void;
+  log: Log;
 }

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import { childrenOf, procStat } from '../proc';
 import { binding } from '../native';
+import type { Log } from './options';
 
 export interface Stray {
   pid: number;
@@ -61,28 +62,29 @@ export function killStrays(strays: readonly Stray[]): number {
  * Any process still under this one that `ours` does not name (e.g. one whose environment no longer
  * names its generation): SIGKILL, until none is left or 5 s have passed.
  */
-export async function killRemaining(ours: () => ReadonlySet<number>, log: (line: string) => void): Promise<void> {
+export async function killRemaining(ours: () => ReadonlySet<number>, log: Log): Promise<void> {
   const end = Date.now() + 5000;
   for (let round = 0; ; round++) {
     const strays = findStrays(ours());
     if (strays.length === 0) return;
     if (Date.now() > end) {
-      log(`processes still running after SIGKILL: ${strays.map((s) => s.pid).join(', ')}`);
+      log(`processes still running after SIGKILL: ${strays.map((s) => s.pid).join(', ')}`, 'failure');
       return;
     }
-    if (killStrays(strays) > 0 && round === 0) log(`SIGKILL to processes left behind: ${strays.map((s) => s.pid).join(', ')}`);
+    if (killStrays(strays) > 0 && round === 0) log(`SIGKILL to processes left behind: ${strays.map((s) => s.pid).join(', ')}`, 'failure');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
 /** Makes this process the subreaper of its descendants; false (with the reason logged) where it cannot. */
-export function becomeSubreaper(log: (line: string) => void): boolean {
+export function becomeSubreaper(log: Log): boolean {
   try {
     binding.setChildSubreaper();
     return true;
   } catch (err) {
     log(
       `cannot become a child subreaper (${(err as Error).message}): processes a generation moves out of its process group are not stopped with it`,
+      'failure',
     );
     return false;
   }

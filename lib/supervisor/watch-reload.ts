@@ -3,6 +3,7 @@
 import * as path from 'node:path';
 import { TreeWatcher } from './watch';
 import { ignoreMatcher } from './watch-ignore';
+import type { Log } from './options';
 
 export interface WatchReloadOptions {
   paths: string[];
@@ -13,7 +14,7 @@ export interface WatchReloadOptions {
   /** Whether a reload is under way (a change then waits for followUp()). */
   busy: () => boolean;
   reload: (source: string) => void;
-  log: (line: string) => void;
+  log: Log;
 }
 
 export class WatchReload {
@@ -39,7 +40,7 @@ export class WatchReload {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (this.#o.busy()) {
-        this.#o.log(`--watch: ${name || p} changed during a reload: reloading again once it is done`);
+        this.#o.log(`--watch: ${name || p} changed during a reload: reloading again once it is done`, 'info');
         this.#again = true;
         return;
       }

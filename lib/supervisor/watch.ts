@@ -4,6 +4,7 @@
 // node_modules took the user's whole inotify limit (other programs then get ENOSPC).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Log } from './options';
 
 function limitText(err: NodeJS.ErrnoException): string | undefined {
   if (err.code === 'ENOSPC')
@@ -25,7 +26,7 @@ export class TreeWatcher {
   readonly #root: string;
   readonly #ignored: (relative: string) => boolean;
   readonly #onChange: (relative: string) => void;
-  readonly #log: (line: string) => void;
+  readonly #log: Log;
   /** By absolute path: the root, and each directory watched under it. */
   readonly #watchers = new Map<string, fs.FSWatcher>();
   #closed = false;
@@ -36,7 +37,7 @@ export class TreeWatcher {
    * root itself). Unwatchable directories are logged, never thrown: a watch limit costs reloads, not
    * the supervisor.
    */
-  constructor(root: string, ignored: (relative: string) => boolean, onChange: (relative: string) => void, log: (line: string) => void) {
+  constructor(root: string, ignored: (relative: string) => boolean, onChange: (relative: string) => void, log: Log) {
     this.#root = path.resolve(root);
     this.#ignored = ignored;
     this.#onChange = onChange;
@@ -70,6 +71,7 @@ export class TreeWatcher {
       if (limit !== undefined) {
         this.#log(
           `--watch: ${limit}: ${dir}${stack.length > 0 ? ` and ${stack.length} more directories` : ''} not watched; --watch-ignore what need not be watched, or raise the limit`,
+          'failure',
         );
         return;
       }
@@ -94,11 +96,11 @@ export class TreeWatcher {
       w = fs.watch(target, { persistent: false }, (_event, name) => listener(name === null ? null : String(name)));
     } catch (err) {
       const limit = limitText(err as NodeJS.ErrnoException);
-      if (limit === undefined) this.#log(`--watch: ${target}: ${(err as Error).message}`);
+      if (limit === undefined) this.#log(`--watch: ${target}: ${(err as Error).message}`, 'failure');
       return limit;
     }
     w.on('error', (err) => {
-      this.#log(`--watch: ${target}: ${err.message}`);
+      this.#log(`--watch: ${target}: ${err.message}`, 'failure');
       this.#drop(target);
     });
     this.#watchers.set(target, w);

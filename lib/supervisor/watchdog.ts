@@ -7,6 +7,7 @@
 // stop healthy generations nor spare hung ones.
 import { performance } from 'node:perf_hooks';
 import type { GenerationState } from './generation';
+import type { Log } from './options';
 
 /** A generation as the watchdog sees it. */
 export interface Watched {
@@ -27,7 +28,7 @@ export interface WatchdogOptions<G extends Watched> {
   pingUpstream: () => void;
   /** A generation hangs: stop it (it exits as a failed generation, and is replaced). */
   onMissed: (gen: G, why: string) => void;
-  log: (line: string) => void;
+  log: Log;
 }
 
 // Node's timers overflow above 2^31-1 ms (they then fire at once).
@@ -68,7 +69,7 @@ export class Watchdogs<G extends Watched> {
     const { upstreamUsec: up, generationUsec: each } = opts;
     if (up === undefined && each === undefined) return;
     const gens = each === undefined ? 'generations are not watched' : `each generation must ping within ${each / 1e6} s once ready`;
-    opts.log(`watchdog: ${up !== undefined ? `pinging systemd every ${up / 2e6} s; ` : ''}${gens}`);
+    opts.log(`watchdog: ${up !== undefined ? `pinging systemd every ${up / 2e6} s; ` : ''}${gens}`, 'info');
   }
 
   /** What each generation's environment gets (WATCHDOG_PID is its own pid, set by its shell). */
@@ -86,7 +87,7 @@ export class Watchdogs<G extends Watched> {
         this.#lastPing.set(gen, performance.now());
       } else if (!this.#badUsecLogged.has(gen)) {
         this.#badUsecLogged.add(gen);
-        this.#o.log(`${gen.describe()}: WATCHDOG_USEC=${usec} ignored: not a positive number of microseconds (said once)`);
+        this.#o.log(`${gen.describe()}: WATCHDOG_USEC=${usec} ignored: not a positive number of microseconds (said once)`, 'failure');
       }
     }
     const dog = fields.get('WATCHDOG');
@@ -141,7 +142,7 @@ export class Watchdogs<G extends Watched> {
     const stuck = [...this.#fired].find(([, at]) => now - at > this.#o.killGraceMs);
     if (stuck !== undefined) {
       if (!this.#upstreamHeld) {
-        this.#o.log(`${stuck[0].describe()} did not exit after it missed its watchdog: no longer pinging systemd's watchdog`);
+        this.#o.log(`${stuck[0].describe()} did not exit after it missed its watchdog: no longer pinging systemd's watchdog`, 'failure');
       }
       this.#upstreamHeld = true;
       return;

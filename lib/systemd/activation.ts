@@ -231,7 +231,8 @@ export function spawnActivated(
   fds: readonly ActivationFd[],
   opts: Omit<SpawnOptions, 'stdio'> & { stdio?: SpawnOptions['stdio'] } = {},
 ): ChildProcess {
-  if (typeof command !== 'string' || command.length === 0) throw invalidArgType('command', 'a non-empty string', command);
+  if (typeof command !== 'string') throw invalidArgType('command', 'of type string', command);
+  if (command.length === 0) throw invalidArgValue('command', command, 'must be a non-empty string');
   if (!Array.isArray(args)) throw invalidArgType('args', 'an instance of Array', args);
   if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
   validateObject(opts, 'options');

@@ -4,7 +4,7 @@ import { debuglog } from 'node:util';
 import { connect } from '../endpoints';
 import { MAX_FDS_PER_MESSAGE } from '../message';
 import { fdOf, type FdLike } from '../adopt';
-import { invalidArgType, validateInteger, validateObject } from '../validate';
+import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../validate';
 import { validateFdName, validateFieldName, validateFieldValue } from './names';
 
 const debug = debuglog('fdpass');
@@ -149,7 +149,7 @@ async function deliver(
 export function notify(state: NotifyState, opts: NotifyOptions = {}): Promise<boolean> {
   try {
     const data = notifyMessage(state);
-    if (data === '') throw invalidArgType('state', 'an object with at least one field to send', state);
+    if (data === '') throw invalidArgValue('state', state, 'must have at least one field to send');
     return deliver('notify', [{ data }], opts, targetOf(opts));
   } catch (err) {
     return Promise.reject(err);
@@ -175,7 +175,7 @@ export function storeFds(name: string, fds: readonly FdLike[], opts: StoreFdsOpt
   try {
     validateFdName(name, 'name');
     if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
-    if (fds.length === 0) throw invalidArgType('fds', 'a non-empty array', fds);
+    if (fds.length === 0) throw invalidArgValue('fds', fds, 'must be a non-empty array');
     const numbers = fds.map((f, i) => fdOf(f as FdLike, `fds[${i}]`));
     const socket = targetOf(opts);
     if (opts.poll !== undefined && typeof opts.poll !== 'boolean') throw invalidArgType('options.poll', 'of type boolean', opts.poll);
