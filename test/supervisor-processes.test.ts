@@ -2,7 +2,7 @@
 // (setsid): as a child subreaper it inherits them when their parent exits.
 import * as assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { processState } from './helpers/children';
+import { processState, type Fixture } from './helpers/children';
 import { APP, logged, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
 import { waitFor } from './helpers/wait';
 
@@ -15,6 +15,18 @@ s.listen({ fd: 3 }, () => console.log(JSON.stringify({ event: 'escapee', gen: pr
 const COMMAND = ['/bin/sh', '-c', 'setsid "$0" -e "$ESCAPEE" & exec "$0" "$1"', process.execPath, APP];
 
 const escapees: number[] = [];
+
+// The escapee's line and the app's 'ready' come in either order (two processes starting at once).
+async function started(sup: Fixture): Promise<{ escapee: { pid: number; gen: string }; port: number }> {
+  let escapee: { pid: number; gen: string } | undefined;
+  let port: number | undefined;
+  while (escapee === undefined || port === undefined) {
+    const m = await sup.next<{ event?: string; pid: number; gen: string; port: number }>();
+    if (m.event === 'escapee') escapee = { pid: m.pid, gen: m.gen };
+    else if (m.event === 'ready') port = m.port;
+  }
+  return { escapee, port };
+}
 
 function alive(pid: number): boolean {
   return ![undefined, 'Z'].includes(processState(pid));
@@ -47,9 +59,8 @@ describe('fdpass run: processes that leave the process group', function () {
 
   it('a setsid server of the generation is stopped with fdpass run: none is left alive or holding the listener', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { env: { ...process.env, ESCAPEE } });
-    const escapee = await sup.expect<{ pid: number }>('escapee');
+    const { escapee, port } = await started(sup);
     escapees.push(escapee.pid);
-    const { port } = await sup.expect<{ port: number }>('ready');
     assert.notEqual(processState(escapee.pid), undefined);
     sup.proc.kill('SIGTERM');
     // Its stdout closes only once no process of it holds the pipe, the escapee included.
@@ -61,9 +72,8 @@ describe('fdpass run: processes that leave the process group', function () {
 
   it("after a reload the old generation's setsid server is stopped, the new one's is not", async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { env: { ...process.env, ESCAPEE } });
-    const first = await sup.expect<{ pid: number; gen: string }>('escapee');
+    const { escapee: first, port } = await started(sup);
     escapees.push(first.pid);
-    const { port } = await sup.expect<{ port: number }>('ready');
     // The app says 'ready' as it notifies: a SIGHUP before the supervisor has read READY=1 is refused.
     await logged(sup, /generation 1 \(pid \d+\) is ready/);
     sup.proc.kill('SIGHUP');
@@ -80,9 +90,8 @@ describe('fdpass run: processes that leave the process group', function () {
 
   it('SIGKILL of fdpass run: the lifeline stops the setsid server of a generation too', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--stop-timeout', '5'], COMMAND, { env: { ...process.env, ESCAPEE } });
-    const escapee = await sup.expect<{ pid: number }>('escapee');
+    const { escapee, port } = await started(sup);
     escapees.push(escapee.pid);
-    const { port } = await sup.expect<{ port: number }>('ready');
     sup.proc.kill('SIGKILL');
     await waitFor(`the setsid server (pid ${escapee.pid}) to be stopped`, () => !alive(escapee.pid), 10_000);
     // The generation itself drains after the lifeline's stop signal (SIGKILL after --stop-timeout 5).
