@@ -6,6 +6,8 @@
 //   kill-start   nodemon-style: SIGTERM the app, wait for its exit, start it again
 //   fdpass-run-overlap  the same with `--overlap OVERLAP` (s, default 1): the old generation serves next
 //                to the ready new one for that long before its SIGTERM, while the new one warms up
+//   fdpass-run-2w  `fdpass run --workers 2` (SOCKETS: --sockets, default fdpass run's), beside PM2's
+//                cluster of 2
 // each with a new connection per request (Connection: close) and with keep-alive, at each reload rate
 // of RATES. For each it runs REPS interleaved pairs (control without reloads, run with the reloads
 // spread evenly over the run).
@@ -34,7 +36,8 @@ function parseRates(): Array<{ reloads: number; seconds: number }> {
 const RATES = parseRates();
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
 const REPS = Number(process.env.REPS ?? 3);
-const METHODS = (process.env.METHODS ?? 'fdpass-run,fdpass-run-overlap,pm2,kill-start').split(',');
+const METHODS = (process.env.METHODS ?? 'fdpass-run,fdpass-run-overlap,fdpass-run-2w,pm2,kill-start').split(',');
+const SOCKETS = process.env.SOCKETS === undefined ? [] : ['--sockets', process.env.SOCKETS];
 const MODES = (process.env.MODES ?? 'close,keepalive').split(',');
 const OVERLAP = process.env.OVERLAP ?? '1';
 const ROOT = path.join(__dirname, '..', '..');
@@ -64,12 +67,17 @@ function line(stream: NodeJS.ReadableStream, re: RegExp, ms = 30_000): Promise<v
 }
 
 async function deploy(method: string, port: number, dir: string): Promise<Restartable> {
-  if (method === 'fdpass-run' || method === 'fdpass-run-overlap') {
-    const overlap = method === 'fdpass-run-overlap' ? ['--overlap', OVERLAP] : [];
-    const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...overlap, '--', process.execPath, APP], {
+  if (method.startsWith('fdpass-run')) {
+    const options = {
+      'fdpass-run': [],
+      'fdpass-run-overlap': ['--overlap', OVERLAP],
+      'fdpass-run-2w': ['--workers', '2', ...SOCKETS],
+    }[method];
+    if (options === undefined) throw new Error(`METHODS: unknown method '${method}'`);
+    const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...options, '--', process.execPath, APP], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    await line(sup.stderr!, /generation 1 .*is ready/);
+    await line(sup.stderr!, method === 'fdpass-run-2w' ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/);
     return {
       async restart() {
         const done = line(sup.stderr!, /reload done/);

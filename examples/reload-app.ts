@@ -13,7 +13,11 @@ async function main(): Promise<void> {
   if (!Number.isInteger(closeSpread) || closeSpread < 0 || closeSpread >= 10_000) {
     throw new RangeError(`CLOSE_SPREAD must be an integer of ms from 0 to 9999, not '${process.env.CLOSE_SPREAD}'`);
   }
-  const server = http.createServer((_req, res) => res.end(`hello from ${process.pid}\n`));
+  let served = 0;
+  const server = http.createServer((_req, res) => {
+    served++;
+    res.end(`hello from ${process.pid}\n`);
+  });
   const warmRequests = Number(process.env.WARM_UP ?? 500);
   if (warmRequests > 0) await warmUp(server, { requests: warmRequests });
   const [inherited] = listenFds();
@@ -21,7 +25,12 @@ async function main(): Promise<void> {
   else await new Promise<void>((resolve) => server.listen(Number(process.env.PORT ?? 8080), '127.0.0.1', resolve));
   await notify({ ready: true }); // fdpass run / systemd; false (nothing sent) elsewhere
   process.send?.('ready'); // PM2's --wait-ready
-  const stop = (): void => void drain(server, { timeout: 10_000, idleGrace: 1000, closeSpread }).then(() => process.exit(0));
+  const stop = (): void =>
+    void drain(server, { timeout: 10_000, idleGrace: 1000, closeSpread }).then(() => {
+      // How many requests this process answered, for bench/workers.ts' spread between workers.
+      process.stdout.write(`${JSON.stringify({ event: 'stopped', pid: process.pid, worker: process.env.FDPASS_WORKER, served })}\n`);
+      process.exit(0);
+    });
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop); // PM2 stops with SIGINT
   process.stdout.write(`${JSON.stringify({ event: 'serving', pid: process.pid })}\n`);

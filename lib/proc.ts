@@ -125,3 +125,26 @@ export async function whenGone(pid: number, ms: number): Promise<boolean> {
   }
   return true;
 }
+
+/** What a process has used: resident memory (VmRSS) and CPU time (user + system). */
+export interface ProcUsage {
+  rssBytes: number;
+  cpuMs: number;
+}
+
+// /proc/<pid>/stat counts CPU time in USER_HZ ticks, 100 a second on every Linux ABI.
+const USER_HZ = 100;
+
+/** `pid`'s memory and CPU time, or undefined when it is gone. */
+export function procUsage(pid: number): ProcUsage | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are the 14th and 15th fields of stat(5), here after pid and comm.
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    const rss = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1];
+    return { rssBytes: Number(rss ?? 0) * 1024, cpuMs: (ticks * 1000) / USER_HZ };
+  } catch {
+    return undefined;
+  }
+}

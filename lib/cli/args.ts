@@ -7,16 +7,22 @@ import { parseListenerSpec } from './listen-spec';
 import type { SupervisorOptions } from '../supervisor/options';
 import { validateIgnorePattern } from '../supervisor/watch-ignore';
 
+/** How a generation's workers share a TCP/UDP listener (--sockets). */
+export type SocketSharing = 'shared' | 'per-worker';
+export const DEFAULT_SOCKETS: SocketSharing = 'shared';
+
 export const USAGE = `Usage:
   fdpass run [-l [NAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARG]...
   fdpass reload PID|CONTROL_PATH
+  fdpass status [--json] PID|CONTROL_PATH
   fdpass --help | --version
 
 fdpass run binds each listener once and runs COMMAND with them as systemd socket activation does:
 fds 3, 4, ... in the order given, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (the command's own pid),
-and NOTIFY_SOCKET. A generation is ready when it sends READY=1 (sd_notify, systemd-notify --ready,
+and NOTIFY_SOCKET. A worker is ready when it sends READY=1 (sd_notify, systemd-notify --ready,
 fdpass notify()). SIGHUP, \`fdpass reload\` or a --watch change starts the next generation next to the
-old one; the old one gets the stop signal only once the new one is ready. The listeners never close.
+old one; the old one gets the stop signal only once every new worker is ready, and if one fails the
+new generation is stopped and the old one serves on. The listeners never close.
 If fdpass run itself was socket-activated (LISTEN_FDS for its pid), those listeners are passed on
 by name, ahead of any --listen.
 
@@ -27,6 +33,17 @@ Listeners:
       unix:PATH, /PATH, ./PATH  Unix stream socket, mode --unix-mode; unix:@NAME is abstract
       --backlog N               listen(2) backlog (default 511)
       --unix-mode OCTAL         permission bits of Unix socket files (default 600, owner only)
+
+Workers:
+  -n, --workers N|auto          processes per generation (default 1; auto: one per CPU). Each gets
+                                FDPASS_WORKER (its slot, 0 to N-1) and FDPASS_WORKERS (N); one that
+                                exits is restarted in its slot while the others serve
+      --sockets shared|per-worker
+                                shared: every worker accepts from one socket per listener;
+                                per-worker: each TCP/UDP listener is N SO_REUSEPORT sockets, one per
+                                slot, kept across reloads, the kernel spreading connections evenly
+                                (Unix and inherited listeners stay shared) (default ${DEFAULT_SOCKETS})
+      --reload-concurrency N    a reload starts at most N workers at a time (default: half the CPUs)
 
 Readiness and reloads:
       --ready-timeout SECONDS   a generation not ready by then is killed (default 60)
@@ -59,6 +76,10 @@ Readiness and reloads:
       --watch-delay MS          quiet time after a change before reloading (default 200)
   -q, --quiet                   log only failures
 
+fdpass status asks a running fdpass run (by its --control path, or its pid if it has one) for its
+generations, workers (slot, pid, state, uptime, restarts, memory, CPU), listeners and last reload;
+--json prints it as JSON.
+
 Signals: HUP reloads; TERM, INT, QUIT are forwarded to the command and fdpass run exits with its
 status once it has exited; USR2 and WINCH are forwarded.
 Exit status: the command's (128+N if killed by signal N); at the start limit, the last start's
@@ -85,6 +106,9 @@ export interface RunArgs extends Pick<
 > {
   cmd: 'run';
   listen: ListenerSpec[];
+  workers: number;
+  reloadConcurrency: number;
+  sockets: SocketSharing;
   backlog: number;
   unixMode: number;
   quiet: boolean;
@@ -99,10 +123,21 @@ export interface ReloadArgs {
   pid: number | undefined;
 }
 
-export type Parsed = RunArgs | ReloadArgs | { cmd: 'help' } | { cmd: 'version' };
+/** `fdpass status`: as reload's target, and --json. */
+export interface StatusArgs {
+  cmd: 'status';
+  target: string;
+  pid: number | undefined;
+  json: boolean;
+}
+
+export type Parsed = RunArgs | ReloadArgs | StatusArgs | { cmd: 'help' } | { cmd: 'version' };
 
 /** A usage error: printed with a pointer to --help, exit status 2. */
 export class UsageError extends Error {}
+
+// Each worker is a process and, with --sockets per-worker, a socket per listener in the supervisor.
+const MAX_WORKERS = 1024;
 
 function seconds(value: string | undefined, name: string, dflt: number, min = 0): number {
   if (value === undefined) return dflt;
@@ -150,6 +185,9 @@ function reloadPid(target: string): number | undefined {
 // `fdpass run`'s options, as parseArgs takes them.
 const RUN_OPTIONS = {
   listen: { type: 'string', short: 'l', multiple: true },
+  workers: { type: 'string', short: 'n' },
+  sockets: { type: 'string' },
+  'reload-concurrency': { type: 'string' },
   backlog: { type: 'string' },
   'unix-mode': { type: 'string' },
   'ready-timeout': { type: 'string' },
@@ -196,7 +234,7 @@ function unknownOption(err: Error): string {
 }
 
 export function parse(argv: string[]): Parsed {
-  if (argv.length === 0) throw new UsageError('a command is required: run or reload');
+  if (argv.length === 0) throw new UsageError('a command is required: run, reload or status');
   const [sub, ...rest] = argv;
   if (sub === '-h' || sub === '--help' || sub === 'help') return { cmd: 'help' };
   if (sub === '--version' || sub === '-V') return { cmd: 'version' };
@@ -204,6 +242,14 @@ export function parse(argv: string[]): Parsed {
     if (rest.includes('-h') || rest.includes('--help')) return { cmd: 'help' };
     if (rest.length !== 1) throw new UsageError("reload takes one argument: the supervisor's pid or its --control path");
     return { cmd: 'reload', target: rest[0]!, pid: reloadPid(rest[0]!) };
+  }
+  if (sub === 'status') {
+    if (rest.includes('-h') || rest.includes('--help')) return { cmd: 'help' };
+    const json = rest.includes('--json');
+    const targets = rest.filter((a) => a !== '--json');
+    if (targets.length !== 1 || targets[0]!.startsWith('-'))
+      throw new UsageError("status takes one argument, the supervisor's pid or its --control path, and --json");
+    return { cmd: 'status', target: targets[0]!, pid: reloadPid(targets[0]!), json };
   }
   if (sub !== 'run') throw new UsageError(`unknown command '${sub}'`);
   // biome-ignore lint/suspicious/noImplicitAnyLet: typed by parseArgs' result in the assignment below
@@ -238,10 +284,23 @@ export function parse(argv: string[]): Parsed {
   }
   const watchdog = values.watchdog === undefined ? undefined : seconds(values.watchdog, 'watchdog', 0) * 1000;
   if (watchdog === 0 && Number(values.watchdog) !== 0) throw new UsageError(`--watchdog: '${values.watchdog}' is under a millisecond`);
+  const workers = values.workers === 'auto' ? os.availableParallelism() : integer(values.workers, 'workers', 1, 1, MAX_WORKERS);
+  const sockets = values.sockets ?? DEFAULT_SOCKETS;
+  if (sockets !== 'shared' && sockets !== 'per-worker') throw new UsageError(`--sockets: '${sockets}' is not shared or per-worker`);
+  const reloadConcurrency = integer(
+    values['reload-concurrency'],
+    'reload-concurrency',
+    Math.max(1, Math.floor(os.availableParallelism() / 2)),
+    1,
+    MAX_WORKERS,
+  );
   const readyDelay = values['ready-delay'] === undefined ? undefined : seconds(values['ready-delay'], 'ready-delay', 0);
   return {
     cmd: 'run',
     listen,
+    workers,
+    reloadConcurrency,
+    sockets,
     command: positionals[0]!,
     args: positionals.slice(1),
     backlog: integer(values.backlog, 'backlog', 511, 0, 65535),

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-// The `fdpass` command (package.json "bin"): `fdpass run ... -- COMMAND`, `fdpass reload TARGET`.
+// The `fdpass` command (package.json "bin"): `fdpass run ... -- COMMAND`, `fdpass reload TARGET`,
+// `fdpass status TARGET`.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkPlatform } from '../native';
 import { bindListener, closeListeners, inheritedListeners, type Listener } from '../supervisor/listeners';
 import { Supervisor } from '../supervisor';
-import { requestReload } from '../supervisor/control';
+import { requestReload, requestStatus } from '../supervisor/control';
+import { formatStatus } from '../supervisor/status';
 import type { LogLevel } from '../supervisor/options';
 import { watchdogInterval } from '../systemd';
-import { parse, USAGE, UsageError, type RunArgs } from './args';
+import { parse, USAGE, UsageError, type RunArgs, type StatusArgs } from './args';
 import { stderrLog } from './log';
 
 const log = stderrLog(`fdpass run[${process.pid}]: `);
@@ -35,7 +37,8 @@ async function run(a: RunArgs): Promise<number> {
   const watchdog = a.watchdog === undefined ? upstreamWatchdog : a.watchdog === 0 ? undefined : a.watchdog;
   const listeners: Listener[] = inheritedListeners();
   try {
-    for (const spec of a.listen) listeners.push(bindListener(spec, { backlog: a.backlog, mode: a.unixMode }));
+    const slots = a.sockets === 'per-worker' ? a.workers : 1;
+    for (const spec of a.listen) listeners.push(bindListener(spec, { backlog: a.backlog, mode: a.unixMode, slots }));
   } catch (err) {
     closeListeners(listeners);
     throw err;
@@ -48,6 +51,8 @@ async function run(a: RunArgs): Promise<number> {
     command: a.command,
     args: a.args,
     listeners,
+    workers: a.workers,
+    reloadConcurrency: a.reloadConcurrency,
     readyTimeout: a.readyTimeout,
     ...(a.readyDelay !== undefined ? { readyDelay: a.readyDelay } : {}),
     stopSignal: a.stopSignal,
@@ -80,29 +85,27 @@ function runIndex(argv: string[]): number {
   return -1;
 }
 
+/** A failure of `fdpass CMD`: its reason on stderr, exit status 1. */
+class CommandFailed extends Error {}
+
 /**
- * `fdpass reload PID`: only an `fdpass run` process is signalled (read from /proc/PID/cmdline), so a
- * mistyped pid never sends SIGHUP to some other program. If it has a --control socket, the reload goes
- * through that and the outcome is reported; otherwise SIGHUP, and the outcome is in its log only.
+ * The `fdpass run` process `pid`, read from /proc/PID/cmdline (so that a mistyped pid never reaches some
+ * other program), and its --control socket if it has one.
  */
-async function reloadPid(pid: number): Promise<number> {
-  const fail = (why: string): number => {
-    process.stderr.write(`fdpass reload: ${why}\n`);
-    return 1;
-  };
+function supervisorAt(pid: number, notDone: string): { control: string | undefined } {
   let argv: string[];
   try {
     argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ESRCH') return fail(`no process ${pid}`);
-    return fail(`cannot read /proc/${pid}/cmdline (${code}): not signalled`);
+    if (code === 'ENOENT' || code === 'ESRCH') throw new CommandFailed(`no process ${pid}`);
+    throw new CommandFailed(`cannot read /proc/${pid}/cmdline (${code}): ${notDone}`);
   }
   if (argv.at(-1) === '') argv.pop();
   const run = runIndex(argv);
   if (run < 0) {
     const what = argv.length === 0 ? 'a kernel thread or a zombie' : `'${argv.join(' ').slice(0, 200)}'`;
-    return fail(`pid ${pid} is not an fdpass run process (it is ${what}): not signalled`);
+    throw new CommandFailed(`pid ${pid} is not an fdpass run process (it is ${what}): ${notDone}`);
   }
   let control: string | undefined;
   try {
@@ -110,9 +113,28 @@ async function reloadPid(pid: number): Promise<number> {
     if (a.cmd === 'run' && a.control !== undefined)
       control = a.control.startsWith('@') ? a.control : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), a.control);
   } catch {
-    // an older fdpass's options, or its cwd is not ours to read: SIGHUP below
+    // an older fdpass's options, or its cwd is not ours to read
   }
-  if (control !== undefined && (control.startsWith('@') || fs.existsSync(control))) return reload(control);
+  return { control: control !== undefined && (control.startsWith('@') || fs.existsSync(control)) ? control : undefined };
+}
+
+/**
+ * `fdpass reload PID`: only an `fdpass run` process is signalled. If it has a --control socket, the
+ * reload goes through that and the outcome is reported; otherwise SIGHUP, and the outcome is in its log only.
+ */
+async function reloadPid(pid: number): Promise<number> {
+  const fail = (why: string): number => {
+    process.stderr.write(`fdpass reload: ${why}\n`);
+    return 1;
+  };
+  let control: string | undefined;
+  try {
+    ({ control } = supervisorAt(pid, 'not signalled'));
+  } catch (err) {
+    if (err instanceof CommandFailed) return fail(err.message);
+    throw err;
+  }
+  if (control !== undefined) return reload(control);
   try {
     process.kill(pid, 'SIGHUP');
   } catch (err) {
@@ -135,6 +157,30 @@ async function reload(target: string): Promise<number> {
   return r.ok ? 0 : 1;
 }
 
+/** `fdpass status TARGET [--json]`: through the control socket (of pid TARGET's command line). */
+async function status(a: StatusArgs): Promise<number> {
+  let target = a.target;
+  try {
+    if (a.pid !== undefined) {
+      const { control } = supervisorAt(a.pid, 'not asked');
+      if (control === undefined) throw new CommandFailed(`fdpass run (pid ${a.pid}) has no --control socket to ask`);
+      target = control;
+    }
+    const s = await requestStatus(target).catch((err: NodeJS.ErrnoException) => {
+      throw new CommandFailed(`cannot reach the control socket ${target}: ${err.code ?? err.message}`);
+    });
+    if (s === undefined) throw new CommandFailed('the supervisor closed the control connection without an answer');
+    if (!Array.isArray(s.generations))
+      throw new CommandFailed(`the supervisor answered: ${(s as { message?: string }).message ?? 'no status'}`);
+    process.stdout.write(a.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof CommandFailed)) throw err;
+    process.stderr.write(`fdpass status: ${err.message}\n`);
+    return 1;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const a = parse(argv);
   switch (a.cmd) {
@@ -149,6 +195,9 @@ async function main(argv: string[]): Promise<number> {
     case 'reload':
       checkPlatform();
       return a.pid !== undefined ? reloadPid(a.pid) : reload(a.target);
+    case 'status':
+      checkPlatform();
+      return status(a);
     case 'run':
       checkPlatform(); // before binding a listener or spawning the command
       return run(a);

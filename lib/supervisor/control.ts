@@ -1,8 +1,10 @@
 // The control socket of `fdpass run --control PATH`, both ends: a seqpacket socket where a client
-// (`fdpass reload PATH`) sends one command, 'reload', and gets one JSON answer, the reload's outcome.
+// sends one command and gets one JSON answer: 'reload' (`fdpass reload PATH`), the reload's outcome;
+// 'status' (`fdpass status PATH`), the supervisor's SupervisorStatus.
 import type { Channel } from '../channel';
 import { connect, listen, type ChannelServer } from '../endpoints';
 import type { Log } from './options';
+import type { SupervisorStatus } from './status';
 
 /** A reload's outcome, as the control socket answers it. */
 export interface ReloadResult {
@@ -10,21 +12,27 @@ export interface ReloadResult {
   message: string;
 }
 
-/** Listens on `path`; each connection's 'reload' runs `reload` and is answered with its result. */
-export async function serveControl(path: string, reload: () => Promise<ReloadResult>, log: Log): Promise<ChannelServer> {
+export interface ControlHandlers {
+  reload(): Promise<ReloadResult>;
+  status(): SupervisorStatus;
+}
+
+/** Listens on `path`; each connection's one command is answered by its handler. */
+export async function serveControl(path: string, on: ControlHandlers, log: Log): Promise<ChannelServer> {
   const server = await listen(path, { type: 'seqpacket' });
   server.on('connection', (ch: Channel) => {
     ch.on('error', () => {});
     ch.once('message', (m) => {
       const cmd = m.data.toString('utf8').trim();
-      const reply = (r: ReloadResult): void => {
+      const reply = (r: ReloadResult | SupervisorStatus): void => {
         ch.send({ data: Buffer.from(JSON.stringify(r)) }).then(
           () => ch.close(),
           () => ch.close(),
         );
       };
-      if (cmd === 'reload') void reload().then(reply);
-      else reply({ ok: false, message: `unknown command '${cmd}'` });
+      if (cmd === 'reload') void on.reload().then(reply);
+      else if (cmd === 'status') reply(on.status());
+      else reply({ ok: false, message: `unknown command '${cmd.slice(0, 100)}'` });
     });
   });
   server.on('error', (err: Error) => log(`control socket: ${err.message}`, 'failure'));
@@ -32,11 +40,20 @@ export async function serveControl(path: string, reload: () => Promise<ReloadRes
 }
 
 /** Asks the supervisor at `target` to reload; undefined if it closed the connection without an answer. */
-export async function requestReload(target: string): Promise<ReloadResult | undefined> {
+export function requestReload(target: string): Promise<ReloadResult | undefined> {
+  return request<ReloadResult>(target, 'reload');
+}
+
+/** Asks the supervisor at `target` for its status; undefined if it closed the connection without an answer. */
+export function requestStatus(target: string): Promise<SupervisorStatus | undefined> {
+  return request<SupervisorStatus>(target, 'status');
+}
+
+async function request<T>(target: string, command: string): Promise<T | undefined> {
   const ch = await connect(target, { type: 'seqpacket' });
   try {
-    await ch.send({ data: Buffer.from('reload') });
-    for await (const m of ch) return JSON.parse(m.data.toString('utf8')) as ReloadResult;
+    await ch.send({ data: Buffer.from(command) });
+    for await (const m of ch) return JSON.parse(m.data.toString('utf8')) as T;
     return undefined;
   } finally {
     ch.close();

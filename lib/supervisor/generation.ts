@@ -1,129 +1,88 @@
-// One generation of `fdpass run`'s command: its spawn (the listeners from fd 3 with LISTEN_FDS,
-// LISTEN_FDNAMES, LISTEN_PID, NOTIFY_SOCKET; its own process group) and its state as the supervisor
-// tracks it from start to exit.
-import { spawn, type ChildProcess } from 'node:child_process';
-import type { ExitStatus } from '../exit-status';
-import { ownPidShell } from '../systemd/own-pid';
-
-export type GenerationState = 'starting' | 'ready' | 'stopping' | 'exited';
-
-// A generation started while the supervisor died (so that the lifeline never heard of it) must not
-// start the command: the shell checks that its parent is still the supervisor ($1).
-const PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 143; shift; ';
+// A generation of `fdpass run`'s command: the workers started together by the first start or by one
+// reload, one per slot (--workers N). It serves once every slot's worker has said READY=1; a worker
+// that crashes is restarted in its slot (with that slot's backoff), in the same generation.
+import type { Restarts } from './restart';
+import type { Worker } from './worker';
 
 export class Generation {
-  state: GenerationState = 'starting';
-  readonly startedAt = Date.now();
-  readyAt: number | undefined;
-  exit: ExitStatus | undefined;
-  readonly timers: NodeJS.Timeout[] = [];
-  /** Settles once the generation is ready, or has exited / been killed before that. */
-  readonly outcome: Promise<'ready' | string>;
-  settle!: (result: 'ready' | string) => void;
-  readonly exited: Promise<void>;
-  /** Resolves `exited` for a generation whose spawn failed (no 'exit' event comes). */
-  notStarted!: () => void;
+  /** Each slot's worker: the running one, or the last one until its restart. */
+  readonly workers: Array<Worker | undefined>;
+  /** Each slot's crash-restart backoff and start limit. */
+  readonly restarts: Restarts[];
+  /** Each slot's pending restart. */
+  readonly restartTimers: Array<NodeJS.Timeout | undefined>;
+  /** How often each slot's worker was restarted. */
+  readonly restartCounts: number[];
+  /** The next slot a reload starts (its workers start --reload-concurrency at a time). */
+  nextSlot = 0;
+  /** Every slot's worker has been ready once: the generation serves. */
+  serving = false;
+  /** Resolves once every slot's worker has been ready. */
+  readonly allReady: Promise<'ready'>;
+  #allReady!: (r: 'ready') => void;
+  /** Resolves with the first failure of a worker while the generation is a reload's new one. */
+  readonly failed: Promise<string>;
+  #failed!: (why: string) => void;
+  /** Resolves once no worker of it runs (for an --overlap that an old generation cuts short). */
+  readonly emptied: Promise<void>;
+  #emptied!: () => void;
 
   constructor(
     readonly id: number,
-    readonly proc: ChildProcess | undefined,
-    /** -1: the spawn failed. */
-    readonly pid: number,
+    readonly size: number,
+    newRestarts: () => Restarts,
   ) {
-    this.outcome = new Promise((resolve) => (this.settle = resolve));
-    this.exited = new Promise((resolve) => {
-      this.notStarted = resolve;
-      proc?.once('exit', () => resolve());
-    });
+    this.workers = new Array<Worker | undefined>(size).fill(undefined);
+    this.restarts = Array.from({ length: size }, newRestarts);
+    this.restartTimers = new Array<NodeJS.Timeout | undefined>(size).fill(undefined);
+    this.restartCounts = new Array<number>(size).fill(0);
+    this.allReady = new Promise((resolve) => (this.#allReady = resolve));
+    this.failed = new Promise((resolve) => (this.#failed = resolve));
+    this.emptied = new Promise((resolve) => (this.#emptied = resolve));
   }
 
-  clearTimers(): void {
-    this.timers.splice(0).forEach(clearTimeout);
+  /** The workers that have not exited. */
+  live(): Worker[] {
+    return this.workers.filter((w): w is Worker => w !== undefined && w.state !== 'exited');
   }
 
-  /** Signals the main process, or with `group` every process of the generation's process group. */
-  kill(signal: NodeJS.Signals, group = false): void {
-    if (this.pid <= 0) return; // never started: kill(-1) or kill(1) would reach other processes
-    try {
-      process.kill(group ? -this.pid : this.pid, signal);
-    } catch {
-      // ESRCH: gone already
+  /** How many slots have a ready worker. */
+  readyCount(): number {
+    return this.workers.filter((w) => w?.state === 'ready').length;
+  }
+
+  /** A worker became ready: the generation serves once every slot has been ready. */
+  workerReady(): void {
+    if (this.serving || this.workers.some((w) => w?.readyAt === undefined)) return;
+    this.serving = true;
+    this.#allReady('ready');
+  }
+
+  fail(why: string): void {
+    this.#failed(why);
+  }
+
+  /** A worker exited: resolves `emptied` when none runs and no restart is pending. */
+  workerExited(): void {
+    if (this.live().length === 0 && this.restartTimers.every((t) => t === undefined)) this.#emptied();
+  }
+
+  cancelRestarts(): void {
+    for (let slot = 0; slot < this.size; slot++) {
+      clearTimeout(this.restartTimers[slot]);
+      this.restartTimers[slot] = undefined;
     }
   }
 
-  /** Sends `signal`, and SIGKILL to the process group `ms` later unless it exited (its timers cleared). */
-  killAfter(signal: NodeJS.Signals, ms: number, onKill?: () => void): void {
-    this.kill(signal);
-    this.timers.push(
-      setTimeout(() => {
-        onKill?.();
-        this.kill('SIGKILL', true);
-      }, ms),
-    );
-  }
-
+  /** 'generation 2 (pid 123)' with one worker (its process), 'generation 2 (4 workers)' with more. */
   describe(): string {
-    return this.pid > 0 ? `generation ${this.id} (pid ${this.pid})` : `generation ${this.id}`;
+    if (this.size === 1) return this.workers[0]?.describe() ?? `generation ${this.id}`;
+    return `generation ${this.id} (${this.size} workers)`;
   }
-}
 
-export interface GenerationSpawn {
-  command: string;
-  args: string[];
-  /** Its environment, before the variables below are set. */
-  env: NodeJS.ProcessEnv;
-  /** fds 3, 4, ...: the listeners, then what the fd store holds (as systemd orders them). */
-  fds: ReadonlyArray<{ name: string; fd: number }>;
-  notifySocket: string;
-  /** WATCHDOG_USEC for it, if it is watched. */
-  watchdogEnv: Record<string, string> | undefined;
-}
-
-/**
- * Spawns generation `id`. A spawn fails by throwing (E2BIG, EBADF, ...) or by an 'error' event on the
- * next tick (EMFILE, EAGAIN, ENOENT): either is a generation that could not be started (pid -1),
- * reported later to `onFailed`, never an exception.
- */
-export function spawnGeneration(id: number, s: GenerationSpawn, onFailed: (gen: Generation, err: Error) => void): Generation {
-  const env: NodeJS.ProcessEnv = {
-    ...s.env,
-    LISTEN_FDS: String(s.fds.length),
-    LISTEN_FDNAMES: s.fds.map((x) => x.name).join(':'),
-    NOTIFY_SOCKET: s.notifySocket,
-    FDPASS_GENERATION: String(id),
-  };
-  delete env.LISTEN_PID;
-  delete env.WATCHDOG_USEC;
-  delete env.WATCHDOG_PID;
-  Object.assign(env, s.watchdogEnv);
-  // No descriptors: no LISTEN_* at all, as systemd does (LISTEN_PID without LISTEN_FDS is malformed).
-  if (s.fds.length === 0) {
-    delete env.LISTEN_FDS;
-    delete env.LISTEN_FDNAMES;
+  /** For STATUS=: what serves. */
+  servingText(): string {
+    if (this.size === 1) return `${this.describe()} serving`;
+    return `generation ${this.id}: ${this.readyCount()} of ${this.size} workers serving`;
   }
-  const shell = ownPidShell(s.command, s.args, {
-    listenPid: s.fds.length > 0,
-    watchdogPid: true,
-    guard: PARENT_CHECK,
-    guardArgs: [String(process.pid)],
-  });
-  let proc: ChildProcess | undefined;
-  let thrown: Error | undefined;
-  try {
-    proc = spawn('/bin/sh', shell, {
-      stdio: ['inherit', 'inherit', 'inherit', ...s.fds.map((x) => x.fd)],
-      env,
-      // Its own process group: a terminal's ^C reaches the supervisor only (which forwards it), and a
-      // failed or stopped generation's leftovers can be killed together (systemd's KillMode=mixed).
-      detached: true,
-    });
-  } catch (err) {
-    thrown = err as Error;
-  }
-  const gen = new Generation(id, proc, proc?.pid ?? -1);
-  if (gen.pid < 0) {
-    if (thrown !== undefined) queueMicrotask(() => onFailed(gen, thrown));
-    else proc!.once('error', (err) => onFailed(gen, err));
-  }
-  return gen;
 }

@@ -24,6 +24,11 @@ export interface ListenerSpec {
 export interface Listener {
   name: string;
   fd: number;
+  /**
+   * --sockets per-worker: one SO_REUSEPORT socket per worker slot (slotFds[0] is `fd`), the same in
+   * every generation; absent: `fd` is shared by every worker.
+   */
+  slotFds?: number[];
   /** tcp://127.0.0.1:8080, unix:/run/app.sock, inherited:3 ... */
   describe: string;
   /** A Unix socket path this supervisor created and removes on exit. */
@@ -32,10 +37,12 @@ export interface Listener {
 
 /**
  * Binds one listener. TCP and Unix stream listeners listen with `backlog`; Unix socket files get
- * `mode` (owner-only by default). No SO_REUSEPORT: the one socket is shared by every generation,
- * which is what keeps queued connections across a reload.
+ * `mode` (owner-only by default). One socket is shared by every generation, which is what keeps queued
+ * connections across a reload. With `slots` > 1 (--sockets per-worker), a TCP or UDP listener is
+ * `slots` SO_REUSEPORT sockets on one address, one per worker slot, each also kept across reloads;
+ * the kernel spreads connections (datagrams) between them by a hash of the peer's address.
  */
-export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: number }): Listener {
+export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: number; slots: number }): Listener {
   if (spec.proto === 'unix') {
     const name = parseName(spec.host, 'listener path');
     if (!name.abstract) refuseNonSocket(name.name);
@@ -49,23 +56,36 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
   }
   const family = net.isIPv6(spec.host.split('%')[0]!) ? constants.AF_INET6 : constants.AF_INET;
   const type = spec.proto === 'tcp' ? constants.SOCK_STREAM : constants.SOCK_DGRAM;
-  const fd = withContext(
-    // v6only 1 for an IPv6 address: [::]:80 and 0.0.0.0:80 can then both be listed.
-    () =>
-      binding.inetBind(
-        family,
-        type,
-        spec.host,
-        spec.port,
-        spec.proto === 'tcp' ? opts.backlog : -1,
-        family === constants.AF_INET6 ? 1 : -1,
-        false,
-      ),
-    { address: spec.host, port: spec.port },
-  );
-  const local = binding.inspect(fd).local;
+  const reusePort = opts.slots > 1;
+  const bind = (port: number): number =>
+    withContext(
+      // v6only 1 for an IPv6 address: [::]:80 and 0.0.0.0:80 can then both be listed.
+      () =>
+        binding.inetBind(
+          family,
+          type,
+          spec.host,
+          port,
+          spec.proto === 'tcp' ? opts.backlog : -1,
+          family === constants.AF_INET6 ? 1 : -1,
+          reusePort,
+        ),
+      { address: spec.host, port },
+    );
+  const fd = bind(spec.port);
+  const port = binding.inspect(fd).local?.port ?? spec.port;
   const where = family === constants.AF_INET6 ? `[${spec.host}]` : spec.host;
-  return { name: spec.name, fd, describe: `${spec.proto}:${where}:${local?.port ?? spec.port}` };
+  const listener: Listener = { name: spec.name, fd, describe: `${spec.proto}:${where}:${port}` };
+  if (!reusePort) return listener;
+  // The others on the port the first got (port 0 picks one).
+  const slotFds = [fd];
+  try {
+    while (slotFds.length < opts.slots) slotFds.push(bind(port));
+  } catch (err) {
+    closeQuietly(slotFds);
+    throw err;
+  }
+  return { ...listener, slotFds, describe: `${listener.describe} (${opts.slots} SO_REUSEPORT sockets)` };
 }
 
 // A regular file or directory at a listener path is someone's data, never replaced.
@@ -93,7 +113,7 @@ export function inheritedListeners(): Listener[] {
 }
 
 export function closeListeners(listeners: Listener[]): void {
-  closeQuietly(listeners.map((l) => l.fd));
+  closeQuietly(listeners.flatMap((l) => l.slotFds ?? [l.fd]));
   for (const l of listeners) {
     if (l.unlinkOnClose === undefined) continue;
     try {

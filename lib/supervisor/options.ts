@@ -9,6 +9,10 @@ export interface SupervisorOptions {
   command: string;
   args: string[];
   listeners: Listener[];
+  /** Processes per generation (--workers), each in its slot 0 to workers-1. */
+  workers: number;
+  /** How many of a reload's workers may be starting at once. */
+  reloadConcurrency: number;
   /** ms a generation has to send READY=1 before it is killed. */
   readyTimeout: number;
   /** Second best, for programs that cannot notify: ready this many ms after start (if still running). */

@@ -1,15 +1,14 @@
-// Crash restarts of `fdpass run`, as systemd's Restart=: a backoff (at once, then 100 ms doubling up
-// to --max-backoff; reset by a generation that served 10 s, or by a reload that succeeds), and a start
-// limit over starts (not reloads): StartLimitBurst= / StartLimitIntervalSec=, 0 in either: none.
+// Crash restarts of one worker slot of `fdpass run`, as systemd's Restart=: a backoff (at once, then
+// 100 ms doubling up to --max-backoff; reset by a worker that served 10 s, or by a reload that
+// succeeds), and a start limit over the slot's starts: StartLimitBurst= / StartLimitIntervalSec=, 0 in
+// either: none.
 export class Restarts {
   readonly #maxBackoff: number;
   readonly #burst: number;
   readonly #interval: number;
   #failures = 0;
-  /** When generations were started (not reloads). */
+  /** When the slot's workers were started. */
   #starts: number[] = [];
-  /** Whether the start limit was hit: the supervisor gave up. */
-  limitHit = false;
 
   constructor(maxBackoff: number, burst: number, interval: number) {
     this.#maxBackoff = maxBackoff;
@@ -25,7 +24,7 @@ export class Restarts {
     this.#failures = 0;
   }
 
-  /** A generation that was ready at `readyAt` exited: one that served 10 s resets the backoff. */
+  /** A worker that was ready at `readyAt` exited: one that served 10 s resets the backoff. */
   exited(readyAt: number | undefined): void {
     if (readyAt !== undefined && Date.now() - readyAt > 10_000) this.#failures = 0;
   }
@@ -34,11 +33,7 @@ export class Restarts {
   next(): number | undefined {
     const delay = this.#failures === 0 ? 0 : Math.min(100 * 2 ** (this.#failures - 1), this.#maxBackoff);
     this.#failures++;
-    if (this.#limited(Date.now() + delay)) {
-      this.limitHit = true;
-      return undefined;
-    }
-    return delay;
+    return this.#limited(Date.now() + delay) ? undefined : delay;
   }
 
   /** Why the supervisor gives up, once next() said so. */

@@ -2,8 +2,8 @@
 // process-group kill. As a child subreaper (prctl PR_SET_CHILD_SUBREAPER) the supervisor inherits
 // them once their parent exits, so they stay findable in /proc: every process under the supervisor
 // whose ancestors up to it are not processes it spawned itself (generations, the lifeline) is a
-// stray. Each is told from its environment as of its exec (FDPASS_GENERATION, inherited from the
-// generation that started it), read in /proc/PID/environ.
+// stray. Each is told from its environment as of its exec (FDPASS_GENERATION and FDPASS_WORKER,
+// inherited from the worker that started it), read in /proc/PID/environ.
 import * as fs from 'node:fs';
 import { childrenOf, procStat } from '../proc';
 import { binding } from '../native';
@@ -13,17 +13,22 @@ export interface Stray {
   pid: number;
   /** FDPASS_GENERATION of the stray's top process, if readable. */
   generation: number | undefined;
+  /** Its FDPASS_WORKER (the slot). */
+  worker: number | undefined;
 }
 
-function generationOf(pid: number): number | undefined {
-  let environ: string;
+function workerOf(pid: number): Pick<Stray, 'generation' | 'worker'> {
+  let environ: string[];
   try {
-    environ = fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
+    environ = fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
   } catch {
-    return undefined;
+    return { generation: undefined, worker: undefined };
   }
-  const entry = environ.split('\0').find((e) => e.startsWith('FDPASS_GENERATION='));
-  return entry === undefined ? undefined : Number(entry.slice('FDPASS_GENERATION='.length));
+  const value = (name: string): number | undefined => {
+    const entry = environ.find((e) => e.startsWith(`${name}=`));
+    return entry === undefined ? undefined : Number(entry.slice(name.length + 1));
+  };
+  return { generation: value('FDPASS_GENERATION'), worker: value('FDPASS_WORKER') };
 }
 
 /** The running processes under this one that are not in `ours` or under them. */
@@ -31,13 +36,13 @@ export function findStrays(ours: ReadonlySet<number>): Stray[] {
   const out: Stray[] = [];
   for (const top of childrenOf(process.pid)) {
     if (ours.has(top)) continue;
-    const generation = generationOf(top);
+    const of = workerOf(top);
     const stack = [top];
     while (stack.length > 0) {
       const pid = stack.pop()!;
       const state = procStat(pid)?.state;
       if (state === undefined || state === 'Z') continue; // gone, or a zombie: it holds nothing (the reaper's)
-      out.push({ pid, generation });
+      out.push({ pid, ...of });
       stack.push(...childrenOf(pid));
     }
   }

@@ -6,12 +6,12 @@
 // Every time here is monotonic (performance.now()): a wall-clock step (NTP, `date -s`) must neither
 // stop healthy generations nor spare hung ones.
 import { performance } from 'node:perf_hooks';
-import type { GenerationState } from './generation';
+import type { WorkerState } from './worker';
 import type { Log } from './options';
 
-/** A generation as the watchdog sees it. */
+/** A worker as the watchdog sees it. */
 export interface Watched {
-  readonly state: GenerationState;
+  readonly state: WorkerState;
   describe(): string;
 }
 

@@ -1,0 +1,364 @@
+// `fdpass run --workers N`: N processes per generation, reloads that replace all of them or none,
+// a crashed worker restarted in its slot, `fdpass status`.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnJson } from './helpers/children';
+import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
+import { get, load, type LoadResult } from './helpers/http';
+import { python3Systemd, requires } from './helpers/requires';
+import { tmpPath } from './helpers/tmp';
+
+const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
+
+interface WorkerProc {
+  pid: number;
+  generation: number;
+  worker: number;
+}
+
+// The supervisor's workers: its children that carry FDPASS_GENERATION (not the lifeline).
+function workersOf(supPid: number): WorkerProc[] {
+  const out: WorkerProc[] = [];
+  for (const pid of childPids(supPid)) {
+    try {
+      const env = fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+      const value = (name: string): number | undefined => {
+        const e = env.find((x) => x.startsWith(`${name}=`));
+        return e === undefined ? undefined : Number(e.slice(name.length + 1));
+      };
+      const generation = value('FDPASS_GENERATION');
+      if (generation !== undefined) out.push({ pid, generation, worker: value('FDPASS_WORKER')! });
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** Samples the workers every 10 ms until stop(): the most alive at once, and the generations seen together. */
+function sampleWorkers(supPid: number): { stop(): { most: number; generationsAtOnce: number } } {
+  let most = 0;
+  let generationsAtOnce = 0;
+  const timer = setInterval(() => {
+    const ws = workersOf(supPid);
+    most = Math.max(most, ws.length);
+    generationsAtOnce = Math.max(generationsAtOnce, new Set(ws.map((w) => w.generation)).size);
+  }, 10);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { most, generationsAtOnce };
+    },
+  };
+}
+
+function noErrors(r: LoadResult, what: string): void {
+  assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests`);
+  assert.ok(r.ok > 0, `${what}: no request was served`);
+}
+
+/** `fdpass status ARGS`: its exit code and output. */
+async function status(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const c = spawnJson(process.execPath, [CLI, 'status', ...args]);
+  let stdout = '';
+  c.proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const { code } = await c.exited;
+  return { code, stdout, stderr: c.stderr() };
+}
+
+/** The socket inode of `pid`'s fd `fd` (socket:[N]). */
+function socketInode(pid: number, fd: number): string {
+  return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+}
+
+describe('fdpass run --workers', function () {
+  this.timeout(120_000);
+  afterEach(stopLeftovers);
+
+  for (const workers of [2, 4]) {
+    it(`${workers} workers: 10 reloads under load, 0 failed requests, at most ${2 * workers} workers alive`, async () => {
+      const control = tmpPath('ctl');
+      const sup = supervise(
+        ['-n', String(workers), '--reload-concurrency', '2', '-l', 'http=127.0.0.1:0', '--control', control],
+        [process.execPath, APP],
+      );
+      const started = new Map<string, { worker: string; workers: string; listenPid: string; pid: number }>();
+      for (let i = 0; i < workers; i++) {
+        const s = await sup.expect<{ worker: string; workers: string; listenPid: string; pid: number }>('started');
+        started.set(s.worker, s);
+      }
+      assert.deepEqual(
+        [...started.keys()].sort(),
+        Array.from({ length: workers }, (_, i) => String(i)),
+      );
+      for (const s of started.values()) {
+        assert.equal(s.workers, String(workers));
+        assert.equal(s.listenPid, String(s.pid), 'LISTEN_PID is each worker its own');
+      }
+      await logged(sup, /is ready/, workers);
+      const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+      const sampler = sampleWorkers(sup.pid);
+      const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
+      const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+      for (let i = 0; i < 10; i++) {
+        const r = await reloadCmd(control);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(
+          r.stdout,
+          new RegExp(`generation ${i + 2} \\(${workers} workers\\) serving; generation ${i + 1} \\(${workers} workers\\) sent SIGTERM`),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const [ka, fr] = await Promise.all([keepAlive.stop(), fresh.stop()]);
+      const seen = sampler.stop();
+      noErrors(ka, 'keep-alive');
+      noErrors(fr, 'new connections');
+      assert.ok(seen.most <= 2 * workers, `${seen.most} workers alive at once`);
+      assert.ok(seen.generationsAtOnce <= 2, `${seen.generationsAtOnce} generations alive at once`);
+      // The last generation's workers all serve.
+      const last = workersOf(sup.pid).filter((w) => w.generation === 11);
+      assert.equal(last.length, workers);
+      const answered = new Set<string>();
+      for (let i = 0; i < 200 && answered.size < workers; i++) answered.add(await get(port));
+      assert.ok(
+        [...answered].every((b) => b.startsWith('11 ')),
+        [...answered].join(', '),
+      );
+      assert.equal(await stop(sup), 0);
+    });
+  }
+
+  it('a reload whose worker 3 of 4 fails is rolled back: the 4 old workers serve on, 0 failed requests', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ '2.2': 'exit-before-ready' }));
+    try {
+      const sup = supervise(
+        ['-n', '4', '--reload-concurrency', '2', '-l', 'http=127.0.0.1:0', '--control', control],
+        [process.execPath, APP, `plan:${plan}`],
+      );
+      await logged(sup, /is ready/, 4);
+      const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+      const old = workersOf(sup.pid);
+      assert.equal(old.length, 4);
+      const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 60 });
+      const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 60 });
+      const r = await reloadCmd(control);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(
+        r.stderr,
+        /^fdpass reload: rolled back: generation 2 worker 2 \(pid \d+\) exited with code 1 before it was ready; generation 1 \(4 workers\) keeps serving\n$/,
+      );
+      // Every new worker was stopped and reaped; the old ones are the same processes.
+      assert.deepEqual(
+        workersOf(sup.pid)
+          .map((w) => w.pid)
+          .sort(),
+        old.map((w) => w.pid).sort(),
+      );
+      const [fr, ka] = await Promise.all([fresh.stop(), keepAlive.stop()]);
+      noErrors(fr, 'new connections');
+      noErrors(ka, 'keep-alive');
+      // New workers that were ready served next to the old ones until the rollback; now only the old serve.
+      for (let i = 0; i < 20; i++) assert.match(await get(port), /^1 /);
+      const s = await status(control, '--json');
+      const st = JSON.parse(s.stdout) as {
+        generations: Array<{ id: number; role: string; workers: Array<{ state: string }> }>;
+        lastReload: { ok: boolean };
+      };
+      assert.deepEqual(
+        st.generations.map((g) => [g.id, g.role, g.workers.map((w) => w.state).join()]),
+        [[1, 'serving', 'ready,ready,ready,ready']],
+      );
+      assert.equal(st.lastReload.ok, false);
+      // The next reload works (the plan fails generation 2 only).
+      const again = await reloadCmd(control);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /generation 3 \(4 workers\) serving/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
+
+  for (const sockets of ['shared', 'per-worker']) {
+    it(`--sockets ${sockets}: kill -9 of a worker under load refuses nothing; it is restarted in its slot`, async () => {
+      const control = tmpPath('ctl');
+      const sup = supervise(['-n', '2', '--sockets', sockets, '-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP]);
+      await logged(sup, /is ready/, 2);
+      const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+      const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 60 });
+      await new Promise((r) => setTimeout(r, 300));
+      const victim = workersOf(sup.pid).find((w) => w.worker === 1)!;
+      process.kill(victim.pid, 'SIGKILL');
+      await logged(
+        sup,
+        new RegExp(
+          `generation 1 worker 1 \\(pid ${victim.pid}\\) was killed by SIGKILL unexpectedly; the listeners stay open, the other workers serve, restarting now`,
+        ),
+      );
+      await logged(sup, /generation 1 worker 1 \(pid \d+\) is ready/, 2);
+      await new Promise((r) => setTimeout(r, 300));
+      const r = await fresh.stop();
+      // Requests the killed worker had accepted die with it (a reset, at most one per client); nothing
+      // is refused, and with per-worker sockets its queue waits for its replacement.
+      assert.ok(!r.errors.includes('ECONNREFUSED'), `refused: ${r.errors.join(', ')}`);
+      assert.ok(r.errors.length <= 4, `${r.errors.length} failures from 4 clients: ${r.errors.join(', ')}`);
+      const now = workersOf(sup.pid);
+      assert.deepEqual(now.map((w) => `${w.generation}.${w.worker}`).sort(), ['1.0', '1.1']);
+      const s = JSON.parse((await status(control, '--json')).stdout) as {
+        generations: Array<{ workers: Array<{ slot: number; restarts: number; pid: number }> }>;
+      };
+      assert.deepEqual(
+        s.generations[0]!.workers.map((w) => [w.slot, w.restarts]),
+        [
+          [0, 0],
+          [1, 1],
+        ],
+      );
+      assert.notEqual(s.generations[0]!.workers[1]!.pid, victim.pid);
+      assert.equal(await stop(sup), 0);
+    });
+  }
+
+  it('--sockets per-worker: each slot has its own SO_REUSEPORT socket, the same in every generation; Unix listeners stay shared', async () => {
+    const control = tmpPath('ctl');
+    const sock = tmpPath('sock');
+    const sup = supervise(
+      ['-n', '2', '--sockets', 'per-worker', '-l', 'http=127.0.0.1:0', '-l', `local=unix:${sock}`, '--control', control],
+      [process.execPath, APP],
+    );
+    await logged(sup, /is ready/, 2);
+    assert.match(sup.stderr(), /http=tcp:127\.0\.0\.1:\d+ \(2 SO_REUSEPORT sockets\)/);
+    const inodes = (gen: number): Array<[string, string]> =>
+      workersOf(sup.pid)
+        .filter((w) => w.generation === gen)
+        .sort((a, b) => a.worker - b.worker)
+        .map((w) => [socketInode(w.pid, 3), socketInode(w.pid, 4)]);
+    const first = inodes(1);
+    assert.notEqual(first[0]![0], first[1]![0], 'each slot its own TCP socket');
+    assert.equal(first[0]![1], first[1]![1], 'one Unix socket for both');
+    const r = await reloadCmd(control);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(inodes(2), first, 'slot N of generation 2 has the sockets of slot N of generation 1');
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('fdpass status prints generations, workers and the last reload, by control path or by pid', async () => {
+    const control = tmpPath('ctl');
+    const sup = supervise(['-n', '2', '-l', 'web=127.0.0.1:0', '--control', control], [process.execPath, APP]);
+    await logged(sup, /is ready/, 2);
+    const before = await status(control);
+    assert.equal(before.code, 0, before.stderr);
+    const lines = before.stdout.trimEnd().split('\n');
+    assert.match(lines[0]!, new RegExp(`^fdpass run \\(pid ${sup.pid}\\), up \\d+s, [0-9.]+ MiB: 2 worker\\(s\\) of ${process.execPath} `));
+    assert.match(lines[1]!, /^listeners: web=tcp:127\.0\.0\.1:\d+$/);
+    assert.match(lines[2]!, /^GEN\s+ROLE\s+SLOT\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+RSS\s+CPU$/);
+    for (const [i, line] of lines.slice(3, 5).entries())
+      assert.match(line, new RegExp(`^1\\s+serving\\s+${i}\\s+\\d+\\s+ready\\s+\\d+s\\s+0\\s+[0-9.]+ MiB\\s+[0-9.]+s$`));
+    assert.equal(lines[5], 'last reload: none');
+    assert.equal(lines.length, 6);
+    const r = await reloadCmd(control);
+    assert.equal(r.code, 0, r.stderr);
+    const byPid = await status(String(sup.pid), '--json');
+    assert.equal(byPid.code, 0, byPid.stderr);
+    const s = JSON.parse(byPid.stdout) as {
+      pid: number;
+      workers: number;
+      generations: Array<{
+        id: number;
+        role: string;
+        workers: Array<{ slot: number; pid: number; state: string; rssBytes: number; cpuMs: number }>;
+      }>;
+      lastReload: { source: string; ok: boolean; message: string };
+    };
+    assert.equal(s.pid, sup.pid);
+    assert.equal(s.workers, 2);
+    const serving = s.generations.find((g) => g.role === 'serving')!;
+    assert.equal(serving.id, 2);
+    assert.deepEqual(
+      serving.workers.map((w) => [w.slot, w.state]),
+      [
+        [0, 'ready'],
+        [1, 'ready'],
+      ],
+    );
+    assert.ok(serving.workers.every((w) => w.rssBytes > 1e6 && w.cpuMs >= 0));
+    assert.deepEqual(
+      s.generations.filter((g) => g.role !== 'serving').map((g) => [g.id, g.role]),
+      s.generations.length > 1 ? [[1, 'stopping']] : [],
+    );
+    assert.equal(s.lastReload.source, 'control socket');
+    assert.equal(s.lastReload.ok, true);
+    assert.match(s.lastReload.message, /^generation 2 \(2 workers\) serving/);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('fdpass status: a pid without --control, a non-fdpass pid, a dead control path and bad arguments fail clearly', async () => {
+    const bare = supervise(['-l', '127.0.0.1:0'], [process.execPath, APP]);
+    await bare.expect('ready');
+    const noControl = await status(String(bare.pid));
+    assert.equal(noControl.code, 1);
+    assert.equal(noControl.stderr, `fdpass status: fdpass run (pid ${bare.pid}) has no --control socket to ask\n`);
+    assert.equal(await stop(bare), 0);
+    const notOurs = await status(String(process.pid));
+    assert.equal(notOurs.code, 1);
+    assert.match(notOurs.stderr, new RegExp(`^fdpass status: pid ${process.pid} is not an fdpass run process .*: not asked\\n$`));
+    const dead = await status(tmpPath('nothing-here'));
+    assert.equal(dead.code, 1);
+    assert.match(dead.stderr, /^fdpass status: cannot reach the control socket .*: ENOENT\n$/);
+    for (const args of [[], ['a', 'b'], ['--jsn', 'x'], ['0']]) {
+      const r = await status(...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    }
+  });
+
+  it('--workers and its options: auto is one per CPU; bad values are usage errors', async () => {
+    const auto = supervise(['-n', 'auto', '-l', '127.0.0.1:0'], [process.execPath, APP]);
+    await logged(auto, /is ready/, os.availableParallelism());
+    assert.match(
+      auto.stderr(),
+      new RegExp(`supervising ${os.availableParallelism() > 1 ? `${os.availableParallelism()} workers of ` : ''}`),
+    );
+    assert.equal(await stop(auto), 0);
+    const usage: Array<[string[], RegExp]> = [
+      [['-n', '0'], /--workers: '0' is out of range/],
+      [['--workers', '1025'], /--workers: '1025' is out of range/],
+      [['--workers', 'many'], /--workers: 'many' is out of range/],
+      [['--sockets', 'reuseport'], /--sockets: 'reuseport' is not shared or per-worker/],
+      [['--reload-concurrency', '0'], /--reload-concurrency: '0' is out of range/],
+    ];
+    for (const [args, re] of usage) {
+      const c = spawnJson(process.execPath, [CLI, 'run', ...args, '--', 'true']);
+      assert.equal((await c.exited).code, 2, args.join(' '));
+      assert.match(c.stderr(), re);
+    }
+  });
+
+  it('a python3-systemd app as 2 workers: 3 reloads under load, 0 failed requests, both workers serve', async function () {
+    requires(this, python3Systemd());
+    const control = tmpPath('ctl');
+    // per-worker sockets: new connections are spread by the kernel, so both workers answer.
+    const sup = supervise(
+      ['-n', '2', '--sockets', 'per-worker', '-l', 'http=127.0.0.1:0', '--control', control],
+      ['/usr/bin/python3', PY_APP],
+    );
+    await logged(sup, /is ready \(READY=1\)/, 2);
+    const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+    const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 60 });
+    for (let i = 0; i < 3; i++) {
+      const r = await reloadCmd(control);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const fr = await fresh.stop();
+    noErrors(fr, 'new connections');
+    const pids = workersOf(sup.pid).filter((w) => w.generation === 4);
+    assert.equal(pids.length, 2);
+    const answered = new Set<string>();
+    for (let i = 0; i < 200 && answered.size < 2; i++) answered.add(await get(port));
+    assert.deepEqual([...answered].sort(), pids.map((w) => `py4 ${w.pid}`).sort());
+    assert.equal(await stop(sup), 0);
+  });
+});
