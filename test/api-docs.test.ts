@@ -243,7 +243,9 @@ describe('docs/API.md matches dist/index.d.ts', () => {
       const missing = [...props].filter((p) => !rows.includes(p));
       const extra = rows.filter((r) => !props.has(r));
       if (missing.length + extra.length > 0)
-        drift.push(`${what} (${entry.where}): missing from API.md [${missing.join(', ')}], not in ${type} [${extra.join(', ')}]`);
+        drift.push(
+          `${what} (${entry.where}): missing from API.md [${missing.join(', ')}], not in ${type.replace(/\s+/g, ' ')} [${extra.join(', ')}]`,
+        );
     }
     assert.equal(drift.join('\n'), '', 'options tables of docs/API.md against the options types of dist/*.d.ts');
   });

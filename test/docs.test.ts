@@ -46,7 +46,7 @@ async function firstLine(f: Fixture, what: string): Promise<string> {
 }
 
 // Scenarios whose processes do not all end by themselves (servers): driven here, step by step.
-const drivers: Record<string, () => Promise<void>> = {
+const drivers: Record<string, (this: Mocha.Context) => Promise<void>> = {
   // README first screen: recv.mjs, send.mjs and the three commands, 8080 and the socket path swapped
   // for free ones.
   async quickstart() {
@@ -143,6 +143,7 @@ const drivers: Record<string, () => Promise<void>> = {
   // examples/express-app.mjs under fdpass run, with the commands of docs/fdpass-run.md run from the
   // repository's root as a clone would: it serves, 3 reloads under load fail no request, SIGTERM drains.
   async 'express-app'() {
+    this.timeout(60_000); // a tsc run, then 3 reloads
     const port = String(await freePort());
     const dir = tmpPath('express-app');
     const commands = cliCommands('express-app', dir, [
@@ -154,6 +155,12 @@ const drivers: Record<string, () => Promise<void>> = {
       [`${CLI} run`, `${CLI} reload`],
     );
     assert.ok(commands[0]!.endsWith(' -- node examples/express-app.mjs'), 'the example file is run');
+    // It type-checks against Express's types and fdpass's (examples/tsconfig.json has checkJs).
+    const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'examples', '--noEmit', '--pretty', 'false'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    assert.equal(tsc.status, 0, `tsc -p examples:\n${tsc.stdout}${tsc.stderr}`);
     await reloadsUnderLoad(ROOT, commands, Number(port));
   },
 
@@ -335,7 +342,6 @@ describe('docs: README.md and docs/*.md', () => {
   });
 
   it('every JavaScript/TypeScript block type-checks against dist/index.d.ts (one tsc run)', function () {
-    this.timeout(60_000);
     const dir = projectDir(tmpPath('typecheck'));
     const byFile = new Map<string, DocBlock>();
     blocks.forEach((b, i) => {
