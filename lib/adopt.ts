@@ -63,7 +63,7 @@ function address(a: NativeAddress | undefined): SocketAddressInfo | undefined {
   return undefined;
 }
 
-/** Says what a descriptor is: file, pipe, socket (domain, type, listening, addresses), flags. */
+/** Says what a descriptor is. File, pipe, socket (domain, type, listening, addresses), flags. */
 export function inspect(fd: number): FdInfo {
   validateFd(fd);
   const raw = binding.inspect(fd);
@@ -133,8 +133,8 @@ function where(s: SocketInfo): { address?: string; port?: number; path?: string 
 }
 
 /**
- * Resolves with a listening net.Server serving on `fd` (a listening or bound TCP or Unix stream
- * socket), or adopts it into `server` (e.g. an http.Server).
+ * Resolves with a listening server on `fd`, a listening or bound TCP or Unix stream socket. It is a
+ * new net.Server, or `server` (such as your http.Server) when given.
  *
  * Ownership: on success the server owns this very descriptor number (`fdOf(server) === fd`) and
  * closes it when it closes. On rejection `fd` is still open and still yours (close it, or try
@@ -204,9 +204,9 @@ export function toServer<S extends net.Server = net.Server>(fd: number, server?:
 }
 
 /**
- * Returns a net.Socket over `fd`, a connected TCP or Unix stream socket. The socket owns this very
- * descriptor number; when this throws, `fd` is still open and yours. SEQPACKET and UDP sockets are
- * refused (net.Socket cannot drive them), and so is a TCP socket still connecting.
+ * Returns a `net.Socket` over `fd`, a connected TCP or Unix stream socket, synchronously. The socket
+ * owns this very descriptor number; when this throws, `fd` is still open and yours. SEQPACKET and
+ * UDP sockets are refused (net.Socket cannot drive them), and so is a TCP socket still connecting.
  */
 export function toSocket(fd: number, opts: { allowHalfOpen?: boolean } = {}): net.Socket {
   validateFd(fd);
@@ -258,9 +258,9 @@ export function toDgram(fd: number, opts: Omit<dgram.SocketOptions, 'type'> = {}
 }
 
 /**
- * Picks toServer, toSocket or toDgram by what `fd` is: a bound UDP socket, a connected stream socket,
- * or a listening or bound one. A TCP socket still connecting is none of these
- * (ERR_FDPASS_WRONG_FD_KIND). As with each adopter, on rejection `fd` is still open and yours.
+ * Adopts `fd` with `toDgram`, `toSocket` or `toServer`, picked by what it is. A TCP socket still
+ * connecting is none of these (ERR_FDPASS_WRONG_FD_KIND). As with each adopter, on rejection `fd` is
+ * still open and yours.
  */
 export async function adopt(fd: number): Promise<net.Server | net.Socket | dgram.Socket> {
   validateFd(fd);
@@ -289,7 +289,10 @@ function dgramHandle(socket: dgram.Socket): { fd?: number } | undefined {
   return undefined;
 }
 
-/** The descriptor number behind a listening net.Server, a net.Socket or a bound dgram.Socket. */
+/**
+ * Returns the descriptor behind a listening `net.Server`, a connected `net.Socket` or a bound
+ * `dgram.Socket`.
+ */
 export function fdOf(value: FdLike, name = 'fd'): number {
   if (typeof value === 'number') {
     validateFd(value, name);

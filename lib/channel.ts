@@ -192,11 +192,11 @@ export class Channel extends EventEmitter {
   }
 
   /**
-   * Sends one message without a promise: the fast path for many messages, with Node's stream
-   * backpressure idiom. Returns `true` when the kernel took the message at once, `false` when it had
-   * to be queued because the socket's buffer is full: it still goes out, in order, but wait for the
-   * `'drain'` event before writing more (`if (!channel.write(m)) await once(channel, 'drain')`).
-   * The fds stay yours, as with {@link Channel.send}: you may close them as soon as this returns.
+   * Sends one message without a promise, for senders of many messages. Returns `true` when the
+   * kernel took the message at once, `false` when it had to be queued because the socket's buffer is
+   * full: it still goes out, in order, but wait for the `'drain'` event before writing more (`if
+   * (!channel.write(m)) await once(channel, 'drain')`). The fds stay yours, as with {@link
+   * Channel.send}: you may close them as soon as this returns.
    *
    * Throws what `send()` would reject with: TypeError/RangeError for a bad message, ERR_FDPASS_CLOSED
    * (or the channel's error) once closed, and the system error when the kernel refuses the message at
@@ -270,13 +270,14 @@ export class Channel extends EventEmitter {
     }
   }
 
-  /** Stops 'message' events (and reading) until resume(). */
+  /** Stops `'message'` events and reading until `resume()`. */
   pause(): this {
     this.#paused = true;
     this.#updateReading();
     return this;
   }
 
+  /** Restarts `'message'` events and reading after `pause()`. */
   resume(): this {
     this.#paused = false;
     process.nextTick(() => this.#dispatch());
@@ -289,6 +290,7 @@ export class Channel extends EventEmitter {
     return this;
   }
 
+  /** Keeps the process alive while this channel waits for messages, undoing `unref()`. */
   ref(): this {
     this.#poller?.ref();
     return this;
@@ -317,7 +319,7 @@ export class Channel extends EventEmitter {
     return this.#closing;
   }
 
-  /** Closes now: queued sends reject, unread messages' descriptors are closed. */
+  /** Closes the channel now. */
   destroy(err?: Error): void {
     this.#shutdown(err ?? null);
     this.#inbox.length = 0;
@@ -474,10 +476,9 @@ export class Channel extends EventEmitter {
 }
 
 /**
- * Wraps an existing connected Unix socket descriptor (e.g. one end of a socketPair() handed to a
- * child through spawn's `stdio`), or a bound Unix datagram socket (a receiver such as an inherited
- * NOTIFY_SOCKET), in a Channel. The channel takes ownership of `fd`; when this throws
- * (ERR_FDPASS_WRONG_FD_KIND for a listening, unconnected or non-Unix socket), `fd` is still yours.
+ * Wraps a connected Unix socket that you hold, or a bound Unix datagram socket, in a `Channel`. The
+ * channel takes ownership of `fd`; when this throws (ERR_FDPASS_WRONG_FD_KIND for a listening,
+ * unconnected or non-Unix socket), `fd` is still yours.
  */
 export function openChannel(fd: number, opts: ChannelOptions = {}): Channel {
   validateFd(fd);

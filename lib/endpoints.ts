@@ -95,8 +95,8 @@ export function sameUser(peer: PeerCredentials): boolean {
 }
 
 /**
- * Connects to a listening Unix socket (or a bound datagram socket). A full accept queue (EAGAIN) is
- * retried with backoff, without blocking, until `timeout` (default 10 s).
+ * Connects to a listening Unix socket, or to a datagram socket bound with `bindDgram`. A full accept
+ * queue (EAGAIN) is retried with backoff, without blocking, until `timeout` (default 10 s).
  */
 export function connect(path: string, opts: ConnectOptions = {}): Promise<Channel> {
   let name: UnixName;
@@ -184,6 +184,7 @@ export class ChannelServer extends EventEmitter {
     return this.#poller !== null;
   }
 
+  /** Returns the name this server listens on. */
   address(): { path: string; abstract: boolean } {
     return { path: this.#name.name, abstract: this.#name.abstract };
   }
@@ -242,12 +243,13 @@ export class ChannelServer extends EventEmitter {
     return this;
   }
 
+  /** Keeps the process alive while this server waits for connections, undoing `unref()`. */
   ref(): this {
     this.#poller?.ref();
     return this;
   }
 
-  /** Stops accepting and removes the socket file (if it is still the one this server created). */
+  /** Stops accepting and removes the socket file if it is still the one this server created. */
   close(): Promise<void> {
     if (this.#poller === null) return Promise.resolve();
     this.#poller.close();
@@ -264,10 +266,7 @@ export class ChannelServer extends EventEmitter {
   }
 }
 
-/**
- * Listens on a Unix socket path (created with mode 0600 by default; a stale socket file is replaced
- * only when nobody accepts on it) or an abstract name ('\0name' or '@name').
- */
+/** Listens on a Unix socket and resolves with a `ChannelServer`. */
 export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelServer> {
   try {
     validateOptions(opts);
@@ -290,9 +289,9 @@ export function listen(path: string, opts: ListenOptions = {}): Promise<ChannelS
 }
 
 /**
- * Binds a Unix datagram socket and returns a Channel that receives what is sent to it
- * (e.g. a NOTIFY_SOCKET). Each received message carries its sender's `cred` (SO_PASSCRED), which
- * `allow` can check. Closing the channel removes the socket file.
+ * Binds a Unix datagram socket and resolves with a `Channel` that receives what is sent to it. Each
+ * received message carries its sender's `cred` (SO_PASSCRED), which `allow` can check. Closing the
+ * channel removes the socket file.
  */
 export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Channel> {
   try {
@@ -311,7 +310,10 @@ export function bindDgram(path: string, opts: BindDgramOptions = {}): Promise<Ch
   }
 }
 
-/** Two connected channels. One end can go to a child process through spawn's `stdio`. */
+/**
+ * Returns two connected channels, synchronously. One end can go to a child process through spawn's
+ * `stdio`.
+ */
 export function socketPair(opts: SocketPairOptions = {}): [Channel, Channel] {
   validateOptions(opts);
   const type = socketTypeOf(opts.type);

@@ -52,7 +52,7 @@ export function isFdpassErrorCode(code: string): code is FdpassErrorCode {
   return Object.hasOwn(FDPASS_ERROR_CODES, code);
 }
 
-/** A failed system call: `code` (e.g. 'EBADF'), negative `errno` and `syscall`, as Node's own errors. */
+/** A failed system call, shaped like Node's own system errors: `code`, negative `errno`, `syscall`. */
 export class FdpassSystemError extends Error {
   declare readonly code: string;
   declare readonly errno: number;
@@ -79,7 +79,7 @@ export class FdpassSystemError extends Error {
 }
 Object.defineProperty(FdpassSystemError.prototype, 'name', { value: 'FdpassSystemError', configurable: true });
 
-/** A failure that is fdpass's own; `code` is one of the ERR_FDPASS_* literals. */
+/** A failure that is fdpass's own; `code` is one of the `ERR_FDPASS_*` codes. */
 export class FdpassError extends Error {
   declare readonly code: FdpassErrorCode;
   constructor(code: FdpassErrorCode, message: string) {

@@ -33,10 +33,9 @@ export function copyFds(fds: readonly unknown[], into: Int32Array, name: string)
 const CLOSE_FDS = new Int32Array(constants.MAX_FDS_PER_MESSAGE);
 
 /**
- * Closes descriptors you own, typically the `fds` of a received message you do not adopt, in one
- * native call (`closeFds(message.fds)`) instead of one `closeFd` call each. All are checked
- * before any is closed; then every one is closed even if one fails, and the first failure throws
- * (e.g. EBADF) as `closeFd` would.
+ * Closes descriptors you own in one native call. Typically the `fds` of a received message you do
+ * not adopt (`closeFds(message.fds)`), instead of one `closeFd` call each. All are checked before any is closed; then every
+ * one is closed even if one fails, and the first failure throws (e.g. EBADF) as `closeFd` would.
  */
 export function closeFds(fds: readonly number[]): void {
   if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);

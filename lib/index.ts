@@ -64,13 +64,13 @@ export type { WaitOptions } from './wait';
 import { binding } from './native';
 import { validateFd } from './validate';
 
-/** Closes a descriptor you own (e.g. one received as a number). */
+/** Closes a descriptor you own, such as a received one. */
 export function closeFd(fd: number): void {
   validateFd(fd);
   binding.close(fd);
 }
 
-/** Duplicates a descriptor (CLOEXEC); the copy is yours. */
+/** Returns a close-on-exec duplicate of a descriptor (`F_DUPFD_CLOEXEC`). */
 export function dupFd(fd: number): number {
   validateFd(fd);
   return binding.dup(fd);

@@ -88,8 +88,8 @@ function bindFirst(
 }
 
 /**
- * Listens on a TCP port with SO_REUSEPORT, so several processes can each have their own listener on
- * the same port (the kernel spreads connections between them). Resolves with a listening net.Server.
+ * Listens on a TCP port with SO_REUSEADDR and SO_REUSEPORT, so that several processes can each have
+ * a listener on the same port. Resolves with a listening net.Server.
  */
 export async function listenReusePort(opts: ReusePortListenOptions): Promise<net.Server> {
   validateObject(opts, 'options');

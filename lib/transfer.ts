@@ -40,8 +40,8 @@ function checkTarget(value: unknown, name: string): asserts value is Channel | s
 }
 
 /**
- * Sends descriptors (numbers, or Node objects whose descriptor is sent) with an optional payload, as one
- * message. `target` is a Channel, or a socket path to connect to, send, and close. The fds stay yours.
+ * Sends up to 253 descriptors with an optional payload as one message. `target` is a Channel, or a
+ * socket path to connect to, send, and close. The fds stay yours.
  *
  * With a path, `timeout` (default 10 s) is one deadline for the whole operation (connect, send, close)
  * and `signal` aborts it at any point; either way the connection and any duplicates of the fds that a
@@ -88,7 +88,7 @@ export async function sendFds(
   );
 }
 
-/** Sends one descriptor (or a net.Server / net.Socket / dgram.Socket's) with an optional payload. */
+/** Sends one descriptor with an optional payload as one message. */
 export async function sendFd(
   target: Channel | string,
   fd: FdLike,
@@ -100,8 +100,9 @@ export async function sendFd(
 }
 
 /**
- * Receives one message. `source` is a Channel, or a socket path: then it listens there, takes one
- * connection, receives one message, removes the socket and resolves.
+ * Receives one message with the descriptors it carries. `source` is a Channel, or a socket path:
+ * then it listens there, takes one connection, receives one message, removes the socket and
+ * resolves.
  */
 export async function recvFds(source: Channel | string, opts: ReceiveOptions = {}): Promise<Message> {
   checkTarget(source, 'source');
@@ -139,8 +140,8 @@ export async function recvFds(source: Channel | string, opts: ReceiveOptions = {
 }
 
 /**
- * Receives one message that carries exactly one descriptor; resolves with `{ fd, data }`. A message
- * with none or several is an error (ERR_FDPASS_NO_FD / ERR_FDPASS_TOO_MANY_FDS; its fds are closed).
+ * Receives one message that carries exactly one descriptor. A message with none or several is an
+ * error (ERR_FDPASS_NO_FD / ERR_FDPASS_TOO_MANY_FDS; its fds are closed).
  */
 export async function recvFd(source: Channel | string, opts: ReceiveOptions = {}): Promise<ReceivedFd> {
   const m = await recvFds(source, opts);

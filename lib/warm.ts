@@ -179,9 +179,10 @@ const http2Client =
   };
 
 /**
- * Sends `server` requests through its own code (TLS, HTTP parser, your handlers) before it takes real
- * traffic, so that the first clients to reach a new process do not wait on its cold JIT. Call it after
- * the server is set up and before telling anyone it is ready: before `Inheritance.ready()` in a
+ * Sends `server` requests through its own code before it takes real traffic. TLS, the HTTP parser
+ * and your handlers get compiled, so that the first clients to reach a new process do not wait on
+ * its cold JIT. Call it after the
+ * server is set up and before telling anyone it is ready: before `Inheritance.ready()` in a
  * hand-off, before `notify({ ready: true })` under systemd or `fdpass run`. The server needs no
  * listener: the requests come over private socket pairs. For HTTP/1.x (`http`, `https`) and HTTP/2
  * (`http2.createServer`, `http2.createSecureServer`) servers; TLS certificates are not checked.

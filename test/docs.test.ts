@@ -46,7 +46,7 @@ async function firstLine(f: Fixture, what: string): Promise<string> {
 }
 
 // Scenarios whose processes do not all end by themselves (servers): driven here, step by step.
-const drivers: Record<string, () => Promise<void>> = {
+const drivers: Record<string, (this: Mocha.Context) => Promise<void>> = {
   // README first screen: recv.mjs, send.mjs and the three commands, 8080 and the socket path swapped
   // for free ones.
   async quickstart() {
@@ -137,29 +137,31 @@ const drivers: Record<string, () => Promise<void>> = {
       [`${CLI} run`, `${CLI} reload`],
     );
     assert.ok(commands[0]!.endsWith(' -- /usr/bin/python3 app.py'), 'the interpreter is named');
-    const supervisor = start(dir, commands[0]!.split(' '));
-    try {
-      const first = await until(() => get(Number(port)), 'the first generation to serve');
-      assert.match(first, /^hello from \d+\n$/);
-      const loads = [load(Number(port), { workers: 2, keepAlive: true }), load(Number(port), { workers: 2, keepAlive: false })];
-      for (let i = 0; i < 3; i++) {
-        await sleep(300);
-        await exitedOk(start(dir, commands[1]!.split(' ')), `fdpass reload ${i + 1}`, 60_000);
-      }
-      await sleep(300);
-      const results: LoadResult[] = await Promise.all(loads.map((l) => l.stop()));
-      for (const [i, r] of results.entries()) {
-        const what = i === 0 ? 'keep-alive' : 'new connections';
-        assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests. log:\n${supervisor.stderr()}`);
-        assert.ok(r.ok > 0, `${what}: nothing served`);
-      }
-      const last = await get(Number(port));
-      assert.notEqual(last, first, 'a later generation serves');
-      supervisor.proc.kill('SIGTERM');
-      await exitedOk(supervisor, 'fdpass run');
-    } finally {
-      if (supervisor.proc.exitCode === null && supervisor.proc.signalCode === null) supervisor.proc.kill('SIGKILL');
-    }
+    await reloadsUnderLoad(dir, commands, Number(port));
+  },
+
+  // examples/express-app.mjs under fdpass run, with the commands of docs/fdpass-run.md run from the
+  // repository's root as a clone would: it serves, 3 reloads under load fail no request, SIGTERM drains.
+  async 'express-app'() {
+    this.timeout(60_000); // a tsc run, then 3 reloads
+    const port = String(await freePort());
+    const dir = tmpPath('express-app');
+    const commands = cliCommands('express-app', dir, [
+      ['8080', port],
+      ['/tmp/express-app.ctl', path.join(dir, 'ctl')],
+    ]);
+    assert.deepEqual(
+      commands.map((c) => c.split(' ').slice(0, 3).join(' ')),
+      [`${CLI} run`, `${CLI} reload`],
+    );
+    assert.ok(commands[0]!.endsWith(' -- node examples/express-app.mjs'), 'the example file is run');
+    // It type-checks against Express's types and fdpass's (examples/tsconfig.json has checkJs).
+    const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'examples', '--noEmit', '--pretty', 'false'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    assert.equal(tsc.status, 0, `tsc -p examples:\n${tsc.stdout}${tsc.stderr}`);
+    await reloadsUnderLoad(ROOT, commands, Number(port));
   },
 
   // systemd-socket-activate binds both ports and starts server.mjs with them as "web" and "admin".
@@ -198,6 +200,35 @@ const drivers: Record<string, () => Promise<void>> = {
 
 // This checkout's CLI, as `npx fdpass` runs it in a clone.
 const CLI = `${process.execPath} ${path.join(ROOT, 'dist', 'cli', 'main.js')}`;
+
+// `fdpass run` started with commands[0] in `dir`: once it serves, 3 reloads with commands[1] under
+// keep-alive and new-connection load fail no request and a later generation serves; then SIGTERM
+// drains it and the supervisor exits 0.
+async function reloadsUnderLoad(dir: string, commands: string[], port: number): Promise<void> {
+  const supervisor = start(dir, commands[0]!.split(' '));
+  try {
+    const first = await until(() => get(port), 'the first generation to serve');
+    assert.match(first, /^hello from \d+\n$/);
+    const loads = [load(port, { workers: 2, keepAlive: true }), load(port, { workers: 2, keepAlive: false })];
+    for (let i = 0; i < 3; i++) {
+      await sleep(300);
+      await exitedOk(start(dir, commands[1]!.split(' ')), `fdpass reload ${i + 1}`, 60_000);
+    }
+    await sleep(300);
+    const results: LoadResult[] = await Promise.all(loads.map((l) => l.stop()));
+    for (const [i, r] of results.entries()) {
+      const what = i === 0 ? 'keep-alive' : 'new connections';
+      assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests. log:\n${supervisor.stderr()}`);
+      assert.ok(r.ok > 0, `${what}: nothing served`);
+    }
+    const last = await get(port);
+    assert.notEqual(last, first, 'a later generation serves');
+    supervisor.proc.kill('SIGTERM');
+    await exitedOk(supervisor, 'fdpass run');
+  } finally {
+    if (supervisor.proc.exitCode === null && supervisor.proc.signalCode === null) supervisor.proc.kill('SIGKILL');
+  }
+}
 
 // A scenario written into `dir` (see docScenario), and the commands of its commands.sh with
 // `npx fdpass` replaced by CLI.
@@ -311,7 +342,6 @@ describe('docs: README.md and docs/*.md', () => {
   });
 
   it('every JavaScript/TypeScript block type-checks against dist/index.d.ts (one tsc run)', function () {
-    this.timeout(60_000);
     const dir = projectDir(tmpPath('typecheck'));
     const byFile = new Map<string, DocBlock>();
     blocks.forEach((b, i) => {

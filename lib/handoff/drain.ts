@@ -344,19 +344,20 @@ export function validateCloseSpread(value: unknown, name: string, timeout: numbe
 }
 
 /**
- * Stops accepting on `servers` and drains their connections gracefully, for a process told to stop
+ * Stops accepting on `servers` and drains their connections gracefully. For a process told to stop
  * (SIGTERM from `fdpass run` or systemd) while clients still hold keep-alive connections: unlike
  * Node's http `close()`, which closes idle keep-alive connections at once (their clients' next
  * request then fails), every further HTTP/1.x response carries `Connection: close`, an idle
  * connection is closed once it has stayed idle for `idleGrace`, HTTP/2 sessions get GOAWAY, and at
- * `timeout` whatever is left is closed. Closing drops only this process's copy of a listener: a
- * listener shared with another process (a new generation) keeps accepting there. Resolves once every
- * connection has ended, or at the deadline once every connection left is closed (upgraded WebSocket
- * connections and plain `net.Server` connections included); rejects only on bad arguments. A
- * WebSocket or plain `net.Server` connection accepted before fdpass met the server (here, or at
- * `handoff.serve()`/`upgrader()`) that
- * the application `unref()`'d is not seen (Node's open-handle list leaves it out): it stays open. With `closeSpread`, connections are let go one by one over
- * that window instead of all at once (see {@link DrainOptions.closeSpread}).
+ * `timeout` whatever is left is closed. Closing drops only this
+ * process's copy of a listener: a listener shared with another process (a new generation) keeps
+ * accepting there. Resolves once every connection has ended, or at the deadline once every
+ * connection left is closed (upgraded WebSocket connections and plain `net.Server` connections
+ * included); rejects only on bad arguments. A WebSocket or plain `net.Server` connection accepted
+ * before fdpass met the server (here, or at `handoff.serve()`/`upgrader()`) that the application
+ * `unref()`'d is not seen (Node's open-handle list leaves it out): it stays open. With
+ * `closeSpread`, connections are let go one by one over that window instead of all at once (see
+ * {@link DrainOptions.closeSpread}).
  *
  * @example
  * process.once('SIGTERM', () => fdpass.drain(server).then(() => process.exit(0)));

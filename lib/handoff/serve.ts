@@ -67,8 +67,8 @@ interface Session {
 }
 
 /**
- * The old process's side: serves a control socket from which one new process at a time can take the
- * listeners. Events:
+ * The old process's side of a hand-off: a control socket from which one new process at a time can
+ * take the listeners. Events:
  * - `'start'` (peer): a new process said hello and asked for the listeners
  * - `'rollback'` (error, peer): it failed before saying ready; nothing changed here, we keep serving.
  *   `error.code`: ERR_FDPASS_CLOSED (it disconnected, exited or was killed, at any point),
@@ -134,17 +134,16 @@ export class HandoffServer extends EventEmitter {
     return this.#session !== null;
   }
 
-  /** Stops offering the listeners (they stay open and keep serving here). */
+  /** Stops offering the listeners, which stay open and keep serving here. */
   close(): Promise<void> {
     return this.#control.close();
   }
 
   /**
-   * Stops serving, e.g. on SIGTERM: closes the control socket, closes this process's copies of the
-   * listeners and drains their connections as after a hand-off; resolves once drained. A new process
+   * Stops serving: closes the control socket and this process's listeners, and drains. A new process
    * that already holds the listeners (it is in its `overlap`) keeps them and its `ready()` resolves;
-   * one still taking them is refused (ERR_FDPASS_HANDOFF_REFUSED). After a hand-off it just waits for
-   * the drain under way.
+   * one still taking them is refused (ERR_FDPASS_HANDOFF_REFUSED). After a hand-off it just waits
+   * for the drain under way.
    */
   async stop(): Promise<void> {
     if (this.#state !== 'serving') return this.drained;
@@ -303,9 +302,8 @@ export function validateServeOptions(opts: ServeOptions): void {
 }
 
 /**
- * Old process: offers `listeners` (by name) to the next process on the control socket `path`
- * (a filesystem path, owner-only by default, or an abstract name '\0name' / '@name').
- * Rejects with EADDRINUSE when another process (or another serve()) is already serving that path.
+ * Old process: offers `listeners` by name to the next process on the control socket `path`. Rejects
+ * with EADDRINUSE when another process (or another serve()) is already serving that path.
  */
 export async function serve(path: string, listeners: Record<string, HandoffListener>, opts: ServeOptions = {}): Promise<HandoffServer> {
   const map = validateListeners(listeners);

@@ -59,7 +59,7 @@ export interface ReadyResult {
 const DEFAULT_TIMEOUT = 30_000;
 
 /**
- * New process: the listeners taken from the old one. Adopt each (or take its fd), start serving,
+ * The listeners a new process took from the old one. Adopt each (or take its fd), start serving,
  * then call ready(): only then does the old process close its copies.
  */
 export class Inheritance {
@@ -86,6 +86,7 @@ export class Inheritance {
     return this.#channel.peer;
   }
 
+  /** Says whether this inheritance holds a listener named `name`. */
   has(name: string): boolean {
     return this.#listeners.has(name);
   }
@@ -95,7 +96,7 @@ export class Inheritance {
     return this.#get(name).kind;
   }
 
-  /** Takes the raw fd of `name`: it is now yours (it is no longer closed by ready()/abort()). */
+  /** Takes the raw descriptor of `name`, which is yours from then on. */
   takeFd(name: string): number {
     const l = this.#get(name);
     this.#listeners.delete(name);
@@ -103,8 +104,8 @@ export class Inheritance {
   }
 
   /**
-   * Adopts a TCP/Unix listener into `server` (e.g. your http.Server), or a new net.Server. If adoption
-   * fails the fd stays here (ready()/abort() close it).
+   * Adopts a TCP or Unix listener into `server`, or into a new `net.Server`. If adoption fails the
+   * fd stays here (ready()/abort() close it).
    */
   async server<S extends net.Server = net.Server>(name: string, server?: S): Promise<S> {
     const l = this.#get(name);
@@ -123,12 +124,11 @@ export class Inheritance {
   }
 
   /**
-   * Tells the old process this one is serving; it then closes its copies and drains. Listeners not
-   * adopted or taken are closed. Resolves with `{ acknowledged }` once the old process has closed its
-   * copies and its control socket (so this process may serve() the same path for the next
-   * generation), or has gone away (exited, killed: then once its exit has closed all its
-   * descriptors, so that its control socket no longer accepts): either way this process holds the
-   * only copies.
+   * Tells the old process this one is serving. Listeners not adopted or taken are closed. Resolves
+   * with `{ acknowledged }` once the old process has closed its copies and its control socket (so
+   * this process may serve() the same path for the next generation), or has gone away (exited,
+   * killed: then once its exit has closed all its descriptors, so that its control socket no longer
+   * accepts): either way this process holds the only copies.
    *
    * Rejects with ERR_FDPASS_HANDOFF_ROLLBACK when the old process gave up on this one (e.g. its
    * readyTimeout passed): it keeps serving, and this process should close what it adopted and exit.
@@ -181,7 +181,7 @@ export class Inheritance {
     }
   }
 
-  /** Gives up: closes what was not adopted and disconnects; the old process keeps serving. */
+  /** Gives up the hand-off: the old process keeps serving. */
   async abort(): Promise<void> {
     this.#settle();
     this.#channel.destroy();

@@ -28,10 +28,10 @@ export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
 let startedByUpgrade = false;
 
 /**
- * In a process started by an upgrade: takes the listeners its parent offers (see {@link Upgrader}).
- * Resolves with null when this process was not started by an upgrade (first start: bind fresh), or
- * when the parent is gone. The variable is removed from the environment, so this process's own
- * children do not take it for theirs.
+ * In a process started by an upgrade: takes the listeners its parent offers. Resolves with null when
+ * this process was not started by an upgrade (first start: bind fresh), or when the parent is gone.
+ * The variable is removed from the environment, so this process's own children do not take it for
+ * theirs.
  */
 export async function inherit(opts: TakeOptions = {}): Promise<Inheritance | null> {
   const path = process.env[UPGRADE_SOCKET_ENV];
@@ -155,12 +155,13 @@ export class Upgrader extends EventEmitter {
   }
 
   /**
-   * Stops listening for the signal, refuses further upgrades and aborts one in progress: its successor
-   * is killed and reaped (this process keeps its listeners), and `upgrade()` rejects with
-   * ERR_FDPASS_CLOSED. Resolves once no upgrade runs. Call it when told to stop (SIGTERM), before
-   * draining, or a successor starting meanwhile would take over and serve on. It cannot take back an
-   * upgrade that completed (`'upgraded'`): the successor serves then. After an upgrade the signal
-   * stays ignored until the process exits: a draining process must not die of it.
+   * Stops listening for the signal, refuses further upgrades and aborts one in progress. Its
+   * successor is killed and reaped (this process keeps its listeners), and `upgrade()` rejects with
+   * ERR_FDPASS_CLOSED. Resolves
+   * once no upgrade runs. Call it when told to stop (SIGTERM), before draining, or a successor
+   * starting meanwhile would take over and serve on. It cannot take back an upgrade that completed
+   * (`'upgraded'`): the successor serves then. After an upgrade the signal stays ignored until the
+   * process exits: a draining process must not die of it.
    */
   close(): Promise<void> {
     this.#closed = true;
@@ -391,9 +392,11 @@ function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: 
 }
 
 /**
- * Makes this process able to replace itself: `upgrader({ http: server }, { signal: 'SIGHUP' })`.
- * On the signal (or `upgrade()`), it spawns its successor, which calls {@link inherit} to take the
- * listeners, serves, and calls `ready()`; then this process drains and should exit on `'drained'`.
+ * Makes this process able to replace itself with a successor that takes its listeners. On the signal
+ * (or `upgrade()`), it spawns its successor, which calls {@link inherit} to take the listeners,
+ * serves, and calls `ready()`; then this process drains and should exit on `'drained'`.
+ *
+ * @example handoff.upgrader({ http: server }, { signal: 'SIGHUP' })
  */
 export function upgrader(listeners: Record<string, HandoffListener>, opts: UpgraderOptions = {}): Upgrader {
   validateListeners(listeners);

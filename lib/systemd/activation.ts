@@ -61,10 +61,10 @@ function openFilesLimit(): number | undefined {
 }
 
 /**
- * Takes the descriptors systemd passed to this process (socket activation, or the fd store on a
- * restart), as `sd_listen_fds_with_names(3)` does: reads LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES,
- * and returns `[]` when LISTEN_PID is not this process (the variables are then left alone). The
- * descriptors are marked CLOEXEC; by default the three variables are removed afterwards. A second
+ * Takes the descriptors systemd passed to this process, as `sd_listen_fds_with_names(3)` does. That
+ * is socket activation, or the fd store on a restart: it reads LISTEN_PID, LISTEN_FDS and
+ * LISTEN_FDNAMES, and returns `[]` when LISTEN_PID is not this process (the variables are then left
+ * alone). The descriptors are marked CLOEXEC; by default the three variables are removed afterwards. A second
  * call returns `[]`: each descriptor is handed out once.
  *
  * Throws ERR_FDPASS_SYSTEMD_ENV when the variables are malformed (e.g. fewer names than descriptors),
@@ -152,10 +152,10 @@ function isBoundUdp(info: FdInfo): boolean {
 }
 
 /**
- * Takes the passed descriptors ({@link listenFds}) and adopts each by what it is: a listening TCP or
- * Unix stream socket becomes a `net.Server` (or serves on the server you name in `servers`), a UDP
- * socket a `dgram.Socket`; anything else (a FIFO, a memfd from the fd store, a connected or Unix
- * datagram socket) stays a number, `kind: 'fd'`, yours to use or close. Resolves in LISTEN_FDS order.
+ * Takes the passed descriptors and adopts each by what it is. A listening TCP or Unix stream socket
+ * becomes a `net.Server` (or serves on the server you name in `servers`), a UDP socket a
+ * `dgram.Socket`; anything else (a FIFO, a memfd from the fd store, a connected or Unix datagram
+ * socket) stays a number, `kind: 'fd'`, yours to use or close. Resolves in LISTEN_FDS order.
  *
  * If one adoption fails, everything this call took is closed (servers you passed included) and the
  * error rejects.
@@ -219,11 +219,12 @@ export interface ActivationFd {
 }
 
 /**
- * Spawns `command` with `fds` at 3, 4, ... and LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set as
- * systemd sets them, so that the child finds them with `sd_listen_fds(3)` (or {@link listenFds}).
- * LISTEN_PID must be the child's own pid, which is only known in the child: the command runs through
- * `/bin/sh -c 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"'` (exec keeps the pid). The fds stay
- * yours; the child gets copies. `options.stdio` covers fds 0-2 only (default 'inherit').
+ * Spawns `command` the way systemd starts a socket-activated service. `fds` land at 3, 4, ... with
+ * LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set, so that the child finds them with
+ * `sd_listen_fds(3)` (or {@link listenFds}). LISTEN_PID must be the child's
+ * own pid, which is only known in the child: the command runs through `/bin/sh -c 'LISTEN_PID=$$;
+ * export LISTEN_PID; exec "$0" "$@"'` (exec keeps the pid). The fds stay yours; the child gets
+ * copies. `options.stdio` covers fds 0-2 only (default 'inherit').
  */
 export function spawnActivated(
   command: string,

@@ -50,7 +50,7 @@ function flag(state: NotifyState, key: keyof NotifyState): boolean {
   return true;
 }
 
-/** The datagram text for `state` (fields joined by '\n'); throws on a bad field. */
+/** The datagram text for `state`, without sending it. */
 export function notifyMessage(state: NotifyState): string {
   validateObject(state, 'state');
   const lines: string[] = [];
@@ -138,11 +138,11 @@ async function deliver(
 }
 
 /**
- * Tells systemd about this service's state (sd_notify(3)): sends one datagram with the fields of
- * `state` to `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). Resolves `true` once sent,
- * `false` when there is no NOTIFY_SOCKET (not run by systemd: not an error; `NODE_DEBUG=fdpass` says
- * so). Values with a newline are refused (TypeError ERR_INVALID_ARG_VALUE); send failures reject with
- * the system error (e.g. ECONNREFUSED, ENOENT).
+ * Tells systemd about this service's state (`sd_notify(3)`). It sends one datagram with the fields
+ * of `state` to `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket). Resolves `true` once sent, `false` when
+ * there is no NOTIFY_SOCKET (not run by systemd: not an error; `NODE_DEBUG=fdpass` says so). Values
+ * with a newline are refused (TypeError ERR_INVALID_ARG_VALUE); send failures reject with the system
+ * error (e.g. ECONNREFUSED, ENOENT).
  *
  * @example await notify({ ready: true, status: 'serving on :8080' })
  */
@@ -165,11 +165,11 @@ export interface StoreFdsOptions extends NotifyOptions {
 }
 
 /**
- * Puts descriptors into systemd's fd store for this service (`FDSTORE=1`, `FDNAME=name`, the fds as
- * SCM_RIGHTS): systemd keeps them while the service restarts and hands them back on its next start
- * through {@link listenFds}, with this name. Needs `FileDescriptorStoreMax=` in the unit (and a
- * NotifyAccess= that admits the sender). Several fds may share a name; more than 253 go in several
- * datagrams. The fds stay yours. Resolves `false` when there is no NOTIFY_SOCKET.
+ * Puts descriptors into systemd's fd store for this service. That is `FDSTORE=1` and `FDNAME=name`
+ * with the fds as SCM_RIGHTS: systemd keeps them while the service restarts and hands them back on
+ * its next start through {@link listenFds}, with this name. Needs `FileDescriptorStoreMax=` in the
+ * unit (and a NotifyAccess= that admits the sender). Several fds may share a name; more than 253 go
+ * in several datagrams. The fds stay yours. Resolves `false` when there is no NOTIFY_SOCKET.
  */
 export function storeFds(name: string, fds: readonly FdLike[], opts: StoreFdsOptions = {}): Promise<boolean> {
   try {
@@ -192,7 +192,8 @@ export function storeFds(name: string, fds: readonly FdLike[], opts: StoreFdsOpt
 
 /**
  * Removes every descriptor named `name` from systemd's fd store (`FDSTOREREMOVE=1`, `FDNAME=name`).
- * Resolves `false` when there is no NOTIFY_SOCKET.
+ * Resolves `false` when there is no
+ * NOTIFY_SOCKET.
  */
 export function removeStoredFds(name: string, opts: NotifyOptions = {}): Promise<boolean> {
   try {

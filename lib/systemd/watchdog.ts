@@ -9,9 +9,10 @@ import { notify, type NotifyOptions } from './notify';
 const debug = debuglog('fdpass');
 
 /**
- * The watchdog interval systemd expects pings within, in microseconds (`WatchdogSec=`), or `null` when
- * the watchdog is off for this process (no WATCHDOG_USEC, or WATCHDOG_PID names another process).
- * Throws ERR_FDPASS_SYSTEMD_ENV when the variables are malformed.
+ * The watchdog interval systemd expects pings within, in microseconds, or `null`. That is
+ * `WATCHDOG_USEC` (`WatchdogSec=`); `null` when the watchdog is off for this process (no
+ * WATCHDOG_USEC, or WATCHDOG_PID names another process). Throws
+ * ERR_FDPASS_SYSTEMD_ENV when the variables are malformed.
  */
 export function watchdogInterval(): number | null {
   const usec = process.env.WATCHDOG_USEC;
@@ -81,8 +82,8 @@ export class Watchdog extends EventEmitter {
 }
 
 /**
- * Starts pinging the watchdog when systemd enabled it for this process ({@link watchdogInterval});
- * returns `null` (and sends nothing) when it did not.
+ * Starts pinging the watchdog when systemd enabled it for this process. That is when
+ * {@link watchdogInterval} is not `null`; otherwise it returns `null` and sends nothing.
  */
 export function startWatchdog(opts: NotifyOptions = {}): Watchdog | null {
   validateObject(opts, 'options');
