@@ -1,9 +1,9 @@
 // npm run bench:workers — how evenly `fdpass run --workers N` spreads load over its workers, for each
 // --sockets mode: N workers of examples/reload-app.ts under wrk (CONNECTIONS, default 64, keep-alive
-// and a new connection per request) for SECONDS (20); each worker reports how many requests it served
+// and a new connection per request) for DURATION s (20); each worker reports how many requests it served
 // when stopped. Prints max/min requests per worker (1.0: perfectly even), REPS (3) interleaved runs;
 // then the supervisor's and the workers' RSS at WORKERS=4 (from `fdpass status --json`).
-// Knobs: WORKERS (2), CONNECTIONS, SECONDS, REPS, MODES (keepalive,close), SOCKETS (shared,per-worker).
+// Knobs: WORKERS (2), CONNECTIONS, DURATION, REPS, MODES (keepalive,close), SOCKETS (shared,per-worker).
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,7 +16,7 @@ const APP = path.join(ROOT, '.examples-out', 'reload-app.js');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const WORKERS = Number(process.env.WORKERS ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
-const SECONDS = Number(process.env.SECONDS ?? 20);
+const SECONDS = Number(process.env.DURATION ?? 20);
 const REPS = Number(process.env.REPS ?? 3);
 const MODES = (process.env.MODES ?? 'keepalive,close').split(',');
 const SOCKETS = (process.env.SOCKETS ?? 'shared,per-worker').split(',');

@@ -5,10 +5,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnJson } from './helpers/children';
-import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
+import { docScenario } from './helpers/docs';
+import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
 import { get, load, type LoadResult } from './helpers/http';
 import { python3Systemd, requires } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
+import { freePort } from './helpers/net';
 
 const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
 
@@ -360,5 +362,43 @@ describe('fdpass run --workers', function () {
     for (let i = 0; i < 200 && answered.size < 2; i++) answered.add(await get(port));
     assert.deepEqual([...answered].sort(), pids.map((w) => `py4 ${w.pid}`).sort());
     assert.equal(await stop(sup), 0);
+  });
+
+  it("the guide's recipe: 4 workers of the guide's app.mjs, NODE_APP_INSTANCE mapped from FDPASS_WORKER; fdpass status", async () => {
+    const dir = tmpPath('workers-recipe');
+    const port = String(await freePort());
+    const replace: Array<[string, string]> = [
+      ['8080', port],
+      ['/tmp/myapp', dir],
+    ];
+    docScenario('fdpass-run', dir, replace); // app.mjs
+    const commands = fs
+      .readFileSync(docScenario('fdpass-run-workers', tmpPath('workers-commands'), replace)['commands.sh']!, 'utf8')
+      .split('\n')
+      .map((l) => l.replace(/#.*/, '').trim())
+      .filter(Boolean)
+      .map((c) => c.replace(/^npx fdpass /, `${process.execPath} ${CLI} `));
+    assert.equal(commands.length, 2);
+    // As a user types it: through a shell (the recipe's quotes), exec'd so that its pid is fdpass run's.
+    const run = track(spawnJson('/bin/sh', ['-c', `cd ${dir} && exec ${commands[0]!}`]));
+    try {
+      await logged(run, /generation 1 \(4 workers\): all 4 workers ready/);
+      for (const w of workersOf(run.pid)) {
+        const env = fs.readFileSync(`/proc/${w.pid}/environ`, 'latin1').split('\0');
+        assert.ok(
+          env.includes(`NODE_APP_INSTANCE=${w.worker}`),
+          `worker ${w.worker}: ${env.filter((e) => e.startsWith('NODE_APP')).join()}`,
+        );
+      }
+      assert.match(await get(Number(port)), /^hello from \d+\n$/);
+      const st = spawnJson('/bin/sh', ['-c', commands[1]!]);
+      let out = '';
+      st.proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      assert.equal((await st.exited).code, 0, st.stderr());
+      assert.equal((out.match(/^1 +serving +\d +\d+ +ready /gm) ?? []).length, 4, out);
+    } finally {
+      run.proc.kill('SIGTERM');
+    }
+    assert.equal((await run.exited).code, 0, run.stderr());
   });
 });

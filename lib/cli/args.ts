@@ -9,7 +9,6 @@ import { validateIgnorePattern } from '../supervisor/watch-ignore';
 
 /** How a generation's workers share a TCP/UDP listener (--sockets). */
 export type SocketSharing = 'shared' | 'per-worker';
-export const DEFAULT_SOCKETS: SocketSharing = 'shared';
 
 export const USAGE = `Usage:
   fdpass run [-l [NAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARG]...
@@ -41,12 +40,13 @@ Workers:
       --sockets shared|per-worker
                                 shared: every worker accepts from one socket per listener;
                                 per-worker: each TCP/UDP listener is N SO_REUSEPORT sockets, one per
-                                slot, kept across reloads, the kernel spreading connections evenly
-                                (Unix and inherited listeners stay shared) (default ${DEFAULT_SOCKETS})
+                                slot, kept across reloads; the kernel spreads connections by a
+                                hash of the client's address (Unix and inherited listeners stay
+                                shared) (default shared)
       --reload-concurrency N    a reload starts at most N workers at a time (default: half the CPUs)
 
 Readiness and reloads:
-      --ready-timeout SECONDS   a generation not ready by then is killed (default 60)
+      --ready-timeout SECONDS   a worker not ready by then is killed (default 60)
       --ready-delay SECONDS     for programs that cannot notify: ready after this long (second best)
       --stop-signal SIGNAL      sent to the old generation once the new one is ready (default SIGTERM)
       --stop-timeout SECONDS    then SIGKILL to its process group (default 30)
@@ -285,7 +285,7 @@ export function parse(argv: string[]): Parsed {
   const watchdog = values.watchdog === undefined ? undefined : seconds(values.watchdog, 'watchdog', 0) * 1000;
   if (watchdog === 0 && Number(values.watchdog) !== 0) throw new UsageError(`--watchdog: '${values.watchdog}' is under a millisecond`);
   const workers = values.workers === 'auto' ? os.availableParallelism() : integer(values.workers, 'workers', 1, 1, MAX_WORKERS);
-  const sockets = values.sockets ?? DEFAULT_SOCKETS;
+  const sockets = values.sockets ?? 'shared';
   if (sockets !== 'shared' && sockets !== 'per-worker') throw new UsageError(`--sockets: '${sockets}' is not shared or per-worker`);
   const reloadConcurrency = integer(
     values['reload-concurrency'],
