@@ -13,7 +13,8 @@ import { listen, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
 import { fdOf } from '../adopt';
 import { validateInteger, validateObject } from '../validate';
-import { closeAndDrain, trackConnections, validateCloseSpread, type DrainOptions } from './drain';
+import { trackConnections } from './connections';
+import { closeAndDrain, validateCloseSpread, type DrainOptions } from './drain';
 import { liveFd, validateListeners, type HandoffListener } from './listeners';
 import {
   batches,

@@ -16,7 +16,7 @@ import { toDgram, toServer } from '../adopt';
 import { parseName } from '../names';
 import { processExiting, processesExiting, whenGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
-import { trackConnections } from './drain';
+import { trackConnections } from './connections';
 import {
   checkNames,
   decode,

@@ -14,7 +14,7 @@ import { FdpassError } from '../errors';
 import { checkPlatform } from '../native';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
-import { trackConnections } from './drain';
+import { trackConnections } from './connections';
 import { validateListeners, type HandoffListener } from './listeners';
 import { serve, validateServeOptions, type HandoffServer, type ServeOptions } from './serve';
 import { take, type Inheritance, type TakeOptions } from './take';
