@@ -1,6 +1,6 @@
 // Bad socket paths and options: too long, missing directories, stale and live socket files, abstract
-// names; options refused before any socket exists; the path forms of sendFd/sendFds. Each a clear,
-// Node-shaped error, no file or descriptor left behind.
+// names, a socket file's mode from its creation on; options refused before any socket exists; the
+// path forms of sendFd/sendFds. Each a clear, Node-shaped error, no file or descriptor left behind.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
