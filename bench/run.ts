@@ -395,7 +395,6 @@ async function main(): Promise<void> {
       .join(' ')}`,
   );
   // node-gyp-build prefers build/Release and falls back to prebuilds/: say which one ran.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const addon = (require('node-gyp-build') as { resolve(dir: string): string }).resolve(ROOT);
   console.log(`addon: ${path.relative(ROOT, addon)}`);
   compileC();

@@ -1,36 +1,26 @@
-// Making channels: connect to a name, listen on one (ChannelServer), socket pairs, datagram sockets.
-import { EventEmitter } from 'node:events';
+// Making channels: connect to a name, listen on one (a ChannelServer: channel-server.ts), socket
+// pairs, datagram sockets.
 import * as fs from 'node:fs';
 import { debuglog } from 'node:util';
-import { binding, constants, type NativePollerBase } from './native';
+import { binding, constants } from './native';
 import { Channel, validateChannelOptions, type ChannelOptions } from './channel';
+import { ChannelServer, type ListenOptions } from './channel-server';
 import { closeQuietly } from './fds';
 import type { PeerCredentials } from './message';
-import { FdpassError, FdpassSystemError, systemError, withContext } from './errors';
+import { FdpassError, FdpassSystemError, withContext } from './errors';
 import { parseName, socketTypeOf, type SocketKind, type UnixName } from './names';
+import { socketInode, unlinkIfOurs } from './socket-file';
 import { invalidArgType, validateFunction, validateInteger } from './validate';
 import { validateWaitOptions, waitWith, type WaitOptions } from './wait';
-import { emitGuarded } from './emit';
+
+// What listen() takes and makes, for the modules that use both.
+export { ChannelServer, type ListenOptions } from './channel-server';
 
 const debug = debuglog('fdpass');
 
 export interface ConnectOptions extends ChannelOptions, WaitOptions {
   /** Socket kind; default 'seqpacket'. */
   type?: SocketKind;
-}
-
-export interface ListenOptions extends ChannelOptions {
-  /** Socket kind; default 'seqpacket'. */
-  type?: SocketKind;
-  /** listen(2) backlog; default 511 as Node's net. */
-  backlog?: number;
-  /** Permission bits of a filesystem socket; default 0o600 (owner only). */
-  mode?: number;
-  /**
-   * Decides from the peer's credentials whether a connection is accepted. Default: the same uid as
-   * this process (or root). Rejected peers are closed before they can send or receive anything.
-   */
-  allow?: (peer: PeerCredentials) => boolean;
 }
 
 export interface BindDgramOptions extends ChannelOptions {
@@ -53,26 +43,6 @@ function validateOptions(opts: unknown, name = 'options'): void {
   if (opts !== undefined && (opts === null || typeof opts !== 'object')) throw invalidArgType(name, 'of type object', opts);
 }
 
-/** The inode of the socket file just bound at `name` (undefined for abstract names). */
-function socketInode(name: UnixName): number | undefined {
-  if (name.abstract) return undefined;
-  try {
-    return fs.statSync(name.name).ino;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Removes the socket file, unless someone else has bound a new one at that path meanwhile. */
-function unlinkIfOurs(name: UnixName, inode: number | undefined): void {
-  if (inode === undefined) return;
-  try {
-    if (fs.statSync(name.name).ino === inode) fs.unlinkSync(name.name);
-  } catch {
-    // already gone
-  }
-}
-
 /**
  * Wraps a descriptor fdpass just made in its owner (a Channel or ChannelServer). Their constructors
  * (and the native Poller's) never close `fd` when they throw; the caller does, here, along with the
@@ -86,12 +56,6 @@ function adoptOrClose<T>(fd: number, make: () => T, bound?: UnixName): T {
     if (bound !== undefined && !bound.abstract) fs.rmSync(bound.name, { force: true });
     throw err;
   }
-}
-
-/** The default peer check: the same uid as this process, or root. */
-export function sameUser(peer: PeerCredentials): boolean {
-  const uid = process.getuid?.() ?? -1;
-  return peer.uid === uid || peer.uid === 0;
 }
 
 /**
@@ -139,131 +103,6 @@ export function connect(path: string, opts: ConnectOptions = {}): Promise<Channe
       if (timer !== undefined) clearTimeout(timer);
     },
   );
-}
-
-/**
- * A listening Unix socket. Emits `'connection'` with each accepted {@link Channel} whose peer passes
- * `allow`, `'reject'` with the credentials of one that did not, `'error'` and `'close'`.
- */
-export class ChannelServer extends EventEmitter {
-  readonly type: SocketKind;
-  readonly path: string;
-  #poller: NativePollerBase | null;
-  #name: UnixName;
-  #typeNumber: number;
-  #opts: ListenOptions;
-  #allow: (peer: PeerCredentials) => boolean;
-  #inode: number | undefined;
-  #retry: NodeJS.Timeout | undefined;
-
-  /** @internal Use listen(). Takes ownership of `fd`. */
-  constructor(fd: number, type: number, name: UnixName, opts: ListenOptions) {
-    super();
-    this.#typeNumber = type;
-    this.type = type === constants.SOCK_STREAM ? 'stream' : 'seqpacket';
-    this.#name = name;
-    this.path = name.abstract ? `\0${name.name}` : name.name;
-    this.#opts = opts;
-    this.#allow = opts.allow ?? sameUser;
-    this.#inode = socketInode(name);
-    this.#poller = new binding.AcceptPoller(
-      fd,
-      (fds, errno, syscall) => this.#onAccept(fds, errno, syscall),
-      (errno, syscall) => this.#onFatal(systemError(errno, syscall)),
-    );
-    this.#poller.readStart();
-    debug('listening on %s (%s)', name.display, this.type);
-  }
-
-  /** The listening socket's descriptor (-1 once closed). */
-  get fd(): number {
-    return this.#poller?.fd ?? -1;
-  }
-
-  get listening(): boolean {
-    return this.#poller !== null;
-  }
-
-  /** Returns the name this server listens on. */
-  address(): { path: string; abstract: boolean } {
-    return { path: this.#name.name, abstract: this.#name.abstract };
-  }
-
-  #onAccept(fds: number[], errno: number, syscall: string): void {
-    // Every accepted fd gets its Channel (its owner from now on) before any user code runs: a
-    // throwing 'connection' handler then cannot strand the rest of the batch as bare numbers.
-    const channels: Channel[] = [];
-    for (const fd of fds) {
-      try {
-        channels.push(new Channel(fd, this.#typeNumber, this.#opts));
-      } catch (err) {
-        closeQuietly([fd]); // the constructor leaves the fd to its caller when it throws
-        this.#emitError(err as Error);
-      }
-    }
-    for (const channel of channels) {
-      let allowed = false;
-      let peer: PeerCredentials | undefined;
-      try {
-        peer = channel.peer;
-        allowed = this.#allow(peer) === true;
-      } catch (err) {
-        this.#emitError(err as Error);
-      }
-      if (!allowed) {
-        debug('rejected peer %o on %s', peer, this.#name.display);
-        channel.destroy();
-        emitGuarded(this, 'reject', peer);
-        continue;
-      }
-      emitGuarded(this, 'connection', channel);
-    }
-    if (errno !== 0) {
-      // EMFILE/ENFILE/ENOBUFS: pause accepting briefly instead of spinning on a readable socket.
-      this.#emitError(systemError(errno, syscall));
-      this.#poller?.readStop();
-      this.#retry = setTimeout(() => this.#poller?.readStart(), 100);
-      this.#retry.unref();
-    }
-  }
-
-  #emitError(err: Error): void {
-    debug('server %s: %s', this.#name.display, err.message);
-    if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
-  }
-
-  #onFatal(err: Error): void {
-    this.#emitError(err);
-    void this.close();
-  }
-
-  /** Lets the process exit while this server waits for connections. */
-  unref(): this {
-    this.#poller?.unref();
-    return this;
-  }
-
-  /** Keeps the process alive while this server waits for connections, undoing `unref()`. */
-  ref(): this {
-    this.#poller?.ref();
-    return this;
-  }
-
-  /** Stops accepting and removes the socket file if it is still the one this server created. */
-  close(): Promise<void> {
-    if (this.#poller === null) return Promise.resolve();
-    this.#poller.close();
-    this.#poller = null;
-    if (this.#retry !== undefined) clearTimeout(this.#retry);
-    unlinkIfOurs(this.#name, this.#inode);
-    debug('server %s closed', this.#name.display);
-    return new Promise((resolve) => {
-      process.nextTick(() => {
-        this.emit('close');
-        resolve();
-      });
-    });
-  }
 }
 
 /** Listens on a Unix socket and resolves with a `ChannelServer`. */

@@ -10,7 +10,7 @@ Napi::Value MakeSystemError(Napi::Env env, int err, const char* syscall) {
   if (addon != nullptr && !addon->error_factory.IsEmpty()) {
     return addon->error_factory.Call({Napi::Number::New(env, err), Napi::String::New(env, syscall)});
   }
-  // Only before lib/errors.ts registered its factory (never in normal use).
+  // Only before lib/native.ts registered the factory (never in normal use).
   Napi::Error e = Napi::Error::New(env, syscall);
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("syscall", Napi::String::New(env, syscall));

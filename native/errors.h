@@ -1,4 +1,5 @@
-// System errors as Node-style Error objects, built by the factory lib/errors.ts registers at load.
+// System errors as Node-style Error objects, built by the factory lib/native.ts registers at load
+// (systemError, lib/errors.ts).
 #ifndef FDPASS_ERRORS_H_
 #define FDPASS_ERRORS_H_
 

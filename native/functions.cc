@@ -1,5 +1,7 @@
-// The synchronous natives: socket creation, accept-free Unix and inet setup, introspection, dup/close.
-// Each validates, makes one sys/ call, and returns plain values (fds as numbers now owned by JS).
+// The synchronous natives: socket creation, accept-free Unix and inet setup, introspection, dup/close,
+// reaping children (waitpid, PR_SET_CHILD_SUBREAPER) and a send that never blocks. Each validates,
+// makes one system call (its own or a sys/ function's), and returns plain values (fds as numbers
+// now owned by JS).
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>

@@ -1,10 +1,12 @@
 // Bad socket paths and options: too long, missing directories, stale and live socket files, abstract
-// names; options refused before any socket exists; the path forms of sendFd/sendFds. Each a clear,
-// Node-shaped error, no file or descriptor left behind.
+// names, a socket file's mode from its creation on; options refused before any socket exists; the
+// path forms of sendFd/sendFds. Each a clear, Node-shaped error, no file or descriptor left behind.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import {
   bindDgram,
   Channel,
@@ -22,6 +24,25 @@ import {
 import { type AnyError, assertArgError, assertSystemError, bad, failure } from './helpers/errors';
 import { newFds, openFds, settle } from './helpers/fds';
 import { dirEntries, tmpPath } from './helpers/tmp';
+
+// A worker thread's body: lstat() each of workerData.paths in a tight loop until workerData.stop[0]
+// is set, then post the permission bits seen per path ({ path: { '600': count } }).
+const WATCH_MODES = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const { paths, stop } = workerData;
+const modes = {};
+while (Atomics.load(stop, 0) === 0) {
+  for (const p of paths) {
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (st === undefined) continue;
+    const bits = (st.mode & 0o7777).toString(8);
+    modes[p] ??= {};
+    modes[p][bits] = (modes[p][bits] ?? 0) + 1;
+  }
+}
+parentPort.postMessage(modes);
+`;
 
 /** A socket file whose owner (a python3 child) bound it and exited without unlinking it. */
 function makeStaleSocket(p: string, type: 'SOCK_STREAM' | 'SOCK_SEQPACKET' | 'SOCK_DGRAM'): void {
@@ -221,6 +242,40 @@ describe('errors', () => {
       assert.equal((await receiver.receive({ timeout: 5000 })).data.toString(), 'to the new one');
       await receiver.close();
       assert.ok(!fs.existsSync(p));
+    });
+
+    it('a socket file is never wider than options.mode, not even right after bind(2): a thread stats it throughout, under umask 0', async () => {
+      // A datagram socket takes datagrams from the moment bind(2) creates its file (no listen(2)):
+      // a file created wider than `mode` and narrowed afterwards let any user send in between.
+      // Under umask 0 such a file is created 0777; the thread sees it in that window hundreds of times.
+      const kinds = ['dgram', 'stream', 'seqpacket'] as const;
+      const paths = kinds.map((k) => tmpPath(`watched-${k}.sock`));
+      const stop = new Int32Array(new SharedArrayBuffer(4));
+      const watcher = new Worker(WATCH_MODES, { eval: true, workerData: { paths, stop } });
+      const report = once(watcher, 'message') as Promise<[Record<string, Record<string, number>>]>;
+      const exited = once(watcher, 'exit');
+      await once(watcher, 'online');
+      const umask = process.umask(0);
+      try {
+        for (const [i, kind] of kinds.entries()) {
+          for (let n = 0; n < 300; n++) {
+            const s = kind === 'dgram' ? await bindDgram(paths[i]!, { mode: 0o600 }) : await listen(paths[i]!, { type: kind, mode: 0o600 });
+            await s.close();
+          }
+        }
+      } finally {
+        process.umask(umask);
+        Atomics.store(stop, 0, 1);
+      }
+      const [modes] = await report;
+      await exited;
+      for (const p of paths) assert.ok(modes[p] !== undefined, `the thread saw ${path.basename(p)} at least once`);
+      assert.deepEqual(
+        paths.map((p) => Object.keys(modes[p]!)),
+        paths.map(() => ['600']),
+        `modes seen (mode: count): ${JSON.stringify(modes)}`,
+      );
+      assert.deepEqual(dirEntries(), []);
     });
 
     it('names longer than 107 bytes are ERR_INVALID_ARG_VALUE; 107 bytes work (paths and abstract names)', async () => {

@@ -23,7 +23,6 @@ import { openFds, newFds, settle } from './helpers/fds';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 
 // The addon as lib/ loads it: the Poller constructor is driven directly to force each failure path.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 // biome-ignore lint/suspicious/noExplicitAny: the raw binding, called with wrong arguments on purpose
 const { binding } = require(path.join(__dirname, '..', '..', 'dist', 'native.js')) as { binding: any };
 

@@ -6,5 +6,6 @@ export { take, Inheritance } from './take';
 export type { TakeOptions, InheritedListener, ReadyResult } from './take';
 export { HANDOFF_PROTOCOL_VERSION } from './protocol';
 export type { ListenerKind, SkippedListener } from './protocol';
-export { inherit, upgrader, Upgrader, UPGRADE_SOCKET_ENV } from './upgrade';
+export { inherit, UPGRADE_SOCKET_ENV } from './inherit';
+export { upgrader, Upgrader } from './upgrade';
 export type { UpgraderOptions, UpgradeResult } from './upgrade';

@@ -8,11 +8,13 @@ import { debuglog } from 'node:util';
 import type { Channel } from '../channel';
 import { closeQuietly } from '../fds';
 import type { Message, PeerCredentials } from '../message';
-import { listen, sameUser, type ChannelServer } from '../endpoints';
+import { sameUser } from '../channel-server';
+import { listen, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
 import { fdOf } from '../adopt';
 import { validateInteger, validateObject } from '../validate';
-import { closeAndDrain, trackConnections, validateCloseSpread, type DrainOptions } from './drain';
+import { trackConnections } from './connections';
+import { closeAndDrain, validateCloseSpread, type DrainOptions } from './drain';
 import { liveFd, validateListeners, type HandoffListener } from './listeners';
 import {
   batches,

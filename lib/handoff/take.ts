@@ -9,13 +9,14 @@ import { debuglog } from 'node:util';
 import type { Channel } from '../channel';
 import { closeQuietly } from '../fds';
 import type { PeerCredentials } from '../message';
-import { connect, sameUser } from '../endpoints';
+import { sameUser } from '../channel-server';
+import { connect } from '../endpoints';
 import { FdpassError, FdpassSystemError } from '../errors';
 import { toDgram, toServer } from '../adopt';
 import { parseName } from '../names';
 import { processExiting, processesExiting, whenGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
-import { trackConnections } from './drain';
+import { trackConnections } from './connections';
 import {
   checkNames,
   decode,

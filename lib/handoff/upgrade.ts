@@ -4,7 +4,7 @@
 // same cgroup, and under a Type=notify unit systemd follows it: RELOADING=1 when the upgrade starts,
 // MAINPID=<successor> + READY=1 once it is ready. If the successor fails, this process keeps serving,
 // says READY=1 again with STATUS= why, and reaps the child.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
@@ -14,32 +14,15 @@ import { FdpassError } from '../errors';
 import { checkPlatform } from '../native';
 import { notify } from '../systemd';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
-import { trackConnections } from './drain';
+import { trackConnections } from './connections';
+import { isSuccessor } from './inherit';
 import { validateListeners, type HandoffListener } from './listeners';
-import { serve, validateServeOptions, type HandoffServer, type ServeOptions } from './serve';
-import { take, type Inheritance, type TakeOptions } from './take';
+import { pid1Error } from './pid1-check';
+import { writePidFile } from './pid-file';
+import { serve, validateServeOptions, type ServeOptions } from './serve';
+import { spawnSuccessor, waitForSuccessor } from './successor';
 
 const debug = debuglog('fdpass');
-
-/** The environment variable that tells a successor where its parent offers the listeners. */
-export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
-
-// Set once inherit() has seen this process was started by an upgrade.
-let startedByUpgrade = false;
-
-/**
- * In a process started by an upgrade: takes the listeners its parent offers. Resolves with null when
- * this process was not started by an upgrade (first start: bind fresh), or when the parent is gone.
- * The variable is removed from the environment, so this process's own children do not take it for
- * theirs.
- */
-export async function inherit(opts: TakeOptions = {}): Promise<Inheritance | null> {
-  const path = process.env[UPGRADE_SOCKET_ENV];
-  if (path === undefined) return null;
-  startedByUpgrade = true;
-  delete process.env[UPGRADE_SOCKET_ENV];
-  return take(path, opts);
-}
 
 export interface UpgraderOptions extends Pick<ServeOptions, 'drainTimeout' | 'idleGrace' | 'closeSpread'> {
   /** Start an upgrade when this signal arrives (e.g. 'SIGHUP'). Default: only upgrade() starts one. */
@@ -106,7 +89,7 @@ export class Upgrader extends EventEmitter {
       // At a first start a path that cannot be written is a configuration error: throw. A successor
       // creates its upgrader once it serves, after its parent let go of the listeners: throwing
       // there would leave nobody serving (the parent already named it in the file, if it could).
-      if (startedByUpgrade || process.env[UPGRADE_SOCKET_ENV] !== undefined) this.#writePidFile(process.pid);
+      if (isSuccessor()) this.#writePidFile(process.pid);
       else writePidFile(opts.pidFile, process.pid);
     }
     if (opts.signal !== undefined) {
@@ -210,11 +193,7 @@ export class Upgrader extends EventEmitter {
     });
     try {
       if (this.#closed) throw new FdpassError('ERR_FDPASS_CLOSED', 'the upgrade was aborted: the upgrader was closed');
-      child = spawn(opts.command ?? process.execPath, opts.args ?? [...process.execArgv, ...process.argv.slice(1)], {
-        stdio: 'inherit', // the journal or terminal this process writes to; nothing ties the child's life to ours
-        env: { ...(opts.env ?? process.env), [UPGRADE_SOCKET_ENV]: control },
-        cwd: opts.cwd ?? process.cwd(),
-      });
+      child = spawnSuccessor(opts, control);
     } catch (err) {
       await hs.close();
       await tell({ ready: true, status: `upgrade failed: ${(err as Error).message}` });
@@ -281,114 +260,6 @@ function sayQuietly(line: string): void {
   } catch (err) {
     debug('upgrade: stderr: %s', (err as Error).message);
   }
-}
-
-// As PID 1 of a pid namespace (a container), this process's exit kills every process in it, the
-// successor included: the kernel would end the service right after the hand-off. The same happens
-// one step later when this process is the child of a PID 1 that exits with its child (tini,
-// `docker run --init`, dumb-init, a shell-form CMD's `sh -c`), which every container init but a
-// real one does; a real init (systemd, sysvinit, busybox init: /proc/1/comm `systemd` or `init`)
-// stays, and so does the host's. The initial pid namespace has a fixed inode number
-// (PROC_PID_INIT_INO, include/linux/proc_ns.h); NSpid in /proc/self/status cannot tell, as a
-// container's /proc is mounted from its own namespace and lists one pid. Why, or undefined.
-const STAYING_INITS = new Set(['systemd', 'init']);
-const INITIAL_PID_NS = `pid:[${0xeffffffc}]`;
-const CURE = "run the app under 'fdpass run' and reload through it, or restart the container";
-
-function pid1Error(): FdpassError | undefined {
-  if (process.pid === 1) {
-    return new FdpassError(
-      'ERR_FDPASS_UPGRADE_PID1',
-      `cannot self-upgrade as PID 1: its exit would kill the successor with the whole pid namespace; ${CURE}`,
-    );
-  }
-  if (process.ppid !== 1) return undefined;
-  let init: string;
-  try {
-    if (fs.readlinkSync('/proc/self/ns/pid') === INITIAL_PID_NS) return undefined;
-    init = fs.readFileSync('/proc/1/comm', 'latin1').trim();
-  } catch {
-    return undefined; // no /proc to tell by
-  }
-  if (STAYING_INITS.has(init)) return undefined;
-  return new FdpassError(
-    'ERR_FDPASS_UPGRADE_PID1',
-    `cannot self-upgrade: this process's parent is PID 1 of its pid namespace (${init}), an init that exits ` +
-      `when its child does, and the kernel then kills the successor with the namespace; ${CURE}`,
-  );
-}
-
-// The files this process names itself in, removed at its exit (unless they name another by then).
-const ownPidFiles = new Set<string>();
-
-// The temporary file gets an unpredictable name, created with O_EXCL ('wx'), which also refuses a
-// symlink at that name: whoever may write in the directory cannot make this process (often root)
-// write through a link planted at the name. rename() replaces a link at `path` itself, never follows it.
-function writePidFile(path: string, pid: number): void {
-  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
-  let created = false;
-  try {
-    const fd = fs.openSync(tmp, 'wx', 0o644);
-    created = true;
-    try {
-      fs.fchmodSync(fd, 0o644); // readable by the scripts that signal it, whatever the umask
-      fs.writeSync(fd, `${pid}\n`);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, path);
-  } catch (err) {
-    if (created) fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  if (pid !== process.pid) return;
-  if (ownPidFiles.size === 0) process.once('exit', removeOwnPidFiles);
-  ownPidFiles.add(path);
-}
-
-function removeOwnPidFiles(): void {
-  for (const path of ownPidFiles) {
-    try {
-      if (fs.readFileSync(path, 'latin1') === `${process.pid}\n`) fs.unlinkSync(path);
-    } catch {
-      // gone already, or unreadable: nothing of ours to remove
-    }
-  }
-}
-
-// null once the successor is ready (the hand-off completed), else why it failed. At the deadline, one
-// that said hello is the hand-off server's to judge (at the same deadline: hs.endAt()): it may have
-// read 'ready' and be letting go of the listeners, and 'handoff' or 'rollback' follows.
-function waitForSuccessor(hs: HandoffServer, child: ChildProcess, readyTimeout: number, aborted: Promise<Error>): Promise<Error | null> {
-  return new Promise((resolve) => {
-    let settled = false;
-    let started = false;
-    const done = (result: Error | null): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      hs.off('start', onStart);
-      hs.off('handoff', onHandoff);
-      hs.off('rollback', onRollback);
-      child.off('exit', onExit);
-      resolve(result);
-    };
-    const onStart = (): void => {
-      started = true;
-    };
-    const onHandoff = (): void => done(null);
-    const onRollback = (err: Error): void => done(err);
-    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
-      done(new FdpassError('ERR_FDPASS_CLOSED', `the successor exited (${signal ?? `code ${code}`}) before it was ready`));
-    const timer = setTimeout(() => {
-      if (!started) done(new FdpassError('ERR_FDPASS_TIMEOUT', `the successor was not ready within ${readyTimeout} ms`));
-    }, readyTimeout);
-    hs.on('start', onStart);
-    hs.on('handoff', onHandoff);
-    hs.on('rollback', onRollback);
-    child.on('exit', onExit);
-    void aborted.then(done);
-  });
 }
 
 /**

@@ -68,6 +68,10 @@ SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode)
     return SysFail(-errno, "setsockopt");
   }
 
+  // bind(2) creates the socket file with the socket inode's mode less the umask (unix_bind_bsd in
+  // net/unix/af_unix.c). Narrowed first, the file is never wider than `mode`, not even before the
+  // chmod below: a datagram socket takes datagrams from the moment it is bound, with no listen(2).
+  if (!name.abstract && fchmod(fd.get(), static_cast<mode_t>(mode)) < 0) return SysFail(-errno, "fchmod");
   int rc = bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), static_cast<socklen_t>(len));
   int err = rc < 0 ? -errno : 0;  // before the stale-socket probe's own syscalls overwrite errno
   if (err == -EADDRINUSE && !name.abstract && IsStaleSocket(type, &addr, len)) {
@@ -78,6 +82,7 @@ SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode)
   }
   if (err < 0) return SysFail(err, "bind");
 
+  // The umask may have taken bits that `mode` asks for: they are added now, nothing wider.
   if (!name.abstract && chmod(addr.sun_path, static_cast<mode_t>(mode)) < 0) {
     int err = -errno;
     unlink(addr.sun_path);

@@ -40,9 +40,9 @@ inline SysResult SysOk(UniqueFd* fd) {
 SysResult UnixSocket(int type);
 
 // Creates a socket bound to `name`; for stream/seqpacket also listening with `backlog`.
-// A filesystem socket gets permission bits `mode` before listen(), so no one can connect to it with
-// looser permissions. A stale socket file (nobody accepts on it) is replaced; anything else at the
-// path is left alone (EADDRINUSE).
+// A filesystem socket's file never has more permission bits than `mode` (it is created with no
+// more, then set to `mode`), so no one can connect or send to it with looser permissions. A stale
+// socket file (nobody accepts on it) is replaced; anything else at the path is left alone (EADDRINUSE).
 SysResult UnixListen(int type, const UnixName& name, int backlog, unsigned mode);
 
 // Creates a socket connected to `name`. Non-blocking: -EAGAIN when the listener's queue is full.
