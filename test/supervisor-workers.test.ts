@@ -401,4 +401,35 @@ describe('fdpass run --workers', function () {
     }
     assert.equal((await run.exited).code, 0, run.stderr());
   });
+
+  it('--sockets per-worker: while a slot crash-loops, its share of new connections goes to the workers that serve', async () => {
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ '1.1': 'exit-before-ready' })); // slot 1 never serves
+    try {
+      const sup = supervise(
+        ['-n', '3', '--sockets', 'per-worker', '--start-limit-burst', '0', '--max-backoff', '2', '-l', 'http=127.0.0.1:0'],
+        [process.execPath, APP, `plan:${plan}`],
+      );
+      await logged(sup, /worker 0 \(pid \d+\) is ready/);
+      await logged(sup, /worker 2 \(pid \d+\) is ready/);
+      const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+      // Without steering a third of them would wait in slot 1's queue for a worker that never comes.
+      const bounded = (): Promise<string> =>
+        Promise.race([
+          get(port),
+          new Promise<string>((_, reject) => setTimeout(() => reject(new Error('not answered within 10 s')), 10_000)),
+        ]);
+      const bodies = await Promise.all(Array.from({ length: 30 }, bounded));
+      const servers = new Set(bodies);
+      const slots = workersOf(sup.pid).filter((w) => w.worker !== 1);
+      assert.ok(
+        [...servers].every((b) => slots.some((w) => b === `1 ${w.pid}`)),
+        [...servers].join(', '),
+      );
+      assert.match(sup.stderr(), /new connections go to worker\(s\) 0, 2 only/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
 });

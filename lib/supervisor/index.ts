@@ -24,6 +24,7 @@ import { NotifyReceiver, upstreamNotifier } from './notify';
 import type { LogLevel, SupervisorOptions } from './options';
 import { OrphanReaper } from './reap';
 import { Restarts } from './restart';
+import { SlotSteering } from './steering';
 import { generationStatus, type GenerationStatus, type ReloadOutcome, type SupervisorStatus } from './status';
 import { becomeSubreaper, findStrays, killRemaining, killStrays } from './strays';
 import { WatchReload } from './watch-reload';
@@ -50,6 +51,8 @@ export class Supervisor {
   #everReady = false;
   readonly #startedAt = Date.now();
   #lastReload: ReloadOutcome | undefined;
+  /** A worker of the serving generation has exited unasked. */
+  #crashSeen = false;
   /** The start limit was hit in some slot: the supervisor gave up. */
   #limitHit = false;
   #shuttingDown = false;
@@ -62,6 +65,7 @@ export class Supervisor {
   #lifeline: Lifeline | undefined;
   readonly #store: FdStore;
   #watchdogs: Watchdogs<Worker> | undefined;
+  readonly #steering: SlotSteering;
   /** To a systemd (or another supervisor) above this one. */
   readonly #upstream: (state: NotifyState) => void;
 
@@ -76,6 +80,7 @@ export class Supervisor {
       ),
     );
     this.#upstream = upstreamNotifier(opts.upstreamNotify, opts.log);
+    this.#steering = new SlotSteering(opts.listeners, opts.log);
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -210,6 +215,15 @@ export class Supervisor {
     w.clearTimers();
     this.#log(`${w.describe()} is ready (${how}) after ${w.readyAt - w.startedAt} ms`);
     w.settle('ready');
+    this.#steer();
+  }
+
+  // Per-worker sockets go to the slots that have a ready worker (steering.ts).
+  #steer(): void {
+    const serving = new Array<boolean>(this.#o.workers).fill(false);
+    for (const w of this.#live) if (w.state === 'ready') serving[w.slot] = true;
+    // Quiet while the first generation starts up as it should (its workers get ready one by one).
+    this.#steering.update(serving, !this.#everReady && !this.#crashSeen);
   }
 
   // A worker's start settled: ready, or not (exited, killed, timed out, not started).
@@ -283,6 +297,7 @@ export class Supervisor {
     } else {
       this.#log(`${w.describe()} ${exitText(exit)}`, 'failure'); // it was not told to stop
     }
+    if (!this.#shuttingDown) this.#steer();
     if (gen !== undefined) {
       gen.workerExited();
       if (gen !== this.#current && gen !== this.#next && gen.live().length === 0) this.#old.delete(gen);
@@ -294,6 +309,7 @@ export class Supervisor {
   #crashed(gen: Generation, w: Worker, was: WorkerState, exit: ExitStatus): void {
     const restarts = gen.restarts[w.slot]!;
     restarts.exited(w.readyAt);
+    this.#crashSeen = true;
     if (gen.serving) this.#upstream({ status: gen.servingText() });
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
     if (this.#next !== undefined) {

@@ -29,6 +29,8 @@ export interface Listener {
    * every generation; absent: `fd` is shared by every worker.
    */
   slotFds?: number[];
+  /** With slotFds: their address family (AF_INET or AF_INET6). */
+  family?: number;
   /** tcp://127.0.0.1:8080, unix:/run/app.sock, inherited:3 ... */
   describe: string;
   /** A Unix socket path this supervisor created and removes on exit. */
@@ -85,7 +87,7 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
     closeQuietly(slotFds);
     throw err;
   }
-  return { ...listener, slotFds, describe: `${listener.describe} (${opts.slots} SO_REUSEPORT sockets)` };
+  return { ...listener, slotFds, family, describe: `${listener.describe} (${opts.slots} SO_REUSEPORT sockets)` };
 }
 
 // A regular file or directory at a listener path is someone's data, never replaced.
