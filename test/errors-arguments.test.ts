@@ -1,6 +1,6 @@
 // Bad arguments: every public function answers with a clear, Node-shaped error and the process lives
 // on. The shapes of the three error kinds; invalid descriptors (closed, negative, not a socket); wrong
-// argument types. (Paths: errors-paths.test.ts; messages and reuseport: errors-messages.test.ts.)
+// argument types. (Paths: errors-paths.test.ts; messages: errors-messages.test.ts; SO_REUSEPORT binds: reuseport.test.ts.)
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as util from 'node:util';
@@ -32,7 +32,7 @@ import { closedFd, newFds, openFds } from './helpers/fds';
 import { dirEntries, tmpPath } from './helpers/tmp';
 import { spawnJson } from './helpers/children';
 
-describe('errors', () => {
+describe('errors: argument checks', () => {
   describe('error shapes', () => {
     it("FdpassSystemError looks like Node's system errors: own enumerable code/errno/syscall, readable message", async () => {
       const fd = closedFd();

@@ -70,7 +70,7 @@ function nextConnection(server: ChannelServer): Promise<Channel> {
   return new Promise((resolve) => server.once('connection', resolve));
 }
 
-describe('errors', () => {
+describe('errors: socket paths and options', () => {
   describe('socket paths', () => {
     it('connect to a missing path is ENOENT with the path on the error and in the message', async () => {
       const p = tmpPath('missing.sock');

@@ -89,3 +89,28 @@ export function load(port: number, opts: { workers: number; keepAlive: boolean; 
   running.add(handle);
   return handle;
 }
+
+/** Runs `count` GETs, `concurrency` at a time; returns how many each server (the first word of its
+ * answer) served, and the failures. */
+export async function whoServes(
+  port: number,
+  count: number,
+  concurrency: number,
+): Promise<{ served: Map<string, number>; errors: string[] }> {
+  const served = new Map<string, number>();
+  const errors: string[] = [];
+  let started = 0;
+  const worker = async (): Promise<void> => {
+    while (started < count) {
+      started++;
+      try {
+        const who = (await get(port)).split(' ')[0]!;
+        served.set(who, (served.get(who) ?? 0) + 1);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { served, errors };
+}

@@ -8,3 +8,20 @@ export async function waitFor(what: string, check: () => boolean, ms = 10_000): 
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Settles with the promise's outcome, or 'pending' if it has not settled after `ms`. */
+export function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | { error: Error & { code?: string } } | 'pending'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('pending'), ms);
+    p.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve({ value });
+      },
+      (error: Error & { code?: string }) => {
+        clearTimeout(timer);
+        resolve({ error });
+      },
+    );
+  });
+}
