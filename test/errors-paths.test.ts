@@ -21,6 +21,7 @@ import {
 } from 'fdpass';
 import { type AnyError, assertArgError, assertSystemError, bad, failure } from './helpers/errors';
 import { newFds, openFds, settle } from './helpers/fds';
+import { nextConnection } from './helpers/sockets';
 import { dirEntries, tmpPath } from './helpers/tmp';
 
 /** A socket file whose owner (a python3 child) bound it and exited without unlinking it. */
@@ -64,10 +65,6 @@ async function firstMessage(coll: { server: ChannelServer; accepted: Channel[] }
       phantoms++;
     }
   }
-}
-
-function nextConnection(server: ChannelServer): Promise<Channel> {
-  return new Promise((resolve) => server.once('connection', resolve));
 }
 
 describe('errors: socket paths and options', () => {

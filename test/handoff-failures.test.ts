@@ -21,7 +21,8 @@ import {
 } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
-import { waitFor } from './helpers/wait';
+import { closeServer, listenTcp } from './helpers/sockets';
+import { sleep, waitFor } from './helpers/wait';
 import { docScenario } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
@@ -30,23 +31,18 @@ interface Serving {
   ports: Record<string, number>;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 async function stop(child: Fixture): Promise<void> {
   child.send({ cmd: 'exit' });
   child.proc.stdin!.end();
   assert.equal((await child.exited).code, 0, child.stderr());
 }
 
+/** A TCP listener on 127.0.0.1 that answers every connection with 'in-process'. */
 function listenLocal(): Promise<net.Server> {
-  return new Promise((resolve) => {
-    const s = net.createServer((c) => c.end('in-process'));
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  });
-}
-
-function closeServer(s: net.Server): Promise<void> {
-  return new Promise((resolve) => s.close(() => resolve()));
+  return listenTcp(
+    '127.0.0.1',
+    net.createServer((c) => c.end('in-process')),
+  );
 }
 
 // The kernel's drop counter of the UDP socket bound to 127.0.0.1:port (/proc/net/udp, last column).

@@ -12,6 +12,7 @@ import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/chil
 import { openFds, newFds, settle } from './helpers/fds';
 import { get, load } from './helpers/http';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
+import { sleep } from './helpers/wait';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 /** Fixtures that are not TypeScript (.mjs, .cjs) run from the source tree. */
@@ -111,7 +112,6 @@ async function allLines(child: Fixture): Promise<Array<Record<string, unknown>>>
 }
 
 /** A ms-long pause. */
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Fails with the descriptors this process gained since `before`. */
 async function assertNoNewFds(before: Map<number, string>, what: string): Promise<void> {

@@ -3,13 +3,13 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { bindDgram, closeFds, type Message } from 'fdpass';
 import { processState as state, spawnJson } from './helpers/children';
 import { holdsFile, openFds } from './helpers/fds';
 import { get, load, type LoadResult } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { ipv6Loopback, python3Systemd, requires, root, unshare } from './helpers/requires';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
+import { upstreamNotifySocket } from './helpers/upstream-notify';
 import { APP, CLI, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
 
 const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
@@ -353,12 +353,7 @@ describe('fdpass run (supervisor)', function () {
 
   it('under a systemd above it: passes socket-activated listeners on by name, READY=1 with its own MAINPID, RELOADING=1 ... READY=1', async () => {
     const notifyPath = tmpPath('systemd-notify');
-    const got: Array<{ text: string; pid: number }> = [];
-    const upstream = await bindDgram(notifyPath, { allow: () => true });
-    upstream.on('message', (m: Message) => {
-      closeFds(m.fds);
-      got.push({ text: m.data.toString(), pid: m.cred?.pid ?? -1 });
-    });
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
     try {
       const sock = tmpPath('activated.sock');
       leavesSocketFiles(/^activated\.sock$/, 'systemd-socket-activate binds it and, stopped by a signal, never removes it');

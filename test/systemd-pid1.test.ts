@@ -11,6 +11,7 @@ import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from '.
 import { docScenario, scenarioBlocks } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort, line } from './helpers/net';
+import { waitForValue } from './helpers/wait';
 
 const ROOT = path.join(__dirname, '..', '..');
 const EXAMPLES = path.join(ROOT, 'examples', 'systemd');
@@ -49,16 +50,6 @@ function drop(execArgs: string, env: Record<string, string>): string {
 
 // How long after `systemctl stop` returns a process of the unit may still be in /proc (below).
 const GONE_WITHIN_MS = 10_000;
-
-async function waitFor<T>(what: string, fn: () => T | undefined, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('under a real systemd (PID 1 in a namespace)', function () {
   this.timeout(120_000);
@@ -270,13 +261,13 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     assert.equal(await line(adminPort), `admin ${pid}`);
     assert.equal(await get(webPort), `web ${pid}`);
     assert.equal((await sd.systemctl('show', '-p', 'MainPID', '--value', 'fdpass-app.service')).trim(), pid, 'served by the main process');
-    const start = await waitFor('start report', () => readReport(report).find((r) => r.event === 'start'));
+    const start = await waitForValue('start report', () => readReport(report).find((r) => r.event === 'start'));
     assert.deepEqual([...(start.names as string[])].sort(), ['admin', 'web']);
     assert.deepEqual(start.kinds, ['socket', 'socket']);
     assert.equal(start.env, null, 'LISTEN_FDS must be gone from the environment');
 
     await sd.systemctl('stop', 'fdpass-app.service');
-    const exit = await waitFor('exit report', () => readReport(report).find((r) => r.event === 'exit'));
+    const exit = await waitForValue('exit report', () => readReport(report).find((r) => r.event === 'exit'));
     assert.equal(exit.fds, exit.base, `service fds not back to baseline: ${JSON.stringify(exit.targets)}`);
     await shutDown(['fdpass-app-web.socket', 'fdpass-app-admin.socket']);
   });
@@ -333,7 +324,7 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     for (const e of exits) assert.equal(e.fds, e.base, `service fds not back to baseline: ${JSON.stringify(e.targets)}`);
 
     await sd.systemctl('stop', unit);
-    const lastExit = await waitFor('exit report', () => readReport(report).filter((r) => r.event === 'exit')[restarts]);
+    const lastExit = await waitForValue('exit report', () => readReport(report).filter((r) => r.event === 'exit')[restarts]);
     assert.equal(lastExit.fds, lastExit.base);
     // Stopped for good: the store is flushed and the port is free again.
     await assert.rejects(get(port), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
@@ -388,7 +379,7 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
       // A successor that exits before it is ready: nothing changes, and it is reaped.
       fs.writeFileSync(failFlag, '');
       await sd.systemctl('reload', unit);
-      const failed = await waitFor('the failed upgrade', () => readReport(report).find((r) => r.event === 'failed'), 15_000);
+      const failed = await waitForValue('the failed upgrade', () => readReport(report).find((r) => r.event === 'failed'), 15_000);
       assert.equal(failed.code, 'ERR_FDPASS_CLOSED');
       assert.equal(await mainPid(), current, 'MainPID stays with the process that kept serving');
       assert.equal(await active(), 'active');

@@ -3,7 +3,7 @@
 // working descriptors, LISTEN_FDS taken by fdpass children (spawnActivated, systemd-socket-activate,
 // a wrong LISTEN_PID), the watchdog, and libsystemd's own clients (python3-systemd) as peers both ways.
 import * as assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
@@ -25,7 +25,10 @@ import {
   type Channel,
   type Message,
 } from 'fdpass';
-import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
+import { exitedCleanly, runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
+import { saveEnv } from './helpers/env';
+import { fifoFds } from './helpers/fds';
+import { bindUdp, closeServer, listenTcp, portOf } from './helpers/sockets';
 import { python3Systemd, requires } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { get } from './helpers/http';
@@ -59,24 +62,12 @@ async function withNotifySocket<T>(value: string | undefined, fn: () => Promise<
   }
 }
 
-async function listenTcp(): Promise<net.Server> {
-  const server = net.createServer((s) => s.end('original\n'));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return server;
-}
-
-function closeServer(server: net.Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-async function bindUdp(): Promise<dgram.Socket> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  return socket;
-}
-
-function portOf(s: net.Server | dgram.Socket): number {
-  return (s.address() as net.AddressInfo).port;
+/** A TCP listener on 127.0.0.1 that answers every connection with 'original'. */
+function listenOriginal(): Promise<net.Server> {
+  return listenTcp(
+    '127.0.0.1',
+    net.createServer((s) => s.end('original\n')),
+  );
 }
 
 /** Sends one UDP datagram to 127.0.0.1:port and resolves with the answer. */
@@ -91,20 +82,6 @@ async function udpAsk(port: number, what: string): Promise<string> {
   } finally {
     await new Promise<void>((resolve) => s.close(() => resolve()));
   }
-}
-
-/** A FIFO opened both ways: [read end (non-blocking), write end]. */
-function fifo(): [number, number] {
-  const p = tmpPath('fifo');
-  execFileSync('mkfifo', [p]);
-  const r = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const w = fs.openSync(p, fs.constants.O_WRONLY);
-  return [r, w];
-}
-
-async function exitedCleanly(child: Fixture): Promise<void> {
-  const { code, signal } = await child.exited;
-  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
 }
 
 interface Took {
@@ -226,7 +203,7 @@ describe('systemd: notify', () => {
 describe('systemd: the fd store datagrams', () => {
   it('storeFds sends FDSTORE=1\\nFDNAME=web with working descriptors; removeStoredFds FDSTOREREMOVE=1', async () => {
     const { address, channel } = await notifySocket('abstract');
-    const server = await listenTcp();
+    const server = await listenOriginal();
     try {
       await withNotifySocket(address, async () => {
         assert.equal(await storeFds('web', [server]), true);
@@ -259,7 +236,7 @@ describe('systemd: the fd store datagrams', () => {
 
   it('more than 253 descriptors under one name go in several datagrams (SCM_MAX_FD)', async () => {
     const { address, channel } = await notifySocket('path');
-    const [r, w] = fifo();
+    const [r, w] = fifoFds();
     try {
       const many = Array.from({ length: 300 }, () => r);
       assert.equal(await storeFds('many', many, { socket: address }), true);
@@ -280,8 +257,8 @@ describe('systemd: the fd store datagrams', () => {
 
 describe('systemd: listenFds in a child', () => {
   it('adoptListenFds: a function serves several listeners of one name; one instance for two is refused and closes what it took', async () => {
-    const a = await listenTcp();
-    const b = await listenTcp();
+    const a = await listenOriginal();
+    const b = await listenOriginal();
     try {
       const taken = () => [dupFd(fdOf(a)), dupFd(fdOf(b))].map((fd) => ({ fd, name: 'web', info: inspect(fd) }));
       const made: net.Server[] = [];
@@ -332,7 +309,7 @@ describe('systemd: listenFds in a child', () => {
   });
 
   it('malformed LISTEN_FDS or LISTEN_FDNAMES throw ERR_FDPASS_SYSTEMD_ENV and take nothing', () => {
-    const saved = { pid: process.env.LISTEN_PID, fds: process.env.LISTEN_FDS, names: process.env.LISTEN_FDNAMES };
+    const restoreEnv = saveEnv('LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES');
     try {
       process.env.LISTEN_PID = String(process.pid);
       process.env.LISTEN_FDS = 'two';
@@ -349,22 +326,15 @@ describe('systemd: listenFds in a child', () => {
       assert.equal(process.env.LISTEN_FDS, '2');
       assert.throws(() => systemd.listenFds({ unsetEnvironment: 'no' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' });
     } finally {
-      for (const [k, v] of [
-        ['LISTEN_PID', saved.pid],
-        ['LISTEN_FDS', saved.fds],
-        ['LISTEN_FDNAMES', saved.names],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
+      restoreEnv();
     }
   });
 
   it('spawnActivated: a TCP listener, a UDP socket, a FIFO and a connected socket arrive by name; only the sockets that can be are wrapped', async () => {
-    const web = await listenTcp();
+    const web = await listenOriginal();
     const udp = await bindUdp();
-    const [r, w] = fifo();
-    const peer = await listenTcp();
+    const [r, w] = fifoFds();
+    const peer = await listenOriginal();
     const conn = net.connect(portOf(peer), '127.0.0.1');
     await new Promise((resolve) => conn.once('connect', resolve));
     try {
@@ -421,7 +391,7 @@ describe('systemd: listenFds in a child', () => {
   });
 
   it('with unsetEnvironment: false the variables stay, and a second call still hands out nothing', async () => {
-    const web = await listenTcp();
+    const web = await listenOriginal();
     try {
       const app = watchJson(spawnActivated(process.execPath, [APP, 'listen', 'keep'], [{ fd: web }], { stdio: 'pipe' }));
       const took = await app.expect<Took>('took');
@@ -438,7 +408,7 @@ describe('systemd: listenFds in a child', () => {
   });
 
   it('a wrong LISTEN_PID takes nothing and leaves the variables and descriptors alone', async () => {
-    const web = await listenTcp();
+    const web = await listenOriginal();
     try {
       const env = { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' };
       const app = runFixture('systemd-app', ['listen'], { env, stdio: ['pipe', 'pipe', 'pipe', fdOf(web)] });
@@ -540,7 +510,7 @@ describe('systemd: the watchdog', () => {
     const { address, channel } = await notifySocket('path');
     let pings = 0;
     channel.on('message', () => pings++);
-    const saved = { usec: process.env.WATCHDOG_USEC, pid: process.env.WATCHDOG_PID };
+    const restoreEnv = saveEnv('WATCHDOG_USEC', 'WATCHDOG_PID');
     process.env.WATCHDOG_USEC = String(2 ** 32 * 1000); // half of it: 2^31 s, far over 2^31-1 ms
     delete process.env.WATCHDOG_PID;
     const dog = systemd.startWatchdog({ socket: address });
@@ -551,18 +521,12 @@ describe('systemd: the watchdog', () => {
     } finally {
       await dog?.stop();
       await channel.close();
-      for (const [k, v] of [
-        ['WATCHDOG_USEC', saved.usec],
-        ['WATCHDOG_PID', saved.pid],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
+      restoreEnv();
     }
   });
 
   it('WATCHDOG_PID of another process: not for us, nothing is sent', async () => {
-    const saved = { usec: process.env.WATCHDOG_USEC, pid: process.env.WATCHDOG_PID };
+    const restoreEnv = saveEnv('WATCHDOG_USEC', 'WATCHDOG_PID');
     process.env.WATCHDOG_USEC = '100000';
     process.env.WATCHDOG_PID = String(process.ppid);
     try {
@@ -573,13 +537,7 @@ describe('systemd: the watchdog', () => {
       process.env.WATCHDOG_USEC = 'soon';
       assert.throws(() => systemd.watchdogInterval(), { code: 'ERR_FDPASS_SYSTEMD_ENV' });
     } finally {
-      for (const [k, v] of [
-        ['WATCHDOG_USEC', saved.usec],
-        ['WATCHDOG_PID', saved.pid],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
+      restoreEnv();
     }
   });
 });
@@ -590,7 +548,7 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   });
 
   it('sd_listen_fds in Python finds what spawnActivated passed, by name, and serves on it', async () => {
-    const web = await listenTcp();
+    const web = await listenOriginal();
     const udp = await bindUdp();
     try {
       const py = watchJson(
@@ -627,7 +585,7 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   });
 
   it('sd_listen_fds in Python takes nothing when LISTEN_PID is not its own', async () => {
-    const web = await listenTcp();
+    const web = await listenOriginal();
     try {
       const env = { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' };
       const py = spawnJson(PYTHON, [PEER, 'listen'], { env, stdio: ['pipe', 'pipe', 'pipe', fdOf(web)] });

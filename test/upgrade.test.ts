@@ -10,11 +10,10 @@ import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
 import { requires, unshare } from './helpers/requires';
-import { waitFor } from './helpers/wait';
+import { sleep, waitFor } from './helpers/wait';
 
 const fixture = (name: string): string => path.join(fixturesDir, `${name}.js`);
 const INDEX = path.join(__dirname, '..', '..', 'dist', 'index.js');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function alive(pid: number): boolean {
   // A zombie still answers kill(0): read its state.

@@ -1,5 +1,6 @@
 // Child processes for tests: fixtures run with this Node, talking JSON lines over stdio.
 // Every child is registered so the root hooks can kill survivors and wait for their exit.
+import * as assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -150,4 +151,10 @@ export function processState(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Asserts a clean exit (code 0, no signal) and says why not (the child's stderr) if it was not. */
+export async function exitedCleanly(child: Fixture): Promise<void> {
+  const { code, signal } = await child.exited;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
 }

@@ -1,5 +1,7 @@
 // Polling for a condition in tests, with a bound that names what was awaited.
 
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 /** Waits until `check` holds, polling every 10 ms; fails naming `what` after `ms`. */
 export async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise<void> {
   const until = Date.now() + ms;
@@ -24,4 +26,15 @@ export function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | { e
       },
     );
   });
+}
+
+/** Waits until `get` returns a value (not undefined), polling every 20 ms; fails naming `what` after `ms`. */
+export async function waitForValue<T>(what: string, get: () => T | undefined, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = get();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
