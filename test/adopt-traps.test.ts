@@ -198,7 +198,7 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
     assert.equal(message, `fd ${fd} is a unix seqpacket socket, not a connected TCP or Unix stream socket`);
   });
 
-  it('toSocket/toServer on a UDP socket, toDgram on TCP, toSocket on a listener, toServer on a connected socket: WRONG_FD_KIND', async () => {
+  it('the wrong socket kind for each adopter (UDP, TCP, listener, connected) is WRONG_FD_KIND', async () => {
     const udp = await bindUdp();
     const ufd = fdOf(udp);
     await expectFdpassError(
@@ -252,7 +252,7 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
     await closeServer(server);
   });
 
-  it('a regular file and both ends of a pipe: every adopter refuses with WRONG_FD_KIND, no abort, the fd stays open', async () => {
+  it('a regular file and both pipe ends: every adopter refuses with WRONG_FD_KIND, the fd stays open', async () => {
     const p = tmpPath('plain.txt');
     fs.writeFileSync(p, 'plain');
     const file = fs.openSync(p, 'r');
@@ -304,7 +304,8 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
   });
 
   describe("a rejected adoption leaves the fd open and the caller's", () => {
-    it('toServer/adopt on a bound socket whose port a listener holds (SO_REUSEADDR twin): listen EADDRINUSE naming toServer; the fd stays open and closeFd closes exactly it', async () => {
+    // The SO_REUSEADDR twin of a listener: listen() fails; closeFd then closes exactly that fd.
+    it('a bound socket whose port a listener holds: toServer/adopt fail with EADDRINUSE, the fd stays open', async () => {
       const [listener, twin] = (await fromPython('twin')) as [number, number];
       const port = sock(inspect(twin)).local?.family === 'IPv4' ? (sock(inspect(twin)).local as { port: number }).port : -1;
       assert.ok(port > 0);
@@ -339,7 +340,8 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
       assert.deepEqual(openFds(), without(before, [twin, listener]));
     });
 
-    it('adopt() on a TCP socket still connecting (SYN_SENT to a loopback listener whose accept queue is full) is ERR_FDPASS_WRONG_FD_KIND; the fd stays open', async () => {
+    // SYN_SENT to a loopback listener whose accept queue is full.
+    it('adopt() on a TCP socket still connecting is ERR_FDPASS_WRONG_FD_KIND; the fd stays open', async () => {
       const [listener, filler, connecting] = (await fromPython('syn-sent')) as [number, number, number];
       const s = sock(inspect(connecting));
       assert.equal(s.connecting, true);
@@ -370,7 +372,7 @@ describe('traps: descriptors of the wrong kind are refused and left open', () =>
       assert.deepEqual(openFds(), without(before, [connecting, filler, listener]));
     });
 
-    it("toDgram/toServer on a descriptor Node already owns (open EEXIST): the error names the adopter, Node's object keeps it and works", async () => {
+    it("an fd Node already owns: toDgram/toServer fail naming the adopter (EEXIST), Node's object works on", async () => {
       const udp = dgram.createSocket('udp4');
       await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
       const server = await new Promise<net.Server>((resolve) => {

@@ -42,7 +42,7 @@ import { spawnJson } from './helpers/children';
 import { waitFor, within } from './helpers/wait';
 
 describe('toServer / toSocket / toDgram / adopt', () => {
-  it('toServer(dupFd(fdOf(server)), http.createServer()) serves a real HTTP request after the original closed', async () => {
+  it('toServer on a dup of a listener serves HTTP after the original closed', async () => {
     const original = await listenTcp();
     const port = portOf(original);
     const fd = dupFd(fdOf(original));
@@ -63,7 +63,7 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     assert.throws(() => inspect(fd), { code: 'EBADF' }, 'closing the server closed the fd');
   });
 
-  it('toServer without a server resolves a new listening net.Server sharing the queue; once the original closes it serves alone', async () => {
+  it('toServer without a server resolves a new net.Server that shares the accept queue', async () => {
     const original = await listenTcp('127.0.0.1', greeter('original'));
     const adopted = await toServer(dupFd(fdOf(original)));
     assert.ok(adopted instanceof net.Server);
@@ -215,7 +215,8 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     fs.unlinkSync(kept); // a Server adopted from an fd does not know its path
   });
 
-  it("toDgram(0) adopts the UDP socket on fd 0 (Node's bind({ fd: 0 }) would bind a new socket on a random port)", async () => {
+  // Node's bind({ fd: 0 }) would bind a new socket on a random port.
+  it('toDgram(0) adopts the UDP socket on fd 0', async () => {
     const udp = dgram.createSocket('udp4');
     await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
     const port = udp.address().port;

@@ -29,7 +29,8 @@ function assertChildFdsBack(r: Targets, what: string): void {
 
 describe('Channel on failure paths: every descriptor keeps one owner', () => {
   describe('a throwing handler loses nothing of its batch', () => {
-    it("listen(): a 'connection' handler that throws on the first of 10 simultaneous connections: all 10 get a Channel, the throw reaches 'uncaughtException', no fd is left bare", async () => {
+    // The throw reaches 'uncaughtException'; no accepted fd is left without an owner.
+    it("a 'connection' handler that throws on the first of 10 connections: all 10 get a Channel", async () => {
       const child = runFixture('throwing-handlers', ['connection', tmpPath('throw.sock')]);
       const r = await child.expect<Targets & { connections: number; uncaught: string[]; clientsSawEof: number; held: number }>('done');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
@@ -40,7 +41,8 @@ describe('Channel on failure paths: every descriptor keeps one owner', () => {
       assertChildFdsBack(r, 'after closing every channel');
     });
 
-    it("a 'message' handler that throws on the first of 3 fd-carrying messages and an EOF read in one batch: 2 and 3 still arrive, then 'end' and 'close'; the throw reaches 'uncaughtException'", async () => {
+    // One batch: 3 fd-carrying messages and an EOF read; the throw reaches 'uncaughtException'.
+    it("a 'message' handler that throws on the first of a batch: the rest, 'end' and 'close' still come", async () => {
       const child = runFixture('throwing-handlers', ['message']);
       const r = await child.expect<Targets & { events: string[]; uncaught: string[]; sawClose: boolean }>('done');
       assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
@@ -52,7 +54,8 @@ describe('Channel on failure paths: every descriptor keeps one owner', () => {
   });
 
   describe('openChannel() takes only what can be a channel', () => {
-    it("a listening socket, an unconnected seqpacket socket and an unbound datagram socket throw ERR_FDPASS_WRONG_FD_KIND and stay the caller's; a bound datagram socket is a channel", async () => {
+    // They throw ERR_FDPASS_WRONG_FD_KIND and stay the caller's; a bound datagram socket is a channel.
+    it('openChannel refuses listening, unconnected and unbound sockets and leaves them open', async () => {
       leavesSocketFiles(/^bound-dgram\.sock$/, "a Python peer binds it and exits; only a binder removes a datagram socket's path");
       const before = openFds();
       const server = await listen(tmpPath('listening.sock'));
@@ -113,7 +116,8 @@ describe('Channel on failure paths: every descriptor keeps one owner', () => {
         'readTaken' in overrides ? overrides.readTaken : new Int32Array(1),
       );
 
-    it('bad readBuffer/readInfo/sendFds/readTaken, an fd fcntl refuses (O_PATH), a regular file (uv_poll_init EPERM): each throws and the fd stays open, once', async () => {
+    // Bad readBuffer/readInfo/sendFds/readTaken, an fd fcntl refuses (O_PATH), a regular file (uv_poll_init EPERM).
+    it('a Poller constructor that throws leaves the fd open, for every way it can fail', async () => {
       const before = openFds();
       const [a, b] = socketPair();
       const sock = dupFd(a.fd);
@@ -143,7 +147,7 @@ describe('Channel on failure paths: every descriptor keeps one owner', () => {
       await assertFdsBack(before, 'after the caller closed each fd once');
     });
 
-    it("openChannel() on the fd of a channel that is reading (uv_poll_init EEXIST) throws and leaves that channel's socket open and working", async () => {
+    it('openChannel() on the fd of a reading channel throws EEXIST; that channel works on', async () => {
       const before = openFds();
       const [a, b] = socketPair();
       const pending = b.receive();

@@ -34,7 +34,7 @@ import { spawnJson } from './helpers/children';
 
 describe('errors: argument checks', () => {
   describe('error shapes', () => {
-    it("FdpassSystemError looks like Node's system errors: own enumerable code/errno/syscall, readable message", async () => {
+    it("FdpassSystemError looks like Node's system errors: own code/errno/syscall, readable message", async () => {
       const fd = closedFd();
       const err = await failure(() => closeFd(fd));
       assertSystemError(err, 'EBADF', 'close');
@@ -124,7 +124,7 @@ describe('errors: argument checks', () => {
       ];
     }
 
-    it('a closed fd is EBADF naming the syscall, for every function that uses one; the process and the channel live on', async () => {
+    it('a closed fd is EBADF naming the syscall, for every function; the process and channel live on', async () => {
       const [a, b] = socketPair();
       for (const op of fdOps(a)) {
         if (op.syscall === null) continue;
@@ -170,7 +170,8 @@ describe('errors: argument checks', () => {
       });
     }
 
-    it('a process that makes every bad call (closed fds, files and pipes given to toServer/toSocket/toDgram) does not abort', async function () {
+    // Closed fds, and files and pipes given to toServer/toSocket/toDgram.
+    it('a process that makes every bad call does not abort', async function () {
       this.timeout(20000);
       const file = tmpPath('plain.txt');
       fs.writeFileSync(file, 'x');
@@ -218,7 +219,8 @@ describe('errors: argument checks', () => {
   });
 
   describe('wrong argument types', () => {
-    it('every function rejects values of the wrong type with ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE / ERR_OUT_OF_RANGE', async () => {
+    // ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE or ERR_OUT_OF_RANGE.
+    it('every function rejects values of the wrong type with a Node-style code', async () => {
       const p = tmpPath('never.sock');
       const [a, b] = socketPair();
       const someFd = fs.openSync('/dev/null', 'r');

@@ -41,7 +41,8 @@ describe('errors: messages and sends', () => {
       await b.close();
     });
 
-    it('a seqpacket message with neither data nor fds is ERR_INVALID_ARG_VALUE (it would read as end-of-file)', async () => {
+    // It would read as end-of-file.
+    it('a seqpacket message with neither data nor fds is ERR_INVALID_ARG_VALUE', async () => {
       const [a, b] = socketPair({ type: 'seqpacket' });
       for (const msg of [{}, { data: '' }, { data: Buffer.alloc(0), fds: [] }, { data: null }, { data: new Uint8Array(0) }]) {
         const err = await failure(() => a.send(msg), util.inspect(msg));
@@ -101,7 +102,7 @@ describe('errors: messages and sends', () => {
       await b.close();
     });
 
-    it("sendFd/sendFds/send over a closed channel are ERR_FDPASS_CLOSED; over a channel whose peer left, the kernel's EPIPE", async () => {
+    it('sends over a closed channel are ERR_FDPASS_CLOSED; over one whose peer left, EPIPE', async () => {
       const [a, b] = socketPair();
       await a.close();
       assertFdpassError(await failure(() => sendFd(a, 0, 'x')), 'ERR_FDPASS_CLOSED', /closed/);

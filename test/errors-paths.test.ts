@@ -137,7 +137,7 @@ describe('errors: socket paths and options', () => {
       assert.ok(fs.statSync(dir).isDirectory());
     });
 
-    it('listen twice on one path while the first listens is EADDRINUSE; the first keeps its file and its clients', async () => {
+    it('listen twice on one path is EADDRINUSE; the first keeps its file and its clients', async () => {
       const p = tmpPath('busy.sock');
       for (const type of ['seqpacket', 'stream'] as const) {
         const first = await listenCollecting(p, { type });
@@ -158,7 +158,7 @@ describe('errors: socket paths and options', () => {
       }
     });
 
-    it('a live socket of another type keeps its path: listen/bindDgram fail with EADDRINUSE and replace nothing', async () => {
+    it('a live socket of another type keeps its path: listen/bindDgram fail with EADDRINUSE', async () => {
       const kinds = ['seqpacket', 'stream', 'dgram'] as const;
       const codes: Record<string, string> = {};
       for (const holder of kinds) {

@@ -109,7 +109,7 @@ describe('hand-off under ordinary operations', () => {
     await stop(fresh);
   });
 
-  it('UDP at ~10k datagrams/s across 10 hand-offs: every datagram is read once, or counted as a kernel drop', async function () {
+  it('UDP at ~10k datagrams/s across 10 hand-offs: each datagram is read once or a kernel drop', async function () {
     leavesSocketFiles(
       /\.sock$/,
       "each hand-off's old process exits without closing its control socket (it is killed or exits after the drain), as a net.Server's path stays at exit",
@@ -167,7 +167,7 @@ describe('hand-off under ordinary operations', () => {
   }
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-    it(`docs recipe (hot-restart): ${signal} to the old process during the overlap leaves the new one serving`, async () => {
+    it(`docs recipe (hot-restart): ${signal} to the old process in the overlap leaves the new one serving`, async () => {
       const file = recipe();
       const port = await freePort();
       const env = { ...process.env, PORT: String(port), HANDOFF_SOCKET: tmpPath('handoff.sock'), NODE_DEBUG: 'fdpass' };
@@ -266,7 +266,8 @@ describe('hand-off when the old process dies', () => {
     assert.equal((await old.exited).signal, 'SIGKILL');
   }
 
-  it('killed during the overlap: ready() resolves once its exit closed its control socket, so serve() on that path works at once', async () => {
+  // serve() on that path works at once.
+  it('killed during the overlap: ready() resolves once the control socket closed; serve() reuses the path', async () => {
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(0, 18_000) });
     const { ports } = await old.expect<Serving>('serving');
@@ -288,7 +289,7 @@ describe('hand-off when the old process dies', () => {
     assert.equal((await old.exited).signal, 'SIGKILL');
   });
 
-  it('killed mid-transfer: take() resolves null once its exit closed its listener, so its port binds at once', async () => {
+  it('killed mid-transfer: take() resolves null once the listener closed; its port binds at once', async () => {
     leavesSocketFiles(/^control\.sock$/, "the old process is SIGKILLed: a killed process cannot remove its control socket's path");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
@@ -300,7 +301,8 @@ describe('hand-off when the old process dies', () => {
     await expectFreshStart(taking, ports.web!, old);
   });
 
-  it('killed just before take() connects: its control socket refuses, and take() resolves null once its exit closed its listener', async () => {
+  // Its control socket refuses the connection.
+  it('killed before take() connects: take() resolves null once the listener closed', async () => {
     leavesSocketFiles(/^control\.sock$/, "the old process is SIGKILLed: a killed process cannot remove its control socket's path");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
@@ -393,7 +395,7 @@ describe('hand-off with malformed or odd peers', () => {
     });
   }
 
-  it("take(): an 'error' with an ERR_FDPASS_ code this fdpass does not know is ERR_FDPASS_HANDOFF_PROTOCOL naming that code", async () => {
+  it("take(): an 'error' with an unknown ERR_FDPASS_ code is ERR_FDPASS_HANDOFF_PROTOCOL naming it", async () => {
     const control = tmpPath('control.sock');
     const fake = await fakeOld(control, async (ch) => {
       await ch.send({ data: msg({ type: 'error', code: 'ERR_FDPASS_FROM_THE_FUTURE', message: 'busy elsewhere' }) });

@@ -42,7 +42,8 @@ describe('peers of another uid (nobody)', function () {
   });
 
   for (const type of ['stream', 'seqpacket'] as const) {
-    it(`${type}: a nobody client of a ChannelServer (default allow) is rejected with its credentials; the 3 fds it sent are never ours; a root client is served after it`, async () => {
+    // Default allow; 'reject' gives its credentials; a root client is served after it.
+    it(`${type}: a nobody client of a ChannelServer is rejected; the fds it sent are never ours`, async () => {
       openToOthers();
       const marker = markerFile();
       const sock = tmpPath('server.sock');
@@ -73,7 +74,8 @@ describe('peers of another uid (nobody)', function () {
     });
   }
 
-  it('a nobody taker let in by allow sends its hello with 3 fds: refused (ERR_FDPASS_HANDOFF_PROTOCOL), the fds closed, the old process serves on and hands off to the next taker', async () => {
+  // Let in by allow; the old process serves on and hands off to the next taker.
+  it("a nobody taker's hello with 3 fds is refused with ERR_FDPASS_HANDOFF_PROTOCOL, the fds closed", async () => {
     openToOthers();
     const marker = markerFile();
     const control = tmpPath('control.sock');
@@ -128,7 +130,8 @@ describe('peers of another uid (nobody)', function () {
       return { old: f, port: ports.web };
     }
 
-    it('is refused by default (ERR_FDPASS_HANDOFF_REFUSED, naming the uid): no listener is received and the other process keeps serving', async () => {
+    // No listener is received; the other process keeps serving.
+    it('is refused by default with ERR_FDPASS_HANDOFF_REFUSED naming the uid', async () => {
       const control = tmpPath('control.sock');
       const served = await nobodyServes(control);
       old = served.old;
@@ -148,7 +151,8 @@ describe('peers of another uid (nobody)', function () {
       assert.equal((await old.exited).code, 0, old.stderr());
     });
 
-    it('is accepted when allow says so (allow: (peer) => peer.uid === nobody): the listener moves and the other process drains and exits', async () => {
+    // allow: (peer) => peer.uid === nobody; the other process drains and exits.
+    it('is accepted when allow says so; the listener moves and the other process exits', async () => {
       const control = tmpPath('control.sock');
       const served = await nobodyServes(control);
       old = served.old;
@@ -183,7 +187,8 @@ describe('peers of another uid (nobody)', function () {
       return child.pid;
     }
 
-    it("a datagram from a refused uid is dropped with its fd closed and 'reject' says who; an allowed one arrives with message.cred", async () => {
+    // An allowed one arrives with message.cred.
+    it("a datagram from a refused uid is dropped, its fd closed, and 'reject' names the sender", async () => {
       const before = openFds();
       const sock = tmpPath('notify.sock');
       fs.chmodSync(path.dirname(sock), 0o755); // let the other user reach the socket file

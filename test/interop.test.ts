@@ -230,7 +230,8 @@ describe('interop between processes', () => {
       assert.equal(readToEof(fromPythonR), expected);
       release(fromPythonR);
     });
-    it("allowHalfOpen: Python send_fds() then shutdown(SHUT_WR); the stream channel emits 'end', still replies with an fd, then closes", async () => {
+    // Python send_fds() then shutdown(SHUT_WR); the channel then closes.
+    it("allowHalfOpen: after Python's shutdown(SHUT_WR) the channel emits 'end' and still replies with an fd", async () => {
       const before = openFds();
       const sock = tmpPath('halfclose.sock');
       const tok = token();

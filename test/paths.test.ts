@@ -29,7 +29,8 @@ describe('sendFd / recvFd on a socket path', () => {
 
     for (const type of ['dgram', 'stream'] as const) {
       for (const how of ['timeout', 'signal'] as const) {
-        it(`${type}: a receiver that never reads; ${how} rejects with ${how === 'timeout' ? 'ERR_FDPASS_TIMEOUT' : 'ERR_FDPASS_ABORTED'}, the sender's socket and duplicate are closed, its fd stays open`, async () => {
+        // It rejects with ERR_FDPASS_TIMEOUT or ERR_FDPASS_ABORTED; the caller's fd stays open.
+        it(`${type}: ${how} stops a send to a receiver that never reads; the sender closes what it opened`, async () => {
           const p = tmpPath(`${type}.sock`);
           let server: Awaited<ReturnType<typeof listen>> | undefined;
           let receiver: Channel | undefined;
@@ -148,7 +149,8 @@ describe('sendFd / recvFd on a socket path', () => {
       }
     }
 
-    it('two senders in two processes, accepted in one batch (4 rounds): one message, the other connection closed at once', async function () {
+    // The senders run in two processes.
+    it('two senders accepted in one batch (4 rounds): one message, the other connection closed at once', async function () {
       this.timeout(60000);
       for (let i = 0; i < 4; i++) await round(i, true);
     });

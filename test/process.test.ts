@@ -13,7 +13,8 @@ import { whoServes } from './helpers/http';
 import * as path from 'node:path';
 
 describe('between processes', () => {
-  it('a listening TCP socket moves to an unrelated process, both serve, then the receiver alone, no refused connection', async () => {
+  // Both serve, then the receiver alone.
+  it('a listening TCP socket moves to an unrelated process with no refused connection', async () => {
     const sock = tmpPath('handoff.sock');
     const server = http.createServer((_req, res) => {
       res.setHeader('connection', 'close');

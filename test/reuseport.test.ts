@@ -47,7 +47,8 @@ describe('SO_REUSEPORT', () => {
     await closeServer(s);
   });
 
-  it('listenReusePort without host listens on every address (dual-stack ::, or 0.0.0.0) and accepts 127.0.0.1', async () => {
+  // Dual-stack ::, or 0.0.0.0.
+  it('listenReusePort without host listens on every address and accepts 127.0.0.1', async () => {
     const s = await listenReusePort({ port: 0, server: greeter('any') });
     const info = sock(inspect(fdOf(s)));
     if (info.domain === 'inet6') assert.deepEqual(info.local, { family: 'IPv6', address: '::', port: portOf(s) });

@@ -51,7 +51,8 @@ describe('fdpass run when things fail', function () {
   this.timeout(60_000);
   afterEach(stopLeftovers);
 
-  it('fd store: FDSTORE=1 beyond what exec(2) can pass in LISTEN_FDNAMES is refused and logged; the next generation gets the rest', async function () {
+  // The limit is what fits in LISTEN_FDNAMES; the next generation gets the rest.
+  it('fd store: FDSTORE=1 beyond what exec(2) can pass is refused and logged', async function () {
     requires(this, python3Systemd());
     // Generation 1 stores 3 x 200 pipes, each batch under a 255-character name: 600 x 256 bytes of
     // LISTEN_FDNAMES, more than one environment string may hold (a spawn would fail with E2BIG).
@@ -96,7 +97,8 @@ describe('fdpass run when things fail', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('a spawn that throws (E2BIG: an environment at the kernel limit) is a start that failed, not a crash; fdpass run gives up at the start limit', async () => {
+  // E2BIG: an environment at the kernel limit; fdpass run gives up at the start limit.
+  it('a spawn that throws (E2BIG) is a failed start, not a crash', async () => {
     // fdpass run's own exec fits with 64 bytes to spare; a generation's (a shell and its script,
     // NOTIFY_SOCKET, LISTEN_*) does not.
     const argv = [process.execPath, CLI, 'run', '-l', '127.0.0.1:0', '--', 'true'];
@@ -119,7 +121,8 @@ describe('fdpass run when things fail', function () {
     assert.equal(code, 127, sup.stderr().slice(-2000));
   });
 
-  it('a spawn that fails asynchronously (EMFILE) in a reload is a rollback that fdpass reload reports; the next reload works', async () => {
+  // fdpass reload reports it; the next reload works.
+  it('a spawn that fails asynchronously (EMFILE) in a reload is a reported rollback', async () => {
     const control = tmpPath('ctl');
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP]);
     const { port } = await sup.expect<{ port: number }>('ready');
@@ -203,7 +206,8 @@ describe('fdpass run when things fail', function () {
     });
   }
 
-  it('--quiet keeps the lines the supervisor marks as failures, whatever their words: an unreachable NOTIFY_SOCKET above it is logged, a reload that worked is not', async () => {
+  // An unreachable NOTIFY_SOCKET above it is logged, a reload that worked is not.
+  it('--quiet keeps the lines marked as failures, whatever their words', async () => {
     const control = tmpPath('ctl');
     const sup = supervise(['--quiet', '-l', '127.0.0.1:0', '--control', control], [process.execPath, APP], {
       env: { ...process.env, NOTIFY_SOCKET: '/nonexistent/notify' },
@@ -216,7 +220,7 @@ describe('fdpass run when things fail', function () {
     assert.doesNotMatch(sup.stderr(), /supervising|started generation|is ready|reload|stopping/, sup.stderr());
   });
 
-  it('a command that is not found (127) is started 5 times, then fdpass run gives up and exits 127 with the reason', async () => {
+  it('a command that is not found is started 5 times, then fdpass run exits 127 with the reason', async () => {
     const sup = supervise(['-l', '127.0.0.1:0'], ['/nonexistent/command']);
     const { code } = await exitWithin(sup, 20_000, 'fdpass run of a missing command');
     assert.equal(code, 127);
@@ -227,7 +231,8 @@ describe('fdpass run when things fail', function () {
     );
   });
 
-  it('--start-limit-burst/--start-limit-interval: 2 starts in 1 s then exit (1 when the last exited 0); 0 disables; bad values are usage errors', async () => {
+  // It exits 1 when the last exited 0; 0 disables; bad values are usage errors.
+  it('--start-limit-burst/--start-limit-interval: 2 starts in 1 s, then fdpass run exits', async () => {
     const limited = supervise(['--start-limit-burst', '2', '--start-limit-interval', '1'], ['/bin/sh', '-c', 'exit 0']);
     assert.equal((await exitWithin(limited, 20_000, 'fdpass run --start-limit-burst 2')).code, 1);
     assert.equal((limited.stderr().match(/started generation/g) ?? []).length, 2, limited.stderr());
@@ -259,7 +264,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it('with no listener, a generation gets no LISTEN_* at all (as from systemd): libsystemd and fdpass listenFds() find no descriptors', async function () {
+  // As from systemd: libsystemd and fdpass listenFds() find no descriptors.
+  it('with no listener, a generation gets no LISTEN_* variable at all', async function () {
     requires(this, python3Systemd());
     const py = [
       'import json, os, signal, sys, time, systemd.daemon as d',
@@ -289,7 +295,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it("fdpass reload 0, a negative, huge or non-numeric-looking pid: a usage error (exit 2); the caller's process group gets no SIGHUP", async () => {
+  // 0, a negative, huge or non-numeric-looking pid; the caller's process group gets no SIGHUP.
+  it('fdpass reload of an impossible pid is a usage error (exit 2) and signals no one', async () => {
     // In a process group of its own, with a shell that reports a SIGHUP: kill(0) would reach both.
     const sh = watchJson(
       spawn('/bin/sh', ['-c', 'trap "echo got-SIGHUP" HUP; "$0" "$1" reload 0; echo "status $?"', process.execPath, CLI], {
@@ -314,7 +321,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it('fdpass reload PID: only an fdpass run is signalled; with --control it reports the outcome, without it says it cannot; no such pid fails', async () => {
+  // With --control it reports the outcome, without it says it cannot; no such pid fails.
+  it('fdpass reload PID signals only an fdpass run', async () => {
     // Not an fdpass run: not signalled (sleep would die of SIGHUP).
     const sleeper = spawnJson('sleep', ['30']);
     const other = await reloadCmd(String(sleeper.pid));

@@ -34,7 +34,7 @@ describe('fdpass run: the watchdog', function () {
     return env;
   }
 
-  it('--watchdog: a generation gets WATCHDOG_USEC with WATCHDOG_PID = its own pid, and keeps serving while it pings', async () => {
+  it('--watchdog: a generation gets its own WATCHDOG_USEC/WATCHDOG_PID and serves while it pings', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0.3'], [process.execPath, APP, 'watchdog'], { env: withoutSystemd() });
     const { port } = await sup.expect<{ port: number }>('ready');
     const dog = await sup.expect<Watchdog>('watchdog');
@@ -46,7 +46,7 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
-  it('--watchdog: a generation whose event loop hangs gets SIGABRT and is replaced; the listener stays open', async () => {
+  it('--watchdog: a hung generation gets SIGABRT and is replaced; the listener stays open', async () => {
     const plan = tmpPath('plan.json');
     files.push(plan);
     fs.writeFileSync(plan, JSON.stringify({ 1: 'watchdog-hang', 2: 'watchdog', 3: 'watchdog' }));
@@ -94,7 +94,8 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
-  it('under a NOTIFY_SOCKET with WATCHDOG_USEC: the supervisor pings WATCHDOG=1 itself; the generations are watched at that interval', async () => {
+  // The generations are watched at that interval.
+  it('under a NOTIFY_SOCKET with WATCHDOG_USEC the supervisor pings WATCHDOG=1 itself', async () => {
     const notifyPath = tmpPath('upstream.sock');
     files.push(notifyPath);
     const { upstream, got } = await upstreamNotifySocket(notifyPath);
@@ -135,7 +136,8 @@ describe('fdpass run: the watchdog', function () {
     }
   });
 
-  it('WATCHDOG=trigger (systemd-notify) from a generation, with no watchdog set: it gets SIGABRT and is replaced', async () => {
+  // Sent with systemd-notify.
+  it('WATCHDOG=trigger from a generation without a watchdog: SIGABRT, and it is replaced', async () => {
     const script = [
       'systemd-notify --ready',
       // Generation 1 asks for its own watchdog to fire; the next one just serves.

@@ -89,7 +89,8 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
-  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async function () {
+  // TCP over IPv4 and IPv6, Unix owner-only; LISTEN_PID is the child's.
+  it('hands TCP, Unix and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID', async function () {
     requires(this, ipv6Loopback());
     const sock = tmpPath('app.sock');
     const sup = supervise(
@@ -120,7 +121,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(fs.existsSync(sock), false, 'the socket file is removed on exit');
   });
 
-  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async function () {
+  // python3-systemd.
+  it('a Python server using only libsystemd survives 10 reloads under load, 0 failed requests', async function () {
     requires(this, python3Systemd());
     const control = tmpPath('ctl');
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], ['/usr/bin/python3', PY_APP]);
@@ -145,7 +147,7 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('a shell child that signals with systemd-notify --ready is ready; SIGTERM is forwarded and its status returned', async () => {
+  it('a shell child ready by systemd-notify --ready gets SIGTERM forwarded; its status is returned', async () => {
     const sup = supervise(
       ['-l', '127.0.0.1:0', '--ready-timeout', '20'],
       ['/bin/sh', '-c', 'systemd-notify --ready --status="shell up"; exec sleep 60'],
@@ -155,7 +157,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 128 + 15, 'sleep killed by the forwarded SIGTERM: 143, like a shell');
   });
 
-  it('10 reloads of a Node app under keep-alive and new-connection load: 0 errors, 0 non-2xx; the supervisor idles', async () => {
+  // Keep-alive and new-connection load.
+  it('10 reloads of a Node app under load: 0 errors, 0 non-2xx; the supervisor idles', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
     const { port } = await sup.expect<{ port: number }>('ready');
     const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
@@ -177,7 +180,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('kill -9 of the child under load: 0 refused connections (only its in-flight requests reset); the queued ones are served by the next child', async () => {
+  // Only its in-flight requests reset.
+  it('kill -9 of the child under load refuses no connection; the next child serves the queue', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
     const first = await sup.expect<{ port: number; pid: number }>('ready');
     const fresh = load(first.port, { workers: 4, keepAlive: false, maxSeconds: 60 });
@@ -222,7 +226,8 @@ describe('fdpass run (supervisor)', function () {
       outcome: /rolled back: generation 2 \(pid (\d+)\) was not ready within 1.5 s; generation 1 \(pid \d+\) keeps serving/,
     },
   ]) {
-    it(`a generation that ${what} is rolled back: the old one serves on, 0 errors, no zombie, the next reload works`, async () => {
+    // No zombie is left, and the next reload works.
+    it(`a generation that ${what} is rolled back; the old one serves on with 0 errors`, async () => {
       const control = tmpPath('ctl');
       const plan = tmpPath('plan.json');
       fs.writeFileSync(plan, JSON.stringify({ 2: step }));
@@ -295,7 +300,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('a NOTIFY_SOCKET datagram from another uid (nobody): refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation stays unready and serves', async function () {
+  // From nobody: refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation serves.
+  it('a NOTIFY_SOCKET datagram from another uid is refused or ignored; the generation stays unready', async function () {
     requires(this, root('running a sender as nobody'));
     const control = tmpPath('ctl');
     const sup = supervise(
@@ -351,7 +357,7 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('under a systemd above it: passes socket-activated listeners on by name, READY=1 with its own MAINPID, RELOADING=1 ... READY=1', async () => {
+  it('under systemd it passes activated listeners by name and notifies READY/RELOADING as MAINPID', async () => {
     const notifyPath = tmpPath('systemd-notify');
     const { upstream, got } = await upstreamNotifySocket(notifyPath);
     try {
@@ -407,7 +413,7 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
-  it('--overlap: the old generation serves next to the ready new one, and gets SIGTERM only once the overlap is over', async () => {
+  it('--overlap: the old generation serves beside the new one and gets SIGTERM after the overlap', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--overlap', '3'], [process.execPath, APP]);
     const first = await sup.expect<{ port: number; pid: number }>('ready');
     sup.proc.kill('SIGHUP');
@@ -434,7 +440,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('--overlap: a new generation that exits during the overlap is rolled back; the old one never got SIGTERM', async () => {
+  // The old one never got SIGTERM.
+  it('--overlap: a new generation that exits in the overlap is rolled back; the old one keeps running', async () => {
     const control = tmpPath('ctl');
     const plan = tmpPath('plan.json');
     fs.writeFileSync(plan, JSON.stringify({ 2: 'crash-after' })); // exits 1 right after READY=1
@@ -451,7 +458,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('SIGKILL of the supervisor: its generation gets the stop signal once (the lifeline), drains and lets go of the listener; the notify directory is removed', async () => {
+  // Through the lifeline; the generation drains; the notify directory is removed.
+  it('SIGKILL of the supervisor: its generation gets the stop signal once and lets go of the listener', async () => {
     const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
     fs.mkdirSync(tmp);
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP], { env: { ...process.env, TMPDIR: tmp } });
@@ -471,7 +479,8 @@ describe('fdpass run (supervisor)', function () {
     assert.deepEqual(fs.readdirSync(tmp), [], 'the lifeline removed the notify socket and its directory');
   });
 
-  it('a start that fails after the notify socket is bound (--control in a missing directory) exits 1 with the reason and removes the notify directory', async () => {
+  // --control in a missing directory; the reason is logged.
+  it('a start that fails after the notify socket is bound exits 1 and removes the notify directory', async () => {
     const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
     fs.mkdirSync(tmp);
     const control = tmpPath('no-such-dir/ctl');
@@ -483,7 +492,8 @@ describe('fdpass run (supervisor)', function () {
     assert.deepEqual(fs.readdirSync(tmp), [], 'no notify directory left');
   });
 
-  it('fd store: FDSTORE=1 fds (fdpass storeFds) go to the next generations by name, bounded by --fd-store-max; FDSTOREREMOVE=1 drops them', async () => {
+  // Stored with fdpass storeFds, bounded by --fd-store-max.
+  it('fd store: FDSTORE=1 fds go to the next generations by name; FDSTOREREMOVE=1 drops them', async () => {
     const control = tmpPath('ctl');
     const plan = tmpPath('plan.json');
     const state1 = tmpPath('state');
@@ -522,7 +532,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async function () {
+  // The default --fd-store-max is 0.
+  it('fd store: python3-systemd notify(fds=[...]) is refused and logged by default', async function () {
     requires(this, python3Systemd());
     const script = [
       'import json, os, signal, sys, time, systemd.daemon as d',

@@ -123,7 +123,8 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     }
   }
 
-  it("the docs' `fdpass run` unit: MainPID is fdpass run, 3 `systemctl reload`s under load fail no request, WatchdogSec=2 never fires in 7 s", async () => {
+  // MainPID is fdpass run; WatchdogSec=2 never fires in 7 s.
+  it("the docs' `fdpass run` unit: 3 `systemctl reload`s under load fail no request", async () => {
     sd = await bootSystemd();
     const port = await freePort();
     // The docs' unit and app as a user copies them: /srv/app is a project with fdpass installed
@@ -191,7 +192,8 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     await shutDown([]);
   });
 
-  it('WatchdogSec= over `fdpass run`: a generation that stops pinging is replaced and the unit stays; a stopped fdpass run is killed by systemd', async () => {
+  // A stopped fdpass run is killed by systemd.
+  it('WatchdogSec= over `fdpass run`: a generation that stops pinging is replaced, the unit stays', async () => {
     sd = await bootSystemd();
     const port = await freePort();
     const dir = sharedDir('watchdog');
@@ -272,7 +274,8 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     await shutDown(['fdpass-app-web.socket', 'fdpass-app-admin.socket']);
   });
 
-  it('Type=notify with the fd store: 5 restarts under load refuse no connection; each start gets "web" back', async () => {
+  // Each start gets "web" back.
+  it('Type=notify with the fd store: 5 restarts under load refuse no connection', async () => {
     sd = await bootSystemd();
     const port = await freePort();
     const report = reportFile('store');
@@ -331,7 +334,8 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     await shutDown([]);
   });
 
-  it('ExecReload=kill -HUP $MAINPID: 5 self-upgrades under load, 0 failed requests, MainPID follows; a failing successor changes nothing', async () => {
+  // MainPID follows; a failing successor changes nothing.
+  it('ExecReload=kill -HUP $MAINPID: 5 self-upgrades under load, 0 failed requests', async () => {
     sd = await bootSystemd();
     const port = await freePort();
     const report = reportFile('reload');

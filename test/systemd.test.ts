@@ -157,7 +157,8 @@ describe('systemd: notify', () => {
     }
   });
 
-  it('refuses a newline in a value, a bad field name, an empty state and empty fds (ERR_INVALID_ARG_VALUE), and sends nothing for them', async () => {
+  // A newline in a value, a bad field name, an empty state, empty fds.
+  it('refuses bad fields, states and fds with ERR_INVALID_ARG_VALUE and sends nothing for them', async () => {
     const { address, channel } = await notifySocket('path');
     try {
       const opts = { socket: address };
@@ -256,7 +257,8 @@ describe('systemd: the fd store datagrams', () => {
 });
 
 describe('systemd: listenFds in a child', () => {
-  it('adoptListenFds: a function serves several listeners of one name; one instance for two is refused and closes what it took', async () => {
+  // One instance for two is refused and closes what it took.
+  it('adoptListenFds: a function serves several listeners of one name', async () => {
     const a = await listenOriginal();
     const b = await listenOriginal();
     try {
@@ -288,7 +290,7 @@ describe('systemd: listenFds in a child', () => {
     }
   });
 
-  it('LISTEN_FDS over the descriptor limit (RLIMIT_NOFILE) throws ERR_FDPASS_SYSTEMD_ENV before allocating per descriptor', () => {
+  it('LISTEN_FDS over RLIMIT_NOFILE throws ERR_FDPASS_SYSTEMD_ENV before allocating per fd', () => {
     // In a child with a small heap: before, 2000000000 names were allocated until the heap ran out.
     const script =
       'try { require(process.argv[1]).systemd.listenFds(); console.log("took"); } ' +
@@ -330,7 +332,8 @@ describe('systemd: listenFds in a child', () => {
     }
   });
 
-  it('spawnActivated: a TCP listener, a UDP socket, a FIFO and a connected socket arrive by name; only the sockets that can be are wrapped', async () => {
+  // Only the sockets that can be are wrapped.
+  it('spawnActivated: a listener, a UDP socket, a FIFO and a connected socket arrive by name', async () => {
     const web = await listenOriginal();
     const udp = await bindUdp();
     const [r, w] = fifoFds();
@@ -425,7 +428,8 @@ describe('systemd: listenFds in a child', () => {
     }
   });
 
-  it('systemd-socket-activate -l … --fdname=web:admin starts an fdpass child on the first connection, which serves both by name', async () => {
+  // It starts the child on the first connection.
+  it('systemd-socket-activate --fdname=web:admin starts an fdpass child that serves both by name', async () => {
     const ports = [await freePort(), await freePort()];
     const app = spawnJson('systemd-socket-activate', [
       '-l',
@@ -599,7 +603,8 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   });
 
   for (const kind of ['path', 'abstract'] as const) {
-    it(`sd_notify from Python reaches the fdpass endpoint (${kind}): READY=1, STATUS=, FDSTORE=1 with a working fd`, async () => {
+    // READY=1, STATUS= and FDSTORE=1 with a working fd.
+    it(`sd_notify from Python reaches the fdpass endpoint (${kind})`, async () => {
       const { address, channel } = await notifySocket(kind);
       try {
         const token = randomBytes(6).toString('hex');
