@@ -6,7 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { socketPair } from 'fdpass';
-import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
+import { exitWithin, runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 import { sleep } from './helpers/wait';
 
@@ -16,18 +16,6 @@ const sourceFixtures = path.join(repoRoot, 'test', 'fixtures');
 
 /** Signs of a native crash in a child's stderr. */
 const CRASH = /FATAL ERROR|Aborted|Assertion|Segmentation fault|core dumped|Native stack trace/;
-
-/** Resolves with the child's exit, or fails the test if it is still running after `ms`. */
-async function exitsWithin(child: Fixture, ms: number, why: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  const r = await Promise.race([child.exited, timeout]);
-  clearTimeout(timer);
-  if (r === 'timeout') assert.fail(`child ${child.pid} still running after ${ms} ms: ${why}. stderr:\n${child.stderr()}`);
-  return r;
-}
 
 /** Every line a child printed, until its stdout ends. */
 async function allLines(child: Fixture): Promise<Array<Record<string, unknown>>> {
@@ -74,7 +62,7 @@ describe('lifecycle', () => {
       const child = runFixture('lifecycle-child', ['unref', tmpPath('unref.sock')], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
       await theirs.close(); // the child has its own copy as fd 3
       await child.expect('waiting');
-      const exit = await exitsWithin(child, 5000, "unref()'d channels kept it alive");
+      const exit = await exitWithin(child, 5000, "unref()'d channels kept it alive");
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.equal(child.stderr(), '');
       // Our end stayed open and silent all along; the child's end closed when it exited.
@@ -88,7 +76,7 @@ describe('lifecycle', () => {
       // when JavaScript can no longer be called.
       const child = runFixture('lifecycle-child', ['unref-pending']);
       await child.expect('waiting');
-      const exit = await exitsWithin(child, 5000, "an unref()'d channel kept it alive");
+      const exit = await exitWithin(child, 5000, "an unref()'d channel kept it alive");
       assert.doesNotMatch(child.stderr(), CRASH, `the child crashed at exit:\n${child.stderr()}`);
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.equal(child.stderr(), '');
@@ -106,7 +94,7 @@ describe('lifecycle', () => {
       const ended = await child.expect<{ outcome: string; closed: boolean }>('ended');
       assert.equal(ended.outcome, 'ERR_FDPASS_CLOSED');
       assert.equal(ended.closed, true);
-      assert.deepEqual(await exitsWithin(child, 5000, 'its channel saw EOF'), { code: 0, signal: null });
+      assert.deepEqual(await exitWithin(child, 5000, 'its channel saw EOF'), { code: 0, signal: null });
       assert.equal(child.stderr(), '');
     });
   });

@@ -4,31 +4,17 @@ import * as assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fixturesDir, processState, spawnJson, watchJson, type Fixture } from './helpers/children';
+import { exitWithin, processState, spawnJson, watchJson } from './helpers/children';
 import { get } from './helpers/http';
 import { NOBODY } from './helpers/foreign';
 import { python3Systemd, requires, root } from './helpers/requires';
-import { CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
+import { APP, CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
 import { tmpPath } from './helpers/tmp';
 
-const APP = path.join(fixturesDir, 'supervised-app.js');
 const INDEX = path.join(__dirname, '..', '..', 'dist', 'index.js');
 
 /** Linux's MAX_ARG_STRLEN: one environment string, NUL included (4 KiB pages). */
 const MAX_ARG_STRLEN = 131_072;
-
-/** The process's exit, or a failure naming `what` after `ms`. */
-async function exitWithin(f: Fixture, ms: number, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} still running after ${ms} ms:\n${f.stderr().slice(-3000)}`)), ms);
-  });
-  try {
-    return await Promise.race([f.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function softNofile(pid: number): string {
   return /^Max open files\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'latin1'))![1]!;

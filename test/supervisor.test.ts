@@ -5,7 +5,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { processState as state, spawnJson } from './helpers/children';
 import { holdsFile, openFds } from './helpers/fds';
-import { get, load, type LoadResult } from './helpers/http';
+import { get, load, noErrors } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { ipv6Loopback, python3Systemd, requires, root, unshare } from './helpers/requires';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
@@ -39,11 +39,6 @@ function children(ppid: number): Array<{ pid: number; state: string; comm: strin
 function cpuTicks(pid: number): number {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]); // utime + stime
-}
-
-function noErrors(r: LoadResult, what: string): void {
-  assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests`);
-  assert.ok(r.ok > 0, `${what}: no request was served`);
 }
 
 describe('fdpass run (supervisor)', function () {
@@ -341,22 +336,6 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('--watch: a file change reloads the same way, with no failed request', async () => {
-    const dir = tmpPath('src');
-    fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'app.js'), '1');
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-delay', '100'], [process.execPath, APP]);
-    const { port } = await sup.expect<{ port: number }>('ready');
-    const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
-    fs.writeFileSync(path.join(dir, 'app.js'), '2');
-    await logged(sup, /reload \(--watch: .*app\.js changed\)/);
-    await logged(sup, /reload done: generation 2/);
-    const r = await fresh.stop();
-    noErrors(r, 'new connections');
-    assert.match(await get(port), /^2 /);
-    assert.equal(await stop(sup), 0);
-  });
-
   it('under systemd it passes activated listeners by name and notifies READY/RELOADING as MAINPID', async () => {
     const notifyPath = tmpPath('systemd-notify');
     const { upstream, got } = await upstreamNotifySocket(notifyPath);
@@ -564,32 +543,6 @@ describe('fdpass run (supervisor)', function () {
     assert.deepEqual(await off.expect('py'), { event: 'py', names: 'http', got: [] });
     await logged(off, /reload done/);
     assert.equal(await stop(off), 0);
-  });
-
-  it('--watch-ignore: changes matching a glob (and under node_modules, .git) do not reload; others do', async () => {
-    const dir = tmpPath('src');
-    for (const d of ['gen', 'node_modules', '.git']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'app.js'), '1');
-    const sup = supervise(
-      ['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'],
-      [process.execPath, APP],
-    );
-    const first = await sup.expect<{ pid: number; port: number }>('ready');
-    for (const f of ['server.log', 'gen/out.js', 'node_modules/dep.js', '.git/index']) fs.writeFileSync(path.join(dir, f), 'x');
-    // A change that is not ignored reloads within --watch-delay of its event; give the ignored ones
-    // ten times that, then make one that counts.
-    await new Promise((r) => setTimeout(r, 1000));
-    assert.doesNotMatch(sup.stderr(), /reload \(/, 'an ignored change reloaded');
-    // No generation was started, and the first one serves on.
-    assert.deepEqual(await sup.next(50).catch(() => 'nothing'), 'nothing', 'a generation said something after an ignored change');
-    assert.equal(await get(first.port), `1 ${first.pid}`);
-    assert.equal(state(first.pid) !== undefined && state(first.pid) !== 'Z', true, 'generation 1 was stopped');
-    fs.writeFileSync(path.join(dir, 'app.js'), '2');
-    await logged(sup, /reload done: generation 2/);
-    assert.match(await get(first.port), /^2 /);
-    assert.equal((sup.stderr().match(/reload \(--watch/g) ?? []).length, 1, sup.stderr());
-    assert.match(sup.stderr(), /reload \(--watch: .*app\.js changed\)/);
-    assert.equal(await stop(sup), 0);
   });
 
   it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {

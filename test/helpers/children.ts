@@ -158,3 +158,23 @@ export async function exitedCleanly(child: Fixture): Promise<void> {
   const { code, signal } = await child.exited;
   assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
 }
+
+/** The child's exit; fails naming `what` (with the end of its stderr) if it still runs after `ms`. */
+export async function exitWithin(
+  child: Fixture,
+  ms: number,
+  what: string,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: child ${child.pid} still running after ${ms} ms:\n${child.stderr().slice(-3000)}`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([child.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
