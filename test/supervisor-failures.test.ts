@@ -1,5 +1,6 @@
-// `fdpass run` when things fail around it: spawns that fail (E2BIG, EMFILE), an fd store too big to
-// pass on, a log reader that went away, a command that cannot run, `fdpass reload` with a bad pid.
+// `fdpass run` when things fail around it: spawns that fail (E2BIG, EMFILE), a log reader that went
+// away, a command that cannot run, `fdpass reload` with a bad pid. (An fd store too big to pass on:
+// supervisor-fd-store.test.ts.)
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,9 +13,6 @@ import { APP, CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './h
 import { tmpPath } from './helpers/tmp';
 
 const INDEX = path.join(__dirname, '..', '..', 'dist', 'index.js');
-
-/** Linux's MAX_ARG_STRLEN: one environment string, NUL included (4 KiB pages). */
-const MAX_ARG_STRLEN = 131_072;
 
 function softNofile(pid: number): string {
   return /^Max open files\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'latin1'))![1]!;
@@ -36,52 +34,6 @@ function argMax(): number {
 describe('fdpass run when things fail', function () {
   this.timeout(60_000);
   afterEach(stopLeftovers);
-
-  // The limit is what fits in LISTEN_FDNAMES; the next generation gets the rest.
-  it('fd store: FDSTORE=1 beyond what exec(2) can pass is refused and logged', async function () {
-    requires(this, python3Systemd());
-    // Generation 1 stores 3 x 200 pipes, each batch under a 255-character name: 600 x 256 bytes of
-    // LISTEN_FDNAMES, more than one environment string may hold (a spawn would fail with E2BIG).
-    const script = [
-      'import json, os, signal, sys, time, systemd.daemon as d',
-      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))',
-      "gen = os.environ['FDPASS_GENERATION']",
-      "names = os.environ.get('LISTEN_FDNAMES', '')",
-      "print(json.dumps({'event': 'started', 'gen': gen, 'names': names, 'fds': len(d.listen_fds())}), flush=True)",
-      "if gen == '1':",
-      "    for c in 'abc':",
-      '        fds = []',
-      '        for i in range(200):',
-      '            r, w = os.pipe()',
-      '            os.close(w)',
-      '            fds.append(r)',
-      "        d.notify('FDSTORE=1\\nFDNAME=' + c * 255, fds=fds)",
-      '        for f in fds: os.close(f)',
-      "d.notify('READY=1')",
-      'time.sleep(60)',
-    ].join('\n');
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--fd-store-max', '4096'], ['/usr/bin/python3', '-c', script]);
-    await sup.expect('started');
-    await logged(sup, /generation 1 \(pid \d+\) is ready/);
-    assert.match(sup.stderr(), /stored 200 fd\(s\) named 'a{255}' \(fd store: 200 of 4096\)\n/);
-    assert.match(sup.stderr(), /stored 200 fd\(s\) named 'b{255}' \(fd store: 400 of 4096\)\n/);
-    const m =
-      /stored (\d+) fd\(s\) named 'c{255}' \(fd store: (\d+) of 4096\); (\d+) refused: exec\(2\) could not pass them to the next generation \(room for \d+ bytes of names in LISTEN_FDNAMES\)/.exec(
-        sup.stderr(),
-      );
-    assert.ok(m, sup.stderr().slice(-2000));
-    const [kept, total, refused] = [Number(m[1]), Number(m[2]), Number(m[3])];
-    assert.equal(kept + refused, 200);
-    sup.proc.kill('SIGHUP');
-    const g2 = await sup.expect<{ gen: string; names: string; fds: number }>('started');
-    assert.equal(g2.gen, '2');
-    assert.equal(g2.fds, 1 + total);
-    const bytes = Buffer.byteLength(`LISTEN_FDNAMES=${g2.names}`) + 1;
-    assert.ok(bytes <= MAX_ARG_STRLEN, `LISTEN_FDNAMES takes ${bytes} bytes`);
-    assert.ok(bytes + 256 > MAX_ARG_STRLEN, `room for another name was refused (${bytes} bytes)`);
-    await logged(sup, /reload done: generation 2/);
-    assert.equal(await stop(sup), 0);
-  });
 
   // E2BIG: an environment at the kernel limit; fdpass run gives up at the start limit.
   it('a spawn that throws (E2BIG) is a failed start, not a crash', async () => {
