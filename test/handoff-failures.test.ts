@@ -21,7 +21,7 @@ import {
 } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
-import { closeServer, listenTcp } from './helpers/sockets';
+import { closeServer, greeter, listenTcp } from './helpers/sockets';
 import { sleep, waitFor } from './helpers/wait';
 import { docScenario } from './helpers/docs';
 import { get, load } from './helpers/http';
@@ -39,10 +39,7 @@ async function stop(child: Fixture): Promise<void> {
 
 /** A TCP listener on 127.0.0.1 that answers every connection with 'in-process'. */
 function listenLocal(): Promise<net.Server> {
-  return listenTcp(
-    '127.0.0.1',
-    net.createServer((c) => c.end('in-process')),
-  );
+  return listenTcp('127.0.0.1', greeter('in-process'));
 }
 
 // The kernel's drop counter of the UDP socket bound to 127.0.0.1:port (/proc/net/udp, last column).

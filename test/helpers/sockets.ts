@@ -236,3 +236,17 @@ export async function closePair(a: Channel, b: Channel): Promise<void> {
 export function nextConnection(server: ChannelServer): Promise<Channel> {
   return new Promise((resolve) => server.once('connection', resolve));
 }
+
+/** Sends one UDP datagram to 127.0.0.1:port and resolves with the answer. */
+export async function udpAsk(port: number, what: string): Promise<string> {
+  const s = dgram.createSocket('udp4');
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      s.once('message', (m) => resolve(m.toString()));
+      s.once('error', reject);
+      s.send(what, port, '127.0.0.1');
+    });
+  } finally {
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}

@@ -38,3 +38,16 @@ export async function waitForValue<T>(what: string, get: () => T | undefined, ms
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Retries fn until it resolves (ECONNREFUSED while the other side is still binding), bounded. */
+export async function retryRefused<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
