@@ -153,7 +153,7 @@ describe('errors: argument checks', () => {
     ];
 
     for (const bv of badValues) {
-      it(`an fd that is ${bv.label} is a ${bv.cls.name} ${bv.code} from every function, before any syscall`, async () => {
+      it(`an fd that is ${bv.label} is a ${bv.cls.name} ${bv.code} everywhere, before any syscall`, async () => {
         const [a, b] = socketPair();
         const before = openFds();
         for (const op of fdOps(a)) {

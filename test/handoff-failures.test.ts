@@ -376,7 +376,8 @@ describe('hand-off with malformed or odd peers', () => {
     ["an 'ack' where listeners belong", (fds) => ({ data: msg({ type: 'ack' }), fds })],
   ];
   for (const [name, make] of cases) {
-    it(`take() refuses ${name} with ERR_FDPASS_HANDOFF_PROTOCOL and closes every fd it carried`, async () => {
+    // Refused with ERR_FDPASS_HANDOFF_PROTOCOL.
+    it(`take() refuses ${name}, closing every fd it carried`, async () => {
       const control = tmpPath('control.sock');
       const a = await listenLocal();
       const b = await listenLocal();

@@ -297,8 +297,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       ["'ready' before any hello", /expected 'hello', got 'ready'/, () => Buffer.from(wire({ type: 'ready' }))],
     ];
     for (const [label, message, first] of firsts) {
-      // The old process serves on and hands off to the next taker.
-      it(`${label}, carrying 3 fds: the taker gets ERR_FDPASS_HANDOFF_PROTOCOL, the fds are closed`, async () => {
+      // The taker gets ERR_FDPASS_HANDOFF_PROTOCOL; the old process serves on and hands off to the next taker.
+      it(`${label} with 3 fds is refused, the fds closed`, async () => {
         const marker = markerFile();
         const control = tmpPath('control.sock');
         const { old, port } = await oldProcess(control);
@@ -352,8 +352,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       ["a second hello where 'ready' belongs", /expected 'ready', got 'hello'/, () => Buffer.from(wire({ type: 'hello' }))],
     ];
     for (const [label, message, last] of lasts) {
-      // The old process serves on and hands off to the next taker.
-      it(`${label}, carrying 2 fds, after the offer: rollback with ERR_FDPASS_HANDOFF_PROTOCOL, fds closed`, async () => {
+      // A rollback with ERR_FDPASS_HANDOFF_PROTOCOL; the old process serves on and hands off to the next taker.
+      it(`${label} with 2 fds after the offer: a rollback, the fds closed`, async () => {
         const marker = markerFile();
         const control = tmpPath('control.sock');
         const { old, port } = await oldProcess(control);
@@ -449,14 +449,15 @@ describe('hostile peers (same uid, raw sockets)', () => {
 
     const replies: Array<[string, RegExp, (entries: string) => Buffer]> = [
       [
-        'a listeners batch larger than the receive buffer (MSG_TRUNC)',
+        'a listeners batch over the receive buffer (MSG_TRUNC)',
         /larger than the 64 KiB receive buffer \(MSG_TRUNC\)/,
         (entries) => Buffer.from(`${entries.slice(0, -1)},"pad":"${'x'.repeat(100 * 1024)}"}`),
       ],
       ['a listeners batch cut mid-way', /not a JSON object/, (entries) => Buffer.from(entries.slice(0, entries.length - 12))],
     ];
     for (const [label, message, make] of replies) {
-      it(`${label} carrying 2 listeners: take() rejects with ERR_FDPASS_HANDOFF_PROTOCOL and closes both fds`, async () => {
+      // take() rejects with ERR_FDPASS_HANDOFF_PROTOCOL.
+      it(`${label} (2 listeners): take() rejects, both fds closed`, async () => {
         const control = tmpPath('control.sock');
         const a = await listenLocal();
         const b = await listenLocal();

@@ -220,9 +220,9 @@ describe('lifecycle: Worker threads', () => {
   });
 
   for (const end of ['return', 'exit', 'terminate'] as const) {
-    const how = { return: 'returns (its loop runs dry)', exit: 'calls process.exit(0)', terminate: 'is terminated' }[end];
-    // All 5 were read into JS.
-    it(`a Worker that takes 1 of 5 fd-carrying messages and ${how}: the other 4 fds are closed`, async () => {
+    const how = { return: 'returns', exit: 'calls process.exit(0)', terminate: 'is terminated' }[end];
+    // All 5 were read into JS. 'returns': its event loop runs dry.
+    it(`a Worker that took 1 of 5 fd-carrying messages and ${how}: the other 4 are closed`, async () => {
       const before = openFds();
       const [mine, forWorker] = socketPair();
       const fd = dupFd(forWorker.fd);
@@ -480,11 +480,13 @@ describe('lifecycle: Worker threads', () => {
   // These two run the Workers in a child process: if a Worker's teardown aborts, the whole process
   // goes down, and that must be this test's failure rather than the end of the test run.
   for (const [mode, what] of [
-    ['busy', 'terminate() while poll callbacks are firing (a ping-pong between two channels)'],
-    ['busy-exit', "process.exit(0) from a Worker's poll callback while a ping-pong runs"],
-    ['unref-pending', "a Worker ends on its own while an unref()'d channel has an unread message carrying an fd"],
+    ['busy', 'terminate() while poll callbacks fire'],
+    ['busy-exit', "process.exit(0) from a Worker's poll callback"],
+    ['unref-pending', "a Worker ending with an unref()'d channel's fd message unread"],
   ] as const) {
-    it(`${what}: no abort, every Worker ends, the host's fds return to baseline (20 in sequence, 20 at once)`, async function () {
+    // Each 20 Workers in sequence, then 20 at once; 'busy' and 'busy-exit' under a ping-pong between two
+    // channels. Every Worker must end.
+    it(`${what}: no abort, host fds back to baseline`, async function () {
       this.timeout(90000);
       leavesSocketFiles(
         /^(seq|par)-\d+\.sock$/,

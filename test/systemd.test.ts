@@ -59,7 +59,8 @@ async function withNotifySocket<T>(value: string | undefined, fn: () => Promise<
 
 describe('systemd: notify', () => {
   for (const kind of ['path', 'abstract'] as const) {
-    it(`sends exact datagrams to a ${kind} NOTIFY_SOCKET: READY=1, MAINPID=, STATUS=, several fields at once`, async () => {
+    // READY=1, MAINPID=, STATUS=, several fields at once.
+    it(`sends exact datagrams to a ${kind} NOTIFY_SOCKET`, async () => {
       const { address, channel } = await notifySocket(kind);
       try {
         await withNotifySocket(address, async () => {
