@@ -10,6 +10,8 @@ import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise,
 import { get, load, type LoadResult } from './helpers/http';
 import { python3Systemd, requires } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
+import { upstreamNotifySocket } from './helpers/upstream-notify';
+import { waitFor } from './helpers/wait';
 import { freePort } from './helpers/net';
 
 const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
@@ -430,6 +432,31 @@ describe('fdpass run --workers', function () {
       assert.equal(await stop(sup), 0);
     } finally {
       fs.rmSync(plan, { force: true });
+    }
+  });
+
+  it('under a systemd (its NOTIFY_SOCKET): MAINPID is fdpass run, STATUS= counts the serving workers', async () => {
+    const notifyPath = tmpPath('notify');
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
+    try {
+      const sup = supervise(['-n', '2', '-l', 'http=127.0.0.1:0'], [process.execPath, APP], {
+        env: { ...process.env, NOTIFY_SOCKET: notifyPath },
+      });
+      await waitFor('READY=1 upstream', () => got.some((n) => n.text.includes('READY=1')));
+      const ready = got.find((n) => n.text.includes('READY=1'))!;
+      assert.equal(ready.pid, sup.pid);
+      assert.match(ready.text, new RegExp(`^MAINPID=${sup.pid}$`, 'm'));
+      assert.match(ready.text, /^STATUS=generation 1: 2 of 2 workers serving$/m);
+      const victim = workersOf(sup.pid).find((w) => w.worker === 0)!;
+      process.kill(victim.pid, 'SIGKILL');
+      await waitFor('the worker count upstream', () => got.some((n) => /^STATUS=generation 1: 1 of 2 workers serving$/m.test(n.text)));
+      await waitFor('the restart upstream', () =>
+        got.some((n) => /^STATUS=generation 1: 2 of 2 workers serving \(after a restart\)$/m.test(n.text)),
+      );
+      assert.match(sup.stderr(), /restarting now \(restart 1 of worker 0\)/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      upstream.close();
     }
   });
 });

@@ -245,6 +245,7 @@ describe('fdpass run (supervisor)', function () {
       assert.match(await get(port), /^1 /, 'generation 1 still serves');
       const r3 = await reloadOut(control); // the next good reload goes through
       assert.equal(r3.code, 0, r3.out);
+      await logged(sup, /generation 1 \(pid \d+\) exited with code 0 after SIGTERM \(stopped\)/); // until then it may still accept
       assert.match(await get(port), /^3 /);
       assert.equal(await stop(sup), 0);
     });

@@ -326,7 +326,11 @@ export class Supervisor {
       return;
     }
     const others = gen.size > 1 ? `, the other workers serve` : '';
-    this.#log(`${what}; the listeners stay open${others}, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`, 'failure');
+    const nth = gen.restartCounts[w.slot]! + 1;
+    this.#log(
+      `${what}; the listeners stay open${others}, restarting ${delay === 0 ? 'now' : `in ${delay} ms`} (restart ${nth} of ${gen.size > 1 ? `worker ${w.slot}` : 'the generation'})`,
+      'failure',
+    );
     this.#restartSlot(gen, w.slot, delay);
   }
 
