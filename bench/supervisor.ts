@@ -77,12 +77,16 @@ async function deploy(method: string, port: number, dir: string): Promise<Restar
     const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...options, '--', process.execPath, APP], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
+    let log = ''; // its last lines, for an error
+    sup.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-3000)));
     await line(sup.stderr!, method === 'fdpass-run-2w' ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/);
     return {
       async restart() {
         const done = line(sup.stderr!, /reload done/);
         sup.kill('SIGHUP');
-        await done;
+        await done.catch((err: Error) => {
+          throw new Error(`${err.message}; fdpass run's log ends:\n${log}`);
+        });
       },
       async stop() {
         sup.kill('SIGTERM');
