@@ -1,9 +1,11 @@
 // `fdpass run --workers N`: N processes per generation, reloads that replace all of them or none,
 // a crashed worker restarted in its slot, `fdpass status`.
 import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { type Channel, listen } from 'fdpass';
 import { spawnJson } from './helpers/children';
 import { docScenario } from './helpers/docs';
 import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
@@ -68,7 +70,8 @@ async function status(...args: string[]): Promise<{ code: number | null; stdout:
   const c = spawnJson(process.execPath, [CLI, 'status', ...args]);
   let stdout = '';
   c.proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  const { code } = await c.exited;
+  // 'exit' can come before the last of a long output is read.
+  const [{ code }] = await Promise.all([c.exited, once(c.proc.stdout!, 'close')]);
   return { code, stdout, stderr: c.stderr() };
 }
 
@@ -297,6 +300,56 @@ describe('fdpass run --workers', function () {
     assert.equal((await sup.exited).code, 7, sup.stderr());
     assert.match(sup.stderr(), /generation 1 worker 1 \(pid \d+\) exited with code 7 before it was ready; giving up: 2 starts within 10 s/);
     assert.match(sup.stderr(), /start limit hit: stopping\n.*generation 1 worker 0 \(pid \d+\) .* after SIGTERM \(stopped\)\n$/);
+  });
+
+  it('fdpass status reads a status larger than a default message (hundreds of workers)', async () => {
+    const control = tmpPath('ctl');
+    // A control socket that answers as a supervisor of 1024 workers would during a reload.
+    const worker = (slot: number) => ({
+      slot,
+      pid: 100_000 + slot,
+      state: 'ready',
+      uptimeMs: 1_234_567,
+      restarts: 0,
+      rssBytes: 52_428_800,
+      cpuMs: 1234,
+    });
+    const answer = {
+      pid: process.pid,
+      command: ['app'],
+      uptimeMs: 1000,
+      rssBytes: 50_000_000,
+      workers: 1024,
+      listeners: [{ name: 'http', address: 'tcp:127.0.0.1:8080' }],
+      generations: [
+        { id: 2, role: 'serving', workers: Array.from({ length: 1024 }, (_, i) => worker(i)) },
+        { id: 3, role: 'reload', workers: Array.from({ length: 512 }, (_, i) => worker(i)) },
+      ],
+      lastReload: null,
+    };
+    const data = Buffer.from(JSON.stringify(answer));
+    assert.ok(data.length > 64 * 1024, `${data.length} bytes`);
+    const server = await listen(control, { type: 'seqpacket' });
+    server.on('connection', (ch: Channel) => {
+      ch.once('message', () => void ch.send({ data }).finally(() => ch.close()));
+    });
+    try {
+      const r = await status(control, '--json');
+      assert.equal(r.code, 0, r.stderr);
+      const s = JSON.parse(r.stdout) as typeof answer;
+      assert.deepEqual(
+        s.generations.map((g) => [g.id, g.workers.length]),
+        [
+          [2, 1024],
+          [3, 512],
+        ],
+      );
+      const table = await status(control);
+      assert.equal(table.code, 0, table.stderr);
+      assert.equal(table.stdout.split('\n').filter((l) => /^[23] +(serving|reload) /.test(l)).length, 1536);
+    } finally {
+      await server.close();
+    }
   });
 
   for (const sockets of ['shared', 'per-worker']) {
