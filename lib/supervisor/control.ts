@@ -49,8 +49,12 @@ export function requestStatus(target: string): Promise<SupervisorStatus | undefi
   return request<SupervisorStatus>(target, 'status');
 }
 
+// A status grows with the workers (about 100 bytes each, two generations during a reload): past a
+// default message at a few hundred. The kernel's send buffer bounds what the supervisor can send.
+const MAX_ANSWER = 4 * 1024 * 1024;
+
 async function request<T>(target: string, command: string): Promise<T | undefined> {
-  const ch = await connect(target, { type: 'seqpacket' });
+  const ch = await connect(target, { type: 'seqpacket', maxMessageSize: MAX_ANSWER });
   try {
     await ch.send({ data: Buffer.from(command) });
     for await (const m of ch) return JSON.parse(m.data.toString('utf8')) as T;
