@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type Channel, listen } from 'fdpass';
+import { type Channel, connect, listen } from 'fdpass';
 import { spawnJson } from './helpers/children';
 import { docScenario } from './helpers/docs';
 import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
@@ -622,6 +622,52 @@ describe('fdpass run --workers', function () {
       assert.equal(await stop(sup), 0);
     } finally {
       upstream.close();
+    }
+  });
+
+  it('--sockets per-worker on a port another instance holds fails with EADDRINUSE, not a shared group', async () => {
+    const first = supervise(['-n', '2', '--sockets', 'per-worker', '-l', '127.0.0.1:0'], [process.execPath, APP]);
+    await logged(first, /is ready/, 2);
+    const port = /tcp:127\.0\.0\.1:(\d+)/.exec(first.stderr())![1]!;
+    const second = spawnJson(process.execPath, [CLI, 'run', '-n', '2', '--sockets', 'per-worker', '-l', `127.0.0.1:${port}`, '--', 'true']);
+    assert.equal((await second.exited).code, 1);
+    assert.match(second.stderr(), new RegExp(`bind EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}`));
+    assert.equal(await stop(first), 0);
+  });
+
+  it('a control connection that never sends a command is closed after 10 s', async function () {
+    this.timeout(30_000);
+    const control = tmpPath('ctl');
+    const sup = supervise(['-l', '127.0.0.1:0', '--control', control], [process.execPath, APP]);
+    await sup.expect('ready');
+    const ch = await connect(control, { type: 'seqpacket' });
+    const t0 = Date.now();
+    const ended = once(ch, 'end');
+    ch.on('message', () => {}); // reading: the peer's close shows as 'end'
+    await ended;
+    assert.ok(Date.now() - t0 >= 9_000, 'not before the timeout');
+    ch.destroy();
+    assert.equal(await stop(sup), 0);
+  });
+
+  it("a refused reload request does not replace the last reload's outcome in fdpass status", async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ 2: 'slow-ready' }));
+    try {
+      const sup = supervise(['-l', '127.0.0.1:0', '--control', control], [process.execPath, APP, `plan:${plan}`]);
+      await sup.expect('ready');
+      const first = reloadCmd(control);
+      await logged(sup, /started generation 2/);
+      const refused = await reloadCmd(control);
+      assert.equal(refused.code, 1);
+      assert.equal((await first).code, 0);
+      const s = JSON.parse((await status(control, '--json')).stdout) as { lastReload: { ok: boolean; message: string } };
+      assert.equal(s.lastReload.ok, true, s.lastReload.message);
+      assert.match(s.lastReload.message, /^generation 2 \(pid \d+\) serving/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
     }
   });
 });

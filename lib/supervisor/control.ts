@@ -17,12 +17,22 @@ export interface ControlHandlers {
   status(): SupervisorStatus;
 }
 
+const COMMAND_TIMEOUT_MS = 10_000;
+
 /** Listens on `path`; each connection's one command is answered by its handler. */
 export async function serveControl(path: string, on: ControlHandlers, log: Log): Promise<ChannelServer> {
   const server = await listen(path, { type: 'seqpacket' });
   server.on('connection', (ch: Channel) => {
-    ch.on('error', () => {});
+    // A client that never sends its command, or sends one too big to read, is not kept waiting
+    // (nor is its descriptor kept) forever.
+    const idle = setTimeout(() => ch.close(), COMMAND_TIMEOUT_MS);
+    idle.unref();
+    ch.on('error', () => {
+      clearTimeout(idle);
+      ch.close();
+    });
     ch.once('message', (m) => {
+      clearTimeout(idle);
       const cmd = m.data.toString('utf8').trim();
       const reply = (r: ReloadResult | SupervisorStatus): void => {
         ch.send({ data: Buffer.from(JSON.stringify(r)) }).then(

@@ -53,6 +53,8 @@ export class Supervisor {
   #everReady = false;
   readonly #startedAt = Date.now();
   #lastReload: ReloadOutcome | undefined;
+  /** The answers of refused reload requests. */
+  readonly #refused = new WeakSet<ReloadResult>();
   /** A worker of the serving generation has exited unasked. */
   #crashSeen = false;
   /** The exit of the worker whose slot hit the start limit: the supervisor gave up. */
@@ -367,7 +369,8 @@ export class Supervisor {
   /** Starts the next generation; resolves once it is serving, or rolled back, or refused. */
   async reload(source: string): Promise<ReloadResult> {
     const result = await this.#reload(source);
-    this.#lastReload = { at: Date.now(), source, ...result };
+    // A refused request is not a reload: the last one that ran stays reported.
+    if (!this.#refused.has(result)) this.#lastReload = { at: Date.now(), source, ...result };
     return result;
   }
 
@@ -469,7 +472,9 @@ export class Supervisor {
 
   #refuse(source: string, why: string): ReloadResult {
     this.#log(`reload (${source}) refused: ${why}`, 'failure');
-    return { ok: false, message: `refused: ${why}` };
+    const result = { ok: false, message: `refused: ${why}` };
+    this.#refused.add(result);
+    return result;
   }
 
   /** What `fdpass status` prints: generations, their workers, the listeners, the last reload. */
@@ -490,6 +495,8 @@ export class Supervisor {
       listeners: this.#o.listeners.map((l) => ({ name: l.name, address: l.describe })),
       generations,
       lastReload: this.#lastReload ?? null,
+      stopping: this.#shuttingDown,
+      reloadWaiting: this.#waiting,
     };
   }
 

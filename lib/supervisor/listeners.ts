@@ -59,7 +59,7 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
   const family = net.isIPv6(spec.host.split('%')[0]!) ? constants.AF_INET6 : constants.AF_INET;
   const type = spec.proto === 'tcp' ? constants.SOCK_STREAM : constants.SOCK_DGRAM;
   const reusePort = opts.slots > 1;
-  const bind = (port: number): number =>
+  const bind = (port: number, reuse = reusePort): number =>
     withContext(
       // v6only 1 for an IPv6 address: [::]:80 and 0.0.0.0:80 can then both be listed.
       () =>
@@ -70,10 +70,13 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
           port,
           spec.proto === 'tcp' ? opts.backlog : -1,
           family === constants.AF_INET6 ? 1 : -1,
-          reusePort,
+          reuse,
         ),
       { address: spec.host, port },
     );
+  // SO_REUSEPORT would join a group another process of this user already has on that port (another
+  // instance, old code) and split its connections with it: a plain bind first fails with EADDRINUSE.
+  if (reusePort && spec.port !== 0) closeQuietly([bind(spec.port, false)]);
   const fd = bind(spec.port);
   const port = binding.inspect(fd).local?.port ?? spec.port;
   const where = family === constants.AF_INET6 ? `[${spec.host}]` : spec.host;
@@ -85,6 +88,9 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
     while (slotFds.length < opts.slots) slotFds.push(bind(port));
   } catch (err) {
     closeQuietly(slotFds);
+    if ((err as NodeJS.ErrnoException).code === 'EMFILE')
+      (err as Error).message +=
+        ` (--sockets per-worker binds ${opts.slots} sockets per listener: raise the descriptor limit, ulimit -n, or use --sockets shared)`;
     throw err;
   }
   return { ...listener, slotFds, family, describe: `${listener.describe} (${opts.slots} SO_REUSEPORT sockets)` };
