@@ -10,7 +10,8 @@ import { spawnJson } from './helpers/children';
 import { docScenario } from './helpers/docs';
 import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
 import { get, load, type LoadResult } from './helpers/http';
-import { python3Systemd, requires } from './helpers/requires';
+import { python3Systemd, requires, root } from './helpers/requires';
+import { NOBODY } from './helpers/foreign';
 import { tmpPath } from './helpers/tmp';
 import { upstreamNotifySocket } from './helpers/upstream-notify';
 import { waitFor } from './helpers/wait';
@@ -669,5 +670,16 @@ describe('fdpass run --workers', function () {
     } finally {
       fs.rmSync(plan, { force: true });
     }
+  });
+
+  it("fdpass status PID of another user's fdpass run names the refusal (EACCES), not a missing --control", async function () {
+    requires(this, root('running the caller as nobody'));
+    const control = tmpPath('ctl'); // an absolute path: no need to read the supervisor's cwd
+    const sup = supervise(['-l', '127.0.0.1:0', '--control', control], [process.execPath, APP]);
+    await sup.expect('ready');
+    const c = spawnJson(process.execPath, [CLI, 'status', String(sup.pid)], { uid: NOBODY, gid: NOBODY });
+    assert.equal((await c.exited).code, 1);
+    assert.match(c.stderr(), /^fdpass status: cannot reach the control socket .*: EACCES\n$/);
+    assert.equal(await stop(sup), 0);
   });
 });

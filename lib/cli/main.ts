@@ -110,12 +110,26 @@ function supervisorAt(pid: number, notDone: string): { control: string | undefin
   let control: string | undefined;
   try {
     const a = parse(argv.slice(run));
-    if (a.cmd === 'run' && a.control !== undefined)
-      control = a.control.startsWith('@') ? a.control : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), a.control);
+    if (a.cmd === 'run' && a.control !== undefined) {
+      const c = a.control;
+      // A relative path is relative to its working directory, which another user's /proc hides.
+      control = c.startsWith('@') || path.isAbsolute(c) ? c : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), c);
+    }
   } catch {
     // an older fdpass's options, or its cwd is not ours to read
   }
-  return { control: control !== undefined && (control.startsWith('@') || fs.existsSync(control)) ? control : undefined };
+  return { control: control !== undefined && (control.startsWith('@') || !missing(control)) ? control : undefined };
+}
+
+// Gone (the supervisor's --control was removed), as opposed to there but not ours to see (EACCES):
+// a connect then says why.
+function missing(file: string): boolean {
+  try {
+    fs.statSync(file);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
 }
 
 /**
