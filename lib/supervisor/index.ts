@@ -317,7 +317,9 @@ export class Supervisor {
     if (gen.serving) this.#upstream({ status: gen.servingText() });
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
     if (this.#next !== undefined) {
-      this.#log(`${w.describe()} ${exitText(exit)} ${before}; the reload's ${this.#next.describe()} takes over once ready`, 'failure');
+      // Not restarted: the reload replaces it (or, rolled back, restarts it then).
+      const when = this.#next.serving ? 'after its --overlap' : 'once ready';
+      this.#log(`${w.describe()} ${exitText(exit)} ${before}; the reload's ${this.#next.describe()} takes over ${when}`, 'failure');
       return;
     }
     const delay = restarts.next();
