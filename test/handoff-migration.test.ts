@@ -1,0 +1,299 @@
+// Connections that move during a hand-off (serve() with migrate, issue 23): the client's very TCP
+// connection (same local port, never closed) is served by the new process afterwards.
+import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
+import * as https from 'node:https';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { selfSignedCert } from '../examples/tls-cert';
+import { runFixture, type Fixture } from './helpers/children';
+import { tmpPath } from './helpers/tmp';
+
+interface Counts {
+  migrated: number;
+  failed: number;
+  drained: number;
+  pending: number;
+}
+
+async function stop(child: Fixture): Promise<void> {
+  child.send({ cmd: 'exit' });
+  child.proc.stdin!.end();
+  const { code } = await child.exited;
+  assert.equal(code, 0, child.stderr());
+}
+
+/** A client of the fixtures' line protocol: one TCP connection, answers read line by line. */
+class LineClient {
+  readonly socket: net.Socket;
+  closed = false;
+  #lines: string[] = [];
+  #waiting: Array<(line: string) => void> = [];
+  #buffer = '';
+
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (d: string) => {
+      this.#buffer += d;
+      for (let i = this.#buffer.indexOf('\n'); i >= 0; i = this.#buffer.indexOf('\n')) {
+        const line = this.#buffer.slice(0, i);
+        this.#buffer = this.#buffer.slice(i + 1);
+        const w = this.#waiting.shift();
+        if (w) w(line);
+        else this.#lines.push(line);
+      }
+    });
+    this.socket.on('close', () => (this.closed = true));
+  }
+
+  connected(): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.once('connect', resolve).once('error', reject));
+  }
+
+  next(): Promise<string> {
+    const l = this.#lines.shift();
+    return l !== undefined ? Promise.resolve(l) : new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  async ask(text: string): Promise<string> {
+    this.socket.write(text);
+    return this.next();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const closed = new Promise((resolve) => this.socket.once('close', resolve));
+    this.socket.end();
+    await closed;
+  }
+}
+
+const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('hand-off with migrate: connections move to the new process', () => {
+  it("offer(): a connection moves with its state and its unread bytes; the client's connection stays open", async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'lines']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new LineClient(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    assert.equal(await client.ask('a\n'), `old ${old.pid} 1 a`);
+    client.socket.write('pa'); // a partial line: read by the old process, not processed
+    await settle(100);
+    const fresh = runFixture('migration-new', [control, 'lines']);
+    await fresh.expect('adopted');
+    const ready = await fresh.expect<{ acknowledged: boolean; connections: Counts }>('ready');
+    assert.equal(ready.acknowledged, true);
+    assert.deepEqual(ready.connections, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.deepEqual(await old.expect('offered'), { event: 'offered', moved: true });
+    // The rest of the partial line: the new process read the old one's unread "pa" first.
+    assert.equal(await client.ask('rt\n'), `new ${fresh.pid} 2 part`);
+    assert.equal(await client.ask('b\n'), `new ${fresh.pid} 3 b`);
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.deepEqual((await fresh.expect<{ counts: Counts }>('migrated')).counts, drained.counts);
+    assert.equal((await old.exited).code, 0);
+    assert.equal(await client.ask('c\n'), `new ${fresh.pid} 4 c`, 'still served after the old process exited');
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a connection the new process refuses stays with the old one, and its fd is closed in the new one', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'lines']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new LineClient(port);
+    await client.connected();
+    assert.equal(await client.ask('a\n'), `old ${old.pid} 1 a`);
+    const fresh = runFixture('migration-new', [control, 'refuse']);
+    const adopted = await fresh.expect<{ fds: number }>('adopted');
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    assert.deepEqual(await old.expect('offered'), { event: 'offered', moved: false });
+    assert.equal(await client.ask('b\n'), `old ${old.pid} 2 b`, 'the old process kept serving it');
+    await client.close();
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    const migrated = await fresh.expect<{ counts: Counts; fds: number }>('migrated');
+    assert.deepEqual(migrated.counts, drained.counts);
+    // At 'adopted' it held the listener and the control connection; now only the listener: the
+    // refused connection's fd was closed.
+    assert.equal(migrated.fds, adopted.fds - 1);
+    assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+});
+
+/** One HTTP/1.1 client connection written by hand: requests (pipelined or not) and the answers' bodies. */
+class RawHttp {
+  readonly socket: net.Socket;
+  closed = false;
+  bodies: string[] = [];
+  #text = '';
+  #waiting: Array<() => void> = [];
+
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (d: string) => {
+      this.#text += d;
+      // Each answer: headers, then a body of Content-Length bytes.
+      for (;;) {
+        const end = this.#text.indexOf('\r\n\r\n');
+        if (end < 0) break;
+        const length = Number(/content-length: (\d+)/i.exec(this.#text.slice(0, end))?.[1] ?? 0);
+        if (this.#text.length < end + 4 + length) break;
+        this.bodies.push(this.#text.slice(end + 4, end + 4 + length));
+        this.#text = this.#text.slice(end + 4 + length);
+      }
+      for (const w of this.#waiting.splice(0)) w();
+    });
+    this.socket.on('close', () => (this.closed = true));
+  }
+
+  connected(): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.once('connect', resolve).once('error', reject));
+  }
+
+  /** Resolves once `n` answers in all have arrived. */
+  async answers(n: number): Promise<string[]> {
+    while (this.bodies.length < n) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    return this.bodies;
+  }
+
+  /** Sends one GET and returns its answer's body. */
+  async get(path = '/'): Promise<string> {
+    const n = this.bodies.length + 1;
+    this.socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    return (await this.answers(n))[n - 1]!;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const closed = new Promise((resolve) => this.socket.once('close', resolve));
+    this.socket.end();
+    await closed;
+  }
+}
+
+describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
+  it('an idle keep-alive connection moves: same local port, the next answer from the new pid', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    assert.equal(await client.get(), `old ${old.pid}`);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    await fresh.expect('adopted');
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal((await old.exited).code, 0);
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('requests pipelined while the connection moves are each answered once, in order, on the same connection', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    let sent = 0;
+    let stopped = false;
+    // Bursts of two pipelined requests every few ms, from before the hand-off until after it.
+    const bursts = (async () => {
+      while (!stopped) {
+        client.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n');
+        sent += 2;
+        await settle(3);
+      }
+    })();
+    await client.answers(10);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    await fresh.expect('ready');
+    await old.expect('drained');
+    while (!client.bodies.at(-1)?.startsWith('new')) await client.answers(client.bodies.length + 1);
+    stopped = true;
+    await bursts;
+    const bodies = await client.answers(sent);
+    await settle(50);
+    assert.equal(bodies.length, sent, 'every request answered exactly once');
+    const firstNew = bodies.findIndex((b) => b.startsWith('new'));
+    assert.ok(firstNew > 0);
+    assert.deepEqual(new Set(bodies.slice(0, firstNew)), new Set([`old ${old.pid}`]));
+    assert.deepEqual(new Set(bodies.slice(firstNew)), new Set([`new ${fresh.pid}`]), 'no answer from the old process after the move');
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    assert.equal((await old.exited).code, 0);
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a request half-read at the hand-off is finished by the old process; the connection then moves', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    client.socket.write('GET / HTTP/1.1\r\nHost: x\r\n'); // its headers' end is still to come
+    await settle(100);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 0, failed: 0, drained: 0, pending: 1 });
+    client.socket.write('\r\n');
+    assert.equal((await client.answers(2))[1], `old ${old.pid}`, 'the old process answered the request it had begun');
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(client.closed, false);
+    assert.equal((await old.exited).code, 0);
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a TLS keep-alive connection does not move: it is drained as without migrate', async () => {
+    const dir = path.dirname(tmpPath('x'));
+    selfSignedCert(dir);
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'https', dir]);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+    const get = (): Promise<{ body: string; socket: net.Socket }> =>
+      new Promise((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, agent }, (res) => {
+            const socket = res.socket; // back in the agent's pool, and off res, by 'end'
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => resolve({ body, socket }));
+          })
+          .on('error', reject);
+      });
+    const first = await get();
+    assert.equal(first.body, `old ${old.pid}`);
+    const closed = once(first.socket, 'close');
+    const fresh = runFixture('migration-new', [control, 'https', dir]);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 0, failed: 0, drained: 0, pending: 1 });
+    await closed; // closed by the old process after idleGrace, as a drain does
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 0, failed: 0, drained: 1, pending: 0 });
+    assert.equal((await get()).body, `new ${fresh.pid}`);
+    agent.destroy();
+    assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+});
