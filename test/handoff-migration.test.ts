@@ -2,11 +2,14 @@
 // connection (same local port, never closed) is served by the new process afterwards.
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
+import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { WebSocket } from 'ws';
 import { selfSignedCert } from '../examples/tls-cert';
-import { runFixture, type Fixture } from './helpers/children';
+import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { freePort } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
 
 interface Counts {
@@ -295,5 +298,74 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     agent.destroy();
     assert.equal((await old.exited).code, 0);
     await stop(fresh);
+  });
+});
+
+describe('the WebSocket example (examples/websocket-server.ts)', () => {
+  it("its clients see no 'close' across 5 hand-offs, and every message is answered once, in order", async () => {
+    const script = path.join(__dirname, '..', 'examples', 'websocket-server.js');
+    const control = tmpPath('control.sock');
+    const port = await freePort();
+    const start = (): Fixture => spawnJson(process.execPath, [script, String(port), control]);
+    let current = start();
+    await current.expect('serving');
+    const answered: string[][] = [];
+    let closes = 0;
+    let sending = true;
+    const clients = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+        answered[i] = [];
+        ws.on('message', (data) => answered[i]!.push(String(data)));
+        ws.on('close', () => closes++);
+        await once(ws, 'open');
+        return ws;
+      }),
+    );
+    // Each client sends 1, 2, 3, ... every 20 ms; the server answers `<pid> <n> <message>`.
+    const sent = clients.map(() => 0);
+    const senders = clients.map(async (ws, i) => {
+      while (sending) {
+        ws.send(String(++sent[i]!));
+        await settle(20);
+      }
+    });
+    const pids = [current.pid];
+    for (let k = 0; k < 5; k++) {
+      await settle(200);
+      const next = start();
+      await next.expect('serving');
+      const drained = await current.expect<{ counts: Counts }>('drained');
+      assert.equal(drained.counts.migrated, 20, `hand-off ${k + 1}: all 20 WebSockets moved`);
+      assert.equal((await current.exited).code, 0);
+      current = next;
+      pids.push(next.pid);
+    }
+    await settle(200);
+    sending = false;
+    await Promise.all(senders);
+    const deadline = Date.now() + 10_000;
+    while (answered.some((a, i) => a.length < sent[i]!) && Date.now() < deadline) await settle(20);
+    assert.equal(closes, 0, "no client saw 'close'");
+    for (const [i, answers] of answered.entries()) {
+      assert.equal(answers.length, sent[i], `client ${i}: one answer per message`);
+      answers.forEach((a, j) => {
+        const [pid, n, message] = a.split(' ');
+        assert.ok(pids.includes(Number(pid)), a);
+        assert.equal(n, String(j + 1), `client ${i}: the count moved with the connection (${a})`);
+        assert.equal(message, String(j + 1), `client ${i}: answers in order (${a})`);
+      });
+      assert.equal(answers.at(-1)!.split(' ')[0], String(current.pid), `client ${i} ends on the last generation`);
+    }
+    await Promise.all(
+      clients.map(async (ws) => {
+        const closed = once(ws, 'close');
+        ws.close();
+        await closed;
+      }),
+    );
+    current.proc.kill('SIGKILL');
+    await current.exited;
+    fs.unlinkSync(control); // the killed last generation could not remove its control socket
   });
 });
