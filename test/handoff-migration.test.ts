@@ -301,6 +301,35 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
   });
 });
 
+describe('self-upgrade with migrate (handoff.upgrader)', () => {
+  it("SIGHUP: the client's keep-alive connection is served by the successor, never closed", async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_MIGRATE: '1' } });
+    await gen1.expect('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    assert.equal(await client.get(), `gen ${gen1.pid}`);
+    gen1.proc.kill('SIGHUP');
+    // The successor's 'serving' (it shares gen1's stdout) and gen1's 'drained', in whichever order they come.
+    const seen = new Map<string, Record<string, unknown>>();
+    while (!seen.has('serving') || !seen.has('drained')) {
+      const m = await gen1.next<Record<string, unknown>>();
+      if (m.event === 'serving' || m.event === 'drained') seen.set(m.event, m);
+    }
+    const s2 = seen.get('serving') as { pid: number; inherited: boolean };
+    assert.equal(s2.inherited, true);
+    const drained = seen.get('drained') as { pid: number; counts: Counts };
+    assert.deepEqual([drained.pid, drained.counts], [gen1.pid, { migrated: 1, failed: 0, drained: 0, pending: 0 }]);
+    assert.equal(await client.get(), `gen ${s2.pid}`);
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    await client.close();
+    process.kill(s2.pid, 'SIGTERM');
+    await gen1.exited; // its stdout, shared with the successor, ends when both have exited
+  });
+});
+
 describe('the WebSocket example (examples/websocket-server.ts)', () => {
   it("its clients see no 'close' across 5 hand-offs, and every message is answered once, in order", async () => {
     const script = path.join(__dirname, '..', 'examples', 'websocket-server.js');
