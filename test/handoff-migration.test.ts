@@ -139,8 +139,8 @@ class RawHttp {
   #text = '';
   #waiting: Array<() => void> = [];
 
-  constructor(port: number) {
-    this.socket = net.connect(port, '127.0.0.1');
+  constructor(where: number | string) {
+    this.socket = typeof where === 'number' ? net.connect(where, '127.0.0.1') : net.connect(where);
     this.socket.setEncoding('utf8');
     this.socket.on('data', (d: string) => {
       this.#text += d;
@@ -205,6 +205,25 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal(await client.get(), `new ${fresh.pid}`);
     await client.close();
     await stop(fresh);
+  });
+
+  it('a keep-alive connection on a Unix socket moves too', async () => {
+    const control = tmpPath('control.sock');
+    const socketPath = tmpPath('web.sock');
+    const old = runFixture('migration-old', [control, 'http-unix', socketPath]);
+    await old.expect('serving');
+    const client = new RawHttp(socketPath);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(client.closed, false);
+    assert.equal((await old.exited).code, 0);
+    await client.close();
+    await stop(fresh);
+    fs.unlinkSync(socketPath); // a Unix server adopted from an fd does not know its path
   });
 
   it('requests pipelined while the connection moves are each answered once, in order, on the same connection', async () => {
