@@ -7,6 +7,7 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { WebSocket } from 'ws';
+import { closeFds, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
 import { selfSignedCert } from '../examples/tls-cert';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { freePort } from './helpers/net';
@@ -317,6 +318,39 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     agent.destroy();
     assert.equal((await old.exited).code, 0);
     await stop(fresh);
+  });
+});
+
+describe('hand-off with migrate: a new process that misbehaves', () => {
+  it('one that never answers for a connection holds nothing up: the old process closes it after the drain deadline and exits', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    // A taker by hand: hello, the listener, 'ready', then silence.
+    const ch = await connect(control);
+    const wire = (msg: object): Buffer => Buffer.from(JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION, ...msg }));
+    await ch.send({ data: wire({ type: 'hello', connections: true }) });
+    const held: number[] = [];
+    for (;;) {
+      const m = await ch.receive();
+      held.push(...m.fds);
+      if ((JSON.parse(m.data.toString()) as { type: string }).type === 'done') break;
+    }
+    await ch.send({ data: wire({ type: 'ready' }) });
+    const offered = await ch.receive();
+    held.push(...offered.fds);
+    assert.equal((JSON.parse(offered.data.toString()) as { type: string }).type, 'connection');
+    assert.equal(offered.fds.length, 1);
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    assert.equal((await old.exited).code, 0);
+    const closed = once(client.socket, 'close');
+    closeFds(held); // the last copy of the connection: the client now sees it end
+    await closed;
+    await ch.close();
   });
 });
 

@@ -126,11 +126,23 @@ export class Migration {
     return done;
   }
 
-  /** Tells the new process the migration is over, with the final counts, and closes the connection. */
-  async end(): Promise<void> {
+  /**
+   * Tells the new process the migration is over, with the final counts, and closes the connection.
+   * Offers still unanswered `grace` ms later count as failed: their sockets are closed here, as when
+   * the new process goes away (a new process that stopped answering must not keep this one alive).
+   */
+  async end(grace = 1000): Promise<void> {
     if (this.#ended) return;
     this.#ended = true;
-    await this.settled();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), grace)));
+    const outcome = await Promise.race([this.settled(), late]);
+    clearTimeout(timer);
+    if (outcome === 'late') {
+      debug('migration: %d offers unanswered at the end: closing them', this.#answers.size);
+      this.#gone();
+      await this.settled();
+    }
     if (this.#open) {
       this.#open = false;
       await this.#channel.send({ data: encode({ type: 'end', connections: this.counts() }) }).catch(() => {});
@@ -159,9 +171,10 @@ export class Migration {
   }
 
   #gone(): void {
+    const wasOpen = this.#open;
     this.#open = false;
     for (const resolve of this.#answers.values()) resolve('gone');
     this.#answers.clear();
-    if (!this.#ended) this.#channel.destroy();
+    if (!this.#ended || wasOpen) this.#channel.destroy();
   }
 }

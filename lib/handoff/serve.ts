@@ -297,7 +297,7 @@ export class HandoffServer extends EventEmitter {
     this.#migration = migration;
     const draining = this.#letGo(migration); // our copies close synchronously here, before the ack
     this.emit('handoff', session.peer);
-    await migration.settled();
+    await Promise.race([migration.settled(), draining]); // a new process that does not answer holds nothing up
     await session.channel.send({ data: encode({ type: 'ack', connections: migration.counts() }) }).catch(() => {});
     debug('handoff: complete to pid %d, moving connections', session.peer.pid);
     await draining;
