@@ -13,7 +13,7 @@ import { WebSocket } from 'ws';
 import { freePort } from './load';
 
 const ROOT = path.join(__dirname, '..', '..');
-const SERVER = path.join(ROOT, '.examples-out', 'websocket-server.js');
+const SERVER = path.join(ROOT, '.bench-out', 'examples', 'websocket-server.js'); // compiled with the bench
 const CLIENTS = Number(process.env.CLIENTS ?? 200);
 const HANDOFFS = Number(process.env.HANDOFFS ?? 10);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

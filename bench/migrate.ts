@@ -13,7 +13,7 @@ import * as readline from 'node:readline';
 import { ensureTool, freePort, wrk, type LoadResult } from './load';
 
 const ROOT = path.join(__dirname, '..', '..');
-const SERVER = path.join(ROOT, '.examples-out', 'hot-restart-server.js');
+const SERVER = path.join(ROOT, '.bench-out', 'examples', 'hot-restart-server.js'); // compiled with the bench
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
 const SECONDS = Number(process.env.DURATION ?? 60);
 const HANDOFFS = Number(process.env.HANDOFFS ?? 10);

@@ -190,7 +190,8 @@ function check(
 }
 
 describe('property: random send sequences keep order, boundaries and fds', () => {
-  it('stream and seqpacket, send() and write(), 0 B..400 kB, 0..253 fds, random read paces and early closes', async function () {
+  // stream and seqpacket, send() and write(), 0 B..400 kB, 0..253 fds, random read paces and early closes.
+  it('random messages over both socket types and both send methods', async function () {
     this.timeout(60_000);
     const markers: number[] = [];
     const inodes: number[] = [];

@@ -157,6 +157,16 @@ async function reload(target: string): Promise<number> {
   return r.ok ? 0 : 1;
 }
 
+// Resolves once `text` is written: main() exits right after, and on a pipe the write is asynchronous
+// (a status of a few hundred workers is more than a pipe holds). A reader that closed its end (`| head`)
+// ends it too (EPIPE), quietly.
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve) => {
+    process.stdout.once('error', () => resolve());
+    process.stdout.write(text, () => resolve());
+  });
+}
+
 /** `fdpass status TARGET [--json]`: through the control socket (of pid TARGET's command line). */
 async function status(a: StatusArgs): Promise<number> {
   let target = a.target;
@@ -172,7 +182,7 @@ async function status(a: StatusArgs): Promise<number> {
     if (s === undefined) throw new CommandFailed('the supervisor closed the control connection without an answer');
     if (!Array.isArray(s.generations))
       throw new CommandFailed(`the supervisor answered: ${(s as { message?: string }).message ?? 'no status'}`);
-    process.stdout.write(a.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
+    await writeOut(a.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof CommandFailed)) throw err;

@@ -77,7 +77,8 @@ describe('Channel#write and closeFds', () => {
     });
   }
 
-  it('write() throws argument errors synchronously; once closed, write() throws and send() rejects ERR_FDPASS_CLOSED, an empty stream message too', async () => {
+  // Once closed, write() throws and send() rejects, an empty stream message too.
+  it('write() throws argument errors synchronously, and ERR_FDPASS_CLOSED once closed', async () => {
     const [a, b] = socketPair();
     assert.throws(() => a.write({ data: 'x', fds: 'nope' as unknown as number[] }), { code: 'ERR_INVALID_ARG_TYPE' });
     assert.throws(
