@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { WebSocket } from 'ws';
 import { closeFds, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
-import { selfSignedCert } from '../examples/tls-cert';
+import { selfSignedCert } from '../bench/apps/tls-cert';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { freePort } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
