@@ -7,8 +7,10 @@
 // the listener off and drains; each with its pid and "t", ms since the epoch. SIGTERM: stop serving,
 // drain, exit 0. Responses echo a request's X-Start header, so that a load generator (bench:handoff's
 // wrk script) can time each request. CLOSE_SPREAD=ms spreads the drain's connection closes over a
-// window (serve's closeSpread; default 0, all at once). WARM_UP=n: requests warmUp() sends the new
-// server before it takes the listener (default 500; 0: none, so the first clients meet a cold JIT).
+// window (serve's closeSpread; default 0, all at once). MIGRATE=1: keep-alive connections move to
+// the next generation instead (serve's migrate), and {"event":"drained","counts":...} says where they
+// went. WARM_UP=n: requests warmUp() sends the new server before it takes the listener (default 500;
+// 0: none, so the first clients meet a cold JIT).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -63,9 +65,14 @@ async function main(): Promise<void> {
 
   // 4. Offer the listener to the next generation; exit once handed off and drained.
   const closeSpread = Number(process.env.CLOSE_SPREAD ?? 0); // serve() refuses a bad one
-  const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000, closeSpread });
+  // MIGRATE=1: idle keep-alive connections move to the next generation instead of being drained.
+  const migrate = process.env.MIGRATE === '1';
+  const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000, closeSpread, migrate });
   hs.on('handoff', () => report('draining'));
-  hs.on('drained', () => process.exit(0));
+  hs.on('drained', (counts) => {
+    if (counts !== undefined) report('drained', { counts });
+    process.exit(0);
+  });
   process.on('SIGTERM', () => void hs.stop().then(() => process.exit(0)));
   report('serving', { inherited: inherited !== null });
 }

@@ -28,6 +28,9 @@ export type {
   ListenerKind,
   ReadyResult,
   SkippedListener,
+  OfferOptions,
+  MigratedConnection,
+  MigrationCounts,
   UpgraderOptions,
   UpgradeResult,
 } from './handoff';

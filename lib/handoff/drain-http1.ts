@@ -13,17 +13,17 @@ import { stopListening } from './stop-listening';
 
 // Node keeps an http(s).Server's connections (HTTPParser objects with .socket) behind this symbol;
 // closeIdleConnections() reads the same list.
-interface ConnectionsList {
+export interface ConnectionsList {
   all(): Array<{ socket: net.Socket }>;
   idle(): Array<{ socket: net.Socket }>;
 }
 
-function symbolValue<T>(obj: object, description: string): T | undefined {
+export function symbolValue<T>(obj: object, description: string): T | undefined {
   const sym = Object.getOwnPropertySymbols(obj).find((s) => s.description === description);
   return sym === undefined ? undefined : ((obj as Record<symbol, unknown>)[sym] as T);
 }
 
-function inFlight(socket: net.Socket): boolean {
+export function inFlight(socket: net.Socket): boolean {
   const res = (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
   return res != null && !res.writableFinished;
 }

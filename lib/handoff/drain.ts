@@ -21,16 +21,20 @@ const debug = debuglog('fdpass');
 /**
  * Closes this process's copies of the listeners and drains their connections; resolves once every
  * connection has ended, or at `drainTimeout` after cutting what is left. Never throws: a listener that
- * is already closed is skipped.
+ * is already closed is skipped. `migrating` gives the drainer of a server whose connections move to
+ * the new process instead (undefined: drained as usual).
  */
 export async function closeAndDrain(
   listeners: Iterable<HandoffListener>,
   opts: { drainTimeout: number; idleGrace: number; closeSpread: number },
+  migrating?: (server: net.Server) => Drainer | undefined,
 ): Promise<void> {
   const drainers: Drainer[] = [];
   for (const l of listeners) {
     try {
-      if (typeof l === 'number') closeQuietly([l]);
+      const migrator = l instanceof net.Server ? migrating?.(l) : undefined;
+      if (migrator !== undefined) drainers.push(migrator);
+      else if (typeof l === 'number') closeQuietly([l]);
       else if (l instanceof dgram.Socket) l.close();
       else if (isHttp1(l)) drainers.push(drainHttp1(l, opts.idleGrace, opts.closeSpread));
       else if (isHttp2(l)) drainers.push(drainHttp2(l, opts.idleGrace, opts.closeSpread));

@@ -1,11 +1,11 @@
 // Hot restart (DESIGN.md §7): `serve()` in the old process, `take()` in the new one.
 export { serve, HandoffServer } from './serve';
-export type { ServeOptions } from './serve';
+export type { ServeOptions, OfferOptions } from './serve';
 export type { HandoffListener } from './listeners';
 export { take, Inheritance } from './take';
-export type { TakeOptions, InheritedListener, ReadyResult } from './take';
+export type { TakeOptions, InheritedListener, ReadyResult, MigratedConnection } from './take';
 export { HANDOFF_PROTOCOL_VERSION } from './protocol';
-export type { ListenerKind, SkippedListener } from './protocol';
+export type { ListenerKind, SkippedListener, MigrationCounts } from './protocol';
 export { inherit, UPGRADE_SOCKET_ENV } from './inherit';
 export { upgrader, Upgrader } from './upgrade';
 export type { UpgraderOptions, UpgradeResult } from './upgrade';

@@ -1,5 +1,5 @@
 // The hand-off wire protocol: JSON messages on a seqpacket control socket, listeners' fds attached to
-// 'listeners' batches. Every message is checked for shape on both sides, and every fd that arrives
+// 'listeners' batches, a connection's fd to its 'connection' message (migration, after 'ready'). Every message is checked for shape on both sides, and every fd that arrives
 // on a message that may not carry any is closed (DESIGN.md §4: each fd has exactly one owner).
 import type { Channel } from '../channel';
 import { closeQuietly } from '../fds';
@@ -25,12 +25,35 @@ export interface SkippedListener {
 /** Longest listener name, in UTF-8 bytes. */
 export const MAX_NAME_BYTES = 1024;
 
+/**
+ * Where the old process's connections went during a hand-off with `migrate`: each is counted once.
+ * In `ready()`'s result, as they stood when the old process acknowledged; in the final counts
+ * (the old side's `'drained'` event, the new side's `'migrated'` event), `pending` is 0.
+ */
+export interface MigrationCounts {
+  /** Connections now served by the new process. */
+  migrated: number;
+  /** Connections offered to the new process that it refused or could not adopt. */
+  failed: number;
+  /** Connections that ended on the old process without being offered (closed, cut at the deadline, or unable to move). */
+  drained: number;
+  /** Connections still open on the old process: busy ones move once idle, the others are drained. */
+  pending: number;
+}
+
+/** What a migrated connection speaks: HTTP/1.1 between requests, or any protocol (`offer()`). */
+export type ConnectionProtocol = 'http1' | 'socket';
+
 export type Wire =
-  | { type: 'hello'; names?: string[] }
+  | { type: 'hello'; names?: string[]; connections?: boolean }
   | { type: 'listeners'; entries: Array<{ name: string; kind: ListenerKind }> }
   | { type: 'done'; count: number; skipped: SkippedListener[] }
   | { type: 'ready' }
-  | { type: 'ack' }
+  | { type: 'ack'; connections?: MigrationCounts }
+  | { type: 'connection'; id: number; protocol: ConnectionProtocol; listener?: string; state?: unknown; unread?: string }
+  | { type: 'adopted'; id: number }
+  | { type: 'refused'; id: number; reason: string }
+  | { type: 'end'; connections: MigrationCounts }
   | { type: 'error'; code: string; message: string };
 
 export type WireType = Wire['type'];
@@ -62,10 +85,22 @@ export function checkNames(names: unknown): string | undefined {
   return undefined;
 }
 
+function isId(n: unknown): n is number {
+  return Number.isSafeInteger(n) && (n as number) >= 0;
+}
+
+function countsProblem(c: unknown): string | undefined {
+  const counts = c as Record<string, unknown> | null;
+  if (counts === null || typeof counts !== 'object') return 'connection counts must be an object';
+  for (const k of ['migrated', 'failed', 'drained', 'pending']) if (!isId(counts[k])) return `connection counts need ${k}`;
+  return undefined;
+}
+
 // The shape of each message type's body (beyond v and type); undefined when it is well-formed.
 function shapeProblem(m: Record<string, unknown>): string | undefined {
   switch (m.type) {
     case 'hello':
+      if (m.connections !== undefined && typeof m.connections !== 'boolean') return "'hello' has a malformed connections flag";
       return m.names === undefined ? undefined : checkNames(m.names);
     case 'listeners': {
       const entries = m.entries;
@@ -91,8 +126,21 @@ function shapeProblem(m: Record<string, unknown>): string | undefined {
       return undefined;
     }
     case 'ready':
-    case 'ack':
       return undefined;
+    case 'ack':
+      return m.connections === undefined ? undefined : countsProblem(m.connections);
+    case 'connection':
+      if (!isId(m.id)) return "'connection' needs an id";
+      if (m.protocol !== 'http1' && m.protocol !== 'socket') return "'connection' needs a protocol";
+      if (m.listener !== undefined && !isName(m.listener)) return "'connection' has a malformed listener name";
+      if (m.unread !== undefined && typeof m.unread !== 'string') return "'connection' has malformed unread bytes";
+      return undefined;
+    case 'adopted':
+      return isId(m.id) ? undefined : "'adopted' needs an id";
+    case 'refused':
+      return isId(m.id) && typeof m.reason === 'string' ? undefined : "'refused' needs an id and a reason";
+    case 'end':
+      return countsProblem(m.connections);
     case 'error':
       return typeof m.code === 'string' && typeof m.message === 'string' ? undefined : "'error' needs a code and a message";
     default:
@@ -103,8 +151,8 @@ function shapeProblem(m: Record<string, unknown>): string | undefined {
 /**
  * Decodes one received message, expecting one of `expected`. On any problem (not JSON, another
  * version, a bad shape, an unexpected type, fds where none belong) its fds are closed and it throws
- * ERR_FDPASS_HANDOFF_PROTOCOL (or _VERSION). On success the fds of a 'listeners' message are the
- * caller's; every other message type carries none.
+ * ERR_FDPASS_HANDOFF_PROTOCOL (or _VERSION). On success the fds of a 'listeners' message (one per
+ * entry) and of a 'connection' message (exactly one) are the caller's; every other type carries none.
  */
 export function decode(m: Message, expected: readonly WireType[]): Wire {
   let problem: FdpassError | undefined;
@@ -132,9 +180,11 @@ export function decode(m: Message, expected: readonly WireType[]): Wire {
       } else if (msg.type === 'listeners') {
         const n = (msg.entries as unknown[]).length;
         if (n !== m.fds.length) problem = protocolError(`a batch named ${n} listeners but carried ${m.fds.length} fds`);
+      } else if (msg.type === 'connection' && m.fds.length !== 1) {
+        problem = protocolError(`a 'connection' message carried ${m.fds.length} fds instead of 1`);
       }
     }
-    if (problem === undefined && msg.type !== 'listeners' && m.fds.length > 0) {
+    if (problem === undefined && msg.type !== 'listeners' && msg.type !== 'connection' && m.fds.length > 0) {
       problem = protocolError(`a '${String(msg.type)}' message carried ${m.fds.length} fds`);
     }
   }

@@ -4,6 +4,7 @@
 // of a session escapes as an uncaught exception.
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { debuglog } from 'node:util';
 import type { Channel } from '../channel';
 import { closeQuietly } from '../fds';
@@ -12,10 +13,13 @@ import { sameUser } from '../channel-server';
 import { listen, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
 import { fdOf } from '../adopt';
-import { validateInteger, validateObject } from '../validate';
+import { isHttp1, isHttp2 } from '../http-kind';
+import { invalidArgType, invalidArgValue, validateObject, validateInteger } from '../validate';
 import { trackConnections } from './connections';
 import { closeAndDrain, validateCloseSpread, type DrainOptions } from './drain';
 import { liveFd, validateListeners, type HandoffListener } from './listeners';
+import { migrateHttp1 } from './migrate-http1';
+import { Migration } from './migration';
 import {
   batches,
   decode,
@@ -25,6 +29,7 @@ import {
   receiveWire,
   peerError,
   type ListenerKind,
+  type MigrationCounts,
   type SkippedListener,
 } from './protocol';
 
@@ -56,6 +61,26 @@ export interface ServeOptions {
   closeSpread?: number;
   /** Permission bits of the control socket file. Default 0o600. */
   mode?: number;
+  /**
+   * Move connections to the new process instead of draining them (issue 23). Default false. Each
+   * idle HTTP/1.1 keep-alive connection of an offered plain `http.Server` (TCP or Unix) goes to the
+   * new process once it is ready, and one busy then goes once its response is out; the new process
+   * serves them in the http.Server it adopted under the same name. TLS and HTTP/2 connections
+   * cannot move (their session state stays in this process) and are drained. Any other connection
+   * can be moved with {@link HandoffServer.offer} until the drain ends.
+   */
+  migrate?: boolean;
+}
+
+/** Options of {@link HandoffServer.offer}. */
+export interface OfferOptions {
+  /** The application's state of the connection, a JSON value the new process receives with it. */
+  state?: unknown;
+  /**
+   * Bytes read from the socket that the application has not processed yet (e.g. a partial frame
+   * in its parser); the new process reads them first, before the bytes Node still buffers.
+   */
+  unread?: Buffer;
 }
 
 const DEFAULT_TIMEOUT = 30_000;
@@ -66,6 +91,7 @@ interface Session {
   channel: Channel;
   peer: PeerCredentials;
   offered: boolean; // 'done' went out: the new process holds copies of every listener
+  connections: boolean; // its hello said it can adopt connections
 }
 
 /**
@@ -76,8 +102,10 @@ interface Session {
  *   `error.code`: ERR_FDPASS_CLOSED (it disconnected, exited or was killed, at any point),
  *   ERR_FDPASS_TIMEOUT (not ready within readyTimeout), ERR_FDPASS_HANDOFF_PROTOCOL / _VERSION /
  *   _UNKNOWN_NAME (it asked for something we cannot give; it is told so)
- * - `'handoff'` (peer): it is ready; our copies are closed and draining has begun
- * - `'drained'`: every connection of ours has ended (or the drain deadline cut them)
+ * - `'handoff'` (peer): it is ready; our copies are closed and draining has begun (with `migrate`:
+ *   and moving connections, so that offers made in this event's handler count in `ready()`'s result)
+ * - `'drained'` (counts): every connection of ours has ended, moved, or been cut at the drain
+ *   deadline; with `migrate`, {@link MigrationCounts} (else undefined)
  * - `'error'`: a problem with the control socket itself (only emitted when someone listens)
  */
 export class HandoffServer extends EventEmitter {
@@ -85,8 +113,9 @@ export class HandoffServer extends EventEmitter {
   readonly drained: Promise<void>;
   #control: ChannelServer;
   #listeners: Map<string, HandoffListener>;
-  #opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; closeSpread: number };
+  #opts: { readyTimeout: number; drainTimeout: number; idleGrace: number; closeSpread: number; migrate: boolean };
   #session: Session | null = null;
+  #migration: Migration | null = null;
   #state: 'serving' | 'handed-off' | 'stopped' = 'serving';
   /** An absolute end (Date.now() ms) for every hand-off, besides readyTimeout (see endAt()). */
   #endAt = Infinity;
@@ -102,6 +131,7 @@ export class HandoffServer extends EventEmitter {
       drainTimeout: opts.drainTimeout ?? DEFAULT_TIMEOUT,
       idleGrace: opts.idleGrace ?? 1000,
       closeSpread: opts.closeSpread ?? 0,
+      migrate: opts.migrate ?? false,
     };
     this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
     control.on('connection', (ch: Channel) => {
@@ -192,7 +222,7 @@ export class HandoffServer extends EventEmitter {
       await ch.close();
       return;
     }
-    const session: Session = { channel: ch, peer: ch.peer, offered: false };
+    const session: Session = { channel: ch, peer: ch.peer, offered: false, connections: false };
     this.#session = session;
     try {
       await this.#handOff(session, first);
@@ -204,6 +234,10 @@ export class HandoffServer extends EventEmitter {
     this.#session = null;
     this.#state = 'handed-off';
     await this.#control.close();
+    if (this.#opts.migrate && session.connections) {
+      await this.#migrate(session);
+      return;
+    }
     const draining = this.#letGo(); // our copies close synchronously here, before the ack
     await ch.send({ data: encode({ type: 'ack' }) }).catch(() => {});
     await ch.close();
@@ -221,6 +255,7 @@ export class HandoffServer extends EventEmitter {
     if (hello.type === 'error') throw peerError(hello);
     if (hello.type !== 'hello') throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', 'expected hello');
     debug('handoff: pid %d said hello', session.peer.pid);
+    session.connections = hello.connections === true;
     this.emit('start', session.peer);
     const names = hello.names ?? [...this.#listeners.keys()];
     const unknown = names.filter((n) => !this.#listeners.has(n));
@@ -254,6 +289,65 @@ export class HandoffServer extends EventEmitter {
     if (ready.type === 'error') throw peerError(ready);
   }
 
+  // The hand-off with migration: the control connection stays open until the drain ends, for the
+  // connections that move. The ack waits for the first offers' answers, so that ready()'s counts
+  // say what moved at once.
+  async #migrate(session: Session): Promise<void> {
+    const migration = new Migration(session.channel);
+    this.#migration = migration;
+    const draining = this.#letGo(migration); // our copies close synchronously here, before the ack
+    this.emit('handoff', session.peer);
+    await Promise.race([migration.settled(), draining]); // a new process that does not answer holds nothing up
+    await session.channel.send({ data: encode({ type: 'ack', connections: migration.counts() }) }).catch(() => {});
+    debug('handoff: complete to pid %d, moving connections', session.peer.pid);
+    await draining;
+  }
+
+  /**
+   * Moves a connected socket to the new process during a hand-off with `migrate`, with `state` and
+   * the bytes already read from it. For any protocol (a WebSocket, a custom one): hold the
+   * application's reading first, and pass what its parser holds unprocessed as `unread`; the bytes
+   * still in the socket's own buffer go too. Resolves true once the new process adopted it (the
+   * socket is then destroyed here, without closing the connection), false when it stays here:
+   * refused by the new process (reading resumes), too large a message (state and unread bytes over
+   * 48 KiB), or the new process went away (the socket is destroyed if it had been sent: the new
+   * process may have read from it). Possible from the `'handoff'` event until `'drained'`.
+   */
+  offer(socket: net.Socket, opts: OfferOptions = {}): Promise<boolean> {
+    try {
+      if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
+      validateObject(opts as unknown, 'options');
+      if (opts.unread !== undefined && !Buffer.isBuffer(opts.unread))
+        throw invalidArgType('options.unread', 'an instance of Buffer', opts.unread);
+      if (opts.state !== undefined) {
+        try {
+          JSON.stringify(opts.state);
+        } catch (err) {
+          throw invalidArgValue('options.state', opts.state, `must be a JSON value (${(err as Error).message})`);
+        }
+      }
+      if (socket instanceof tls.TLSSocket)
+        throw invalidArgValue('socket', 'a TLS socket', 'cannot move: its TLS session stays in this process');
+      const migration = this.#migration;
+      if (migration === null || !migration.open) {
+        throw new FdpassError(
+          'ERR_FDPASS_CLOSED',
+          'no new process is taking connections (offer() works during a hand-off with migrate, from its handoff event until drained)',
+        );
+      }
+      return migration.offer(socket, 'socket', { listener: this.#nameOf(socket), state: opts.state, unread: opts.unread });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  // The offered listener a connection came from, when it is one of ours.
+  #nameOf(socket: net.Socket): string | undefined {
+    const server = (socket as net.Socket & { server?: unknown }).server;
+    for (const [name, l] of this.#listeners) if (l === server) return name;
+    return undefined;
+  }
+
   // Nothing was taken from us: we keep serving. The peer is told why when it can still hear it.
   #rollback(session: Session, err: unknown): void {
     const reason = isPeerGone(err)
@@ -278,9 +372,25 @@ export class HandoffServer extends EventEmitter {
     await ch.send({ data: encode({ type: 'error', code, message: err.message }) }).catch(() => {});
   }
 
-  async #letGo(): Promise<void> {
-    await closeAndDrain(this.#listeners.values(), this.#opts);
-    this.emit('drained');
+  async #letGo(migration?: Migration): Promise<void> {
+    let counts: MigrationCounts | undefined;
+    if (migration === undefined) {
+      await closeAndDrain(this.#listeners.values(), this.#opts);
+    } else {
+      const names = new Map<HandoffListener, string>();
+      for (const [name, l] of this.#listeners) {
+        names.set(l, name);
+        if (l instanceof net.Server) migration.track(l);
+      }
+      const movable = (server: net.Server): boolean => isHttp1(server) && !isHttp2(server) && !(server instanceof tls.Server);
+      await closeAndDrain(this.#listeners.values(), this.#opts, (server) =>
+        movable(server) && isHttp1(server) ? migrateHttp1(server, names.get(server)!, migration, this.#opts.idleGrace) : undefined,
+      );
+      await migration.end();
+      counts = migration.counts();
+      debug('handoff: connections migrated %d, failed %d, drained %d', counts.migrated, counts.failed, counts.drained);
+    }
+    this.emit('drained', counts);
     this.#resolveDrained();
   }
 
@@ -301,6 +411,8 @@ export function validateServeOptions(opts: ServeOptions): void {
   if (opts.closeSpread !== undefined) {
     validateCloseSpread(opts.closeSpread, 'options.closeSpread', opts.drainTimeout ?? DEFAULT_TIMEOUT, 'options.drainTimeout');
   }
+  if (opts.migrate !== undefined && typeof opts.migrate !== 'boolean')
+    throw invalidArgType('options.migrate', 'of type boolean', opts.migrate);
 }
 
 /**

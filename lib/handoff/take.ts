@@ -1,6 +1,7 @@
 // The new process's side of a hand-off: take the listeners from the old process, adopt them, then
 // say "ready" so that the old process closes its copies. Once this process holds the listeners,
 // losing the old process costs it nothing: ready() resolves when the old one acknowledged or is gone.
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import type * as dgram from 'node:dgram';
@@ -13,6 +14,7 @@ import { sameUser } from '../channel-server';
 import { connect } from '../endpoints';
 import { FdpassError, FdpassSystemError } from '../errors';
 import { toDgram, toServer } from '../adopt';
+import { adoptConnection } from './adopt-connection';
 import { parseName } from '../names';
 import { processExiting, processesExiting, whenGone } from '../proc';
 import { invalidArgValue, validateFunction, validateInteger, validateObject } from '../validate';
@@ -25,6 +27,7 @@ import {
   receiveWire,
   peerError,
   type ListenerKind,
+  type MigrationCounts,
   type SkippedListener,
   type Wire,
 } from './protocol';
@@ -55,23 +58,48 @@ export interface ReadyResult {
    * holds the only copies.
    */
   acknowledged: boolean;
+  /**
+   * Present when the old process moves its connections here (`serve()` with `migrate`): how they
+   * stood when it acknowledged. Connections busy then keep moving afterwards; the final counts come
+   * with the `'migrated'` event.
+   */
+  connections?: MigrationCounts;
+}
+
+/** A connection the old process moved here with {@link HandoffServer.offer}: the `'connection'` event's argument. */
+export interface MigratedConnection {
+  /** The connection, adopted: the bytes the old process had read but not processed come first. */
+  socket: net.Socket;
+  /** The state the old process sent with it (a JSON value), or undefined. */
+  state: unknown;
+  /** The name of the listener it was accepted on, when the old process offered that listener. */
+  listener: string | undefined;
 }
 
 const DEFAULT_TIMEOUT = 30_000;
 
 /**
  * The listeners a new process took from the old one. Adopt each (or take its fd), start serving,
- * then call ready(): only then does the old process close its copies.
+ * then call ready(): only then does the old process close its copies. Events, when the old process
+ * moves its connections here (`serve()` with `migrate`), from ready() on:
+ * - `'connection'` ({@link MigratedConnection}): a connection the old process offered with
+ *   `offer()`; with no listener for this event such connections are refused (they stay there).
+ *   HTTP/1.1 connections go to the http.Server adopted under their listener's name, as new
+ *   connections, without this event.
+ * - `'migrated'` ({@link MigrationCounts}): the old process has moved or drained every connection;
+ *   if it went away first, what it still held counts as drained.
  */
-export class Inheritance {
+export class Inheritance extends EventEmitter {
   readonly #channel: Channel;
   readonly #listeners = new Map<string, InheritedListener>();
+  readonly #servers = new Map<string, net.Server>(); // adopted by server(), for the connections that move
   /** Listeners the old process had but could not offer (it had closed them), with the reason. */
   readonly skipped: readonly SkippedListener[];
   #settled = false;
 
   /** @internal Use take(). */
   constructor(channel: Channel, listeners: InheritedListener[], skipped: SkippedListener[]) {
+    super();
     this.#channel = channel;
     for (const l of listeners) this.#listeners.set(l.name, l);
     this.skipped = skipped;
@@ -112,6 +140,7 @@ export class Inheritance {
     const l = this.#get(name);
     const adopted = await toServer(l.fd, server);
     this.#listeners.delete(name);
+    this.#servers.set(name, adopted);
     trackConnections(adopted); // its connections and HTTP/2 sessions, for the next hand-off's drain
     return adopted;
   }
@@ -149,12 +178,13 @@ export class Inheritance {
     this.#settle();
     const ch = this.#channel;
     const timeout = opts.timeout ?? DEFAULT_TIMEOUT;
+    let migrating = false;
     // The old process's next word (ack, or an error when it rolled back) or its disappearance. One
     // that hung up as it exits (killed, crashed) is gone only once its exit has closed its other
     // descriptors: until then its control socket still accepts, and serve() on that path would fail.
     const oldPid = ch.peer.pid;
-    const answer: Promise<Wire | 'gone'> = receiveWire(ch).then(
-      (m) => decode(m, ['ack']),
+    const answer: Promise<Wire | 'gone'> = this.#untilAck().then(
+      (w) => w,
       async (err: Error) => {
         if (!isPeerGone(err)) throw err;
         if (processExiting(oldPid)) await whenGone(oldPid, timeout);
@@ -175,11 +205,73 @@ export class Inheritance {
       });
       const outcome = await Promise.race([answer, after(timeout)]);
       if (outcome === 'elapsed') throw new FdpassError('ERR_FDPASS_TIMEOUT', `the old process did not acknowledge within ${timeout} ms`);
-      return readyOutcome(outcome, true);
+      const result = readyOutcome(outcome, true);
+      if (result.connections !== undefined) {
+        migrating = true;
+        void this.#keepAdopting(result.connections);
+      }
+      return result;
     } finally {
       clearTimeout(timer);
-      await ch.close();
+      if (!migrating) await ch.close();
     }
+  }
+
+  // Until 'ack': connections the old process moves at once are adopted as they come.
+  async #untilAck(): Promise<Wire> {
+    for (;;) {
+      const m = await receiveWire(this.#channel);
+      const w = decode(m, ['ack', 'connection']);
+      if (w.type !== 'connection') return w;
+      await this.#adoptOne(w, m.fds[0]!);
+    }
+  }
+
+  // After 'ack': the connections that were busy move as they become idle, until 'end'. The channel
+  // does not keep this process alive, and the old process going away ends it like 'end'.
+  async #keepAdopting(atAck: MigrationCounts): Promise<void> {
+    const ch = this.#channel;
+    ch.unref();
+    let final: MigrationCounts | undefined;
+    const tally = { migrated: atAck.migrated, failed: atAck.failed };
+    for (;;) {
+      let w: Wire;
+      let fd: number | undefined;
+      try {
+        const m = await receiveWire(ch);
+        w = decode(m, ['connection', 'end']);
+        fd = m.fds[0];
+      } catch (err) {
+        debug('handoff: the old process ended the migration without its counts: %s', (err as Error).message);
+        break;
+      }
+      if (w.type === 'end') {
+        final = w.connections;
+        break;
+      }
+      if (w.type !== 'connection') break;
+      if (await this.#adoptOne(w, fd!)) tally.migrated++;
+      else tally.failed++;
+    }
+    await ch.close();
+    // Gone without its counts: what it still held went with it.
+    final ??= {
+      ...tally,
+      drained: atAck.drained + atAck.pending - (tally.migrated + tally.failed - atAck.migrated - atAck.failed),
+      pending: 0,
+    };
+    this.emit('migrated', final);
+  }
+
+  // Adopts one moved connection (or refuses it, closing its fd) and answers the old process.
+  async #adoptOne(w: Extract<Wire, { type: 'connection' }>, fd: number): Promise<boolean> {
+    const refusal = adoptConnection(w, fd, this.#servers, this);
+    if (refusal !== undefined) debug('handoff: refusing a moved connection: %s', refusal);
+    const answer: Wire = refusal === undefined ? { type: 'adopted', id: w.id } : { type: 'refused', id: w.id, reason: refusal };
+    await this.#channel.send({ data: encode(answer) }).catch((err: Error) => {
+      if (!isPeerGone(err)) throw err;
+    });
+    return refusal === undefined;
   }
 
   /** Gives up the hand-off: the old process keeps serving. */
@@ -213,6 +305,7 @@ function readyOutcome(w: Wire | 'gone', sentReady: boolean): ReadyResult {
     throw new FdpassError('ERR_FDPASS_HANDOFF_ROLLBACK', `the old process rolled back and keeps serving: ${why.message} (${why.code})`);
   }
   if (!sentReady) throw new FdpassError('ERR_FDPASS_HANDOFF_PROTOCOL', "the old process acknowledged before this one said 'ready'");
+  if (w.type === 'ack' && w.connections !== undefined) return { acknowledged: true, connections: w.connections };
   return { acknowledged: true };
 }
 
@@ -284,10 +377,12 @@ export async function take(path: string, opts: TakeOptions = {}): Promise<Inheri
     if (!(opts.allow ?? sameUser)(channel.peer)) {
       throw new FdpassError('ERR_FDPASS_HANDOFF_REFUSED', `the process serving '${path}' (uid ${channel.peer.uid}) is not allowed`);
     }
-    await channel.send({ data: encode({ type: 'hello', ...(opts.names ? { names: opts.names } : {}) }) }).catch((err: Error) => {
-      // A busy old process answers and hangs up at once: its answer is still ours to read.
-      if (!isPeerGone(err)) throw err;
-    });
+    await channel
+      .send({ data: encode({ type: 'hello', ...(opts.names ? { names: opts.names } : {}), connections: true }) })
+      .catch((err: Error) => {
+        // A busy old process answers and hangs up at once: its answer is still ours to read.
+        if (!isPeerGone(err)) throw err;
+      });
     const wanted = opts.names ? new Set(opts.names) : undefined;
     for (;;) {
       const m = await receiveWire(channel, { timeout: Math.max(1, deadline - Date.now()) }).catch((err: Error) => {

@@ -19,12 +19,13 @@ import { isSuccessor } from './inherit';
 import { validateListeners, type HandoffListener } from './listeners';
 import { pid1Error } from './pid1-check';
 import { writePidFile } from './pid-file';
-import { serve, validateServeOptions, type ServeOptions } from './serve';
+import { serve, validateServeOptions, type HandoffServer, type OfferOptions, type ServeOptions } from './serve';
+import type { MigrationCounts } from './protocol';
 import { spawnSuccessor, waitForSuccessor } from './successor';
 
 const debug = debuglog('fdpass');
 
-export interface UpgraderOptions extends Pick<ServeOptions, 'drainTimeout' | 'idleGrace' | 'closeSpread'> {
+export interface UpgraderOptions extends Pick<ServeOptions, 'drainTimeout' | 'idleGrace' | 'closeSpread' | 'migrate'> {
   /** Start an upgrade when this signal arrives (e.g. 'SIGHUP'). Default: only upgrade() starts one. */
   signal?: NodeJS.Signals;
   /**
@@ -63,7 +64,7 @@ export interface UpgradeResult {
  * Spawns successors on request and hands them the listeners. Events: `'upgrade'` (pid) when one
  * starts, `'upgraded'` (pid) when it serves and this process let go of the listeners, `'failed'`
  * (error, pid) when it did not (this process keeps serving; pid undefined when none was started), `'drained'` when this process's last
- * connection ended after an upgrade (exit then).
+ * connection ended after an upgrade (exit then; with `migrate`, its argument is the {@link MigrationCounts}).
  */
 export class Upgrader extends EventEmitter {
   /** Resolves once the listeners were handed to a successor and this process has drained. */
@@ -77,6 +78,7 @@ export class Upgrader extends EventEmitter {
   #abort: ((err: Error) => void) | undefined;
   #onSignal: (() => void) | undefined;
   #resolveDrained!: () => void;
+  #handedOff: HandoffServer | null = null;
 
   /** @internal Use upgrader(). */
   constructor(listeners: Record<string, HandoffListener>, opts: UpgraderOptions) {
@@ -103,6 +105,19 @@ export class Upgrader extends EventEmitter {
     }
     const refused = pid1Error();
     if (refused !== undefined) process.emitWarning(refused.message, { code: 'ERR_FDPASS_UPGRADE_PID1' });
+  }
+
+  /**
+   * Moves a connected socket to the successor after an upgrade with `migrate`, as
+   * {@link HandoffServer.offer} does: from the `'upgraded'` event until `'drained'`.
+   */
+  offer(socket: net.Socket, opts: OfferOptions = {}): Promise<boolean> {
+    if (this.#handedOff === null) {
+      return Promise.reject(
+        new FdpassError('ERR_FDPASS_CLOSED', 'no successor is taking connections (offer() works after an upgrade with migrate)'),
+      );
+    }
+    return this.#handedOff.offer(socket, opts);
   }
 
   /** True while a successor is starting. */
@@ -189,8 +204,11 @@ export class Upgrader extends EventEmitter {
       ...(opts.drainTimeout !== undefined ? { drainTimeout: opts.drainTimeout } : {}),
       ...(opts.idleGrace !== undefined ? { idleGrace: opts.idleGrace } : {}),
       ...(opts.closeSpread !== undefined ? { closeSpread: opts.closeSpread } : {}),
+      ...(opts.migrate !== undefined ? { migrate: opts.migrate } : {}),
       allow: (peer) => child !== undefined && peer.pid === child.pid,
     });
+    let counts: MigrationCounts | undefined; // emitted with 'drained', just before hs.drained resolves
+    hs.once('drained', (c?: MigrationCounts) => (counts = c));
     try {
       if (this.#closed) throw new FdpassError('ERR_FDPASS_CLOSED', 'the upgrade was aborted: the upgrader was closed');
       child = spawnSuccessor(opts, control);
@@ -232,8 +250,9 @@ export class Upgrader extends EventEmitter {
     // The pid changes at every upgrade: say so when the application does not.
     if (this.listenerCount('upgraded') === 0) sayQuietly(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
     this.emit('upgraded', pid);
+    this.#handedOff = hs;
     void hs.drained.then(() => {
-      this.emit('drained');
+      this.emit('drained', counts);
       this.#resolveDrained();
     });
     return { pid };

@@ -1,0 +1,453 @@
+// Connections that move during a hand-off (serve() with migrate, issue 23): the client's very TCP
+// connection (same local port, never closed) is served by the new process afterwards.
+import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as https from 'node:https';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { WebSocket } from 'ws';
+import { closeFds, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
+import { selfSignedCert } from '../bench/apps/tls-cert';
+import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { freePort } from './helpers/net';
+import { tmpPath } from './helpers/tmp';
+
+interface Counts {
+  migrated: number;
+  failed: number;
+  drained: number;
+  pending: number;
+}
+
+async function stop(child: Fixture): Promise<void> {
+  child.send({ cmd: 'exit' });
+  child.proc.stdin!.end();
+  const { code } = await child.exited;
+  assert.equal(code, 0, child.stderr());
+}
+
+/** A client of the fixtures' line protocol: one TCP connection, answers read line by line. */
+class LineClient {
+  readonly socket: net.Socket;
+  closed = false;
+  #lines: string[] = [];
+  #waiting: Array<(line: string) => void> = [];
+  #buffer = '';
+
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (d: string) => {
+      this.#buffer += d;
+      for (let i = this.#buffer.indexOf('\n'); i >= 0; i = this.#buffer.indexOf('\n')) {
+        const line = this.#buffer.slice(0, i);
+        this.#buffer = this.#buffer.slice(i + 1);
+        const w = this.#waiting.shift();
+        if (w) w(line);
+        else this.#lines.push(line);
+      }
+    });
+    this.socket.on('close', () => (this.closed = true));
+  }
+
+  connected(): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.once('connect', resolve).once('error', reject));
+  }
+
+  next(): Promise<string> {
+    const l = this.#lines.shift();
+    return l !== undefined ? Promise.resolve(l) : new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  async ask(text: string): Promise<string> {
+    this.socket.write(text);
+    return this.next();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const closed = new Promise((resolve) => this.socket.once('close', resolve));
+    this.socket.end();
+    await closed;
+  }
+}
+
+const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('hand-off with migrate: connections move to the new process', () => {
+  it("offer(): a connection moves with its state and its unread bytes; the client's connection stays open", async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'lines']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new LineClient(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    assert.equal(await client.ask('a\n'), `old ${old.pid} 1 a`);
+    client.socket.write('pa'); // a partial line: read by the old process, not processed
+    await settle(100);
+    const fresh = runFixture('migration-new', [control, 'lines']);
+    await fresh.expect('adopted');
+    const ready = await fresh.expect<{ acknowledged: boolean; connections: Counts }>('ready');
+    assert.equal(ready.acknowledged, true);
+    assert.deepEqual(ready.connections, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.deepEqual(await old.expect('offered'), { event: 'offered', moved: true });
+    // The rest of the partial line: the new process read the old one's unread "pa" first.
+    assert.equal(await client.ask('rt\n'), `new ${fresh.pid} 2 part`);
+    assert.equal(await client.ask('b\n'), `new ${fresh.pid} 3 b`);
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.deepEqual((await fresh.expect<{ counts: Counts }>('migrated')).counts, drained.counts);
+    assert.equal((await old.exited).code, 0);
+    assert.equal(await client.ask('c\n'), `new ${fresh.pid} 4 c`, 'still served after the old process exited');
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a connection the new process refuses stays with the old one, and its fd is closed in the new one', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'lines']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new LineClient(port);
+    await client.connected();
+    assert.equal(await client.ask('a\n'), `old ${old.pid} 1 a`);
+    const fresh = runFixture('migration-new', [control, 'refuse']);
+    const adopted = await fresh.expect<{ fds: number }>('adopted');
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    assert.deepEqual(await old.expect('offered'), { event: 'offered', moved: false });
+    assert.equal(await client.ask('b\n'), `old ${old.pid} 2 b`, 'the old process kept serving it');
+    await client.close();
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    const migrated = await fresh.expect<{ counts: Counts; fds: number }>('migrated');
+    assert.deepEqual(migrated.counts, drained.counts);
+    // At 'adopted' it held the listener and the control connection; now only the listener: the
+    // refused connection's fd was closed.
+    assert.equal(migrated.fds, adopted.fds - 1);
+    assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+});
+
+/** One HTTP/1.1 client connection written by hand: requests (pipelined or not) and the answers' bodies. */
+class RawHttp {
+  readonly socket: net.Socket;
+  closed = false;
+  bodies: string[] = [];
+  #text = '';
+  #waiting: Array<() => void> = [];
+
+  constructor(where: number | string) {
+    this.socket = typeof where === 'number' ? net.connect(where, '127.0.0.1') : net.connect(where);
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (d: string) => {
+      this.#text += d;
+      // Each answer: headers, then a body of Content-Length bytes.
+      for (;;) {
+        const end = this.#text.indexOf('\r\n\r\n');
+        if (end < 0) break;
+        const length = Number(/content-length: (\d+)/i.exec(this.#text.slice(0, end))?.[1] ?? 0);
+        if (this.#text.length < end + 4 + length) break;
+        this.bodies.push(this.#text.slice(end + 4, end + 4 + length));
+        this.#text = this.#text.slice(end + 4 + length);
+      }
+      for (const w of this.#waiting.splice(0)) w();
+    });
+    this.socket.on('close', () => (this.closed = true));
+  }
+
+  connected(): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.once('connect', resolve).once('error', reject));
+  }
+
+  /** Resolves once `n` answers in all have arrived. */
+  async answers(n: number): Promise<string[]> {
+    while (this.bodies.length < n) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    return this.bodies;
+  }
+
+  /** Sends one GET and returns its answer's body. */
+  async get(path = '/'): Promise<string> {
+    const n = this.bodies.length + 1;
+    this.socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    return (await this.answers(n))[n - 1]!;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const closed = new Promise((resolve) => this.socket.once('close', resolve));
+    this.socket.end();
+    await closed;
+  }
+}
+
+describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
+  it('an idle keep-alive connection moves: same local port, the next answer from the new pid', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    assert.equal(await client.get(), `old ${old.pid}`);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    await fresh.expect('adopted');
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal((await old.exited).code, 0);
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a keep-alive connection on a Unix socket moves too', async () => {
+    const control = tmpPath('control.sock');
+    const socketPath = tmpPath('web.sock');
+    const old = runFixture('migration-old', [control, 'http-unix', socketPath]);
+    await old.expect('serving');
+    const client = new RawHttp(socketPath);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(client.closed, false);
+    assert.equal((await old.exited).code, 0);
+    await client.close();
+    await stop(fresh);
+    fs.unlinkSync(socketPath); // a Unix server adopted from an fd does not know its path
+  });
+
+  it('requests pipelined while the connection moves are each answered once, in order, on the same connection', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    let sent = 0;
+    let stopped = false;
+    // Bursts of two pipelined requests every few ms, from before the hand-off until after it.
+    const bursts = (async () => {
+      while (!stopped) {
+        client.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n');
+        sent += 2;
+        await settle(3);
+      }
+    })();
+    await client.answers(10);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    await fresh.expect('ready');
+    await old.expect('drained');
+    while (!client.bodies.at(-1)?.startsWith('new')) await client.answers(client.bodies.length + 1);
+    stopped = true;
+    await bursts;
+    const bodies = await client.answers(sent);
+    await settle(50);
+    assert.equal(bodies.length, sent, 'every request answered exactly once');
+    const firstNew = bodies.findIndex((b) => b.startsWith('new'));
+    assert.ok(firstNew > 0);
+    assert.deepEqual(new Set(bodies.slice(0, firstNew)), new Set([`old ${old.pid}`]));
+    assert.deepEqual(new Set(bodies.slice(firstNew)), new Set([`new ${fresh.pid}`]), 'no answer from the old process after the move');
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    assert.equal((await old.exited).code, 0);
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a request half-read at the hand-off is finished by the old process; the connection then moves', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    client.socket.write('GET / HTTP/1.1\r\nHost: x\r\n'); // its headers' end is still to come
+    await settle(100);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 0, failed: 0, drained: 0, pending: 1 });
+    client.socket.write('\r\n');
+    assert.equal((await client.answers(2))[1], `old ${old.pid}`, 'the old process answered the request it had begun');
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    assert.equal(client.closed, false);
+    assert.equal((await old.exited).code, 0);
+    await client.close();
+    await stop(fresh);
+  });
+
+  it('a TLS keep-alive connection does not move: it is drained as without migrate', async () => {
+    const dir = path.dirname(tmpPath('x'));
+    selfSignedCert(dir);
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'https', dir]);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+    const get = (): Promise<{ body: string; socket: net.Socket }> =>
+      new Promise((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, agent }, (res) => {
+            const socket = res.socket; // back in the agent's pool, and off res, by 'end'
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => resolve({ body, socket }));
+          })
+          .on('error', reject);
+      });
+    const first = await get();
+    assert.equal(first.body, `old ${old.pid}`);
+    const closed = once(first.socket, 'close');
+    const fresh = runFixture('migration-new', [control, 'https', dir]);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 0, failed: 0, drained: 0, pending: 1 });
+    await closed; // closed by the old process after idleGrace, as a drain does
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 0, failed: 0, drained: 1, pending: 0 });
+    assert.equal((await get()).body, `new ${fresh.pid}`);
+    agent.destroy();
+    assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+});
+
+describe('hand-off with migrate: a new process that misbehaves', () => {
+  it('one that never answers for a connection holds nothing up: the old process closes it after the drain deadline and exits', async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http']);
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    // A taker by hand: hello, the listener, 'ready', then silence.
+    const ch = await connect(control);
+    const wire = (msg: object): Buffer => Buffer.from(JSON.stringify({ v: HANDOFF_PROTOCOL_VERSION, ...msg }));
+    await ch.send({ data: wire({ type: 'hello', connections: true }) });
+    const held: number[] = [];
+    for (;;) {
+      const m = await ch.receive();
+      held.push(...m.fds);
+      if ((JSON.parse(m.data.toString()) as { type: string }).type === 'done') break;
+    }
+    await ch.send({ data: wire({ type: 'ready' }) });
+    const offered = await ch.receive();
+    held.push(...offered.fds);
+    assert.equal((JSON.parse(offered.data.toString()) as { type: string }).type, 'connection');
+    assert.equal(offered.fds.length, 1);
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    assert.equal((await old.exited).code, 0);
+    const closed = once(client.socket, 'close');
+    closeFds(held); // the last copy of the connection: the client now sees it end
+    await closed;
+    await ch.close();
+  });
+});
+
+describe('self-upgrade with migrate (handoff.upgrader)', () => {
+  it("SIGHUP: the client's keep-alive connection is served by the successor, never closed", async () => {
+    const port = await freePort();
+    const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_MIGRATE: '1' } });
+    await gen1.expect('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    const localPort = client.socket.localPort;
+    assert.equal(await client.get(), `gen ${gen1.pid}`);
+    gen1.proc.kill('SIGHUP');
+    // The successor's 'serving' (it shares gen1's stdout) and gen1's 'drained', in whichever order they come.
+    const seen = new Map<string, Record<string, unknown>>();
+    while (!seen.has('serving') || !seen.has('drained')) {
+      const m = await gen1.next<Record<string, unknown>>();
+      if (m.event === 'serving' || m.event === 'drained') seen.set(m.event, m);
+    }
+    const s2 = seen.get('serving') as { pid: number; inherited: boolean };
+    assert.equal(s2.inherited, true);
+    const drained = seen.get('drained') as { pid: number; counts: Counts };
+    assert.deepEqual([drained.pid, drained.counts], [gen1.pid, { migrated: 1, failed: 0, drained: 0, pending: 0 }]);
+    assert.equal(await client.get(), `gen ${s2.pid}`);
+    assert.equal(client.socket.localPort, localPort);
+    assert.equal(client.closed, false);
+    await client.close();
+    process.kill(s2.pid, 'SIGTERM');
+    await gen1.exited; // its stdout, shared with the successor, ends when both have exited
+  });
+});
+
+describe('the WebSocket example (examples/websocket-server.ts)', () => {
+  it("its clients see no 'close' across 5 hand-offs, and every message is answered once, in order", async () => {
+    const script = path.join(__dirname, '..', 'examples', 'websocket-server.js');
+    const control = tmpPath('control.sock');
+    const port = await freePort();
+    const start = (): Fixture => spawnJson(process.execPath, [script, String(port), control]);
+    let current = start();
+    await current.expect('serving');
+    const answered: string[][] = [];
+    let closes = 0;
+    let sending = true;
+    const clients = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+        answered[i] = [];
+        ws.on('message', (data) => answered[i]!.push(String(data)));
+        ws.on('close', () => closes++);
+        await once(ws, 'open');
+        return ws;
+      }),
+    );
+    // Each client sends 1, 2, 3, ... every 20 ms; the server answers `<pid> <n> <message>`.
+    const sent = clients.map(() => 0);
+    const senders = clients.map(async (ws, i) => {
+      while (sending) {
+        ws.send(String(++sent[i]!));
+        await settle(20);
+      }
+    });
+    const pids = [current.pid];
+    for (let k = 0; k < 5; k++) {
+      await settle(200);
+      const next = start();
+      await next.expect('serving');
+      const drained = await current.expect<{ counts: Counts }>('drained');
+      assert.equal(drained.counts.migrated, 20, `hand-off ${k + 1}: all 20 WebSockets moved`);
+      assert.equal((await current.exited).code, 0);
+      current = next;
+      pids.push(next.pid);
+    }
+    await settle(200);
+    sending = false;
+    await Promise.all(senders);
+    const deadline = Date.now() + 10_000;
+    while (answered.some((a, i) => a.length < sent[i]!) && Date.now() < deadline) await settle(20);
+    assert.equal(closes, 0, "no client saw 'close'");
+    for (const [i, answers] of answered.entries()) {
+      assert.equal(answers.length, sent[i], `client ${i}: one answer per message`);
+      answers.forEach((a, j) => {
+        const [pid, n, message] = a.split(' ');
+        assert.ok(pids.includes(Number(pid)), a);
+        assert.equal(n, String(j + 1), `client ${i}: the count moved with the connection (${a})`);
+        assert.equal(message, String(j + 1), `client ${i}: answers in order (${a})`);
+      });
+      assert.equal(answers.at(-1)!.split(' ')[0], String(current.pid), `client ${i} ends on the last generation`);
+    }
+    await Promise.all(
+      clients.map(async (ws) => {
+        const closed = once(ws, 'close');
+        ws.close();
+        await closed;
+      }),
+    );
+    current.proc.kill('SIGKILL');
+    await current.exited;
+    fs.unlinkSync(control); // the killed last generation could not remove its control socket
+  });
+});
