@@ -52,9 +52,20 @@ interface PendingSend {
   reject: (e: unknown) => void;
 }
 
-// Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
-// messages to JS in one call (a message is only read while a full-size one would still fit).
+// Spare room past maxMessageSize in a stream channel's read buffer: one wakeup then brings several
+// chunks to JS in one call (a chunk is only read while a full-size one would still fit).
 const READ_SLACK = 16 * 1024;
+// A seqpacket or dgram channel reads with recvmmsg, one full-size slot per message, up to READ_BUDGET
+// slots in at most this many bytes (64 KiB messages: 16 slots). Only the pages a message touches
+// become resident.
+const READ_BATCH_BYTES = 1024 * 1024;
+
+/** The read buffer's size: room for one recvmmsg batch (seqpacket, dgram) or a stream's chunks. */
+function readBufferSize(kind: SocketKind, bufferSize: number): number {
+  if (kind === 'stream') return bufferSize + READ_SLACK;
+  const slots = Math.max(1, Math.min(binding.ChannelPoller.READ_BUDGET, Math.floor(READ_BATCH_BYTES / bufferSize)));
+  return slots * bufferSize;
+}
 
 function ignore(): void {}
 
@@ -122,7 +133,7 @@ export class Channel extends EventEmitter {
     this.#onClose = onClose;
     const { bufferSize, maxFds } = validateChannelOptions(opts);
     this.#maxFds = maxFds;
-    this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
+    this.#readBuffer = Buffer.allocUnsafeSlow(readBufferSize(kind, bufferSize));
     this.#outgoing = new OutgoingStage(kind);
     this.#poller = new binding.ChannelPoller(
       fd,

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "args.h"
 #include "errors.h"
@@ -23,6 +24,9 @@ constexpr int32_t kDroppedTrunc = 2;
 constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
 constexpr size_t kReadInfoCred = kReadInfoFds + kReadFdsCapacity;
 constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kReadBudget);
+// sendBatch's layout (described at NativeChannelPoller.sendBatch in lib/native.ts).
+constexpr size_t kSendBatchFds = 2 * kMaxBatch;
+constexpr size_t kSendBatchLayoutLength = kSendBatchFds + kMaxBatch * kMaxFdsPerMessage;
 
 }  // namespace
 
@@ -30,10 +34,14 @@ Napi::Function ChannelPoller::Define(Napi::Env env) {
   std::vector<PropertyDescriptor> props = CommonMethods<ChannelPoller>();
   props.insert(
       props.end(),
-      {InstanceMethod<&ChannelPoller::Send>("send"),
+      {InstanceMethod<&ChannelPoller::Send>("send"), InstanceMethod<&ChannelPoller::SendBatch>("sendBatch"),
        InstanceMethod<&ChannelPoller::DropHeldMethod>("dropHeld"),
        InstanceAccessor<&ChannelPoller::GetQueued>("queued"),
        StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+       StaticValue("SEND_BATCH", Napi::Number::New(env, static_cast<double>(kMaxBatch))),
+       StaticValue("SEND_BATCH_FDS", Napi::Number::New(env, static_cast<double>(kSendBatchFds))),
+       StaticValue("SEND_BATCH_LAYOUT_LENGTH",
+                   Napi::Number::New(env, static_cast<double>(kSendBatchLayoutLength))),
        StaticValue("READ_INFO_MESSAGES", Napi::Number::New(env, static_cast<double>(kReadInfoMessages))),
        StaticValue("READ_INFO_FDS", Napi::Number::New(env, static_cast<double>(kReadInfoFds))),
        StaticValue("DROPPED_CTRUNC", Napi::Number::New(env, kDroppedCtrunc)),
@@ -131,6 +139,9 @@ void ChannelPoller::OnReadable() { ReadBatch(); }
 // One batch: up to kReadBudget messages, their bytes into readBuffer and their layout and descriptors
 // into readInfo, then one call into JS, which copies out what it keeps before any user code runs.
 // Nothing is allocated per message and no napi value is made per message or per descriptor.
+// Seqpacket and dgram read with recvmmsg: as many full-size slots as readBuffer has room for in one
+// syscall, each message then moved down to lie right after the previous one. A stream reads one
+// chunk per call (a chunk has no boundary to keep, and the next one cannot be sized before it).
 bool ChannelPoller::ReadBatch() {
   napi_env env = env_;
   int32_t* info = read_info_;
@@ -139,46 +150,57 @@ bool ChannelPoller::ReadBatch() {
   uint32_t count = 0;
   bool eof = false;
   int err = 0;
+  ReceivedMessage received[kMaxBatch];
 
-  for (int i = 0; i < kReadBudget; i++) {
-    if (read_capacity_ - offset < max_message_) break;  // no room for a full-size message: next wakeup
-    size_t mark = fds.size();
-    ReceivedMessage m;
-    int rc = ReceiveMessage(fd_.get(), read_data_ + offset, max_message_, &fds, &m);
-    if (rc == -EAGAIN) break;
+  for (int calls = 0; calls < kReadBudget && count < static_cast<uint32_t>(kReadBudget) && !eof; calls++) {
+    size_t room = (read_capacity_ - offset) / max_message_;  // full-size slots left
+    size_t want = std::min(room, static_cast<size_t>(kReadBudget) - count);
+    if (socket_type_ == SOCK_STREAM) want = std::min<size_t>(want, 1);
+    if (want == 0) break;  // no room for a full-size message: next wakeup
+    uint8_t* slots = read_data_ + offset;
+    int got = ReceiveMessages(fd_.get(), slots, max_message_, want, &fds, received);
+    if (got == -EAGAIN) break;
     // Datagram-style receives (seqpacket, dgram) report a pending ECONNRESET (the peer closed with our
     // data unread) before the messages still queued (net/core/datagram.c checks sock_error first) and
     // clear it: read on, the messages and then end-of-file follow.
-    if (rc == -ECONNRESET && socket_type_ != SOCK_STREAM) continue;
-    if (rc < 0) {
-      err = rc;
+    if (got == -ECONNRESET && socket_type_ != SOCK_STREAM) continue;
+    if (got < 0) {
+      err = got;
       break;
     }
-    // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
-    // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.)
-    if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && socket_type_ != SOCK_DGRAM) {
-      eof = true;
-      break;
-    }
-    if (m.fds_truncated || m.data_truncated) {
-      // The message is unusable: what arrived of its fds closes now; JS is told what was lost.
-      fds.ShrinkTo(mark);
-      info[kReadInfoMessages + 2 * count] = -1;
-      info[kReadInfoMessages + 2 * count + 1] =
-          (m.fds_truncated ? kDroppedCtrunc : 0) | (m.data_truncated ? kDroppedTrunc : 0);
+    for (int j = 0; j < got; j++) {
+      const ReceivedMessage& m = received[j];
+      // Zero bytes and no fds is EOF on a stream or seqpacket socket (every later entry of the batch
+      // is EOF again); on a datagram socket it is an empty datagram. (An fd-only seqpacket message has
+      // fds, so it is never taken for EOF.)
+      if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && !m.data_truncated &&
+          socket_type_ != SOCK_DGRAM) {
+        eof = true;
+        break;
+      }
+      if (m.fds_truncated || m.data_truncated) {
+        // The message is unusable: what arrived of its fds was closed; JS is told what was lost.
+        info[kReadInfoMessages + 2 * count] = -1;
+        info[kReadInfoMessages + 2 * count + 1] =
+            (m.fds_truncated ? kDroppedCtrunc : 0) | (m.data_truncated ? kDroppedTrunc : 0);
+        count++;
+        continue;
+      }
+      // Its slot lies at or past offset: move the bytes down so the batch's messages lie back to back.
+      const uint8_t* slot = slots + static_cast<size_t>(j) * max_message_;
+      if (slot != read_data_ + offset && m.length > 0) memmove(read_data_ + offset, slot, m.length);
+      info[kReadInfoMessages + 2 * count] = static_cast<int32_t>(m.length);
+      info[kReadInfoMessages + 2 * count + 1] = static_cast<int32_t>(m.nfds);
+      int32_t* cred = info + kReadInfoCred + 3 * count;
+      cred[0] = m.has_cred ? m.pid : -1;
+      if (m.has_cred) {
+        cred[1] = m.uid;
+        cred[2] = m.gid;
+      }
+      offset += m.length;
       count++;
-      continue;
     }
-    info[kReadInfoMessages + 2 * count] = static_cast<int32_t>(m.length);
-    info[kReadInfoMessages + 2 * count + 1] = static_cast<int32_t>(m.nfds);
-    int32_t* cred = info + kReadInfoCred + 3 * count;
-    cred[0] = m.has_cred ? m.pid : -1;
-    if (m.has_cred) {
-      cred[1] = m.uid;
-      cred[2] = m.gid;
-    }
-    offset += m.length;
-    count++;
+    if (static_cast<size_t>(got) < want) break;  // the queue is empty (MSG_WAITFORONE took what was there)
   }
   info[0] = static_cast<int32_t>(count);
   info[1] = static_cast<int32_t>(fds.size());
@@ -208,30 +230,42 @@ bool ChannelPoller::ReadBatch() {
   return true;
 }
 
+// Flushes the queue front to back, up to kMaxBatch messages per sendmmsg, each with its own fds.
 void ChannelPoller::OnWritable() {
   Napi::Env env(env_);
   uint32_t last_done = 0;
   int err = 0;
   uint32_t failed_id = 0;
-  while (!queue_.empty()) {
-    Outgoing& m = queue_.front();
-    std::vector<int> raw;
-    raw.reserve(m.fds.size());
-    for (auto& fd : m.fds) raw.push_back(fd.get());
-    size_t len = m.data.size() - m.offset;
-    ssize_t n = SendMessage(fd_.get(), m.data.data() + m.offset, len, raw.data(), raw.size());
-    if (n == -EAGAIN) break;
-    if (n < 0) {
-      err = static_cast<int>(n);
-      failed_id = m.id;
+  bool stream = socket_type_ == SOCK_STREAM;
+  OutgoingMessage batch[kMaxBatch];
+  // The dups' numbers, each message's in its own range (32 KiB: per thread, not on a Worker's stack).
+  thread_local int raw[kMaxBatch * kMaxFdsPerMessage];
+  while (!queue_.empty() && err == 0) {
+    size_t n = std::min(queue_.size(), kMaxBatch);
+    for (size_t i = 0; i < n; i++) {
+      Outgoing& m = queue_[i];
+      int* fds = raw + i * kMaxFdsPerMessage;
+      for (size_t k = 0; k < m.fds.size(); k++) fds[k] = m.fds[k].get();
+      batch[i] = {m.data.data() + m.offset, m.data.size() - m.offset, fds, m.fds.size(), 0};
+    }
+    int got = SendMessages(fd_.get(), stream, batch, n);
+    if (got == -EAGAIN) break;
+    if (got < 0) {
+      err = got;
+      failed_id = queue_.front().id;
       break;
     }
-    // unix(7): the fds went out with the first byte; never attach them again.
-    m.fds.clear();
-    m.offset += static_cast<size_t>(n);
-    if (m.offset < m.data.size()) continue;  // partial stream write: send the rest
-    last_done = m.id;
-    queue_.pop_front();
+    for (int i = 0; i < got; i++) {
+      Outgoing& m = queue_.front();
+      // unix(7): the fds went out with the first byte; never attach them again.
+      m.fds.clear();
+      m.offset += batch[i].sent;
+      if (m.offset < m.data.size()) break;  // partial stream write (the batch's last): the rest next
+
+      last_done = m.id;
+      queue_.pop_front();
+    }
+    // got < n: the kernel stopped (full, or an error that the next call reports): try again.
   }
   if (err != 0) {
     // The socket is broken for writing; every queued message fails (their dup'd fds close).
@@ -294,25 +328,119 @@ Napi::Value ChannelPoller::Send(const Napi::CallbackInfo& info) {
     if (n > 0) sent = static_cast<size_t>(n);
   }
 
+  uint32_t id = 0;
+  if (!Enqueue(env, data + sent, len - sent, sent == 0 ? fds : nullptr, sent == 0 ? count : 0, &id)) {
+    return env.Undefined();
+  }
+  UpdatePolling();
+  return Napi::Number::New(env, id);
+}
+
+// Queues what the kernel has not taken of one message: its unsent bytes and, when none of it went
+// yet, duplicates of its fds, so that the caller may close its copies now (DESIGN.md §4). False (a
+// system error thrown) when a dup fails; nothing of the message is queued then.
+bool ChannelPoller::Enqueue(Napi::Env env, const uint8_t* data, size_t len, const int* fds, size_t nfds,
+                            uint32_t* id) {
   Outgoing m;
+  m.data.assign(data, data + len);
+  m.fds.reserve(nfds);
+  for (size_t k = 0; k < nfds; k++) {
+    int dup = fcntl(fds[k], F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) {
+      ThrowSystemError(env, -errno, "fcntl");
+      return false;  // m's dups close here
+    }
+    m.fds.emplace_back(dup);
+  }
   m.id = next_id_++;
   if (next_id_ == 0) next_id_ = 1;
-  m.data.assign(data + sent, data + len);
-  if (sent == 0) {
-    // Not sent yet: hold duplicates so the caller may close its copies now (DESIGN.md §4).
-    m.fds.reserve(count);
-    for (size_t k = 0; k < count; k++) {
-      int dup = fcntl(fds[k], F_DUPFD_CLOEXEC, 0);
-      if (dup < 0) {
-        int e = -errno;
-        ThrowSystemError(env, e, "fcntl");
-        return env.Undefined();  // m's dups close here
+  *id = m.id;
+  queue_.push_back(std::move(m));
+  return true;
+}
+
+// sendBatch(data: Uint8Array, layout: Int32Array, count) -> as send(), for `count` (<= SEND_BATCH)
+// messages staged by JS: message i has layout[2i] bytes (back to back in data) and layout[2i + 1]
+// fds (back to back in layout from SEND_BATCH_FDS). They leave in as few sendmmsg calls as the kernel
+// allows, and what it does not take is queued behind them in order, as send() queues. Throws when
+// the kernel refuses the first message at once; a later refusal is left to the queue (which reports
+// it through onError), so that no message after a sent one is lost without a word.
+Napi::Value ChannelPoller::SendBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint8_t* data;
+  size_t len;
+  Napi::TypedArray layout_array;
+  int count;
+  if (!ReadBytes(info, 0, &data, &len) ||
+      !ReadTypedArray(info, 1, napi_int32_array, kSendBatchLayoutLength,
+                      "layout must be an Int32Array of SEND_BATCH_LAYOUT_LENGTH elements", &layout_array) ||
+      !ReadInt32(info, 2, &count, 0, static_cast<int>(kMaxBatch))) {
+    return env.Undefined();
+  }
+  const int32_t* layout = layout_array.As<Napi::Int32Array>().Data();
+  bool stream = socket_type_ == SOCK_STREAM;
+  OutgoingMessage batch[kMaxBatch];
+  size_t offset = 0, fd_offset = kSendBatchFds;
+  for (int i = 0; i < count; i++) {
+    int32_t mlen = layout[2 * i], nfds = layout[2 * i + 1];
+    // lib/ staged and checked these; the re-check, as args.h does for arguments.
+    if (mlen < 0 || static_cast<size_t>(mlen) > len - offset || nfds < 0 || nfds > kMaxFdsPerMessage ||
+        (stream && mlen == 0 && nfds > 0)) {
+      ThrowRangeError(env, "ERR_OUT_OF_RANGE", "a staged message's length or fd count is out of range");
+      return env.Undefined();
+    }
+    const int32_t* fds = layout + fd_offset;
+    for (int32_t k = 0; k < nfds; k++) {
+      if (fds[k] < 0) {
+        ThrowRangeError(env, "ERR_OUT_OF_RANGE", "fds must be integers >= 0");
+        return env.Undefined();
       }
-      m.fds.emplace_back(dup);
+    }
+    batch[i] = {data + offset, static_cast<size_t>(mlen), fds, static_cast<size_t>(nfds), 0};
+    offset += static_cast<size_t>(mlen);
+    fd_offset += static_cast<size_t>(nfds);
+  }
+  if (!fd_.valid()) {
+    ThrowSystemError(env, -EBADF, "sendmsg");
+    return env.Undefined();
+  }
+  if (write_failed_) {
+    ThrowSystemError(env, -EPIPE, "sendmsg");
+    return env.Undefined();
+  }
+
+  size_t done = 0;     // messages the kernel took whole
+  size_t partial = 0;  // bytes it took of the next one (a stream's short write)
+  while (queue_.empty() && done < static_cast<size_t>(count)) {
+    int got = SendMessages(fd_.get(), stream, batch + done, static_cast<size_t>(count) - done);
+    if (got == -EAGAIN) break;
+    if (got < 0) {
+      if (done == 0) {
+        ThrowSystemError(env, got, "sendmsg");
+        return env.Undefined();
+      }
+      break;  // the rest is queued: the queue's next sendmmsg meets the error and reports it
+    }
+    size_t took = static_cast<size_t>(got);
+    OutgoingMessage& last = batch[done + took - 1];
+    if (last.sent < last.len) {  // partial stream write: the rest waits in the queue, fds gone with it
+      done += took - 1;
+      partial = last.sent;
+      break;
+    }
+    done += took;
+    if (took < static_cast<size_t>(count) - (done - took)) break;  // the kernel stopped: full
+  }
+  uint32_t id = 0;
+  for (size_t i = done; i < static_cast<size_t>(count); i++) {
+    const OutgoingMessage& m = batch[i];
+    size_t skip = i == done ? partial : 0;
+    if (!Enqueue(env, static_cast<const uint8_t*>(m.data) + skip, m.len - skip, skip == 0 ? m.fds : nullptr,
+                 skip == 0 ? m.nfds : 0, &id)) {
+      UpdatePolling();  // what was queued before the failed dup still goes
+      return env.Undefined();
     }
   }
-  uint32_t id = m.id;
-  queue_.push_back(std::move(m));
   UpdatePolling();
   return Napi::Number::New(env, id);
 }

@@ -1,5 +1,6 @@
 // ChannelPoller: the JS-visible owner of one connected socket (a Channel's): readable -> drain recvmsg
-// into memory shared with JS (budgeted), writable -> flush the send queue; the received fds it holds.
+// into memory shared with JS (budgeted, recvmmsg), writable -> flush the send queue (sendmmsg); the
+// received fds it holds.
 #ifndef FDPASS_CHANNEL_POLLER_H_
 #define FDPASS_CHANNEL_POLLER_H_
 
@@ -44,6 +45,8 @@ class ChannelPoller : public Napi::ObjectWrap<ChannelPoller>, public PollBase {
   };
 
   Napi::Value Send(const Napi::CallbackInfo& info);
+  Napi::Value SendBatch(const Napi::CallbackInfo& info);
+  bool Enqueue(Napi::Env env, const uint8_t* data, size_t len, const int* fds, size_t nfds, uint32_t* id);
   Napi::Value DropHeldMethod(const Napi::CallbackInfo& info);
   Napi::Value GetQueued(const Napi::CallbackInfo& info);
 
