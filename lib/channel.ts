@@ -52,6 +52,9 @@ interface PendingSend {
   reject: (e: unknown) => void;
 }
 
+// Most messages one native sendBatch() takes (one sendmmsg when the kernel takes them all).
+const SEND_BATCH = binding.ChannelPoller.SEND_BATCH;
+
 // Spare room past maxMessageSize in a stream channel's read buffer: one wakeup then brings several
 // chunks to JS in one call (a chunk is only read while a full-size one would still fit).
 const READ_SLACK = 16 * 1024;
@@ -224,6 +227,42 @@ export class Channel extends EventEmitter {
     const id = poller.send(data, this.#outgoing.count);
     if (id === 0) return true; // nothing was queued before it either: the queue is empty
     this.#sends.set(id, { resolve: ignore, reject: ignore });
+    this.#needDrain = true;
+    return false;
+  }
+
+  /**
+   * Sends several messages at once, each with its own descriptors, in as few system calls as the
+   * kernel allows (`sendmmsg`, up to 32 messages a call) instead of one `sendmsg` each. The message rules
+   * and the return value are {@link Channel.write}'s: `false` when some had to be queued (they still
+   * go out, in order; wait for `'drain'`). Message boundaries are kept on seqpacket and dgram channels.
+   * The fds stay yours: you may close them as soon as this returns.
+   *
+   * Every message is checked before any is sent: a bad one throws and none goes. A system error
+   * throws only when the kernel refuses the first message; after that, a failure fails the channel,
+   * as for a queued `write()`.
+   */
+  writeMany(messages: readonly OutgoingMessage[]): boolean {
+    if (!Array.isArray(messages)) throw invalidArgType('messages', 'an instance of Array', messages);
+    const total = messages.length;
+    const stage = this.#outgoing;
+    if (total > SEND_BATCH) stage.checkAll(messages); // staging checks the first batch itself
+    let queued = false;
+    for (let from = 0; from < total; from += SEND_BATCH) {
+      const to = Math.min(total, from + SEND_BATCH);
+      const data = stage.stageBatch(messages, from, to);
+      const poller = this.#poller;
+      if (this.#closed || this.#closing !== null || poller === null) {
+        throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
+      }
+      if (stage.count === 0) continue;
+      const id = poller.sendBatch(data, stage.layout, stage.count);
+      if (id !== 0) {
+        this.#sends.set(id, { resolve: ignore, reject: ignore });
+        queued = true;
+      }
+    }
+    if (!queued) return !this.#needDrain;
     this.#needDrain = true;
     return false;
   }
