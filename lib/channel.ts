@@ -55,19 +55,17 @@ interface PendingSend {
 // Most messages one native sendBatch() takes (one sendmmsg when the kernel takes them all).
 const SEND_BATCH = binding.ChannelPoller.SEND_BATCH;
 
-// Spare room past maxMessageSize in a stream channel's read buffer: one wakeup then brings several
-// chunks to JS in one call (a chunk is only read while a full-size one would still fit).
-const READ_SLACK = 16 * 1024;
-// A seqpacket or dgram channel reads with recvmmsg, one full-size slot per message, up to READ_BUDGET
-// slots in at most this many bytes (64 KiB messages: 16 slots). Only the pages a message touches
-// become resident.
-const READ_BATCH_BYTES = 1024 * 1024;
+// A channel reads with recvmmsg into full-size slots (maxMessageSize each) of its read buffer, up to
+// READ_BUDGET slots per call. The buffer is one per thread (module instance), READ_BATCH_BYTES long
+// and shared by every channel whose maxMessageSize it holds, as READ_INFO is: a batch is copied out
+// of it (decodeBatch) before any user code runs. A channel with larger messages reads into its own.
+const READ_BATCH_BYTES = 2 * 1024 * 1024;
+let sharedReadBuffer: Buffer | undefined;
 
-/** The read buffer's size: room for one recvmmsg batch (seqpacket, dgram) or a stream's chunks. */
-function readBufferSize(kind: SocketKind, bufferSize: number): number {
-  if (kind === 'stream') return bufferSize + READ_SLACK;
-  const slots = Math.max(1, Math.min(binding.ChannelPoller.READ_BUDGET, Math.floor(READ_BATCH_BYTES / bufferSize)));
-  return slots * bufferSize;
+function readBufferFor(bufferSize: number): Buffer {
+  if (bufferSize > READ_BATCH_BYTES) return Buffer.allocUnsafeSlow(bufferSize);
+  sharedReadBuffer ??= Buffer.allocUnsafeSlow(READ_BATCH_BYTES);
+  return sharedReadBuffer;
 }
 
 function ignore(): void {}
@@ -136,7 +134,7 @@ export class Channel extends EventEmitter {
     this.#onClose = onClose;
     const { bufferSize, maxFds } = validateChannelOptions(opts);
     this.#maxFds = maxFds;
-    this.#readBuffer = Buffer.allocUnsafeSlow(readBufferSize(kind, bufferSize));
+    this.#readBuffer = readBufferFor(bufferSize);
     this.#outgoing = new OutgoingStage(kind);
     this.#poller = new binding.ChannelPoller(
       fd,

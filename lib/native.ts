@@ -69,7 +69,8 @@ export interface NativeChannelPoller extends NativePollerBase {
 export interface NativeChannelPollerConstructor {
   /**
    * readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
-   * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
+   * messages; shareable by every poller of a thread) and readInfo (READ_INFO_LENGTH int32s, shareable
+   * by every poller) carry each read batch
    * to onRead; sendFds (253 int32s) carries the descriptors of send().
    *
    * readInfo's layout, the one description of it (native/channel_poller.cc fills it, lib/read-batch.ts reads
@@ -81,8 +82,8 @@ export interface NativeChannelPollerConstructor {
    * - from READ_INFO_FDS, every descriptor of the batch, message after message;
    * - from READ_INFO_CRED, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
    *   when the message carried no credentials).
-   * The bytes of the batch's messages lie back to back in readBuffer, from 0. A seqpacket or dgram
-   * poller reads with recvmmsg into full-size slots of readBuffer (bufferSize bytes each, as many as it
+   * The bytes of the batch's messages lie back to back in readBuffer, from 0. A poller reads with
+   * recvmmsg into full-size slots of readBuffer (bufferSize bytes each, as many as it
    * holds, up to READ_BUDGET) and moves each message down to lie after the previous one.
    *
    * The poller keeps owning the received descriptors until JS hands their message to the application

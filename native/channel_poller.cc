@@ -139,9 +139,9 @@ void ChannelPoller::OnReadable() { ReadBatch(); }
 // One batch: up to kReadBudget messages, their bytes into readBuffer and their layout and descriptors
 // into readInfo, then one call into JS, which copies out what it keeps before any user code runs.
 // Nothing is allocated per message and no napi value is made per message or per descriptor.
-// Seqpacket and dgram read with recvmmsg: as many full-size slots as readBuffer has room for in one
-// syscall, each message then moved down to lie right after the previous one. A stream reads one
-// chunk per call (a chunk has no boundary to keep, and the next one cannot be sized before it).
+// Each recvmmsg fills as many full-size slots as readBuffer has room for (a stream's chunks too: the
+// kernel ends a chunk where another sender's fds begin), and each message is then moved down to lie
+// right after the previous one.
 bool ChannelPoller::ReadBatch() {
   napi_env env = env_;
   int32_t* info = read_info_;
@@ -155,7 +155,6 @@ bool ChannelPoller::ReadBatch() {
   for (int calls = 0; calls < kReadBudget && count < static_cast<uint32_t>(kReadBudget) && !eof; calls++) {
     size_t room = (read_capacity_ - offset) / max_message_;  // full-size slots left
     size_t want = std::min(room, static_cast<size_t>(kReadBudget) - count);
-    if (socket_type_ == SOCK_STREAM) want = std::min<size_t>(want, 1);
     if (want == 0) break;  // no room for a full-size message: next wakeup
     uint8_t* slots = read_data_ + offset;
     int got = ReceiveMessages(fd_.get(), slots, max_message_, want, &fds, received);
