@@ -167,16 +167,22 @@ bool ChannelPoller::ReadBatch() {
       err = got;
       break;
     }
+    size_t mark = fds.size();  // where entry j's fds start, once those of the entries before it are taken off
+    for (int j = 0; j < got; j++) mark -= received[j].nfds;
     for (int j = 0; j < got; j++) {
       const ReceivedMessage& m = received[j];
-      // Zero bytes and no fds is EOF on a stream or seqpacket socket (every later entry of the batch
-      // is EOF again); on a datagram socket it is an empty datagram. (An fd-only seqpacket message has
-      // fds, so it is never taken for EOF.)
+      // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
+      // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.) The
+      // batch ends there: a later entry is EOF again or, after an empty seqpacket message that a peer
+      // sent as a fake EOF, a message never delivered, whose fds close now (as they would have with
+      // the socket, had it stayed in the kernel's queue).
       if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && !m.data_truncated &&
           socket_type_ != SOCK_DGRAM) {
+        fds.ShrinkTo(mark);
         eof = true;
         break;
       }
+      mark += m.nfds;
       if (m.fds_truncated || m.data_truncated) {
         // The message is unusable: what arrived of its fds was closed; JS is told what was lost.
         info[kReadInfoMessages + 2 * count] = -1;

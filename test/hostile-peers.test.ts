@@ -200,6 +200,26 @@ describe('hostile peers (same uid, raw sockets)', () => {
         assert.deepEqual(results.burst, results.paced);
       });
 
+      it('seqpacket: an empty message (read as end-of-file) inside a batch ends the channel; the fds of the messages after it are closed at once', async () => {
+        const marker = markerFile();
+        const sock = tmpPath('fake-eof.sock');
+        const server = await listen(sock, { type: 'seqpacket' });
+        const accepted = once(server, 'connection') as Promise<[Channel]>;
+        const peer = rawPeer(['mix', 'burst', 'seqpacket', sock, marker, '4:1', '0:0', '5:2', '6:3']);
+        const [ch] = await accepted;
+        await server.close();
+        await peer.expect('sent');
+        const m = await ch.receive({ timeout: 5000 });
+        assert.equal(m.data.toString(), 'm1xx');
+        for (const fd of m.fds) fs.closeSync(fd);
+        await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+        // Before any close() of ours: messages 3 and 4 were read with the batch, never delivered.
+        assert.equal(holdsFile(openFds(), marker), 0, 'a copy of the marker stayed open');
+        await ch.close();
+        await peer.expect('eof');
+        assert.equal((await peer.exited).code, 0, peer.stderr());
+      });
+
       it('dgram: the same burst, on a bound datagram channel, gives the same outcomes', async () => {
         const marker = markerFile();
         const sock = tmpPath('mix-dgram.sock');
