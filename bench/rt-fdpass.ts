@@ -26,8 +26,9 @@ interface Writable {
   writeMany?(msgs: Array<{ data?: Buffer; fds?: number[] }>): boolean;
 }
 
-// writeMany's batch in the bench: as many messages as one sendmmsg of fdpass carries.
-const BATCH = 32;
+// writeMany's batch in the bench (RT_BATCH): by default as many messages as one sendmmsg of fdpass
+// carries.
+const BATCH = Number(process.env.RT_BATCH ?? 32);
 
 // What this fdpass offers (the same script runs against versions without write() or closeFds()).
 const closeFdsApi = (fdpass as { closeFds?: (fds: readonly number[]) => void }).closeFds;
