@@ -7,7 +7,7 @@
 // fdpass 0.1.0 had, so that one script measures before and after (RT_SEND=write|send and
 // RT_CLOSE=closeFds|closeFd pick each side's API on their own):
 //   sender    writeMany: `if (!channel.writeMany(batch)) await once(channel, 'drain')`, 32 messages a
-//                    batch (one sendmmsg when the kernel takes them all)
+//                    batch (one sendmmsg when the kernel takes them all; RT_BATCH=n for another size)
 //             write: `if (!channel.write(msg)) await once(channel, 'drain')` (Node's backpressure idiom)
 //             send:  `await channel.send(msg)` per message (a promise per message)
 //   receiver  closeFds: `closeFds(m.fds)` (one native call per message)
