@@ -417,7 +417,8 @@ Napi::Value ChannelPoller::SendBatch(const Napi::CallbackInfo& info) {
   size_t done = 0;     // messages the kernel took whole
   size_t partial = 0;  // bytes it took of the next one (a stream's short write)
   while (queue_.empty() && done < static_cast<size_t>(count)) {
-    int got = SendMessages(fd_.get(), stream, batch + done, static_cast<size_t>(count) - done);
+    size_t attempted = BatchLength(stream, batch + done, static_cast<size_t>(count) - done);
+    int got = SendMessages(fd_.get(), stream, batch + done, attempted);
     if (got == -EAGAIN) break;
     if (got < 0) {
       if (done == 0) {
@@ -434,7 +435,7 @@ Napi::Value ChannelPoller::SendBatch(const Napi::CallbackInfo& info) {
       break;
     }
     done += took;
-    if (took < static_cast<size_t>(count) - (done - took)) break;  // the kernel stopped: full
+    if (took < attempted) break;  // the kernel stopped: full (or an error the queue will meet)
   }
   uint32_t id = 0;
   for (size_t i = done; i < static_cast<size_t>(count); i++) {

@@ -1,9 +1,11 @@
-// One sendmsg/recvmsg carrying SCM_RIGHTS (unix(7), cmsg(3)).
+// sendmsg/sendmmsg/recvmmsg carrying SCM_RIGHTS (unix(7), cmsg(3)), each message its own control message.
 #include "message_io.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include <algorithm>
 
 namespace fdpass {
 namespace {
@@ -115,9 +117,18 @@ thread_local BatchBuffers batch_buffers;
 
 }  // namespace
 
+size_t BatchLength(bool stream, const OutgoingMessage* msgs, size_t count) {
+  size_t n = std::min(count, kMaxBatch);
+  if (!stream) return n;
+  for (size_t i = 0; i < n; i++) {
+    if (msgs[i].len > kStreamAtomicBytes) return i + 1;  // only the last message may be cut short
+  }
+  return n;
+}
+
 int SendMessages(int sock, bool stream, OutgoingMessage* msgs, size_t count) {
   BatchBuffers& b = batch_buffers;
-  if (count > kMaxBatch) count = kMaxBatch;
+  count = BatchLength(stream, msgs, count);
   size_t n = 0;
   while (n < count) {
     OutgoingMessage& m = msgs[n];
@@ -134,7 +145,6 @@ int SendMessages(int sock, bool stream, OutgoingMessage* msgs, size_t count) {
     if (m.nfds > 0) AttachFds(h, b.control[n].buf, m.fds, m.nfds);
     m.sent = 0;
     n++;
-    if (stream && m.len > kStreamAtomicBytes) break;  // only the last message may be cut short
   }
   int got;
   do {

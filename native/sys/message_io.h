@@ -35,6 +35,10 @@ struct OutgoingMessage {
   size_t sent;  // out: bytes the kernel took (a stream's last message may be short)
 };
 
+// How many of msgs[0, count) one SendMessages call attempts: at most kMaxBatch, and on a stream up to
+// and including the first message longer than kStreamAtomicBytes.
+size_t BatchLength(bool stream, const OutgoingMessage* msgs, size_t count);
+
 // Sends msgs[0, count) with one sendmmsg, each message with its own SCM_RIGHTS (if it has fds). On a
 // stream only the first message longer than kStreamAtomicBytes, if any, ends the call.
 // Returns how many messages the kernel took (each msgs[i].sent set; only the last may be short, and
