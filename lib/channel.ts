@@ -140,7 +140,7 @@ export class Channel extends EventEmitter {
       fd,
       type,
       bufferSize,
-      (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmsg'),
+      (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmmsg'),
       (lastId) => this.#onSent(lastId),
       (errno, syscall) => this.#onError(systemError(errno, syscall)),
       this.#readBuffer,

@@ -218,7 +218,7 @@ bool ChannelPoller::ReadBatch() {
   napi_value args[4];
   if (napi_create_uint32(env, count, &args[0]) != napi_ok ||
       napi_get_boolean(env, eof, &args[1]) != napi_ok || napi_create_int32(env, err, &args[2]) != napi_ok ||
-      (err != 0 ? napi_create_string_utf8(env, "recvmsg", NAPI_AUTO_LENGTH, &args[3])
+      (err != 0 ? napi_create_string_utf8(env, "recvmmsg", NAPI_AUTO_LENGTH, &args[3])
                 : napi_get_undefined(env, &args[3])) != napi_ok) {
     // JS can no longer run: the batch's fds close here instead of leaking into a dead batch.
     reading_ = false;
@@ -280,8 +280,8 @@ void ChannelPoller::OnWritable() {
   UpdatePolling();
   if (last_done != 0) Call(on_sent_, {Napi::Number::New(env, last_done)});
   if (err != 0 && !closed()) {
-    Call(on_error_,
-         {Napi::Number::New(env, err), Napi::String::New(env, "sendmsg"), Napi::Number::New(env, failed_id)});
+    Call(on_error_, {Napi::Number::New(env, err), Napi::String::New(env, "sendmmsg"),
+                     Napi::Number::New(env, failed_id)});
   }
 }
 
@@ -406,11 +406,11 @@ Napi::Value ChannelPoller::SendBatch(const Napi::CallbackInfo& info) {
     fd_offset += static_cast<size_t>(nfds);
   }
   if (!fd_.valid()) {
-    ThrowSystemError(env, -EBADF, "sendmsg");
+    ThrowSystemError(env, -EBADF, "sendmmsg");
     return env.Undefined();
   }
   if (write_failed_) {
-    ThrowSystemError(env, -EPIPE, "sendmsg");
+    ThrowSystemError(env, -EPIPE, "sendmmsg");
     return env.Undefined();
   }
 
@@ -422,7 +422,7 @@ Napi::Value ChannelPoller::SendBatch(const Napi::CallbackInfo& info) {
     if (got == -EAGAIN) break;
     if (got < 0) {
       if (done == 0) {
-        ThrowSystemError(env, got, "sendmsg");
+        ThrowSystemError(env, got, "sendmmsg");
         return env.Undefined();
       }
       break;  // the rest is queued: the queue's next sendmmsg meets the error and reports it
