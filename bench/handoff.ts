@@ -38,7 +38,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { deploy, type Method, type ServerKind } from '../examples/restarts';
-import { selfSignedCert } from '../examples/tls-cert';
+import { selfSignedCert } from './apps/tls-cert';
 import { handoffLatency, type HandoffLatency } from './latency';
 import { ensureTool, h2load, median, underRestarts, wrk, type LoadResult } from './load';
 

@@ -1,5 +1,5 @@
 // npm run bench:supervisor — zero-downtime reloads of one unmodified-protocol app
-// (examples/reload-app.ts), three ways, under wrk:
+// (bench/apps/reload-app.ts), three ways, under wrk:
 //   fdpass-run   `fdpass run -l http=127.0.0.1:PORT -- node reload-app.js`; reload: SIGHUP, done when
 //                the supervisor logs "reload done"
 //   pm2          PM2's cluster mode (`pm2 start reload-app.js -i 2 --wait-ready`); reload: `pm2 reload`
@@ -41,7 +41,7 @@ const SOCKETS = process.env.SOCKETS === undefined ? [] : ['--sockets', process.e
 const MODES = (process.env.MODES ?? 'close,keepalive').split(',');
 const OVERLAP = process.env.OVERLAP ?? '1';
 const ROOT = path.join(__dirname, '..', '..');
-const APP = path.join(ROOT, '.examples-out', 'reload-app.js');
+const APP = path.join(ROOT, '.bench-out', 'bench', 'apps', 'reload-app.js');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const PM2 = path.join(ROOT, 'node_modules', '.bin', 'pm2');
 
@@ -77,12 +77,16 @@ async function deploy(method: string, port: number, dir: string): Promise<Restar
     const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...options, '--', process.execPath, APP], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
+    let log = ''; // its last lines, for an error
+    sup.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-3000)));
     await line(sup.stderr!, method === 'fdpass-run-2w' ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/);
     return {
       async restart() {
         const done = line(sup.stderr!, /reload done/);
         sup.kill('SIGHUP');
-        await done;
+        await done.catch((err: Error) => {
+          throw new Error(`${err.message}; fdpass run's log ends:\n${log}`);
+        });
       },
       async stop() {
         sup.kill('SIGTERM');
@@ -156,7 +160,7 @@ async function pairs(method: string, mode: string, { reloads: RELOADS, seconds }
 
 async function main(): Promise<void> {
   ensureTool('wrk', ['--version'], 'wrk');
-  if (!fs.existsSync(APP) || !fs.existsSync(CLI)) throw new Error('build first: npm run bench:supervisor compiles lib/ and examples/');
+  if (!fs.existsSync(APP) || !fs.existsSync(CLI)) throw new Error('build first: npm run bench:supervisor compiles lib/ and bench/');
   const rates = RATES.map((r) => `${r.reloads} reloads in ${r.seconds} s`).join(', ');
   console.log(
     `${CONNECTIONS} connections; ${rates}; ${REPS} interleaved (control, reloads) pairs; --overlap ${OVERLAP} for fdpass-run-overlap; ${os.cpus().length} cores, Node ${process.version}, load average ${os

@@ -1,5 +1,5 @@
 // npm run bench:workers — how evenly `fdpass run --workers N` spreads load over its workers, for each
-// --sockets mode: N workers of examples/reload-app.ts under wrk (CONNECTIONS, default 64, keep-alive
+// --sockets mode: N workers of bench/apps/reload-app.ts under wrk (CONNECTIONS, default 64, keep-alive
 // and a new connection per request) for DURATION s (20); each worker reports how many requests it served
 // when stopped. Prints max/min requests per worker (1.0: perfectly even), REPS (3) interleaved runs;
 // then the supervisor's and the workers' RSS at WORKERS=4 (from `fdpass status --json`).
@@ -12,7 +12,7 @@ import * as readline from 'node:readline';
 import { ensureTool, freePort, median, wrk } from './load';
 
 const ROOT = path.join(__dirname, '..', '..');
-const APP = path.join(ROOT, '.examples-out', 'reload-app.js');
+const APP = path.join(ROOT, '.bench-out', 'bench', 'apps', 'reload-app.js');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const WORKERS = Number(process.env.WORKERS ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
@@ -77,7 +77,7 @@ async function supervise(workers: number, sockets: string, port: number, dir: st
 
 async function main(): Promise<void> {
   ensureTool('wrk', ['--version'], 'wrk');
-  if (!fs.existsSync(APP) || !fs.existsSync(CLI)) throw new Error('build first: npm run bench:workers compiles lib/ and examples/');
+  if (!fs.existsSync(APP) || !fs.existsSync(CLI)) throw new Error('build first: npm run bench:workers compiles lib/ and bench/');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-bench-workers-'));
   console.log(
     `${WORKERS} workers, ${CONNECTIONS} connections, ${SECONDS} s, ${REPS} interleaved runs; ${os.availableParallelism()} CPUs, Node ${process.version}\n`,

@@ -160,6 +160,8 @@ export interface NativeBinding {
   waitpid(pid: number): [number, number] | null;
   /** prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are reparented to this process. */
   setChildSubreaper(): void;
+  /** Sends the SO_REUSEPORT group's new connections to the sockets at `indices[0..count)` (bind order) only; count 0: to all. */
+  steerReusePort(fd: number, family: number, indices: Int32Array, count: number): void;
   /** send(2) of `data` with MSG_DONTWAIT on a connected stream socket: the bytes taken (EAGAIN throws). */
   sendNoWait(fd: number, data: Uint8Array): number;
   constants: {

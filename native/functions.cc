@@ -263,6 +263,28 @@ Napi::Value SetChildSubreaperFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// steerReusePort(fd, family, indices: Int32Array, count): the SO_REUSEPORT group of fd sends new
+// connections (datagrams) to the sockets at those positions only; count 0: to all again.
+Napi::Value SteerReusePortFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int family;
+  Napi::TypedArray array;
+  int count;
+  if (!ReadFd(info, 0, &fd) || !ReadInt32(info, 1, &family) ||
+      !ReadTypedArray(info, 2, napi_int32_array, 0, "indices must be an Int32Array", &array) ||
+      !ReadInt32(info, 3, &count, 0, 2000)) {
+    return env.Undefined();
+  }
+  if (static_cast<size_t>(count) > array.ElementLength()) {
+    ThrowRangeError(env, "ERR_OUT_OF_RANGE", "count exceeds the array");
+    return env.Undefined();
+  }
+  int rc = SteerReusePort(fd, family, array.As<Napi::Int32Array>().Data(), count);
+  if (rc < 0) ThrowSystemError(env, rc, "setsockopt");
+  return env.Undefined();
+}
+
 // sendNoWait(fd, data) -> bytes the kernel took: one send(2) with MSG_DONTWAIT on a stream socket this
 // process shares (the supervisor's stderr under journald), so that a reader that stopped reading
 // cannot block the caller, while the open file description stays blocking for the others who hold it.
@@ -316,6 +338,7 @@ void RegisterFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("waitpid", Napi::Function::New(env, WaitpidFn, "waitpid"));
   exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaperFn, "setChildSubreaper"));
   exports.Set("sendNoWait", Napi::Function::New(env, SendNoWaitFn, "sendNoWait"));
+  exports.Set("steerReusePort", Napi::Function::New(env, SteerReusePortFn, "steerReusePort"));
   SetConstants(env, exports);
 }
 

@@ -6,7 +6,20 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as http from 'node:http';
-import { adopt, type Channel, type ChannelServer, dupFd, fdOf, inspect, listen, socketPair, toDgram, toServer, toSocket } from 'fdpass';
+import {
+  adopt,
+  type Channel,
+  type ChannelServer,
+  closeFd,
+  dupFd,
+  fdOf,
+  inspect,
+  listen,
+  socketPair,
+  toDgram,
+  toServer,
+  toSocket,
+} from 'fdpass';
 import {
   bindUdp,
   closeDgram,
@@ -25,10 +38,11 @@ import {
 } from './helpers/sockets';
 import { get } from './helpers/http';
 import { tmpPath } from './helpers/tmp';
-import { waitFor } from './helpers/wait';
+import { spawnJson } from './helpers/children';
+import { waitFor, within } from './helpers/wait';
 
 describe('toServer / toSocket / toDgram / adopt', () => {
-  it('toServer(dupFd(fdOf(server)), http.createServer()) serves a real HTTP request after the original closed', async () => {
+  it('toServer on a dup of a listener serves HTTP after the original closed', async () => {
     const original = await listenTcp();
     const port = portOf(original);
     const fd = dupFd(fdOf(original));
@@ -49,7 +63,7 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     assert.throws(() => inspect(fd), { code: 'EBADF' }, 'closing the server closed the fd');
   });
 
-  it('toServer without a server resolves a new listening net.Server sharing the queue; once the original closes it serves alone', async () => {
+  it('toServer without a server resolves a new net.Server that shares the accept queue', async () => {
     const original = await listenTcp('127.0.0.1', greeter('original'));
     const adopted = await toServer(dupFd(fdOf(original)));
     assert.ok(adopted instanceof net.Server);
@@ -199,5 +213,52 @@ describe('toServer / toSocket / toDgram / adopt', () => {
     assert.equal(await unixHello(kept), 'over unix');
     await closeServer(server);
     fs.unlinkSync(kept); // a Server adopted from an fd does not know its path
+  });
+
+  // Node's bind({ fd: 0 }) would bind a new socket on a random port.
+  it('toDgram(0) adopts the UDP socket on fd 0', async () => {
+    const udp = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
+    const port = udp.address().port;
+    const script = `
+      const f = require(${JSON.stringify(require.resolve('fdpass'))});
+      const fs = require('fs');
+      const count = () => fs.readdirSync('/proc/self/fd').length - 1;
+      (async () => {
+        void process.stdout;
+        const before = count();
+        const s = await f.toDgram(0);
+        let zero = 'open';
+        try { f.inspect(0); } catch (e) { zero = e.code; }
+        const m = await new Promise((resolve) => s.once('message', (d) => resolve(d.toString())));
+        const holding = count();
+        await new Promise((resolve) => s.close(resolve));
+        console.log(JSON.stringify({ event: 'done', zero, m, before, holding, after: count() }));
+      })().catch((e) => { console.log(JSON.stringify({ event: 'error', message: e.message })); process.exitCode = 1; });
+    `;
+    const fd = dupFd(fdOf(udp));
+    const child = spawnJson(process.execPath, ['-e', script], { stdio: [fd, 'pipe', 'pipe'] });
+    closeFd(fd);
+    await closeDgram(udp); // the child's copy is now the only one bound to the port
+    // Datagrams reach the child only if it adopted the very socket bound to `port`.
+    const sender = dgram.createSocket('udp4');
+    const done = child.expect<{ zero: string; m: string; before: number; holding: number; after: number }>('done');
+    let result: { zero: string; m: string; before: number; holding: number; after: number } | undefined;
+    for (let i = 0; i < 100 && result === undefined; i++) {
+      await new Promise<void>((resolve, reject) => sender.send('to fd 0', port, '127.0.0.1', (e) => (e ? reject(e) : resolve())));
+      const r = await within(done, 50);
+      if (r !== 'pending') {
+        if ('error' in r) throw r.error;
+        result = r.value;
+      }
+    }
+    await closeDgram(sender);
+    assert.ok(result, `the child never got a datagram on port ${port}: ${child.stderr()}`);
+    assert.equal(result.m, 'to fd 0');
+    assert.equal(result.zero, 'EBADF', 'fd 0 was closed once its duplicate was adopted');
+    // fd 0 moved to another number: the count stays; closing the socket drops it.
+    assert.equal(result.holding, result.before);
+    assert.equal(result.after, result.before - 1);
+    assert.deepEqual(await child.exited, { code: 0, signal: null });
   });
 });

@@ -88,7 +88,8 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
     container = undefined;
   });
 
-  it('serves; `fdpass reload` over the control socket under load fails no request; an orphan is reaped; SIGTERM to PID 1 stops it with status 0', async () => {
+  // `fdpass reload` goes over the control socket; SIGTERM goes to PID 1.
+  it('serves, reloads under load without a failed request, reaps orphans, stops on SIGTERM with 0', async () => {
     const port = await freePort();
     const dir = tmpPath('container');
     const control = path.join(dir, 'fdpass.ctl');

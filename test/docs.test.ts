@@ -10,9 +10,9 @@ import { allBlocks, docFiles, docScenario, projectDir, CODE_LANGS, ROOT, type Do
 import { get, load, type LoadResult } from './helpers/http';
 import { freePort, line } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
+import { sleep } from './helpers/wait';
 
 const blocks = allBlocks();
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // A process of a scenario: started in the scenario's directory, like a user in a terminal.
 function start(dir: string, command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {

@@ -71,7 +71,8 @@ async function idleConnection(port: number): Promise<{ agent: http.Agent; closed
 }
 
 describe('drain: closeSpread (connection closes spread over a window)', () => {
-  it('16 busy and 8 idle keep-alive connections are let go over [0, closeSpread), 0 failed requests, drained before the timeout', async () => {
+  // 16 busy and 8 idle connections; the drain ends before its timeout.
+  it('keep-alive connections are let go over [0, closeSpread) with 0 failed requests', async () => {
     const spread = 1500;
     const idleGrace = 300;
     const timeout = 4000;
@@ -112,7 +113,8 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
   });
 
   for (const closeSpread of [undefined, 0]) {
-    it(`closeSpread ${closeSpread ?? 'unset'}: every answer to a request sent after the drain starts closes its connection, idle ones go after idleGrace`, async () => {
+    // Idle connections go after idleGrace.
+    it(`closeSpread ${closeSpread ?? 'unset'}: an answer sent after the drain starts closes its connection`, async () => {
       const idleGrace = 300;
       const { server, port } = await listening();
       const busy = Array.from({ length: 8 }, () => new Client(port));
@@ -137,7 +139,7 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     });
   }
 
-  it('through a hand-off: serve({ closeSpread }) moves 16 keep-alive clients to the new process over the window, 0 failed requests', async () => {
+  it('serve({ closeSpread }) moves 16 keep-alive clients over the window with 0 failed requests', async () => {
     const spread = 1500;
     const idleGrace = 1000; // serve()'s default
     const drainTimeout = 5000;
@@ -210,7 +212,8 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     assert.ok(drainedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
   });
 
-  it('HTTP/2: each session gets its GOAWAY at its own turn over the window (HandoffServer.stop()), 0 failed streams', async () => {
+  // Through HandoffServer.stop().
+  it('HTTP/2: each session gets its GOAWAY at its own turn over the window, 0 failed streams', async () => {
     const spread = 1500;
     const idleGrace = 300;
     const drainTimeout = 4000;

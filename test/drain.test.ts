@@ -27,7 +27,7 @@ async function h2Session(server: net.Server): Promise<http2.ClientHttp2Session> 
 }
 
 describe('drain: connections opened before fdpass met the server', () => {
-  it('an HTTP/2 session opened before drain() gets GOAWAY at once, and drain resolves long before its timeout', async () => {
+  it('an HTTP/2 session opened before drain() gets GOAWAY at once; drain resolves before its timeout', async () => {
     const server = await listening(http2.createServer((_req, res) => res.end('ok')));
     const session = await h2Session(server);
     try {
@@ -93,7 +93,7 @@ describe('drain: whatever is left at the deadline is closed', () => {
 });
 
 describe('drain: the clock', () => {
-  it('a wall-clock step back during the drain does not keep an idle keep-alive connection open until the deadline', async () => {
+  it('a wall-clock step back does not keep an idle connection open until the deadline', async () => {
     const server = await listening(http.createServer((_req, res) => res.end('ok')));
     const agent = new http.Agent({ keepAlive: true });
     const realNow = Date.now;

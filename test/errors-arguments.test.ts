@@ -1,6 +1,6 @@
 // Bad arguments: every public function answers with a clear, Node-shaped error and the process lives
 // on. The shapes of the three error kinds; invalid descriptors (closed, negative, not a socket); wrong
-// argument types. (Paths: errors-paths.test.ts; messages and reuseport: errors-messages.test.ts.)
+// argument types. (Paths: errors-paths.test.ts; messages: errors-messages.test.ts; SO_REUSEPORT binds: reuseport.test.ts.)
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as util from 'node:util';
@@ -32,9 +32,9 @@ import { closedFd, newFds, openFds } from './helpers/fds';
 import { dirEntries, tmpPath } from './helpers/tmp';
 import { spawnJson } from './helpers/children';
 
-describe('errors', () => {
+describe('errors: argument checks', () => {
   describe('error shapes', () => {
-    it("FdpassSystemError looks like Node's system errors: own enumerable code/errno/syscall, readable message", async () => {
+    it("FdpassSystemError looks like Node's system errors: own code/errno/syscall, readable message", async () => {
       const fd = closedFd();
       const err = await failure(() => closeFd(fd));
       assertSystemError(err, 'EBADF', 'close');
@@ -124,7 +124,7 @@ describe('errors', () => {
       ];
     }
 
-    it('a closed fd is EBADF naming the syscall, for every function that uses one; the process and the channel live on', async () => {
+    it('a closed fd is EBADF naming the syscall, for every function; the process and channel live on', async () => {
       const [a, b] = socketPair();
       for (const op of fdOps(a)) {
         if (op.syscall === null) continue;
@@ -153,7 +153,7 @@ describe('errors', () => {
     ];
 
     for (const bv of badValues) {
-      it(`an fd that is ${bv.label} is a ${bv.cls.name} ${bv.code} from every function, before any syscall`, async () => {
+      it(`an fd that is ${bv.label} is a ${bv.cls.name} ${bv.code} everywhere, before any syscall`, async () => {
         const [a, b] = socketPair();
         const before = openFds();
         for (const op of fdOps(a)) {
@@ -170,7 +170,8 @@ describe('errors', () => {
       });
     }
 
-    it('a process that makes every bad call (closed fds, files and pipes given to toServer/toSocket/toDgram) does not abort', async function () {
+    // Closed fds, and files and pipes given to toServer/toSocket/toDgram.
+    it('a process that makes every bad call does not abort', async function () {
       this.timeout(20000);
       const file = tmpPath('plain.txt');
       fs.writeFileSync(file, 'x');
@@ -218,7 +219,8 @@ describe('errors', () => {
   });
 
   describe('wrong argument types', () => {
-    it('every function rejects values of the wrong type with ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE / ERR_OUT_OF_RANGE', async () => {
+    // ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE or ERR_OUT_OF_RANGE.
+    it('every function rejects values of the wrong type with a Node-style code', async () => {
       const p = tmpPath('never.sock');
       const [a, b] = socketPair();
       const someFd = fs.openSync('/dev/null', 'r');

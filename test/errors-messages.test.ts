@@ -1,17 +1,15 @@
 // Bad messages and bind requests: oversized payloads, too many fds, sends on closed or half-closed
-// channels, fds that cannot be sent; SO_REUSEPORT binds that must fail. Each a clear error with
+// channels, fds that cannot be sent (SO_REUSEPORT binds that must fail: reuseport.test.ts). Each a clear error with
 // code/errno/syscall (or an ERR_FDPASS_* code), and the channel or process lives on.
 import * as assert from 'node:assert/strict';
-import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as util from 'node:util';
-import { bindReusePort, listenReusePort, MAX_FDS_PER_MESSAGE, recvFd, recvFds, sendFd, sendFds, socketPair } from 'fdpass';
-import { type AnyError, assertArgError, assertFdpassError, assertSystemError, dispose, failure } from './helpers/errors';
+import { MAX_FDS_PER_MESSAGE, recvFd, recvFds, sendFd, sendFds, socketPair } from 'fdpass';
+import { assertArgError, assertFdpassError, assertSystemError, failure } from './helpers/errors';
 import { newFds, openFds, settle } from './helpers/fds';
 import { tmpPath } from './helpers/tmp';
 
-describe('errors', () => {
+describe('errors: messages and sends', () => {
   describe('messages', () => {
     it('254 descriptors are a RangeError before any syscall, and no descriptor leaks', async () => {
       const [a, b] = socketPair();
@@ -43,7 +41,8 @@ describe('errors', () => {
       await b.close();
     });
 
-    it('a seqpacket message with neither data nor fds is ERR_INVALID_ARG_VALUE (it would read as end-of-file)', async () => {
+    // It would read as end-of-file.
+    it('a seqpacket message with neither data nor fds is ERR_INVALID_ARG_VALUE', async () => {
       const [a, b] = socketPair({ type: 'seqpacket' });
       for (const msg of [{}, { data: '' }, { data: Buffer.alloc(0), fds: [] }, { data: null }, { data: new Uint8Array(0) }]) {
         const err = await failure(() => a.send(msg), util.inspect(msg));
@@ -103,7 +102,7 @@ describe('errors', () => {
       await b.close();
     });
 
-    it("sendFd/sendFds/send over a closed channel are ERR_FDPASS_CLOSED; over a channel whose peer left, the kernel's EPIPE", async () => {
+    it('sends over a closed channel are ERR_FDPASS_CLOSED; over one whose peer left, EPIPE', async () => {
       const [a, b] = socketPair();
       await a.close();
       assertFdpassError(await failure(() => sendFd(a, 0, 'x')), 'ERR_FDPASS_CLOSED', /closed/);
@@ -128,49 +127,6 @@ describe('errors', () => {
       assertFdpassError(await failure(() => e.receive()), 'ERR_FDPASS_CLOSED', /peer closed/);
       assertFdpassError(await failure(() => sendFd(e, 0, 'x')), 'ERR_FDPASS_CLOSED');
       await e.close();
-    });
-  });
-
-  describe('reuseport', () => {
-    it('listenReusePort on a port held without SO_REUSEPORT is EADDRINUSE with address and port', async () => {
-      const plain = net.createServer();
-      await new Promise<void>((r) => plain.listen(0, '127.0.0.1', () => r()));
-      const port = (plain.address() as net.AddressInfo).port;
-      const before = openFds();
-      const err = await failure(() => listenReusePort({ port, host: '127.0.0.1' }));
-      assertSystemError(err, 'EADDRINUSE', 'bind');
-      assert.equal(err.address, '127.0.0.1');
-      assert.equal(err.port, port);
-      assert.equal(err.message, `bind EADDRINUSE: address already in use 127.0.0.1:${port}`);
-      assert.deepEqual(Object.keys(err).sort(), ['address', 'code', 'errno', 'port', 'syscall']);
-      await settle();
-      assert.deepEqual(newFds(before, openFds()), [], 'the refused socket was closed');
-      await new Promise<void>((r) => plain.close(() => r()));
-    });
-
-    it('bindReusePort on a UDP port held without SO_REUSEPORT is EADDRINUSE with address and port', async () => {
-      const plain = dgram.createSocket('udp4');
-      await new Promise<void>((r) => plain.bind(0, '127.0.0.1', () => r()));
-      const port = plain.address().port;
-      const err = await failure(() => bindReusePort({ port, host: '127.0.0.1', type: 'udp4' }));
-      assertSystemError(err, 'EADDRINUSE', 'bind');
-      assert.equal(err.address, '127.0.0.1');
-      assert.equal(err.port, port);
-      await new Promise<void>((r) => plain.close(() => r()));
-    });
-
-    it("bindReusePort refuses a host of the other family than 'type' (as Node's dgram does: bind EINVAL)", async () => {
-      const r = await bindReusePort({ port: 0, type: 'udp4', host: '::1' }).then(
-        async (s) => {
-          const a = s.address();
-          const got = `a socket of family ${a.family} bound to ${a.address}`;
-          await dispose(s);
-          return got;
-        },
-        (e: AnyError) => (e.code === 'EINVAL' || e.code === 'ERR_INVALID_ARG_VALUE' ? 'refused' : `${String(e.code)}: ${e.message}`),
-      );
-      // Regression: an IP literal's own family once silently overrode 'type'.
-      assert.equal(r, 'refused', `bindReusePort({ type: 'udp4', host: '::1' }) gave ${r}`);
     });
   });
 });

@@ -23,6 +23,7 @@ import {
 } from 'fdpass';
 import { type AnyError, assertArgError, assertSystemError, bad, failure } from './helpers/errors';
 import { newFds, openFds, settle } from './helpers/fds';
+import { nextConnection } from './helpers/sockets';
 import { dirEntries, tmpPath } from './helpers/tmp';
 
 // A worker thread's body: lstat() each of workerData.paths in a tight loop until workerData.stop[0]
@@ -87,11 +88,7 @@ async function firstMessage(coll: { server: ChannelServer; accepted: Channel[] }
   }
 }
 
-function nextConnection(server: ChannelServer): Promise<Channel> {
-  return new Promise((resolve) => server.once('connection', resolve));
-}
-
-describe('errors', () => {
+describe('errors: socket paths and options', () => {
   describe('socket paths', () => {
     it('connect to a missing path is ENOENT with the path on the error and in the message', async () => {
       const p = tmpPath('missing.sock');
@@ -161,7 +158,7 @@ describe('errors', () => {
       assert.ok(fs.statSync(dir).isDirectory());
     });
 
-    it('listen twice on one path while the first listens is EADDRINUSE; the first keeps its file and its clients', async () => {
+    it('listen twice on one path is EADDRINUSE; the first keeps its file and its clients', async () => {
       const p = tmpPath('busy.sock');
       for (const type of ['seqpacket', 'stream'] as const) {
         const first = await listenCollecting(p, { type });
@@ -182,7 +179,7 @@ describe('errors', () => {
       }
     });
 
-    it('a live socket of another type keeps its path: listen/bindDgram fail with EADDRINUSE and replace nothing', async () => {
+    it('a live socket of another type keeps its path: listen/bindDgram fail with EADDRINUSE', async () => {
       const kinds = ['seqpacket', 'stream', 'dgram'] as const;
       const codes: Record<string, string> = {};
       for (const holder of kinds) {

@@ -21,7 +21,8 @@ import {
 } from 'fdpass';
 import { runFixture, spawnJson, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
-import { waitFor } from './helpers/wait';
+import { closeServer, greeter, listenTcp } from './helpers/sockets';
+import { sleep, waitFor } from './helpers/wait';
 import { docScenario } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
@@ -30,23 +31,15 @@ interface Serving {
   ports: Record<string, number>;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 async function stop(child: Fixture): Promise<void> {
   child.send({ cmd: 'exit' });
   child.proc.stdin!.end();
   assert.equal((await child.exited).code, 0, child.stderr());
 }
 
+/** A TCP listener on 127.0.0.1 that answers every connection with 'in-process'. */
 function listenLocal(): Promise<net.Server> {
-  return new Promise((resolve) => {
-    const s = net.createServer((c) => c.end('in-process'));
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  });
-}
-
-function closeServer(s: net.Server): Promise<void> {
-  return new Promise((resolve) => s.close(() => resolve()));
+  return listenTcp('127.0.0.1', greeter('in-process'));
 }
 
 // The kernel's drop counter of the UDP socket bound to 127.0.0.1:port (/proc/net/udp, last column).
@@ -113,7 +106,7 @@ describe('hand-off under ordinary operations', () => {
     await stop(fresh);
   });
 
-  it('UDP at ~10k datagrams/s across 10 hand-offs: every datagram is read once, or counted as a kernel drop', async function () {
+  it('UDP at ~10k datagrams/s across 10 hand-offs: each datagram is read once or a kernel drop', async function () {
     leavesSocketFiles(
       /\.sock$/,
       "each hand-off's old process exits without closing its control socket (it is killed or exits after the drain), as a net.Server's path stays at exit",
@@ -171,7 +164,7 @@ describe('hand-off under ordinary operations', () => {
   }
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-    it(`docs recipe (hot-restart): ${signal} to the old process during the overlap leaves the new one serving`, async () => {
+    it(`docs recipe (hot-restart): ${signal} to the old process in the overlap leaves the new one serving`, async () => {
       const file = recipe();
       const port = await freePort();
       const env = { ...process.env, PORT: String(port), HANDOFF_SOCKET: tmpPath('handoff.sock'), NODE_DEBUG: 'fdpass' };
@@ -270,7 +263,8 @@ describe('hand-off when the old process dies', () => {
     assert.equal((await old.exited).signal, 'SIGKILL');
   }
 
-  it('killed during the overlap: ready() resolves once its exit closed its control socket, so serve() on that path works at once', async () => {
+  // serve() on that path works at once.
+  it('killed during the overlap: ready() resolves once the control socket closed; serve() reuses the path', async () => {
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(0, 18_000) });
     const { ports } = await old.expect<Serving>('serving');
@@ -292,7 +286,7 @@ describe('hand-off when the old process dies', () => {
     assert.equal((await old.exited).signal, 'SIGKILL');
   });
 
-  it('killed mid-transfer: take() resolves null once its exit closed its listener, so its port binds at once', async () => {
+  it('killed mid-transfer: take() resolves null once the listener closed; its port binds at once', async () => {
     leavesSocketFiles(/^control\.sock$/, "the old process is SIGKILLed: a killed process cannot remove its control socket's path");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
@@ -304,7 +298,8 @@ describe('hand-off when the old process dies', () => {
     await expectFreshStart(taking, ports.web!, old);
   });
 
-  it('killed just before take() connects: its control socket refuses, and take() resolves null once its exit closed its listener', async () => {
+  // Its control socket refuses the connection.
+  it('killed before take() connects: take() resolves null once the listener closed', async () => {
     leavesSocketFiles(/^control\.sock$/, "the old process is SIGKILLed: a killed process cannot remove its control socket's path");
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http'], { env: big(18_000, 0) });
@@ -381,7 +376,8 @@ describe('hand-off with malformed or odd peers', () => {
     ["an 'ack' where listeners belong", (fds) => ({ data: msg({ type: 'ack' }), fds })],
   ];
   for (const [name, make] of cases) {
-    it(`take() refuses ${name} with ERR_FDPASS_HANDOFF_PROTOCOL and closes every fd it carried`, async () => {
+    // Refused with ERR_FDPASS_HANDOFF_PROTOCOL.
+    it(`take() refuses ${name}, closing every fd it carried`, async () => {
       const control = tmpPath('control.sock');
       const a = await listenLocal();
       const b = await listenLocal();
@@ -397,7 +393,7 @@ describe('hand-off with malformed or odd peers', () => {
     });
   }
 
-  it("take(): an 'error' with an ERR_FDPASS_ code this fdpass does not know is ERR_FDPASS_HANDOFF_PROTOCOL naming that code", async () => {
+  it("take(): an 'error' with an unknown ERR_FDPASS_ code is ERR_FDPASS_HANDOFF_PROTOCOL naming it", async () => {
     const control = tmpPath('control.sock');
     const fake = await fakeOld(control, async (ch) => {
       await ch.send({ data: msg({ type: 'error', code: 'ERR_FDPASS_FROM_THE_FUTURE', message: 'busy elsewhere' }) });

@@ -128,7 +128,8 @@ describe('hand-off (hot restart)', () => {
     fs.unlinkSync(unixPath); // a Unix net.Server adopted from an fd does not know its path
   });
 
-  it('draining closes an idle keep-alive connection after idleGrace (1 s) instead of waiting for the 5 s drain deadline', async () => {
+  // idleGrace 1 s, the deadline 5 s.
+  it('draining closes an idle keep-alive connection after idleGrace, not at the drain deadline', async () => {
     const control = tmpPath('control.sock');
     const old = runFixture('handoff-old', [control, 'http']);
     const { ports } = await old.expect<Serving>('serving');

@@ -44,7 +44,7 @@ describe('test harness', () => {
     assert.ok(took < 15_000, `exited ${took} ms after start`);
   });
 
-  it('a run fails on a socket file, a grandchild, a callback-style test leaking an fd and a before hook leaking one', async () => {
+  it('a run fails on a leaked socket file, grandchild or fd (in a callback test or a before hook)', async () => {
     openToOthers();
     const spec = tmpPath('planted.test.js');
     const helpers = path.join(__dirname, 'helpers');
@@ -92,7 +92,7 @@ describe('a suite', () => {
     );
   });
 
-  it('a missing prerequisite fails under CI=1 and, without CI, skips with its reason, listed at the end of the run', async () => {
+  it('a missing prerequisite fails under CI=1 and otherwise skips, listed with its reason at the end', async () => {
     openToOthers();
     const spec = tmpPath('requires.test.js');
     fs.writeFileSync(

@@ -89,7 +89,7 @@ interface Serving {
 
 describe('hostile peers (same uid, raw sockets)', () => {
   describe('descriptors sent to a receiver that wants fewer', () => {
-    it('recvFd(channel) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all 253 closed; the channel then receives the next one', async () => {
+    it('recvFd(channel) on a message with 253 fds: ERR_FDPASS_TOO_MANY_FDS, all closed; the next arrives', async () => {
       const marker = markerFile();
       const { ch, peer } = await rawPeerChannel('seqpacket', marker, [253, 1]);
       await assert.rejects(recvFd(ch, { timeout: 5000 }), {
@@ -118,7 +118,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal((await peer.exited).code, 0, peer.stderr());
     });
     for (const type of ['seqpacket', 'stream'] as const) {
-      it(`a ${type} channel with maxFds 2: messages with 253 and 3 fds become ERR_FDPASS_TOO_MANY_FDS, their fds closed; 2 and 0 fds arrive`, async () => {
+      // Messages with 253 and 3 fds are refused.
+      it(`${type} channel with maxFds 2: more fds are ERR_FDPASS_TOO_MANY_FDS and closed; 2 and 0 arrive`, async () => {
         const marker = markerFile();
         const { ch, peer } = await rawPeerChannel(type, marker, [253, 3, 2, 0], { maxFds: 2 });
         for (const n of [253, 3]) {
@@ -200,7 +201,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
         assert.deepEqual(results.burst, results.paced);
       });
 
-      it('seqpacket: an empty message (read as end-of-file) inside a batch ends the channel; the fds of the messages after it are closed at once', async () => {
+      it("seqpacket: an empty message mid-batch ends the channel and closes the later messages' fds", async () => {
         const marker = markerFile();
         const sock = tmpPath('fake-eof.sock');
         const server = await listen(sock, { type: 'seqpacket' });
@@ -234,7 +235,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
       });
     });
 
-    it("a receiver that wants none (maxFds 0): the message with a descriptor is refused, through 'error' too, and the next one arrives", async () => {
+    it("maxFds 0: a message with a descriptor is refused, through 'error' too; the next one arrives", async () => {
       const marker = markerFile();
       const { ch, peer } = await rawPeerChannel('seqpacket', marker, [1, 0], { maxFds: 0 });
       // Read as 'message' events: the refused message comes as 'error' in its place.
@@ -255,7 +256,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       await endRawPeer(peer, ch);
     });
 
-    it('a refused message ahead of an accepted one in the same batch: destroy() closes neither the accepted fd nor numbers reused since', async () => {
+    // The refused message comes ahead of an accepted one in the same batch.
+    it('destroy() after a refused message closes neither the accepted fd nor reused numbers', async () => {
       const [a, b] = socketPair({ type: 'seqpacket', maxFds: 2 });
       const devNull = (): number => fs.openSync('/dev/null', 'r');
       const three = [devNull(), devNull(), devNull()];
@@ -289,7 +291,7 @@ describe('hostile peers (same uid, raw sockets)', () => {
   });
 
   describe('a message half-written or never sent, then silence', () => {
-    it('recvFd(path): a sender that connects and never sends: ERR_FDPASS_TIMEOUT, the sender is hung up on, the socket file removed', async () => {
+    it('recvFd(path): a sender that never sends: ERR_FDPASS_TIMEOUT, hung up on, the socket file removed', async () => {
       const sock = tmpPath('one-shot.sock');
       const received = recvFd(sock, { timeout: 300 }); // listens before its first await
       const silent = await connect(sock);
@@ -299,7 +301,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       assert.equal(fs.existsSync(sock), false, 'the one-shot socket file is gone');
     });
 
-    it('the half frame arrives with its fds; receive({ timeout }) rejects with ERR_FDPASS_TIMEOUT without blocking the loop; close() closes the fds the channel held', async () => {
+    // The half frame arrives with its fds; the timeout does not block the loop.
+    it('a half frame: receive({ timeout }) rejects with ERR_FDPASS_TIMEOUT; close() closes its fds', async () => {
       const marker = markerFile();
       const sock = tmpPath('stream.sock');
       const server = await listen(sock, { type: 'stream' });
@@ -387,7 +390,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       ["'ready' before any hello", /expected 'hello', got 'ready'/, () => Buffer.from(wire({ type: 'ready' }))],
     ];
     for (const [label, message, first] of firsts) {
-      it(`${label}, carrying 3 fds: the taker is told ERR_FDPASS_HANDOFF_PROTOCOL, the fds are closed, the old process serves and hands off to the next taker`, async () => {
+      // The taker gets ERR_FDPASS_HANDOFF_PROTOCOL; the old process serves on and hands off to the next taker.
+      it(`${label} with 3 fds is refused, the fds closed`, async () => {
         const marker = markerFile();
         const control = tmpPath('control.sock');
         const { old, port } = await oldProcess(control);
@@ -405,7 +409,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       });
     }
 
-    it('a hello carrying 253 fds to an old process with room for 16 more descriptors (MSG_CTRUNC): the taker is told ERR_FDPASS_HANDOFF_PROTOCOL, none stays open, the old process serves and hands off', async () => {
+    // The old process has room for 16 more descriptors; it serves on and hands off to the next taker.
+    it('a hello with 253 fds (MSG_CTRUNC): ERR_FDPASS_HANDOFF_PROTOCOL, no fd stays open', async () => {
       const marker = markerFile();
       const control = tmpPath('control.sock');
       const { old, port } = await oldProcess(control);
@@ -440,7 +445,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       ["a second hello where 'ready' belongs", /expected 'ready', got 'hello'/, () => Buffer.from(wire({ type: 'hello' }))],
     ];
     for (const [label, message, last] of lasts) {
-      it(`${label}, carrying 2 fds, after the listeners were offered: rollback with ERR_FDPASS_HANDOFF_PROTOCOL, the fds closed, the old process serves and hands off to the next taker`, async () => {
+      // A rollback with ERR_FDPASS_HANDOFF_PROTOCOL; the old process serves on and hands off to the next taker.
+      it(`${label} with 2 fds after the offer: a rollback, the fds closed`, async () => {
         const marker = markerFile();
         const control = tmpPath('control.sock');
         const { old, port } = await oldProcess(control);
@@ -460,7 +466,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       });
     }
 
-    it('a taker that connects and never says hello holds up no one: the next taker is served meanwhile; after readyTimeout the silent one is told ERR_FDPASS_TIMEOUT and closed', async () => {
+    // The next taker is served meanwhile; the silent one is closed.
+    it('a taker that never says hello holds up no one; after readyTimeout it gets ERR_FDPASS_TIMEOUT', async () => {
       const control = tmpPath('control.sock');
       const { old, port } = await oldProcess(control);
       const t0 = Date.now();
@@ -485,7 +492,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       await silent.close();
     });
 
-    it('a taker that never says hello, alone: the old process closes it after readyTimeout, is back to its fd count, and serves on', async () => {
+    // It is back to its fd count.
+    it('a lone taker that never says hello is closed after readyTimeout; the old process serves on', async () => {
       const control = tmpPath('control.sock');
       const { old, port } = await oldProcess(control);
       const before = openFds(old.pid).size;
@@ -534,14 +542,15 @@ describe('hostile peers (same uid, raw sockets)', () => {
 
     const replies: Array<[string, RegExp, (entries: string) => Buffer]> = [
       [
-        'a listeners batch larger than the receive buffer (MSG_TRUNC)',
+        'a listeners batch over the receive buffer (MSG_TRUNC)',
         /larger than the 64 KiB receive buffer \(MSG_TRUNC\)/,
         (entries) => Buffer.from(`${entries.slice(0, -1)},"pad":"${'x'.repeat(100 * 1024)}"}`),
       ],
       ['a listeners batch cut mid-way', /not a JSON object/, (entries) => Buffer.from(entries.slice(0, entries.length - 12))],
     ];
     for (const [label, message, make] of replies) {
-      it(`${label} carrying 2 listeners: take() rejects with ERR_FDPASS_HANDOFF_PROTOCOL and closes both fds`, async () => {
+      // take() rejects with ERR_FDPASS_HANDOFF_PROTOCOL.
+      it(`${label} (2 listeners): take() rejects, both fds closed`, async () => {
         const control = tmpPath('control.sock');
         const a = await listenLocal();
         const b = await listenLocal();
@@ -562,7 +571,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       });
     }
 
-    it("an 'ack' larger than the receive buffer: ready() rejects with ERR_FDPASS_HANDOFF_PROTOCOL and the inherited listener is closed", async () => {
+    // ready() rejects with ERR_FDPASS_HANDOFF_PROTOCOL.
+    it("an 'ack' larger than the receive buffer: ready() rejects, the inherited listener is closed", async () => {
       const marker = markerFile();
       const control = tmpPath('control.sock');
       const web = await listenLocal();
@@ -582,7 +592,8 @@ describe('hostile peers (same uid, raw sockets)', () => {
       await new Promise<void>((resolve) => web.close(() => resolve()));
     });
 
-    it('an old process that accepts and never answers: take({ timeout: 500 }) rejects with ERR_FDPASS_TIMEOUT in time and hangs up', async () => {
+    // take() hangs up in time.
+    it('an old process that never answers: take({ timeout: 500 }) rejects with ERR_FDPASS_TIMEOUT', async () => {
       const control = tmpPath('control.sock');
       const server = await listen(control);
       const accepted = once(server, 'connection') as Promise<[Channel]>;

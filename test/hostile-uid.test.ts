@@ -1,17 +1,29 @@
 // Peers of another uid (nobody), as a shared host has them: a client of a ChannelServer, a hand-off
 // taker sending descriptors nobody asked for, and a process of another user that serves the control
-// path a take() connects to. Each is refused with a clear error, the serving side goes on serving,
+// path a take() connects to, a datagram sender that bindDgram's allow refuses. Each is refused with a clear error, the serving side goes on serving,
 // and the descriptors the stranger sent never stay open here (the root hooks check the fd map too).
 // (The NOTIFY_SOCKET of `fdpass run` is tested in supervisor.test.ts; a nobody taker of a hand-off
-// in handoff.test.ts; a nobody sender to bindDgram in ownership-channel.test.ts.)
+// in handoff.test.ts.)
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { once } from 'node:events';
-import { handoff, listen, connect, HANDOFF_PROTOCOL_VERSION, type Channel, type PeerCredentials } from 'fdpass';
-import { runFixture, type Fixture } from './helpers/children';
-import { holdsFile, newFds, openFds, settle } from './helpers/fds';
+import {
+  bindDgram,
+  closeFd,
+  closeFds,
+  recvFd,
+  handoff,
+  inspect,
+  listen,
+  connect,
+  HANDOFF_PROTOCOL_VERSION,
+  type Channel,
+  type PeerCredentials,
+} from 'fdpass';
+import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { assertFdsBack, holdsFile, newFds, openFds, settle } from './helpers/fds';
 import { get } from './helpers/http';
 import { NOBODY, asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { requires, root } from './helpers/requires';
@@ -30,7 +42,8 @@ describe('peers of another uid (nobody)', function () {
   });
 
   for (const type of ['stream', 'seqpacket'] as const) {
-    it(`${type}: a nobody client of a ChannelServer (default allow) is rejected with its credentials; the 3 fds it sent are never ours; a root client is served after it`, async () => {
+    // Default allow; 'reject' gives its credentials; a root client is served after it.
+    it(`${type}: a nobody client of a ChannelServer is rejected; the fds it sent are never ours`, async () => {
       openToOthers();
       const marker = markerFile();
       const sock = tmpPath('server.sock');
@@ -61,7 +74,8 @@ describe('peers of another uid (nobody)', function () {
     });
   }
 
-  it('a nobody taker let in by allow sends its hello with 3 fds: refused (ERR_FDPASS_HANDOFF_PROTOCOL), the fds closed, the old process serves on and hands off to the next taker', async () => {
+  // Let in by allow; the old process serves on and hands off to the next taker.
+  it("a nobody taker's hello with 3 fds is refused with ERR_FDPASS_HANDOFF_PROTOCOL, the fds closed", async () => {
     openToOthers();
     const marker = markerFile();
     const control = tmpPath('control.sock');
@@ -116,7 +130,8 @@ describe('peers of another uid (nobody)', function () {
       return { old: f, port: ports.web };
     }
 
-    it('is refused by default (ERR_FDPASS_HANDOFF_REFUSED, naming the uid): no listener is received and the other process keeps serving', async () => {
+    // No listener is received; the other process keeps serving.
+    it('is refused by default with ERR_FDPASS_HANDOFF_REFUSED naming the uid', async () => {
       const control = tmpPath('control.sock');
       const served = await nobodyServes(control);
       old = served.old;
@@ -136,7 +151,8 @@ describe('peers of another uid (nobody)', function () {
       assert.equal((await old.exited).code, 0, old.stderr());
     });
 
-    it('is accepted when allow says so (allow: (peer) => peer.uid === nobody): the listener moves and the other process drains and exits', async () => {
+    // allow: (peer) => peer.uid === nobody; the other process drains and exits.
+    it('is accepted when allow says so; the listener moves and the other process exits', async () => {
       const control = tmpPath('control.sock');
       const served = await nobodyServes(control);
       old = served.old;
@@ -152,6 +168,68 @@ describe('peers of another uid (nobody)', function () {
       await old.expect('drained');
       assert.equal((await old.exited).code, 0, old.stderr());
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+  });
+
+  describe("bindDgram's allow: a datagram from another uid", () => {
+    // A Python sender (any uid can run it: no file of ours to read) of one datagram with one fd.
+    const SEND = [
+      'import os, socket, sys',
+      'fd = os.open("/dev/null", os.O_RDONLY)',
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(sys.argv[1])',
+      'socket.send_fds(s, [sys.argv[2].encode()], [fd])',
+    ].join('\n');
+    const NOBODY = 65534;
+
+    async function sendAs(sock: string, text: string, uid?: number): Promise<number> {
+      const child = spawnJson('python3', ['-c', SEND, sock, text], uid === undefined ? {} : { uid, gid: uid });
+      assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+      return child.pid;
+    }
+
+    // An allowed one arrives with message.cred.
+    it("a datagram from a refused uid is dropped, its fd closed, and 'reject' names the sender", async () => {
+      const before = openFds();
+      const sock = tmpPath('notify.sock');
+      fs.chmodSync(path.dirname(sock), 0o755); // let the other user reach the socket file
+      const refused: PeerCredentials[] = [];
+      const receiver = await bindDgram(sock, { mode: 0o666, allow: (c) => c.uid === 0 });
+      receiver.on('reject', (c: PeerCredentials) => refused.push(c));
+      const nobodyPid = await sendAs(sock, 'from nobody', NOBODY);
+      const rootPid = await sendAs(sock, 'from root');
+      const m = await receiver.receive({ timeout: 5000 });
+      assert.equal(m.data.toString(), 'from root');
+      assert.deepEqual(m.cred, { pid: rootPid, uid: 0, gid: 0 });
+      assert.equal(m.fds.length, 1);
+      assert.equal(inspect(m.fds[0]!).kind, 'char');
+      closeFds(m.fds);
+      assert.deepEqual(refused, [{ pid: nobodyPid, uid: NOBODY, gid: NOBODY }]);
+      await receiver.close();
+      await assertFdsBack(before, 'after the refused datagram was dropped and the channel closed');
+    });
+
+    it("recvFd(path, { type: 'dgram', allow }) waits past a refused sender's datagram for an allowed one", async () => {
+      const before = openFds();
+      const sock = tmpPath('recv.sock');
+      fs.chmodSync(path.dirname(sock), 0o755);
+      const seen: number[] = [];
+      const got = recvFd(sock, {
+        type: 'dgram',
+        mode: 0o666,
+        timeout: 10000,
+        allow: (c) => {
+          seen.push(c.uid);
+          return c.uid === 0;
+        },
+      });
+      for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
+      await sendAs(sock, 'from nobody', NOBODY);
+      await sendAs(sock, 'from root');
+      const { fd, data } = await got;
+      assert.equal(data.toString(), 'from root');
+      closeFd(fd);
+      assert.deepEqual(seen, [NOBODY, 0]);
+      await assertFdsBack(before, 'after recvFd');
     });
   });
 });

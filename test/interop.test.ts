@@ -8,7 +8,8 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { listen, connect, sendFd, inspect, closeFd, type Channel, type ChannelServer } from 'fdpass';
-import { spawnJson, runFixture, type Fixture } from './helpers/children';
+import { exitedCleanly, spawnJson, runFixture, type Fixture } from './helpers/children';
+import { nextConnection } from './helpers/sockets';
 import { tmpPath } from './helpers/tmp';
 import { fifoFds, openFds, newFds, settle } from './helpers/fds';
 
@@ -70,14 +71,9 @@ function python(args: string[], opts: Parameters<typeof spawnJson>[2] = {}): Fix
   return holdChild(spawnJson('python3', [PEER, ...args], opts));
 }
 
-function nextConnection(server: ChannelServer): Promise<Channel> {
-  return new Promise((resolve) => server.once('connection', (c: Channel) => resolve(holdChannel(c))));
-}
-
-/** Asserts a clean exit and says why not (the child's stderr) if it was not. */
-async function exitedCleanly(child: Fixture): Promise<void> {
-  const { code, signal } = await child.exited;
-  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
+/** The next channel `server` accepts, held for the test's cleanup. */
+function nextHeldConnection(server: ChannelServer): Promise<Channel> {
+  return nextConnection(server).then(holdChannel);
 }
 
 /**
@@ -130,7 +126,7 @@ describe('interop between processes', () => {
       const file = tmpPath('from-python.txt');
       const tok = token();
       const server = await listenStream(sock);
-      const connection = nextConnection(server);
+      const connection = nextHeldConnection(server);
       const child = python(['send', sock, file, tok]);
       const channel = await connection;
       await server.close();
@@ -234,7 +230,8 @@ describe('interop between processes', () => {
       assert.equal(readToEof(fromPythonR), expected);
       release(fromPythonR);
     });
-    it("allowHalfOpen: Python send_fds() then shutdown(SHUT_WR); the stream channel emits 'end', still replies with an fd, then closes", async () => {
+    // Python send_fds() then shutdown(SHUT_WR); the channel then closes.
+    it("allowHalfOpen: after Python's shutdown(SHUT_WR) the channel emits 'end' and still replies with an fd", async () => {
       const before = openFds();
       const sock = tmpPath('halfclose.sock');
       const tok = token();
@@ -275,7 +272,7 @@ describe('interop between processes', () => {
       const relay = tmpPath('relay.sock');
       const tok = token();
       const server = await listenStream(sock);
-      const connection = nextConnection(server);
+      const connection = nextHeldConnection(server);
       const py = python(['memfd', sock, tok]);
       const channel = await connection;
       await server.close();
@@ -366,7 +363,7 @@ describe('interop between processes', () => {
       const baseline = (await control.expect<{ fds: Record<string, string> }>('fds')).fds;
       await exitedCleanly(control);
       const server = await listenStream(sock);
-      const connection = nextConnection(server);
+      const connection = nextHeldConnection(server);
       const py = python(['send', sock, file, tok]);
       const channel = await connection;
       await server.close();

@@ -1,102 +1,21 @@
-// Lifecycle: Worker threads (normal exit, terminate() mid-poll, process.exit inside a Worker), process
-// exit with channels open, ref/unref, garbage collection of unclosed channels, module formats
-// (require, ESM import, TypeScript types from dist/) and NODE_DEBUG=fdpass.
+// Lifecycle: process exit with channels open, ref/unref, garbage collection of unclosed channels,
+// module formats (require, ESM import, TypeScript types from dist/) and NODE_DEBUG=fdpass. (Worker
+// threads: lifecycle-workers.test.ts.)
 // Scenarios that could abort run in a child process, so that an abort fails one test, not the run.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { once } from 'node:events';
-import { socketPair, sendFd, dupFd, closeFd, closeFds, connect, listen, type Channel } from 'fdpass';
-import { runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
-import { openFds, newFds, settle } from './helpers/fds';
-import { get, load } from './helpers/http';
+import { socketPair } from 'fdpass';
+import { exitWithin, runFixture, spawnJson, fixturesDir, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
+import { sleep } from './helpers/wait';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 /** Fixtures that are not TypeScript (.mjs, .cjs) run from the source tree. */
 const sourceFixtures = path.join(repoRoot, 'test', 'fixtures');
-const workerFile = path.join(fixturesDir, 'lifecycle-worker.js');
 
 /** Signs of a native crash in a child's stderr. */
 const CRASH = /FATAL ERROR|Aborted|Assertion|Segmentation fault|core dumped|Native stack trace/;
-
-interface WorkerMessage {
-  event: string;
-  [key: string]: unknown;
-}
-
-interface StartedWorker {
-  worker: Worker;
-  /** Next message whose event is `name`; rejects on an 'error' message, a Worker error or exit. */
-  expect(name: string, timeoutMs?: number): Promise<WorkerMessage>;
-  /** The exit code. */
-  exited: Promise<number>;
-}
-
-/** Workers still running; a failed test's survivors are terminated so that they cannot hold mocha open. */
-const liveWorkers = new Set<Worker>();
-
-function startWorker(workerData: Record<string, unknown>): StartedWorker {
-  const worker = new Worker(workerFile, { workerData });
-  liveWorkers.add(worker);
-  worker.once('exit', () => liveWorkers.delete(worker));
-  const queue: WorkerMessage[] = [];
-  const waiting: Array<(m: WorkerMessage | Error) => void> = [];
-  const deliver = (m: WorkerMessage | Error): void => {
-    const w = waiting.shift();
-    if (w) w(m);
-    else queue.push(m as WorkerMessage);
-  };
-  worker.on('message', (m: WorkerMessage) => deliver(m));
-  worker.on('error', (err) => deliver(err));
-  const exited = new Promise<number>((resolve) => {
-    worker.once('exit', (code) => {
-      for (const w of waiting.splice(0)) w(new Error(`worker exited (code ${code}) before the expected message`));
-      resolve(code);
-    });
-  });
-  const next = (timeoutMs: number): Promise<WorkerMessage | Error> => {
-    const m = queue.shift();
-    if (m) return Promise.resolve(m);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        const i = waiting.indexOf(got);
-        if (i >= 0) waiting.splice(i, 1);
-        resolve(new Error(`worker said nothing for ${timeoutMs} ms`));
-      }, timeoutMs);
-      const got = (v: WorkerMessage | Error): void => {
-        clearTimeout(timer);
-        resolve(v);
-      };
-      waiting.push(got);
-    });
-  };
-  return {
-    worker,
-    exited,
-    async expect(name, timeoutMs = 15000) {
-      for (;;) {
-        const m = await next(timeoutMs);
-        if (m instanceof Error) throw m;
-        if (m.event === 'error') throw new Error(`worker failed: ${String(m.message)}\n${String(m.stack ?? '')}`);
-        if (m.event === name) return m;
-      }
-    },
-  };
-}
-
-/** Resolves with the child's exit, or fails the test if it is still running after `ms`. */
-async function exitsWithin(child: Fixture, ms: number, why: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  const r = await Promise.race([child.exited, timeout]);
-  clearTimeout(timer);
-  if (r === 'timeout') assert.fail(`child ${child.pid} still running after ${ms} ms: ${why}. stderr:\n${child.stderr()}`);
-  return r;
-}
 
 /** Every line a child printed, until its stdout ends. */
 async function allLines(child: Fixture): Promise<Array<Record<string, unknown>>> {
@@ -110,440 +29,10 @@ async function allLines(child: Fixture): Promise<Array<Record<string, unknown>>>
   }
 }
 
-/** A ms-long pause. */
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Fails with the descriptors this process gained since `before`. */
-async function assertNoNewFds(before: Map<number, string>, what: string): Promise<void> {
-  await settle();
-  assert.deepEqual(newFds(before, openFds()), [], `${what}: this process holds new descriptors`);
-}
-
-interface MainThreadProbe {
-  /** Passes an fd across the main thread's own socketPair and through its own ChannelServer. */
-  check(): Promise<void>;
-  close(): Promise<void>;
-}
-
-/**
- * Channels of the main thread kept open while Workers come and go: a Worker's teardown must close
- * what the Worker opened, never a descriptor of the main thread's.
- */
-async function mainThreadProbe(): Promise<MainThreadProbe> {
-  const [a, b] = socketPair();
-  const sock = tmpPath('main-thread.sock');
-  const server = await listen(sock);
-  let n = 0;
-  return {
-    async check() {
-      const accepted = once(server, 'connection') as Promise<[Channel]>;
-      const client = await connect(sock);
-      const [conn] = await accepted;
-      for (const [from, to] of [
-        [a, b],
-        [client, conn],
-      ] as const) {
-        const fd = dupFd(0);
-        await from.send({ data: `probe ${n++}`, fds: [fd] });
-        closeFd(fd);
-        const m = await to.receive({ timeout: 5000 });
-        assert.equal(m.fds.length, 1, "the main thread's channel lost its fd");
-        closeFds(m.fds);
-      }
-      await client.close();
-      await conn.close();
-    },
-    async close() {
-      await a.close();
-      await b.close();
-      await server.close();
-    },
-  };
-}
-
-/**
- * A test body run with a {@link mainThreadProbe} open throughout (closed at the end, whatever the
- * outcome); `before` is the process's descriptors once the probe is open. Afterwards the probe must
- * still work and no descriptor may be left beyond `before`.
- */
-function probed(body: (probe: MainThreadProbe, before: Map<number, string>) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const probe = await mainThreadProbe();
-    try {
-      const before = openFds();
-      await body(probe, before);
-      // The main thread's channels still work, and this process holds nothing new.
-      await probe.check();
-      await assertNoNewFds(before, 'after the Workers ended');
-    } finally {
-      await probe.close();
-    }
-  };
-}
-
 describe('lifecycle', () => {
-  describe('Worker threads', () => {
-    before(async () => {
-      // The first Worker opens descriptors that Node then keeps for later Workers: open them before
-      // the root hooks take their per-test baseline.
-      const w = startWorker({ mode: 'roundtrip', file: __filename });
-      await w.expect('done');
-      await w.exited;
-      await settle();
-    });
-
-    afterEach(async () => {
-      await Promise.all([...liveWorkers].map((w) => w.terminate()));
-    });
-
-    for (const type of ['seqpacket', 'stream', 'dgram'] as const) {
-      it(`${type}: a Worker passes an fd there and back over a socketPair, closes, and exits with code 0`, async () => {
-        const before = openFds();
-        const file = tmpPath('payload.txt');
-        fs.writeFileSync(file, `worker payload ${type}`);
-        const w = startWorker({ mode: 'roundtrip', type, file });
-        const done = await w.expect('done');
-        assert.equal(done.there, 'there');
-        assert.equal(done.back, 'back');
-        assert.equal(done.thereKind, 'file');
-        assert.equal(done.backKind, 'file');
-        assert.equal(done.backFds, 1);
-        assert.equal(done.content, `worker payload ${type}`);
-        // Exit on its own: nothing it opened may keep its loop alive.
-        assert.equal(await w.exited, 0);
-        await assertNoNewFds(before, 'after the Worker exited');
-      });
-    }
-
-    it('a Worker adopts a socketPair end given by fd number (workerData) and exchanges fds with the main thread', async () => {
-      const before = openFds();
-      const [mine, forWorker] = socketPair();
-      // The Worker's channel takes ownership of its own descriptor: hand it a duplicate, close ours.
-      const fd = dupFd(forWorker.fd);
-      await forWorker.close();
-      const workerFileOut = tmpPath('from-worker.txt');
-      fs.writeFileSync(workerFileOut, 'written by the test, sent by the worker');
-      const w = startWorker({ mode: 'adopt', fd, file: workerFileOut });
-      const adopted = await w.expect('adopted');
-      assert.equal(adopted.fd, fd);
-      assert.equal(adopted.type, 'seqpacket');
-
-      const payload = tmpPath('from-main.txt');
-      fs.writeFileSync(payload, 'main payload');
-      const file = fs.openSync(payload, 'r');
-      await sendFd(mine, file, 'from main');
-      fs.closeSync(file);
-      const back = await mine.receive();
-      assert.equal(back.data.toString(), 'from worker');
-      assert.equal(back.fds.length, 1);
-      assert.equal(fs.readFileSync(back.fds[0]!, 'utf8'), 'written by the test, sent by the worker');
-      for (const f of back.fds) closeFd(f);
-
-      const done = await w.expect('done');
-      assert.equal(done.data, 'from main');
-      assert.equal(done.fds, 1);
-      assert.equal(done.content, 'main payload');
-      assert.equal(await w.exited, 0);
-      // The worker closed its channel: our end sees the end of the conversation.
-      await assert.rejects(mine.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
-      await mine.close();
-      await assertNoNewFds(before, 'after the adopting Worker exited');
-    });
-
-    for (const end of ['return', 'exit', 'terminate'] as const) {
-      const how = { return: 'returns (its loop runs dry)', exit: 'calls process.exit(0)', terminate: 'is terminated' }[end];
-      it(`a Worker that takes 1 of 5 fd-carrying messages (all 5 read into JS) and ${how}: the other 4 fds are closed`, async () => {
-        const before = openFds();
-        const [mine, forWorker] = socketPair();
-        const fd = dupFd(forWorker.fd);
-        await forWorker.close();
-        const file = tmpPath('payload.txt');
-        fs.writeFileSync(file, 'one of five');
-        const payload = fs.openSync(file, 'r');
-        for (let i = 0; i < 5; i++) await mine.send({ data: `m${i}`, fds: [payload] });
-        fs.closeSync(payload);
-        const w = startWorker({ mode: 'take-one', fd, end });
-        const took = await w.expect('took');
-        assert.deepEqual([took.data, took.fds], ['m0', 1]);
-        if (end === 'terminate') assert.equal(await w.worker.terminate(), 1);
-        assert.equal(await w.exited, end === 'terminate' ? 1 : 0);
-        await settle();
-        const leaked = newFds(before, openFds()).filter((l) => l.endsWith(file));
-        assert.deepEqual(leaked, [], `the fds of the 4 messages the Worker never took are still open`);
-        // The Worker's end of the pair closed with it.
-        await assert.rejects(mine.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
-        await mine.close();
-        await assertNoNewFds(before, 'after the Worker ended');
-      });
-    }
-
-    it('terminate() while channels poll (receive() pending, sends queued on EAGAIN, server listening): 20 in sequence, 20 at once, fds back to baseline', async function () {
-      leavesSocketFiles(
-        /^(par|seq)-\d+\.sock$/,
-        "a terminated Worker's ChannelServer keeps its path (its poller is closed by the env cleanup hook, which does not know the path)",
-      );
-      this.timeout(60000);
-      const before = openFds();
-      const runOne = async (name: string): Promise<void> => {
-        const w = startWorker({ mode: 'idle', sock: tmpPath(name) });
-        const ready = await w.expect('ready');
-        assert.ok((ready.queued as number) > 0, `sends were queued in the worker (${String(ready.queued)})`);
-        // terminate() resolves with the exit code: 1 for a terminated Worker.
-        assert.equal(await w.worker.terminate(), 1);
-        assert.equal(await w.exited, 1);
-      };
-      for (let i = 0; i < 20; i++) await runOne(`seq-${i}.sock`);
-      await assertNoNewFds(before, 'after 20 terminated Workers in sequence');
-      await Promise.all(Array.from({ length: 20 }, (_, i) => runOne(`par-${i}.sock`)));
-      await assertNoNewFds(before, 'after 20 terminated Workers at once');
-    });
-
-    it('process.exit(0) inside a Worker with channels polling and sends queued: exit code 0, fds back to baseline', async function () {
-      leavesSocketFiles(
-        /^exit-\d+\.sock$/,
-        "process.exit() in a Worker skips close(): its server's path stays, as a net.Server's does at exit",
-      );
-      this.timeout(60000);
-      const before = openFds();
-      for (let i = 0; i < 20; i++) {
-        const w = startWorker({ mode: 'idle-exit', sock: tmpPath(`exit-${i}.sock`) });
-        const ready = await w.expect('ready');
-        assert.ok((ready.queued as number) > 0);
-        assert.equal(await w.exited, 0);
-      }
-      await assertNoNewFds(before, 'after 20 Workers called process.exit(0)');
-    });
-
-    describe("core scenarios inside a Worker, with the main thread's own channels open throughout", () => {
-      for (const type of ['stream', 'seqpacket'] as const) {
-        it(
-          `${type}: a ChannelServer in a Worker echoes 30 fd-carrying messages of a main-thread client; the client hangs up, the server closes, the Worker exits 0`,
-          probed(async () => {
-            const sock = tmpPath('echo.sock');
-            const w = startWorker({ mode: 'echo-server', type, sock, end: 'return' });
-            await w.expect('listening');
-            const client = await connect(sock, { type });
-            const file = tmpPath('payload.txt');
-            fs.writeFileSync(file, 'echoed');
-            const fd = fs.openSync(file, 'r');
-            for (let i = 0; i < 30; i++) {
-              await client.send({ data: `m${i}`, fds: [fd] });
-              const back = await client.receive({ timeout: 5000 });
-              assert.equal(back.data.toString(), `m${i}`);
-              assert.equal(back.fds.length, 1);
-              assert.equal(fs.readlinkSync(`/proc/self/fd/${back.fds[0]!}`), file);
-              closeFds(back.fds);
-            }
-            fs.closeSync(fd);
-            await client.close();
-            assert.equal(await w.exited, 0);
-          }),
-        );
-      }
-
-      it(
-        "terminate() mid-traffic of a ChannelServer in a Worker (10 times): the client sees the channel end; every fd fdpass held (in flight, queued, read but not handed out) is closed, only those its handler held stay; the main thread's channels work",
-        probed(async (probe, before) => {
-          leavesSocketFiles(
-            /^echo-\d+\.sock$/,
-            "a terminated Worker's server keeps its path (its poller is closed by the env cleanup hook, which does not know the path)",
-          );
-          const file = tmpPath('payload.txt');
-          fs.writeFileSync(file, 'in flight');
-          for (let round = 0; round < 10; round++) {
-            const sock = tmpPath(`echo-${round}.sock`);
-            const held = new Int32Array(new SharedArrayBuffer(4)).fill(-1);
-            const w = startWorker({ mode: 'echo-server', sock, held: held.buffer });
-            await w.expect('listening');
-            const client = await connect(sock);
-            const fd = fs.openSync(file, 'r');
-            let echoed = 0;
-            let terminated: Promise<number> | undefined;
-            const ended = await (async () => {
-              for (;;) {
-                // Several messages in flight each time, so the Worker dies holding some of them.
-                const sends = Array.from({ length: 4 }, (_, i) => client.send({ data: `m${echoed}.${i}`, fds: [fd] }));
-                try {
-                  await Promise.all(sends);
-                  for (let i = 0; i < 4; i++) {
-                    const back = await client.receive({ timeout: 5000 });
-                    closeFds(back.fds);
-                    echoed++;
-                  }
-                } catch (err) {
-                  await Promise.allSettled(sends);
-                  return err as Error & { code?: string };
-                }
-                if (echoed >= 20 + round && terminated === undefined) terminated = w.worker.terminate();
-              }
-            })();
-            assert.ok(
-              ['ERR_FDPASS_CLOSED', 'EPIPE', 'ECONNRESET'].includes(ended.code ?? ''),
-              `the client saw ${ended.code}: ${ended.message}`,
-            );
-            assert.equal(await terminated, 1);
-            fs.closeSync(fd);
-            await client.close();
-            await settle();
-            // A message handed to the Worker's 'message' handler is the application's: if terminate()
-            // lands before the handler closed its fd, that fd stays open, as any fd number a terminated
-            // Worker held. Everything fdpass still held (in flight, queued duplicates, read but not
-            // handed out) must be closed: only the fd the handler said it holds may stay.
-            const heldByHandler = Atomics.load(held, 0);
-            const left = [...openFds()].filter(([n, target]) => target === file && before.get(n) !== file).map(([n]) => n);
-            assert.deepEqual(
-              left.filter((n) => n !== heldByHandler),
-              [],
-              `fds of ${file} open after terminate() that the handler did not hold (it held ${heldByHandler})`,
-            );
-            if (left.includes(heldByHandler)) closeFd(heldByHandler); // the terminated application's, not fdpass's
-            await probe.check();
-          }
-        }),
-      );
-
-      it(
-        'handoff.serve() in a Worker, take() in a child process: the listener moves, the Worker drains and exits 0',
-        probed(async () => {
-          const sock = tmpPath('control.sock');
-          const w = startWorker({ mode: 'handoff-serve', sock });
-          const port = (await w.expect('serving')).port as number;
-          assert.match(await get(port), /^serve \d+$/);
-          const taker = runFixture('handoff-new', [sock, 'serve']);
-          await taker.expect('adopted');
-          taker.send({ cmd: 'ready' });
-          assert.deepEqual(await taker.expect('ready'), { event: 'ready', acknowledged: true });
-          assert.equal((await w.expect('handoff')).pid, taker.pid);
-          assert.equal((await w.expect('drained')).listening, false);
-          assert.equal(await w.exited, 0);
-          assert.equal(await get(port), `new ${taker.pid}`);
-          taker.send({ cmd: 'exit' });
-          assert.equal((await taker.exited).code, 0);
-        }),
-      );
-
-      it(
-        'take() in a Worker from a child process under load: 0 failed requests; after GET /last the Worker closes and exits 0',
-        probed(async () => {
-          const sock = tmpPath('control.sock');
-          const old = runFixture('handoff-old', [sock, 'http']);
-          const { ports } = await old.expect<{ ports: { web: number } }>('serving');
-          const traffic = load(ports.web, { workers: 3, keepAlive: false });
-          const w = startWorker({ mode: 'handoff-take', sock, end: 'return' });
-          assert.equal((await w.expect('serving')).acknowledged, true);
-          await old.expect('drained');
-          assert.equal((await old.exited).code, 0);
-          await sleep(200); // the Worker alone serves for a while
-          const r = await traffic.stop();
-          assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
-          assert.ok(
-            [...r.bodies.keys()].some((b) => /^take \d+$/.test(b)),
-            'the Worker served',
-          );
-          assert.match(await get(ports.web, '/last'), /^take \d+$/);
-          assert.equal(await w.exited, 0);
-        }),
-      );
-
-      it(
-        'Worker to Worker under load: handoff.serve() in one, take() in the other: 0 failed requests, both end naturally',
-        probed(async () => {
-          const sock = tmpPath('control.sock');
-          const a = startWorker({ mode: 'handoff-serve', sock });
-          const port = (await a.expect('serving')).port as number;
-          const traffic = load(port, { workers: 3, keepAlive: false });
-          await sleep(100);
-          const b = startWorker({ mode: 'handoff-take', sock, end: 'return' });
-          assert.equal((await b.expect('serving')).acknowledged, true);
-          await a.expect('drained');
-          assert.equal(await a.exited, 0);
-          await sleep(200);
-          const r = await traffic.stop();
-          assert.deepEqual(r.errors.slice(0, 5), [], `${r.errors.length} failed requests`);
-          const served = [...r.bodies.keys()].map((body) => body.split(' ')[0]).sort();
-          assert.deepEqual([...new Set(served)], ['serve', 'take'], 'both Workers served');
-          assert.match(await get(port, '/last'), /^take \d+$/);
-          assert.equal(await b.exited, 0);
-        }),
-      );
-
-      it(
-        "terminate() under load: of a Worker serving a hand-off, and of a Worker that took the listener: fds back, the main thread's channels work",
-        probed(async (probe) => {
-          leavesSocketFiles(
-            /^handoff-serve\.sock$/,
-            "a terminated Worker's server keeps its path (its poller is closed by the env cleanup hook, which does not know the path)",
-          );
-          for (const role of ['handoff-serve', 'handoff-take'] as const) {
-            const sock = tmpPath(`${role}.sock`);
-            let port: number;
-            let old: Fixture | undefined;
-            if (role === 'handoff-take') {
-              old = runFixture('handoff-old', [sock, 'http']);
-              port = (await old.expect<{ ports: { web: number } }>('serving')).ports.web;
-            }
-            const w = startWorker({ mode: role, sock });
-            const serving = await w.expect('serving');
-            port ??= serving.port as number;
-            const traffic = load(port!, { workers: 3, keepAlive: true });
-            await sleep(150);
-            assert.equal(await w.worker.terminate(), 1);
-            const r = await traffic.stop();
-            assert.ok(r.ok > 0, `${role}: no request was served before terminate()`);
-            if (old !== undefined) {
-              await old.expect('drained');
-              assert.equal((await old.exited).code, 0);
-            }
-            await probe.check();
-          }
-        }),
-      );
-    });
-
-    // These two run the Workers in a child process: if a Worker's teardown aborts, the whole process
-    // goes down, and that must be this test's failure rather than the end of the test run.
-    for (const [mode, what] of [
-      ['busy', 'terminate() while poll callbacks are firing (a ping-pong between two channels)'],
-      ['busy-exit', "process.exit(0) from a Worker's poll callback while a ping-pong runs"],
-      ['unref-pending', "a Worker ends on its own while an unref()'d channel has an unread message carrying an fd"],
-    ] as const) {
-      it(`${what}: no abort, every Worker ends, the host's fds return to baseline (20 in sequence, 20 at once)`, async function () {
-        this.timeout(90000);
-        leavesSocketFiles(
-          /^(seq|par)-\d+\.sock$/,
-          "a terminated (or process.exit()ing) Worker's server keeps its path, as a net.Server's stays at exit",
-        );
-        const dir = path.dirname(tmpPath('x'));
-        const host = runFixture('lifecycle-worker-host', [mode, '20', dir]);
-        const done = host.expect<{
-          outcomes: Array<{ code: number; queued: number; error?: string }>;
-          before: number;
-          after: number;
-          targetsBefore: Record<string, string>;
-          targetsAfter: Record<string, string>;
-        }>('done', 80000);
-        done.catch(() => {}); // judged after the exit status, which says more
-        const exit = await host.exited;
-        assert.doesNotMatch(host.stderr(), CRASH, `the Worker host crashed:\n${host.stderr()}`);
-        assert.deepEqual(exit, { code: 0, signal: null }, `host stderr:\n${host.stderr()}`);
-        const r = await done;
-        assert.equal(r.outcomes.length, 40);
-        const expectedCode = mode === 'busy' ? 1 : 0;
-        for (const o of r.outcomes) {
-          assert.equal(o.error, undefined, `a Worker failed: ${o.error}`);
-          assert.equal(o.code, expectedCode);
-          if (mode !== 'unref-pending') assert.ok(o.queued > 0, 'each Worker had sends queued');
-        }
-        // Descriptors the Workers' channels held (sockets, queued duplicates, fds read but never
-        // handed to JavaScript) are closed by the time each Worker has exited.
-        assert.deepEqual(r.targetsAfter, r.targetsBefore);
-        assert.equal(r.after, r.before);
-      });
-    }
-  });
-
   describe('process exit', () => {
-    it('process.exit(0) with a server, a connected channel (receive() pending, sends queued) and a socketPair open: code 0, nothing on stderr', async () => {
+    // A server, a connected channel (receive() pending, sends queued) and a socketPair are open.
+    it('process.exit(0) with servers and channels open and busy: exit code 0, nothing on stderr', async () => {
       leavesSocketFiles(/^exit\.sock$/, "process.exit() skips close(): the server's path stays, as a net.Server's does at exit");
       const child = runFixture('lifecycle-child', ['exit', tmpPath('exit.sock')]);
       const open = await child.expect<{ queued: number; fds: number[] }>('open');
@@ -563,7 +52,8 @@ describe('lifecycle', () => {
       assert.equal(child.stderr(), '');
     });
 
-    it("unref(): main returns while unref()'d channels wait in receive() (peer alive) and an unref()'d server listens: the process exits 0", async () => {
+    // The channels wait in receive() with their peer alive; the server listens.
+    it("unref()'d channels and server do not keep the process alive: it exits 0", async () => {
       leavesSocketFiles(
         /^unref\.sock$/,
         "the process ends with its unref()'d server never closed: its path stays, as a net.Server's does at exit",
@@ -572,7 +62,7 @@ describe('lifecycle', () => {
       const child = runFixture('lifecycle-child', ['unref', tmpPath('unref.sock')], { stdio: ['pipe', 'pipe', 'pipe', theirs.fd] });
       await theirs.close(); // the child has its own copy as fd 3
       await child.expect('waiting');
-      const exit = await exitsWithin(child, 5000, "unref()'d channels kept it alive");
+      const exit = await exitWithin(child, 5000, "unref()'d channels kept it alive");
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.equal(child.stderr(), '');
       // Our end stayed open and silent all along; the child's end closed when it exited.
@@ -580,12 +70,13 @@ describe('lifecycle', () => {
       await mine.close();
     });
 
-    it("unref(): main returns while an unref()'d channel waits in receive() with a message already readable: exits 0, no abort", async () => {
+    // main returns while the channel waits in receive() with a message already readable.
+    it("an unref()'d channel with a readable message does not keep the process alive or abort it", async () => {
       // Environment teardown runs the loop once more to close handles; the readable poll fires then,
       // when JavaScript can no longer be called.
       const child = runFixture('lifecycle-child', ['unref-pending']);
       await child.expect('waiting');
-      const exit = await exitsWithin(child, 5000, "an unref()'d channel kept it alive");
+      const exit = await exitWithin(child, 5000, "an unref()'d channel kept it alive");
       assert.doesNotMatch(child.stderr(), CRASH, `the child crashed at exit:\n${child.stderr()}`);
       assert.deepEqual(exit, { code: 0, signal: null });
       assert.equal(child.stderr(), '');
@@ -603,7 +94,7 @@ describe('lifecycle', () => {
       const ended = await child.expect<{ outcome: string; closed: boolean }>('ended');
       assert.equal(ended.outcome, 'ERR_FDPASS_CLOSED');
       assert.equal(ended.closed, true);
-      assert.deepEqual(await exitsWithin(child, 5000, 'its channel saw EOF'), { code: 0, signal: null });
+      assert.deepEqual(await exitWithin(child, 5000, 'its channel saw EOF'), { code: 0, signal: null });
       assert.equal(child.stderr(), '');
     });
   });
@@ -638,11 +129,12 @@ describe('lifecycle', () => {
       await droppedAndCollected('dropped', 0);
     });
 
-    it('channels dropped with fd-carrying messages unread in their inbox (8 pairs, 2 of 3 messages untaken) give those fds back once collected', async () => {
+    // 8 pairs, 2 of 3 messages untaken in each inbox.
+    it('channels dropped with unread fd-carrying messages give those fds back once collected', async () => {
       await droppedAndCollected('unread', 2);
     });
 
-    it("a channel nothing refers to but a pending receive() or a 'message' listener survives gc() and still delivers", async () => {
+    it("a channel held only by a pending receive() or a 'message' listener survives gc() and delivers", async () => {
       const child = spawnJson(process.execPath, ['--expose-gc', path.join(fixturesDir, 'lifecycle-gc.js'), 'pinned']);
       const r = await child.expect<{
         got: string;
@@ -705,7 +197,8 @@ describe('lifecycle', () => {
       assert.deepEqual(r.error, { isSystemError: true, isCjsClass: true, code: 'ENOENT', syscall: 'connect', name: 'FdpassSystemError' });
     });
 
-    it('TypeScript: a consumer type-checks against dist/index.d.ts (strict), and a type error there is caught; it then runs', async function () {
+    // Strict mode; the consumer then runs.
+    it('TypeScript: a consumer type-checks against dist/index.d.ts, and a type error there is caught', async function () {
       this.timeout(60000);
       const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
       const consumer = path.join(sourceFixtures, 'lifecycle-types.ts');

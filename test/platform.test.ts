@@ -8,14 +8,8 @@ import * as fdpass from 'fdpass';
 import { runFixture, spawnJson } from './helpers/children';
 import { ROOT } from './helpers/docs';
 import { tmpPath } from './helpers/tmp';
+import type { Outcome } from './fixtures/unsupported-platform';
 
-interface Outcome {
-  how: 'threw' | 'rejected' | 'returned' | 'resolved';
-  value?: unknown;
-  code?: unknown;
-  message?: string;
-  fdpassError?: boolean;
-}
 interface Report {
   outcomes: Record<string, Outcome>;
   exports: Record<string, unknown>;

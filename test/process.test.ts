@@ -1,4 +1,5 @@
-// Descriptors crossing between real processes: listeners, bursts, truncation, SO_REUSEPORT.
+// Descriptors crossing between real processes: listeners, bursts, truncation (SO_REUSEPORT across
+// processes: reuseport.test.ts).
 import * as assert from 'node:assert/strict';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
@@ -8,31 +9,12 @@ import { sendFd, sendFds, listen, closeFd, type Channel } from 'fdpass';
 import * as net from 'node:net';
 import { runFixture, spawnJson, fixturesDir } from './helpers/children';
 import { tmpPath } from './helpers/tmp';
-import { get } from './helpers/http';
+import { whoServes } from './helpers/http';
 import * as path from 'node:path';
 
-/** Runs `count` requests, `concurrency` at a time; returns who served how many and the failures. */
-async function load(port: number, count: number, concurrency: number): Promise<{ served: Map<string, number>; errors: string[] }> {
-  const served = new Map<string, number>();
-  const errors: string[] = [];
-  let started = 0;
-  const worker = async (): Promise<void> => {
-    while (started < count) {
-      started++;
-      try {
-        const who = (await get(port)).split(' ')[0]!;
-        served.set(who, (served.get(who) ?? 0) + 1);
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return { served, errors };
-}
-
 describe('between processes', () => {
-  it('a listening TCP socket moves to an unrelated process, both serve, then the receiver alone, no refused connection', async () => {
+  // Both serve, then the receiver alone.
+  it('a listening TCP socket moves to an unrelated process with no refused connection', async () => {
     const sock = tmpPath('handoff.sock');
     const server = http.createServer((_req, res) => {
       res.setHeader('connection', 'close');
@@ -55,7 +37,7 @@ describe('between processes', () => {
     // Both hold the listener: both accept in turn.
     const both = { served: new Map<string, number>(), errors: [] as string[] };
     for (let round = 0; round < 10 && !(both.served.get('A') && both.served.get('B')); round++) {
-      const r = await load(port, 100, 8);
+      const r = await whoServes(port, 100, 8);
       for (const [k, v] of r.served) both.served.set(k, (both.served.get(k) ?? 0) + v);
       both.errors.push(...r.errors);
     }
@@ -64,12 +46,12 @@ describe('between processes', () => {
     assert.ok((both.served.get('B') ?? 0) > 0, `B served ${both.served.get('B')}`);
 
     // A closes its copy while requests keep coming: none may fail.
-    const during = load(port, 400, 8);
+    const during = whoServes(port, 400, 8);
     await new Promise((r) => setTimeout(r, 20));
     await new Promise<void>((resolve) => server.close(() => resolve()));
     const r = await during;
     assert.deepEqual(r.errors, []);
-    const after = await load(port, 100, 8);
+    const after = await whoServes(port, 100, 8);
     assert.deepEqual(after.errors, []);
     assert.deepEqual([...after.served.keys()], ['B']);
 
@@ -174,45 +156,5 @@ describe('between processes', () => {
     assert.equal(result.fdsAfter, result.fdsBefore + 1);
     await channel.close();
     assert.deepEqual(await child.exited, { code: 0, signal: null });
-  });
-
-  it('SO_REUSEPORT: two processes listen on one TCP port and connections reach both', async () => {
-    const first = runFixture('reuseport-server', ['tcp', '0']);
-    const { port } = await first.expect<{ port: number }>('ready');
-    const second = runFixture('reuseport-server', ['tcp', String(port)]);
-    await second.expect('ready');
-    const r = await load(port, 200, 8);
-    assert.deepEqual(r.errors, []);
-    assert.ok((r.served.get(String(first.pid)) ?? 0) > 0, 'first served');
-    assert.ok((r.served.get(String(second.pid)) ?? 0) > 0, 'second served');
-    for (const c of [first, second]) {
-      c.send({ cmd: 'stop' });
-      await c.expect('stopped');
-      c.proc.stdin!.end();
-      assert.deepEqual(await c.exited, { code: 0, signal: null });
-    }
-  });
-
-  it('SO_REUSEPORT: two processes bind one UDP port and datagrams reach both', async () => {
-    const first = runFixture('reuseport-server', ['udp', '0']);
-    const { port } = await first.expect<{ port: number }>('ready');
-    const second = runFixture('reuseport-server', ['udp', String(port)]);
-    await second.expect('ready');
-    const seen = new Set<string>();
-    // The kernel picks a socket by hashing the source address: vary the source port.
-    for (let i = 0; i < 64 && seen.size < 2; i++) {
-      const client = dgram.createSocket('udp4');
-      client.send('who', port, '127.0.0.1');
-      const [msg] = (await once(client, 'message')) as [Buffer];
-      seen.add(msg.toString());
-      await new Promise<void>((resolve) => client.close(() => resolve()));
-    }
-    assert.deepEqual([...seen].sort(), [String(first.pid), String(second.pid)].sort());
-    for (const c of [first, second]) {
-      c.send({ cmd: 'stop' });
-      await c.expect('stopped');
-      c.proc.stdin!.end();
-      assert.deepEqual(await c.exited, { code: 0, signal: null });
-    }
   });
 });

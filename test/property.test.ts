@@ -257,7 +257,9 @@ function check(
 }
 
 describe('property: random send sequences keep order, boundaries and fds', () => {
-  it('stream and seqpacket, send(), write() and writeMany() batches, 0 B..400 kB, 0..253 fds, random read paces and early closes', async function () {
+  // stream and seqpacket, send(), write() and writeMany() batches, 0 B..400 kB, 0..253 fds, random read
+  // paces and early closes.
+  it('random messages and batches over both socket types and every send method', async function () {
     this.timeout(60_000);
     const markers: number[] = [];
     const inodes: number[] = [];

@@ -16,7 +16,8 @@ describe('fdpass run: a failed start', function () {
     return { ...process.env, TMPDIR: tmp };
   }
 
-  it('--watch of a missing path exits 1 with the reason, and leaves no notify directory, control socket or listener file', async () => {
+  // No notify directory, control socket or listener file.
+  it('--watch of a missing path exits 1 with the reason and leaves no file behind', async () => {
     const env = privateTmp();
     const sock = tmpPath('app.sock');
     const control = tmpPath('ctl');

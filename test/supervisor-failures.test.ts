@@ -1,34 +1,18 @@
-// `fdpass run` when things fail around it: spawns that fail (E2BIG, EMFILE), an fd store too big to
-// pass on, a log reader that went away, a command that cannot run, `fdpass reload` with a bad pid.
+// `fdpass run` when things fail around it: spawns that fail (E2BIG, EMFILE), a log reader that went
+// away, a command that cannot run, `fdpass reload` with a bad pid. (An fd store too big to pass on:
+// supervisor-fd-store.test.ts.)
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fixturesDir, processState, spawnJson, watchJson, type Fixture } from './helpers/children';
+import { exitWithin, processState, spawnJson, watchJson } from './helpers/children';
 import { get } from './helpers/http';
 import { NOBODY } from './helpers/foreign';
 import { python3Systemd, requires, root } from './helpers/requires';
-import { CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
+import { APP, CLI, logged, reloadCmd, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
 import { tmpPath } from './helpers/tmp';
 
-const APP = path.join(fixturesDir, 'supervised-app.js');
 const INDEX = path.join(__dirname, '..', '..', 'dist', 'index.js');
-
-/** Linux's MAX_ARG_STRLEN: one environment string, NUL included (4 KiB pages). */
-const MAX_ARG_STRLEN = 131_072;
-
-/** The process's exit, or a failure naming `what` after `ms`. */
-async function exitWithin(f: Fixture, ms: number, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} still running after ${ms} ms:\n${f.stderr().slice(-3000)}`)), ms);
-  });
-  try {
-    return await Promise.race([f.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function softNofile(pid: number): string {
   return /^Max open files\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'latin1'))![1]!;
@@ -51,52 +35,8 @@ describe('fdpass run when things fail', function () {
   this.timeout(60_000);
   afterEach(stopLeftovers);
 
-  it('fd store: FDSTORE=1 beyond what exec(2) can pass in LISTEN_FDNAMES is refused and logged; the next generation gets the rest', async function () {
-    requires(this, python3Systemd());
-    // Generation 1 stores 3 x 200 pipes, each batch under a 255-character name: 600 x 256 bytes of
-    // LISTEN_FDNAMES, more than one environment string may hold (a spawn would fail with E2BIG).
-    const script = [
-      'import json, os, signal, sys, time, systemd.daemon as d',
-      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))',
-      "gen = os.environ['FDPASS_GENERATION']",
-      "names = os.environ.get('LISTEN_FDNAMES', '')",
-      "print(json.dumps({'event': 'started', 'gen': gen, 'names': names, 'fds': len(d.listen_fds())}), flush=True)",
-      "if gen == '1':",
-      "    for c in 'abc':",
-      '        fds = []',
-      '        for i in range(200):',
-      '            r, w = os.pipe()',
-      '            os.close(w)',
-      '            fds.append(r)',
-      "        d.notify('FDSTORE=1\\nFDNAME=' + c * 255, fds=fds)",
-      '        for f in fds: os.close(f)',
-      "d.notify('READY=1')",
-      'time.sleep(60)',
-    ].join('\n');
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--fd-store-max', '4096'], ['/usr/bin/python3', '-c', script]);
-    await sup.expect('started');
-    await logged(sup, /generation 1 \(pid \d+\) is ready/);
-    assert.match(sup.stderr(), /stored 200 fd\(s\) named 'a{255}' \(fd store: 200 of 4096\)\n/);
-    assert.match(sup.stderr(), /stored 200 fd\(s\) named 'b{255}' \(fd store: 400 of 4096\)\n/);
-    const m =
-      /stored (\d+) fd\(s\) named 'c{255}' \(fd store: (\d+) of 4096\); (\d+) refused: exec\(2\) could not pass them to the next generation \(room for \d+ bytes of names in LISTEN_FDNAMES\)/.exec(
-        sup.stderr(),
-      );
-    assert.ok(m, sup.stderr().slice(-2000));
-    const [kept, total, refused] = [Number(m[1]), Number(m[2]), Number(m[3])];
-    assert.equal(kept + refused, 200);
-    sup.proc.kill('SIGHUP');
-    const g2 = await sup.expect<{ gen: string; names: string; fds: number }>('started');
-    assert.equal(g2.gen, '2');
-    assert.equal(g2.fds, 1 + total);
-    const bytes = Buffer.byteLength(`LISTEN_FDNAMES=${g2.names}`) + 1;
-    assert.ok(bytes <= MAX_ARG_STRLEN, `LISTEN_FDNAMES takes ${bytes} bytes`);
-    assert.ok(bytes + 256 > MAX_ARG_STRLEN, `room for another name was refused (${bytes} bytes)`);
-    await logged(sup, /reload done: generation 2/);
-    assert.equal(await stop(sup), 0);
-  });
-
-  it('a spawn that throws (E2BIG: an environment at the kernel limit) is a start that failed, not a crash; fdpass run gives up at the start limit', async () => {
+  // E2BIG: an environment at the kernel limit; fdpass run gives up at the start limit.
+  it('a spawn that throws (E2BIG) is a failed start, not a crash', async () => {
     // fdpass run's own exec fits with 64 bytes to spare; a generation's (a shell and its script,
     // NOTIFY_SOCKET, LISTEN_*) does not.
     const argv = [process.execPath, CLI, 'run', '-l', '127.0.0.1:0', '--', 'true'];
@@ -121,7 +61,8 @@ describe('fdpass run when things fail', function () {
     assert.equal(code, 127, sup.stderr().slice(-2000));
   });
 
-  it('a spawn that fails asynchronously (EMFILE) in a reload is a rollback that fdpass reload reports; the next reload works', async () => {
+  // fdpass reload reports it; the next reload works.
+  it('a spawn that fails asynchronously (EMFILE) in a reload is a reported rollback', async () => {
     const control = tmpPath('ctl');
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], [process.execPath, APP]);
     const { port } = await sup.expect<{ port: number }>('ready');
@@ -205,7 +146,8 @@ describe('fdpass run when things fail', function () {
     });
   }
 
-  it('--quiet keeps the lines the supervisor marks as failures, whatever their words: an unreachable NOTIFY_SOCKET above it is logged, a reload that worked is not', async () => {
+  // An unreachable NOTIFY_SOCKET above it is logged, a reload that worked is not.
+  it('--quiet keeps the lines marked as failures, whatever their words', async () => {
     const control = tmpPath('ctl');
     const sup = supervise(['--quiet', '-l', '127.0.0.1:0', '--control', control], [process.execPath, APP], {
       env: { ...process.env, NOTIFY_SOCKET: '/nonexistent/notify' },
@@ -218,7 +160,7 @@ describe('fdpass run when things fail', function () {
     assert.doesNotMatch(sup.stderr(), /supervising|started generation|is ready|reload|stopping/, sup.stderr());
   });
 
-  it('a command that is not found (127) is started 5 times, then fdpass run gives up and exits 127 with the reason', async () => {
+  it('a command that is not found is started 5 times, then fdpass run exits 127 with the reason', async () => {
     const sup = supervise(['-l', '127.0.0.1:0'], ['/nonexistent/command']);
     const { code } = await exitWithin(sup, 20_000, 'fdpass run of a missing command');
     assert.equal(code, 127);
@@ -229,7 +171,8 @@ describe('fdpass run when things fail', function () {
     );
   });
 
-  it('--start-limit-burst/--start-limit-interval: 2 starts in 1 s then exit (1 when the last exited 0); 0 disables; bad values are usage errors', async () => {
+  // It exits 1 when the last exited 0; 0 disables; bad values are usage errors.
+  it('--start-limit-burst/--start-limit-interval: 2 starts in 1 s, then fdpass run exits', async () => {
     const limited = supervise(['--start-limit-burst', '2', '--start-limit-interval', '1'], ['/bin/sh', '-c', 'exit 0']);
     assert.equal((await exitWithin(limited, 20_000, 'fdpass run --start-limit-burst 2')).code, 1);
     assert.equal((limited.stderr().match(/started generation/g) ?? []).length, 2, limited.stderr());
@@ -261,7 +204,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it('with no listener, a generation gets no LISTEN_* at all (as from systemd): libsystemd and fdpass listenFds() find no descriptors', async function () {
+  // As from systemd: libsystemd and fdpass listenFds() find no descriptors.
+  it('with no listener, a generation gets no LISTEN_* variable at all', async function () {
     requires(this, python3Systemd());
     const py = [
       'import json, os, signal, sys, time, systemd.daemon as d',
@@ -291,7 +235,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it("fdpass reload 0, a negative, huge or non-numeric-looking pid: a usage error (exit 2); the caller's process group gets no SIGHUP", async () => {
+  // 0, a negative, huge or non-numeric-looking pid; the caller's process group gets no SIGHUP.
+  it('fdpass reload of an impossible pid is a usage error (exit 2) and signals no one', async () => {
     // In a process group of its own, with a shell that reports a SIGHUP: kill(0) would reach both.
     const sh = watchJson(
       spawn('/bin/sh', ['-c', 'trap "echo got-SIGHUP" HUP; "$0" "$1" reload 0; echo "status $?"', process.execPath, CLI], {
@@ -316,7 +261,8 @@ describe('fdpass run when things fail', function () {
     }
   });
 
-  it('fdpass reload PID: only an fdpass run is signalled; with --control it reports the outcome, without it says it cannot; no such pid fails', async () => {
+  // With --control it reports the outcome, without it says it cannot; no such pid fails.
+  it('fdpass reload PID signals only an fdpass run', async () => {
     // Not an fdpass run: not signalled (sleep would die of SIGHUP).
     const sleeper = spawnJson('sleep', ['30']);
     const other = await reloadCmd(String(sleeper.pid));

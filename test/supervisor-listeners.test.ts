@@ -71,7 +71,7 @@ describe('fdpass run: listeners it must not take', function () {
     const what = { dgram: 'a live datagram server', seqpacket: 'a live seqpacket server', busy: 'a stream server whose backlog is full' }[
       kind
     ];
-    it(`a Unix path held by ${what} is refused (EADDRINUSE) and keeps its owner`, async () => {
+    it(`a Unix path held by ${what} is EADDRINUSE and keeps its owner`, async () => {
       const sock = tmpPath('app.sock');
       const other = await otherServer(kind, sock);
       const inode = fs.lstatSync(sock).ino;

@@ -57,7 +57,8 @@ describe('fdpass run: processes that leave the process group', function () {
     }
   });
 
-  it('a setsid server of the generation is stopped with fdpass run: none is left alive or holding the listener', async () => {
+  // None is left alive or holding the listener.
+  it('a setsid server of the generation is stopped with fdpass run', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], COMMAND, { env: { ...process.env, ESCAPEE } });
     const { escapee, port } = await started(sup);
     escapees.push(escapee.pid);

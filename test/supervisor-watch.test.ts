@@ -1,11 +1,12 @@
-// `fdpass run --watch`: one inotify watch per directory that is not ignored, never one in
-// node_modules, .git or a --watch-ignore match; directories created later are watched too.
+// `fdpass run --watch`: a change reloads as SIGHUP does; one inotify watch per directory that is not
+// ignored, never one in node_modules, .git or a --watch-ignore match; directories created later are
+// watched too.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { APP, CLI, logged, stop, stopLeftovers, supervise } from './helpers/fdpass-run';
-import { spawnJson } from './helpers/children';
-import { get } from './helpers/http';
+import { processState as state, spawnJson } from './helpers/children';
+import { get, load, noErrors } from './helpers/http';
 import { requires, unshare } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { waitFor } from './helpers/wait';
@@ -29,11 +30,11 @@ function inotifyWatches(pid: number): number {
   return n;
 }
 
-describe('fdpass run --watch over a tree with a large node_modules', function () {
+describe('fdpass run --watch', function () {
   this.timeout(60_000);
   afterEach(stopLeftovers);
 
-  it('watches only the directories that are not ignored, and new ones; edits there reload, edits in ignored ones do not', async () => {
+  it('--watch reloads on edits in watched directories, new ones included, not in ignored ones', async () => {
     const dir = tmpPath('src');
     const watched = ['', 'lib', 'lib/deep', 'views'];
     for (const d of watched) fs.mkdirSync(path.join(dir, d), { recursive: true });
@@ -75,7 +76,7 @@ describe('fdpass run --watch over a tree with a large node_modules', function ()
     assert.equal(await stop(sup), 0);
   });
 
-  it('at the inotify watch limit it logs what is not watched, starts and serves, and what is watched still reloads', async function () {
+  it('at the inotify watch limit it logs what is not watched and serves; the rest still reloads', async function () {
     requires(this, unshare(['--user', '--map-root-user']));
     const dir = tmpPath('src');
     for (let i = 0; i < 10; i++) fs.mkdirSync(path.join(dir, `d${i}`), { recursive: true });
@@ -105,6 +106,48 @@ describe('fdpass run --watch over a tree with a large node_modules', function ()
     assert.match(await get(port), /^1 /);
     fs.writeFileSync(path.join(dir, 'app.js'), 'x'); // the root is watched first
     await logged(sup, /reload done: generation 2/);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('--watch: a file change reloads the same way, with no failed request', async () => {
+    const dir = tmpPath('src');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'app.js'), '1');
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-delay', '100'], [process.execPath, APP]);
+    const { port } = await sup.expect<{ port: number }>('ready');
+    const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
+    fs.writeFileSync(path.join(dir, 'app.js'), '2');
+    await logged(sup, /reload \(--watch: .*app\.js changed\)/);
+    await logged(sup, /reload done: generation 2/);
+    const r = await fresh.stop();
+    noErrors(r, 'new connections');
+    assert.match(await get(port), /^2 /);
+    assert.equal(await stop(sup), 0);
+  });
+
+  it('--watch-ignore: changes matching a glob (and under node_modules, .git) do not reload; others do', async () => {
+    const dir = tmpPath('src');
+    for (const d of ['gen', 'node_modules', '.git']) fs.mkdirSync(path.join(dir, d), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'app.js'), '1');
+    const sup = supervise(
+      ['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'],
+      [process.execPath, APP],
+    );
+    const first = await sup.expect<{ pid: number; port: number }>('ready');
+    for (const f of ['server.log', 'gen/out.js', 'node_modules/dep.js', '.git/index']) fs.writeFileSync(path.join(dir, f), 'x');
+    // A change that is not ignored reloads within --watch-delay of its event; give the ignored ones
+    // ten times that, then make one that counts.
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.doesNotMatch(sup.stderr(), /reload \(/, 'an ignored change reloaded');
+    // No generation was started, and the first one serves on.
+    assert.deepEqual(await sup.next(50).catch(() => 'nothing'), 'nothing', 'a generation said something after an ignored change');
+    assert.equal(await get(first.port), `1 ${first.pid}`);
+    assert.equal(state(first.pid) !== undefined && state(first.pid) !== 'Z', true, 'generation 1 was stopped');
+    fs.writeFileSync(path.join(dir, 'app.js'), '2');
+    await logged(sup, /reload done: generation 2/);
+    assert.match(await get(first.port), /^2 /);
+    assert.equal((sup.stderr().match(/reload \(--watch/g) ?? []).length, 1, sup.stderr());
+    assert.match(sup.stderr(), /reload \(--watch: .*app\.js changed\)/);
     assert.equal(await stop(sup), 0);
   });
 });

@@ -3,16 +3,12 @@
 // supervisor pings the NOTIFY_SOCKET above it itself.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { bindDgram, closeFds, type Message } from 'fdpass';
-import { fixturesDir, spawnJson, type Fixture } from './helpers/children';
+import { spawnJson } from './helpers/children';
+import { APP, CLI, stopAll, supervise, track } from './helpers/fdpass-run';
 import { get } from './helpers/http';
 import { tmpPath } from './helpers/tmp';
-import { waitFor } from './helpers/wait';
-
-const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
-const APP = path.join(fixturesDir, 'supervised-app.js');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { upstreamNotifySocket } from './helpers/upstream-notify';
+import { sleep, waitFor } from './helpers/wait';
 
 interface Watchdog {
   gen: string;
@@ -23,24 +19,10 @@ interface Watchdog {
 
 describe('fdpass run: the watchdog', function () {
   this.timeout(60_000);
-  const running: Fixture[] = [];
   const files: string[] = [];
 
-  function supervise(runArgs: string[], command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {
-    const f = spawnJson(process.execPath, [CLI, 'run', ...runArgs, '--', ...command], { env });
-    running.push(f);
-    return f;
-  }
-
-  // Each test ends with this (the root hooks fail a test that leaves a child): SIGTERM, and the
+  // Each test ends with stopAll() (the root hooks fail a test that leaves a child): SIGTERM, and the
   // supervisor stops its generations and exits.
-  async function stopAll(): Promise<void> {
-    for (const f of running.splice(0)) {
-      if (f.proc.exitCode === null && f.proc.signalCode === null) f.proc.kill('SIGTERM');
-      await f.exited;
-    }
-  }
-
   afterEach(async () => {
     await stopAll(); // after a failure
     for (const f of files.splice(0)) fs.rmSync(f, { force: true });
@@ -52,8 +34,8 @@ describe('fdpass run: the watchdog', function () {
     return env;
   }
 
-  it('--watchdog: a generation gets WATCHDOG_USEC with WATCHDOG_PID = its own pid, and keeps serving while it pings', async () => {
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0.3'], [process.execPath, APP, 'watchdog'], withoutSystemd());
+  it('--watchdog: a generation gets its own WATCHDOG_USEC/WATCHDOG_PID and serves while it pings', async () => {
+    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0.3'], [process.execPath, APP, 'watchdog'], { env: withoutSystemd() });
     const { port } = await sup.expect<{ port: number }>('ready');
     const dog = await sup.expect<Watchdog>('watchdog');
     assert.deepEqual(dog.env, { usec: '300000', pid: String(dog.pid) });
@@ -64,14 +46,14 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
-  it('--watchdog: a generation whose event loop hangs gets SIGABRT and is replaced; the listener stays open', async () => {
+  it('--watchdog: a hung generation gets SIGABRT and is replaced; the listener stays open', async () => {
     const plan = tmpPath('plan.json');
     files.push(plan);
     fs.writeFileSync(plan, JSON.stringify({ 1: 'watchdog-hang' }));
     const sup = supervise(
       ['-l', 'http=127.0.0.1:0', '--watchdog', '0.3', '--stop-timeout', '5'],
       [process.execPath, APP, `plan:${plan}`, '1000'],
-      withoutSystemd(),
+      { env: withoutSystemd() },
     );
     const { port } = await sup.expect<{ port: number }>('ready');
     const first = await sup.expect<Watchdog>('watchdog');
@@ -105,7 +87,7 @@ describe('fdpass run: the watchdog', function () {
         env: withoutSystemd(),
       },
     );
-    running.push(sup);
+    track(sup);
     const { port } = await sup.expect<{ port: number }>('ready');
     const dog = await sup.expect<Watchdog>('watchdog');
     await waitFor('the clock step', () => sup.stderr().includes('clock stepped'));
@@ -115,18 +97,14 @@ describe('fdpass run: the watchdog', function () {
     await stopAll();
   });
 
-  it('under a NOTIFY_SOCKET with WATCHDOG_USEC: the supervisor pings WATCHDOG=1 itself; the generations are watched at that interval', async () => {
+  // The generations are watched at that interval.
+  it('under a NOTIFY_SOCKET with WATCHDOG_USEC the supervisor pings WATCHDOG=1 itself', async () => {
     const notifyPath = tmpPath('upstream.sock');
     files.push(notifyPath);
-    const got: Array<{ text: string; pid: number }> = [];
-    const upstream = await bindDgram(notifyPath, { allow: () => true });
-    upstream.on('message', (m: Message) => {
-      closeFds(m.fds);
-      got.push({ text: m.data.toString(), pid: m.cred?.pid ?? -1 });
-    });
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
     try {
       const env = { ...withoutSystemd(), NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: '400000' };
-      const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP, 'watchdog'], env);
+      const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP, 'watchdog'], { env });
       const dog = await sup.expect<Watchdog>('watchdog');
       assert.deepEqual(dog.env, { usec: '400000', pid: String(dog.pid) });
       const t0 = got.length;
@@ -145,20 +123,15 @@ describe('fdpass run: the watchdog', function () {
   it('--watchdog 0 under WatchdogSec=: generations are not watched (nor told), the supervisor still pings', async () => {
     const notifyPath = tmpPath('upstream.sock');
     files.push(notifyPath);
-    const got: string[] = [];
-    const upstream = await bindDgram(notifyPath, { allow: () => true });
-    upstream.on('message', (m: Message) => {
-      closeFds(m.fds);
-      got.push(m.data.toString());
-    });
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
     try {
       const env = { ...withoutSystemd(), NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: '300000' };
-      const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0'], [process.execPath, APP, 'watchdog'], env);
+      const sup = supervise(['-l', 'http=127.0.0.1:0', '--watchdog', '0'], [process.execPath, APP, 'watchdog'], { env });
       const dog = await sup.expect<Watchdog>('watchdog');
       assert.deepEqual(dog.env, { usec: null, pid: null });
       assert.equal(dog.running, false);
       await sleep(1000);
-      assert.ok(got.filter((t) => t === 'WATCHDOG=1').length >= 4, JSON.stringify(got));
+      assert.ok(got.filter((m) => m.text === 'WATCHDOG=1').length >= 4, JSON.stringify(got));
       assert.doesNotMatch(sup.stderr(), /missed its watchdog/);
     } finally {
       await stopAll();
@@ -166,7 +139,8 @@ describe('fdpass run: the watchdog', function () {
     }
   });
 
-  it('WATCHDOG=trigger (systemd-notify) from a generation, with no watchdog set: it gets SIGABRT and is replaced', async () => {
+  // Sent with systemd-notify.
+  it('WATCHDOG=trigger from a generation without a watchdog: SIGABRT, and it is replaced', async () => {
     const marker = tmpPath('triggered');
     files.push(marker);
     const script = [
@@ -175,7 +149,7 @@ describe('fdpass run: the watchdog', function () {
       `[ -e ${marker} ] || { : > ${marker}; systemd-notify WATCHDOG=trigger; }`,
       'exec sleep 60',
     ].join('; ');
-    const sup = supervise(['--stop-timeout', '5'], ['/bin/sh', '-c', script], withoutSystemd());
+    const sup = supervise(['--stop-timeout', '5'], ['/bin/sh', '-c', script], { env: withoutSystemd() });
     await waitFor('the restart', () => (sup.stderr().match(/started generation 1 /g) ?? []).length === 2);
     assert.match(sup.stderr(), /generation 1 \(pid \d+\) sent WATCHDOG=trigger: SIGABRT/);
     assert.match(sup.stderr(), /generation 1 \(pid \d+\) was killed by SIGABRT/);
@@ -189,7 +163,7 @@ describe('fdpass run: the watchdog', function () {
       'echo \'{"event":"sent"}\'',
       'exec sleep 60',
     ].join('; ');
-    const sup = supervise(['--watchdog', '30'], ['/bin/sh', '-c', script], withoutSystemd());
+    const sup = supervise(['--watchdog', '30'], ['/bin/sh', '-c', script], { env: withoutSystemd() });
     await sup.expect('sent');
     await waitFor('the log line', () => /WATCHDOG_USEC=abc ignored/.test(sup.stderr()));
     await sleep(200);

@@ -1,15 +1,20 @@
 // `fdpass run --workers N`: N processes per generation, reloads that replace all of them or none,
 // a crashed worker restarted in its slot, `fdpass status`.
 import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { type Channel, connect, listen } from 'fdpass';
 import { spawnJson } from './helpers/children';
 import { docScenario } from './helpers/docs';
 import { APP, CLI, childPids, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
 import { get, load, type LoadResult } from './helpers/http';
-import { python3Systemd, requires } from './helpers/requires';
+import { python3Systemd, requires, root } from './helpers/requires';
+import { NOBODY } from './helpers/foreign';
 import { tmpPath } from './helpers/tmp';
+import { upstreamNotifySocket } from './helpers/upstream-notify';
+import { waitFor } from './helpers/wait';
 import { freePort } from './helpers/net';
 
 const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
@@ -66,7 +71,8 @@ async function status(...args: string[]): Promise<{ code: number | null; stdout:
   const c = spawnJson(process.execPath, [CLI, 'status', ...args]);
   let stdout = '';
   c.proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  const { code } = await c.exited;
+  // 'exit' can come before the last of a long output is read.
+  const [{ code }] = await Promise.all([c.exited, once(c.proc.stdout!, 'close')]);
   return { code, stdout, stderr: c.stderr() };
 }
 
@@ -182,6 +188,168 @@ describe('fdpass run --workers', function () {
       assert.equal(await stop(sup), 0);
     } finally {
       fs.rmSync(plan, { force: true });
+    }
+  });
+
+  it('a reload asked while a failed reload is rolled back is refused: no third generation, the replaced one is not restarted', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    // Generation 2: worker 0 is ready and ignores SIGTERM, worker 1 is never ready: the rollback
+    // waits --stop-timeout for worker 0.
+    fs.writeFileSync(plan, JSON.stringify({ '2.0': 'ignore-term', '2.1': 'never-ready' }));
+    try {
+      const sup = supervise(
+        [
+          '-n',
+          '2',
+          '--reload-concurrency',
+          '2',
+          '--ready-timeout',
+          '5',
+          '--stop-timeout',
+          '3',
+          '-l',
+          'http=127.0.0.1:0',
+          '--control',
+          control,
+        ],
+        [process.execPath, APP, `plan:${plan}`],
+      );
+      await logged(sup, /is ready/, 2);
+      const first = workersOf(sup.pid)
+        .map((w) => w.pid)
+        .sort();
+      const failing = reloadCmd(control);
+      await sup.expect('term-ignored', 20_000); // the rollback stopped generation 2's worker 0 and waits for it
+      const during = await reloadCmd(control);
+      assert.equal(during.code, 1, during.stdout);
+      assert.equal(during.stderr, 'fdpass reload: refused: a reload is in progress (generation 2 (2 workers) is being rolled back)\n');
+      const failed = await failing;
+      assert.equal(failed.code, 1, failed.stdout);
+      assert.match(
+        failed.stderr,
+        /^fdpass reload: rolled back: generation 2 worker 1 \(pid \d+\) was not ready within 5 s; generation 1 \(2 workers\) keeps serving\n$/,
+      );
+      assert.deepEqual(
+        workersOf(sup.pid)
+          .map((w) => w.pid)
+          .sort(),
+        first,
+      );
+      // The next reload replaces generation 1, which then stays stopped.
+      const next = await reloadCmd(control);
+      assert.equal(next.code, 0, next.stderr);
+      assert.match(next.stdout, /^fdpass reload: generation 3 \(2 workers\) serving; generation 1 \(2 workers\) sent SIGTERM\n$/);
+      await logged(sup, /generation 1 worker \d \(pid \d+\) .* after SIGTERM \(stopped\)/, 2);
+      assert.deepEqual(
+        workersOf(sup.pid)
+          .map((w) => `${w.generation}.${w.worker}`)
+          .sort(),
+        ['3.0', '3.1'],
+      );
+      assert.equal(sup.stderr().match(/started generation 1 worker/g)!.length, 2, 'generation 1 was never restarted');
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
+
+  it('a generation restarted by a rollback is waited for again: a later reload starts only once it has stopped', async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    // Generation 1 ignores SIGTERM (it stops at --stop-timeout's SIGKILL); generation 2 is never ready.
+    fs.writeFileSync(plan, JSON.stringify({ '1': 'ignore-term', '2': 'never-ready' }));
+    try {
+      const sup = supervise(
+        ['--ready-timeout', '3', '--stop-timeout', '2', '-l', 'http=127.0.0.1:0', '--control', control],
+        [process.execPath, APP, `plan:${plan}`],
+      );
+      const { pid: crashed } = await sup.expect<{ pid: number }>('ready');
+      const failing = reloadCmd(control);
+      await logged(sup, /started generation 2 \(pid \d+\)/);
+      process.kill(crashed, 'SIGKILL'); // the only worker of generation 1 dies during the reload: it empties
+      const failed = await failing;
+      assert.equal(failed.code, 1, failed.stdout);
+      assert.match(failed.stderr, /rolled back: generation 2 \(pid \d+\) was not ready within 3 s; generation 1 restarts\n$/);
+      // The rollback restarts generation 1 in its slot; the next reload replaces it.
+      const { pid: restarted } = await sup.expect<{ pid: number; gen: string }>('ready');
+      assert.notEqual(restarted, crashed);
+      const replace = await reloadCmd(control);
+      assert.equal(replace.code, 0, replace.stderr);
+      assert.match(replace.stdout, new RegExp(`generation 3 \\(pid \\d+\\) serving; generation 1 \\(pid ${restarted}\\) sent SIGTERM`));
+      // The reload after that waits for generation 1 to stop (SIGKILL at --stop-timeout) before it
+      // starts generation 4: never three generations.
+      const after = await reloadCmd(control);
+      assert.equal(after.code, 0, after.stderr);
+      const log = sup.stderr();
+      const waits = log.indexOf(`waiting for generation 1 (pid ${restarted}) to stop first`);
+      const stopped = log.indexOf(`generation 1 (pid ${restarted}) was killed by SIGKILL after SIGTERM (stopped)`);
+      const starts = log.indexOf('starting the next generation next to generation 3');
+      assert.ok(waits >= 0 && stopped > waits && starts > stopped, log);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
+
+  it("a slot that hits the start limit: fdpass run stops the other workers and exits with that slot's status", async () => {
+    // Worker 1 exits 7 at every start; worker 0 serves until it is stopped.
+    const sup = supervise(
+      ['-n', '2', '--start-limit-burst', '2', '--max-backoff', '0.1', '-l', 'http=127.0.0.1:0'],
+      ['/bin/sh', '-c', `[ "$FDPASS_WORKER" = 1 ] && exit 7; exec "${process.execPath}" "${APP}"`],
+    );
+    assert.equal((await sup.exited).code, 7, sup.stderr());
+    assert.match(sup.stderr(), /generation 1 worker 1 \(pid \d+\) exited with code 7 before it was ready; giving up: 2 starts within 10 s/);
+    assert.match(sup.stderr(), /start limit hit: stopping\n.*generation 1 worker 0 \(pid \d+\) .* after SIGTERM \(stopped\)\n$/);
+  });
+
+  it('fdpass status reads a status larger than a default message (hundreds of workers)', async () => {
+    const control = tmpPath('ctl');
+    // A control socket that answers as a supervisor of 1024 workers would during a reload.
+    const worker = (slot: number) => ({
+      slot,
+      pid: 100_000 + slot,
+      state: 'ready',
+      uptimeMs: 1_234_567,
+      restarts: 0,
+      rssBytes: 52_428_800,
+      cpuMs: 1234,
+    });
+    const answer = {
+      pid: process.pid,
+      command: ['app'],
+      uptimeMs: 1000,
+      rssBytes: 50_000_000,
+      workers: 1024,
+      listeners: [{ name: 'http', address: 'tcp:127.0.0.1:8080' }],
+      generations: [
+        { id: 2, role: 'serving', workers: Array.from({ length: 1024 }, (_, i) => worker(i)) },
+        { id: 3, role: 'reload', workers: Array.from({ length: 512 }, (_, i) => worker(i)) },
+      ],
+      lastReload: null,
+    };
+    const data = Buffer.from(JSON.stringify(answer));
+    assert.ok(data.length > 64 * 1024, `${data.length} bytes`);
+    const server = await listen(control, { type: 'seqpacket' });
+    server.on('connection', (ch: Channel) => {
+      ch.once('message', () => void ch.send({ data }).finally(() => ch.close()));
+    });
+    try {
+      const r = await status(control, '--json');
+      assert.equal(r.code, 0, r.stderr);
+      const s = JSON.parse(r.stdout) as typeof answer;
+      assert.deepEqual(
+        s.generations.map((g) => [g.id, g.workers.length]),
+        [
+          [2, 1024],
+          [3, 512],
+        ],
+      );
+      const table = await status(control);
+      assert.equal(table.code, 0, table.stderr);
+      assert.equal(table.stdout.split('\n').filter((l) => /^[23] +(serving|reload) /.test(l)).length, 1536);
+    } finally {
+      await server.close();
     }
   });
 
@@ -400,5 +568,118 @@ describe('fdpass run --workers', function () {
       run.proc.kill('SIGTERM');
     }
     assert.equal((await run.exited).code, 0, run.stderr());
+  });
+
+  it('--sockets per-worker: while a slot crash-loops, its share of new connections goes to the workers that serve', async () => {
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ '1.1': 'exit-before-ready' })); // slot 1 never serves
+    try {
+      const sup = supervise(
+        ['-n', '3', '--sockets', 'per-worker', '--start-limit-burst', '0', '--max-backoff', '2', '-l', 'http=127.0.0.1:0'],
+        [process.execPath, APP, `plan:${plan}`],
+      );
+      await logged(sup, /worker 0 \(pid \d+\) is ready/);
+      await logged(sup, /worker 2 \(pid \d+\) is ready/);
+      const port = Number(/http=tcp:127\.0\.0\.1:(\d+)/.exec(sup.stderr())![1]);
+      // Without steering a third of them would wait in slot 1's queue for a worker that never comes.
+      const bounded = (): Promise<string> =>
+        Promise.race([
+          get(port),
+          new Promise<string>((_, reject) => setTimeout(() => reject(new Error('not answered within 10 s')), 10_000)),
+        ]);
+      const bodies = await Promise.all(Array.from({ length: 30 }, bounded));
+      const servers = new Set(bodies);
+      const slots = workersOf(sup.pid).filter((w) => w.worker !== 1);
+      assert.ok(
+        [...servers].every((b) => slots.some((w) => b === `1 ${w.pid}`)),
+        [...servers].join(', '),
+      );
+      assert.match(sup.stderr(), /new connections go to worker\(s\) 0, 2 only/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
+
+  it('under a systemd (its NOTIFY_SOCKET): MAINPID is fdpass run, STATUS= counts the serving workers', async () => {
+    const notifyPath = tmpPath('notify');
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
+    try {
+      const sup = supervise(['-n', '2', '-l', 'http=127.0.0.1:0'], [process.execPath, APP], {
+        env: { ...process.env, NOTIFY_SOCKET: notifyPath },
+      });
+      await waitFor('READY=1 upstream', () => got.some((n) => n.text.includes('READY=1')));
+      const ready = got.find((n) => n.text.includes('READY=1'))!;
+      assert.equal(ready.pid, sup.pid);
+      assert.match(ready.text, new RegExp(`^MAINPID=${sup.pid}$`, 'm'));
+      assert.match(ready.text, /^STATUS=generation 1: 2 of 2 workers serving$/m);
+      const victim = workersOf(sup.pid).find((w) => w.worker === 0)!;
+      process.kill(victim.pid, 'SIGKILL');
+      await waitFor('the worker count upstream', () => got.some((n) => /^STATUS=generation 1: 1 of 2 workers serving$/m.test(n.text)));
+      await waitFor('the restart upstream', () =>
+        got.some((n) => /^STATUS=generation 1: 2 of 2 workers serving \(after a restart\)$/m.test(n.text)),
+      );
+      assert.match(sup.stderr(), /restarting now \(restart 1 of worker 0\)/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      upstream.close();
+    }
+  });
+
+  it('--sockets per-worker on a port another instance holds fails with EADDRINUSE, not a shared group', async () => {
+    const first = supervise(['-n', '2', '--sockets', 'per-worker', '-l', '127.0.0.1:0'], [process.execPath, APP]);
+    await logged(first, /is ready/, 2);
+    const port = /tcp:127\.0\.0\.1:(\d+)/.exec(first.stderr())![1]!;
+    const second = spawnJson(process.execPath, [CLI, 'run', '-n', '2', '--sockets', 'per-worker', '-l', `127.0.0.1:${port}`, '--', 'true']);
+    assert.equal((await second.exited).code, 1);
+    assert.match(second.stderr(), new RegExp(`bind EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}`));
+    assert.equal(await stop(first), 0);
+  });
+
+  it('a control connection that never sends a command is closed after 10 s', async function () {
+    this.timeout(30_000);
+    const control = tmpPath('ctl');
+    const sup = supervise(['-l', '127.0.0.1:0', '--control', control], [process.execPath, APP]);
+    await sup.expect('ready');
+    const ch = await connect(control, { type: 'seqpacket' });
+    const t0 = Date.now();
+    const ended = once(ch, 'end');
+    ch.on('message', () => {}); // reading: the peer's close shows as 'end'
+    await ended;
+    assert.ok(Date.now() - t0 >= 9_000, 'not before the timeout');
+    ch.destroy();
+    assert.equal(await stop(sup), 0);
+  });
+
+  it("a refused reload request does not replace the last reload's outcome in fdpass status", async () => {
+    const control = tmpPath('ctl');
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ 2: 'slow-ready' }));
+    try {
+      const sup = supervise(['-l', '127.0.0.1:0', '--control', control], [process.execPath, APP, `plan:${plan}`]);
+      await sup.expect('ready');
+      const first = reloadCmd(control);
+      await logged(sup, /started generation 2/);
+      const refused = await reloadCmd(control);
+      assert.equal(refused.code, 1);
+      assert.equal((await first).code, 0);
+      const s = JSON.parse((await status(control, '--json')).stdout) as { lastReload: { ok: boolean; message: string } };
+      assert.equal(s.lastReload.ok, true, s.lastReload.message);
+      assert.match(s.lastReload.message, /^generation 2 \(pid \d+\) serving/);
+      assert.equal(await stop(sup), 0);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
+
+  it("fdpass status PID of another user's fdpass run names the refusal (EACCES), not a missing --control", async function () {
+    requires(this, root('running the caller as nobody'));
+    const control = tmpPath('ctl'); // an absolute path: no need to read the supervisor's cwd
+    const sup = supervise(['-l', '127.0.0.1:0', '--control', control], [process.execPath, APP]);
+    await sup.expect('ready');
+    const c = spawnJson(process.execPath, [CLI, 'status', String(sup.pid)], { uid: NOBODY, gid: NOBODY });
+    assert.equal((await c.exited).code, 1);
+    assert.match(c.stderr(), /^fdpass status: cannot reach the control socket .*: EACCES\n$/);
+    assert.equal(await stop(sup), 0);
   });
 });

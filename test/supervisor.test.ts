@@ -3,13 +3,13 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { bindDgram, closeFds, type Message } from 'fdpass';
 import { processState as state, spawnJson } from './helpers/children';
 import { holdsFile, openFds } from './helpers/fds';
-import { get, load, type LoadResult } from './helpers/http';
+import { get, load, noErrors } from './helpers/http';
 import { asNobody, markerFile, openToOthers } from './helpers/foreign';
 import { ipv6Loopback, python3Systemd, requires, root, unshare } from './helpers/requires';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
+import { upstreamNotifySocket } from './helpers/upstream-notify';
 import { APP, CLI, logged, reloadCmd, stop, stopLeftovers, supervise, track } from './helpers/fdpass-run';
 
 const PY_APP = path.join(__dirname, '..', '..', 'test', 'fixtures', 'notify_app.py');
@@ -39,11 +39,6 @@ function children(ppid: number): Array<{ pid: number; state: string; comm: strin
 function cpuTicks(pid: number): number {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]); // utime + stime
-}
-
-function noErrors(r: LoadResult, what: string): void {
-  assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests`);
-  assert.ok(r.ok > 0, `${what}: no request was served`);
 }
 
 describe('fdpass run (supervisor)', function () {
@@ -89,7 +84,8 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
-  it('hands TCP (IPv4, IPv6), Unix (owner-only) and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID = the child', async function () {
+  // TCP over IPv4 and IPv6, Unix owner-only; LISTEN_PID is the child's.
+  it('hands TCP, Unix and UDP listeners as fds 3.. with LISTEN_FDNAMES and LISTEN_PID', async function () {
     requires(this, ipv6Loopback());
     const sock = tmpPath('app.sock');
     const sup = supervise(
@@ -120,7 +116,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(fs.existsSync(sock), false, 'the socket file is removed on exit');
   });
 
-  it('a Python server using only libsystemd (python3-systemd) survives 10 reloads under load with 0 failed requests', async function () {
+  // python3-systemd.
+  it('a Python server using only libsystemd survives 10 reloads under load, 0 failed requests', async function () {
     requires(this, python3Systemd());
     const control = tmpPath('ctl');
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--control', control], ['/usr/bin/python3', PY_APP]);
@@ -145,7 +142,7 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('a shell child that signals with systemd-notify --ready is ready; SIGTERM is forwarded and its status returned', async () => {
+  it('a shell child ready by systemd-notify --ready gets SIGTERM forwarded; its status is returned', async () => {
     const sup = supervise(
       ['-l', '127.0.0.1:0', '--ready-timeout', '20'],
       ['/bin/sh', '-c', 'systemd-notify --ready --status="shell up"; exec sleep 60'],
@@ -155,7 +152,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 128 + 15, 'sleep killed by the forwarded SIGTERM: 143, like a shell');
   });
 
-  it('10 reloads of a Node app under keep-alive and new-connection load: 0 errors, 0 non-2xx; the supervisor idles', async () => {
+  // Keep-alive and new-connection load.
+  it('10 reloads of a Node app under load: 0 errors, 0 non-2xx; the supervisor idles', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
     const { port } = await sup.expect<{ port: number }>('ready');
     const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
@@ -177,7 +175,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('kill -9 of the child under load: 0 refused connections (only its in-flight requests reset); the queued ones are served by the next child', async () => {
+  // Only its in-flight requests reset.
+  it('kill -9 of the child under load refuses no connection; the next child serves the queue', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
     const first = await sup.expect<{ port: number; pid: number }>('ready');
     const fresh = load(first.port, { workers: 4, keepAlive: false, maxSeconds: 60 });
@@ -223,7 +222,8 @@ describe('fdpass run (supervisor)', function () {
       outcome: /rolled back: generation 2 \(pid (\d+)\) was not ready within 1.5 s; generation 1 \(pid \d+\) keeps serving/,
     },
   ]) {
-    it(`a generation that ${what} is rolled back: the old one serves on, 0 errors, no zombie, the next reload works`, async () => {
+    // No zombie is left, and the next reload works.
+    it(`a generation that ${what} is rolled back; the old one serves on with 0 errors`, async () => {
       const control = tmpPath('ctl');
       const plan = tmpPath('plan.json');
       fs.writeFileSync(plan, JSON.stringify({ 2: step }));
@@ -245,6 +245,7 @@ describe('fdpass run (supervisor)', function () {
       assert.match(await get(port), /^1 /, 'generation 1 still serves');
       const r3 = await reloadOut(control); // the next good reload goes through
       assert.equal(r3.code, 0, r3.out);
+      await logged(sup, /generation 1 \(pid \d+\) exited with code 0 after SIGTERM \(stopped\)/); // until then it may still accept
       assert.match(await get(port), /^3 /);
       assert.equal(await stop(sup), 0);
     });
@@ -296,7 +297,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('a NOTIFY_SOCKET datagram from another uid (nobody): refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation stays unready and serves', async function () {
+  // From nobody: refused by the directory, and when that is opened up, ignored and logged with its fds closed; the generation serves.
+  it('a NOTIFY_SOCKET datagram from another uid is refused or ignored; the generation stays unready', async function () {
     requires(this, root('running a sender as nobody'));
     const control = tmpPath('ctl');
     const sup = supervise(
@@ -336,30 +338,9 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('--watch: a file change reloads the same way, with no failed request', async () => {
-    const dir = tmpPath('src');
-    fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'app.js'), '1');
-    const sup = supervise(['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-delay', '100'], [process.execPath, APP]);
-    const { port } = await sup.expect<{ port: number }>('ready');
-    const fresh = load(port, { workers: 3, keepAlive: false, maxSeconds: 60 });
-    fs.writeFileSync(path.join(dir, 'app.js'), '2');
-    await logged(sup, /reload \(--watch: .*app\.js changed\)/);
-    await logged(sup, /reload done: generation 2/);
-    const r = await fresh.stop();
-    noErrors(r, 'new connections');
-    assert.match(await get(port), /^2 /);
-    assert.equal(await stop(sup), 0);
-  });
-
-  it('under a systemd above it: passes socket-activated listeners on by name, READY=1 with its own MAINPID, RELOADING=1 ... READY=1', async () => {
+  it('under systemd it passes activated listeners by name and notifies READY/RELOADING as MAINPID', async () => {
     const notifyPath = tmpPath('systemd-notify');
-    const got: Array<{ text: string; pid: number }> = [];
-    const upstream = await bindDgram(notifyPath, { allow: () => true });
-    upstream.on('message', (m: Message) => {
-      closeFds(m.fds);
-      got.push({ text: m.data.toString(), pid: m.cred?.pid ?? -1 });
-    });
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
     try {
       const sock = tmpPath('activated.sock');
       leavesSocketFiles(/^activated\.sock$/, 'systemd-socket-activate binds it and, stopped by a signal, never removes it');
@@ -413,7 +394,7 @@ describe('fdpass run (supervisor)', function () {
     }
   });
 
-  it('--overlap: the old generation serves next to the ready new one, and gets SIGTERM only once the overlap is over', async () => {
+  it('--overlap: the old generation serves beside the new one and gets SIGTERM after the overlap', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0', '--overlap', '3'], [process.execPath, APP]);
     const first = await sup.expect<{ port: number; pid: number }>('ready');
     sup.proc.kill('SIGHUP');
@@ -440,7 +421,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('--overlap: a new generation that exits during the overlap is rolled back; the old one never got SIGTERM', async () => {
+  // The old one never got SIGTERM.
+  it('--overlap: a new generation that exits in the overlap is rolled back; the old one keeps running', async () => {
     const control = tmpPath('ctl');
     const plan = tmpPath('plan.json');
     fs.writeFileSync(plan, JSON.stringify({ 2: 'crash-after' })); // exits 1 right after READY=1
@@ -457,7 +439,8 @@ describe('fdpass run (supervisor)', function () {
     assert.equal(await stop(sup), 0);
   });
 
-  it('SIGKILL of the supervisor: its generation gets the stop signal once (the lifeline), drains and lets go of the listener; the notify directory is removed', async () => {
+  // Through the lifeline; the generation drains; the notify directory is removed.
+  it('SIGKILL of the supervisor: its generation gets the stop signal once and lets go of the listener', async () => {
     const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
     fs.mkdirSync(tmp);
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP], { env: { ...process.env, TMPDIR: tmp } });
@@ -477,7 +460,8 @@ describe('fdpass run (supervisor)', function () {
     assert.deepEqual(fs.readdirSync(tmp), [], 'the lifeline removed the notify socket and its directory');
   });
 
-  it('a start that fails after the notify socket is bound (--control in a missing directory) exits 1 with the reason and removes the notify directory', async () => {
+  // --control in a missing directory; the reason is logged.
+  it('a start that fails after the notify socket is bound exits 1 and removes the notify directory', async () => {
     const tmp = tmpPath('tmp'); // the supervisor's os.tmpdir(), where its notify directory goes
     fs.mkdirSync(tmp);
     const control = tmpPath('no-such-dir/ctl');
@@ -487,104 +471,6 @@ describe('fdpass run (supervisor)', function () {
     assert.equal((await sup.exited).code, 1);
     assert.match(sup.stderr(), new RegExp(`fdpass: bind ENOENT: .*${control.replace(/[/.-]/g, '\\$&')}`));
     assert.deepEqual(fs.readdirSync(tmp), [], 'no notify directory left');
-  });
-
-  it('fd store: FDSTORE=1 fds (fdpass storeFds) go to the next generations by name, bounded by --fd-store-max; FDSTOREREMOVE=1 drops them', async () => {
-    const control = tmpPath('ctl');
-    const plan = tmpPath('plan.json');
-    const state1 = tmpPath('state');
-    const extra = tmpPath('extra');
-    fs.writeFileSync(state1, 'state of generation 1');
-    fs.writeFileSync(extra, 'extra');
-    fs.writeFileSync(plan, JSON.stringify({ 1: 'fdstore', 2: 'fdstore', 3: 'fdstore-remove', 4: 'fdstore' }));
-    const env = { ...process.env, STORE_FILE: state1, EXTRA_FILE: extra };
-    const sup = supervise(
-      ['-l', 'http=127.0.0.1:0', '--control', control, '--fd-store-max', '1'],
-      [process.execPath, APP, `plan:${plan}`],
-      { env },
-    );
-    const g1 = await sup.expect<{ stored: unknown[] }>('stored');
-    assert.deepEqual(g1.stored, []);
-    await sup.expect('ready');
-    await logged(sup, /generation 1 \(pid \d+\): stored 1 fd\(s\) named 'state' \(fd store: 1 of 1\)/);
-    await logged(
-      sup,
-      /generation 1 \(pid \d+\): stored 0 fd\(s\) named 'extra' \(fd store: 1 of 1\); 1 refused: the fd store is full \(--fd-store-max 1\)/,
-    );
-    assert.equal((await reloadOut(control)).code, 0);
-    const started2 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
-    assert.deepEqual([started2.gen, started2.fds, started2.names], ['2', [3, 4], 'http:state']);
-    const g2 = await sup.expect<{ stored: unknown[] }>('stored');
-    assert.deepEqual(g2.stored, [{ name: 'state', contents: 'state of generation 1' }]);
-    // Generation 2 stores the same file again: kept once.
-    await logged(sup, /generation 2 \(pid \d+\): stored 0 fd\(s\) named 'state' \(fd store: 1 of 1\); 1 already stored/);
-    assert.equal((await reloadOut(control)).code, 0);
-    const started3 = await sup.expect<{ gen: string; names: string }>('started');
-    assert.deepEqual([started3.gen, started3.names], ['3', 'http:state']);
-    await logged(sup, /generation 3 \(pid \d+\): removed 1 fd\(s\) named 'state' from the fd store \(FDSTOREREMOVE=1\)/);
-    assert.equal((await reloadOut(control)).code, 0);
-    const started4 = await sup.expect<{ gen: string; fds: number[]; names: string }>('started');
-    assert.deepEqual([started4.gen, started4.fds, started4.names], ['4', [3], 'http']);
-    assert.equal(await stop(sup), 0);
-  });
-
-  it('fd store: python3-systemd notify(fds=[...]) under fdpass run; with the default --fd-store-max 0 FDSTORE=1 is refused and logged', async function () {
-    requires(this, python3Systemd());
-    const script = [
-      'import json, os, signal, sys, time, systemd.daemon as d',
-      'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))', // before READY=1: a stop may follow at once
-      "names = os.environ.get('LISTEN_FDNAMES', '')",
-      'fds = d.listen_fds()',
-      "got = [os.pread(fd, 64, 0).decode() for fd, n in zip(fds, names.split(':')) if n == 'py']",
-      "print(json.dumps({'event': 'py', 'names': names, 'got': got}), flush=True)",
-      'f = os.open(sys.argv[1], os.O_RDONLY)',
-      "d.notify('FDSTORE=1\\nFDNAME=py', fds=[f])",
-      "d.notify('READY=1')",
-      'time.sleep(60)',
-    ].join('\n');
-    const file = tmpPath('py-state');
-    fs.writeFileSync(file, 'from python');
-    const on = supervise(['-l', 'http=127.0.0.1:0', '--fd-store-max', '4'], ['/usr/bin/python3', '-c', script, file]);
-    assert.deepEqual(await on.expect('py'), { event: 'py', names: 'http', got: [] });
-    await logged(on, /generation 1 \(pid \d+\): stored 1 fd\(s\) named 'py' \(fd store: 1 of 4\)/);
-    await logged(on, /generation 1 \(pid \d+\) is ready/);
-    on.proc.kill('SIGHUP');
-    assert.deepEqual(await on.expect('py'), { event: 'py', names: 'http:py', got: ['from python'] });
-    await logged(on, /reload done/);
-    assert.equal(await stop(on), 0);
-    const off = supervise(['-l', 'http=127.0.0.1:0'], ['/usr/bin/python3', '-c', script, file]);
-    await logged(off, /generation 1 \(pid \d+\): FDSTORE=1 refused: the fd store is off \(--fd-store-max 0\); 1 fd\(s\) closed/);
-    await logged(off, /generation 1 \(pid \d+\) is ready/);
-    off.proc.kill('SIGHUP');
-    assert.deepEqual(await off.expect('py'), { event: 'py', names: 'http', got: [] });
-    await logged(off, /reload done/);
-    assert.equal(await stop(off), 0);
-  });
-
-  it('--watch-ignore: changes matching a glob (and under node_modules, .git) do not reload; others do', async () => {
-    const dir = tmpPath('src');
-    for (const d of ['gen', 'node_modules', '.git']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'app.js'), '1');
-    const sup = supervise(
-      ['-l', 'http=127.0.0.1:0', '--watch', dir, '--watch-ignore', '*.log', '--watch-ignore', 'gen/**', '--watch-delay', '100'],
-      [process.execPath, APP],
-    );
-    const first = await sup.expect<{ pid: number; port: number }>('ready');
-    for (const f of ['server.log', 'gen/out.js', 'node_modules/dep.js', '.git/index']) fs.writeFileSync(path.join(dir, f), 'x');
-    // A change that is not ignored reloads within --watch-delay of its event; give the ignored ones
-    // ten times that, then make one that counts.
-    await new Promise((r) => setTimeout(r, 1000));
-    assert.doesNotMatch(sup.stderr(), /reload \(/, 'an ignored change reloaded');
-    // No generation was started, and the first one serves on.
-    assert.deepEqual(await sup.next(50).catch(() => 'nothing'), 'nothing', 'a generation said something after an ignored change');
-    assert.equal(await get(first.port), `1 ${first.pid}`);
-    assert.equal(state(first.pid) !== undefined && state(first.pid) !== 'Z', true, 'generation 1 was stopped');
-    fs.writeFileSync(path.join(dir, 'app.js'), '2');
-    await logged(sup, /reload done: generation 2/);
-    assert.match(await get(first.port), /^2 /);
-    assert.equal((sup.stderr().match(/reload \(--watch/g) ?? []).length, 1, sup.stderr());
-    assert.match(sup.stderr(), /reload \(--watch: .*app\.js changed\)/);
-    assert.equal(await stop(sup), 0);
   });
 
   it('as PID 1 of a pid namespace (unshare --pid --fork): an orphaned grandchild is reaped', async function () {

@@ -1,19 +1,16 @@
 // systemd's protocols without systemd: exact notify datagrams read by an fdpass datagram endpoint
 // that the test binds as NOTIFY_SOCKET (path and abstract), the fd store's FDSTORE=1 datagrams with
-// working descriptors, LISTEN_FDS taken by fdpass children (spawnActivated, systemd-socket-activate,
-// a wrong LISTEN_PID), the watchdog, and libsystemd's own clients (python3-systemd) as peers both ways.
+// working descriptors, the watchdog, and libsystemd's own clients (python3-systemd) as peers both
+// ways. (LISTEN_FDS taken by fdpass children: systemd-listen-fds.test.ts.)
 import * as assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import {
   bindDgram,
   closeFd,
   closeFds,
-  dupFd,
   fdOf,
   inspect,
   notify,
@@ -25,13 +22,14 @@ import {
   type Channel,
   type Message,
 } from 'fdpass';
-import { runFixture, spawnJson, watchJson, fixturesDir, type Fixture } from './helpers/children';
+import { exitedCleanly, runFixture, spawnJson, watchJson } from './helpers/children';
+import { saveEnv } from './helpers/env';
+import { fifoFds } from './helpers/fds';
+import { bindUdp, closeServer, greeter, listenTcp, portOf, udpAsk } from './helpers/sockets';
 import { python3Systemd, requires } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
-import { get } from './helpers/http';
-import { freePort, line } from './helpers/net';
+import { line } from './helpers/net';
 
-const APP = path.join(fixturesDir, 'systemd-app.js');
 // Only .ts files are compiled into .test-out: the Python fixture runs from its source path.
 const PEER = path.join(__dirname, '..', '..', 'test', 'fixtures', 'systemd_peer.py');
 const PYTHON = '/usr/bin/python3';
@@ -59,73 +57,10 @@ async function withNotifySocket<T>(value: string | undefined, fn: () => Promise<
   }
 }
 
-async function listenTcp(): Promise<net.Server> {
-  const server = net.createServer((s) => s.end('original\n'));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return server;
-}
-
-function closeServer(server: net.Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-async function bindUdp(): Promise<dgram.Socket> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  return socket;
-}
-
-function portOf(s: net.Server | dgram.Socket): number {
-  return (s.address() as net.AddressInfo).port;
-}
-
-/** Sends one UDP datagram to 127.0.0.1:port and resolves with the answer. */
-async function udpAsk(port: number, what: string): Promise<string> {
-  const s = dgram.createSocket('udp4');
-  try {
-    return await new Promise<string>((resolve, reject) => {
-      s.once('message', (m) => resolve(m.toString()));
-      s.once('error', reject);
-      s.send(what, port, '127.0.0.1');
-    });
-  } finally {
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-  }
-}
-
-/** A FIFO opened both ways: [read end (non-blocking), write end]. */
-function fifo(): [number, number] {
-  const p = tmpPath('fifo');
-  execFileSync('mkfifo', [p]);
-  const r = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const w = fs.openSync(p, fs.constants.O_WRONLY);
-  return [r, w];
-}
-
-async function exitedCleanly(child: Fixture): Promise<void> {
-  const { code, signal } = await child.exited;
-  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
-}
-
-interface Took {
-  pid: number;
-  before: Record<string, string | undefined>;
-  after: Record<string, string | undefined>;
-  fds: Array<{ fd: number; name: string; kind: string; cloexec: boolean; socket?: { type: string; listening: boolean } }>;
-  again: number;
-  adopted: Array<{ name: string; kind: string; fd: number; ctor: string }>;
-}
-
-async function stopApp(app: Fixture): Promise<void> {
-  app.send({ cmd: 'stop' });
-  const stopped = await app.expect<{ fds: number; base: number; targets: unknown }>('stopped');
-  assert.equal(stopped.fds, stopped.base, `child fds not back to baseline: ${JSON.stringify(stopped.targets)}`);
-  await exitedCleanly(app);
-}
-
 describe('systemd: notify', () => {
   for (const kind of ['path', 'abstract'] as const) {
-    it(`sends exact datagrams to a ${kind} NOTIFY_SOCKET: READY=1, MAINPID=, STATUS=, several fields at once`, async () => {
+    // READY=1, MAINPID=, STATUS=, several fields at once.
+    it(`sends exact datagrams to a ${kind} NOTIFY_SOCKET`, async () => {
       const { address, channel } = await notifySocket(kind);
       try {
         await withNotifySocket(address, async () => {
@@ -180,7 +115,8 @@ describe('systemd: notify', () => {
     }
   });
 
-  it('refuses a newline in a value, a bad field name, an empty state and empty fds (ERR_INVALID_ARG_VALUE), and sends nothing for them', async () => {
+  // A newline in a value, a bad field name, an empty state, empty fds.
+  it('refuses bad fields, states and fds with ERR_INVALID_ARG_VALUE and sends nothing for them', async () => {
     const { address, channel } = await notifySocket('path');
     try {
       const opts = { socket: address };
@@ -226,7 +162,7 @@ describe('systemd: notify', () => {
 describe('systemd: the fd store datagrams', () => {
   it('storeFds sends FDSTORE=1\\nFDNAME=web with working descriptors; removeStoredFds FDSTOREREMOVE=1', async () => {
     const { address, channel } = await notifySocket('abstract');
-    const server = await listenTcp();
+    const server = await listenTcp('127.0.0.1', greeter('original\n'));
     try {
       await withNotifySocket(address, async () => {
         assert.equal(await storeFds('web', [server]), true);
@@ -259,7 +195,7 @@ describe('systemd: the fd store datagrams', () => {
 
   it('more than 253 descriptors under one name go in several datagrams (SCM_MAX_FD)', async () => {
     const { address, channel } = await notifySocket('path');
-    const [r, w] = fifo();
+    const [r, w] = fifoFds();
     try {
       const many = Array.from({ length: 300 }, () => r);
       assert.equal(await storeFds('many', many, { socket: address }), true);
@@ -277,231 +213,6 @@ describe('systemd: the fd store datagrams', () => {
     }
   });
 });
-
-describe('systemd: listenFds in a child', () => {
-  it('adoptListenFds: a function serves several listeners of one name; one instance for two is refused and closes what it took', async () => {
-    const a = await listenTcp();
-    const b = await listenTcp();
-    try {
-      const taken = () => [dupFd(fdOf(a)), dupFd(fdOf(b))].map((fd) => ({ fd, name: 'web', info: inspect(fd) }));
-      const made: net.Server[] = [];
-      const adopted = await systemd.adoptListenFds({
-        fds: taken(),
-        servers: {
-          web: () => {
-            const s = net.createServer((c) => c.end('made\n'));
-            made.push(s);
-            return s;
-          },
-        },
-      });
-      assert.deepEqual(
-        adopted.map((x) => x.kind),
-        ['server', 'server'],
-      );
-      assert.equal(made.length, 2);
-      assert.ok(adopted.every((x) => x.kind === 'server' && made.includes(x.server)));
-      await Promise.all(made.map(closeServer));
-      const fds = taken();
-      await assert.rejects(systemd.adoptListenFds({ fds, servers: { web: net.createServer() } }), { code: 'ERR_INVALID_ARG_VALUE' });
-      for (const f of fds) assert.throws(() => inspect(f.fd), { code: 'EBADF' });
-    } finally {
-      await closeServer(a);
-      await closeServer(b);
-    }
-  });
-
-  it('LISTEN_FDS over the descriptor limit (RLIMIT_NOFILE) throws ERR_FDPASS_SYSTEMD_ENV before allocating per descriptor', () => {
-    // In a child with a small heap: before, 2000000000 names were allocated until the heap ran out.
-    const script =
-      'try { require(process.argv[1]).systemd.listenFds(); console.log("took"); } ' +
-      'catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }';
-    const r = spawnSync(
-      '/bin/sh',
-      ['-c', 'LISTEN_PID=$$ exec "$0" "$@"', process.execPath, '--max-old-space-size=64', '-e', script, require.resolve('fdpass')],
-      {
-        env: { ...process.env, LISTEN_FDS: '2000000000', LISTEN_FDNAMES: undefined },
-        encoding: 'utf8',
-        timeout: 15_000,
-      },
-    );
-    assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { code: string; message: string };
-    assert.equal(out.code, 'ERR_FDPASS_SYSTEMD_ENV');
-    assert.match(out.message, /LISTEN_FDS is too large: 2000000000 .*RLIMIT_NOFILE/);
-  });
-
-  it('malformed LISTEN_FDS or LISTEN_FDNAMES throw ERR_FDPASS_SYSTEMD_ENV and take nothing', () => {
-    const saved = { pid: process.env.LISTEN_PID, fds: process.env.LISTEN_FDS, names: process.env.LISTEN_FDNAMES };
-    try {
-      process.env.LISTEN_PID = String(process.pid);
-      process.env.LISTEN_FDS = 'two';
-      delete process.env.LISTEN_FDNAMES;
-      assert.throws(() => systemd.listenFds(), { name: 'FdpassError', code: 'ERR_FDPASS_SYSTEMD_ENV' });
-      process.env.LISTEN_FDS = '2';
-      process.env.LISTEN_FDNAMES = 'only-one';
-      assert.throws(() => systemd.listenFds(), { code: 'ERR_FDPASS_SYSTEMD_ENV', message: /1 name\(s\) for 2/ });
-      process.env.LISTEN_PID = 'me';
-      assert.throws(() => systemd.listenFds(), { code: 'ERR_FDPASS_SYSTEMD_ENV' });
-      // Not this process: nothing taken, nothing thrown, the variables stay.
-      process.env.LISTEN_PID = String(process.ppid);
-      assert.deepEqual(systemd.listenFds(), []);
-      assert.equal(process.env.LISTEN_FDS, '2');
-      assert.throws(() => systemd.listenFds({ unsetEnvironment: 'no' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' });
-    } finally {
-      for (const [k, v] of [
-        ['LISTEN_PID', saved.pid],
-        ['LISTEN_FDS', saved.fds],
-        ['LISTEN_FDNAMES', saved.names],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-  });
-
-  it('spawnActivated: a TCP listener, a UDP socket, a FIFO and a connected socket arrive by name; only the sockets that can be are wrapped', async () => {
-    const web = await listenTcp();
-    const udp = await bindUdp();
-    const [r, w] = fifo();
-    const peer = await listenTcp();
-    const conn = net.connect(portOf(peer), '127.0.0.1');
-    await new Promise((resolve) => conn.once('connect', resolve));
-    try {
-      const app = watchJson(
-        spawnActivated(
-          process.execPath,
-          [APP, 'listen'],
-          [
-            { fd: web, name: 'web' },
-            { fd: udp, name: 'udp' },
-            { fd: r, name: 'fifo' },
-            { fd: fdOf(conn), name: 'conn' },
-          ],
-          { stdio: 'pipe' },
-        ),
-      );
-      const took = await app.expect<Took>('took');
-      assert.equal(took.pid, app.pid, 'exec keeps the pid: LISTEN_PID is the child');
-      assert.deepEqual(took.before, { LISTEN_PID: String(app.pid), LISTEN_FDS: '4', LISTEN_FDNAMES: 'web:udp:fifo:conn' });
-      assert.deepEqual(took.after, {}, 'unset by default'); // (JSON drops undefined values)
-      assert.deepEqual(
-        took.fds.map((f) => [f.fd, f.name, f.kind, f.cloexec]),
-        [
-          [3, 'web', 'socket', true],
-          [4, 'udp', 'socket', true],
-          [5, 'fifo', 'pipe', true],
-          [6, 'conn', 'socket', true],
-        ],
-      );
-      assert.equal(took.again, 0, 'a second call hands out nothing');
-      assert.deepEqual(
-        took.adopted.map((a) => [a.name, a.kind, a.ctor]),
-        [
-          ['web', 'server', 'Server'],
-          ['udp', 'dgram', 'Socket'],
-          ['fifo', 'fd', 'number'],
-          ['conn', 'fd', 'number'],
-        ],
-      );
-      // Ours are closed: only the child's copies serve now.
-      const [webPort, udpPort] = [portOf(web), portOf(udp)];
-      await closeServer(web);
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
-      assert.equal(await get(webPort), `web ${app.pid}`);
-      assert.equal(await udpAsk(udpPort, 'hi'), `udp ${app.pid}`);
-      await stopApp(app);
-    } finally {
-      if (web.listening) await closeServer(web);
-      conn.destroy();
-      await closeServer(peer);
-      closeFd(r);
-      closeFd(w);
-    }
-  });
-
-  it('with unsetEnvironment: false the variables stay, and a second call still hands out nothing', async () => {
-    const web = await listenTcp();
-    try {
-      const app = watchJson(spawnActivated(process.execPath, [APP, 'listen', 'keep'], [{ fd: web }], { stdio: 'pipe' }));
-      const took = await app.expect<Took>('took');
-      assert.deepEqual(took.after, took.before);
-      assert.deepEqual(
-        took.fds.map((f) => f.name),
-        ['unknown'],
-      );
-      assert.equal(took.again, 0);
-      await stopApp(app);
-    } finally {
-      await closeServer(web);
-    }
-  });
-
-  it('a wrong LISTEN_PID takes nothing and leaves the variables and descriptors alone', async () => {
-    const web = await listenTcp();
-    try {
-      const env = { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' };
-      const app = runFixture('systemd-app', ['listen'], { env, stdio: ['pipe', 'pipe', 'pipe', fdOf(web)] });
-      const took = await app.expect<Took>('took');
-      assert.deepEqual(took.fds, []);
-      assert.deepEqual(took.after, { LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' });
-      app.send({ cmd: 'stop' });
-      const stopped = await app.expect<{ fds: number; base: number; targets: Record<string, string> }>('stopped');
-      // fd 3 is still there, untouched (not taken, so not closed either).
-      assert.match(stopped.targets['3'] ?? '', /^socket:/);
-      await exitedCleanly(app);
-    } finally {
-      await closeServer(web);
-    }
-  });
-
-  it('systemd-socket-activate -l … --fdname=web:admin starts an fdpass child on the first connection, which serves both by name', async () => {
-    const ports = [await freePort(), await freePort()];
-    const app = spawnJson('systemd-socket-activate', [
-      '-l',
-      `127.0.0.1:${ports[0]}`,
-      '-l',
-      `127.0.0.1:${ports[1]}`,
-      '--fdname=web:admin',
-      process.execPath,
-      APP,
-      'listen',
-    ]);
-    // It binds, then waits for a connection before it runs the child (in its own process: same pid).
-    const body = await retry(() => get(ports[0]!), 5000);
-    assert.equal(body, `web ${app.pid}`);
-    const took = await app.expect<Took>('took');
-    assert.deepEqual(
-      took.fds.map((f) => [f.name, f.kind, f.socket?.listening]),
-      [
-        ['web', 'socket', true],
-        ['admin', 'socket', true],
-      ],
-    );
-    assert.deepEqual(
-      took.adopted.map((a) => [a.name, a.kind]),
-      [
-        ['web', 'server'],
-        ['admin', 'server'],
-      ],
-    );
-    assert.equal(await line(ports[1]!), `admin ${app.pid}`);
-    await stopApp(app);
-  });
-});
-
-/** Retries fn until it resolves (ECONNREFUSED while the other side is still binding), bounded. */
-async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
 
 describe('systemd: the watchdog', () => {
   it('pings WATCHDOG=1 at half of WATCHDOG_USEC, stops cleanly, and its timer keeps no process alive', async () => {
@@ -540,7 +251,7 @@ describe('systemd: the watchdog', () => {
     const { address, channel } = await notifySocket('path');
     let pings = 0;
     channel.on('message', () => pings++);
-    const saved = { usec: process.env.WATCHDOG_USEC, pid: process.env.WATCHDOG_PID };
+    const restoreEnv = saveEnv('WATCHDOG_USEC', 'WATCHDOG_PID');
     process.env.WATCHDOG_USEC = String(2 ** 32 * 1000); // half of it: 2^31 s, far over 2^31-1 ms
     delete process.env.WATCHDOG_PID;
     const dog = systemd.startWatchdog({ socket: address });
@@ -551,18 +262,12 @@ describe('systemd: the watchdog', () => {
     } finally {
       await dog?.stop();
       await channel.close();
-      for (const [k, v] of [
-        ['WATCHDOG_USEC', saved.usec],
-        ['WATCHDOG_PID', saved.pid],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
+      restoreEnv();
     }
   });
 
   it('WATCHDOG_PID of another process: not for us, nothing is sent', async () => {
-    const saved = { usec: process.env.WATCHDOG_USEC, pid: process.env.WATCHDOG_PID };
+    const restoreEnv = saveEnv('WATCHDOG_USEC', 'WATCHDOG_PID');
     process.env.WATCHDOG_USEC = '100000';
     process.env.WATCHDOG_PID = String(process.ppid);
     try {
@@ -573,13 +278,7 @@ describe('systemd: the watchdog', () => {
       process.env.WATCHDOG_USEC = 'soon';
       assert.throws(() => systemd.watchdogInterval(), { code: 'ERR_FDPASS_SYSTEMD_ENV' });
     } finally {
-      for (const [k, v] of [
-        ['WATCHDOG_USEC', saved.usec],
-        ['WATCHDOG_PID', saved.pid],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
+      restoreEnv();
     }
   });
 });
@@ -590,7 +289,7 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   });
 
   it('sd_listen_fds in Python finds what spawnActivated passed, by name, and serves on it', async () => {
-    const web = await listenTcp();
+    const web = await listenTcp('127.0.0.1', greeter('original\n'));
     const udp = await bindUdp();
     try {
       const py = watchJson(
@@ -627,7 +326,7 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   });
 
   it('sd_listen_fds in Python takes nothing when LISTEN_PID is not its own', async () => {
-    const web = await listenTcp();
+    const web = await listenTcp('127.0.0.1', greeter('original\n'));
     try {
       const env = { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' };
       const py = spawnJson(PYTHON, [PEER, 'listen'], { env, stdio: ['pipe', 'pipe', 'pipe', fdOf(web)] });
@@ -641,7 +340,8 @@ describe('systemd: libsystemd clients (python3-systemd) as peers', () => {
   });
 
   for (const kind of ['path', 'abstract'] as const) {
-    it(`sd_notify from Python reaches the fdpass endpoint (${kind}): READY=1, STATUS=, FDSTORE=1 with a working fd`, async () => {
+    // READY=1, STATUS= and FDSTORE=1 with a working fd.
+    it(`sd_notify from Python reaches the fdpass endpoint (${kind})`, async () => {
       const { address, channel } = await notifySocket(kind);
       try {
         const token = randomBytes(6).toString('hex');

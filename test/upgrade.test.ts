@@ -10,11 +10,10 @@ import { tmpPath } from './helpers/tmp';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
 import { requires, unshare } from './helpers/requires';
-import { waitFor } from './helpers/wait';
+import { sleep, waitFor } from './helpers/wait';
 
 const fixture = (name: string): string => path.join(fixturesDir, `${name}.js`);
 const INDEX = path.join(__dirname, '..', '..', 'dist', 'index.js');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function alive(pid: number): boolean {
   // A zombie still answers kill(0): read its state.
@@ -40,7 +39,7 @@ function exitOf(f: Fixture): Promise<number | null> {
 }
 
 describe('self-upgrade (handoff.upgrader)', () => {
-  it('SIGHUP: the process spawns its successor, which takes over under load with 0 errors; the old one drains and exits', async () => {
+  it('SIGHUP: the successor takes over under load with 0 errors; the old one drains and exits', async () => {
     const port = await freePort();
     const gen1 = runFixture('upgrade-app', [String(port)]);
     const s1 = await gen1.expect<{ pid: number; inherited: boolean }>('serving');
@@ -68,7 +67,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
-  it('a successor that exits before ready is reaped; the old process keeps serving, and a later upgrade works', async () => {
+  // A later upgrade works.
+  it('a successor that exits before ready is reaped; the old process keeps serving', async () => {
     const port = await freePort();
     const flag = tmpPath('fail-successor');
     fs.writeFileSync(flag, '');
@@ -132,7 +132,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  it("readyTimeout is one deadline: a successor's 'ready' read only past it (this process busy) is taken or rolled back, never both", async () => {
+  // A successor's 'ready' read only past the deadline (this process busy).
+  it("readyTimeout is one deadline: a late 'ready' is taken or rolled back, never both", async () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const T = 3000;
@@ -188,7 +189,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     }
   });
 
-  it('a second SIGHUP while the old process drains is ignored: its in-flight request completes and it exits 0', async () => {
+  // Its in-flight request completes.
+  it('a second SIGHUP while the old process drains is ignored; it exits 0', async () => {
     const port = await freePort();
     const gen1 = runFixture('upgrade-app', [String(port)]);
     await gen1.expect('serving');
@@ -206,7 +208,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
-  it('with stderr a pipe whose reader left, the hand-over line does not kill the old process: its in-flight request completes, exit 0', async () => {
+  // Its in-flight request completes; it exits 0.
+  it('the hand-over line to a stderr pipe whose reader left does not kill the old process', async () => {
     const port = await freePort();
     const gen1 = runFixture('upgrade-app', [String(port)]);
     await gen1.expect('serving');
@@ -270,7 +273,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
-  it('the pid file is not written through a symlink planted in its directory (at the temporary name or the file itself)', async () => {
+  // At the temporary name or the file itself.
+  it('the pid file is not written through a symlink planted in its directory', async () => {
     const port = await freePort();
     const pidFile = tmpPath('app.pid');
     const victims = [tmpPath('victim-1'), tmpPath('victim-2')];
@@ -294,7 +298,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
-  it('SIGTERM while the successor is starting: close() kills it, the old process drains and exits 0, nothing serves after', async () => {
+  // Nothing serves after.
+  it('SIGTERM while the successor starts: close() kills it, the old one drains and exits 0', async () => {
     const port = await freePort();
     const gen1 = runFixture('upgrade-app', [String(port)], { env: { ...process.env, FDPASS_TEST_SLOW_READY: '4000' } });
     await gen1.expect('serving');
@@ -324,7 +329,7 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  it('as PID 1 of a pid namespace, upgrade() is refused with ERR_FDPASS_UPGRADE_PID1 and the app keeps serving', async function () {
+  it('as PID 1 of a pid namespace, upgrade() is ERR_FDPASS_UPGRADE_PID1 and the app serves on', async function () {
     requires(this, unshare(['--pid', '--fork', '--mount-proc']));
     const port = await freePort();
     const app = spawnJson('unshare', [
@@ -348,7 +353,8 @@ describe('self-upgrade (handoff.upgrader)', () => {
     assert.equal((await app.exited).code, 0);
   });
 
-  it("as the child of a PID 1 that exits with it (sh -c 'node app; ...'), upgrade() is refused and the app keeps serving", async function () {
+  // E.g. sh -c 'node app; ...'.
+  it('as the child of a PID 1 that exits with it, upgrade() is refused and the app serves on', async function () {
     requires(this, unshare(['--pid', '--fork', '--mount-proc']));
     const port = await freePort();
     const script = `${JSON.stringify(process.execPath)} ${JSON.stringify(fixture('upgrade-app'))} ${port}; echo init exiting >&2`;

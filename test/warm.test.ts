@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { warmUp } from 'fdpass';
 import { assertArgError, assertFdpassError, bad, failure } from './helpers/errors';
 import { tmpPath } from './helpers/tmp';
-import { selfSignedCert } from '../examples/tls-cert';
+import { selfSignedCert } from '../bench/apps/tls-cert';
 
 function tlsFiles(): { key: Buffer; cert: Buffer } {
   const { key, cert } = selfSignedCert(path.dirname(tmpPath('x')));

@@ -110,12 +110,26 @@ function supervisorAt(pid: number, notDone: string): { control: string | undefin
   let control: string | undefined;
   try {
     const a = parse(argv.slice(run));
-    if (a.cmd === 'run' && a.control !== undefined)
-      control = a.control.startsWith('@') ? a.control : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), a.control);
+    if (a.cmd === 'run' && a.control !== undefined) {
+      const c = a.control;
+      // A relative path is relative to its working directory, which another user's /proc hides.
+      control = c.startsWith('@') || path.isAbsolute(c) ? c : path.resolve(fs.readlinkSync(`/proc/${pid}/cwd`), c);
+    }
   } catch {
     // an older fdpass's options, or its cwd is not ours to read
   }
-  return { control: control !== undefined && (control.startsWith('@') || fs.existsSync(control)) ? control : undefined };
+  return { control: control !== undefined && (control.startsWith('@') || !missing(control)) ? control : undefined };
+}
+
+// Gone (the supervisor's --control was removed), as opposed to there but not ours to see (EACCES):
+// a connect then says why.
+function missing(file: string): boolean {
+  try {
+    fs.statSync(file);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
 }
 
 /**
@@ -157,6 +171,16 @@ async function reload(target: string): Promise<number> {
   return r.ok ? 0 : 1;
 }
 
+// Resolves once `text` is written: main() exits right after, and on a pipe the write is asynchronous
+// (a status of a few hundred workers is more than a pipe holds). A reader that closed its end (`| head`)
+// ends it too (EPIPE), quietly.
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve) => {
+    process.stdout.once('error', () => resolve());
+    process.stdout.write(text, () => resolve());
+  });
+}
+
 /** `fdpass status TARGET [--json]`: through the control socket (of pid TARGET's command line). */
 async function status(a: StatusArgs): Promise<number> {
   let target = a.target;
@@ -172,7 +196,7 @@ async function status(a: StatusArgs): Promise<number> {
     if (s === undefined) throw new CommandFailed('the supervisor closed the control connection without an answer');
     if (!Array.isArray(s.generations))
       throw new CommandFailed(`the supervisor answered: ${(s as { message?: string }).message ?? 'no status'}`);
-    process.stdout.write(a.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
+    await writeOut(a.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof CommandFailed)) throw err;

@@ -17,12 +17,22 @@ export interface ControlHandlers {
   status(): SupervisorStatus;
 }
 
+const COMMAND_TIMEOUT_MS = 10_000;
+
 /** Listens on `path`; each connection's one command is answered by its handler. */
 export async function serveControl(path: string, on: ControlHandlers, log: Log): Promise<ChannelServer> {
   const server = await listen(path, { type: 'seqpacket' });
   server.on('connection', (ch: Channel) => {
-    ch.on('error', () => {});
+    // A client that never sends its command, or sends one too big to read, is not kept waiting
+    // (nor is its descriptor kept) forever.
+    const idle = setTimeout(() => ch.close(), COMMAND_TIMEOUT_MS);
+    idle.unref();
+    ch.on('error', () => {
+      clearTimeout(idle);
+      ch.close();
+    });
     ch.once('message', (m) => {
+      clearTimeout(idle);
       const cmd = m.data.toString('utf8').trim();
       const reply = (r: ReloadResult | SupervisorStatus): void => {
         ch.send({ data: Buffer.from(JSON.stringify(r)) }).then(
@@ -49,8 +59,12 @@ export function requestStatus(target: string): Promise<SupervisorStatus | undefi
   return request<SupervisorStatus>(target, 'status');
 }
 
+// A status grows with the workers (about 100 bytes each, two generations during a reload): past a
+// default message at a few hundred. The kernel's send buffer bounds what the supervisor can send.
+const MAX_ANSWER = 4 * 1024 * 1024;
+
 async function request<T>(target: string, command: string): Promise<T | undefined> {
-  const ch = await connect(target, { type: 'seqpacket' });
+  const ch = await connect(target, { type: 'seqpacket', maxMessageSize: MAX_ANSWER });
   try {
     await ch.send({ data: Buffer.from(command) });
     for await (const m of ch) return JSON.parse(m.data.toString('utf8')) as T;

@@ -23,9 +23,8 @@ export class Generation {
   /** Resolves with the first failure of a worker while the generation is a reload's new one. */
   readonly failed: Promise<string>;
   #failed!: (why: string) => void;
-  /** Resolves once no worker of it runs (for an --overlap that an old generation cuts short). */
-  readonly emptied: Promise<void>;
-  #emptied!: () => void;
+  /** Who waits in whenEmpty(). */
+  #emptyWaiters: Array<() => void> = [];
 
   constructor(
     readonly id: number,
@@ -38,7 +37,6 @@ export class Generation {
     this.restartCounts = new Array<number>(size).fill(0);
     this.allReady = new Promise((resolve) => (this.#allReady = resolve));
     this.failed = new Promise((resolve) => (this.#failed = resolve));
-    this.emptied = new Promise((resolve) => (this.#emptied = resolve));
   }
 
   /** The workers that have not exited. */
@@ -62,9 +60,27 @@ export class Generation {
     this.#failed(why);
   }
 
-  /** A worker exited: resolves `emptied` when none runs and no restart is pending. */
+  /** No worker runs and no restart is pending. */
+  #empty(): boolean {
+    return this.live().length === 0 && this.restartTimers.every((t) => t === undefined);
+  }
+
+  /**
+   * Resolves once the generation is empty (at once if it is now): asked at the time, since a generation
+   * that emptied (every worker crashed during a reload) can have its slots restarted by the rollback.
+   */
+  whenEmpty(): Promise<void> {
+    if (this.#empty()) return Promise.resolve();
+    return new Promise((resolve) => this.#emptyWaiters.push(resolve));
+  }
+
+  #checkEmpty(): void {
+    if (this.#empty()) for (const resolve of this.#emptyWaiters.splice(0)) resolve();
+  }
+
+  /** A worker exited: whenEmpty() resolves when none runs and no restart is pending. */
   workerExited(): void {
-    if (this.live().length === 0 && this.restartTimers.every((t) => t === undefined)) this.#emptied();
+    this.#checkEmpty();
   }
 
   cancelRestarts(): void {
@@ -72,6 +88,7 @@ export class Generation {
       clearTimeout(this.restartTimers[slot]);
       this.restartTimers[slot] = undefined;
     }
+    this.#checkEmpty();
   }
 
   /** 'generation 2 (pid 123)' with one worker (its process), 'generation 2 (4 workers)' with more. */

@@ -24,6 +24,7 @@ import { NotifyReceiver, upstreamNotifier } from './notify';
 import type { LogLevel, SupervisorOptions } from './options';
 import { OrphanReaper } from './reap';
 import { Restarts } from './restart';
+import { SlotSteering } from './steering';
 import { generationStatus, type GenerationStatus, type ReloadOutcome, type SupervisorStatus } from './status';
 import { becomeSubreaper, findStrays, killRemaining, killStrays } from './strays';
 import { WatchReload } from './watch-reload';
@@ -39,6 +40,8 @@ export class Supervisor {
   #current: Generation | undefined;
   /** A reload's new generation, until it is ready or rolled back. */
   #next: Generation | undefined;
+  /** A reload's new generation that failed, while its workers stop: no other reload starts meanwhile. */
+  #rollingBack: Generation | undefined;
   /** Generations replaced by a reload whose workers are still stopping. */
   readonly #old = new Set<Generation>();
   /** A reload waits for #old to stop before it starts its generation. */
@@ -50,8 +53,12 @@ export class Supervisor {
   #everReady = false;
   readonly #startedAt = Date.now();
   #lastReload: ReloadOutcome | undefined;
-  /** The start limit was hit in some slot: the supervisor gave up. */
-  #limitHit = false;
+  /** The answers of refused reload requests. */
+  readonly #refused = new WeakSet<ReloadResult>();
+  /** A worker of the serving generation has exited unasked. */
+  #crashSeen = false;
+  /** The exit of the worker whose slot hit the start limit: the supervisor gave up. */
+  #limitExit: ExitStatus | undefined;
   #shuttingDown = false;
   #finishing = false;
   #lastExit: ExitStatus | undefined;
@@ -62,6 +69,7 @@ export class Supervisor {
   #lifeline: Lifeline | undefined;
   readonly #store: FdStore;
   #watchdogs: Watchdogs<Worker> | undefined;
+  readonly #steering: SlotSteering;
   /** To a systemd (or another supervisor) above this one. */
   readonly #upstream: (state: NotifyState) => void;
 
@@ -76,6 +84,7 @@ export class Supervisor {
       ),
     );
     this.#upstream = upstreamNotifier(opts.upstreamNotify, opts.log);
+    this.#steering = new SlotSteering(opts.listeners, opts.log);
     this.finished = new Promise((resolve) => (this.#done = resolve));
   }
 
@@ -118,7 +127,7 @@ export class Supervisor {
         paths: this.#o.watch,
         ignore: this.#o.watchIgnore,
         delay: this.#o.watchDelay,
-        busy: () => this.#next !== undefined || this.#current?.serving === false,
+        busy: () => this.#next !== undefined || this.#rollingBack !== undefined || this.#current?.serving === false,
         reload: (source) => void this.reload(source),
         log: this.#o.log,
       });
@@ -145,7 +154,7 @@ export class Supervisor {
   }
 
   #generationOf(w: Worker): Generation | undefined {
-    return [this.#current, this.#next, ...this.#old].find((g) => g?.id === w.generation);
+    return [this.#current, this.#next, this.#rollingBack, ...this.#old].find((g) => g?.id === w.generation);
   }
 
   /** Starts the worker of `slot` in `gen` (a start, a reload, or a crash restart). */
@@ -210,6 +219,15 @@ export class Supervisor {
     w.clearTimers();
     this.#log(`${w.describe()} is ready (${how}) after ${w.readyAt - w.startedAt} ms`);
     w.settle('ready');
+    this.#steer();
+  }
+
+  // Per-worker sockets go to the slots that have a ready worker (steering.ts).
+  #steer(): void {
+    const serving = new Array<boolean>(this.#o.workers).fill(false);
+    for (const w of this.#live) if (w.state === 'ready') serving[w.slot] = true;
+    // Quiet while the first generation starts up as it should (its workers get ready one by one).
+    this.#steering.update(serving, !this.#everReady && !this.#crashSeen);
   }
 
   // A worker's start settled: ready, or not (exited, killed, timed out, not started).
@@ -276,13 +294,14 @@ export class Supervisor {
     } else if (gen !== undefined && gen === this.#next) {
       // the reload's outcome handler logs the rollback
       if (was === 'ready') gen.fail(`${w.describe()} ${exitText(exit)}`);
-    } else if (this.#shuttingDown) {
-      this.#log(`${w.describe()} ${exitText(exit)}`);
+    } else if (this.#shuttingDown || (gen !== undefined && gen === this.#rollingBack)) {
+      this.#log(`${w.describe()} ${exitText(exit)}`); // told to stop (the rollback's or the shutdown's signal)
     } else if (gen !== undefined && gen === this.#current) {
       this.#crashed(gen, w, was, exit);
     } else {
       this.#log(`${w.describe()} ${exitText(exit)}`, 'failure'); // it was not told to stop
     }
+    if (!this.#shuttingDown) this.#steer();
     if (gen !== undefined) {
       gen.workerExited();
       if (gen !== this.#current && gen !== this.#next && gen.live().length === 0) this.#old.delete(gen);
@@ -294,23 +313,30 @@ export class Supervisor {
   #crashed(gen: Generation, w: Worker, was: WorkerState, exit: ExitStatus): void {
     const restarts = gen.restarts[w.slot]!;
     restarts.exited(w.readyAt);
+    this.#crashSeen = true;
     if (gen.serving) this.#upstream({ status: gen.servingText() });
     const before = was === 'ready' ? 'unexpectedly' : 'before it was ready';
     if (this.#next !== undefined) {
-      this.#log(`${w.describe()} ${exitText(exit)} ${before}; the reload's ${this.#next.describe()} takes over once ready`, 'failure');
+      // Not restarted: the reload replaces it (or, rolled back, restarts it then).
+      const when = this.#next.serving ? 'after its --overlap' : 'once ready';
+      this.#log(`${w.describe()} ${exitText(exit)} ${before}; the reload's ${this.#next.describe()} takes over ${when}`, 'failure');
       return;
     }
     const delay = restarts.next();
     const what = w.pid < 0 ? `${w.describe()} could not be started` : `${w.describe()} ${exitText(exit)} ${before}`;
     if (delay === undefined) {
-      this.#limitHit = true;
+      this.#limitExit = exit;
       this.#log(`${what}; giving up: ${restarts.limitText}`, 'failure');
       // After #onExit, which would otherwise see the shutdown and finish a second time.
       queueMicrotask(() => this.shutdown(this.#o.stopSignal, 'start limit hit'));
       return;
     }
     const others = gen.size > 1 ? `, the other workers serve` : '';
-    this.#log(`${what}; the listeners stay open${others}, restarting ${delay === 0 ? 'now' : `in ${delay} ms`}`, 'failure');
+    const nth = gen.restartCounts[w.slot]! + 1;
+    this.#log(
+      `${what}; the listeners stay open${others}, restarting ${delay === 0 ? 'now' : `in ${delay} ms`} (restart ${nth} of ${gen.size > 1 ? `worker ${w.slot}` : 'the generation'})`,
+      'failure',
+    );
     this.#restartSlot(gen, w.slot, delay);
   }
 
@@ -345,7 +371,8 @@ export class Supervisor {
   /** Starts the next generation; resolves once it is serving, or rolled back, or refused. */
   async reload(source: string): Promise<ReloadResult> {
     const result = await this.#reload(source);
-    this.#lastReload = { at: Date.now(), source, ...result };
+    // A refused request is not a reload: the last one that ran stays reported.
+    if (!this.#refused.has(result)) this.#lastReload = { at: Date.now(), source, ...result };
     return result;
   }
 
@@ -356,11 +383,13 @@ export class Supervisor {
       return this.#refuse(source, `a reload is in progress (${this.#next.describe()} ${phase})`);
     }
     if (this.#waiting) return this.#refuse(source, 'a reload is in progress (waiting for the previous generation to stop)');
+    if (this.#rollingBack !== undefined)
+      return this.#refuse(source, `a reload is in progress (${this.#rollingBack.describe()} is being rolled back)`);
     // At most two generations run: a reload waits for the one the previous reload stopped.
     if (this.#old.size > 0) {
       this.#waiting = true;
       this.#log(`reload (${source}): waiting for ${[...this.#old].map((g) => g.describe()).join(', ')} to stop first`);
-      await Promise.all([...this.#old].map((g) => g.emptied));
+      await Promise.all([...this.#old].map((g) => g.whenEmpty()));
       this.#waiting = false;
       if (this.#shuttingDown) return { ok: false, message: 'abandoned: the supervisor is shutting down' };
     }
@@ -403,19 +432,30 @@ export class Supervisor {
       this.#watch?.followUp();
       return { ok: true, message };
     }
-    // Rollback: the new workers go, with everything they started; the old ones never stopped.
+    // Rollback: the new workers go, with everything they started; the old ones never stopped. Until
+    // they are gone no other reload starts (it would run a third generation, and this one's end below
+    // would restart slots of a generation that reload replaced).
+    this.#rollingBack = gen;
     for (const w of gen.live()) this.#stopUnready(w);
     await Promise.all(gen.workers.map((w) => w?.exited));
-    const keeps = old.live().length > 0 ? `${old.describe()} keeps serving` : 'no generation is serving';
+    this.#rollingBack = undefined;
+    // Slots of the old generation that crashed during the reload start again now.
+    const restart = this.#shuttingDown
+      ? []
+      : Array.from({ length: old.size }, (_, slot) => slot).filter(
+          (slot) => old.workers[slot]?.state === 'exited' && old.restartTimers[slot] === undefined,
+        );
+    const keeps =
+      old.live().length > 0
+        ? `${old.describe()} keeps serving`
+        : restart.length > 0
+          ? `generation ${old.id} restarts`
+          : 'no generation is serving';
     const message = `rolled back: ${result}; ${keeps}`;
     this.#log(`reload failed: ${message}`, 'failure');
-    this.#upstream({ ready: true, status: `reload failed: ${result}` });
-    // Slots of the old generation that crashed during the reload start again now.
-    if (!this.#shuttingDown) {
-      for (let slot = 0; slot < old.size; slot++) {
-        if (old.workers[slot]?.state === 'exited' && old.restartTimers[slot] === undefined) this.#restartSlot(old, slot, 0);
-      }
-    }
+    // Not after STOPPING=1: a systemd above would read READY=1 as the unit serving again.
+    if (!this.#shuttingDown) this.#upstream({ ready: true, status: `reload failed: ${result}` });
+    for (const slot of restart) this.#restartSlot(old, slot, 0);
     this.#watch?.followUp();
     return { ok: false, message };
   }
@@ -427,14 +467,16 @@ export class Supervisor {
     this.#log(`${gen.describe()} is ready; ${oldText} ${this.#o.overlap} ms (--overlap)`);
     let timer: NodeJS.Timeout | undefined;
     const elapsed = new Promise<'ready'>((resolve) => (timer = setTimeout(() => resolve('ready'), this.#o.overlap)));
-    const result = await Promise.race([elapsed, gen.failed, old.emptied.then(() => 'ready' as const)]);
+    const result = await Promise.race([elapsed, gen.failed, old.whenEmpty().then(() => 'ready' as const)]);
     clearTimeout(timer);
     return result === 'ready' ? 'ready' : `${result} during the ${this.#o.overlap} ms overlap`;
   }
 
   #refuse(source: string, why: string): ReloadResult {
     this.#log(`reload (${source}) refused: ${why}`, 'failure');
-    return { ok: false, message: `refused: ${why}` };
+    const result = { ok: false, message: `refused: ${why}` };
+    this.#refused.add(result);
+    return result;
   }
 
   /** What `fdpass status` prints: generations, their workers, the listeners, the last reload. */
@@ -444,6 +486,7 @@ export class Supervisor {
     const cur = this.#current;
     if (cur !== undefined) generations.push(generationStatus(cur, cur.serving ? 'serving' : 'starting', now));
     if (this.#next !== undefined) generations.push(generationStatus(this.#next, 'reload', now));
+    if (this.#rollingBack !== undefined) generations.push(generationStatus(this.#rollingBack, 'stopping', now));
     for (const g of this.#old) generations.push(generationStatus(g, 'stopping', now));
     return {
       pid: process.pid,
@@ -454,6 +497,8 @@ export class Supervisor {
       listeners: this.#o.listeners.map((l) => ({ name: l.name, address: l.describe })),
       generations,
       lastReload: this.#lastReload ?? null,
+      stopping: this.#shuttingDown,
+      reloadWaiting: this.#waiting,
     };
   }
 
@@ -515,9 +560,10 @@ export class Supervisor {
   #finish(): void {
     if (this.#finishing) return;
     this.#finishing = true;
-    // The serving worker's status (of slot 0, with several), else the last exit's.
-    let status = exitStatus(this.#current?.workers[0]?.exit ?? this.#lastExit);
-    if (this.#limitHit && status === 0) status = 1; // giving up is a failure, whatever the last exit
+    // At the start limit, the failing slot's last exit (not the other slots', which were told to stop);
+    // else the serving worker's status (of slot 0, with several), else the last exit's.
+    let status = exitStatus(this.#limitExit ?? this.#current?.workers[0]?.exit ?? this.#lastExit);
+    if (this.#limitExit !== undefined && status === 0) status = 1; // giving up is a failure, whatever the last exit
     void this.#killStrays().then(() => {
       this.#release();
       this.#done(status);

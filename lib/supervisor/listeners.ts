@@ -29,6 +29,8 @@ export interface Listener {
    * every generation; absent: `fd` is shared by every worker.
    */
   slotFds?: number[];
+  /** With slotFds: their address family (AF_INET or AF_INET6). */
+  family?: number;
   /** tcp://127.0.0.1:8080, unix:/run/app.sock, inherited:3 ... */
   describe: string;
   /** A Unix socket path this supervisor created and removes on exit. */
@@ -57,7 +59,7 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
   const family = net.isIPv6(spec.host.split('%')[0]!) ? constants.AF_INET6 : constants.AF_INET;
   const type = spec.proto === 'tcp' ? constants.SOCK_STREAM : constants.SOCK_DGRAM;
   const reusePort = opts.slots > 1;
-  const bind = (port: number): number =>
+  const bind = (port: number, reuse = reusePort): number =>
     withContext(
       // v6only 1 for an IPv6 address: [::]:80 and 0.0.0.0:80 can then both be listed.
       () =>
@@ -68,10 +70,13 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
           port,
           spec.proto === 'tcp' ? opts.backlog : -1,
           family === constants.AF_INET6 ? 1 : -1,
-          reusePort,
+          reuse,
         ),
       { address: spec.host, port },
     );
+  // SO_REUSEPORT would join a group another process of this user already has on that port (another
+  // instance, old code) and split its connections with it: a plain bind first fails with EADDRINUSE.
+  if (reusePort && spec.port !== 0) closeQuietly([bind(spec.port, false)]);
   const fd = bind(spec.port);
   const port = binding.inspect(fd).local?.port ?? spec.port;
   const where = family === constants.AF_INET6 ? `[${spec.host}]` : spec.host;
@@ -83,9 +88,12 @@ export function bindListener(spec: ListenerSpec, opts: { backlog: number; mode: 
     while (slotFds.length < opts.slots) slotFds.push(bind(port));
   } catch (err) {
     closeQuietly(slotFds);
+    if ((err as NodeJS.ErrnoException).code === 'EMFILE')
+      (err as Error).message +=
+        ` (--sockets per-worker binds ${opts.slots} sockets per listener: raise the descriptor limit, ulimit -n, or use --sockets shared)`;
     throw err;
   }
-  return { ...listener, slotFds, describe: `${listener.describe} (${opts.slots} SO_REUSEPORT sockets)` };
+  return { ...listener, slotFds, family, describe: `${listener.describe} (${opts.slots} SO_REUSEPORT sockets)` };
 }
 
 // A regular file or directory at a listener path is someone's data, never replaced.

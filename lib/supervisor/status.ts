@@ -40,6 +40,10 @@ export interface SupervisorStatus {
   listeners: Array<{ name: string; address: string }>;
   generations: GenerationStatus[];
   lastReload: ReloadOutcome | null;
+  /** It is shutting down: every worker has been sent the stop signal. */
+  stopping: boolean;
+  /** A reload waits for the generation the previous one stopped to exit. */
+  reloadWaiting: boolean;
 }
 
 export function generationStatus(gen: Generation, role: GenerationStatus['role'], now: number): GenerationStatus {
@@ -73,8 +77,9 @@ function duration(ms: number): string {
 
 /** The table `fdpass status` prints. */
 export function formatStatus(s: SupervisorStatus): string {
+  const state = s.stopping ? ', stopping' : s.reloadWaiting ? ', a reload waits for the previous generation to stop' : '';
   const lines = [
-    `fdpass run (pid ${s.pid}), up ${duration(s.uptimeMs)}, ${mib(s.rssBytes)}: ${s.workers} worker(s) of ${s.command.join(' ')}`,
+    `fdpass run (pid ${s.pid}), up ${duration(s.uptimeMs)}, ${mib(s.rssBytes)}${state}: ${s.workers} worker(s) of ${s.command.join(' ')}`,
     `listeners: ${s.listeners.map((l) => `${l.name}=${l.address}`).join(', ') || 'none'}`,
   ];
   const rows = [['GEN', 'ROLE', 'SLOT', 'PID', 'STATE', 'UPTIME', 'RESTARTS', 'RSS', 'CPU']];

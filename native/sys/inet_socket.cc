@@ -3,12 +3,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include <vector>
 
 #include "../unique_fd.h"
 
@@ -90,6 +93,30 @@ SysResult InetBind(const InetOptions& opts) {
     return SysFail(-errno, "listen");
 
   return SysOk(&fd);
+}
+
+int SteerReusePort(int fd, int family, const int* indices, int count) {
+  if (count == 0) {
+    int unused = 0;
+    return setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &unused, sizeof(unused)) < 0 ? -errno : 0;
+  }
+  if (count < 0 || count > 2000) return -EINVAL;  // BPF_MAXINSNS: 4 + 2 per index
+  // The program sees the packet from past the TCP/UDP header (the payload; a SYN has none), so the
+  // source port is read through the network header (SKF_NET_OFF) after an IP header without options.
+  // connect(2) prefers even ports: the port is mixed (Knuth's multiplicative hash) before the modulo.
+  const uint32_t port_offset = static_cast<uint32_t>(SKF_NET_OFF) + (family == AF_INET6 ? 40 : 20);
+  std::vector<sock_filter> code;
+  code.push_back(BPF_STMT(BPF_LD | BPF_H | BPF_ABS, port_offset));
+  code.push_back(BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 2654435761u));
+  code.push_back(BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16));
+  code.push_back(BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, static_cast<uint32_t>(count)));
+  for (int k = 0; k < count; k++) {
+    code.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(k), 0, 1));
+    code.push_back(BPF_STMT(BPF_RET | BPF_K, static_cast<uint32_t>(indices[k])));
+  }
+  code.push_back(BPF_STMT(BPF_RET | BPF_K, static_cast<uint32_t>(indices[0])));
+  sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+  return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) < 0 ? -errno : 0;
 }
 
 }  // namespace fdpass

@@ -21,6 +21,12 @@ struct InetOptions {
 // socket + SO_REUSEADDR (TCP) + SO_REUSEPORT (+ IPV6_V6ONLY) + bind (+ listen); NONBLOCK | CLOEXEC.
 SysResult InetBind(const InetOptions& opts);
 
+// Steers the SO_REUSEPORT group of `fd` to the sockets at `indices` (positions in the group, in the
+// order they were bound): a classic BPF program (SO_ATTACH_REUSEPORT_CBPF) picks one by a hash of
+// the client's source port. `count` 0 detaches it: the kernel's own hash over every socket again.
+// Returns 0 or -errno.
+int SteerReusePort(int fd, int family, const int* indices, int count);
+
 }  // namespace fdpass
 
 #endif  // FDPASS_SYS_INET_SOCKET_H_

@@ -1,5 +1,6 @@
 // Child processes for tests: fixtures run with this Node, talking JSON lines over stdio.
 // Every child is registered so the root hooks can kill survivors and wait for their exit.
+import * as assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -149,5 +150,31 @@ export function processState(pid: number): string | undefined {
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
   } catch {
     return undefined;
+  }
+}
+
+/** Asserts a clean exit (code 0, no signal) and says why not (the child's stderr) if it was not. */
+export async function exitedCleanly(child: Fixture): Promise<void> {
+  const { code, signal } = await child.exited;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
+}
+
+/** The child's exit; fails naming `what` (with the end of its stderr) if it still runs after `ms`. */
+export async function exitWithin(
+  child: Fixture,
+  ms: number,
+  what: string,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: child ${child.pid} still running after ${ms} ms:\n${child.stderr().slice(-3000)}`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([child.exited, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

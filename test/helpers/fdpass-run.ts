@@ -57,6 +57,15 @@ export async function stopLeftovers(): Promise<void> {
   }
 }
 
+/** SIGTERM to every registered supervisor still running, then waits for each to exit (each stops its
+ * generations first). */
+export async function stopAll(): Promise<void> {
+  for (const sup of supervisors.splice(0)) {
+    if (sup.proc.exitCode === null && sup.proc.signalCode === null) sup.proc.kill('SIGTERM');
+    await sup.exited;
+  }
+}
+
 /** Waits until the supervisor's log (stderr) matches `re` `count` times. */
 export async function logged(sup: Fixture, re: RegExp, count = 1, timeoutMs = 20_000): Promise<void> {
   const g = new RegExp(re.source, 'g');

@@ -1,4 +1,5 @@
 // Descriptor accounting for tests: what this process has open, by /proc/self/fd.
+import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpPath } from './tmp';
@@ -27,6 +28,21 @@ export function newFds(before: Map<number, string>, after: Map<number, string>):
     if (before.get(fd) !== target) added.push(`${fd} -> ${target}`);
   }
   return added;
+}
+
+/** The map `before` without `gone`: what should be open after closing exactly those fds. */
+export function without(before: Map<number, string>, gone: number[]): Map<number, string> {
+  const m = new Map(before);
+  for (const fd of gone) m.delete(fd);
+  return m;
+}
+
+/** Fails with the descriptors this process gained (or lost) since `before`. */
+export async function assertFdsBack(before: Map<number, string>, what: string): Promise<void> {
+  await settle();
+  const now = openFds();
+  assert.deepEqual(newFds(before, now), [], `${what}: this process holds new descriptors`);
+  assert.deepEqual(newFds(now, before), [], `${what}: descriptors of this process were closed`);
 }
 
 /** Waits until libuv has run its close callbacks (uv_close is asynchronous). */

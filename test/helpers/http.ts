@@ -1,6 +1,7 @@
 // One HTTP GET on a new connection (no keep-alive agent): resolves with the body of a 200 response
 // once the client socket is closed too (so a test's leak check never sees it), rejects on any other
 // status or socket error.
+import * as assert from 'node:assert/strict';
 import * as http from 'node:http';
 
 export function get(port: number, path = '/', host = '127.0.0.1'): Promise<string> {
@@ -40,6 +41,12 @@ export interface LoadResult {
 const running = new Set<Load>();
 
 /** Stops every load a test left running; returns how many there were. */
+/** Fails unless a load was served without a failed request. */
+export function noErrors(r: LoadResult, what: string): void {
+  assert.deepEqual(r.errors.slice(0, 10), [], `${what}: ${r.errors.length} failed requests`);
+  assert.ok(r.ok > 0, `${what}: no request was served`);
+}
+
 export async function stopLoads(): Promise<number> {
   const left = [...running];
   await Promise.all(left.map((l) => l.stop()));
@@ -88,4 +95,29 @@ export function load(port: number, opts: { workers: number; keepAlive: boolean; 
   };
   running.add(handle);
   return handle;
+}
+
+/** Runs `count` GETs, `concurrency` at a time; returns how many each server (the first word of its
+ * answer) served, and the failures. */
+export async function whoServes(
+  port: number,
+  count: number,
+  concurrency: number,
+): Promise<{ served: Map<string, number>; errors: string[] }> {
+  const served = new Map<string, number>();
+  const errors: string[] = [];
+  let started = 0;
+  const worker = async (): Promise<void> => {
+    while (started < count) {
+      started++;
+      try {
+        const who = (await get(port)).split(' ')[0]!;
+        served.set(who, (served.get(who) ?? 0) + 1);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { served, errors };
 }

@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { closeFd, inspect, recvFds, type Channel, type FdInfo, type SocketInfo } from 'fdpass';
+import { closeFd, inspect, recvFds, type Channel, type ChannelServer, type FdInfo, type SocketInfo } from 'fdpass';
 import { spawnJson } from './children';
 import { tmpPath } from './tmp';
 
@@ -230,4 +230,23 @@ export function sock(info: FdInfo): SocketInfo {
 export async function closePair(a: Channel, b: Channel): Promise<void> {
   await a.close();
   await b.close();
+}
+
+/** The next channel a ChannelServer accepts. */
+export function nextConnection(server: ChannelServer): Promise<Channel> {
+  return new Promise((resolve) => server.once('connection', resolve));
+}
+
+/** Sends one UDP datagram to 127.0.0.1:port and resolves with the answer. */
+export async function udpAsk(port: number, what: string): Promise<string> {
+  const s = dgram.createSocket('udp4');
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      s.once('message', (m) => resolve(m.toString()));
+      s.once('error', reject);
+      s.send(what, port, '127.0.0.1');
+    });
+  } finally {
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
 }

@@ -1,4 +1,4 @@
-// A throwaway self-signed certificate (P-256, one day, CN=localhost) for the TLS examples, benchmarks
+// A throwaway self-signed certificate (P-256, one day, CN=localhost) for the TLS benchmarks
 // and tests: openssl writes key.pem and cert.pem into `dir`.
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
