@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -89,6 +90,11 @@ ChannelPoller::ChannelPoller(const Napi::CallbackInfo& info)
   read_taken_ = read_taken.As<Napi::Int32Array>().Data();
   read_taken_ref_ = Napi::Persistent(read_taken.As<Napi::Int32Array>());
   *read_taken_ = 0;
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    fd_limit_ = static_cast<size_t>(limit.rlim_cur);
+  }
+  fd_high_ = static_cast<size_t>(fd);
   addon_->holders.insert(this);
   tracked_ = true;
 }
@@ -155,6 +161,12 @@ bool ChannelPoller::ReadBatch() {
   for (int calls = 0; calls < kReadBudget && count < static_cast<uint32_t>(kReadBudget) && !eof; calls++) {
     size_t room = (read_capacity_ - offset) / max_message_;  // full-size slots left
     size_t want = std::min(room, static_cast<size_t>(kReadBudget) - count);
+    // A message whose fds hit RLIMIT_NOFILE (MSG_CTRUNC) keeps those that arrived open until recvmmsg
+    // returns, so with more entries after it in the same call, their fds could find the table full
+    // where, read one by one, they would not. Batch only as many messages of 253 fds as the
+    // descriptor numbers left below the limit (above the highest this poller has seen) can hold.
+    size_t fd_room = fd_limit_ > fd_high_ ? (fd_limit_ - fd_high_) / kMaxFdsPerMessage : 0;
+    want = std::min(want, std::max<size_t>(fd_room, 1));
     if (want == 0) break;  // no room for a full-size message: next wakeup
     uint8_t* slots = read_data_ + offset;
     int got = ReceiveMessages(fd_.get(), slots, max_message_, want, &fds, received);
@@ -209,6 +221,9 @@ bool ChannelPoller::ReadBatch() {
   }
   info[0] = static_cast<int32_t>(count);
   info[1] = static_cast<int32_t>(fds.size());
+  for (size_t k = 0; k < fds.size(); k++) {
+    fd_high_ = std::max(fd_high_, static_cast<size_t>(info[kReadInfoFds + k]));
+  }
 
   if (eof || err != 0) {
     reading_ = false;
