@@ -17,6 +17,14 @@ function hasWrite(ch: Channel): ch is Channel & { write(msg: { fds: number[] }):
   return typeof (ch as { write?: unknown }).write === 'function';
 }
 
+interface BatchWriter {
+  writeMany(msgs: Array<{ fds: number[] }>): boolean;
+}
+
+function hasWriteMany(ch: Channel): boolean {
+  return typeof (ch as { writeMany?: unknown }).writeMany === 'function';
+}
+
 function handler(_req: http.IncomingMessage, res: http.ServerResponse): void {
   res.end(`hello from ${process.pid}\n`);
 }
@@ -50,11 +58,38 @@ async function fdpassPrimary(port: number): Promise<void> {
     channels.push(mine);
   }
   let next = 0;
+  // With writeMany, the connections accepted in one loop turn go to each worker in one call (libuv
+  // emits them one by one): they are collected until setImmediate, which runs right after the poll
+  // phase that accepted them, and their sockets stay open until then, so no fd needs a duplicate.
+  const batching = channels.every(hasWriteMany);
+  const pending = channels.map(() => [] as Array<{ fds: number[] }>);
+  const held: net.Socket[] = [];
+  const flush = (): void => {
+    for (let i = 0; i < WORKERS; i++) {
+      const msgs = pending[i]!;
+      if (msgs.length === 0) continue;
+      try {
+        (channels[i] as Channel & BatchWriter).writeMany(msgs); // false only means queued: it still goes out
+      } catch (err) {
+        console.error(err);
+      }
+      msgs.length = 0;
+    }
+    for (const socket of held) socket.destroy();
+    held.length = 0;
+  };
   // pauseOnConnect: the primary never reads; it only hands the descriptor on and closes its copy.
   const server = net.createServer({ pauseOnConnect: true }, (socket) => {
-    const ch = channels[next]!;
+    const i = next;
+    const ch = channels[i]!;
     next = (next + 1) % WORKERS;
     const msg = { fds: [fdOf(socket)] };
+    if (batching) {
+      if (held.length === 0) setImmediate(flush);
+      pending[i]!.push(msg);
+      held.push(socket);
+      return;
+    }
     // write() where this fdpass has it (no promise per connection), else send().
     if (hasWrite(ch)) {
       try {

@@ -3,7 +3,9 @@
 // the child receives them, closes every fd and acknowledges the end. Both sides use non-blocking
 // sockets driven by level-triggered epoll, and the receiver reads at most 32 messages per wakeup, as
 // libuv's uv__read does, so it is the loop an event-driven runtime could at best reach.
-//   fdloop <seqpacket|stream> <K> <N>
+// With `mmsg`, both sides batch: the sender sends 32 messages per sendmmsg, the receiver reads up to 32
+// per recvmmsg (each message with its own control message): the limit past one syscall per message.
+//   fdloop <seqpacket|stream> <K> <N> [mmsg]
 // Prints one JSON line: {"elapsed_ns":..,"sender_maxrss_kb":..,"receiver_maxrss_kb":..}
 // Built by bench/run.ts with the system cc (cc -O2 -o fdloop fdloop.c).
 #define _GNU_SOURCE
@@ -78,7 +80,50 @@ static void write_all(int ep, int sock, const void* buf, size_t len) {
   }
 }
 
-static int receiver(int sock, int stream, long k, long n) {
+// One recvmmsg of up to READ_BUDGET messages, each into its own slot and control buffer: closes every
+// fd, counts bytes, messages and fds. Returns recvmmsg's result.
+static int recv_batch(int sock, long* bytes, long* msgs, long* fds) {
+  static char slots[READ_BUDGET][2048];
+  static union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    struct cmsghdr align;
+  } controls[READ_BUDGET];
+  struct mmsghdr hdrs[READ_BUDGET];
+  struct iovec iov[READ_BUDGET];
+  memset(hdrs, 0, sizeof(hdrs));
+  for (int i = 0; i < READ_BUDGET; i++) {
+    iov[i].iov_base = slots[i];
+    iov[i].iov_len = sizeof(slots[i]);
+    hdrs[i].msg_hdr.msg_iov = &iov[i];
+    hdrs[i].msg_hdr.msg_iovlen = 1;
+    hdrs[i].msg_hdr.msg_control = controls[i].buf;
+    hdrs[i].msg_hdr.msg_controllen = sizeof(controls[i].buf);
+  }
+  int got = recvmmsg(sock, hdrs, READ_BUDGET, MSG_DONTWAIT | MSG_WAITFORONE | MSG_CMSG_CLOEXEC, NULL);
+  for (int i = 0; i < got; i++) {
+    struct msghdr* msg = &hdrs[i].msg_hdr;
+    if (hdrs[i].msg_len == 0) {
+      fprintf(stderr, "fdloop: receiver saw EOF early\n");
+      exit(2);
+    }
+    if (msg->msg_flags & MSG_CTRUNC) {
+      fprintf(stderr, "fdloop: MSG_CTRUNC\n");
+      exit(2);
+    }
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      int* p = (int*)CMSG_DATA(c);
+      for (size_t j = 0; j < count; j++) close(p[j]);
+      *fds += (long)count;
+    }
+    *bytes += hdrs[i].msg_len;
+    (*msgs)++;
+  }
+  return got;
+}
+
+static int receiver(int sock, int stream, int mmsg, long k, long n) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event ev = {.events = EPOLLIN, .data.fd = sock};
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sock, &ev) < 0) die("epoll");
@@ -95,6 +140,12 @@ static int receiver(int sock, int stream, long k, long n) {
     int r = epoll_wait(ep, &out, 1, -1);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) die("epoll_wait");
+    if (mmsg) {
+      int got = recv_batch(sock, &bytes, &msgs, &fds);
+      if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (got < 0) die("recvmmsg");
+      continue;
+    }
     for (int i = 0; i < READ_BUDGET; i++) {
       struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
       struct msghdr msg = {.msg_iov = &iov,
@@ -135,7 +186,7 @@ static int receiver(int sock, int stream, long k, long n) {
   return 0;
 }
 
-static int sender(int sock, int stream, long k, long n, pid_t child) {
+static int sender(int sock, int stream, int mmsg, long k, long n, pid_t child) {
   int lsock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   if (lsock < 0 || bind(lsock, (struct sockaddr*)&addr, sizeof(addr)) < 0 || listen(lsock, 16) < 0) {
@@ -165,9 +216,27 @@ static int sender(int sock, int stream, long k, long n, pid_t child) {
   int* p = (int*)CMSG_DATA(c);
   for (long j = 0; j < k; j++) p[j] = lsock;
 
+  // The batch: READ_BUDGET copies of the message (the same payload and control message).
+  struct mmsghdr batch[READ_BUDGET];
+  for (int j = 0; j < READ_BUDGET; j++) batch[j] = (struct mmsghdr){.msg_hdr = msg};
+
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (long i = 0; i < n;) {
+  for (long i = 0; mmsg && i < n;) {
+    unsigned int want = n - i < READ_BUDGET ? (unsigned int)(n - i) : READ_BUDGET;
+    int w = sendmmsg(sock, batch, want, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {
+      wait_for(ep, sock, EPOLLOUT);
+      continue;
+    }
+    if (w < 0) die("sendmmsg");
+    // A partial stream write can only be the last one taken (the next message then got EAGAIN).
+    unsigned int last = batch[w - 1].msg_len;
+    if (stream && last < sizeof(payload)) write_all(ep, sock, payload + last, sizeof(payload) - last);
+    i += w;
+  }
+  for (long i = 0; !mmsg && i < n;) {
     ssize_t w = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) {
@@ -196,8 +265,9 @@ static int sender(int sock, int stream, long k, long n, pid_t child) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: fdloop <seqpacket|stream> <K> <N>\n");
+  int mmsg = argc == 5 && strcmp(argv[4], "mmsg") == 0;
+  if (argc != 4 && !mmsg) {
+    fprintf(stderr, "usage: fdloop <seqpacket|stream> <K> <N> [mmsg]\n");
     return 2;
   }
   int stream = strcmp(argv[1], "stream") == 0;
@@ -217,8 +287,8 @@ int main(int argc, char** argv) {
   if (pid < 0) die("fork");
   if (pid == 0) {
     close(sv[0]);
-    return receiver(sv[1], stream, k, n);
+    return receiver(sv[1], stream, mmsg, k, n);
   }
   close(sv[1]);
-  return sender(sv[0], stream, k, n, pid);
+  return sender(sv[0], stream, mmsg, k, n, pid);
 }

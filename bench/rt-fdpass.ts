@@ -6,7 +6,9 @@
 // The API used is the best the installed fdpass has ('best', the default), or with 'baseline' the one
 // fdpass 0.1.0 had, so that one script measures before and after (RT_SEND=write|send and
 // RT_CLOSE=closeFds|closeFd pick each side's API on their own):
-//   sender    write: `if (!channel.write(msg)) await once(channel, 'drain')` (Node's backpressure idiom)
+//   sender    writeMany: `if (!channel.writeMany(batch)) await once(channel, 'drain')`, 32 messages a
+//                    batch (one sendmmsg when the kernel takes them all; RT_BATCH=n for another size)
+//             write: `if (!channel.write(msg)) await once(channel, 'drain')` (Node's backpressure idiom)
 //             send:  `await channel.send(msg)` per message (a promise per message)
 //   receiver  closeFds: `closeFds(m.fds)` (one native call per message)
 //             closeFd:  `for (const fd of m.fds) closeFd(fd)`
@@ -21,7 +23,12 @@ import { closeFd, fdOf, openChannel, socketPair, type Channel, type Message, typ
 
 interface Writable {
   write(msg: { data?: Buffer; fds?: number[] }): boolean;
+  writeMany?(msgs: Array<{ data?: Buffer; fds?: number[] }>): boolean;
 }
+
+// writeMany's batch in the bench (RT_BATCH): by default as many messages as one sendmmsg of fdpass
+// carries.
+const BATCH = Number(process.env.RT_BATCH ?? 32);
 
 // What this fdpass offers (the same script runs against versions without write() or closeFds()).
 const closeFdsApi = (fdpass as { closeFds?: (fds: readonly number[]) => void }).closeFds;
@@ -110,12 +117,24 @@ async function sender(type: SocketKind, k: number, n: number, baseline: boolean,
   const msg = { data, fds };
   const checkpoint = Math.floor(n / 10);
   let early: { rss_kb: number; fds: number } | undefined;
-  const useWrite = (process.env.RT_SEND ? process.env.RT_SEND === 'write' : !baseline) && hasWrite(ch);
   const w = ch as unknown as Writable;
+  const wanted = process.env.RT_SEND ?? (baseline ? 'send' : 'writeMany');
+  const useWriteMany = wanted === 'writeMany' && typeof w.writeMany === 'function';
+  const useWrite = (useWriteMany || wanted === 'write') && hasWrite(ch);
 
   const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
-  if (useWrite) {
+  if (useWriteMany) {
+    const batch = new Array<typeof msg>(BATCH).fill(msg);
+    for (let i = 0; i < n; i += BATCH) {
+      const chunk = n - i >= BATCH ? batch : batch.slice(0, n - i);
+      if (!w.writeMany!(chunk)) await once(ch, 'drain');
+      if (soak && i < checkpoint && i + BATCH >= checkpoint) {
+        if ((ch as unknown as { writableNeedDrain?: boolean }).writableNeedDrain) await once(ch, 'drain');
+        early = snapshot();
+      }
+    }
+  } else if (useWrite) {
     for (let i = 0; i < n; i++) {
       if (!w.write(msg)) await once(ch, 'drain');
       if (soak && i + 1 === checkpoint) {
@@ -151,7 +170,7 @@ async function sender(type: SocketKind, k: number, n: number, baseline: boolean,
     `${JSON.stringify({
       elapsed_ns: Number(t1 - t0),
       sender_cpu_us: cpu.user + cpu.system,
-      mode: `${useWrite ? 'write' : 'send'}+${receiverReport.close}`,
+      mode: `${useWriteMany ? 'writeMany' : useWrite ? 'write' : 'send'}+${receiverReport.close}`,
       sender_maxrss_kb: maxRssKb(),
       receiver_maxrss_kb: receiverReport.maxrss_kb,
       ...(soak ? { sender: { early, end }, receiver: { early: receiverReport.early, end: receiverReport.end } } : {}),

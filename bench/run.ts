@@ -1,5 +1,6 @@
 // npm run bench — fdpass against Node's own handle passing and against the kernel's limit.
-//  1. The fd round trip (rt-fdpass, rt-node, fdloop.c): N messages of 8 bytes, each with K copies of one
+//  1. The fd round trip (rt-fdpass, rt-node, fdloop.c one syscall per message and fdloop.c mmsg, 32
+//     messages per sendmmsg/recvmmsg): N messages of 8 bytes, each with K copies of one
 //     listening TCP socket, from a sender process to a receiver process that closes every fd and
 //     acknowledges the end; K = 1, 64, 253 on seqpacket and stream. Each (implementation, socket type, K)
 //     gets an N calibrated to take about TARGET seconds, then REPS repetitions run interleaved and the
@@ -30,7 +31,7 @@ const OUT = path.join(__dirname, '..'); // .bench-out
 const ROOT = path.join(OUT, '..');
 const FDLOOP = path.join(OUT, 'fdloop');
 
-type Impl = 'fdpass' | 'c-epoll' | 'node-core';
+type Impl = 'fdpass' | 'c-epoll' | 'c-mmsg' | 'node-core';
 type SockType = 'seqpacket' | 'stream';
 
 interface Run {
@@ -60,6 +61,8 @@ function runOnce(impl: Impl, type: SockType, k: number, n: number): Promise<Run>
   switch (impl) {
     case 'c-epoll':
       return runJson(FDLOOP, [type, String(k), String(n)]);
+    case 'c-mmsg':
+      return runJson(FDLOOP, [type, String(k), String(n), 'mmsg']);
     case 'fdpass':
       return runJson(process.execPath, [
         path.join(__dirname, 'rt-fdpass.js'),
@@ -109,6 +112,7 @@ async function roundTrip(): Promise<void> {
   for (const type of types) {
     for (const k of ks) {
       cells.push({ impl: 'c-epoll', type, k, n: 0, times: [], rss: [] });
+      cells.push({ impl: 'c-mmsg', type, k, n: 0, times: [], rss: [] });
       cells.push({ impl: 'fdpass', type, k, n: 0, times: [], rss: [] });
       // Node's IPC channel is always a stream socket: one node-core measurement per K serves both rows.
       if (type === 'stream') cells.push({ impl: 'node-core', type, k, n: 0, times: [], rss: [] });
@@ -157,12 +161,14 @@ async function roundTrip(): Promise<void> {
     'K',
     'C msgs/s',
     'C fds/s',
+    'C mmsg msgs/s',
     'fdpass msgs/s',
     'fdpass fds/s',
     'spread',
     'node msgs/s',
     'node fds/s',
     'fdpass÷C',
+    'fdpass÷C mmsg',
     'fdpass÷node',
     'fdpass RSS',
   ];
@@ -170,6 +176,7 @@ async function roundTrip(): Promise<void> {
   for (const type of types) {
     for (const k of ks) {
       const c = find('c-epoll', type, k)!;
+      const cm = find('c-mmsg', type, k)!;
       const f = find('fdpass', type, k)!;
       const nc = find('node-core', type, k)!;
       rows.push([
@@ -177,12 +184,14 @@ async function roundTrip(): Promise<void> {
         String(k),
         fmt(rate(c)),
         fmt(rate(c) * k),
+        fmt(rate(cm)),
         fmt(rate(f)),
         fmt(rate(f) * k),
         spread(f),
         fmt(rate(nc)),
         fmt(rate(nc) * k),
         `${(rate(f) / rate(c)).toFixed(2)}×`,
+        `${(rate(f) / rate(cm)).toFixed(2)}×`,
         `${(rate(f) / rate(nc)).toFixed(0)}×`,
         `${(Math.max(...f.rss) / 1024).toFixed(0)} MB`,
       ]);
@@ -199,7 +208,12 @@ async function roundTrip(): Promise<void> {
 // 'write+closeFds' -> what the sender and the receiver called.
 function describeApi(mode: string): string {
   const [send, close] = mode.split('+');
-  const sender = send === 'write' ? "sender `if (!ch.write(m)) await once(ch, 'drain')`" : 'sender `await ch.send(m)`';
+  const sender =
+    send === 'writeMany'
+      ? "sender `if (!ch.writeMany(batchOf32)) await once(ch, 'drain')`"
+      : send === 'write'
+        ? "sender `if (!ch.write(m)) await once(ch, 'drain')`"
+        : 'sender `await ch.send(m)`';
   const receiver = close === 'closeFds' ? 'receiver `closeFds(m.fds)`' : 'receiver `for (const fd of m.fds) closeFd(fd)`';
   return `${sender}, ${receiver}`;
 }

@@ -52,9 +52,21 @@ interface PendingSend {
   reject: (e: unknown) => void;
 }
 
-// Spare room past maxMessageSize in each channel's read buffer: one wakeup then brings several
-// messages to JS in one call (a message is only read while a full-size one would still fit).
-const READ_SLACK = 16 * 1024;
+// Most messages one native sendBatch() takes (one sendmmsg when the kernel takes them all).
+const SEND_BATCH = binding.ChannelPoller.SEND_BATCH;
+
+// A channel reads with recvmmsg into full-size slots (maxMessageSize each) of its read buffer, up to
+// READ_BUDGET slots per call. The buffer is one per thread (module instance), READ_BATCH_BYTES long
+// and shared by every channel whose maxMessageSize it holds, as READ_INFO is: a batch is copied out
+// of it (decodeBatch) before any user code runs. A channel with larger messages reads into its own.
+const READ_BATCH_BYTES = 2 * 1024 * 1024;
+let sharedReadBuffer: Buffer | undefined;
+
+function readBufferFor(bufferSize: number): Buffer {
+  if (bufferSize > READ_BATCH_BYTES) return Buffer.allocUnsafeSlow(bufferSize);
+  sharedReadBuffer ??= Buffer.allocUnsafeSlow(READ_BATCH_BYTES);
+  return sharedReadBuffer;
+}
 
 function ignore(): void {}
 
@@ -122,13 +134,13 @@ export class Channel extends EventEmitter {
     this.#onClose = onClose;
     const { bufferSize, maxFds } = validateChannelOptions(opts);
     this.#maxFds = maxFds;
-    this.#readBuffer = Buffer.allocUnsafeSlow(bufferSize + READ_SLACK);
+    this.#readBuffer = readBufferFor(bufferSize);
     this.#outgoing = new OutgoingStage(kind);
     this.#poller = new binding.ChannelPoller(
       fd,
       type,
       bufferSize,
-      (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmsg'),
+      (count, eof, errno, syscall) => this.#onRead(count, eof, errno, syscall ?? 'recvmmsg'),
       (lastId) => this.#onSent(lastId),
       (errno, syscall) => this.#onError(systemError(errno, syscall)),
       this.#readBuffer,
@@ -213,6 +225,42 @@ export class Channel extends EventEmitter {
     const id = poller.send(data, this.#outgoing.count);
     if (id === 0) return true; // nothing was queued before it either: the queue is empty
     this.#sends.set(id, { resolve: ignore, reject: ignore });
+    this.#needDrain = true;
+    return false;
+  }
+
+  /**
+   * Sends several messages at once, each with its own descriptors, in as few system calls as the
+   * kernel allows (`sendmmsg`, up to 32 messages a call) instead of one `sendmsg` each. The message rules
+   * and the return value are {@link Channel.write}'s: `false` when some had to be queued (they still
+   * go out, in order; wait for `'drain'`). Message boundaries are kept on seqpacket and dgram channels.
+   * The fds stay yours: you may close them as soon as this returns.
+   *
+   * Every message is checked before any is sent: a bad one throws and none goes. A system error
+   * throws only when the kernel refuses the first message; after that, a failure fails the channel,
+   * as for a queued `write()`.
+   */
+  writeMany(messages: readonly OutgoingMessage[]): boolean {
+    if (!Array.isArray(messages)) throw invalidArgType('messages', 'an instance of Array', messages);
+    const total = messages.length;
+    const stage = this.#outgoing;
+    if (total > SEND_BATCH) stage.checkAll(messages); // staging checks the first batch itself
+    let queued = false;
+    for (let from = 0; from < total; from += SEND_BATCH) {
+      const to = Math.min(total, from + SEND_BATCH);
+      const data = stage.stageBatch(messages, from, to);
+      const poller = this.#poller;
+      if (this.#closed || this.#closing !== null || poller === null) {
+        throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
+      }
+      if (stage.count === 0) continue;
+      const id = poller.sendBatch(data, stage.layout, stage.count);
+      if (id !== 0) {
+        this.#sends.set(id, { resolve: ignore, reject: ignore });
+        queued = true;
+      }
+    }
+    if (!queued) return !this.#needDrain;
     this.#needDrain = true;
     return false;
   }

@@ -19,12 +19,12 @@ export function closeQuietly(fds: readonly number[]): void {
 }
 
 /** Validates `fds` and copies them into `into` (the typed array native code reads). */
-export function copyFds(fds: readonly unknown[], into: Int32Array, name: string): void {
+export function copyFds(fds: readonly unknown[], into: Int32Array, name: string, at = 0): void {
   for (let i = 0; i < fds.length; i++) {
     const fd = fds[i];
     // The inline test is the hot path; validateFd only runs to build the error.
     if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) validateFd(fd, `${name}[${i}]`);
-    into[i] = fd as number;
+    into[at + i] = fd as number;
   }
 }
 

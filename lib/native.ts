@@ -52,6 +52,15 @@ export interface NativeChannelPoller extends NativePollerBase {
    * message, else an id that onSent later reports.
    */
   send(data: Uint8Array | null, nfds: number): number;
+  /**
+   * Sends `count` (<= SEND_BATCH) messages in as few sendmmsg calls as the kernel allows, each with
+   * its own descriptors; what it does not take is queued in order, as send() queues. Message i has
+   * layout[2i] bytes, back to back in `data`, and layout[2i + 1] descriptors, back to back in
+   * `layout` from SEND_BATCH_FDS (layout: SEND_BATCH_LAYOUT_LENGTH int32s). 0 when the kernel took
+   * every message, else the id of the last queued one, which onSent later reports. Throws the system
+   * error when the kernel refuses the first message; a later refusal reaches onError through the queue.
+   */
+  sendBatch(data: Uint8Array, layout: Int32Array, count: number): number;
   /** Closes the received fds JS has not handed to the application (those past readTaken[0]): close() leaves them held. */
   dropHeld(): void;
   readonly queued: number;
@@ -60,7 +69,8 @@ export interface NativeChannelPoller extends NativePollerBase {
 export interface NativeChannelPollerConstructor {
   /**
    * readBuffer (at least bufferSize bytes; the spare room lets one batch hold several
-   * messages) and readInfo (READ_INFO_LENGTH int32s, shareable by every poller) carry each read batch
+   * messages; shareable by every poller of a thread) and readInfo (READ_INFO_LENGTH int32s, shareable
+   * by every poller) carry each read batch
    * to onRead; sendFds (253 int32s) carries the descriptors of send().
    *
    * readInfo's layout, the one description of it (native/channel_poller.cc fills it, lib/read-batch.ts reads
@@ -72,7 +82,9 @@ export interface NativeChannelPollerConstructor {
    * - from READ_INFO_FDS, every descriptor of the batch, message after message;
    * - from READ_INFO_CRED, per message i, the sender's [pid, uid, gid] (SO_PASSCRED sockets; pid -1
    *   when the message carried no credentials).
-   * The bytes of the batch's messages lie back to back in readBuffer, from 0.
+   * The bytes of the batch's messages lie back to back in readBuffer, from 0. A poller reads with
+   * recvmmsg into full-size slots of readBuffer (bufferSize bytes each, as many as it
+   * holds, up to READ_BUDGET) and moves each message down to lie after the previous one.
    *
    * The poller keeps owning the received descriptors until JS hands their message to the application
    * and adds their count to readTaken[0] (one Int32Array per poller; the poller resets it to 0 at each
@@ -93,6 +105,11 @@ export interface NativeChannelPollerConstructor {
   ): NativeChannelPoller;
   /** Most messages one read batch delivers. */
   readonly READ_BUDGET: number;
+  /** Most messages one sendBatch() takes. */
+  readonly SEND_BATCH: number;
+  /** Where sendBatch()'s layout holds the descriptors, and the length it must have. */
+  readonly SEND_BATCH_FDS: number;
+  readonly SEND_BATCH_LAYOUT_LENGTH: number;
   /** Where readInfo's per-message [byte length, descriptor count] pairs start. */
   readonly READ_INFO_MESSAGES: number;
   /** Where readInfo's descriptors start. */

@@ -4,9 +4,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "args.h"
 #include "errors.h"
@@ -23,6 +25,9 @@ constexpr int32_t kDroppedTrunc = 2;
 constexpr size_t kReadFdsCapacity = static_cast<size_t>(kReadBudget) * kMaxFdsPerMessage;
 constexpr size_t kReadInfoCred = kReadInfoFds + kReadFdsCapacity;
 constexpr size_t kReadInfoLength = kReadInfoCred + 3 * static_cast<size_t>(kReadBudget);
+// sendBatch's layout (described at NativeChannelPoller.sendBatch in lib/native.ts).
+constexpr size_t kSendBatchFds = 2 * kMaxBatch;
+constexpr size_t kSendBatchLayoutLength = kSendBatchFds + kMaxBatch * kMaxFdsPerMessage;
 
 }  // namespace
 
@@ -30,10 +35,14 @@ Napi::Function ChannelPoller::Define(Napi::Env env) {
   std::vector<PropertyDescriptor> props = CommonMethods<ChannelPoller>();
   props.insert(
       props.end(),
-      {InstanceMethod<&ChannelPoller::Send>("send"),
+      {InstanceMethod<&ChannelPoller::Send>("send"), InstanceMethod<&ChannelPoller::SendBatch>("sendBatch"),
        InstanceMethod<&ChannelPoller::DropHeldMethod>("dropHeld"),
        InstanceAccessor<&ChannelPoller::GetQueued>("queued"),
        StaticValue("READ_BUDGET", Napi::Number::New(env, kReadBudget)),
+       StaticValue("SEND_BATCH", Napi::Number::New(env, static_cast<double>(kMaxBatch))),
+       StaticValue("SEND_BATCH_FDS", Napi::Number::New(env, static_cast<double>(kSendBatchFds))),
+       StaticValue("SEND_BATCH_LAYOUT_LENGTH",
+                   Napi::Number::New(env, static_cast<double>(kSendBatchLayoutLength))),
        StaticValue("READ_INFO_MESSAGES", Napi::Number::New(env, static_cast<double>(kReadInfoMessages))),
        StaticValue("READ_INFO_FDS", Napi::Number::New(env, static_cast<double>(kReadInfoFds))),
        StaticValue("DROPPED_CTRUNC", Napi::Number::New(env, kDroppedCtrunc)),
@@ -81,6 +90,11 @@ ChannelPoller::ChannelPoller(const Napi::CallbackInfo& info)
   read_taken_ = read_taken.As<Napi::Int32Array>().Data();
   read_taken_ref_ = Napi::Persistent(read_taken.As<Napi::Int32Array>());
   *read_taken_ = 0;
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    fd_limit_ = static_cast<size_t>(limit.rlim_cur);
+  }
+  fd_high_ = static_cast<size_t>(fd);
   addon_->holders.insert(this);
   tracked_ = true;
 }
@@ -131,6 +145,9 @@ void ChannelPoller::OnReadable() { ReadBatch(); }
 // One batch: up to kReadBudget messages, their bytes into readBuffer and their layout and descriptors
 // into readInfo, then one call into JS, which copies out what it keeps before any user code runs.
 // Nothing is allocated per message and no napi value is made per message or per descriptor.
+// Each recvmmsg fills as many full-size slots as readBuffer has room for (a stream's chunks too: the
+// kernel ends a chunk where another sender's fds begin), and each message is then moved down to lie
+// right after the previous one.
 bool ChannelPoller::ReadBatch() {
   napi_env env = env_;
   int32_t* info = read_info_;
@@ -139,49 +156,74 @@ bool ChannelPoller::ReadBatch() {
   uint32_t count = 0;
   bool eof = false;
   int err = 0;
+  ReceivedMessage received[kMaxBatch];
 
-  for (int i = 0; i < kReadBudget; i++) {
-    if (read_capacity_ - offset < max_message_) break;  // no room for a full-size message: next wakeup
-    size_t mark = fds.size();
-    ReceivedMessage m;
-    int rc = ReceiveMessage(fd_.get(), read_data_ + offset, max_message_, &fds, &m);
-    if (rc == -EAGAIN) break;
+  for (int calls = 0; calls < kReadBudget && count < static_cast<uint32_t>(kReadBudget) && !eof; calls++) {
+    size_t room = (read_capacity_ - offset) / max_message_;  // full-size slots left
+    size_t want = std::min(room, static_cast<size_t>(kReadBudget) - count);
+    // A message whose fds hit RLIMIT_NOFILE (MSG_CTRUNC) keeps those that arrived open until recvmmsg
+    // returns, so with more entries after it in the same call, their fds could find the table full
+    // where, read one by one, they would not. Batch only as many messages of 253 fds as the
+    // descriptor numbers left below the limit (above the highest this poller has seen) can hold.
+    size_t fd_room = fd_limit_ > fd_high_ ? (fd_limit_ - fd_high_) / kMaxFdsPerMessage : 0;
+    want = std::min(want, std::max<size_t>(fd_room, 1));
+    if (want == 0) break;  // no room for a full-size message: next wakeup
+    uint8_t* slots = read_data_ + offset;
+    int got = ReceiveMessages(fd_.get(), slots, max_message_, want, &fds, received);
+    if (got == -EAGAIN) break;
     // Datagram-style receives (seqpacket, dgram) report a pending ECONNRESET (the peer closed with our
     // data unread) before the messages still queued (net/core/datagram.c checks sock_error first) and
     // clear it: read on, the messages and then end-of-file follow.
-    if (rc == -ECONNRESET && socket_type_ != SOCK_STREAM) continue;
-    if (rc < 0) {
-      err = rc;
+    if (got == -ECONNRESET && socket_type_ != SOCK_STREAM) continue;
+    if (got < 0) {
+      err = got;
       break;
     }
-    // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
-    // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.)
-    if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && socket_type_ != SOCK_DGRAM) {
-      eof = true;
-      break;
-    }
-    if (m.fds_truncated || m.data_truncated) {
-      // The message is unusable: what arrived of its fds closes now; JS is told what was lost.
-      fds.ShrinkTo(mark);
-      info[kReadInfoMessages + 2 * count] = -1;
-      info[kReadInfoMessages + 2 * count + 1] =
-          (m.fds_truncated ? kDroppedCtrunc : 0) | (m.data_truncated ? kDroppedTrunc : 0);
+    size_t mark = fds.size();  // where entry j's fds start, once those of the entries before it are taken off
+    for (int j = 0; j < got; j++) mark -= received[j].nfds;
+    for (int j = 0; j < got; j++) {
+      const ReceivedMessage& m = received[j];
+      // Zero bytes and no fds is EOF on a stream or seqpacket socket; on a datagram socket it is an
+      // empty datagram. (An fd-only seqpacket message has fds, so it is never taken for EOF.) The
+      // batch ends there: a later entry is EOF again or, after an empty seqpacket message that a peer
+      // sent as a fake EOF, a message never delivered, whose fds close now (as they would have with
+      // the socket, had it stayed in the kernel's queue).
+      if (m.length == 0 && m.nfds == 0 && !m.fds_truncated && !m.data_truncated &&
+          socket_type_ != SOCK_DGRAM) {
+        fds.ShrinkTo(mark);
+        eof = true;
+        break;
+      }
+      mark += m.nfds;
+      if (m.fds_truncated || m.data_truncated) {
+        // The message is unusable: what arrived of its fds was closed; JS is told what was lost.
+        info[kReadInfoMessages + 2 * count] = -1;
+        info[kReadInfoMessages + 2 * count + 1] =
+            (m.fds_truncated ? kDroppedCtrunc : 0) | (m.data_truncated ? kDroppedTrunc : 0);
+        count++;
+        continue;
+      }
+      // Its slot lies at or past offset: move the bytes down so the batch's messages lie back to back.
+      const uint8_t* slot = slots + static_cast<size_t>(j) * max_message_;
+      if (slot != read_data_ + offset && m.length > 0) memmove(read_data_ + offset, slot, m.length);
+      info[kReadInfoMessages + 2 * count] = static_cast<int32_t>(m.length);
+      info[kReadInfoMessages + 2 * count + 1] = static_cast<int32_t>(m.nfds);
+      int32_t* cred = info + kReadInfoCred + 3 * count;
+      cred[0] = m.has_cred ? m.pid : -1;
+      if (m.has_cred) {
+        cred[1] = m.uid;
+        cred[2] = m.gid;
+      }
+      offset += m.length;
       count++;
-      continue;
     }
-    info[kReadInfoMessages + 2 * count] = static_cast<int32_t>(m.length);
-    info[kReadInfoMessages + 2 * count + 1] = static_cast<int32_t>(m.nfds);
-    int32_t* cred = info + kReadInfoCred + 3 * count;
-    cred[0] = m.has_cred ? m.pid : -1;
-    if (m.has_cred) {
-      cred[1] = m.uid;
-      cred[2] = m.gid;
-    }
-    offset += m.length;
-    count++;
+    if (static_cast<size_t>(got) < want) break;  // the queue is empty (MSG_WAITFORONE took what was there)
   }
   info[0] = static_cast<int32_t>(count);
   info[1] = static_cast<int32_t>(fds.size());
+  for (size_t k = 0; k < fds.size(); k++) {
+    fd_high_ = std::max(fd_high_, static_cast<size_t>(info[kReadInfoFds + k]));
+  }
 
   if (eof || err != 0) {
     reading_ = false;
@@ -191,7 +233,7 @@ bool ChannelPoller::ReadBatch() {
   napi_value args[4];
   if (napi_create_uint32(env, count, &args[0]) != napi_ok ||
       napi_get_boolean(env, eof, &args[1]) != napi_ok || napi_create_int32(env, err, &args[2]) != napi_ok ||
-      (err != 0 ? napi_create_string_utf8(env, "recvmsg", NAPI_AUTO_LENGTH, &args[3])
+      (err != 0 ? napi_create_string_utf8(env, "recvmmsg", NAPI_AUTO_LENGTH, &args[3])
                 : napi_get_undefined(env, &args[3])) != napi_ok) {
     // JS can no longer run: the batch's fds close here instead of leaking into a dead batch.
     reading_ = false;
@@ -208,30 +250,42 @@ bool ChannelPoller::ReadBatch() {
   return true;
 }
 
+// Flushes the queue front to back, up to kMaxBatch messages per sendmmsg, each with its own fds.
 void ChannelPoller::OnWritable() {
   Napi::Env env(env_);
   uint32_t last_done = 0;
   int err = 0;
   uint32_t failed_id = 0;
-  while (!queue_.empty()) {
-    Outgoing& m = queue_.front();
-    std::vector<int> raw;
-    raw.reserve(m.fds.size());
-    for (auto& fd : m.fds) raw.push_back(fd.get());
-    size_t len = m.data.size() - m.offset;
-    ssize_t n = SendMessage(fd_.get(), m.data.data() + m.offset, len, raw.data(), raw.size());
-    if (n == -EAGAIN) break;
-    if (n < 0) {
-      err = static_cast<int>(n);
-      failed_id = m.id;
+  bool stream = socket_type_ == SOCK_STREAM;
+  OutgoingMessage batch[kMaxBatch];
+  // The dups' numbers, each message's in its own range (32 KiB: per thread, not on a Worker's stack).
+  thread_local int raw[kMaxBatch * kMaxFdsPerMessage];
+  while (!queue_.empty() && err == 0) {
+    size_t n = std::min(queue_.size(), kMaxBatch);
+    for (size_t i = 0; i < n; i++) {
+      Outgoing& m = queue_[i];
+      int* fds = raw + i * kMaxFdsPerMessage;
+      for (size_t k = 0; k < m.fds.size(); k++) fds[k] = m.fds[k].get();
+      batch[i] = {m.data.data() + m.offset, m.data.size() - m.offset, fds, m.fds.size(), 0};
+    }
+    int got = SendMessages(fd_.get(), stream, batch, n);
+    if (got == -EAGAIN) break;
+    if (got < 0) {
+      err = got;
+      failed_id = queue_.front().id;
       break;
     }
-    // unix(7): the fds went out with the first byte; never attach them again.
-    m.fds.clear();
-    m.offset += static_cast<size_t>(n);
-    if (m.offset < m.data.size()) continue;  // partial stream write: send the rest
-    last_done = m.id;
-    queue_.pop_front();
+    for (int i = 0; i < got; i++) {
+      Outgoing& m = queue_.front();
+      // unix(7): the fds went out with the first byte; never attach them again.
+      m.fds.clear();
+      m.offset += batch[i].sent;
+      if (m.offset < m.data.size()) break;  // partial stream write (the batch's last): the rest next
+
+      last_done = m.id;
+      queue_.pop_front();
+    }
+    // got < n: the kernel stopped (full, or an error that the next call reports): try again.
   }
   if (err != 0) {
     // The socket is broken for writing; every queued message fails (their dup'd fds close).
@@ -241,8 +295,8 @@ void ChannelPoller::OnWritable() {
   UpdatePolling();
   if (last_done != 0) Call(on_sent_, {Napi::Number::New(env, last_done)});
   if (err != 0 && !closed()) {
-    Call(on_error_,
-         {Napi::Number::New(env, err), Napi::String::New(env, "sendmsg"), Napi::Number::New(env, failed_id)});
+    Call(on_error_, {Napi::Number::New(env, err), Napi::String::New(env, "sendmmsg"),
+                     Napi::Number::New(env, failed_id)});
   }
 }
 
@@ -294,25 +348,120 @@ Napi::Value ChannelPoller::Send(const Napi::CallbackInfo& info) {
     if (n > 0) sent = static_cast<size_t>(n);
   }
 
+  uint32_t id = 0;
+  if (!Enqueue(env, data + sent, len - sent, sent == 0 ? fds : nullptr, sent == 0 ? count : 0, &id)) {
+    return env.Undefined();
+  }
+  UpdatePolling();
+  return Napi::Number::New(env, id);
+}
+
+// Queues what the kernel has not taken of one message: its unsent bytes and, when none of it went
+// yet, duplicates of its fds, so that the caller may close its copies now (DESIGN.md §4). False (a
+// system error thrown) when a dup fails; nothing of the message is queued then.
+bool ChannelPoller::Enqueue(Napi::Env env, const uint8_t* data, size_t len, const int* fds, size_t nfds,
+                            uint32_t* id) {
   Outgoing m;
+  m.data.assign(data, data + len);
+  m.fds.reserve(nfds);
+  for (size_t k = 0; k < nfds; k++) {
+    int dup = fcntl(fds[k], F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) {
+      ThrowSystemError(env, -errno, "fcntl");
+      return false;  // m's dups close here
+    }
+    m.fds.emplace_back(dup);
+  }
   m.id = next_id_++;
   if (next_id_ == 0) next_id_ = 1;
-  m.data.assign(data + sent, data + len);
-  if (sent == 0) {
-    // Not sent yet: hold duplicates so the caller may close its copies now (DESIGN.md §4).
-    m.fds.reserve(count);
-    for (size_t k = 0; k < count; k++) {
-      int dup = fcntl(fds[k], F_DUPFD_CLOEXEC, 0);
-      if (dup < 0) {
-        int e = -errno;
-        ThrowSystemError(env, e, "fcntl");
-        return env.Undefined();  // m's dups close here
+  *id = m.id;
+  queue_.push_back(std::move(m));
+  return true;
+}
+
+// sendBatch(data: Uint8Array, layout: Int32Array, count) -> as send(), for `count` (<= SEND_BATCH)
+// messages staged by JS: message i has layout[2i] bytes (back to back in data) and layout[2i + 1]
+// fds (back to back in layout from SEND_BATCH_FDS). They leave in as few sendmmsg calls as the kernel
+// allows, and what it does not take is queued behind them in order, as send() queues. Throws when
+// the kernel refuses the first message at once; a later refusal is left to the queue (which reports
+// it through onError), so that no message after a sent one is lost without a word.
+Napi::Value ChannelPoller::SendBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint8_t* data;
+  size_t len;
+  Napi::TypedArray layout_array;
+  int count;
+  if (!ReadBytes(info, 0, &data, &len) ||
+      !ReadTypedArray(info, 1, napi_int32_array, kSendBatchLayoutLength,
+                      "layout must be an Int32Array of SEND_BATCH_LAYOUT_LENGTH elements", &layout_array) ||
+      !ReadInt32(info, 2, &count, 0, static_cast<int>(kMaxBatch))) {
+    return env.Undefined();
+  }
+  const int32_t* layout = layout_array.As<Napi::Int32Array>().Data();
+  bool stream = socket_type_ == SOCK_STREAM;
+  OutgoingMessage batch[kMaxBatch];
+  size_t offset = 0, fd_offset = kSendBatchFds;
+  for (int i = 0; i < count; i++) {
+    int32_t mlen = layout[2 * i], nfds = layout[2 * i + 1];
+    // lib/ staged and checked these; the re-check, as args.h does for arguments.
+    if (mlen < 0 || static_cast<size_t>(mlen) > len - offset || nfds < 0 || nfds > kMaxFdsPerMessage ||
+        (stream && mlen == 0 && nfds > 0)) {
+      ThrowRangeError(env, "ERR_OUT_OF_RANGE", "a staged message's length or fd count is out of range");
+      return env.Undefined();
+    }
+    const int32_t* fds = layout + fd_offset;
+    for (int32_t k = 0; k < nfds; k++) {
+      if (fds[k] < 0) {
+        ThrowRangeError(env, "ERR_OUT_OF_RANGE", "fds must be integers >= 0");
+        return env.Undefined();
       }
-      m.fds.emplace_back(dup);
+    }
+    batch[i] = {data + offset, static_cast<size_t>(mlen), fds, static_cast<size_t>(nfds), 0};
+    offset += static_cast<size_t>(mlen);
+    fd_offset += static_cast<size_t>(nfds);
+  }
+  if (!fd_.valid()) {
+    ThrowSystemError(env, -EBADF, "sendmmsg");
+    return env.Undefined();
+  }
+  if (write_failed_) {
+    ThrowSystemError(env, -EPIPE, "sendmmsg");
+    return env.Undefined();
+  }
+
+  size_t done = 0;     // messages the kernel took whole
+  size_t partial = 0;  // bytes it took of the next one (a stream's short write)
+  while (queue_.empty() && done < static_cast<size_t>(count)) {
+    size_t attempted = BatchLength(stream, batch + done, static_cast<size_t>(count) - done);
+    int got = SendMessages(fd_.get(), stream, batch + done, attempted);
+    if (got == -EAGAIN) break;
+    if (got < 0) {
+      if (done == 0) {
+        ThrowSystemError(env, got, "sendmmsg");
+        return env.Undefined();
+      }
+      break;  // the rest is queued: the queue's next sendmmsg meets the error and reports it
+    }
+    size_t took = static_cast<size_t>(got);
+    OutgoingMessage& last = batch[done + took - 1];
+    if (last.sent < last.len) {  // partial stream write: the rest waits in the queue, fds gone with it
+      done += took - 1;
+      partial = last.sent;
+      break;
+    }
+    done += took;
+    if (took < attempted) break;  // the kernel stopped: full (or an error the queue will meet)
+  }
+  uint32_t id = 0;
+  for (size_t i = done; i < static_cast<size_t>(count); i++) {
+    const OutgoingMessage& m = batch[i];
+    size_t skip = i == done ? partial : 0;
+    if (!Enqueue(env, static_cast<const uint8_t*>(m.data) + skip, m.len - skip, skip == 0 ? m.fds : nullptr,
+                 skip == 0 ? m.nfds : 0, &id)) {
+      UpdatePolling();  // what was queued before the failed dup still goes
+      return env.Undefined();
     }
   }
-  uint32_t id = m.id;
-  queue_.push_back(std::move(m));
   UpdatePolling();
   return Napi::Number::New(env, id);
 }

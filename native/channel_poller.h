@@ -1,10 +1,12 @@
 // ChannelPoller: the JS-visible owner of one connected socket (a Channel's): readable -> drain recvmsg
-// into memory shared with JS (budgeted), writable -> flush the send queue; the received fds it holds.
+// into memory shared with JS (budgeted, recvmmsg), writable -> flush the send queue (sendmmsg); the
+// received fds it holds.
 #ifndef FDPASS_CHANNEL_POLLER_H_
 #define FDPASS_CHANNEL_POLLER_H_
 
 #include <napi.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <vector>
@@ -44,6 +46,8 @@ class ChannelPoller : public Napi::ObjectWrap<ChannelPoller>, public PollBase {
   };
 
   Napi::Value Send(const Napi::CallbackInfo& info);
+  Napi::Value SendBatch(const Napi::CallbackInfo& info);
+  bool Enqueue(Napi::Env env, const uint8_t* data, size_t len, const int* fds, size_t nfds, uint32_t* id);
   Napi::Value DropHeldMethod(const Napi::CallbackInfo& info);
   Napi::Value GetQueued(const Napi::CallbackInfo& info);
 
@@ -73,6 +77,10 @@ class ChannelPoller : public Napi::ObjectWrap<ChannelPoller>, public PollBase {
   Napi::Reference<Napi::Int32Array> read_taken_ref_;
   int32_t* read_taken_ = nullptr;
   bool tracked_ = false;  // in Addon::holders
+  // RLIMIT_NOFILE's soft limit when the poller was made, and the highest descriptor number it has
+  // seen (its socket's, received ones'): how many fds a read batch can take (ReadBatch).
+  size_t fd_limit_ = SIZE_MAX;
+  size_t fd_high_ = 0;
   Napi::FunctionReference on_read_, on_sent_;
 };
 

@@ -1,10 +1,11 @@
-// The fast-path API (Channel#write + 'drain', closeFds) and the batched receive path behind it.
+// The fast-path API (Channel#write + 'drain', writeMany, closeFds) and the batched receive path behind it.
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { closeFd, closeFds, dupFd, inspect, socketPair, MAX_FDS_PER_MESSAGE, type Message } from 'fdpass';
 import { tmpPath } from './helpers/tmp';
 import { closePair } from './helpers/sockets';
+import { fifoFds } from './helpers/fds';
 
 function openFile(name: string, text: string): number {
   const p = tmpPath(name);
@@ -202,5 +203,51 @@ describe('Channel#write and closeFds', () => {
     await done;
     assert.deepEqual(seen, ['0', '1', '2', '3', '4', '5']);
     await closePair(a, b);
+  });
+});
+
+describe('writeMany()', () => {
+  for (const type of ['seqpacket', 'stream', 'dgram'] as const) {
+    it(`${type}: 100 messages, 0 to 4 fds each, arrive in order with their own fds`, async () => {
+      const [a, b] = socketPair({ type });
+      const [r, w] = fifoFds();
+      const messages = Array.from({ length: 100 }, (_, i) => ({
+        data: `m${String(i).padStart(3, '0')};`,
+        fds: Array.from({ length: i % 5 }, (_, k) => (k % 2 === 0 ? r : w)),
+      }));
+      const drained = a.writeMany(messages) ? Promise.resolve() : new Promise((resolve) => a.once('drain', resolve));
+      fs.closeSync(r);
+      fs.closeSync(w);
+      let text = '';
+      let fds = 0;
+      for (let got = 0; type === 'stream' ? text.length < 500 : got < 100; got++) {
+        const m = await b.receive();
+        if (type !== 'stream') {
+          assert.equal(m.data.toString(), messages[got]!.data, 'boundaries and order kept');
+          assert.equal(m.fds.length, got % 5, `message ${got}: its own fds`);
+        }
+        for (const [k, fd] of m.fds.entries()) assert.equal(inspect(fd).kind, 'pipe', `fd ${k}`);
+        text += m.data.toString();
+        fds += m.fds.length;
+        for (const fd of m.fds) closeFd(fd);
+      }
+      await drained;
+      assert.equal(text, messages.map((m) => m.data).join(''));
+      assert.equal(fds, 200);
+      await closePair(a, b);
+    });
+  }
+
+  it('a bad 41st message throws before any of the 40 before it is sent', async () => {
+    const [a, b] = socketPair();
+    const messages: Array<{ data: string; fds?: number[] }> = Array.from({ length: 40 }, (_, i) => ({ data: `m${i}` }));
+    messages.push({ data: 'bad', fds: [-1] });
+    assert.throws(() => a.writeMany(messages), { code: 'ERR_OUT_OF_RANGE', message: /messages\[40\]\.fds\[0\]/ });
+    assert.throws(() => a.writeMany([{ data: 'ok' }, {}]), { code: 'ERR_INVALID_ARG_VALUE', message: /messages\[1\]/ });
+    assert.throws(() => a.writeMany({} as never), { code: 'ERR_INVALID_ARG_TYPE' });
+    await a.send({ data: 'first' });
+    assert.equal((await b.receive()).data.toString(), 'first', 'nothing of the refused batches went out');
+    await closePair(a, b);
+    assert.throws(() => a.writeMany([{ data: 'late' }]), { code: 'ERR_FDPASS_CLOSED' });
   });
 });

@@ -12,6 +12,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import {
+  bindDgram,
   handoff,
   listen,
   connect,
@@ -141,6 +142,98 @@ describe('hostile peers (same uid, raw sockets)', () => {
         await endRawPeer(peer, ch);
       });
     }
+
+    describe('a mix of oversized and fd-overflowing messages inside one recvmmsg batch', () => {
+      // maxMessageSize 64, maxFds 2: message 2 and 7 are over 64 bytes (MSG_TRUNC), 4 and 6 carry more
+      // than 2 fds; the others arrive, fd-only (5) and empty of fds (3) among them.
+      const SPECS = ['4:1', '100:2', '3:0', '10:3', '0:2', '64:253', '65:0', '5:2'];
+      const EXPECTED = [
+        'm1xx/1',
+        'ERR_FDPASS_TRUNCATED',
+        'm3x/0',
+        'ERR_FDPASS_TOO_MANY_FDS',
+        '/2',
+        'ERR_FDPASS_TOO_MANY_FDS',
+        'ERR_FDPASS_TRUNCATED',
+        'm8xxx/2',
+      ];
+      const OPTIONS = { maxMessageSize: 64, maxFds: 2 };
+
+      // Each message's outcome: "data/fd count" (every fd checked to be the marker, then closed) or the
+      // error code that took its place; no copy of the marker may stay open after the last one.
+      async function outcomes(ch: Channel, marker: string, paced: boolean): Promise<string[]> {
+        const seen: string[] = [];
+        for (let k = 0; k < SPECS.length; k++) {
+          if (paced && k > 0) await ch.send({ data: 'next' });
+          try {
+            const m = await ch.receive({ timeout: 5000 });
+            for (const fd of m.fds) assert.equal(fs.readlinkSync(`/proc/self/fd/${fd}`), marker);
+            for (const fd of m.fds) fs.closeSync(fd);
+            seen.push(`${m.data.toString()}/${m.fds.length}`);
+          } catch (err) {
+            seen.push((err as { code?: string }).code ?? String(err));
+          }
+        }
+        // (Until then the batch's later messages held theirs.)
+        assert.equal(holdsFile(openFds(), marker), 0, 'a copy of the marker stayed open');
+        return seen;
+      }
+
+      it('seqpacket: each message is refused or delivered as when read one by one', async () => {
+        const marker = markerFile();
+        const results: Record<string, string[]> = {};
+        for (const pace of ['paced', 'burst'] as const) {
+          const sock = tmpPath(`mix-${pace}.sock`);
+          const server = await listen(sock, { type: 'seqpacket', ...OPTIONS });
+          const accepted = once(server, 'connection') as Promise<[Channel]>;
+          const peer = rawPeer(['mix', pace, 'seqpacket', sock, marker, ...SPECS]);
+          const [ch] = await accepted;
+          await server.close();
+          // A burst is all in the kernel's queue before the channel reads: one recvmmsg takes it.
+          if (pace === 'burst') await peer.expect('sent');
+          results[pace] = await outcomes(ch, marker, pace === 'paced');
+          if (pace === 'paced') await peer.expect('sent');
+          await ch.close();
+          await peer.expect('eof');
+          assert.equal((await peer.exited).code, 0, peer.stderr());
+        }
+        assert.deepEqual(results.paced, EXPECTED);
+        assert.deepEqual(results.burst, results.paced);
+      });
+
+      it("seqpacket: an empty message mid-batch ends the channel and closes the later messages' fds", async () => {
+        const marker = markerFile();
+        const sock = tmpPath('fake-eof.sock');
+        const server = await listen(sock, { type: 'seqpacket' });
+        const accepted = once(server, 'connection') as Promise<[Channel]>;
+        const peer = rawPeer(['mix', 'burst', 'seqpacket', sock, marker, '4:1', '0:0', '5:2', '6:3']);
+        const [ch] = await accepted;
+        await server.close();
+        await peer.expect('sent');
+        const m = await ch.receive({ timeout: 5000 });
+        assert.equal(m.data.toString(), 'm1xx');
+        for (const fd of m.fds) fs.closeSync(fd);
+        await assert.rejects(ch.receive({ timeout: 5000 }), { code: 'ERR_FDPASS_CLOSED' });
+        // Before any close() of ours: messages 3 and 4 were read with the batch, never delivered.
+        assert.equal(holdsFile(openFds(), marker), 0, 'a copy of the marker stayed open');
+        await ch.close();
+        await peer.expect('eof');
+        assert.equal((await peer.exited).code, 0, peer.stderr());
+      });
+
+      it('dgram: the same burst, on a bound datagram channel, gives the same outcomes', async () => {
+        const marker = markerFile();
+        const sock = tmpPath('mix-dgram.sock');
+        const ch = await bindDgram(sock, OPTIONS);
+        const peer = rawPeer(['mix', 'burst', 'dgram', sock, marker, ...SPECS]);
+        await peer.expect('sent');
+        assert.deepEqual(await outcomes(ch, marker, false), EXPECTED);
+        await ch.close();
+        peer.send('end');
+        await peer.expect('eof');
+        assert.equal((await peer.exited).code, 0, peer.stderr());
+      });
+    });
 
     it("maxFds 0: a message with a descriptor is refused, through 'error' too; the next one arrives", async () => {
       const marker = markerFile();

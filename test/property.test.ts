@@ -1,5 +1,6 @@
 // Property tests (fast-check): random sequences of sends through a socket pair — payloads from 0 bytes
-// to beyond the socket buffer, 0 to 253 fds, stream and seqpacket, send() and write() mixed — with a
+// to beyond the socket buffer, 0 to 253 fds, stream and seqpacket, send(), write() and writeMany()
+// batches of 1 to 40 messages (sendmmsg) mixed, read in recvmmsg batches — with a
 // receiver that reads at random paces and sometimes closes mid-way. Invariants: every message the
 // sender saw accepted arrives once, in order, with its fds (until the receiver closes: then a prefix
 // arrives, nothing twice); nothing is left open afterwards (the root hook checks this process's fd
@@ -14,9 +15,11 @@ import { tmpPath } from './helpers/tmp';
 import { settle } from './helpers/fds';
 
 interface Op {
-  api: 'send' | 'write';
+  api: 'send' | 'write' | 'writeMany';
   bytes: number;
   fds: number;
+  /** writeMany: the batch's further messages (the first is bytes/fds). */
+  more?: Array<{ bytes: number; fds: number }>;
 }
 
 interface Scenario {
@@ -40,7 +43,9 @@ const LIMIT_MS = Number(process.env.PROPERTY_LIMIT_MS ?? 40_000);
 
 const MARKERS = 4; // message i carries fds of marker file i % 4, so each fd's origin can be checked
 
-const opArb = fc.record({
+const fdsArb = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 5, max: 253 }), fc.constant(253));
+
+const singleArb = fc.record({
   api: fc.constantFrom<'send' | 'write'>('send', 'write'),
   bytes: fc.oneof(
     fc.constant(0),
@@ -48,14 +53,50 @@ const opArb = fc.record({
     fc.integer({ min: 65, max: 60_000 }),
     fc.integer({ min: 200_000, max: 400_000 }),
   ),
-  fds: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 4 }), fc.constant(253)),
+  fds: fdsArb,
 });
+
+// A writeMany batch: mostly small messages (the sendmmsg case), some past a stream's 2 KiB atomic
+// write and up to 60 kB (seqpacket messages stay under the send buffer: a refused one mid-batch fails
+// the channel, which this property does not model).
+const batchMessageArb = fc.record({
+  bytes: fc.oneof(
+    fc.constant(0),
+    fc.integer({ min: 1, max: 64 }),
+    fc.integer({ min: 65, max: 4000 }),
+    fc.integer({ min: 4001, max: 60_000 }),
+  ),
+  fds: fdsArb,
+});
+const batchArb = fc.record({
+  api: fc.constant<'writeMany'>('writeMany'),
+  bytes: batchMessageArb.map((m) => m.bytes),
+  fds: fdsArb,
+  more: fc.array(batchMessageArb, { minLength: 0, maxLength: 39 }),
+});
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(singleArb, batchArb);
+
+// At most this many fds in one scenario: fds in flight count against RLIMIT_NOFILE (ETOOMANYREFS
+// past it), and the receiver holds every one it got until the run is checked.
+const MAX_SCENARIO_FDS = 6000;
+
+// Later messages carry no fds once the scenario's total reached MAX_SCENARIO_FDS.
+function capFds(ops: Op[]): Op[] {
+  let total = 0;
+  const take = (n: number): number => {
+    const k = Math.min(n, MAX_SCENARIO_FDS - total);
+    total += k;
+    return k;
+  };
+  return ops.map((op) => ({ ...op, fds: take(op.fds), ...(op.more ? { more: op.more.map((m) => ({ ...m, fds: take(m.fds) })) } : {}) }));
+}
 
 const scenarioArb = fc.record({
   type: fc.constantFrom<'stream' | 'seqpacket'>('stream', 'seqpacket'),
-  ops: fc.array(opArb, { minLength: 1, maxLength: 25 }),
+  ops: fc.array(opArb, { minLength: 1, maxLength: 25 }).map(capFds),
   paces: fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 5 }),
-  closeAfter: fc.option(fc.integer({ min: 0, max: 10 }), { nil: null }),
+  closeAfter: fc.option(fc.integer({ min: 0, max: 60 }), { nil: null }),
 });
 
 // Message i: a 4-byte index, then filler bytes derived from i (so a misplaced byte is caught).
@@ -68,7 +109,7 @@ function payload(i: number, bytes: number): Buffer {
 
 async function run(s: Scenario, markers: number[], inodes: number[]): Promise<void> {
   // seqpacket messages must fit the receiver's buffer: size it for the largest one.
-  const largest = Math.max(...s.ops.map((o) => o.bytes), 1);
+  const largest = Math.max(...s.ops.flatMap((o) => [o.bytes, ...(o.more ?? []).map((m) => m.bytes)]), 1);
   const [tx, rx] = socketPair({ type: s.type, maxMessageSize: s.type === 'seqpacket' ? largest : 64 * 1024 });
   // What the sender saw accepted, in order (a 0-byte, 0-fd stream message sends nothing at all).
   const accepted: Array<{ i: number; bytes: Buffer; fds: number }> = [];
@@ -77,12 +118,38 @@ async function run(s: Scenario, markers: number[], inodes: number[]): Promise<vo
   const attempted: Array<{ i: number; bytes: Buffer; fds: number }> = [];
   let closedEarly = false;
   const sender = (async () => {
-    for (let i = 0; i < s.ops.length; i++) {
-      const op = s.ops[i]!;
+    let i = 0; // message index: its payload and its marker file
+    for (const op of s.ops) {
+      if (op.api === 'writeMany') {
+        const batch: Array<{ data: Buffer; fds: number[] }> = [];
+        const entries: Array<{ i: number; bytes: Buffer; fds: number }> = [];
+        for (const m of [{ bytes: op.bytes, fds: op.fds }, ...(op.more ?? [])]) {
+          if (m.bytes === 0 && m.fds === 0 && s.type === 'seqpacket') continue; // refused by design
+          const data = payload(i, m.bytes);
+          batch.push({ data, fds: Array.from({ length: m.fds }, () => markers[i % MARKERS]!) });
+          if (m.bytes > 0 || m.fds > 0)
+            entries.push({ i, bytes: m.bytes === 0 && s.type === 'stream' ? Buffer.from([0]) : data, fds: m.fds });
+          i++;
+        }
+        attempted.push(...entries);
+        try {
+          if (!tx.writeMany(batch)) await Promise.race([once(tx, 'drain'), once(tx, 'close')]);
+          if (tx.closed && !closedEarly) throw new Error('the channel failed under writeMany');
+        } catch (err) {
+          if (!closedEarly || !PEER_GONE.includes((err as { code?: string }).code ?? '')) {
+            tx.destroy();
+            throw err;
+          }
+          break;
+        }
+        accepted.push(...entries);
+        continue;
+      }
+      const index = i++;
       if (op.bytes === 0 && op.fds === 0 && s.type === 'seqpacket') continue; // refused by design
-      const data = payload(i, op.bytes);
-      const fds = Array.from({ length: op.fds }, () => markers[i % MARKERS]!);
-      const entry = { i, bytes: op.bytes === 0 && s.type === 'stream' ? Buffer.from([0]) : data, fds: op.fds }; // a stream pads fd-only writes
+      const data = payload(index, op.bytes);
+      const fds = Array.from({ length: op.fds }, () => markers[index % MARKERS]!);
+      const entry = { i: index, bytes: op.bytes === 0 && s.type === 'stream' ? Buffer.from([0]) : data, fds: op.fds }; // a stream pads fd-only writes
       if (op.bytes > 0 || op.fds > 0) attempted.push(entry);
       const tooLong = s.type === 'seqpacket' && op.bytes > SEQPACKET_MAX;
       try {
@@ -190,8 +257,9 @@ function check(
 }
 
 describe('property: random send sequences keep order, boundaries and fds', () => {
-  // stream and seqpacket, send() and write(), 0 B..400 kB, 0..253 fds, random read paces and early closes.
-  it('random messages over both socket types and both send methods', async function () {
+  // stream and seqpacket, send(), write() and writeMany() batches, 0 B..400 kB, 0..253 fds, random read
+  // paces and early closes.
+  it('random messages and batches over both socket types and every send method', async function () {
     this.timeout(60_000);
     const markers: number[] = [];
     const inodes: number[] = [];

@@ -1,9 +1,11 @@
-// One sendmsg/recvmsg carrying SCM_RIGHTS (unix(7), cmsg(3)).
+// sendmsg/sendmmsg/recvmmsg carrying SCM_RIGHTS (unix(7), cmsg(3)), each message its own control message.
 #include "message_io.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include <algorithm>
 
 namespace fdpass {
 namespace {
@@ -48,32 +50,31 @@ ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size
   return n;
 }
 
-int ReceiveMessage(int sock, void* buf, size_t cap, OwnedFds* fds, ReceivedMessage* out) {
-  struct iovec iov;
-  iov.iov_base = buf;
-  iov.iov_len = cap;
+namespace {
 
-  ControlBuffer control;
-  struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof(control.buf);
+// Writes one SCM_RIGHTS control message for fds[0, nfds) into `control` (CMSG_SPACE(4 * nfds) bytes,
+// aligned) and points `msg` at it.
+void AttachFds(struct msghdr* msg, char* control, const int* fds, size_t nfds) {
+  memset(control, 0, CMSG_SPACE(sizeof(int) * nfds));  // only what the kernel reads
+  msg->msg_control = control;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+}
 
-  ssize_t n;
-  do {
-    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return -errno;
-
-  out->length = static_cast<size_t>(n);
+// Takes ownership of every descriptor a received message carries, whatever else is wrong with the
+// message, so that none can leak. Only SOL_SOCKET/SCM_RIGHTS carries fds (libuv checks neither level
+// nor MSG_CTRUNC). A truncated message's descriptors are closed again at once.
+void ParseReceived(struct msghdr* msg, size_t length, OwnedFds* fds, ReceivedMessage* out) {
+  size_t mark = fds->size();
+  out->length = length;
   out->nfds = 0;
   out->fds_truncated = false;
   out->has_cred = false;
-  // Take ownership of every descriptor first, whatever else is wrong with the message, so that none
-  // can leak. Only SOL_SOCKET/SCM_RIGHTS carries fds (libuv checks neither level nor MSG_CTRUNC).
-  for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+  for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(msg, cmsg)) {
     if (cmsg->cmsg_level != SOL_SOCKET) continue;
     if (cmsg->cmsg_type == SCM_CREDENTIALS && cmsg->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
       struct ucred cred;
@@ -97,9 +98,84 @@ int ReceiveMessage(int sock, void* buf, size_t cap, OwnedFds* fds, ReceivedMessa
       }
     }
   }
-  out->data_truncated = (msg.msg_flags & MSG_TRUNC) != 0;
-  if ((msg.msg_flags & MSG_CTRUNC) != 0) out->fds_truncated = true;
-  return 0;
+  out->data_truncated = (msg->msg_flags & MSG_TRUNC) != 0;
+  if ((msg->msg_flags & MSG_CTRUNC) != 0) out->fds_truncated = true;
+  if (out->data_truncated || out->fds_truncated) {
+    fds->ShrinkTo(mark);
+    out->nfds = 0;
+  }
+}
+
+// One batch's control buffers (about 33 KiB each way): per thread (each Node environment runs on its
+// own), not on the stack of a Worker's smaller thread.
+struct BatchBuffers {
+  struct mmsghdr headers[kMaxBatch];
+  struct iovec iov[kMaxBatch];
+  ControlBuffer control[kMaxBatch];
+};
+thread_local BatchBuffers batch_buffers;
+
+}  // namespace
+
+size_t BatchLength(bool stream, const OutgoingMessage* msgs, size_t count) {
+  size_t n = std::min(count, kMaxBatch);
+  if (!stream) return n;
+  for (size_t i = 0; i < n; i++) {
+    if (msgs[i].len > kStreamAtomicBytes) return i + 1;  // only the last message may be cut short
+  }
+  return n;
+}
+
+int SendMessages(int sock, bool stream, OutgoingMessage* msgs, size_t count) {
+  BatchBuffers& b = batch_buffers;
+  count = BatchLength(stream, msgs, count);
+  size_t n = 0;
+  while (n < count) {
+    OutgoingMessage& m = msgs[n];
+    if (m.nfds > static_cast<size_t>(kMaxFdsPerMessage)) {
+      if (n == 0) return -EINVAL;
+      break;
+    }
+    struct msghdr* h = &b.headers[n].msg_hdr;
+    memset(&b.headers[n], 0, sizeof(b.headers[n]));
+    b.iov[n].iov_base = const_cast<void*>(m.data);
+    b.iov[n].iov_len = m.len;
+    h->msg_iov = &b.iov[n];
+    h->msg_iovlen = 1;
+    if (m.nfds > 0) AttachFds(h, b.control[n].buf, m.fds, m.nfds);
+    m.sent = 0;
+    n++;
+  }
+  int got;
+  do {
+    got = sendmmsg(sock, b.headers, static_cast<unsigned int>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) return -errno;
+  for (int i = 0; i < got; i++) msgs[i].sent = b.headers[i].msg_len;
+  return got;
+}
+
+int ReceiveMessages(int sock, void* base, size_t cap, size_t count, OwnedFds* fds, ReceivedMessage* out) {
+  BatchBuffers& b = batch_buffers;
+  if (count > kMaxBatch) count = kMaxBatch;
+  for (size_t i = 0; i < count; i++) {
+    memset(&b.headers[i], 0, sizeof(b.headers[i]));
+    b.iov[i].iov_base = static_cast<char*>(base) + i * cap;
+    b.iov[i].iov_len = cap;
+    struct msghdr* h = &b.headers[i].msg_hdr;
+    h->msg_iov = &b.iov[i];
+    h->msg_iovlen = 1;
+    h->msg_control = b.control[i].buf;
+    h->msg_controllen = sizeof(b.control[i].buf);
+  }
+  int got;
+  do {
+    got = recvmmsg(sock, b.headers, static_cast<unsigned int>(count),
+                   MSG_CMSG_CLOEXEC | MSG_DONTWAIT | MSG_WAITFORONE, nullptr);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) return -errno;
+  for (int i = 0; i < got; i++) ParseReceived(&b.headers[i].msg_hdr, b.headers[i].msg_len, fds, &out[i]);
+  return got;
 }
 
 }  // namespace fdpass
