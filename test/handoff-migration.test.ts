@@ -384,7 +384,15 @@ describe('self-upgrade with migrate (handoff.upgrader)', () => {
 });
 
 describe('the WebSocket example (examples/websocket-server.ts)', () => {
-  it("its clients see no 'close' across 5 hand-offs, and every message is answered once, in order", async () => {
+  // A test that fails or times out must not leave its clients sending into the next tests.
+  let leftover: (() => void) | undefined;
+  afterEach(() => {
+    leftover?.();
+    leftover = undefined;
+  });
+
+  it("its clients see no 'close' across 5 hand-offs, and every message is answered once, in order", async function () {
+    this.timeout(120_000); // 6 processes start one after another (slow under ASan)
     const script = path.join(__dirname, '..', 'examples', 'websocket-server.js');
     const control = tmpPath('control.sock');
     const port = await freePort();
@@ -413,6 +421,13 @@ describe('the WebSocket example (examples/websocket-server.ts)', () => {
       }
     });
     const pids = [current.pid];
+    // However the test ends, its clients stop sending and close, and the last server goes.
+    const cleanup = (): void => {
+      sending = false;
+      for (const ws of clients) ws.terminate();
+      current.proc.kill('SIGKILL');
+    };
+    leftover = cleanup;
     for (let k = 0; k < 5; k++) {
       await settle(200);
       const next = start();
