@@ -10,7 +10,7 @@ import { runFixture, fixturesDir, type Fixture } from './helpers/children';
 import { openFds, newFds, settle } from './helpers/fds';
 import { get, load } from './helpers/http';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
-import { sleep } from './helpers/wait';
+import { sleep, waitFor } from './helpers/wait';
 
 const workerFile = path.join(fixturesDir, 'lifecycle-worker.js');
 
@@ -463,7 +463,10 @@ describe('lifecycle: Worker threads', () => {
           const serving = await w.expect('serving');
           port ??= serving.port as number;
           const traffic = load(port!, { workers: 3, keepAlive: true });
-          await sleep(150);
+          // Terminated while requests flow: once the first is answered (not after a fixed 150 ms, which
+          // an ASan build's Worker did not always make).
+          await waitFor(`${role}: a request answered under load`, () => traffic.served() > 0, 15_000);
+          await sleep(50);
           assert.equal(await w.worker.terminate(), 1);
           const r = await traffic.stop();
           assert.ok(r.ok > 0, `${role}: no request was served before terminate()`);

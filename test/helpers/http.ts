@@ -23,6 +23,8 @@ export function get(port: number, path = '/', host = '127.0.0.1'): Promise<strin
 export interface Load {
   /** Stops issuing requests; resolves with the tally once every worker finished its last request. */
   stop(): Promise<LoadResult>;
+  /** How many requests were answered 200 so far. */
+  served(): number;
 }
 
 export interface LoadResult {
@@ -84,6 +86,7 @@ export function load(port: number, opts: { workers: number; keepAlive: boolean; 
     while (active) await one();
   });
   const handle: Load = {
+    served: () => result.ok,
     async stop() {
       active = false;
       clearTimeout(bound);
