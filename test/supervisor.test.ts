@@ -153,16 +153,19 @@ describe('fdpass run (supervisor)', function () {
   });
 
   // Keep-alive and new-connection load.
-  it('10 reloads of a Node app under load: 0 errors, 0 non-2xx; the supervisor idles', async () => {
+  it('10 reloads of a Node app under load: 0 errors, 0 non-2xx; the supervisor stays off the data path', async () => {
     const sup = supervise(['-l', 'http=127.0.0.1:0'], [process.execPath, APP]);
-    const { port } = await sup.expect<{ port: number }>('ready');
+    const { port, pid: app } = await sup.expect<{ port: number; pid: number }>('ready');
     const keepAlive = load(port, { workers: 4, keepAlive: true, maxSeconds: 90 });
     const fresh = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
-    // The supervisor never touches connections: under load it stays (almost) idle.
-    const t0 = cpuTicks(sup.pid);
-    await new Promise((r) => setTimeout(r, 1000));
-    const idle = cpuTicks(sup.pid) - t0;
-    assert.ok(idle <= 3, `supervisor used ${idle} ticks of CPU in 1 s of load`);
+    // The supervisor never touches connections: under load it uses a small fraction of the CPU the
+    // app uses (a supervisor that relayed the bytes would use about as much). Relative, not a fixed
+    // count of ticks: an ASan build on a loaded machine pays a few ticks for timers and GC alone.
+    const [sup0, app0] = [cpuTicks(sup.pid), cpuTicks(app)];
+    await new Promise((r) => setTimeout(r, 2000));
+    const [supTicks, appTicks] = [cpuTicks(sup.pid) - sup0, cpuTicks(app) - app0];
+    assert.ok(appTicks >= 20, `the app used ${appTicks} ticks in 2 s of load: no load to measure against`);
+    assert.ok(supTicks * 5 <= appTicks, `supervisor used ${supTicks} ticks of CPU, the app ${appTicks}, in 2 s of load`);
     for (let i = 1; i <= 10; i++) {
       sup.proc.kill('SIGHUP');
       await logged(sup, /reload done/, i);
