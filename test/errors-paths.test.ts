@@ -31,12 +31,13 @@ import { dirEntries, tmpPath } from './helpers/tmp';
 const WATCH_MODES = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
-const { paths, stop } = workerData;
+const { paths, stop, seen } = workerData;
 const modes = {};
 while (Atomics.load(stop, 0) === 0) {
-  for (const p of paths) {
+  for (const [i, p] of paths.entries()) {
     const st = fs.lstatSync(p, { throwIfNoEntry: false });
     if (st === undefined) continue;
+    Atomics.add(seen, i, 1);
     const bits = (st.mode & 0o7777).toString(8);
     modes[p] ??= {};
     modes[p][bits] = (modes[p][bits] ?? 0) + 1;
@@ -248,14 +249,17 @@ describe('errors: socket paths and options', () => {
       const kinds = ['dgram', 'stream', 'seqpacket'] as const;
       const paths = kinds.map((k) => tmpPath(`watched-${k}.sock`));
       const stop = new Int32Array(new SharedArrayBuffer(4));
-      const watcher = new Worker(WATCH_MODES, { eval: true, workerData: { paths, stop } });
+      const seen = new Int32Array(new SharedArrayBuffer(4 * paths.length));
+      const watcher = new Worker(WATCH_MODES, { eval: true, workerData: { paths, stop, seen } });
       const report = once(watcher, 'message') as Promise<[Record<string, Record<string, number>>]>;
       const exited = once(watcher, 'exit');
       await once(watcher, 'online');
       const umask = process.umask(0);
       try {
         for (const [i, kind] of kinds.entries()) {
-          for (let n = 0; n < 300; n++) {
+          // 300 binds, and more until the thread has seen the file: on a loaded machine it may not
+          // have been scheduled during the first 300 (bounded: the assertion below then fails).
+          for (let n = 0; n < 300 || (Atomics.load(seen, i) === 0 && n < 20_000); n++) {
             const s = kind === 'dgram' ? await bindDgram(paths[i]!, { mode: 0o600 }) : await listen(paths[i]!, { type: kind, mode: 0o600 });
             await s.close();
           }
