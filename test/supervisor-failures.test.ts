@@ -189,10 +189,10 @@ describe('fdpass run when things fail', function () {
       assert.equal(await stop(sup), 3);
     }
     const usage: Array<[string, RegExp]> = [
-      ['--start-limit-burst=-1', /--start-limit-burst: '-1' is out of range/],
+      ['--start-limit-burst=-1', /--start-limit-burst: '-1' is not a whole number/],
       ['--start-limit-burst=1000001', /--start-limit-burst: '1000001' is out of range/],
-      ['--start-limit-burst=five', /--start-limit-burst: 'five' is out of range/],
-      ['--start-limit-burst=2.5', /--start-limit-burst: '2.5' is out of range/],
+      ['--start-limit-burst=five', /--start-limit-burst: 'five' is not a whole number/],
+      ['--start-limit-burst=2.5', /--start-limit-burst: '2\.5' is not a whole number/],
       ['--start-limit-interval=-1', /--start-limit-interval: '-1' is not a number of seconds/],
       ['--start-limit-interval=1e12', /--start-limit-interval: '1e12' is not a number of seconds/],
       ['--start-limit-interval=soon', /--start-limit-interval: 'soon' is not a number of seconds/],

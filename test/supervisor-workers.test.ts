@@ -495,8 +495,8 @@ describe('fdpass run --workers', function () {
     assert.equal(await stop(auto), 0);
     const usage: Array<[string[], RegExp]> = [
       [['-n', '0'], /--workers: '0' is out of range/],
-      [['--workers', '1025'], /--workers: '1025' is out of range/],
-      [['--workers', 'many'], /--workers: 'many' is out of range/],
+      [['--workers', '1025'], /--workers: '1025' is out of range \(1 to 1024\)/],
+      [['--workers', 'many'], /--workers: 'many' is not a whole number/],
       [['--sockets', 'reuseport'], /--sockets: 'reuseport' is not shared or per-worker/],
       [['--reload-concurrency', '0'], /--reload-concurrency: '0' is out of range/],
     ];

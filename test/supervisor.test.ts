@@ -59,7 +59,7 @@ describe('fdpass run (supervisor)', function () {
     const usageErrors: Array<[string[], RegExp]> = [
       [['--overlap=-1'], /--overlap: '-1' is not a number of seconds/],
       [['--overlap', 'soon'], /--overlap: 'soon' is not a number of seconds/],
-      [['--fd-store-max=-2'], /--fd-store-max: '-2' is out of range/],
+      [['--fd-store-max=-2'], /--fd-store-max: '-2' is not a whole number/],
       [['--fd-store-max', '5000'], /--fd-store-max: '5000' is out of range/],
       [['--watch-ignore', '*.log'], /--watch-ignore needs --watch/],
       [['--watch', '.', '--watch-ignore', 'src//x'], /--watch-ignore: 'src\/\/x' is not a glob/],

@@ -151,8 +151,10 @@ function seconds(value: string | undefined, name: string, dflt: number, min = 0)
 function integer(value: string | undefined, name: string, dflt: number, min: number, max: number, radix = 10): number {
   if (value === undefined) return dflt;
   const re = radix === 8 ? /^[0-7]{1,4}$/ : /^\d+$/;
+  if (!re.test(value)) throw new UsageError(`--${name}: '${value}' is not ${radix === 8 ? 'an octal mode' : 'a whole number'}`);
   const n = parseInt(value, radix);
-  if (!re.test(value) || n < min || n > max) throw new UsageError(`--${name}: '${value}' is out of range`);
+  const shown = radix === 8 ? (x: number): string => x.toString(8).padStart(4, '0') : String;
+  if (n < min || n > max) throw new UsageError(`--${name}: '${value}' is out of range (${shown(min)} to ${shown(max)})`);
   return n;
 }
 
