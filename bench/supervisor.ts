@@ -7,7 +7,7 @@
 //   fdpass-run-overlap  the same with `--overlap OVERLAP` (s, default 1): the old generation serves next
 //                to the ready new one for that long before its SIGTERM, while the new one warms up
 //   fdpass-run-2w  `fdpass run --workers 2` (SOCKETS: --sockets, default fdpass run's), beside PM2's
-//                cluster of 2
+//                cluster of 2; fdpass-run-2w-overlap the same with `--overlap OVERLAP`
 // each with a new connection per request (Connection: close) and with keep-alive, at each reload rate
 // of RATES. For each it runs REPS interleaved pairs (control without reloads, run with the reloads
 // spread evenly over the run).
@@ -72,6 +72,7 @@ async function deploy(method: string, port: number, dir: string): Promise<Restar
       'fdpass-run': [],
       'fdpass-run-overlap': ['--overlap', OVERLAP],
       'fdpass-run-2w': ['--workers', '2', ...SOCKETS],
+      'fdpass-run-2w-overlap': ['--workers', '2', ...SOCKETS, '--overlap', OVERLAP],
     }[method];
     if (options === undefined) throw new Error(`METHODS: unknown method '${method}'`);
     const sup = spawn(process.execPath, [CLI, 'run', '-l', `http=127.0.0.1:${port}`, ...options, '--', process.execPath, APP], {
@@ -79,7 +80,7 @@ async function deploy(method: string, port: number, dir: string): Promise<Restar
     });
     let log = ''; // its last lines, for an error
     sup.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-3000)));
-    await line(sup.stderr!, method === 'fdpass-run-2w' ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/);
+    await line(sup.stderr!, method.startsWith('fdpass-run-2w') ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/);
     return {
       async restart() {
         const done = line(sup.stderr!, /reload done/);
