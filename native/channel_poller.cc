@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 
 #include "args.h"
 #include "errors.h"
+#include "sys/fd_table.h"
 #include "sys/message_io.h"
 
 namespace fdpass {
@@ -90,11 +90,6 @@ ChannelPoller::ChannelPoller(const Napi::CallbackInfo& info)
   read_taken_ = read_taken.As<Napi::Int32Array>().Data();
   read_taken_ref_ = Napi::Persistent(read_taken.As<Napi::Int32Array>());
   *read_taken_ = 0;
-  struct rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
-    fd_limit_ = static_cast<size_t>(limit.rlim_cur);
-  }
-  fd_high_ = static_cast<size_t>(fd);
   addon_->holders.insert(this);
   tracked_ = true;
 }
@@ -157,17 +152,26 @@ bool ChannelPoller::ReadBatch() {
   bool eof = false;
   int err = 0;
   ReceivedMessage received[kMaxBatch];
+  constexpr size_t kUnknownRoom = SIZE_MAX;
+  size_t fd_free = kUnknownRoom;  // FreeDescriptorsAtLeast() when the batch first needs it
 
   for (int calls = 0; calls < kReadBudget && count < static_cast<uint32_t>(kReadBudget) && !eof; calls++) {
     size_t room = (read_capacity_ - offset) / max_message_;  // full-size slots left
     size_t want = std::min(room, static_cast<size_t>(kReadBudget) - count);
-    // A message whose fds hit RLIMIT_NOFILE (MSG_CTRUNC) keeps those that arrived open until recvmmsg
-    // returns, so with more entries after it in the same call, their fds could find the table full
-    // where, read one by one, they would not. Batch only as many messages of 253 fds as the
-    // descriptor numbers left below the limit (above the highest this poller has seen) can hold.
-    size_t fd_room = fd_limit_ > fd_high_ ? (fd_limit_ - fd_high_) / kMaxFdsPerMessage : 0;
-    want = std::min(want, std::max<size_t>(fd_room, 1));
-    if (want == 0) break;  // no room for a full-size message: next wakeup
+    // Room in the descriptor table. recvmmsg installs each message's fds before it reads the next,
+    // and those it installed stay until it returns: one that meets EMFILE (MSG_CTRUNC) leaves the
+    // table full, so every later message of the call loses all its fds, where read one by one (the
+    // truncated fds closed first) it could have arrived; an oversized message's fds (MSG_TRUNC) fill
+    // the table the same way. So only the first message of a batch, read when the application has
+    // taken every message before it, may meet EMFILE (as it would alone); every other one is read
+    // only when the free descriptors, less those this batch holds, leave room for 253 each. When
+    // that room is short, the batch ends and the next one starts once this one has been taken.
+    if (want > 1 || (want == 1 && count > 0)) {  // (a lone first message needs no count)
+      if (fd_free == kUnknownRoom) fd_free = FreeDescriptorsAtLeast();
+      size_t fit = (fd_free > fds.size() ? fd_free - fds.size() : 0) / kMaxFdsPerMessage;
+      want = std::min(want, count == 0 ? std::max<size_t>(fit, 1) : fit);
+    }
+    if (want == 0) break;  // no room for a full-size message or its fds: next wakeup
     uint8_t* slots = read_data_ + offset;
     int got = ReceiveMessages(fd_.get(), slots, max_message_, want, &fds, received);
     if (got == -EAGAIN) break;
@@ -221,9 +225,6 @@ bool ChannelPoller::ReadBatch() {
   }
   info[0] = static_cast<int32_t>(count);
   info[1] = static_cast<int32_t>(fds.size());
-  for (size_t k = 0; k < fds.size(); k++) {
-    fd_high_ = std::max(fd_high_, static_cast<size_t>(info[kReadInfoFds + k]));
-  }
 
   if (eof || err != 0) {
     reading_ = false;

@@ -6,7 +6,6 @@
 
 #include <napi.h>
 
-#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <vector>
@@ -77,10 +76,6 @@ class ChannelPoller : public Napi::ObjectWrap<ChannelPoller>, public PollBase {
   Napi::Reference<Napi::Int32Array> read_taken_ref_;
   int32_t* read_taken_ = nullptr;
   bool tracked_ = false;  // in Addon::holders
-  // RLIMIT_NOFILE's soft limit when the poller was made, and the highest descriptor number it has
-  // seen (its socket's, received ones'): how many fds a read batch can take (ReadBatch).
-  size_t fd_limit_ = SIZE_MAX;
-  size_t fd_high_ = 0;
   Napi::FunctionReference on_read_, on_sent_;
 };
 

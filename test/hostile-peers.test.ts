@@ -4,7 +4,8 @@
 // that never answers. The rule for each: a clear error or refusal, the serving side goes on serving,
 // and no descriptor is left open (the root hooks check this process; a serving child, by /proc).
 // (Other uids: hostile-uid.test.ts. Malformed take() replies and hellos: handoff-failures.test.ts.
-// MSG_CTRUNC: process.test.ts. A new process that hangs after taking: handoff.test.ts.)
+// MSG_CTRUNC: process.test.ts, and here for a read batch at the receiver's descriptor limit. A new
+// process that hangs after taking: handoff.test.ts.)
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -232,6 +233,110 @@ describe('hostile peers (same uid, raw sockets)', () => {
         peer.send('end');
         await peer.expect('eof');
         assert.equal((await peer.exited).code, 0, peer.stderr());
+      });
+    });
+
+    describe('a receiver at its RLIMIT_NOFILE (a child with ulimit -n 1024) gets a burst of messages with fds', () => {
+      const LIMIT = 1024;
+
+      // Message k of a spec 'BYTES:FDS': b'mK' then 'x' filler to BYTES bytes, with FDS copies of `fd`.
+      function specMessages(specs: string[], fd: number): Array<{ data: Buffer; fds: number[] }> {
+        return specs.map((spec, k) => {
+          const [bytes, count] = spec.split(':').map(Number) as [number, number];
+          const data = Buffer.alloc(bytes, 'x');
+          data.write(`m${k + 1}`.slice(0, bytes));
+          return { data, fds: new Array<number>(count).fill(fd) };
+        });
+      }
+
+      // The child's outcome for each message, first as one burst queued before it reads, then read one
+      // by one (each sent once the previous one was taken); both with exactly `free` descriptor
+      // numbers free below its limit and every delivered fd held until the last message. Checks,
+      // from /proc/<pid>/fd, that the child holds exactly the delivered fds after each run and
+      // nothing of them (and no other change) once it closed them.
+      async function nearLimit(free: number, specs: string[]): Promise<Record<'paced' | 'burst', string[]>> {
+        const marker = markerFile();
+        const sock = tmpPath('near-limit.sock');
+        const server = await listen(sock, { type: 'seqpacket' });
+        const accepted = once(server, 'connection') as Promise<[Channel]>;
+        const script = path.join(__dirname, 'fixtures', 'near-limit-receiver.js');
+        const child = spawnJson('/bin/sh', ['-c', `ulimit -n ${LIMIT} && exec "$0" "$@"`, process.execPath, script, sock, marker]);
+        const [ch] = await accepted;
+        await server.close();
+        await child.expect('ready');
+        const markerFd = fs.openSync(marker, 'r');
+        const results: Partial<Record<'paced' | 'burst', string[]>> = {};
+        try {
+          for (const pace of ['burst', 'paced'] as const) {
+            child.send({ cmd: 'free', n: free });
+            await child.expect('free');
+            const before = openFds(child.pid);
+            const messages = specMessages(specs, markerFd);
+            if (pace === 'burst' && !ch.writeMany(messages)) await once(ch, 'drain'); // all queued in the kernel
+            child.send({ cmd: 'receive', count: specs.length });
+            const seen: string[] = [];
+            for (const m of messages) {
+              if (pace === 'paced') await ch.send(m);
+              seen.push((await child.expect<{ outcome: string }>('outcome')).outcome);
+            }
+            await child.expect('received');
+            results[pace] = seen;
+            const delivered = seen.reduce((n, o) => n + (o.startsWith('ERR_') ? 0 : Number(o.split('/')[1])), 0);
+            const during = openFds(child.pid);
+            assert.equal(holdsFile(during, marker), delivered, `${pace}: the child holds exactly the delivered fds`);
+            assert.equal(during.size, before.size + delivered, `${pace}: and no other new descriptor`);
+            child.send({ cmd: 'release' });
+            await child.expect('released');
+            assert.deepEqual([...openFds(child.pid)], [...before], `${pace}: the child's descriptors are back as they were`);
+          }
+        } finally {
+          fs.closeSync(markerFd);
+        }
+        child.send({ cmd: 'end' });
+        await ch.receive().catch(() => undefined); // its close
+        await ch.close();
+        child.proc.stdin!.end();
+        assert.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr());
+        return results as Record<'paced' | 'burst', string[]>;
+      }
+
+      it('60 free: each message is delivered or refused (CTRUNC, TRUNCATED) as when read one by one', async () => {
+        // maxMessageSize 64 in the child. Read one by one: 40 fit (20 left); 30 do not (the 20 that
+        // arrived are closed); 10 fit; an oversized message's 8 arrive and are closed (TRUNCATED); 5,
+        // 0; 253 do not (5 arrived, closed); 5 fit (none left); 1 does not; 0 does.
+        const specs = ['4:40', '4:30', '4:10', '100:8', '4:5', '4:0', '4:253', '4:5', '4:1', '4:0'];
+        const { paced, burst } = await nearLimit(60, specs);
+        assert.deepEqual(paced, [
+          'm1xx/40',
+          'ERR_FDPASS_CTRUNC',
+          'm3xx/10',
+          'ERR_FDPASS_TRUNCATED',
+          'm5xx/5',
+          'm6xx/0',
+          'ERR_FDPASS_CTRUNC',
+          'm8xx/5',
+          'ERR_FDPASS_CTRUNC',
+          'm10x/0',
+        ]);
+        assert.deepEqual(burst, paced);
+      });
+
+      it('600 free: two messages of 253 fit, then the burst goes on as when read one by one', async () => {
+        // 253 + 253 fit (94 left), and 0; 100 do not (94 arrived, closed); 60, 20 and 14 fit; 1 does not.
+        const specs = ['4:253', '4:253', '4:0', '4:100', '4:60', '4:20', '4:14', '4:1', '4:0'];
+        const { paced, burst } = await nearLimit(600, specs);
+        assert.deepEqual(paced, [
+          'm1xx/253',
+          'm2xx/253',
+          'm3xx/0',
+          'ERR_FDPASS_CTRUNC',
+          'm5xx/60',
+          'm6xx/20',
+          'm7xx/14',
+          'ERR_FDPASS_CTRUNC',
+          'm9xx/0',
+        ]);
+        assert.deepEqual(burst, paced);
       });
     });
 
