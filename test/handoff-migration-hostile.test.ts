@@ -9,7 +9,11 @@ import { EventEmitter, once } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
+import { inspect } from 'node:util';
 import { handoff, type HandoffServer, type MigrationCounts } from 'fdpass';
+import { selfSignedCert } from '../bench/apps/tls-cert';
 import { runFixture, type Fixture } from './helpers/children';
 import { assertFdsBack, openFds } from './helpers/fds';
 import { LineClient, RawHttp } from './helpers/migration-clients';
@@ -198,6 +202,156 @@ describe('hand-off with migrate: a new process that answers wrongly', () => {
 });
 
 describe('hand-off with migrate: careless calls of offer()', () => {
+  it('bad arguments reject with a Node-style code, nothing moves, the connection is served here still', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a, gone] = await lineClients(old.where, 2);
+    const [sa, sGone] = old.accepted;
+    const offer = old.hs.offer.bind(old.hs) as (socket: unknown, opts?: unknown) => Promise<boolean>;
+    await assert.rejects(offer(sa), { code: 'ERR_FDPASS_CLOSED' }, 'before the hand-off');
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const circular: { self?: unknown } = {};
+    circular.self = circular;
+    const bad: Array<[unknown, unknown, string]> = [
+      [{}, undefined, 'ERR_INVALID_ARG_TYPE'],
+      [null, undefined, 'ERR_INVALID_ARG_TYPE'],
+      [(sa as unknown as { _handle: { fd: number } })._handle.fd, undefined, 'ERR_INVALID_ARG_TYPE'],
+      [new net.Server(), undefined, 'ERR_INVALID_ARG_TYPE'],
+      [sa, 'state', 'ERR_INVALID_ARG_TYPE'],
+      [sa, { unread: 'abc' }, 'ERR_INVALID_ARG_TYPE'],
+      [sa, { unread: [1, 2] }, 'ERR_INVALID_ARG_TYPE'],
+      [sa, { state: circular }, 'ERR_INVALID_ARG_VALUE'],
+      [sa, { state: { n: 10n } }, 'ERR_INVALID_ARG_VALUE'],
+      [sa, { state: () => 1 }, 'ERR_INVALID_ARG_VALUE'],
+      [sa, { state: Symbol('s') }, 'ERR_INVALID_ARG_VALUE'],
+    ];
+    for (const [socket, opts, code] of bad) {
+      const p = offer(socket, opts);
+      assert.ok(p instanceof Promise, 'a promise, never a throw');
+      await assert.rejects(p, { code }, `offer(${inspect(socket, { depth: 0 })}, ${inspect(opts, { depth: 0 })})`);
+    }
+    sGone!.destroy();
+    await assert.rejects(offer(sGone), { code: 'ERR_FDPASS_NO_FD' }, 'a destroyed socket');
+    // Over 48 KiB of state or unread bytes: false, nothing sent, nothing held.
+    assert.equal(await offer(sa, { state: 'x'.repeat(60 * 1024) }), false);
+    assert.equal(await offer(sa, { unread: Buffer.alloc(10 * 1024 * 1024, 'x') }), false);
+    assert.equal(await a!.ask('b\n'), `old ${me} 2 b`, 'served here, reading not held');
+    // The taker saw no connection: the next one it sees is the first id.
+    const moved = offer(sa);
+    assert.equal((await message(t, 'connection')).id, 1);
+    t.send({ cmd: 'send', msg: { type: 'refused', id: 1, reason: 'no thanks' } });
+    assert.equal(await moved, false);
+    assert.equal(await a!.ask('c\n'), `old ${me} 3 c`, 'refused: served here, reading resumed');
+    await a!.close();
+    await closed(gone!);
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 1, pending: 0 });
+    await assert.rejects(offer(new net.Socket()), { code: 'ERR_FDPASS_CLOSED' }, "after 'drained'");
+    await stop(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
+  it('the same socket offered twice at once: the second rejects ERR_FDPASS_HANDOFF_BUSY, one fd goes', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const sa = old.accepted[0]!;
+    sa.pause();
+    const first = old.hs.offer(sa, { state: { n: 1 } });
+    await assert.rejects(old.hs.offer(sa, { state: { n: 1 } }), { code: 'ERR_FDPASS_HANDOFF_BUSY' });
+    assert.equal((await message(t, 'connection')).id, 1);
+    t.send({ cmd: 'send', msg: { type: 'adopted', id: 1 } });
+    assert.equal(await first, true);
+    assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    const end = await message(t, 'end');
+    assert.equal(end.fds.length, 0, 'no second connection came before the end');
+    t.send({ cmd: 'closeFds' });
+    await closed(a!);
+    await stop(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
+  it('offered again after a refusal and then adopted, a connection counts once: as migrated', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const sa = old.accepted[0]!;
+    sa.pause();
+    const refused = old.hs.offer(sa);
+    t.send({ cmd: 'send', msg: { type: 'refused', id: (await message(t, 'connection')).id, reason: 'not yet' } });
+    assert.equal(await refused, false);
+    const adopted = old.hs.offer(sa);
+    t.send({ cmd: 'send', msg: { type: 'adopted', id: (await message(t, 'connection')).id } });
+    assert.equal(await adopted, true);
+    assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    t.send({ cmd: 'closeFds' });
+    await closed(a!);
+    await stop(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
+  it('writes not yet flushed: ERR_FDPASS_HANDOFF_BUSY; once flushed the socket moves, no byte lost', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const sa = old.accepted[0]!;
+    sa.pause();
+    // The client reads nothing for now: 8 MiB cannot all reach the kernel.
+    a!.socket.pause();
+    const size = 8 * 1024 * 1024;
+    sa.write(Buffer.alloc(size, 'y'));
+    assert.ok(sa.writableLength > 0);
+    await assert.rejects(old.hs.offer(sa), { code: 'ERR_FDPASS_HANDOFF_BUSY' });
+    // The client reads it all; once Node has handed the last byte to the kernel, the socket moves.
+    let received = 0;
+    a!.socket.removeAllListeners('data');
+    a!.socket.on('data', (d: string) => (received += Buffer.byteLength(d)));
+    a!.socket.resume();
+    await once(sa, 'drain');
+    const moved = old.hs.offer(sa);
+    assert.equal((await message(t, 'connection')).id, 1);
+    t.send({ cmd: 'send', msg: { type: 'adopted', id: 1 } });
+    assert.equal(await moved, true);
+    assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    t.send({ cmd: 'closeFds' });
+    await closed(a!);
+    assert.equal(received, size, 'every byte written before the move reached the client');
+    await stop(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
+  it('a TLS connection, and the TCP socket under it, reject ERR_INVALID_ARG_VALUE and stay usable', async () => {
+    const before = openFds();
+    const { key, cert } = selfSignedCert(path.dirname(tmpPath('x')));
+    let raw: net.Socket | undefined;
+    const secure = tls.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, (s) => s.pipe(s));
+    secure.on('connection', (s: net.Socket) => (raw = s));
+    await new Promise<void>((resolve) => secure.listen(0, '127.0.0.1', resolve));
+    const accepted = once(secure, 'secureConnection');
+    const client = tls.connect({ port: (secure.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
+    await once(client, 'secureConnect');
+    const [tlsSocket] = (await accepted) as [tls.TLSSocket];
+    const old = await oldSide();
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    await assert.rejects(old.hs.offer(tlsSocket), { code: 'ERR_INVALID_ARG_VALUE' });
+    await assert.rejects(old.hs.offer(raw!), { code: 'ERR_INVALID_ARG_VALUE' }, 'the TCP socket under a TLS session');
+    client.write('still here');
+    assert.equal(String((await once(client, 'data'))[0]), 'still here');
+    client.end();
+    await once(client, 'close');
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 0, drained: 0, pending: 0 });
+    await stop(t);
+    await new Promise<void>((resolve) => secure.close(() => resolve()));
+    await assertFdsBack(before, 'the old side');
+  });
+
   it('a Unix-domain connection moves with its state and unread bytes', async () => {
     const old = await oldSide('lines-unix');
     const [a] = await lineClients(old.where, 1);

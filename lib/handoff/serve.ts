@@ -304,30 +304,26 @@ export class HandoffServer extends EventEmitter {
   }
 
   /**
-   * Moves a connected socket to the new process during a hand-off with `migrate`, with `state` and
-   * the bytes already read from it. For any protocol (a WebSocket, a custom one): hold the
-   * application's reading first, and pass what its parser holds unprocessed as `unread`; the bytes
-   * still in the socket's own buffer go too. Resolves true once the new process adopted it (the
-   * socket is then destroyed here, without closing the connection), false when it stays here:
-   * refused by the new process (reading resumes), too large a message (state and unread bytes over
-   * 48 KiB), or the new process went away (the socket is destroyed if it had been sent: the new
-   * process may have read from it). Possible from the `'handoff'` event until `'drained'`.
+   * Moves a connected socket (TCP or Unix, of an offered listener or not) to the new process during
+   * a hand-off with `migrate`, with `state` and the bytes already read from it. For any protocol (a
+   * WebSocket, a custom one): hold the application's reading first, and pass what its parser holds
+   * unprocessed as `unread`; the bytes still in the socket's own buffer go too. Until the promise
+   * settles, neither write to the socket nor resume it. Resolves true once the new process adopted
+   * it (the socket is then destroyed here, without closing the connection), false when it stays
+   * here: refused by the new process (reading resumes), too large a message (state and unread bytes
+   * over 48 KiB), or the new process went away before it was sent; or once it went away after (the
+   * socket is then destroyed: the new process may have read from it).
+   *
+   * Possible from the `'handoff'` event until `'drained'`: rejects with ERR_FDPASS_CLOSED before,
+   * after, or once the new process has gone. Rejects with ERR_FDPASS_HANDOFF_BUSY when the socket is
+   * being offered already, or when Node still holds writes for it (they would be lost: offer it
+   * again after its `'drain'` event); ERR_FDPASS_NO_FD for a closed socket; ERR_INVALID_ARG_VALUE
+   * for a TLS connection (or the TCP socket under one) and a `state` that is not JSON;
+   * ERR_INVALID_ARG_TYPE for other arguments of the wrong type.
    */
   offer(socket: net.Socket, opts: OfferOptions = {}): Promise<boolean> {
     try {
-      if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
-      validateObject(opts as unknown, 'options');
-      if (opts.unread !== undefined && !Buffer.isBuffer(opts.unread))
-        throw invalidArgType('options.unread', 'an instance of Buffer', opts.unread);
-      if (opts.state !== undefined) {
-        try {
-          JSON.stringify(opts.state);
-        } catch (err) {
-          throw invalidArgValue('options.state', opts.state, `must be a JSON value (${(err as Error).message})`);
-        }
-      }
-      if (socket instanceof tls.TLSSocket)
-        throw invalidArgValue('socket', 'a TLS socket', 'cannot move: its TLS session stays in this process');
+      validateOffer(socket, opts);
       const migration = this.#migration;
       if (migration === null || !migration.open) {
         throw new FdpassError(
@@ -397,6 +393,32 @@ export class HandoffServer extends EventEmitter {
   #report(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
     else debug('handoff: %s', err.message);
+  }
+}
+
+/**
+ * Checks offer()'s arguments: a net.Socket that is not TLS (nor the TCP socket under a TLS session),
+ * options whose `unread` is a Buffer and whose `state` serializes to JSON.
+ * @internal also used by the upgrader's offer().
+ */
+export function validateOffer(socket: unknown, opts: OfferOptions): void {
+  if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
+  validateObject(opts as unknown, 'options');
+  if (opts.unread !== undefined && !Buffer.isBuffer(opts.unread))
+    throw invalidArgType('options.unread', 'an instance of Buffer', opts.unread);
+  if (opts.state !== undefined) {
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(opts.state);
+    } catch (err) {
+      throw invalidArgValue('options.state', opts.state, `must be a JSON value (${(err as Error).message})`);
+    }
+    // A function or a symbol: JSON has no such value, and it would arrive as undefined.
+    if (json === undefined) throw invalidArgValue('options.state', opts.state, 'must be a JSON value');
+  }
+  // A TLS server's connections carry TLS records: under a TLSSocket, the TCP socket is the server's too.
+  if (socket instanceof tls.TLSSocket || (socket as net.Socket & { server?: unknown }).server instanceof tls.Server) {
+    throw invalidArgValue('socket', 'a TLS socket', 'cannot move: its TLS session stays in this process');
   }
 }
 
