@@ -368,6 +368,29 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     await stop(fresh);
     fs.unlinkSync(old.where as string); // a Unix server adopted from an fd does not know its path
   });
+
+  it("a 'handoff' listener that throws is reported ('error') and the connections move all the same", async () => {
+    const old = await oldSide('http');
+    const errors: Error[] = [];
+    old.hs.on('error', (err: Error) => errors.push(err));
+    old.hs.on('handoff', () => {
+      throw new Error('a careless handler');
+    });
+    const client = new RawHttp(old.where as number);
+    await client.connected();
+    assert.equal(await client.get(), `old ${me}`);
+    const fresh = runFixture('migration-new', [old.control, 'http']);
+    const ready = await fresh.expect<{ acknowledged: boolean; connections: MigrationCounts }>('ready');
+    assert.deepEqual([ready.acknowledged, ready.connections], [true, { migrated: 1, failed: 0, drained: 0, pending: 0 }]);
+    assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      ['a careless handler'],
+    );
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    await client.close();
+    await stop(fresh);
+  });
 });
 
 describe('hand-off with migrate: a new process that cannot adopt', () => {

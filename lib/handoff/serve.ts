@@ -103,10 +103,12 @@ interface Session {
  *   ERR_FDPASS_TIMEOUT (not ready within readyTimeout), ERR_FDPASS_HANDOFF_PROTOCOL / _VERSION /
  *   _UNKNOWN_NAME (it asked for something we cannot give; it is told so)
  * - `'handoff'` (peer): it is ready; our copies are closed and draining has begun (with `migrate`:
- *   and moving connections, so that offers made in this event's handler count in `ready()`'s result)
+ *   and moving connections, so that offers made in this event's handler count in `ready()`'s result).
+ *   A listener that throws is reported as `'error'`; the hand-off goes on.
  * - `'drained'` (counts): every connection of ours has ended, moved, or been cut at the drain
  *   deadline; with `migrate`, {@link MigrationCounts} (else undefined)
- * - `'error'`: a problem with the control socket itself (only emitted when someone listens)
+ * - `'error'`: a problem with the control socket itself, or a `'handoff'` listener that threw (only
+ *   emitted when someone listens)
  */
 export class HandoffServer extends EventEmitter {
   /** Resolves once this process has let go of the listeners (handed off or stopped) and drained. */
@@ -242,7 +244,7 @@ export class HandoffServer extends EventEmitter {
     await ch.send({ data: encode({ type: 'ack' }) }).catch(() => {});
     await ch.close();
     debug('handoff: complete to pid %d', session.peer.pid);
-    this.emit('handoff', session.peer);
+    this.#emitHandoff(session.peer);
     await draining;
   }
 
@@ -296,7 +298,7 @@ export class HandoffServer extends EventEmitter {
     const migration = new Migration(session.channel);
     this.#migration = migration;
     const draining = this.#letGo(migration); // our copies close synchronously here, before the ack
-    this.emit('handoff', session.peer);
+    this.#emitHandoff(session.peer);
     await Promise.race([migration.settled(), draining]); // a new process that does not answer holds nothing up
     await session.channel.send({ data: encode({ type: 'ack', connections: migration.counts() }) }).catch(() => {});
     debug('handoff: complete to pid %d, moving connections', session.peer.pid);
@@ -342,6 +344,16 @@ export class HandoffServer extends EventEmitter {
     const server = (socket as net.Socket & { server?: unknown }).server;
     for (const [name, l] of this.#listeners) if (l === server) return name;
     return undefined;
+  }
+
+  // The application's handler runs in the middle of the hand-off: one that throws is reported like a
+  // failure of the control socket, and the hand-off (with migrate: the moving of connections) goes on.
+  #emitHandoff(peer: PeerCredentials): void {
+    try {
+      this.emit('handoff', peer);
+    } catch (err) {
+      this.#report(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   // Nothing was taken from us: we keep serving. The peer is told why when it can still hear it.
