@@ -5,6 +5,7 @@
 // hand (fixtures/migration-taker.ts). Each connection must end up in exactly one place: served here,
 // served there, or closed; and the counts must say which.
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -411,6 +412,85 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
     const migrated = await fresh.expect<{ counts: MigrationCounts; fds: number }>('migrated');
     assert.deepEqual(migrated.counts, { migrated: 0, failed: 1, drained: 0, pending: 0 });
     assert.equal(migrated.fds, adopted.fds - 1, 'only the listener is left: the control connection closed, the refused fd too');
+    await stop(fresh);
+  });
+
+  it('one whose server has its maxConnections refuses the connections beyond: they are served here', async () => {
+    const old = await oldSide();
+    const [a, b] = await lineClients(old.where, 2);
+    const fresh = runFixture('migration-new', [old.control, 'lines'], { env: { ...process.env, FDPASS_TEST_MAX_CONNECTIONS: '1' } });
+    await old.handedOff;
+    const [sa, sb] = old.accepted;
+    sa!.pause();
+    sb!.pause();
+    assert.equal(await old.hs.offer(sa!, { state: { n: 1 } }), true);
+    assert.equal(await old.hs.offer(sb!, { state: { n: 1 } }), false);
+    sb!.resume();
+    assert.equal(await a!.ask('x\n'), `new ${fresh.pid} 2 x`);
+    assert.equal(await b!.ask('y\n'), `old ${me} 2 y`);
+    await Promise.all([a!.close(), b!.close()]);
+    assert.deepEqual(await old.drained, { migrated: 1, failed: 1, drained: 0, pending: 0 });
+    await stop(fresh);
+  });
+
+  /** Sets the soft RLIMIT_NOFILE of `pid` to its lowest free descriptor number: no descriptor can arrive. */
+  function noRoom(pid: number): void {
+    const open = openFds(pid);
+    let lowest = 0;
+    while (open.has(lowest)) lowest++;
+    execFileSync('prlimit', ['--pid', String(pid), `--nofile=${lowest}:`]);
+  }
+
+  it('at its descriptor limit after ready() (MSG_CTRUNC): refused, offer() is false, served here', async () => {
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const fresh = runFixture('migration-new', [old.control, 'lines'], { env: { ...process.env, FDPASS_TEST_HOLD_READY: '1' } });
+    await fresh.expect('adopted');
+    noRoom(fresh.pid);
+    fresh.send({ cmd: 'ready' });
+    assert.deepEqual((await fresh.expect<{ connections: MigrationCounts }>('ready')).connections, {
+      migrated: 0,
+      failed: 0,
+      drained: 0,
+      pending: 1,
+    });
+    const sa = old.accepted[0]!;
+    sa.pause();
+    assert.equal(await old.hs.offer(sa, { state: { n: 1 } }), false);
+    sa.resume();
+    assert.equal(await a!.ask('b\n'), `old ${me} 2 b`);
+    await a!.close();
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    assert.deepEqual((await fresh.expect<{ counts: MigrationCounts }>('migrated')).counts, {
+      migrated: 0,
+      failed: 1,
+      drained: 0,
+      pending: 0,
+    });
+    await stop(fresh);
+  });
+
+  it('at its descriptor limit (MSG_CTRUNC): refused, ready() resolves, the old process drains it', async () => {
+    const old = await oldSide('http');
+    const client = new RawHttp(old.where as number);
+    await client.connected();
+    assert.equal(await client.get(), `old ${me}`);
+    const fresh = runFixture('migration-new', [old.control, 'http'], { env: { ...process.env, FDPASS_TEST_HOLD_READY: '1' } });
+    await fresh.expect('adopted');
+    noRoom(fresh.pid);
+    fresh.send({ cmd: 'ready' });
+    const ready = await fresh.expect<{ acknowledged: boolean; connections: MigrationCounts }>('ready');
+    assert.deepEqual([ready.acknowledged, ready.connections], [true, { migrated: 0, failed: 1, drained: 0, pending: 0 }]);
+    // Drained here: its next answer says `Connection: close`, then it is closed.
+    assert.equal(await client.get(), `old ${me}`);
+    await closed(client);
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    assert.deepEqual((await fresh.expect<{ counts: MigrationCounts }>('migrated')).counts, {
+      migrated: 0,
+      failed: 1,
+      drained: 0,
+      pending: 0,
+    });
     await stop(fresh);
   });
 });
