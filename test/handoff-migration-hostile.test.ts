@@ -575,27 +575,33 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
 });
 
 describe('self-upgrade with migrate: offer() from the upgrader', () => {
-  it("connections offered in the 'upgraded' handler move to the successor with their state", async () => {
-    const port = await freePort();
-    const gen1 = runFixture('upgrade-lines', [String(port)]);
-    await gen1.expect('serving');
-    const client = new LineClient(port);
-    await client.connected();
-    assert.equal(await client.ask('a\n'), `gen ${gen1.pid} 1 a`);
-    gen1.proc.kill('SIGHUP');
-    // gen1's and its successor's reports share one stdout, in whichever order they come.
-    const seen = new Map<string, Record<string, unknown>>();
-    while (!seen.has('serving') || !seen.has('drained')) {
-      const m = await gen1.next<Record<string, unknown>>();
-      if (m.event === 'error' || m.event === 'offer-failed') assert.fail(JSON.stringify(m));
-      seen.set(String(m.event), m);
-    }
-    assert.deepEqual(seen.get('offered'), { event: 'offered', moved: true });
-    assert.deepEqual(seen.get('drained')!.counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
-    const s2 = seen.get('serving') as { pid: number };
-    assert.equal(await client.ask('b\n'), `gen ${s2.pid} 2 b`);
-    await client.close();
-    process.kill(s2.pid, 'SIGTERM');
-    await gen1.exited; // its stdout, shared with the successor, ends when both have exited
-  });
+  for (const throws of [false, true]) {
+    const title = throws
+      ? "an 'upgraded' handler that throws after offering: the connection moves, 'drained' still comes"
+      : "connections offered in the 'upgraded' handler move to the successor with their state";
+    it(title, async () => {
+      const port = await freePort();
+      const env = { ...process.env, ...(throws ? { FDPASS_TEST_THROW_UPGRADED: '1' } : {}) };
+      const gen1 = runFixture('upgrade-lines', [String(port)], { env });
+      await gen1.expect('serving');
+      const client = new LineClient(port);
+      await client.connected();
+      assert.equal(await client.ask('a\n'), `gen ${gen1.pid} 1 a`);
+      gen1.proc.kill('SIGHUP');
+      // gen1's and its successor's reports share one stdout, in whichever order they come.
+      const seen = new Map<string, Record<string, unknown>>();
+      while (!seen.has('serving') || !seen.has('drained')) {
+        const m = await gen1.next<Record<string, unknown>>();
+        if (m.event === 'error' || m.event === 'offer-failed') assert.fail(JSON.stringify(m));
+        seen.set(String(m.event), m);
+      }
+      assert.deepEqual(seen.get('offered'), { event: 'offered', moved: true });
+      assert.deepEqual(seen.get('drained')!.counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+      const s2 = seen.get('serving') as { pid: number };
+      assert.equal(await client.ask('b\n'), `gen ${s2.pid} 2 b`);
+      await client.close();
+      process.kill(s2.pid, 'SIGTERM');
+      await gen1.exited; // its stdout, shared with the successor, ends when both have exited
+    });
+  }
 });
