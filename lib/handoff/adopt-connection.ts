@@ -40,6 +40,12 @@ export function adoptConnection(
     closeQuietly([fd]);
     return "the new process has no 'connection' listener";
   }
+  // As net.Server's accept does (a maxConnections of 0 is no limit there too); refused, it stays there.
+  const max = server?.listening ? server.maxConnections : undefined;
+  if (max && (server as net.Server & { _connections: number })._connections >= max) {
+    closeQuietly([fd]);
+    return `the server adopted as '${String(w.listener)}' has its maxConnections (${max})`;
+  }
   let socket: net.Socket;
   try {
     socket = toSocket(fd, { allowHalfOpen: (server as (net.Server & { allowHalfOpen?: boolean }) | undefined)?.allowHalfOpen ?? false });

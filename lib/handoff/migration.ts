@@ -10,9 +10,10 @@ import * as tls from 'node:tls';
 import { debuglog } from 'node:util';
 import type { Channel } from '../channel';
 import { fdOf } from '../adopt';
+import { FdpassError } from '../errors';
 import { connectionsOf } from './connections';
 import { MAX_BATCH_BYTES, decode, encode, receiveWire, type ConnectionProtocol, type MigrationCounts, type Wire } from './protocol';
-import { bufferedBytes, holdReading } from './socket-hold';
+import { bufferedBytes, holdReading, writesFlushed } from './socket-hold';
 
 const debug = debuglog('fdpass');
 
@@ -33,6 +34,7 @@ export class Migration {
   readonly #offers = new Set<Promise<boolean>>();
   readonly #sockets = new Set<net.Socket>(); // every connection of the old process's listeners, and each offered
   readonly #failed = new Set<net.Socket>();
+  readonly #offering = new Set<net.Socket>(); // sent or about to be, not yet answered
   #migrated = 0;
   #open = true;
   #ended = false;
@@ -69,13 +71,20 @@ export class Migration {
    * Sends `socket` to the new process. Resolves true once it adopted it (the socket is destroyed
    * here), false when it stays here: not sent (the migration is over, the message would be too large),
    * or refused (reading resumes); or when the new process went away before answering (then it is
-   * destroyed here). Throws only on a socket that cannot move (no fd, TLS).
+   * destroyed here). Throws only on a socket that cannot move (no fd, TLS), or not now
+   * (ERR_FDPASS_HANDOFF_BUSY: being offered already, or writes not yet flushed).
    */
   offer(socket: net.Socket, protocol: ConnectionProtocol, details: OfferDetails = {}): Promise<boolean> {
     if (socket instanceof tls.TLSSocket) {
       throw new TypeError('a TLS connection cannot move: its session keys stay in this process');
     }
     const fd = fdOf(socket, 'socket');
+    // Two offers would give the new process two sockets reading one connection.
+    if (this.#offering.has(socket)) throw new FdpassError('ERR_FDPASS_HANDOFF_BUSY', 'this socket is being offered already');
+    // What Node still holds to write (or an end() not yet done) would be lost when our copy closes.
+    if (!writesFlushed(socket) || (socket.writableEnded && !socket.writableFinished)) {
+      throw new FdpassError('ERR_FDPASS_HANDOFF_BUSY', "the socket has writes not yet flushed to the kernel: offer it after its 'drain'");
+    }
     if (!this.#open) return Promise.resolve(false);
     const unread = Buffer.concat([details.unread ?? Buffer.alloc(0), bufferedBytes(socket)]);
     const data = encode({
@@ -93,7 +102,8 @@ export class Migration {
     const resume = holdReading(socket);
     if (resume === null) return Promise.resolve(false);
     this.#sockets.add(socket);
-    const id = this.#nextId++;
+    this.#offering.add(socket);
+    const id = this.#nextId++; // consecutive from 1: see the 'connection' message in protocol.ts
     const answered = new Promise<boolean | 'gone'>((resolve) => this.#answers.set(id, resolve));
     const sent = this.#channel.send({ data, fds: [fd] });
     const outcome = sent.then(
@@ -108,8 +118,10 @@ export class Migration {
     );
     const done = outcome.then((answer) => {
       this.#offers.delete(done);
+      this.#offering.delete(socket);
       if (answer === true) {
         this.#migrated++;
+        this.#failed.delete(socket); // refused before, offered again: counted once
         socket.destroy(); // our copy only: the new process holds the connection
         return true;
       }

@@ -50,6 +50,8 @@ export type Wire =
   | { type: 'done'; count: number; skipped: SkippedListener[] }
   | { type: 'ready' }
   | { type: 'ack'; connections?: MigrationCounts }
+  // ids count up from 1 without a gap (a failed send ends the migration), so that the new process can
+  // refuse one whose descriptor it could not receive (MSG_CTRUNC drops the whole message): the next id.
   | { type: 'connection'; id: number; protocol: ConnectionProtocol; listener?: string; state?: unknown; unread?: string }
   | { type: 'adopted'; id: number }
   | { type: 'refused'; id: number; reason: string }
@@ -202,6 +204,18 @@ export function decode(m: Message, expected: readonly WireType[]): Wire {
  */
 export function receiveWire(ch: Channel, opts?: WaitOptions): Promise<Message> {
   return ch.receive(opts).catch((err: unknown) => {
+    throw damagedMessage(err) ?? err;
+  });
+}
+
+/**
+ * The new process's receiveWire() while connections move: a message dropped because its descriptor
+ * did not fit in this process (MSG_CTRUNC: at its RLIMIT_NOFILE) resolves 'lost' instead of
+ * rejecting. Only a 'connection' carries a descriptor then, so it was the one with the next id.
+ */
+export function receiveMoved(ch: Channel): Promise<Message | 'lost'> {
+  return ch.receive().catch((err: unknown) => {
+    if (err instanceof FdpassError && err.code === 'ERR_FDPASS_CTRUNC') return 'lost' as const;
     throw damagedMessage(err) ?? err;
   });
 }

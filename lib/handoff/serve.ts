@@ -103,10 +103,12 @@ interface Session {
  *   ERR_FDPASS_TIMEOUT (not ready within readyTimeout), ERR_FDPASS_HANDOFF_PROTOCOL / _VERSION /
  *   _UNKNOWN_NAME (it asked for something we cannot give; it is told so)
  * - `'handoff'` (peer): it is ready; our copies are closed and draining has begun (with `migrate`:
- *   and moving connections, so that offers made in this event's handler count in `ready()`'s result)
+ *   and moving connections, so that offers made in this event's handler count in `ready()`'s result).
+ *   A listener that throws is reported as `'error'`; the hand-off goes on.
  * - `'drained'` (counts): every connection of ours has ended, moved, or been cut at the drain
  *   deadline; with `migrate`, {@link MigrationCounts} (else undefined)
- * - `'error'`: a problem with the control socket itself (only emitted when someone listens)
+ * - `'error'`: a problem with the control socket itself, or a `'handoff'` listener that threw (only
+ *   emitted when someone listens)
  */
 export class HandoffServer extends EventEmitter {
   /** Resolves once this process has let go of the listeners (handed off or stopped) and drained. */
@@ -242,7 +244,7 @@ export class HandoffServer extends EventEmitter {
     await ch.send({ data: encode({ type: 'ack' }) }).catch(() => {});
     await ch.close();
     debug('handoff: complete to pid %d', session.peer.pid);
-    this.emit('handoff', session.peer);
+    this.#emitHandoff(session.peer);
     await draining;
   }
 
@@ -296,7 +298,7 @@ export class HandoffServer extends EventEmitter {
     const migration = new Migration(session.channel);
     this.#migration = migration;
     const draining = this.#letGo(migration); // our copies close synchronously here, before the ack
-    this.emit('handoff', session.peer);
+    this.#emitHandoff(session.peer);
     await Promise.race([migration.settled(), draining]); // a new process that does not answer holds nothing up
     await session.channel.send({ data: encode({ type: 'ack', connections: migration.counts() }) }).catch(() => {});
     debug('handoff: complete to pid %d, moving connections', session.peer.pid);
@@ -304,30 +306,26 @@ export class HandoffServer extends EventEmitter {
   }
 
   /**
-   * Moves a connected socket to the new process during a hand-off with `migrate`, with `state` and
-   * the bytes already read from it. For any protocol (a WebSocket, a custom one): hold the
-   * application's reading first, and pass what its parser holds unprocessed as `unread`; the bytes
-   * still in the socket's own buffer go too. Resolves true once the new process adopted it (the
-   * socket is then destroyed here, without closing the connection), false when it stays here:
-   * refused by the new process (reading resumes), too large a message (state and unread bytes over
-   * 48 KiB), or the new process went away (the socket is destroyed if it had been sent: the new
-   * process may have read from it). Possible from the `'handoff'` event until `'drained'`.
+   * Moves a connected socket (TCP or Unix, of an offered listener or not) to the new process during
+   * a hand-off with `migrate`, with `state` and the bytes already read from it. For any protocol (a
+   * WebSocket, a custom one): hold the application's reading first, and pass what its parser holds
+   * unprocessed as `unread`; the bytes still in the socket's own buffer go too. Until the promise
+   * settles, neither write to the socket nor resume it. Resolves true once the new process adopted
+   * it (the socket is then destroyed here, without closing the connection), false when it stays
+   * here: refused by the new process (reading resumes), too large a message (state and unread bytes
+   * over 48 KiB), or the new process went away before it was sent; or once it went away after (the
+   * socket is then destroyed: the new process may have read from it).
+   *
+   * Possible from the `'handoff'` event until `'drained'`: rejects with ERR_FDPASS_CLOSED before,
+   * after, or once the new process has gone. Rejects with ERR_FDPASS_HANDOFF_BUSY when the socket is
+   * being offered already, or when Node still holds writes for it (they would be lost: offer it
+   * again after its `'drain'` event); ERR_FDPASS_NO_FD for a closed socket; ERR_INVALID_ARG_VALUE
+   * for a TLS connection (or the TCP socket under one) and a `state` that is not JSON;
+   * ERR_INVALID_ARG_TYPE for other arguments of the wrong type.
    */
   offer(socket: net.Socket, opts: OfferOptions = {}): Promise<boolean> {
     try {
-      if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
-      validateObject(opts as unknown, 'options');
-      if (opts.unread !== undefined && !Buffer.isBuffer(opts.unread))
-        throw invalidArgType('options.unread', 'an instance of Buffer', opts.unread);
-      if (opts.state !== undefined) {
-        try {
-          JSON.stringify(opts.state);
-        } catch (err) {
-          throw invalidArgValue('options.state', opts.state, `must be a JSON value (${(err as Error).message})`);
-        }
-      }
-      if (socket instanceof tls.TLSSocket)
-        throw invalidArgValue('socket', 'a TLS socket', 'cannot move: its TLS session stays in this process');
+      validateOffer(socket, opts);
       const migration = this.#migration;
       if (migration === null || !migration.open) {
         throw new FdpassError(
@@ -346,6 +344,16 @@ export class HandoffServer extends EventEmitter {
     const server = (socket as net.Socket & { server?: unknown }).server;
     for (const [name, l] of this.#listeners) if (l === server) return name;
     return undefined;
+  }
+
+  // The application's handler runs in the middle of the hand-off: one that throws is reported like a
+  // failure of the control socket, and the hand-off (with migrate: the moving of connections) goes on.
+  #emitHandoff(peer: PeerCredentials): void {
+    try {
+      this.emit('handoff', peer);
+    } catch (err) {
+      this.#report(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   // Nothing was taken from us: we keep serving. The peer is told why when it can still hear it.
@@ -397,6 +405,32 @@ export class HandoffServer extends EventEmitter {
   #report(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
     else debug('handoff: %s', err.message);
+  }
+}
+
+/**
+ * Checks offer()'s arguments: a net.Socket that is not TLS (nor the TCP socket under a TLS session),
+ * options whose `unread` is a Buffer and whose `state` serializes to JSON.
+ * @internal also used by the upgrader's offer().
+ */
+export function validateOffer(socket: unknown, opts: OfferOptions): void {
+  if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
+  validateObject(opts as unknown, 'options');
+  if (opts.unread !== undefined && !Buffer.isBuffer(opts.unread))
+    throw invalidArgType('options.unread', 'an instance of Buffer', opts.unread);
+  if (opts.state !== undefined) {
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(opts.state);
+    } catch (err) {
+      throw invalidArgValue('options.state', opts.state, `must be a JSON value (${(err as Error).message})`);
+    }
+    // A function or a symbol: JSON has no such value, and it would arrive as undefined.
+    if (json === undefined) throw invalidArgValue('options.state', opts.state, 'must be a JSON value');
+  }
+  // A TLS server's connections carry TLS records: under a TLSSocket, the TCP socket is the server's too.
+  if (socket instanceof tls.TLSSocket || (socket as net.Socket & { server?: unknown }).server instanceof tls.Server) {
+    throw invalidArgValue('socket', 'a TLS socket', 'cannot move: its TLS session stays in this process');
   }
 }
 

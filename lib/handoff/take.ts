@@ -24,6 +24,7 @@ import {
   decode,
   encode,
   isPeerGone,
+  receiveMoved,
   receiveWire,
   peerError,
   type ListenerKind,
@@ -83,9 +84,11 @@ const DEFAULT_TIMEOUT = 30_000;
  * then call ready(): only then does the old process close its copies. Events, when the old process
  * moves its connections here (`serve()` with `migrate`), from ready() on:
  * - `'connection'` ({@link MigratedConnection}): a connection the old process offered with
- *   `offer()`; with no listener for this event such connections are refused (they stay there).
- *   HTTP/1.1 connections go to the http.Server adopted under their listener's name, as new
- *   connections, without this event.
+ *   `offer()`; with no listener for this event such connections are refused (they stay there), as
+ *   is one whose listener throws. HTTP/1.1 connections go to the http.Server adopted under their
+ *   listener's name, as new connections, without this event. Either kind is refused too when that
+ *   server has its `maxConnections`, or when its descriptor cannot be received (this process at its
+ *   RLIMIT_NOFILE).
  * - `'migrated'` ({@link MigrationCounts}): the old process has moved or drained every connection;
  *   if it went away first, what it still held counts as drained.
  */
@@ -96,6 +99,7 @@ export class Inheritance extends EventEmitter {
   /** Listeners the old process had but could not offer (it had closed them), with the reason. */
   readonly skipped: readonly SkippedListener[];
   #settled = false;
+  #nextId = 1; // of the next connection the old process moves (see receiveMoved)
 
   /** @internal Use take(). */
   constructor(channel: Channel, listeners: InheritedListener[], skipped: SkippedListener[]) {
@@ -220,7 +224,11 @@ export class Inheritance extends EventEmitter {
   // Until 'ack': connections the old process moves at once are adopted as they come.
   async #untilAck(): Promise<Wire> {
     for (;;) {
-      const m = await receiveWire(this.#channel);
+      const m = await receiveMoved(this.#channel);
+      if (m === 'lost') {
+        await this.#refuseLost();
+        continue;
+      }
       const w = decode(m, ['ack', 'connection']);
       if (w.type !== 'connection') return w;
       await this.#adoptOne(w, m.fds[0]!);
@@ -238,7 +246,12 @@ export class Inheritance extends EventEmitter {
       let w: Wire;
       let fd: number | undefined;
       try {
-        const m = await receiveWire(ch);
+        const m = await receiveMoved(ch);
+        if (m === 'lost') {
+          await this.#refuseLost();
+          tally.failed++;
+          continue;
+        }
         w = decode(m, ['connection', 'end']);
         fd = m.fds[0];
       } catch (err) {
@@ -265,13 +278,26 @@ export class Inheritance extends EventEmitter {
 
   // Adopts one moved connection (or refuses it, closing its fd) and answers the old process.
   async #adoptOne(w: Extract<Wire, { type: 'connection' }>, fd: number): Promise<boolean> {
+    this.#nextId = w.id + 1;
     const refusal = adoptConnection(w, fd, this.#servers, this);
     if (refusal !== undefined) debug('handoff: refusing a moved connection: %s', refusal);
-    const answer: Wire = refusal === undefined ? { type: 'adopted', id: w.id } : { type: 'refused', id: w.id, reason: refusal };
+    await this.#answer(refusal === undefined ? { type: 'adopted', id: w.id } : { type: 'refused', id: w.id, reason: refusal });
+    return refusal === undefined;
+  }
+
+  // A connection whose descriptor did not fit here (MSG_CTRUNC; what arrived is closed): refused, so
+  // that the old process keeps it.
+  async #refuseLost(): Promise<void> {
+    const id = this.#nextId++;
+    const reason = "its descriptor could not be received (MSG_CTRUNC: this process's descriptor limit, RLIMIT_NOFILE)";
+    debug('handoff: refusing moved connection %d: %s', id, reason);
+    await this.#answer({ type: 'refused', id, reason });
+  }
+
+  async #answer(answer: Wire): Promise<void> {
     await this.#channel.send({ data: encode(answer) }).catch((err: Error) => {
       if (!isPeerGone(err)) throw err;
     });
-    return refusal === undefined;
   }
 
   /** Gives up the hand-off: the old process keeps serving. */

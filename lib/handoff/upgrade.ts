@@ -19,7 +19,7 @@ import { isSuccessor } from './inherit';
 import { validateListeners, type HandoffListener } from './listeners';
 import { pid1Error } from './pid1-check';
 import { writePidFile } from './pid-file';
-import { serve, validateServeOptions, type HandoffServer, type OfferOptions, type ServeOptions } from './serve';
+import { serve, validateOffer, validateServeOptions, type HandoffServer, type OfferOptions, type ServeOptions } from './serve';
 import type { MigrationCounts } from './protocol';
 import { spawnSuccessor, waitForSuccessor } from './successor';
 
@@ -109,15 +109,19 @@ export class Upgrader extends EventEmitter {
 
   /**
    * Moves a connected socket to the successor after an upgrade with `migrate`, as
-   * {@link HandoffServer.offer} does: from the `'upgraded'` event until `'drained'`.
+   * {@link HandoffServer.offer} does (with its outcomes and errors): from the `'upgraded'` event
+   * (its handler included) until `'drained'`.
    */
   offer(socket: net.Socket, opts: OfferOptions = {}): Promise<boolean> {
-    if (this.#handedOff === null) {
-      return Promise.reject(
-        new FdpassError('ERR_FDPASS_CLOSED', 'no successor is taking connections (offer() works after an upgrade with migrate)'),
-      );
+    if (this.#handedOff !== null) return this.#handedOff.offer(socket, opts);
+    try {
+      validateOffer(socket, opts);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return this.#handedOff.offer(socket, opts);
+    return Promise.reject(
+      new FdpassError('ERR_FDPASS_CLOSED', 'no successor is taking connections (offer() works after an upgrade with migrate)'),
+    );
   }
 
   /** True while a successor is starting. */
@@ -249,12 +253,13 @@ export class Upgrader extends EventEmitter {
     await tell({ mainPid: pid, ready: true, status: `handed over to pid ${pid}` });
     // The pid changes at every upgrade: say so when the application does not.
     if (this.listenerCount('upgraded') === 0) sayQuietly(`fdpass: pid ${process.pid} handed over to pid ${pid}\n`);
-    this.emit('upgraded', pid);
+    // Before 'upgraded': its handler may offer connections, and one that throws must not cost 'drained'.
     this.#handedOff = hs;
     void hs.drained.then(() => {
       this.emit('drained', counts);
       this.#resolveDrained();
     });
+    this.emit('upgraded', pid);
     return { pid };
   }
 
