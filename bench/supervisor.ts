@@ -80,7 +80,10 @@ async function deploy(method: string, port: number, dir: string): Promise<Restar
     });
     let log = ''; // its last lines, for an error
     sup.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-3000)));
-    await line(sup.stderr!, method.startsWith('fdpass-run-2w') ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/);
+    await line(
+      sup.stderr!,
+      method.startsWith('fdpass-run-2w') ? /generation 1 \(2 workers\): all 2 workers ready/ : /generation 1 .*is ready/,
+    );
     return {
       async restart() {
         const done = line(sup.stderr!, /reload done/);
