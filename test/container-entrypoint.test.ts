@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { processState, watchJson, type Fixture } from './helpers/children';
-import { docScenario, scenarioBlocks } from './helpers/docs';
+import { docScenario, scenarioBlocks, workersApp } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
 import { hostPidIn, processesIn } from './helpers/systemd';
@@ -91,11 +91,11 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
   /**
    * The docs' container recipe written into a fresh /app (a project with fdpass installed:
    * node_modules/fdpass is this checkout), started as Docker would: the entrypoint + CMD as PID 1 of
-   * a new pid namespace. `entrypoint` may change the recipe's (e.g. add --workers); `app` the app's
-   * code. Returns once PID 1 runs the entrypoint.
+   * a new pid namespace. `entrypoint` may change the recipe's (e.g. add --workers); `app` is another
+   * app's code. Returns once PID 1 runs the entrypoint.
    */
   async function startContainer(
-    opts: { entrypoint?: (argv: string[]) => string[]; app?: (code: string) => string } = {},
+    opts: { entrypoint?: (argv: string[]) => string[]; app?: string } = {},
   ): Promise<{ port: number; dir: string; recipe: Recipe; pid1: number; ns: string; container: Fixture }> {
     const port = await freePort();
     const dir = tmpPath('container');
@@ -106,7 +106,7 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
     ]);
     const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'app.mjs')!;
     const recipe = parseDockerfile(fs.readFileSync(files.Dockerfile!, 'utf8'));
-    fs.writeFileSync(path.join(recipe.workdir, recipe.cmd[1]!), (opts.app ?? ((c) => c))(server.code));
+    fs.writeFileSync(path.join(recipe.workdir, recipe.cmd[1]!), opts.app ?? server.code);
     const entrypoint = (opts.entrypoint ?? ((a) => a))(recipe.entrypoint);
 
     const env = { ...process.env };
@@ -187,13 +187,9 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
   });
   // SIGHUP (`docker kill -s HUP`) to PID 1; each worker answers with its FDPASS_WORKER.
   it('--workers 2 as PID 1: SIGHUP replaces both under load, orphans are reaped, SIGTERM stops all with 0', async () => {
-    const body = `hello from \${process.pid}`; // in the app's source
     const { port, recipe, pid1, ns, container } = await startContainer({
       entrypoint: (argv) => [...argv.slice(0, argv.indexOf('--')), '--workers', '2', ...argv.slice(argv.indexOf('--'))],
-      app: (code) => {
-        assert.ok(code.includes(body), `the docs' app no longer answers ${body}`);
-        return code.replace(body, `${body} worker \${process.env.FDPASS_WORKER}`);
-      },
+      app: workersApp(),
     });
     // `docker exec <container> node .../main.js status --json 1`: by pid, PID 1 of the namespace.
     const statusArgv = [...recipe.reload.slice(0, recipe.reload.indexOf('reload')), 'status', '--json', '1'];
