@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { processState, watchJson, type Fixture } from './helpers/children';
-import { docScenario, scenarioBlocks } from './helpers/docs';
+import { docScenario, scenarioBlocks, workersApp } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort } from './helpers/net';
 import { hostPidIn, processesIn } from './helpers/systemd';
@@ -73,7 +73,7 @@ function dockerExec(pid1: number, cwd: string, argv: string[]): { status: number
 
 describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid namespace, as Docker makes)", function () {
   this.timeout(60_000);
-  let container: Fixture | undefined;
+  let unshared: Fixture | undefined;
 
   before(function () {
     requires(this, unshare(['--pid', '--fork', '--mount-proc']));
@@ -81,63 +81,80 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
 
   afterEach(async () => {
     // After a failure: SIGKILL of unshare, whose --kill-child ends PID 1 and so the namespace.
-    if (container !== undefined && container.proc.exitCode === null && container.proc.signalCode === null) {
-      container.proc.kill('SIGKILL');
-      await container.exited;
+    if (unshared !== undefined && unshared.proc.exitCode === null && unshared.proc.signalCode === null) {
+      unshared.proc.kill('SIGKILL');
+      await unshared.exited;
     }
-    container = undefined;
+    unshared = undefined;
   });
 
-  // `fdpass reload` goes over the control socket; SIGTERM goes to PID 1.
-  it('serves, reloads under load without a failed request, reaps orphans, stops on SIGTERM with 0', async () => {
+  /**
+   * The docs' container recipe written into a fresh /app (a project with fdpass installed:
+   * node_modules/fdpass is this checkout), started as Docker would: the entrypoint + CMD as PID 1 of
+   * a new pid namespace. `entrypoint` may change the recipe's (e.g. add --workers); `app` is another
+   * app's code. Returns once PID 1 runs the entrypoint.
+   */
+  async function startContainer(
+    opts: { entrypoint?: (argv: string[]) => string[]; app?: string } = {},
+  ): Promise<{ port: number; dir: string; recipe: Recipe; pid1: number; ns: string; container: Fixture }> {
     const port = await freePort();
     const dir = tmpPath('container');
-    const control = path.join(dir, 'fdpass.ctl');
-    // The image's /app is a project with fdpass installed (node_modules/fdpass is this checkout).
     const files = docScenario('container', dir, [
       ['/app', dir],
       ['0.0.0.0:8080', `127.0.0.1:${port}`],
-      ['/run/fdpass.ctl', control],
+      ['/run/fdpass.ctl', path.join(dir, 'fdpass.ctl')],
     ]);
     const server = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'app.mjs')!;
     const recipe = parseDockerfile(fs.readFileSync(files.Dockerfile!, 'utf8'));
-    fs.writeFileSync(path.join(recipe.workdir, recipe.cmd[1]!), server.code);
+    fs.writeFileSync(path.join(recipe.workdir, recipe.cmd[1]!), opts.app ?? server.code);
+    const entrypoint = (opts.entrypoint ?? ((a) => a))(recipe.entrypoint);
 
     const env = { ...process.env };
     for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete env[k];
-    const proc = spawn('unshare', ['--pid', '--fork', '--kill-child=SIGKILL', '--mount-proc', ...recipe.entrypoint, ...recipe.cmd], {
+    const proc = spawn('unshare', ['--pid', '--fork', '--kill-child=SIGKILL', '--mount-proc', ...entrypoint, ...recipe.cmd], {
       cwd: recipe.workdir,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    container = watchJson(proc);
+    const container = watchJson(proc);
+    unshared = container;
     // unshare's child is in the new namespace before it has mounted /proc and exec'd the entrypoint.
     await waitFor('PID 1 of the namespace to run the entrypoint', () => {
       const c = childOf(proc.pid!);
-      return c !== undefined && argvOf(c)[0] === recipe.entrypoint[0];
+      return c !== undefined && argvOf(c)[0] === entrypoint[0];
     });
     const pid1 = childOf(proc.pid!)!;
     const ns = nsOf(pid1);
     assert.notEqual(ns, nsOf(process.pid));
     assert.equal(hostPidIn(ns, 1), pid1);
     assert.deepEqual(argvOf(pid1).slice(1, 3), [path.join(dir, 'node_modules/fdpass/dist/cli/main.js'), 'run'], 'PID 1 is fdpass run');
+    return { port, dir, recipe, pid1, ns, container };
+  }
 
+  /** A `docker exec` that leaves a background process; returns its host pid once PID 1 is its parent. */
+  async function leaveOrphan(pid1: number, ns: string, workdir: string): Promise<number> {
+    // Its parent (sh) exits at once, so it is reparented to PID 1, which must reap it once it exits.
+    const exec = dockerExec(pid1, workdir, ['/bin/sh', '-c', 'sleep 1 >/dev/null 2>&1 & echo $!']);
+    assert.equal(exec.status, 0, exec.out);
+    const orphan = hostPidIn(ns, Number(exec.out.trim()));
+    assert.ok(orphan !== undefined, `the orphan ${exec.out.trim()} is not in the namespace`);
+    await waitFor(
+      'the orphan to be reparented to PID 1',
+      () => fs.readFileSync(`/proc/${orphan}/stat`, 'latin1').split(') ')[1]!.split(' ')[1] === String(pid1),
+    );
+    return orphan;
+  }
+
+  // `fdpass reload` goes over the control socket; SIGTERM goes to PID 1.
+  it('serves, reloads under load without a failed request, reaps orphans, stops on SIGTERM with 0', async () => {
+    const { port, recipe, pid1, ns, container } = await startContainer();
     let first = '';
     for (const deadline = Date.now() + 15_000; first === '' && Date.now() < deadline;) {
       first = await get(port).catch(() => new Promise<string>((r) => setTimeout(() => r(''), 100)));
     }
     assert.match(first, /^hello from \d+\n$/, container.stderr());
 
-    // A `docker exec` that leaves a background process: its parent exits, so it is reparented to
-    // PID 1, which must reap it once it exits.
-    const exec = dockerExec(pid1, recipe.workdir, ['/bin/sh', '-c', 'sleep 1 >/dev/null 2>&1 & echo $!']);
-    assert.equal(exec.status, 0, exec.out);
-    const orphan = hostPidIn(ns, Number(exec.out.trim()))!;
-    assert.ok(orphan !== undefined, `the orphan ${exec.out.trim()} is not in the namespace`);
-    await waitFor(
-      'the orphan to be reparented to PID 1',
-      () => fs.readFileSync(`/proc/${orphan}/stat`, 'latin1').split(') ')[1]!.split(' ')[1] === String(pid1),
-    );
+    const orphan = await leaveOrphan(pid1, ns, recipe.workdir);
 
     // `docker exec <container> ... reload /run/fdpass.ctl`, under load.
     const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 60 });
@@ -166,6 +183,99 @@ describe("the docs' container entrypoint as PID 1 (no Docker engine here: a pid 
     assert.deepEqual(end, { code: 0, signal: null }, container.stderr());
     assert.match(container.stderr(), /SIGTERM: stopping/);
     assert.match(container.stderr(), /generation 2 \(pid \d+\) exited with code 0 after SIGTERM \(stopped\)/);
+    assert.deepEqual(processesIn(ns), [], 'the namespace is empty');
+  });
+  // SIGHUP (`docker kill -s HUP`) to PID 1; each worker answers with its FDPASS_WORKER.
+  it('--workers 2 as PID 1: SIGHUP replaces both under load, orphans are reaped, SIGTERM stops all with 0', async () => {
+    const { port, recipe, pid1, ns, container } = await startContainer({
+      entrypoint: (argv) => [...argv.slice(0, argv.indexOf('--')), '--workers', '2', ...argv.slice(argv.indexOf('--'))],
+      app: workersApp(),
+    });
+    // `docker exec <container> node .../main.js status --json 1`: by pid, PID 1 of the namespace.
+    const statusArgv = [...recipe.reload.slice(0, recipe.reload.indexOf('reload')), 'status', '--json', '1'];
+    const workers = (role: string): Array<{ slot: number; pid: number; state: string }> => {
+      const r = dockerExec(pid1, recipe.workdir, statusArgv);
+      assert.equal(r.status, 0, r.out);
+      const st = JSON.parse(r.out) as {
+        pid: number;
+        generations: Array<{ id: number; role: string; workers: Array<{ slot: number; pid: number; state: string }> }>;
+      };
+      assert.equal(st.pid, 1, 'fdpass status 1 asks PID 1');
+      return st.generations.find((g) => g.role === role)?.workers ?? [];
+    };
+    const log = (): string => container.stderr();
+    await waitFor('generation 1 to serve', () => /generation 1 \(2 workers\): all 2 workers ready/.test(log()), 15_000);
+    const first = workers('serving');
+    assert.deepEqual(
+      first.map((w) => [w.slot, w.state]),
+      [
+        [0, 'ready'],
+        [1, 'ready'],
+      ],
+    );
+    // Workers are PID 1's children, in the namespace (their pids are the namespace's).
+    for (const w of first) assert.ok(hostPidIn(ns, w.pid) !== undefined, `worker ${w.slot} (pid ${w.pid}) is not in the namespace`);
+    const answered = new Set<string>();
+    for (let i = 0; i < 200 && answered.size < 2; i++) answered.add(await get(port));
+    assert.deepEqual([...answered].sort(), first.map((w) => `hello from ${w.pid} worker ${w.slot}\n`).sort());
+
+    const orphans = [await leaveOrphan(pid1, ns, recipe.workdir), await leaveOrphan(pid1, ns, recipe.workdir)];
+
+    const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 60 });
+    let result: Awaited<ReturnType<typeof traffic.stop>>;
+    try {
+      await waitFor('the load to be served', () => traffic.served() > 20, 15_000);
+      process.kill(pid1, 'SIGHUP');
+      await waitFor(
+        'the reload to finish',
+        () => /reload done: generation 2 \(2 workers\) serving; generation 1 \(2 workers\) sent SIGTERM/.test(log()),
+        30_000,
+      );
+      for (const w of first) {
+        const stopped = new RegExp(`generation 1 worker ${w.slot} \\(pid ${w.pid}\\) exited with code 0 after SIGTERM \\(stopped\\)`);
+        await waitFor(`old worker ${w.slot} to drain and exit`, () => stopped.test(log()), 30_000);
+      }
+      const served = traffic.served();
+      await waitFor('generation 2 to be served under load', () => traffic.served() > served + 20, 15_000);
+    } finally {
+      result = await traffic.stop();
+    }
+    assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
+    const second = workers('serving');
+    assert.deepEqual(
+      second.map((w) => [w.slot, w.state]),
+      [
+        [0, 'ready'],
+        [1, 'ready'],
+      ],
+    );
+    assert.ok(
+      second.every((w) => !first.some((f) => f.pid === w.pid)),
+      'both workers were replaced',
+    );
+    assert.deepEqual(workers('stopping'), [], 'generation 1 is gone');
+    const servedBy = new Set(result.bodies.keys());
+    for (const w of [...first, ...second]) {
+      assert.ok(
+        servedBy.has(`hello from ${w.pid} worker ${w.slot}\n`),
+        `pid ${w.pid} (worker ${w.slot}) served none of ${[...servedBy].join(', ')}`,
+      );
+    }
+    // The old workers were reaped (libuv), the orphans too (PID 1's reaper): no zombie is left.
+    for (const o of orphans) await waitFor(`the orphan ${o} to exit and be reaped`, () => processState(o) === undefined);
+    for (const w of first) assert.equal(hostPidIn(ns, w.pid), undefined, `old worker ${w.slot} is still in the namespace`);
+    const zombies = processesIn(ns).filter((p) => processState(p) === 'Z');
+    assert.deepEqual(zombies, [], 'no zombie in the namespace');
+
+    // `docker stop`: SIGTERM to PID 1, forwarded to both workers; PID 1 exits 0 once both drained
+    // and exited (had it exited first, the kernel would have SIGKILLed them with the namespace).
+    process.kill(pid1, 'SIGTERM');
+    const end = await container.exited;
+    assert.deepEqual(end, { code: 0, signal: null }, log());
+    assert.match(log(), /SIGTERM: stopping/);
+    for (const w of second) {
+      assert.match(log(), new RegExp(`generation 2 worker ${w.slot} \\(pid ${w.pid}\\) exited with code 0 after SIGTERM \\(stopped\\)`));
+    }
     assert.deepEqual(processesIn(ns), [], 'the namespace is empty');
   });
 });

@@ -625,6 +625,41 @@ describe('fdpass run --workers', function () {
     }
   });
 
+  // The supervisor stopped (SIGSTOP) while both workers send READY=1: it reads both in one batch.
+  it('both workers ready in one read: one READY=1 upstream, and no STATUS= of a restart that never was', async () => {
+    const notifyPath = tmpPath('notify');
+    const { upstream, got } = await upstreamNotifySocket(notifyPath);
+    try {
+      const sup = supervise(['-n', '2', '-l', 'http=127.0.0.1:0'], [process.execPath, APP, 'slow-ready'], {
+        env: { ...process.env, NOTIFY_SOCKET: notifyPath },
+      });
+      for (let i = 0; i < 2; i++) await sup.expect('started');
+      process.kill(sup.pid, 'SIGSTOP');
+      try {
+        // 'ready' is reported once READY=1 was sent: both wait in the supervisor's notify socket.
+        for (let i = 0; i < 2; i++) await sup.expect('ready');
+      } finally {
+        process.kill(sup.pid, 'SIGCONT');
+      }
+      await logged(sup, /generation 1 \(2 workers\): all 2 workers ready/);
+      // Then a real restart: its STATUS= follows every message the start sent.
+      process.kill(workersOf(sup.pid).find((w) => w.worker === 1)!.pid, 'SIGKILL');
+      await waitFor('the restart upstream', () => got.some((n) => / \(after a restart\)$/m.test(n.text)));
+      assert.deepEqual(
+        got.flatMap((n) => n.text.split('\n').filter((l) => /^(READY|STATUS)=/.test(l))),
+        [
+          'READY=1',
+          'STATUS=generation 1: 2 of 2 workers serving',
+          'STATUS=generation 1: 1 of 2 workers serving',
+          'STATUS=generation 1: 2 of 2 workers serving (after a restart)',
+        ],
+      );
+      assert.equal(await stop(sup), 0);
+    } finally {
+      upstream.close();
+    }
+  });
+
   it('--sockets per-worker on a port another instance holds fails with EADDRINUSE, not a shared group', async () => {
     const first = supervise(['-n', '2', '--sockets', 'per-worker', '-l', '127.0.0.1:0'], [process.execPath, APP]);
     await logged(first, /is ready/, 2);

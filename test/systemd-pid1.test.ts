@@ -1,14 +1,15 @@
 // Against a real systemd booted as PID 1 in fresh namespaces (test/helpers/systemd.ts), with the unit
 // files of examples/systemd/ (test drop-ins only change ExecStart, ports and a report file): socket
 // activation by name, and a listener kept in the fd store across `systemctl restart` under load with
-// no connection refused; and the `fdpass run` unit of docs/fdpass-run.md as written, with its watchdog. Each test
-// boots its own systemd and ends it; nothing of it survives the test.
+// no connection refused; and the `fdpass run` units of docs/fdpass-run.md as written (one process
+// with its watchdog, and --workers 2). Each test boots its own systemd and ends it; nothing of it
+// survives the test.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { processState } from './helpers/children';
 import { bootSystemd, requireNamespaces, processesIn, type TestSystemd } from './helpers/systemd';
-import { docScenario, scenarioBlocks } from './helpers/docs';
+import { docScenario, scenarioBlocks, workersApp } from './helpers/docs';
 import { get, load } from './helpers/http';
 import { freePort, line } from './helpers/net';
 import { waitForValue } from './helpers/wait';
@@ -189,6 +190,129 @@ describe('under a real systemd (PID 1 in a namespace)', function () {
     await sd.systemctl('stop', unit); // SIGTERM to fdpass run (KillMode=mixed), forwarded; the app drains
     assert.equal(await property(unit, 'Result'), 'success');
     assert.equal(await property(unit, 'ExecMainStatus'), '0');
+    await shutDown([]);
+  });
+
+  // `systemctl reload` runs `fdpass reload $MAINPID`, which waits for both new workers.
+  it("the docs' --workers 2 unit: MainPID stays, STATUS= counts workers; 3 reloads, 1 rollback, 0 failed", async () => {
+    sd = await bootSystemd();
+    const port = await freePort();
+    const dir = sharedDir('srv-app-workers');
+    const files = docScenario('fdpass-run-systemd-workers', dir, [
+      ['/srv/app', dir],
+      ['0.0.0.0:80', `127.0.0.1:${port}`],
+    ]);
+    fs.writeFileSync(path.join(dir, 'app.mjs'), workersApp());
+    const unit = 'fdpass-run.service';
+    const text = fs.readFileSync(files[unit]!, 'utf8');
+    for (const l of ['Type=notify', 'run --workers 2 ', '--control /run/', 'RuntimeDirectory=', 'ExecReload=', 'KillMode=mixed'])
+      assert.ok(text.includes(l), `the docs' unit lacks ${l}`);
+    // The docs' commands, as typed in a shell on that machine (comments dropped).
+    const commands = fs
+      .readFileSync(files['commands.sh']!, 'utf8')
+      .split('\n')
+      .map((l) => l.replace(/#.*/, '').trim())
+      .filter(Boolean);
+    assert.equal(commands.length, 3);
+    const shell = async (command: string): Promise<string> => {
+      const r = await sd!.exec('/bin/sh', '-c', command);
+      assert.equal(r.code, 0, `${command}: exit ${r.code}: ${r.stdout}${r.stderr}\n${await sd!.journal(unit)}`);
+      return r.stdout;
+    };
+    sd.writeUnit(unit, text);
+    // Every worker pings fdpass run at the interval (startWatchdog()): a short one, over the whole test.
+    sd.writeUnit(`${unit}.d/test.conf`, '[Service]\nWatchdogSec=2\n');
+    await sd.systemctl('daemon-reload');
+    await sd.systemctl('start', unit); // Type=notify: returns once fdpass run said READY=1 (both workers ready)
+    const mainPid = Number(await property(unit, 'MainPID'));
+    const cmdline = fs.readFileSync(`/proc/${sd.hostPid(mainPid)}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(
+      cmdline.slice(0, 3),
+      ['/usr/bin/node', path.join(dir, 'node_modules/fdpass/dist/cli/main.js'), 'run'],
+      'MainPID is fdpass run',
+    );
+    assert.equal(await property(unit, 'StatusText'), 'generation 1: 2 of 2 workers serving', await sd.journal(unit));
+    // `fdpass status --json <MainPID>`, in the namespace (MainPID is its pid): each generation's workers.
+    const cli = `/usr/bin/node ${path.join(dir, 'node_modules/fdpass/dist/cli/main.js')}`;
+    type Workers = Array<{ slot: number; pid: number; state: string }>;
+    const serving = async (): Promise<Workers> => {
+      const st = JSON.parse(await shell(`${cli} status --json ${mainPid}`)) as {
+        pid: number;
+        generations: Array<{ role: string; workers: Workers }>;
+      };
+      assert.equal(st.pid, mainPid);
+      return st.generations.find((g) => g.role === 'serving')!.workers;
+    };
+    const slots = (ws: Workers): string[] => ws.map((w) => `worker ${w.slot} ${w.state}`);
+    const generations = [await serving()];
+    assert.deepEqual(slots(generations[0]!), ['worker 0 ready', 'worker 1 ready']);
+
+    const traffic = load(port, { workers: 4, keepAlive: false, maxSeconds: 90 });
+    let result: Awaited<ReturnType<typeof traffic.stop>>;
+    try {
+      for (let i = 0; i < 3; i++) {
+        // Each generation serves for a while first (both its workers answer: checked below).
+        const served = traffic.served();
+        await eventually(
+          `requests served by generation ${i + 1}`,
+          async () => (traffic.served() > served + 100 ? true : undefined),
+          30_000,
+        );
+        await shell(commands[0]!); // systemctl reload: returns once the new generation serves
+        const shown = await shell(commands[1]!); // systemctl show -p MainPID -p StatusText
+        assert.deepEqual(shown.trim().split('\n').sort(), [`MainPID=${mainPid}`, `StatusText=generation ${i + 2}: 2 of 2 workers serving`]);
+        const next = await serving();
+        assert.deepEqual(slots(next), ['worker 0 ready', 'worker 1 ready']);
+        assert.ok(!next.some((w) => generations.flat().some((o) => o.pid === w.pid)), `reload ${i + 1} started new workers`);
+        generations.push(next);
+      }
+      // A reload whose workers cannot start (app.mjs gone: node exits 1): `systemctl reload` fails,
+      // the unit stays active, and generation 4 serves on.
+      const app = path.join(dir, 'app.mjs');
+      fs.renameSync(app, `${app}.away`);
+      const failed = await sd.exec('/bin/sh', '-c', commands[0]!);
+      fs.renameSync(`${app}.away`, app);
+      assert.notEqual(failed.code, 0, `a rolled-back reload succeeded: ${failed.stdout}${failed.stderr}`);
+      assert.match(
+        await sd.journal(unit),
+        /reload failed: rolled back: generation 5 worker \d \(pid \d+\) exited with code 1 before it was ready; generation 4 \(2 workers\) keeps serving/,
+      );
+      assert.equal((await sd.systemctlStatus('is-active', unit)).stdout.trim(), 'active');
+      assert.match(
+        await property(unit, 'StatusText'),
+        /^reload failed: generation 5 worker \d \(pid \d+\) exited with code 1 before it was ready$/,
+      );
+      const pids = (ws: Workers): string[] => ws.map((w) => `worker ${w.slot} ${w.pid} ${w.state}`);
+      assert.deepEqual(pids(await serving()), pids(generations[3]!), 'generation 4 serves on');
+      const served = traffic.served();
+      await eventually('requests served by generation 4', async () => (traffic.served() > served + 100 ? true : undefined), 30_000);
+    } finally {
+      result = await traffic.stop();
+    }
+    assert.deepEqual(result.errors, [], `${result.errors.length} failed requests of ${result.ok + result.errors.length}`);
+    // Both workers of every generation answered.
+    for (const [i, gen] of generations.entries()) {
+      for (const w of gen) {
+        const body = `hello from ${w.pid} worker ${w.slot}\n`;
+        assert.ok(result.bodies.has(body), `generation ${i + 1} worker ${w.slot} (pid ${w.pid}) served none of ${result.ok}`);
+      }
+    }
+    assert.equal(await property(unit, 'MainPID'), String(mainPid), 'MainPID never changes');
+    assert.equal(await property(unit, 'NRestarts'), '0');
+    assert.equal((await sd.systemctlStatus('is-active', unit)).stdout.trim(), 'active');
+    // The docs' `fdpass status $(systemctl show -p MainPID --value ...)`: the table of generation 4.
+    const table = await shell(commands[2]!);
+    assert.match(table, new RegExp(`^fdpass run \\(pid ${mainPid}\\), up .*: 2 worker\\(s\\) of /usr/bin/node `));
+    for (const w of generations[3]!) assert.match(table, new RegExp(`^4 +serving +${w.slot} +${w.pid} +ready +\\S+ +0 `, 'm'));
+    assert.doesNotMatch(await sd.journal(unit), /missed its watchdog|[Ww]atchdog timeout/);
+
+    await sd.systemctl('stop', unit); // SIGTERM to fdpass run (KillMode=mixed), forwarded to both workers
+    assert.equal(await property(unit, 'Result'), 'success');
+    assert.equal(await property(unit, 'ExecMainStatus'), '0');
+    const journal = await sd.journal(unit);
+    for (const w of generations[3]!) {
+      assert.match(journal, new RegExp(`generation 4 worker ${w.slot} \\(pid ${w.pid}\\) exited with code 0 after SIGTERM \\(stopped\\)`));
+    }
     await shutDown([]);
   });
 

@@ -252,7 +252,9 @@ export class Supervisor {
     if (!this.#everReady && gen.serving) {
       this.#everReady = true;
       this.#upstream({ ready: true, status: gen.servingText(), mainPid: process.pid });
-    } else if (wasServing) {
+    } else if (wasServing && gen.restartCounts[w.slot]! > 0) {
+      // Its slot's restart (not the last of the start's workers: their READY=1s can come in one read,
+      // and then the generation serves before the second one's turn here).
       this.#upstream({ status: `${gen.servingText()} (after a restart)` });
     }
   }

@@ -127,3 +127,14 @@ export function docScenario(scenario: string, dir: string, replace: Array<[strin
   }
   return files;
 }
+
+/**
+ * The guide's app.mjs (scenario fdpass-run) answering `hello from PID worker SLOT`: its answer with the
+ * FDPASS_WORKER that `fdpass run --workers` gives it, to see which worker served.
+ */
+export function workersApp(): string {
+  const code = scenarioBlocks('fdpass-run').find((b) => b.marker.name === 'app.mjs')!.code;
+  const body = `hello from \${process.pid}`; // in the app's source
+  if (!code.includes(body)) throw new Error(`the guide's app.mjs no longer answers ${body}`);
+  return code.replace(body, `${body} worker \${process.env.FDPASS_WORKER}`);
+}

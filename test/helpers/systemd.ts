@@ -142,6 +142,8 @@ export interface TestSystemd {
   systemctl(...args: string[]): Promise<string>;
   /** Runs systemctl in the namespace and returns its exit code and output, whatever they are. */
   systemctlStatus(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Runs a command in the namespace (its mounts and pids, as systemctl), with its exit code and output. */
+  exec(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Writes a unit (or a drop-in, name 'x.service.d/y.conf') into the namespace's /run/systemd/system. */
   writeUnit(name: string, text: string): void;
   /** The unit's journal, for failure messages. */
@@ -243,6 +245,7 @@ export async function bootSystemd(timeoutMs = 20_000): Promise<TestSystemd> {
     namespace: ns,
     systemctl,
     systemctlStatus,
+    exec: (...argv) => nsenter(['--', ...argv]),
     writeUnit(name, text) {
       const file = path.join(root, name);
       fs.mkdirSync(path.dirname(file), { recursive: true });
