@@ -2,6 +2,9 @@
 // SIGHUP (fork a new worker, wait for 'listening', disconnect the old one). The primary itself can
 // never be replaced this way.
 //   node cluster-server.js <port> [workers]
+// Prints {"event":"serving"} once the workers listen, {"event":"restarted"} after each rolling restart,
+// and from each worker at its exit {"event":"accepted","connections":n}: how many connections it was
+// given (the workers share the primary's stdout; bench:handoff sums them).
 import cluster from 'node:cluster';
 import * as http from 'node:http';
 
@@ -32,11 +35,13 @@ if (cluster.isPrimary) {
     process.exit(0);
   });
 } else {
-  http
-    .createServer((req, res) => {
-      // Echoed so that a load generator (bench:handoff's wrk script) can time each request.
-      if (req.headers['x-start'] !== undefined) res.setHeader('x-start', req.headers['x-start']);
-      res.end(`hello from ${process.pid}\n`);
-    })
-    .listen(port);
+  const server = http.createServer((req, res) => {
+    // Echoed so that a load generator (bench:handoff's wrk script) can time each request.
+    if (req.headers['x-start'] !== undefined) res.setHeader('x-start', req.headers['x-start']);
+    res.end(`hello from ${process.pid}\n`);
+  });
+  let connections = 0;
+  server.on('connection', () => connections++);
+  process.on('exit', () => process.stdout.write(`${JSON.stringify({ event: 'accepted', pid: process.pid, connections })}\n`));
+  server.listen(port);
 }

@@ -10,14 +10,16 @@
 // window (serve's closeSpread; default 0, all at once). MIGRATE=1: keep-alive connections move to
 // the next generation instead (serve's migrate), and {"event":"drained","counts":...} says where they
 // went. WARM_UP=n: requests warmUp() sends the new server before it takes the listener (default 500;
-// 0: none, so the first clients meet a cold JIT).
+// 0: none, so the first clients meet a cold JIT). At exit, {"event":"accepted","connections":n}: how
+// many connections its listener accepted (those that moved in from the old process not counted; null
+// if their final count had not come yet), which bench:handoff sums over the generations.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { handoff, warmUp, type FdpassError } from 'fdpass';
+import { handoff, warmUp, type FdpassError, type MigrationCounts } from 'fdpass';
 
 function report(event: string, extra: object = {}): void {
   process.stdout.write(`${JSON.stringify({ event, pid: process.pid, ...extra, t: performance.timeOrigin + performance.now() })}\n`);
@@ -46,8 +48,20 @@ async function main(): Promise<void> {
   const warmRequests = Number(process.env.WARM_UP ?? 500);
   if (warmRequests > 0) await warmUp(server, { requests: warmRequests });
 
+  // Connections from clients: the server's 'connection' events from here on (after the warm-up's own),
+  // less those that moved in from the old process, which it emits there too.
+  let connections = 0;
+  server.on('connection', () => connections++);
+  let movedIn: number | null = 0;
+  process.on('exit', () => report('accepted', { connections: movedIn === null ? null : connections - movedIn }));
+
   // 2. Take the listener from the previous generation, or bind it fresh on first start.
   const inherited = await handoff.take(control);
+  let moved = false; // the final count of connections moved in has come
+  inherited?.on('migrated', (counts: MigrationCounts) => {
+    movedIn = counts.migrated;
+    moved = true;
+  });
   if (inherited) {
     await inherited.server('http', server);
     report('took');
@@ -57,7 +71,8 @@ async function main(): Promise<void> {
   //    share), tell the old process, which then closes its copy and drains. If it rolled back, it
   //    still serves: leave. Anything else (it hangs): keep serving.
   try {
-    await inherited?.ready({ overlap: 1000 });
+    const result = await inherited?.ready({ overlap: 1000 });
+    if (result?.connections !== undefined && !moved) movedIn = null; // until 'migrated'
   } catch (err) {
     if ((err as FdpassError).code === 'ERR_FDPASS_HANDOFF_ROLLBACK') process.exit(1);
     console.error(`hand-off: ${(err as Error).message}; serving anyway`);
