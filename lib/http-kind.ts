@@ -9,9 +9,12 @@ export interface HttpLike extends net.Server {
   closeAllConnections(): void;
 }
 
-/** An http.Server or https.Server (HTTP/1.x). */
+/**
+ * An http.Server or https.Server (HTTP/1.x). Not an HTTP/2 server, although a TLS one has
+ * closeIdleConnections() too (from tls.Server since Node 19): its sessions need the HTTP/2 drain.
+ */
 export function isHttp1(server: net.Server): server is HttpLike {
-  return typeof (server as Partial<HttpLike>).closeIdleConnections === 'function';
+  return typeof (server as Partial<HttpLike>).closeIdleConnections === 'function' && !isHttp2(server);
 }
 
 /** An HTTP/2 server, with or without TLS. */

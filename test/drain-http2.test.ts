@@ -5,9 +5,12 @@
 // the client has read it.
 import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
+import * as fs from 'node:fs';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { handoff } from 'fdpass';
+import { selfSignedCert } from '../bench/apps/tls-cert';
 import { tmpPath } from './helpers/tmp';
 
 /** A TCP proxy to `port` for one connection whose server-to-client direction can be held back. */
@@ -93,4 +96,37 @@ describe('drain: HTTP/2', () => {
       server.close();
     }
   });
+
+  // A TLS HTTP/2 server also has closeIdleConnections() (it is a tls.Server): it must still get the
+  // HTTP/2 drain, or its sessions are never told to go and hold the old process until drainTimeout.
+  for (const allowHTTP1 of [false, true]) {
+    it(`a TLS HTTP/2 server's sessions get their GOAWAY at the hand-off (allowHTTP1: ${allowHTTP1})`, async () => {
+      const files = selfSignedCert(path.dirname(tmpPath('x')));
+      const tls = { key: fs.readFileSync(files.key), cert: fs.readFileSync(files.cert) };
+      const server = http2.createSecureServer({ ...tls, allowHTTP1 }, (_req, res) => res.end('ok'));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const hs = await handoff.serve(tmpPath('control.sock'), { web: server }, { idleGrace: 2000, drainTimeout: 3000 });
+      const session = http2.connect(`https://127.0.0.1:${(server.address() as net.AddressInfo).port}`, {
+        ca: tls.cert,
+        rejectUnauthorized: false,
+      });
+      try {
+        session.on('error', () => {});
+        const goaway = once(session, 'goaway').then(() => 'goaway');
+        const closed = once(session, 'close').then(() => 'close');
+        assert.equal((await request(session)).status, 200, 'the first stream is served');
+        const stopped = hs.stop();
+        // Given the HTTP/1 drain, the session saw nothing at all, not even at drainTimeout.
+        let timer: NodeJS.Timeout | undefined;
+        const nothing = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('nothing within 5 s'), 5000)));
+        assert.equal(await Promise.race([goaway, closed, nothing]), 'goaway', 'GOAWAY before the connection closed');
+        clearTimeout(timer);
+        session.close();
+        await stopped; // the old side finishes its drain once the session has gone
+      } finally {
+        session.destroy();
+        server.close();
+      }
+    });
+  }
 });
