@@ -303,6 +303,20 @@ describe('fdpass run --workers', function () {
     assert.match(sup.stderr(), /start limit hit: stopping\n.*generation 1 worker 0 \(pid \d+\) .* after SIGTERM \(stopped\)\n$/);
   });
 
+  it('stopped with several workers, fdpass run exits with the first failing worker in slot order', async () => {
+    // Worker 1 ignores SIGTERM and dies of the SIGKILL after --stop-timeout; worker 0 exits 0.
+    const plan = tmpPath('plan.json');
+    fs.writeFileSync(plan, JSON.stringify({ '1.1': 'ignore-term' }));
+    try {
+      const sup = supervise(['-n', '2', '--stop-timeout', '1', '-l', 'http=127.0.0.1:0'], [process.execPath, APP, `plan:${plan}`]);
+      await logged(sup, /all 2 workers ready/);
+      assert.equal(await stop(sup), 128 + 9, sup.stderr());
+      assert.match(sup.stderr(), /generation 1 worker 0 \(pid \d+\) exited with code 0 after SIGTERM/);
+    } finally {
+      fs.rmSync(plan, { force: true });
+    }
+  });
+
   it('fdpass status reads a status larger than a default message (hundreds of workers)', async () => {
     const control = tmpPath('ctl');
     // A control socket that answers as a supervisor of 1024 workers would during a reload.

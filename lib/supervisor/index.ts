@@ -563,8 +563,11 @@ export class Supervisor {
     if (this.#finishing) return;
     this.#finishing = true;
     // At the start limit, the failing slot's last exit (not the other slots', which were told to stop);
-    // else the serving worker's status (of slot 0, with several), else the last exit's.
-    let status = exitStatus(this.#limitExit ?? this.#current?.workers[0]?.exit ?? this.#lastExit);
+    // else the serving generation's: its first failing worker's in slot order (a failure in any slot
+    // shows, as `wait` for every job would), or 0; else the last exit's.
+    const served = (this.#current?.workers ?? []).flatMap((w) => (w?.exit === undefined ? [] : [w.exit]));
+    const failed = served.find((e) => exitStatus(e) !== 0);
+    let status = exitStatus(this.#limitExit ?? failed ?? served[0] ?? this.#lastExit);
     if (this.#limitExit !== undefined && status === 0) status = 1; // giving up is a failure, whatever the last exit
     void this.#killStrays().then(() => {
       this.#release();
