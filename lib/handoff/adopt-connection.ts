@@ -10,7 +10,7 @@ import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import { toSocket } from '../adopt';
 import { closeQuietly } from '../fds';
-import { isHttp1, isHttp2 } from '../http-kind';
+import { isHttp1 } from '../http-kind';
 import type { Wire } from './protocol';
 
 // What net.Server's accept does for each connection, so that the server counts it (close() waits for
@@ -32,7 +32,7 @@ export function adoptConnection(
 ): string | undefined {
   const server = w.listener === undefined ? undefined : servers.get(w.listener);
   if (w.protocol === 'http1') {
-    if (server === undefined || !server.listening || !isHttp1(server) || isHttp2(server) || server instanceof tls.Server) {
+    if (server === undefined || !server.listening || !isHttp1(server) || server instanceof tls.Server) {
       closeQuietly([fd]);
       return `no plain HTTP/1 server was adopted as '${String(w.listener)}'`;
     }

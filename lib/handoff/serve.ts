@@ -13,7 +13,7 @@ import { sameUser } from '../channel-server';
 import { listen, type ChannelServer } from '../endpoints';
 import { FdpassError } from '../errors';
 import { fdOf } from '../adopt';
-import { isHttp1, isHttp2 } from '../http-kind';
+import { isHttp1 } from '../http-kind';
 import { invalidArgType, invalidArgValue, validateObject, validateInteger } from '../validate';
 import { trackConnections } from './connections';
 import { closeAndDrain, validateCloseSpread, type DrainOptions } from './drain';
@@ -390,9 +390,10 @@ export class HandoffServer extends EventEmitter {
         names.set(l, name);
         if (l instanceof net.Server) migration.track(l);
       }
-      const movable = (server: net.Server): boolean => isHttp1(server) && !isHttp2(server) && !(server instanceof tls.Server);
       await closeAndDrain(this.#listeners.values(), this.#opts, (server) =>
-        movable(server) && isHttp1(server) ? migrateHttp1(server, names.get(server)!, migration, this.#opts.idleGrace) : undefined,
+        isHttp1(server) && !(server instanceof tls.Server)
+          ? migrateHttp1(server, names.get(server)!, migration, this.#opts.idleGrace)
+          : undefined,
       );
       await migration.end();
       counts = migration.counts();
