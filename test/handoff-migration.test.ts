@@ -30,13 +30,22 @@ async function stop(child: Fixture): Promise<void> {
 
 const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The old process serving `mode` on a TCP port, and a client of `Client`'s kind connected to it. */
+async function oldServing<C extends { connected(): Promise<void> }>(
+  mode: 'http' | 'lines',
+  Client: new (port: number) => C,
+): Promise<{ control: string; old: Fixture; client: C }> {
+  const control = tmpPath('control.sock');
+  const old = runFixture('migration-old', [control, mode]);
+  const { port } = await old.expect<{ port: number }>('serving');
+  const client = new Client(port);
+  await client.connected();
+  return { control, old, client };
+}
+
 describe('hand-off with migrate: connections move to the new process', () => {
   it("offer(): a connection moves with its state and its unread bytes; the client's connection stays open", async () => {
-    const control = tmpPath('control.sock');
-    const old = runFixture('migration-old', [control, 'lines']);
-    const { port } = await old.expect<{ port: number }>('serving');
-    const client = new LineClient(port);
-    await client.connected();
+    const { control, old, client } = await oldServing('lines', LineClient);
     const localPort = client.socket.localPort;
     assert.equal(await client.ask('a\n'), `old ${old.pid} 1 a`);
     client.socket.write('pa'); // a partial line: read by the old process, not processed
@@ -62,11 +71,7 @@ describe('hand-off with migrate: connections move to the new process', () => {
   });
 
   it('a connection the new process refuses stays with the old one, and its fd is closed in the new one', async () => {
-    const control = tmpPath('control.sock');
-    const old = runFixture('migration-old', [control, 'lines']);
-    const { port } = await old.expect<{ port: number }>('serving');
-    const client = new LineClient(port);
-    await client.connected();
+    const { control, old, client } = await oldServing('lines', LineClient);
     assert.equal(await client.ask('a\n'), `old ${old.pid} 1 a`);
     const fresh = runFixture('migration-new', [control, 'refuse']);
     const adopted = await fresh.expect<{ fds: number }>('adopted');
@@ -89,11 +94,7 @@ describe('hand-off with migrate: connections move to the new process', () => {
 
 describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
   it('an idle keep-alive connection moves: same local port, the next answer from the new pid', async () => {
-    const control = tmpPath('control.sock');
-    const old = runFixture('migration-old', [control, 'http']);
-    const { port } = await old.expect<{ port: number }>('serving');
-    const client = new RawHttp(port);
-    await client.connected();
+    const { control, old, client } = await oldServing('http', RawHttp);
     const localPort = client.socket.localPort;
     assert.equal(await client.get(), `old ${old.pid}`);
     const fresh = runFixture('migration-new', [control, 'http']);
@@ -131,11 +132,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
   });
 
   it('requests pipelined while the connection moves are each answered once, in order, on the same connection', async () => {
-    const control = tmpPath('control.sock');
-    const old = runFixture('migration-old', [control, 'http']);
-    const { port } = await old.expect<{ port: number }>('serving');
-    const client = new RawHttp(port);
-    await client.connected();
+    const { control, old, client } = await oldServing('http', RawHttp);
     const localPort = client.socket.localPort;
     let sent = 0;
     let stopped = false;
@@ -169,11 +166,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
   });
 
   it('a request half-read at the hand-off is finished by the old process; the connection then moves', async () => {
-    const control = tmpPath('control.sock');
-    const old = runFixture('migration-old', [control, 'http']);
-    const { port } = await old.expect<{ port: number }>('serving');
-    const client = new RawHttp(port);
-    await client.connected();
+    const { control, old, client } = await oldServing('http', RawHttp);
     assert.equal(await client.get(), `old ${old.pid}`);
     client.socket.write('GET / HTTP/1.1\r\nHost: x\r\n'); // its headers' end is still to come
     await settle(100);
@@ -226,11 +219,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
 
 describe('hand-off with migrate: a new process that misbehaves', () => {
   it('one that never answers for a connection holds nothing up: the old process closes it after the drain deadline and exits', async () => {
-    const control = tmpPath('control.sock');
-    const old = runFixture('migration-old', [control, 'http']);
-    const { port } = await old.expect<{ port: number }>('serving');
-    const client = new RawHttp(port);
-    await client.connected();
+    const { control, old, client } = await oldServing('http', RawHttp);
     assert.equal(await client.get(), `old ${old.pid}`);
     // A taker by hand: hello, the listener, 'ready', then silence.
     const ch = await connect(control);
