@@ -102,6 +102,14 @@ async function stop(child: Fixture): Promise<void> {
 const closed = (client: { socket: net.Socket; closed: boolean }): Promise<unknown> =>
   client.closed ? Promise.resolve() : once(client.socket, 'close');
 
+/** The taker closes the connections it adopted, their clients see them close, it exits, and the old side has its fds back. */
+async function closeAdopted(t: Fixture, clients: LineClient[], before: ReturnType<typeof openFds>): Promise<void> {
+  t.send({ cmd: 'closeFds' });
+  await Promise.all(clients.map(closed));
+  await stop(t);
+  await assertFdsBack(before, 'the old side');
+}
+
 async function lineClients(where: number | string, n: number): Promise<LineClient[]> {
   const clients = Array.from({ length: n }, () => new LineClient(where));
   await Promise.all(clients.map((c) => c.connected()));
@@ -135,10 +143,7 @@ describe('hand-off with migrate: a new process that answers wrongly', () => {
     assert.deepEqual(await old.drained, { migrated: 2, failed: 0, drained: 0, pending: 0 });
     await message(t, 'end');
     assert.equal(a!.closed || b!.closed, false, 'the new process holds both connections');
-    t.send({ cmd: 'closeFds' });
-    await Promise.all([closed(a!), closed(b!)]);
-    await stop(t);
-    await assertFdsBack(before, 'the old side');
+    await closeAdopted(t, [a!, b!], before);
   });
 
   const wrongs: Array<[string, (t: Fixture, listeners: number[]) => void]> = [
@@ -196,10 +201,7 @@ describe('hand-off with migrate: a new process that answers wrongly', () => {
     assert.equal(await moved, false);
     assert.equal(old.accepted[0]!.destroyed, true);
     assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 0, pending: 0 });
-    t.send({ cmd: 'closeFds' });
-    await closed(a!);
-    await stop(t);
-    await assertFdsBack(before, 'the old side');
+    await closeAdopted(t, [a!], before);
   });
 });
 
@@ -269,10 +271,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
     const end = await message(t, 'end');
     assert.equal(end.fds.length, 0, 'no second connection came before the end');
-    t.send({ cmd: 'closeFds' });
-    await closed(a!);
-    await stop(t);
-    await assertFdsBack(before, 'the old side');
+    await closeAdopted(t, [a!], before);
   });
 
   it('offered again after a refusal and then adopted, a connection counts once: as migrated', async () => {
@@ -290,10 +289,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     t.send({ cmd: 'send', msg: { type: 'adopted', id: (await message(t, 'connection')).id } });
     assert.equal(await adopted, true);
     assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
-    t.send({ cmd: 'closeFds' });
-    await closed(a!);
-    await stop(t);
-    await assertFdsBack(before, 'the old side');
+    await closeAdopted(t, [a!], before);
   });
 
   it('writes not yet flushed: ERR_FDPASS_HANDOFF_BUSY; once flushed the socket moves, no byte lost', async () => {
