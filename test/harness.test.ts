@@ -57,7 +57,8 @@ it('leaves a socket file', () => {
   execFileSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', tmpPath('left.sock')]);
 });
 it('leaves a grandchild', () => {
-  execFileSync('sh', ['-c', 'setsid sleep 31 >/dev/null 2>&1 &']);
+  // Returns once the grandchild is sleep: a loaded machine could otherwise end the test before it exec'd.
+  execFileSync('sh', ['-c', 'setsid sleep 31 >/dev/null 2>&1 & while [ "$(cat /proc/$!/comm 2>/dev/null)" != sleep ]; do :; done']);
 });
 it('leaks an fd in a callback-style test', (done) => {
   fs.openSync('/dev/null', 'r');
