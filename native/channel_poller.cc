@@ -155,9 +155,19 @@ bool ChannelPoller::ReadBatch() {
   constexpr size_t kUnknownRoom = SIZE_MAX;
   size_t fd_free = kUnknownRoom;  // FreeDescriptorsAtLeast() when the batch first needs it
 
+  // Messages that come one at a time (a request and its answer) are read one per wakeup with no count:
+  // the count (a stat of /proc/self/fd) would cost more than the read. Once a wakeup finds more than
+  // one, batches are read whole until one holds a single message again.
+  bool lone = lone_;
   for (int calls = 0; calls < kReadBudget && count < static_cast<uint32_t>(kReadBudget) && !eof; calls++) {
     size_t room = (read_capacity_ - offset) / max_message_;  // full-size slots left
     size_t want = std::min(room, static_cast<size_t>(kReadBudget) - count);
+    if (lone && count == 0) {
+      want = std::min<size_t>(want, 1);
+    } else if (lone) {
+      if (!MayHaveMore(fd_.get())) break;
+      lone = false;
+    }
     // Room in the descriptor table. recvmmsg installs each message's fds before it reads the next,
     // and those it installed stay until it returns: one that meets EMFILE (MSG_CTRUNC) leaves the
     // table full, so every later message of the call loses all its fds, where read one by one (the
@@ -223,6 +233,7 @@ bool ChannelPoller::ReadBatch() {
     }
     if (static_cast<size_t>(got) < want) break;  // the queue is empty (MSG_WAITFORONE took what was there)
   }
+  lone_ = count <= 1;
   info[0] = static_cast<int32_t>(count);
   info[1] = static_cast<int32_t>(fds.size());
 

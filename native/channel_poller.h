@@ -60,6 +60,9 @@ class ChannelPoller : public Napi::ObjectWrap<ChannelPoller>, public PollBase {
 
   int socket_type_ = 0;
   bool write_failed_ = false;
+  // The last read batch held one message: the next one's first message is read alone, without
+  // counting the free descriptors, and more are read only if the queue holds more (ReadBatch).
+  bool lone_ = true;
   uint32_t next_id_ = 1;
   std::deque<Outgoing> queue_;
   // Memory shared with JS (see the constructor), held by strong references.

@@ -2,7 +2,9 @@
 #include "message_io.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -176,6 +178,11 @@ int ReceiveMessages(int sock, void* base, size_t cap, size_t count, OwnedFds* fd
   if (got < 0) return -errno;
   for (int i = 0; i < got; i++) ParseReceived(&b.headers[i].msg_hdr, b.headers[i].msg_len, fds, &out[i]);
   return got;
+}
+
+bool MayHaveMore(int sock) {
+  int queued = 0;
+  return ioctl(sock, SIOCINQ, &queued) != 0 || queued > 0;
 }
 
 }  // namespace fdpass

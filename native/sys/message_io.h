@@ -96,6 +96,11 @@ struct ReceivedMessage {
 // descriptor of the batch has one owner whatever the caller drops.
 int ReceiveMessages(int sock, void* base, size_t cap, size_t count, OwnedFds* fds, ReceivedMessage* out);
 
+// False when the receive queue holds no bytes (SIOCINQ), true otherwise or when it cannot tell. Only
+// a hint: a message of descriptors and no bytes at the head of a seqpacket queue reads as empty (the
+// socket then stays readable, and the next wakeup reads it).
+bool MayHaveMore(int sock);
+
 }  // namespace fdpass
 
 #endif  // FDPASS_SYS_MESSAGE_IO_H_
