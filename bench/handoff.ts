@@ -12,7 +12,10 @@
 // SCENARIOS (comma-separated method:protocol:mode, default all of the table below; `handoff.js
 // migrate`, i.e. npm run bench:migrate: fdpass-migrate and fdpass, http keep-alive),
 // LATENCY=1 (also time every request; below), RATE (req/s, with LATENCY=1 and wrk: a paced load, below),
-// PROXY=haproxy (wrk -> HAProxy -> server; below).
+// PROXY=haproxy (wrk -> HAProxy -> server; below). CLOSE_SPREAD=ms reaches the fdpass servers
+// (examples/hot-restart-server.ts: serve's closeSpread): it spreads the drain's closes, and in
+// fdpass-migrate the moves, over that window; e.g. `CLOSE_SPREAD=1000 LATENCY=1 RATE=15000 npm run
+// bench:migrate` compares the two spread alike.
 //
 // Connections opened: every server process counts the connections its listener accepted (moved-in
 // ones not counted) and says so at its exit; a run's sum is how many connections the clients (or

@@ -9,7 +9,7 @@
 // wrk script) can time each request. CLOSE_SPREAD=ms spreads the drain's connection closes over a
 // window (serve's closeSpread; default 0, all at once). MIGRATE=1: keep-alive connections move to
 // the next generation instead (serve's migrate), and {"event":"drained","counts":...} says where they
-// went. WARM_UP=n: requests warmUp() sends the new server before it takes the listener (default 500;
+// went; CLOSE_SPREAD then spreads the moves over its window (e.g. `CLOSE_SPREAD=1000 MIGRATE=1`). WARM_UP=n: requests warmUp() sends the new server before it takes the listener (default 500;
 // 0: none, so the first clients meet a cold JIT). At exit, {"event":"accepted","connections":n}: how
 // many connections its listener accepted (those that moved in from the old process not counted; null
 // if their final count had not come yet), which bench:handoff sums over the generations.
@@ -80,7 +80,8 @@ async function main(): Promise<void> {
 
   // 4. Offer the listener to the next generation; exit once handed off and drained.
   const closeSpread = Number(process.env.CLOSE_SPREAD ?? 0); // serve() refuses a bad one
-  // MIGRATE=1: idle keep-alive connections move to the next generation instead of being drained.
+  // MIGRATE=1: idle keep-alive connections move to the next generation instead of being drained
+  // (spread over CLOSE_SPREAD ms too: one option for letting go of connections, moved or closed).
   const migrate = process.env.MIGRATE === '1';
   const hs = await handoff.serve(control, { http: server }, { drainTimeout: 10_000, closeSpread, migrate });
   hs.on('handoff', () => report('draining'));

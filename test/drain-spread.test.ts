@@ -283,7 +283,7 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
     assert.ok(stoppedAfter < drainTimeout, `drained before the drain timeout: ${shown}`);
   });
 
-  it('closeSpread is checked: a non-integer, a negative value, or not less than the timeout is refused', async () => {
+  it('closeSpread is checked (with migrate too): a non-integer, a negative value, or not less than the timeout is refused', async () => {
     const { server } = await listening();
     try {
       await assert.rejects(drain(server, { closeSpread: '100' as unknown as number }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
@@ -305,6 +305,29 @@ describe('drain: closeSpread (connection closes spread over a window)', () => {
         code: 'ERR_INVALID_ARG_TYPE',
       });
       assert.throws(() => handoff.upgrader({ web: server }, { drainTimeout: 500, closeSpread: 600 }), { code: 'ERR_OUT_OF_RANGE' });
+      // With migrate it spreads the moves: the same rules.
+      await assert.rejects(handoff.serve(control, { web: server }, { migrate: true, drainTimeout: 500, closeSpread: 500 }), {
+        name: 'RangeError',
+        code: 'ERR_OUT_OF_RANGE',
+        message: /options\.closeSpread.*< options\.drainTimeout \(500\)/,
+      });
+      await assert.rejects(handoff.serve(control, { web: server }, { migrate: true, closeSpread: -1 }), {
+        name: 'RangeError',
+        code: 'ERR_OUT_OF_RANGE',
+      });
+      await assert.rejects(handoff.serve(control, { web: server }, { migrate: true, closeSpread: 2.5 }), {
+        name: 'RangeError',
+        code: 'ERR_OUT_OF_RANGE',
+      });
+      await assert.rejects(handoff.serve(control, { web: server }, { migrate: true, closeSpread: '1000' as unknown as number }), {
+        name: 'TypeError',
+        code: 'ERR_INVALID_ARG_TYPE',
+      });
+      assert.throws(() => handoff.upgrader({ web: server }, { migrate: true, drainTimeout: 500, closeSpread: 500 }), {
+        name: 'RangeError',
+        code: 'ERR_OUT_OF_RANGE',
+      });
+      assert.throws(() => handoff.upgrader({ web: server }, { migrate: true, closeSpread: Number.NaN }), { code: 'ERR_OUT_OF_RANGE' });
       assert.throws(() => handoff.upgrader({ web: server }, { idleGrace: -1 }), { code: 'ERR_OUT_OF_RANGE' });
       assert.ok(server.listening, 'a refused drain leaves the server alone');
     } finally {

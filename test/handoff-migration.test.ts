@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as https from 'node:https';
 import type * as net from 'node:net';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import { closeFds, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
 import { selfSignedCert } from '../bench/apps/tls-cert';
@@ -213,6 +214,115 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal((await get()).body, `new ${fresh.pid}`);
     agent.destroy();
     assert.equal((await old.exited).code, 0);
+    await stop(fresh);
+  });
+});
+
+describe('hand-off with migrate and closeSpread: the moves spread over the window', () => {
+  /** The old process (serve()'s closeSpread `spread`) and `n` keep-alive clients, each answered once by it. */
+  async function oldWithClients(spread: number, n: number): Promise<{ control: string; old: Fixture; clients: RawHttp[] }> {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http'], { env: { ...process.env, FDPASS_TEST_CLOSE_SPREAD: String(spread) } });
+    const { port } = await old.expect<{ port: number }>('serving');
+    const clients = await Promise.all(
+      Array.from({ length: n }, async () => {
+        const c = new RawHttp(port);
+        await c.connected();
+        assert.equal(await c.get(), `old ${old.pid}`);
+        return c;
+      }),
+    );
+    return { control, old, clients };
+  }
+
+  it('closeSpread 1500: 8 clients move one by one over the window, each served by the old process until then', async function () {
+    this.timeout(30_000);
+    const spread = 1500;
+    const { control, old, clients } = await oldWithClients(spread, 8);
+    const localPorts = clients.map((c) => c.socket.localPort);
+    // Every client sends a request every ~50 ms and notes when its first answer from the new process came.
+    let sending = true;
+    const movedAt: Array<number | undefined> = clients.map(() => undefined);
+    const lastOldAt: number[] = clients.map(() => 0);
+    const loops = clients.map(async (c, i) => {
+      while (sending && !c.closed) {
+        const body = await c.get();
+        if (body.startsWith('new')) movedAt[i] ??= performance.now();
+        else lastOldAt[i] = performance.now();
+        await settle(50);
+      }
+    });
+    const fresh = runFixture('migration-new', [control, 'http']);
+    await old.expect('handoff');
+    const handedOff = performance.now();
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    const atAck = ready.connections;
+    assert.deepEqual([atAck.migrated + atAck.pending, atAck.failed, atAck.drained], [8, 0, 0], JSON.stringify(atAck));
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 8, failed: 0, drained: 0, pending: 0 });
+    assert.deepEqual((await fresh.expect<{ counts: Counts }>('migrated')).counts, drained.counts);
+    await settle(150); // each client's next answer, from the new process
+    sending = false;
+    await Promise.all(loops);
+    const shown = JSON.stringify(movedAt.map((t) => (t === undefined ? t : Math.round(t - handedOff))));
+    assert.ok(
+      movedAt.every((t) => t !== undefined),
+      `every client served by the new process: ${shown}`,
+    );
+    const moved = (movedAt as number[]).map((t) => t - handedOff);
+    const first = Math.min(...moved);
+    const last = Math.max(...moved);
+    // 8 turns drawn uniformly over 1500 ms span less than a fifth of it once in ~10,000 runs; all
+    // moved at once they would come within one request interval of each other.
+    assert.ok(last - first >= spread / 5, `the moves spread over the window, not all at once: ${shown}`);
+    assert.ok(last < spread + 1000, `every client moved by the end of the window: ${shown}`);
+    // The client that moved last was served by the old process after the first one had moved.
+    const lastClient = moved.indexOf(last);
+    assert.ok(lastOldAt[lastClient]! - handedOff > first, `served here until its turn: ${shown}`);
+    for (const [i, c] of clients.entries()) {
+      const firstNew = c.bodies.findIndex((b) => b.startsWith('new'));
+      assert.deepEqual(new Set(c.bodies.slice(0, firstNew)), new Set([`old ${old.pid}`]), `client ${i}`);
+      assert.deepEqual(new Set(c.bodies.slice(firstNew)), new Set([`new ${fresh.pid}`]), `client ${i}: never back to the old process`);
+      assert.equal(c.socket.localPort, localPorts[i], `client ${i} kept its connection`);
+      assert.equal(c.closed, false);
+    }
+    assert.equal((await old.exited).code, 0);
+    await Promise.all(clients.map((c) => c.close()));
+    await stop(fresh);
+  });
+
+  it('closeSpread 1000: the connections the new process refuses are drained by the old one, and counted', async () => {
+    const { control, old, clients } = await oldWithClients(1000, 4);
+    // Its server takes 2 connections: the turns that come later are refused.
+    const fresh = runFixture('migration-new', [control, 'http'], { env: { ...process.env, FDPASS_TEST_MAX_CONNECTIONS: '2' } });
+    await fresh.expect('ready');
+    const drained = await old.expect<{ counts: Counts }>('drained');
+    assert.deepEqual(drained.counts, { migrated: 2, failed: 2, drained: 0, pending: 0 });
+    assert.deepEqual((await fresh.expect<{ counts: Counts }>('migrated')).counts, drained.counts);
+    assert.equal((await old.exited).code, 0);
+    // The refused ones were idle: closed by the old process's drain (the client reconnects), the others moved.
+    const deadline = Date.now() + 5000;
+    while (clients.filter((c) => c.closed).length < 2 && Date.now() < deadline) await settle(20);
+    assert.deepEqual(clients.map((c) => c.closed).sort(), [false, false, true, true]);
+    for (const c of clients.filter((c) => !c.closed)) assert.equal(await c.get(), `new ${fresh.pid}`);
+    await Promise.all(clients.map((c) => c.close()));
+    await stop(fresh);
+  });
+
+  it('closeSpread 0: every idle connection moves at once, before ready() resolves, as without it', async () => {
+    const { control, old, clients } = await oldWithClients(0, 8);
+    const localPorts = clients.map((c) => c.socket.localPort);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    const ready = await fresh.expect<{ connections: Counts }>('ready');
+    assert.deepEqual(ready.connections, { migrated: 8, failed: 0, drained: 0, pending: 0 });
+    for (const [i, c] of clients.entries()) {
+      assert.equal(await c.get(), `new ${fresh.pid}`);
+      assert.equal(c.socket.localPort, localPorts[i]);
+      assert.equal(c.closed, false);
+    }
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 8, failed: 0, drained: 0, pending: 0 });
+    assert.equal((await old.exited).code, 0);
+    await Promise.all(clients.map((c) => c.close()));
     await stop(fresh);
   });
 });

@@ -53,10 +53,14 @@ export interface ServeOptions {
    */
   idleGrace?: number;
   /**
-   * While draining, the window in ms over which connections are let go one by one instead of all at
-   * once (HAProxy's `close-spread-time`), so keep-alive clients do not all reconnect to the new
-   * process at the same moment: see {@link DrainOptions.closeSpread}. Default 0 (all at once); must
-   * be less than `drainTimeout`.
+   * After the hand-off, the window in ms over which connections are let go one by one instead of all
+   * at once (HAProxy's `close-spread-time`), so that the new process, still cold, does not meet every
+   * keep-alive client at the same moment: closed by the drain (see {@link DrainOptions.closeSpread}),
+   * or with `migrate` moved. Each connection's turn comes at a moment drawn uniformly in
+   * [0, closeSpread) after the hand-off; until then it is served here with keep-alive as before, and
+   * from then on it moves as soon as it is between requests (or, if it cannot move, is drained).
+   * Default 0 (all at once); must be less than `drainTimeout`, and `closeSpread + idleGrace` should
+   * be too, or the deadline cuts the last connections.
    */
   closeSpread?: number;
   /** Permission bits of the control socket file. Default 0o600. */
@@ -65,9 +69,11 @@ export interface ServeOptions {
    * Move connections to the new process instead of draining them (issue 23). Default false. Each
    * idle HTTP/1.1 keep-alive connection of an offered plain `http.Server` (TCP or Unix) goes to the
    * new process once it is ready, and one busy then goes once its response is out; the new process
-   * serves them in the http.Server it adopted under the same name. TLS and HTTP/2 connections
-   * cannot move (their session state stays in this process) and are drained. Any other connection
-   * can be moved with {@link HandoffServer.offer} until the drain ends.
+   * serves them in the http.Server it adopted under the same name. With `closeSpread` these moves
+   * are spread over that window, as the drain's closes are (one option for letting go of
+   * connections, moved or closed). TLS and HTTP/2 connections cannot move (their session state
+   * stays in this process) and are drained. Any other connection can be moved with
+   * {@link HandoffServer.offer} until the drain ends, when the application chooses.
    */
   migrate?: boolean;
 }
@@ -392,7 +398,7 @@ export class HandoffServer extends EventEmitter {
       }
       await closeAndDrain(this.#listeners.values(), this.#opts, (server) =>
         isHttp1(server) && !(server instanceof tls.Server)
-          ? migrateHttp1(server, names.get(server)!, migration, this.#opts.idleGrace)
+          ? migrateHttp1(server, names.get(server)!, migration, this.#opts.idleGrace, this.#opts.closeSpread)
           : undefined,
       );
       await migration.end();
