@@ -165,7 +165,7 @@ bool ChannelPoller::ReadBatch() {
     if (lone && count == 0) {
       want = std::min<size_t>(want, 1);
     } else if (lone) {
-      if (!MayHaveMore(fd_.get())) break;
+      if (!MayHaveMore(fd_.get(), socket_type_ == SOCK_STREAM)) break;
       lone = false;
     }
     // Room in the descriptor table. recvmmsg installs each message's fds before it reads the next,

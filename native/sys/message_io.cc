@@ -180,9 +180,17 @@ int ReceiveMessages(int sock, void* base, size_t cap, size_t count, OwnedFds* fd
   return got;
 }
 
-bool MayHaveMore(int sock) {
-  int queued = 0;
-  return ioctl(sock, SIOCINQ, &queued) != 0 || queued > 0;
+bool MayHaveMore(int sock, bool stream) {
+  if (stream) {
+    int queued = 0;
+    return ioctl(sock, SIOCINQ, &queued) != 0 || queued > 0;
+  }
+  char byte;
+  ssize_t got;
+  do {
+    got = recv(sock, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  } while (got < 0 && errno == EINTR);
+  return got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
 }  // namespace fdpass

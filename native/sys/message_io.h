@@ -96,10 +96,10 @@ struct ReceivedMessage {
 // descriptor of the batch has one owner whatever the caller drops.
 int ReceiveMessages(int sock, void* base, size_t cap, size_t count, OwnedFds* fds, ReceivedMessage* out);
 
-// False when the receive queue holds no bytes (SIOCINQ), true otherwise or when it cannot tell. Only
-// a hint: a message of descriptors and no bytes at the head of a seqpacket queue reads as empty (the
-// socket then stays readable, and the next wakeup reads it).
-bool MayHaveMore(int sock);
+// False when nothing is queued to read, true otherwise or when it cannot tell. On a stream the
+// queued bytes (SIOCINQ); on seqpacket and dgram a peek at the next message, since SIOCINQ gives only
+// its length and a message of descriptors alone has none (the peek installs no descriptors).
+bool MayHaveMore(int sock, bool stream);
 
 }  // namespace fdpass
 
