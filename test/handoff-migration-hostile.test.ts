@@ -573,7 +573,7 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
 describe('self-upgrade with migrate: offer() from the upgrader', () => {
   for (const throws of [false, true]) {
     const title = throws
-      ? "an 'upgraded' handler that throws after offering: the connection moves, 'drained' still comes"
+      ? "an 'upgraded' handler that throws: upgrade() resolves, 'error' reports it, the connection moves"
       : "connections offered in the 'upgraded' handler move to the successor with their state";
     it(title, async () => {
       const port = await freePort();
@@ -583,17 +583,22 @@ describe('self-upgrade with migrate: offer() from the upgrader', () => {
       const client = new LineClient(port);
       await client.connected();
       assert.equal(await client.ask('a\n'), `gen ${gen1.pid} 1 a`);
-      gen1.proc.kill('SIGHUP');
+      gen1.proc.kill(throws ? 'SIGUSR2' : 'SIGHUP'); // SIGUSR2: the fixture calls up.upgrade()
       // gen1's and its successor's reports share one stdout, in whichever order they come.
       const seen = new Map<string, Record<string, unknown>>();
-      while (!seen.has('serving') || !seen.has('drained')) {
+      const wanted = throws ? ['serving', 'drained', 'upgrade-resolved', 'upgrader-error'] : ['serving', 'drained'];
+      while (!wanted.every((e) => seen.has(e))) {
         const m = await gen1.next<Record<string, unknown>>();
-        if (m.event === 'error' || m.event === 'offer-failed') assert.fail(JSON.stringify(m));
+        if (['error', 'offer-failed', 'upgrade-rejected'].includes(String(m.event))) assert.fail(JSON.stringify(m));
         seen.set(String(m.event), m);
       }
       assert.deepEqual(seen.get('offered'), { event: 'offered', moved: true });
       assert.deepEqual(seen.get('drained')!.counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
       const s2 = seen.get('serving') as { pid: number };
+      if (throws) {
+        assert.equal((seen.get('upgrade-resolved') as { pid: number }).pid, s2.pid);
+        assert.equal((seen.get('upgrader-error') as { message: string }).message, 'a careless handler');
+      }
       assert.equal(await client.ask('b\n'), `gen ${s2.pid} 2 b`);
       await client.close();
       process.kill(s2.pid, 'SIGTERM');

@@ -64,7 +64,8 @@ export interface UpgradeResult {
  * Spawns successors on request and hands them the listeners. Events: `'upgrade'` (pid) when one
  * starts, `'upgraded'` (pid) when it serves and this process let go of the listeners, `'failed'`
  * (error, pid) when it did not (this process keeps serving; pid undefined when none was started), `'drained'` when this process's last
- * connection ended after an upgrade (exit then; with `migrate`, its argument is the {@link MigrationCounts}).
+ * connection ended after an upgrade (exit then; with `migrate`, its argument is the {@link MigrationCounts}); `'error'` when an `'upgraded'` handler threw (the upgrade stands; with no `'error'` listener
+ * the error is written to stderr instead).
  */
 export class Upgrader extends EventEmitter {
   /** Resolves once the listeners were handed to a successor and this process has drained. */
@@ -259,8 +260,19 @@ export class Upgrader extends EventEmitter {
       this.emit('drained', counts);
       this.#resolveDrained();
     });
-    this.emit('upgraded', pid);
+    try {
+      this.emit('upgraded', pid);
+    } catch (err) {
+      this.#report(err instanceof Error ? err : new Error(String(err)));
+    }
     return { pid };
+  }
+
+  // The upgrade stands whatever the application's 'upgraded' handler does: one that throws is
+  // reported, as 'error' when someone listens, else on stderr, instead of rejecting upgrade().
+  #report(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    else sayQuietly(`fdpass: the 'upgraded' handler threw: ${err.stack ?? err.message}\n`);
   }
 
   // A failed write (e.g. the directory went away) must not fail the upgrade it reports on, nor a
