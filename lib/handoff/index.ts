@@ -2,8 +2,10 @@
 export { serve, HandoffServer } from './serve';
 export type { ServeOptions, OfferOptions } from './serve';
 export type { HandoffListener } from './listeners';
-export { take, Inheritance } from './take';
-export type { TakeOptions, InheritedListener, ReadyResult, MigratedConnection } from './take';
+export { take } from './take';
+export { Inheritance } from './inheritance';
+export type { TakeOptions } from './take';
+export type { InheritedListener, ReadyResult, MigratedConnection } from './inheritance';
 export { HANDOFF_PROTOCOL_VERSION } from './protocol';
 export type { ListenerKind, SkippedListener, MigrationCounts } from './protocol';
 export { inherit, UPGRADE_SOCKET_ENV } from './inherit';

@@ -1,6 +1,7 @@
 // The successor's side of a self-upgrade (upgrade.ts): the parent names its control socket in the
 // environment, and the successor takes the listeners from it.
-import { take, type Inheritance, type TakeOptions } from './take';
+import type { Inheritance } from './inheritance';
+import { take, type TakeOptions } from './take';
 
 /** The environment variable that tells a successor where its parent offers the listeners. */
 export const UPGRADE_SOCKET_ENV = 'FDPASS_UPGRADE_SOCKET';
