@@ -5,7 +5,7 @@
   'variables': { 'werror%': 0, 'sanitize%': 0 },
   'targets': [{
     'target_name': 'fdpass',
-    'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poll_base.cc', 'native/channel_poller.cc',
+    'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poll_base.cc', 'native/channel_poller.cc', 'native/channel_poller_send.cc',
                  'native/accept_poller.cc', 'native/functions.cc',
                  'native/sys/message_io.cc', 'native/sys/unix_socket.cc',
                  'native/sys/inet_socket.cc', 'native/sys/introspect.cc', 'native/sys/fd_table.cc' ],

@@ -1,6 +1,6 @@
 // ChannelPoller: the JS-visible owner of one connected socket (a Channel's): readable -> drain recvmsg
-// into memory shared with JS (budgeted, recvmmsg), writable -> flush the send queue (sendmmsg); the
-// received fds it holds.
+// into memory shared with JS (budgeted, recvmmsg; channel_poller.cc), writable -> flush the send queue
+// (sendmmsg; channel_poller_send.cc); the received fds it holds.
 #ifndef FDPASS_CHANNEL_POLLER_H_
 #define FDPASS_CHANNEL_POLLER_H_
 
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "poll_base.h"
+#include "sys/message_io.h"
 #include "unique_fd.h"
 
 namespace fdpass {
@@ -36,6 +37,10 @@ class ChannelPoller : public Napi::ObjectWrap<ChannelPoller>, public PollBase {
   void Untrack();
 
  private:
+  // sendBatch's layout (described at NativeChannelPoller.sendBatch in lib/native.ts).
+  static constexpr size_t kSendBatchFds = 2 * kMaxBatch;
+  static constexpr size_t kSendBatchLayoutLength = kSendBatchFds + kMaxBatch * kMaxFdsPerMessage;
+
   // A message the kernel has not taken yet. Holds duplicates of the caller's fds (DESIGN.md §4).
   struct Outgoing {
     uint32_t id;
