@@ -4,24 +4,43 @@ import * as util from 'node:util';
 
 /** Codes of errors that are fdpass's own (not a system call's). */
 export type FdpassErrorCode =
+  /** A message lost descriptors in the kernel (MSG_CTRUNC): those that arrived were closed. */
   | 'ERR_FDPASS_CTRUNC'
+  /** A message was larger than `maxMessageSize` (MSG_TRUNC): dropped, its descriptors closed. */
   | 'ERR_FDPASS_TRUNCATED'
+  /** The channel (or hand-off, upgrader) is closed. */
   | 'ERR_FDPASS_CLOSED'
+  /** A message without a descriptor where one was expected, or an object with none. */
   | 'ERR_FDPASS_NO_FD'
+  /** A message with more descriptors than allowed: dropped, all closed. */
   | 'ERR_FDPASS_TOO_MANY_FDS'
+  /** `timeout` elapsed. */
   | 'ERR_FDPASS_TIMEOUT'
+  /** `signal` was aborted. */
   | 'ERR_FDPASS_ABORTED'
+  /** A descriptor of the wrong kind for this call. */
   | 'ERR_FDPASS_WRONG_FD_KIND'
+  /** An unbound socket where a bound one is needed. */
   | 'ERR_FDPASS_UNBOUND'
+  /** Not allowed inside a `cluster` worker. */
   | 'ERR_FDPASS_CLUSTER_WORKER'
+  /** Another hand-off or upgrade is in progress, or the offered socket is busy. */
   | 'ERR_FDPASS_HANDOFF_BUSY'
+  /** The peer speaks another hand-off protocol version. */
   | 'ERR_FDPASS_HANDOFF_VERSION'
+  /** The peer broke the hand-off protocol. */
   | 'ERR_FDPASS_HANDOFF_PROTOCOL'
+  /** An `allow` policy refused the peer, or the old process hung up. */
   | 'ERR_FDPASS_HANDOFF_REFUSED'
+  /** The old process gave up on this one and keeps serving. */
   | 'ERR_FDPASS_HANDOFF_ROLLBACK'
+  /** No listener of that name (or it was already taken). */
   | 'ERR_FDPASS_HANDOFF_UNKNOWN_NAME'
+  /** `upgrade()` as PID 1 of a pid namespace: use `fdpass run`. */
   | 'ERR_FDPASS_UPGRADE_PID1'
+  /** systemd's environment variables are malformed. */
   | 'ERR_FDPASS_SYSTEMD_ENV'
+  /** Not Linux: the call needs Linux. */
   | 'ERR_FDPASS_UNSUPPORTED_PLATFORM';
 
 // Every FdpassErrorCode, checked complete by the type (a code missing here does not compile).
