@@ -164,7 +164,7 @@ const drivers: Record<string, (this: Mocha.Context) => Promise<void>> = {
     await reloadsUnderLoad(ROOT, commands, Number(port));
   },
 
-  // systemd-socket-activate binds both ports and starts server.mjs with them as "web" and "admin".
+  // systemd-socket-activate binds both ports and starts activated-server.mjs with them as "web" and "admin".
   async 'socket-activation'() {
     need('systemd-socket-activate');
     const [web, admin] = [String(await freePort()), String(await freePort())];
