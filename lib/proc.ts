@@ -1,16 +1,19 @@
 // What /proc says of processes: a process's state, parent and children, for zombie checks and
-// process-tree walks, and whether it has exited, with every descriptor it held closed.
+// process-tree walks, and whether it has exited, with every descriptor it held closed; its memory and
+// CPU time; and this process's soft resource limits.
 import * as fs from 'node:fs';
 
 // include/linux/sched.h: set on each thread as it starts do_exit(), before its descriptors close.
 const PF_EXITING = 0x4;
 
-/** What /proc/<pid>/stat says of a process: state letter (R, S, Z, X, ...), parent, flags, threads. */
+/** What /proc/<pid>/stat says of a process: state letter (R, S, Z, X, ...), parent, flags, threads, CPU time. */
 export interface ProcStat {
   state: string;
   ppid: number;
   flags: number;
   threads: number;
+  /** utime + stime, in USER_HZ ticks. */
+  cpuTicks: number;
 }
 
 /** `pid`'s /proc/<pid>/stat, or undefined when it is gone. */
@@ -21,14 +24,14 @@ export function procStat(pid: number): ProcStat | undefined {
   } catch {
     return undefined;
   }
-  // "pid (comm) state ppid pgrp session tty tpgid flags ... num_threads(20th) ...": comm may hold
-  // spaces and parentheses, so parse after the last ')'.
+  // "pid (comm) state ppid pgrp session tty tpgid flags ... utime(14th) stime ... num_threads(20th) ...":
+  // comm may hold spaces and parentheses, so parse after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const number = (i: number): number => {
     const n = Number(fields[i]);
     return Number.isInteger(n) ? n : -1;
   };
-  return { state: fields[0] ?? '', ppid: number(1), flags: number(6), threads: number(17) };
+  return { state: fields[0] ?? '', ppid: number(1), flags: number(6), threads: number(17), cpuTicks: number(11) + number(12) };
 }
 
 const exited = (s: ProcStat | undefined): boolean => s === undefined || ((s.state === 'Z' || s.state === 'X') && s.threads <= 1);
@@ -137,14 +140,29 @@ const USER_HZ = 100;
 
 /** `pid`'s memory and CPU time, or undefined when it is gone. */
 export function procUsage(pid: number): ProcUsage | undefined {
+  const stat = procStat(pid);
+  if (stat === undefined) return undefined;
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are the 14th and 15th fields of stat(5), here after pid and comm.
-    const ticks = Number(fields[11]) + Number(fields[12]);
     const rss = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1];
-    return { rssBytes: Number(rss ?? 0) * 1024, cpuMs: (ticks * 1000) / USER_HZ };
+    return { rssBytes: Number(rss ?? 0) * 1024, cpuMs: (stat.cpuTicks * 1000) / USER_HZ };
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * A soft limit of this process from /proc/self/limits, by its row name ('Max stack size', 'Max open
+ * files'); Infinity when unlimited or unreadable.
+ */
+export function softLimit(name: string): number {
+  try {
+    const line = fs
+      .readFileSync('/proc/self/limits', 'latin1')
+      .split('\n')
+      .find((l) => l.startsWith(name));
+    const soft = line?.slice(name.length).trim().split(/\s+/)[0];
+    return soft === undefined || soft === 'unlimited' ? Infinity : Number(soft);
+  } catch {
+    return Infinity;
   }
 }

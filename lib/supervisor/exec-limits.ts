@@ -5,27 +5,13 @@
 // - one argument or NAME=value string, NUL included, is at most MAX_ARG_STRLEN (32 pages);
 // - the file name, every argument and environment string (NULs included) and a pointer for each
 //   argument and environment string must fit in min(RLIMIT_STACK / 4, 6 MiB), at least 128 KiB.
-import * as fs from 'node:fs';
+import { softLimit } from '../proc';
 
 /** MAX_ARG_STRLEN with 4 KiB pages (larger pages only raise it). */
 export const MAX_ARG_STRLEN = 32 * 4096;
 
 /** Kept free for what a spawn adds besides the names: NOTIFY_SOCKET, LISTEN_*, the shell and its script. */
 const SLACK = 4096;
-
-/** A soft limit of this process from /proc/self/limits ('Max stack size', 'Max open files'); Infinity if unlimited or unreadable. */
-function softLimit(name: string): number {
-  try {
-    const line = fs
-      .readFileSync('/proc/self/limits', 'latin1')
-      .split('\n')
-      .find((l) => l.startsWith(name));
-    const soft = line?.slice(name.length).trim().split(/\s+/)[0];
-    return soft === undefined || soft === 'unlimited' ? Infinity : Number(soft);
-  } catch {
-    return Infinity;
-  }
-}
 
 /** The space execve(2) has for the file name, arguments, environment and their pointers. */
 export function argMax(): number {

@@ -2,7 +2,6 @@
 // their names; adopting them by name; and handing descriptors to a child the same way.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import type * as dgram from 'node:dgram';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { binding, checkPlatform } from '../native';
@@ -12,6 +11,7 @@ import { closeQuietly } from '../fds';
 import { invalidArgType, invalidArgValue, validateObject } from '../validate';
 import { UNNAMED, validateFdName } from './names';
 import { ownPidShell } from './own-pid';
+import { softLimit } from '../proc';
 
 const debug = debuglog('fdpass');
 
@@ -50,16 +50,6 @@ function unsetListenEnv(): void {
   delete process.env.LISTEN_FDNAMES;
 }
 
-// This process's soft RLIMIT_NOFILE, from /proc/self/limits (undefined when it cannot be read).
-function openFilesLimit(): number | undefined {
-  try {
-    const line = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'latin1'));
-    return line === null || line[1] === 'unlimited' ? undefined : Number(line[1]);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Takes the descriptors systemd passed to this process, as `sd_listen_fds_with_names(3)` does. That
  * is socket activation, or the fd store on a restart: it reads LISTEN_PID, LISTEN_FDS and
@@ -95,10 +85,10 @@ export function listenFds(opts: ListenFdsOptions = {}): ListenFd[] {
   const count = Number(countText);
   // No process can hold more descriptors than RLIMIT_NOFILE allows: a larger count is malformed, and
   // must be refused before anything is allocated per descriptor.
-  const limit = openFilesLimit();
-  if (count > 0x7fffffff - LISTEN_FDS_START || (limit !== undefined && LISTEN_FDS_START + count > limit)) {
+  const limit = softLimit('Max open files'); // RLIMIT_NOFILE; Infinity when unlimited or unknown
+  if (count > 0x7fffffff - LISTEN_FDS_START || LISTEN_FDS_START + count > limit) {
     throw envError(
-      `LISTEN_FDS is too large: ${countText} descriptors from fd ${LISTEN_FDS_START} on${limit !== undefined ? `, over this process's limit of ${limit} (RLIMIT_NOFILE)` : ''}`,
+      `LISTEN_FDS is too large: ${countText} descriptors from fd ${LISTEN_FDS_START} on${Number.isFinite(limit) ? `, over this process's limit of ${limit} (RLIMIT_NOFILE)` : ''}`,
     );
   }
   // sd_listen_fds_with_names: no LISTEN_FDNAMES means every name is "unknown"; a different count is EINVAL.
