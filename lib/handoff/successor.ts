@@ -2,6 +2,7 @@
 // the upgrader waits for it to take the listeners.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { FdpassError } from '../errors';
+import { exitText } from '../exit-status';
 import { UPGRADE_SOCKET_ENV } from './inherit';
 import type { HandoffServer } from './serve';
 
@@ -55,7 +56,7 @@ export function waitForSuccessor(
     const onHandoff = (): void => done(null);
     const onRollback = (err: Error): void => done(err);
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
-      done(new FdpassError('ERR_FDPASS_CLOSED', `the successor exited (${signal ?? `code ${code}`}) before it was ready`));
+      done(new FdpassError('ERR_FDPASS_CLOSED', `the successor ${exitText({ code, signal })} before it was ready`));
     const timer = setTimeout(() => {
       if (!started) done(new FdpassError('ERR_FDPASS_TIMEOUT', `the successor was not ready within ${readyTimeout} ms`));
     }, readyTimeout);
