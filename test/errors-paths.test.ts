@@ -242,7 +242,8 @@ describe('errors: socket paths and options', () => {
       assert.ok(!fs.existsSync(p));
     });
 
-    it('a socket file is never wider than options.mode, not even right after bind(2): a thread stats it throughout, under umask 0', async () => {
+    // Under umask 0, a thread stats the file throughout the bind.
+    it('a socket file is never wider than options.mode, even right after bind(2)', async () => {
       // A datagram socket takes datagrams from the moment bind(2) creates its file (no listen(2)):
       // a file created wider than `mode` and narrowed afterwards let any user send in between.
       // Under umask 0 such a file is created 0777; the thread sees it in that window hundreds of times.

@@ -407,7 +407,8 @@ describe('fdpass run --workers', function () {
     });
   }
 
-  it('--sockets per-worker: each slot has its own SO_REUSEPORT socket, the same in every generation; Unix listeners stay shared', async () => {
+  // (Unix listeners, which have no SO_REUSEPORT, stay shared: checked here too.)
+  it('--sockets per-worker: each slot keeps its own SO_REUSEPORT socket in every generation', async () => {
     const control = tmpPath('ctl');
     const sock = tmpPath('sock');
     const sup = supervise(
