@@ -2,7 +2,7 @@
 # npm run test:package: the published tarball works with no compiler, on every supported Node and on arm64.
 #
 # 1. npm run prebuilds (linux-x64, cross-compiled linux-arm64; prints the glibc symbol-version check);
-# 2. npm pack, and check what the tarball holds;
+# 2. npm pack, and check what the tarball holds (the examples the docs link included);
 # 3. npm install <tarball> into a fresh project where no compiler can be found (PATH holds only node,
 #    npm and sh; CC=false CXX=false): it must install and load the prebuild; a control tarball with
 #    the prebuilds removed must fail to install there, which proves a compile attempt cannot pass;
@@ -96,10 +96,16 @@ for f in lib/*.ts; do
 done
 while IFS= read -r f; do must_have+=("$f"); done < <(find native -type f | sort) # the fallback build
 for f in docs/*.md; do must_have+=("$f"); done # the README links the guides and the API reference
+# Every example the shipped Markdown links (a file, or each file of a folder) ships too, so that no link
+# of the README or a guide is dead in the tarball; an example that no guide links does not ship.
+grep -ohE '\]\((\.\./)?examples/[^)#]*' README.md docs/*.md | sed -E 's/^\]\((\.\.\/)?//; s|/$||' | sort -u |
+  while IFS= read -r f; do if [ -d "$f" ]; then find "$f" -type f; else echo "$f"; fi; done | sort -u >"$work/linked-examples.txt"
+while IFS= read -r f; do must_have+=("$f"); done <"$work/linked-examples.txt"
 for f in "${must_have[@]}"; do grep -qxF "$f" "$work/contents.txt" || problems+=("missing $f"); done
 while IFS= read -r f; do
   case "$f" in
     package.json | README.md | CHANGELOG.md | LICENSE | binding.gyp | scripts/install.js | docs/*.md | native/* | prebuilds/linux-x64/* | prebuilds/linux-arm64/*) ;;
+    examples/*) grep -qxF "$f" "$work/linked-examples.txt" || problems+=("unexpected $f (no guide links it)") ;;
     dist/*) # a file compiled from a lib/*.ts that no longer exists is stale
       b="${f#dist/}"; b="${b%%.*}"
       [ -f "lib/$b.ts" ] || problems+=("stale $f (no lib/$b.ts; npm run clean)") ;;
@@ -107,7 +113,7 @@ while IFS= read -r f; do
   esac
 done <"$work/contents.txt"
 if [ "${#problems[@]}" -eq 0 ]; then
-  pass "pack: $(basename "$tarball") holds dist/ (js, d.ts), docs/, both prebuilds, native/, binding.gyp; no tests, no build/"
+  pass "pack: $(basename "$tarball") holds dist/ (js, d.ts), docs/, the linked examples, both prebuilds, native/, binding.gyp; no tests, no build/"
 else
   printf '  %s\n' "${problems[@]}" >&2
   fail "pack: tarball contents (${#problems[@]} problems)"
