@@ -1,6 +1,6 @@
 // Hot restart (DESIGN.md §7): `serve()` in the old process, `take()` in the new one.
 export { serve, HandoffServer } from './serve';
-export type { ServeOptions, OfferOptions } from './serve';
+export type { ServeOptions, OfferOptions } from './serve-options';
 export type { HandoffListener } from './listeners';
 export { take, Inheritance } from './take';
 export type { TakeOptions, InheritedListener, ReadyResult, MigratedConnection } from './take';
