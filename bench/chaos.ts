@@ -1,6 +1,6 @@
 // npm run chaos — hand-offs under load where, at a random point of each, the old or the new process
-// gets SIGKILL, SIGTERM, or SIGSTOP and later SIGCONT. The server is examples/hot-restart-server.ts
-// (the README's recipe). After each round it checks:
+// gets SIGKILL, SIGTERM, or SIGSTOP and later SIGCONT. The server is bench/apps/hot-restart-server.ts
+// (the hand-off recipe). After each round it checks:
 //   - the port is served by exactly the process that should serve it (or by nobody, when the one
 //     serving process was killed: then a fresh generation is started, as a supervisor would);
 //   - no connection was refused unless the only process holding the listener had been killed, and

@@ -3,7 +3,7 @@
 //                                        two workers (round robin) over fdpass seqpacket channels; the
 //                                        workers adopt the socket and answer HTTP
 //   node distribute.js reuseport <port>  one HTTP worker on a SO_REUSEPORT listener (run two)
-// (Node cluster's round robin is examples/cluster-server.js with 2 workers.)
+// (Node cluster's round robin is bench/apps/cluster-server.ts with 2 workers.)
 // Each prints {"event":"serving"} once it serves, and stops on SIGTERM.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';

@@ -1,4 +1,4 @@
-// Generations of examples/hot-restart-server.ts (the README's recipe) for chaos and soak: start one,
+// Generations of bench/apps/hot-restart-server.ts (the hand-off recipe) for chaos and soak: start one,
 // watch its debug output and its "serving" report, count its descriptors, ask it a question.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
-const SERVER = path.join(__dirname, '..', 'examples', 'hot-restart-server.js');
+const SERVER = path.join(__dirname, 'apps', 'hot-restart-server.js');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

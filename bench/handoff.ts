@@ -1,9 +1,9 @@
 // npm run bench:handoff — zero-downtime restarts under load, measured with wrk (HTTP/1.1, plain and
 // TLS) and h2load (HTTP/2). Each scenario is a restart method, a protocol and a client mode:
-//   fdpass   hand-off (examples/hot-restart-server.ts), connections drained; http, https or http2
+//   fdpass   hand-off (bench/apps/hot-restart-server.ts), connections drained; http, https or http2
 //   fdpass-migrate  the same, keep-alive connections moved to the new process (serve's migrate); http
-//   naive    close, then bind (examples/naive-server.ts); http
-//   cluster  Node cluster rolling restart (examples/cluster-server.ts); http
+//   naive    close, then bind (bench/apps/naive-server.ts); http
+//   cluster  Node cluster rolling restart (bench/apps/cluster-server.ts); http
 //   close    a new connection per request (wrk -H 'Connection: close')
 //   keepalive  keep-alive connections reused for every request (wrk's and h2load's default)
 // For each scenario it runs REPS interleaved pairs of (control without restarts, run with HANDOFFS
@@ -13,7 +13,7 @@
 // migrate`, i.e. npm run bench:migrate: fdpass-migrate and fdpass, http keep-alive),
 // LATENCY=1 (also time every request; below), RATE (req/s, with LATENCY=1 and wrk: a paced load, below),
 // PROXY=haproxy (wrk -> HAProxy -> server; below). CLOSE_SPREAD=ms reaches the fdpass servers
-// (examples/hot-restart-server.ts: serve's closeSpread): it spreads the drain's closes, and in
+// (bench/apps/hot-restart-server.ts: serve's closeSpread): it spreads the drain's closes, and in
 // fdpass-migrate the moves, over that window; e.g. `CLOSE_SPREAD=1000 LATENCY=1 RATE=15000 npm run
 // bench:migrate` compares the two spread alike.
 //
@@ -35,7 +35,7 @@
 // LATENCY=1: the p99 latency around each hand-off against the p99 in steady state. Every request's
 // start and latency are logged (wrk with bench/latency.lua: the request carries its start time in an
 // X-Start header, which the example servers echo, since wrk's Lua hooks cannot tell connections
-// apart; h2load: --log-file), and every restart's moments (examples/restarts.ts' marks):
+// apart; h2load: --log-file), and every restart's moments (bench/apps/restarts.ts' marks):
 //   took      the new process serves: fdpass, its take() returned and it accepts on the inherited
 //             listener, side by side with the old one for the 1 s overlap; naive, it bound; cluster,
 //             the new worker listens
@@ -58,7 +58,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { deploy, type ConnectionCounts, type Deployment, type Method, type ServerKind } from '../examples/restarts';
+import { deploy, type ConnectionCounts, type Deployment, type Method, type ServerKind } from './apps/restarts';
 import { selfSignedCert } from './apps/tls-cert';
 import { startHaproxy, type Haproxy, type ProxyStats } from './haproxy';
 import { handoffLatency, type HandoffLatency } from './latency';

@@ -1,9 +1,9 @@
 // Latency per request, against the moments of the restarts: which requests started around a
 // hand-off, which in steady state, and their p99. The requests come from wrk with bench/latency.lua
-// (HTTP/1.1) or h2load's --log-file (HTTP/2); the moments from examples/restarts.ts' marks.
+// (HTTP/1.1) or h2load's --log-file (HTTP/2); the moments from bench/apps/restarts.ts' marks.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { RestartMark } from '../examples/restarts';
+import type { RestartMark } from './apps/restarts';
 
 /** A run's completed requests: start (ms since the epoch) and latency (ms), index by index. */
 export interface RequestTimes {

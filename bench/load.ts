@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { RestartMark } from '../examples/restarts';
+import type { RestartMark } from './apps/restarts';
 import { readH2loadLog, readWrkLog, WRK_SCRIPT, type RequestTimes } from './latency';
 
 export interface LoadResult {
@@ -144,7 +144,7 @@ export function median(xs: number[]): number {
 export interface Restartable {
   restart(): Promise<void>;
   stop(): Promise<void>;
-  /** The restarts' moments, when the server reports them (examples/restarts.ts does). */
+  /** The restarts' moments, when the server reports them (bench/apps/restarts.ts does). */
   readonly marks?: RestartMark[];
 }
 

@@ -353,7 +353,7 @@ type Setup = 'fdpass' | 'cluster' | 'reuseport';
 async function deploy(setup: Setup, port: number): Promise<ChildProcess[]> {
   const dist = path.join(__dirname, 'distribute.js');
   if (setup === 'fdpass') return [await startServer(dist, ['fdpass', String(port)])];
-  if (setup === 'cluster') return [await startServer(path.join(OUT, 'examples', 'cluster-server.js'), [String(port), '2'])];
+  if (setup === 'cluster') return [await startServer(path.join(OUT, 'bench', 'apps', 'cluster-server.js'), [String(port), '2'])];
   return Promise.all([startServer(dist, ['reuseport', String(port)]), startServer(dist, ['reuseport', String(port)])]);
 }
 

@@ -1,5 +1,5 @@
-// npm run soak — HANDOFFS chained hand-offs A -> B -> C ... of examples/hot-restart-server.ts (the
-// README's recipe), one after the other, under light load (WORKERS clients making new connections,
+// npm run soak — HANDOFFS chained hand-offs A -> B -> C ... of bench/apps/hot-restart-server.ts (the
+// hand-off recipe), one after the other, under light load (WORKERS clients making new connections,
 // PAUSE ms apart). After each hand-off: the old process exited with 0 and was reaped (no zombie), the
 // port's listening socket is held by the live process only (`ss -lntp`), and the live process's
 // descriptors (other than TCP connections) and RSS are sampled. Prints the curve every EVERY hand-offs

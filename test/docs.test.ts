@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawnJson, type Fixture } from './helpers/children';
+import { exitedCleanly, spawnJson, type Fixture } from './helpers/children';
 import { allBlocks, docFiles, docScenario, projectDir, CODE_LANGS, ROOT, type DocBlock } from './helpers/docs';
 import { get, load, type LoadResult } from './helpers/http';
 import { freePort, line } from './helpers/net';
@@ -17,19 +17,6 @@ const blocks = allBlocks();
 // A process of a scenario: started in the scenario's directory, like a user in a terminal.
 function start(dir: string, command: string[], env: NodeJS.ProcessEnv = process.env): Fixture {
   return spawnJson('/bin/sh', ['-c', 'cd "$0" && exec "$@"', dir, ...command], { env });
-}
-
-async function exitedOk(f: Fixture, what: string, timeoutMs = 20_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} still running after ${timeoutMs} ms. stderr:\n${f.stderr()}`)), timeoutMs);
-  });
-  try {
-    const end = await Promise.race([f.exited, timeout]);
-    assert.deepEqual(end, { code: 0, signal: null }, `${what} failed. stderr:\n${f.stderr()}`);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function stopServer(f: Fixture): Promise<void> {
@@ -66,7 +53,7 @@ const drivers: Record<string, (this: Mocha.Context) => Promise<void>> = {
     const recv = start(dir, commands[0]!.split(' '));
     assert.match(await firstLine(recv, 'recv.mjs'), /^waiting on /);
     const send = start(dir, commands[1]!.split(' '));
-    await exitedOk(send, 'send.mjs');
+    await exitedCleanly(send, 20_000, 'send.mjs');
     assert.equal(await firstLine(send, 'send.mjs'), 'handed over');
     assert.equal(await firstLine(recv, 'recv.mjs'), `got "port ${port}", serving it`);
     // curl without the sanitizer preload of npm run test:asan (under libasan it hangs; it is not our code).
@@ -87,7 +74,7 @@ const drivers: Record<string, (this: Mocha.Context) => Promise<void>> = {
     ]);
     const fresh = start(dir, ['node', 'new.mjs']);
     assert.match(await firstLine(fresh, 'new.mjs'), /^waiting/);
-    await exitedOk(start(dir, ['node', 'old.mjs']), 'old.mjs');
+    await exitedCleanly(start(dir, ['node', 'old.mjs']), 20_000, 'old.mjs');
     assert.match(await firstLine(fresh, 'new.mjs'), /^serving web and admin/);
     assert.equal(await get(Number(web)), `web, served by ${fresh.pid}\n`);
     assert.equal(await get(Number(admin)), `admin, served by ${fresh.pid}\n`);
@@ -117,7 +104,7 @@ const drivers: Record<string, (this: Mocha.Context) => Promise<void>> = {
     assert.match(second, /^hello from \d+\n$/);
     assert.notEqual(second, first, 'the next generation serves');
     supervisor.proc.kill('SIGTERM');
-    await exitedOk(supervisor, 'fdpass run');
+    await exitedCleanly(supervisor, 20_000, 'fdpass run');
   },
 
   // The Python app under fdpass run, with the interpreter the docs name (/usr/bin/python3, which has
@@ -212,7 +199,7 @@ async function reloadsUnderLoad(dir: string, commands: string[], port: number): 
     const loads = [load(port, { workers: 2, keepAlive: true }), load(port, { workers: 2, keepAlive: false })];
     for (let i = 0; i < 3; i++) {
       await sleep(300);
-      await exitedOk(start(dir, commands[1]!.split(' ')), `fdpass reload ${i + 1}`, 60_000);
+      await exitedCleanly(start(dir, commands[1]!.split(' ')), 60_000, `fdpass reload ${i + 1}`);
     }
     await sleep(300);
     const results: LoadResult[] = await Promise.all(loads.map((l) => l.stop()));
@@ -224,7 +211,7 @@ async function reloadsUnderLoad(dir: string, commands: string[], port: number): 
     const last = await get(port);
     assert.notEqual(last, first, 'a later generation serves');
     supervisor.proc.kill('SIGTERM');
-    await exitedOk(supervisor, 'fdpass run');
+    await exitedCleanly(supervisor, 20_000, 'fdpass run');
   } finally {
     if (supervisor.proc.exitCode === null && supervisor.proc.signalCode === null) supervisor.proc.kill('SIGKILL');
   }
@@ -463,7 +450,8 @@ describe('docs: README.md and docs/*.md', () => {
           procs.push(p);
           if (i < runs.length - 1) await firstLine(p, file);
         }
-        for (const [i, p] of procs.entries()) await exitedOk(p, `${(runs[i]!.marker as { name: string }).name} (${runs[i]!.where})`);
+        for (const [i, p] of procs.entries())
+          await exitedCleanly(p, 20_000, `${(runs[i]!.marker as { name: string }).name} (${runs[i]!.where})`);
         await sleep(0);
       });
     }

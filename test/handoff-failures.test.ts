@@ -19,7 +19,7 @@ import {
   type ChannelServer,
   type Inheritance,
 } from 'fdpass';
-import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { runFixture, stopFixture, spawnJson, type Fixture } from './helpers/children';
 import { leavesSocketFiles, tmpPath } from './helpers/tmp';
 import { closeServer, greeter, listenTcp } from './helpers/sockets';
 import { sleep, waitFor } from './helpers/wait';
@@ -29,12 +29,6 @@ import { freePort } from './helpers/net';
 
 interface Serving {
   ports: Record<string, number>;
-}
-
-async function stop(child: Fixture): Promise<void> {
-  child.send({ cmd: 'exit' });
-  child.proc.stdin!.end();
-  assert.equal((await child.exited).code, 0, child.stderr());
 }
 
 /** A TCP listener on 127.0.0.1 that answers every connection with 'in-process'. */
@@ -72,7 +66,7 @@ describe('hand-off under ordinary operations', () => {
       assert.ok((r.bodies.get(`old ${old.pid}`) ?? 0) > 0, 'the old process served');
       assert.ok((r.bodies.get(`new ${fresh.pid}`) ?? 0) > 0, 'the new process served');
       assert.equal((await old.exited).code, 0);
-      await stop(fresh);
+      await stopFixture(fresh);
     });
   }
 
@@ -103,7 +97,7 @@ describe('hand-off under ordinary operations', () => {
     assert.ok(r.ok > 0 && r.bodies.get(`new ${fresh.pid}`) === r.ok, 'the new process answered every request');
     assert.equal(await hanging, 'ECONNRESET', 'the deadline cut the request still in flight');
     assert.equal((await old.exited).code, 0);
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('UDP at ~10k datagrams/s across 10 hand-offs: each datagram is read once or a kernel drop', async function () {
@@ -215,7 +209,7 @@ describe('hand-off under ordinary operations', () => {
     assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: true });
     await old.expect('drained');
     assert.deepEqual(await old.exited, { code: 0, signal: null }, old.stderr());
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('a listener the old process closed before the hand-off is not offered, and says why', async () => {
@@ -233,7 +227,7 @@ describe('hand-off under ordinary operations', () => {
     await fresh.expect('ready');
     await old.expect('drained');
     assert.equal((await old.exited).code, 0);
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 

@@ -15,7 +15,7 @@ import * as tls from 'node:tls';
 import { inspect } from 'node:util';
 import { handoff, type HandoffServer, type MigrationCounts } from 'fdpass';
 import { selfSignedCert } from '../bench/apps/tls-cert';
-import { runFixture, type Fixture } from './helpers/children';
+import { runFixture, stopFixture, type Fixture } from './helpers/children';
 import { assertFdsBack, openFds } from './helpers/fds';
 import { LineClient, RawHttp } from './helpers/migration-clients';
 import { freePort } from './helpers/net';
@@ -92,13 +92,6 @@ async function message(t: Fixture, type: string): Promise<{ id?: number; fds: nu
   }
 }
 
-async function stop(child: Fixture): Promise<void> {
-  child.send({ cmd: 'exit' });
-  child.proc.stdin!.end();
-  const { code } = await child.exited;
-  assert.equal(code, 0, child.stderr());
-}
-
 const closed = (client: { socket: net.Socket; closed: boolean }): Promise<unknown> =>
   client.closed ? Promise.resolve() : once(client.socket, 'close');
 
@@ -106,7 +99,7 @@ const closed = (client: { socket: net.Socket; closed: boolean }): Promise<unknow
 async function closeAdopted(t: Fixture, clients: LineClient[], before: ReturnType<typeof openFds>): Promise<void> {
   t.send({ cmd: 'closeFds' });
   await Promise.all(clients.map(closed));
-  await stop(t);
+  await stopFixture(t);
   await assertFdsBack(before, 'the old side');
 }
 
@@ -185,7 +178,7 @@ describe('hand-off with migrate: a new process that answers wrongly', () => {
       if (dead) await t.exited;
       else t.send({ cmd: 'closeFds' });
       await closed(a!); // the last copy of it, the new process's, is closed
-      if (!dead) await stop(t);
+      if (!dead) await stopFixture(t);
       await assertFdsBack(before, 'the old side');
     });
   }
@@ -251,7 +244,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     await closed(gone!);
     assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 1, pending: 0 });
     await assert.rejects(offer(new net.Socket()), { code: 'ERR_FDPASS_CLOSED' }, "after 'drained'");
-    await stop(t);
+    await stopFixture(t);
     await assertFdsBack(before, 'the old side');
   });
 
@@ -320,7 +313,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     t.send({ cmd: 'closeFds' });
     await closed(a!);
     assert.equal(received, size, 'every byte written before the move reached the client');
-    await stop(t);
+    await stopFixture(t);
     await assertFdsBack(before, 'the old side');
   });
 
@@ -345,7 +338,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     client.end();
     await once(client, 'close');
     assert.deepEqual(await old.drained, { migrated: 0, failed: 0, drained: 0, pending: 0 });
-    await stop(t);
+    await stopFixture(t);
     await new Promise<void>((resolve) => secure.close(() => resolve()));
     await assertFdsBack(before, 'the old side');
   });
@@ -363,7 +356,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     assert.equal(await a!.ask('rt\n'), `new ${fresh.pid} 2 part`);
     assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
     await a!.close();
-    await stop(fresh);
+    await stopFixture(fresh);
     fs.unlinkSync(old.where as string); // a Unix server adopted from an fd does not know its path
   });
 
@@ -387,7 +380,7 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     );
     assert.equal(await client.get(), `new ${fresh.pid}`);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 
@@ -409,7 +402,7 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
     const migrated = await fresh.expect<{ counts: MigrationCounts; fds: number }>('migrated');
     assert.deepEqual(migrated.counts, { migrated: 0, failed: 1, drained: 0, pending: 0 });
     assert.equal(migrated.fds, adopted.fds - 1, 'only the listener is left: the control connection closed, the refused fd too');
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('one whose server has its maxConnections refuses the connections beyond: they are served here', async () => {
@@ -427,7 +420,7 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
     assert.equal(await b!.ask('y\n'), `old ${me} 2 y`);
     await Promise.all([a!.close(), b!.close()]);
     assert.deepEqual(await old.drained, { migrated: 1, failed: 1, drained: 0, pending: 0 });
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   /** Sets the soft RLIMIT_NOFILE of `pid` to its lowest free descriptor number: no descriptor can arrive. */
@@ -464,7 +457,7 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
       drained: 0,
       pending: 0,
     });
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('at its descriptor limit (MSG_CTRUNC): refused, ready() resolves, the old process drains it', async () => {
@@ -488,7 +481,7 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
       drained: 0,
       pending: 0,
     });
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 
@@ -506,7 +499,7 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
     assert.deepEqual(await old.drained, { migrated: 0, failed: 0, drained: 1, pending: 0 });
     assert.deepEqual(await client.answers(1), [`old ${me}`]);
     await closed(client);
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('requests pipelined while the connection is in flight are not read here: they go with the descriptor', async () => {
@@ -531,7 +524,7 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
     assert.deepEqual(client.bodies, [`old ${me}`], 'no answer from the old process');
     t.send({ cmd: 'closeFds' });
     await closed(client);
-    await stop(t);
+    await stopFixture(t);
     await assertFdsBack(before, 'the old side');
   });
 
@@ -549,7 +542,7 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
     assert.equal(await client.get(), `new ${fresh.pid}`);
     assert.equal(client.closed, false);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('answered before its body has all arrived: the rest of the body is read here, not parsed there', async () => {
@@ -566,7 +559,7 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
     assert.equal(await client.get(), `new ${fresh.pid}`, 'one answer, to the GET: the body bytes were no request');
     assert.equal(client.bodies.length, 2);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 

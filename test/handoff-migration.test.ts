@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import { closeFds, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
 import { selfSignedCert } from '../bench/apps/tls-cert';
-import { runFixture, spawnJson, type Fixture } from './helpers/children';
+import { runFixture, stopFixture, spawnJson, type Fixture } from './helpers/children';
 import { freePort } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
 import { LineClient, RawHttp } from './helpers/migration-clients';
@@ -20,13 +20,6 @@ interface Counts {
   failed: number;
   drained: number;
   pending: number;
-}
-
-async function stop(child: Fixture): Promise<void> {
-  child.send({ cmd: 'exit' });
-  child.proc.stdin!.end();
-  const { code } = await child.exited;
-  assert.equal(code, 0, child.stderr());
 }
 
 const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -68,7 +61,7 @@ describe('hand-off with migrate: connections move to the new process', () => {
     assert.equal((await old.exited).code, 0);
     assert.equal(await client.ask('c\n'), `new ${fresh.pid} 4 c`, 'still served after the old process exited');
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('a connection the new process refuses stays with the old one, and its fd is closed in the new one', async () => {
@@ -89,7 +82,7 @@ describe('hand-off with migrate: connections move to the new process', () => {
     // refused connection's fd was closed.
     assert.equal(migrated.fds, adopted.fds - 1);
     assert.equal((await old.exited).code, 0);
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 
@@ -110,7 +103,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal((await old.exited).code, 0);
     assert.equal(await client.get(), `new ${fresh.pid}`);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('a keep-alive connection on a Unix socket moves too', async () => {
@@ -128,7 +121,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal(client.closed, false);
     assert.equal((await old.exited).code, 0);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
     fs.unlinkSync(socketPath); // a Unix server adopted from an fd does not know its path
   });
 
@@ -163,7 +156,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal(client.closed, false);
     assert.equal((await old.exited).code, 0);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('a request half-read at the hand-off is finished by the old process; the connection then moves', async () => {
@@ -181,7 +174,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal(client.closed, false);
     assert.equal((await old.exited).code, 0);
     await client.close();
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('a TLS keep-alive connection does not move: it is drained as without migrate', async () => {
@@ -214,7 +207,7 @@ describe('hand-off with migrate: HTTP/1.1 keep-alive connections', () => {
     assert.equal((await get()).body, `new ${fresh.pid}`);
     agent.destroy();
     assert.equal((await old.exited).code, 0);
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 
@@ -288,7 +281,7 @@ describe('hand-off with migrate and closeSpread: the moves spread over the windo
     }
     assert.equal((await old.exited).code, 0);
     await Promise.all(clients.map((c) => c.close()));
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('closeSpread 1000: the connections the new process refuses are drained by the old one, and counted', async () => {
@@ -306,7 +299,7 @@ describe('hand-off with migrate and closeSpread: the moves spread over the windo
     assert.deepEqual(clients.map((c) => c.closed).sort(), [false, false, true, true]);
     for (const c of clients.filter((c) => !c.closed)) assert.equal(await c.get(), `new ${fresh.pid}`);
     await Promise.all(clients.map((c) => c.close()));
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('closeSpread 0: every idle connection moves at once, before ready() resolves, as without it', async () => {
@@ -323,7 +316,7 @@ describe('hand-off with migrate and closeSpread: the moves spread over the windo
     assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 8, failed: 0, drained: 0, pending: 0 });
     assert.equal((await old.exited).code, 0);
     await Promise.all(clients.map((c) => c.close()));
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 });
 

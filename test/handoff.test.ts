@@ -6,17 +6,10 @@ import { once } from 'node:events';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { handoff, connect, HANDOFF_PROTOCOL_VERSION } from 'fdpass';
-import { runFixture, type Fixture } from './helpers/children';
+import { runFixture, stopFixture } from './helpers/children';
 import { requires, root } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 import { get } from './helpers/http';
-
-async function stop(child: Fixture, expectCode: number | null = 0): Promise<void> {
-  child.send({ cmd: 'exit' });
-  child.proc.stdin!.end();
-  const { code } = await child.exited;
-  if (expectCode !== null) assert.equal(code, expectCode, child.stderr());
-}
 
 interface Serving {
   ports: Record<string, number>;
@@ -47,7 +40,7 @@ describe('hand-off (hot restart)', () => {
     // The old process is gone: no ack, but its copies went with it, so ready() resolves.
     assert.deepEqual(await fresh.expect('ready'), { event: 'ready', acknowledged: false });
     assert.equal(await get(ports.web!), `new ${fresh.pid}`);
-    await stop(fresh);
+    await stopFixture(fresh);
     fs.unlinkSync(control); // the SIGKILLed old process could not remove its control socket
   });
 
@@ -68,7 +61,7 @@ describe('hand-off (hot restart)', () => {
     await old.expect('drained');
     assert.deepEqual(await old.exited, { code: 0, signal: null });
     for (let i = 0; i < 20; i++) assert.equal(await get(port), `new ${fresh.pid}`);
-    await stop(fresh);
+    await stopFixture(fresh);
   });
 
   it('ready({ overlap }) keeps the old process accepting alongside the new one for that long', async () => {
@@ -90,7 +83,7 @@ describe('hand-off (hot restart)', () => {
     assert.ok(Date.now() - started >= 1400, 'ready() waited for the overlap');
     await old.expect('drained');
     assert.equal(await get(port), `new ${fresh.pid}`);
-    await stop(fresh);
+    await stopFixture(fresh);
     await old.exited;
   });
 
@@ -124,7 +117,7 @@ describe('hand-off (hot restart)', () => {
     assert.equal((await old.exited).code, 0);
     assert.equal(await askUnix(), `unix ${fresh.pid}`);
     assert.equal(await askUdp(), `udp ${fresh.pid}`);
-    await stop(fresh);
+    await stopFixture(fresh);
     fs.unlinkSync(unixPath); // a Unix net.Server adopted from an fd does not know its path
   });
 
@@ -155,7 +148,7 @@ describe('hand-off (hot restart)', () => {
     await idleClosed;
     assert.ok(Date.now() - t0 < 2000, 'drained well before the 5 s drain deadline');
     agent.destroy();
-    await stop(fresh);
+    await stopFixture(fresh);
     await old.exited;
   });
 
@@ -203,10 +196,10 @@ describe('hand-off (hot restart)', () => {
         await next.expect('ready');
         await old.expect('drained');
         assert.equal(await get(ports.web!), `new ${next.pid}`);
-        await stop(next);
+        await stopFixture(next);
         await old.exited;
       } else {
-        await stop(old);
+        await stopFixture(old);
       }
     });
   }
@@ -236,7 +229,7 @@ describe('hand-off (hot restart)', () => {
     assert.equal(r.fds, 0);
     assert.equal((await nobody.exited).code, 0);
     assert.equal(await get(ports.web!), `old ${old.pid}`);
-    await stop(old);
+    await stopFixture(old);
   });
 
   it('a peer speaking another protocol version is refused cleanly', async () => {
@@ -252,6 +245,6 @@ describe('hand-off (hot restart)', () => {
     const rollback = await old.expect<{ code: string }>('rollback');
     assert.equal(rollback.code, 'ERR_FDPASS_HANDOFF_VERSION');
     assert.equal(await get(ports.web!), `old ${old.pid}`);
-    await stop(old);
+    await stopFixture(old);
   });
 });

@@ -1,6 +1,6 @@
 // Hot restart (DESIGN.md §7): `serve()` in the old process, `take()` in the new one.
 export { serve, HandoffServer } from './serve';
-export type { ServeOptions, OfferOptions } from './serve';
+export type { ServeOptions, OfferOptions } from './serve-options';
 export type { HandoffListener } from './listeners';
 export { take } from './take';
 export { Inheritance } from './inheritance';

@@ -19,7 +19,8 @@ import { isSuccessor } from './inherit';
 import { validateListeners, type HandoffListener } from './listeners';
 import { pid1Error } from './pid1-check';
 import { writePidFile } from './pid-file';
-import { serve, validateOffer, validateServeOptions, type HandoffServer, type OfferOptions, type ServeOptions } from './serve';
+import { serve, type HandoffServer } from './serve';
+import { validateOffer, validateServeOptions, type OfferOptions, type ServeOptions } from './serve-options';
 import type { MigrationCounts } from './protocol';
 import { spawnSuccessor, waitForSuccessor } from './successor';
 

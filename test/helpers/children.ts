@@ -153,10 +153,21 @@ export function processState(pid: number): string | undefined {
   }
 }
 
-/** Asserts a clean exit (code 0, no signal) and says why not (the child's stderr) if it was not. */
-export async function exitedCleanly(child: Fixture): Promise<void> {
-  const { code, signal } = await child.exited;
-  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `child ${child.pid} stderr:\n${child.stderr()}`);
+/**
+ * Asserts a clean exit (code 0, no signal) and says why not (the child's stderr) if it was not. With
+ * `ms`, also fails naming `what` if it still runs after `ms` (exitWithin).
+ */
+export async function exitedCleanly(child: Fixture, ms?: number, what?: string): Promise<void> {
+  const { code, signal } = ms === undefined ? await child.exited : await exitWithin(child, ms, what ?? 'exit');
+  const name = what === undefined ? `child ${child.pid}` : `${what} (child ${child.pid})`;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null }, `${name} stderr:\n${child.stderr()}`);
+}
+
+/** Asks a fixture that reads commands from stdin to exit ({ cmd: 'exit' }, then EOF) and asserts it exited cleanly. */
+export async function stopFixture(child: Fixture): Promise<void> {
+  child.send({ cmd: 'exit' });
+  child.proc.stdin!.end();
+  await exitedCleanly(child);
 }
 
 /** The child's exit; fails naming `what` (with the end of its stderr) if it still runs after `ms`. */

@@ -1,4 +1,4 @@
-// Restart strategies compared by the demo and by bench/handoff: each starts a server on a port and
+// Restart strategies compared by bench/handoff: each starts a server on a port and
 // replaces its process(es) on request.
 //   fdpass   the new process takes the listener from the old one (hand-off); no gap
 //   naive    the old process closes and exits, then the new one binds; connections in between fail
