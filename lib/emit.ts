@@ -1,5 +1,6 @@
 // Emitting to user callbacks from inside a batch (a read batch, an accept batch, a tick of events).
 import type { EventEmitter } from 'node:events';
+import { inspect } from 'node:util';
 
 function rethrow(err: unknown): never {
   throw err;
@@ -17,4 +18,19 @@ export function emitGuarded(emitter: EventEmitter, event: string, arg?: unknown)
   } catch (err) {
     process.nextTick(rethrow, err);
   }
+}
+
+/**
+ * What a user callback threw, as an Error to report: itself when it is one, else an Error that shows
+ * it. String() throws for a value with no toString (an object with no prototype): inspect() does not.
+ */
+export function asError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  let shown: string;
+  try {
+    shown = String(thrown);
+  } catch {
+    shown = inspect(thrown);
+  }
+  return new Error(shown);
 }

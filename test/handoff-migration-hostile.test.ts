@@ -564,22 +564,35 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
 });
 
 describe('self-upgrade with migrate: offer() from the upgrader', () => {
-  for (const throws of [false, true]) {
-    const title = throws
-      ? "an 'upgraded' handler that throws: upgrade() resolves, 'error' reports it, the connection moves"
-      : "connections offered in the 'upgraded' handler move to the successor with their state";
+  // How the 'upgraded' handler fails (FDPASS_TEST_THROW_UPGRADED), and the 'error' it is reported as.
+  const cases: Array<{ throws?: string; title: string; reported?: string }> = [
+    { title: "connections offered in the 'upgraded' handler move to the successor with their state" },
+    {
+      throws: '1',
+      title: "an 'upgraded' handler that throws: upgrade() resolves, 'error' reports it, the connection moves",
+      reported: 'a careless handler',
+    },
+    // String() of such a value throws: the report must not, or upgrade() rejects after the take-over.
+    {
+      throws: 'null-proto',
+      title: "a handler that throws an object without toString: upgrade() resolves, 'error' reports it",
+      reported: '[Object: null prototype] {}',
+    },
+  ];
+  for (const { throws, title, reported } of cases) {
     it(title, async () => {
       const port = await freePort();
-      const env = { ...process.env, ...(throws ? { FDPASS_TEST_THROW_UPGRADED: '1' } : {}) };
+      const env = { ...process.env, ...(throws !== undefined ? { FDPASS_TEST_THROW_UPGRADED: throws } : {}) };
       const gen1 = runFixture('upgrade-lines', [String(port)], { env });
       await gen1.expect('serving');
       const client = new LineClient(port);
       await client.connected();
       assert.equal(await client.ask('a\n'), `gen ${gen1.pid} 1 a`);
-      gen1.proc.kill(throws ? 'SIGUSR2' : 'SIGHUP'); // SIGUSR2: the fixture calls up.upgrade()
+      gen1.proc.kill(throws !== undefined ? 'SIGUSR2' : 'SIGHUP'); // SIGUSR2: the fixture calls up.upgrade()
       // gen1's and its successor's reports share one stdout, in whichever order they come.
       const seen = new Map<string, Record<string, unknown>>();
-      const wanted = throws ? ['serving', 'drained', 'upgrade-resolved', 'upgrader-error'] : ['serving', 'drained'];
+      const wanted = ['serving', 'drained'];
+      if (throws !== undefined) wanted.push('upgrade-resolved', 'upgrader-error');
       while (!wanted.every((e) => seen.has(e))) {
         const m = await gen1.next<Record<string, unknown>>();
         if (['error', 'offer-failed', 'upgrade-rejected'].includes(String(m.event))) assert.fail(JSON.stringify(m));
@@ -588,9 +601,9 @@ describe('self-upgrade with migrate: offer() from the upgrader', () => {
       assert.deepEqual(seen.get('offered'), { event: 'offered', moved: true });
       assert.deepEqual(seen.get('drained')!.counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
       const s2 = seen.get('serving') as { pid: number };
-      if (throws) {
+      if (throws !== undefined) {
         assert.equal((seen.get('upgrade-resolved') as { pid: number }).pid, s2.pid);
-        assert.equal((seen.get('upgrader-error') as { message: string }).message, 'a careless handler');
+        assert.equal((seen.get('upgrader-error') as { message: string }).message, reported);
       }
       assert.equal(await client.ask('b\n'), `gen ${s2.pid} 2 b`);
       await client.close();

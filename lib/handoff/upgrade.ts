@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
+import { asError } from '../emit';
 import { FdpassError } from '../errors';
 import { checkPlatform } from '../native';
 import { notify } from '../systemd';
@@ -264,7 +265,7 @@ export class Upgrader extends EventEmitter {
     try {
       this.emit('upgraded', pid);
     } catch (err) {
-      this.#report(err instanceof Error ? err : new Error(String(err)));
+      this.#report(asError(err));
     }
     return { pid };
   }
