@@ -578,6 +578,12 @@ describe('self-upgrade with migrate: offer() from the upgrader', () => {
       title: "a handler that throws an object without toString: upgrade() resolves, 'error' reports it",
       reported: '[Object: null prototype] {}',
     },
+    // Its throw goes where a listener's throw goes (uncaught, on the next tick), not into upgrade().
+    {
+      throws: 'error-throws',
+      title: "an 'error' listener that throws too: upgrade() resolves, the throw is uncaught",
+      reported: 'a careless handler',
+    },
   ];
   for (const { throws, title, reported } of cases) {
     it(title, async () => {
@@ -593,6 +599,7 @@ describe('self-upgrade with migrate: offer() from the upgrader', () => {
       const seen = new Map<string, Record<string, unknown>>();
       const wanted = ['serving', 'drained'];
       if (throws !== undefined) wanted.push('upgrade-resolved', 'upgrader-error');
+      if (throws === 'error-throws') wanted.push('uncaught');
       while (!wanted.every((e) => seen.has(e))) {
         const m = await gen1.next<Record<string, unknown>>();
         if (['error', 'offer-failed', 'upgrade-rejected'].includes(String(m.event))) assert.fail(JSON.stringify(m));
@@ -605,6 +612,7 @@ describe('self-upgrade with migrate: offer() from the upgrader', () => {
         assert.equal((seen.get('upgrade-resolved') as { pid: number }).pid, s2.pid);
         assert.equal((seen.get('upgrader-error') as { message: string }).message, reported);
       }
+      if (throws === 'error-throws') assert.equal((seen.get('uncaught') as { message: string }).message, 'a careless error listener');
       assert.equal(await client.ask('b\n'), `gen ${s2.pid} 2 b`);
       await client.close();
       process.kill(s2.pid, 'SIGTERM');

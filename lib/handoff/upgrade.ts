@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { asError } from '../emit';
+import { asError, emitGuarded } from '../emit';
 import { FdpassError } from '../errors';
 import { checkPlatform } from '../native';
 import { notify } from '../systemd';
@@ -271,9 +271,10 @@ export class Upgrader extends EventEmitter {
   }
 
   // The upgrade stands whatever the application's 'upgraded' handler does: one that throws is
-  // reported, as 'error' when someone listens, else on stderr, instead of rejecting upgrade().
+  // reported, as 'error' when someone listens, else on stderr, instead of rejecting upgrade(). An
+  // 'error' listener that throws in turn is uncaught on the next tick, as a listener's throw is.
   #report(err: Error): void {
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
     else sayQuietly(`fdpass: the 'upgraded' handler threw: ${err.stack ?? err.message}\n`);
   }
 
