@@ -584,6 +584,12 @@ describe('self-upgrade with migrate: offer() from the upgrader', () => {
       title: "an 'error' listener that throws too: upgrade() resolves, the throw is uncaught",
       reported: 'a careless handler',
     },
+    // The successor runs on and takes over whatever the handler does: the upgrade must stand too.
+    {
+      throws: 'upgrade',
+      title: "an 'upgrade' handler that throws: upgrade() resolves, 'error' reports it, 'drained' comes",
+      reported: 'a careless upgrade handler',
+    },
   ];
   for (const { throws, title, reported } of cases) {
     it(title, async () => {

@@ -66,7 +66,7 @@ export interface UpgradeResult {
  * Spawns successors on request and hands them the listeners. Events: `'upgrade'` (pid) when one
  * starts, `'upgraded'` (pid) when it serves and this process let go of the listeners, `'failed'`
  * (error, pid) when it did not (this process keeps serving; pid undefined when none was started), `'drained'` when this process's last
- * connection ended after an upgrade (exit then; with `migrate`, its argument is the {@link MigrationCounts}); `'error'` when an `'upgraded'` handler threw (the upgrade stands; with no `'error'` listener
+ * connection ended after an upgrade (exit then; with `migrate`, its argument is the {@link MigrationCounts}); `'error'` when an `'upgrade'` or `'upgraded'` handler threw (the upgrade goes on; with no `'error'` listener
  * the error is written to stderr instead).
  */
 export class Upgrader extends EventEmitter {
@@ -236,7 +236,13 @@ export class Upgrader extends EventEmitter {
       throw err;
     }
     debug('upgrade: started successor pid %d', pid);
-    this.emit('upgrade', pid);
+    // The successor runs on whatever the handler does: one that throws must not end the upgrade
+    // here, or nobody would await its take-over (no 'upgraded', no 'drained').
+    try {
+      this.emit('upgrade', pid);
+    } catch (err) {
+      this.#report('upgrade', asError(err));
+    }
     const exited = new Promise<void>((resolve) => child!.once('exit', () => resolve()));
     const outcome = await waitForSuccessor(hs, child, readyTimeout, aborted);
     if (outcome !== null) {
@@ -265,17 +271,18 @@ export class Upgrader extends EventEmitter {
     try {
       this.emit('upgraded', pid);
     } catch (err) {
-      this.#report(asError(err));
+      this.#report('upgraded', asError(err));
     }
     return { pid };
   }
 
-  // The upgrade stands whatever the application's 'upgraded' handler does: one that throws is
-  // reported, as 'error' when someone listens, else on stderr, instead of rejecting upgrade(). An
-  // 'error' listener that throws in turn is uncaught on the next tick, as a listener's throw is.
-  #report(err: Error): void {
+  // The upgrade stands whatever the application's 'upgrade' or 'upgraded' handler does: one that
+  // throws is reported, as 'error' when someone listens, else on stderr, instead of rejecting
+  // upgrade(). An 'error' listener that throws in turn is uncaught on the next tick, as a listener's
+  // throw is.
+  #report(event: string, err: Error): void {
     if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
-    else sayQuietly(`fdpass: the 'upgraded' handler threw: ${err.stack ?? err.message}\n`);
+    else sayQuietly(`fdpass: the '${event}' handler threw: ${err.stack ?? err.message}\n`);
   }
 
   // A failed write (e.g. the directory went away) must not fail the upgrade it reports on, nor a
