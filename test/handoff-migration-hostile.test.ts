@@ -360,28 +360,43 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     fs.unlinkSync(old.where as string); // a Unix server adopted from an fd does not know its path
   });
 
-  it("a 'handoff' listener that throws is reported ('error') and the connections move all the same", async () => {
-    const old = await oldSide('http');
-    const errors: Error[] = [];
-    old.hs.on('error', (err: Error) => errors.push(err));
-    old.hs.on('handoff', () => {
-      throw new Error('a careless handler');
+  // What the listener throws: an Error, or a value String() cannot show (an object with no prototype).
+  const careless: Array<[string, () => unknown, string]> = [
+    [
+      "a 'handoff' listener that throws is reported ('error') and the connections move all the same",
+      () => new Error('a careless handler'),
+      'a careless handler',
+    ],
+    [
+      "a 'handoff' listener that throws an object without toString: reported, the connections move",
+      () => Object.create(null),
+      '[Object: null prototype] {}',
+    ],
+  ];
+  for (const [title, thrown, reported] of careless) {
+    it(title, async () => {
+      const old = await oldSide('http');
+      const errors: Error[] = [];
+      old.hs.on('error', (err: Error) => errors.push(err));
+      old.hs.on('handoff', () => {
+        throw thrown();
+      });
+      const client = new RawHttp(old.where as number);
+      await client.connected();
+      assert.equal(await client.get(), `old ${me}`);
+      const fresh = runFixture('migration-new', [old.control, 'http']);
+      const ready = await fresh.expect<{ acknowledged: boolean; connections: MigrationCounts }>('ready');
+      assert.deepEqual([ready.acknowledged, ready.connections], [true, { migrated: 1, failed: 0, drained: 0, pending: 0 }]);
+      assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+      assert.deepEqual(
+        errors.map((e) => e.message),
+        [reported],
+      );
+      assert.equal(await client.get(), `new ${fresh.pid}`);
+      await client.close();
+      await stopFixture(fresh);
     });
-    const client = new RawHttp(old.where as number);
-    await client.connected();
-    assert.equal(await client.get(), `old ${me}`);
-    const fresh = runFixture('migration-new', [old.control, 'http']);
-    const ready = await fresh.expect<{ acknowledged: boolean; connections: MigrationCounts }>('ready');
-    assert.deepEqual([ready.acknowledged, ready.connections], [true, { migrated: 1, failed: 0, drained: 0, pending: 0 }]);
-    assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
-    assert.deepEqual(
-      errors.map((e) => e.message),
-      ['a careless handler'],
-    );
-    assert.equal(await client.get(), `new ${fresh.pid}`);
-    await client.close();
-    await stopFixture(fresh);
-  });
+  }
 });
 
 describe('hand-off with migrate: a new process that cannot adopt', () => {

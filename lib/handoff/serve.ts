@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { debuglog } from 'node:util';
 import type { Channel } from '../channel';
+import { asError } from '../emit';
 import { closeQuietly } from '../fds';
 import type { Message, PeerCredentials } from '../message';
 import { sameUser } from '../channel-server';
@@ -299,7 +300,7 @@ export class HandoffServer extends EventEmitter {
     try {
       this.emit('handoff', peer);
     } catch (err) {
-      this.#report(err instanceof Error ? err : new Error(String(err)));
+      this.#report(asError(err));
     }
   }
 
