@@ -320,6 +320,27 @@ describe('hand-off with migrate and closeSpread: the moves spread over the windo
   });
 });
 
+describe('hand-off with migrate: listeners of the old process that throw', () => {
+  it("a throwing 'error' listener, told of a throwing 'handoff' listener: uncaught, and the connections move", async () => {
+    const control = tmpPath('control.sock');
+    const old = runFixture('migration-old', [control, 'http'], {
+      env: { ...process.env, FDPASS_TEST_THROWING_LISTENERS: '1' },
+    });
+    const { port } = await old.expect<{ port: number }>('serving');
+    const client = new RawHttp(port);
+    await client.connected();
+    assert.equal(await client.get(), `old ${old.pid}`);
+    const fresh = runFixture('migration-new', [control, 'http']);
+    const ready = await fresh.expect<{ acknowledged: boolean; connections: Counts }>('ready');
+    assert.deepEqual([ready.acknowledged, ready.connections], [true, { migrated: 1, failed: 0, drained: 0, pending: 0 }]);
+    assert.deepEqual(await old.expect('uncaught'), { event: 'uncaught', message: 'a careless error listener' });
+    assert.equal(await client.get(), `new ${fresh.pid}`);
+    await client.close();
+    assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    await stopFixture(fresh);
+  });
+});
+
 describe('hand-off with migrate: a new process that misbehaves', () => {
   it('one that never answers for a connection holds nothing up: the old process closes it after the drain deadline and exits', async () => {
     const { control, old, client } = await oldServing('http', RawHttp);

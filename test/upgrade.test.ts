@@ -67,6 +67,25 @@ describe('self-upgrade (handoff.upgrader)', () => {
     await gen1.exited;
   });
 
+  it("a 'failed' listener that throws: upgrade() still rejects with the real reason, 'error' reports the throw", async () => {
+    const port = await freePort();
+    const flag = tmpPath('fail-successor');
+    fs.writeFileSync(flag, '');
+    const gen1 = runFixture('upgrade-app', [String(port), flag], { env: { ...process.env, FDPASS_TEST_THROW_FAILED: '1' } });
+    await gen1.expect('serving');
+    gen1.proc.kill('SIGUSR2'); // the fixture calls up.upgrade()
+    const seen = new Map<string, Record<string, unknown>>(); // the two come in either order
+    while (!seen.has('upgrade-rejected') || !seen.has('upgrader-error')) {
+      const m = await gen1.next<Record<string, unknown>>();
+      seen.set(String(m.event), m);
+    }
+    assert.equal(seen.get('upgrade-rejected')!.code, 'ERR_FDPASS_CLOSED', String(seen.get('upgrade-rejected')!.message));
+    assert.equal(seen.get('upgrader-error')!.message, 'a careless failed handler');
+    assert.equal(await get(port), `gen ${gen1.pid}`);
+    gen1.proc.kill('SIGTERM');
+    assert.equal(await exitOf(gen1), 0);
+  });
+
   // A later upgrade works.
   it('a successor that exits before ready is reaped; the old process keeps serving', async () => {
     const port = await freePort();

@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { debuglog } from 'node:util';
 import type { Channel } from '../channel';
-import { asError } from '../emit';
+import { asError, emitGuarded } from '../emit';
 import { closeQuietly } from '../fds';
 import type { Message, PeerCredentials } from '../message';
 import { sameUser } from '../channel-server';
@@ -352,7 +352,8 @@ export class HandoffServer extends EventEmitter {
   }
 
   #report(err: Error): void {
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    // An 'error' listener that throws is thrown again on the next tick: the hand-off goes on.
+    if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
     else debug('handoff: %s', err.message);
   }
 }

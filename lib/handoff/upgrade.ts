@@ -143,7 +143,7 @@ export class Upgrader extends EventEmitter {
   upgrade(): Promise<UpgradeResult> {
     const err = pid1Error();
     if (err !== undefined) {
-      this.emit('failed', err, undefined);
+      this.#emitFailed(err, undefined);
       return Promise.reject(err);
     }
     if (this.#done) return Promise.reject(new FdpassError('ERR_FDPASS_CLOSED', 'the listeners were already handed to a successor'));
@@ -253,7 +253,7 @@ export class Upgrader extends EventEmitter {
       debug('upgrade: successor %d failed: %s', pid, outcome.message);
       await tell({ ready: true, status: `upgrade failed, still serving: ${outcome.message}` });
       this.#writePidFile(process.pid); // in case the successor had already written its own
-      this.emit('failed', outcome, pid);
+      this.#emitFailed(outcome, pid);
       throw outcome;
     }
     this.#done = true;
@@ -276,10 +276,19 @@ export class Upgrader extends EventEmitter {
     return { pid };
   }
 
-  // The upgrade stands whatever the application's 'upgrade' or 'upgraded' handler does: one that
-  // throws is reported, as 'error' when someone listens, else on stderr, instead of rejecting
-  // upgrade(). An 'error' listener that throws in turn is uncaught on the next tick, as a listener's
-  // throw is.
+  // upgrade() rejects with why the upgrade failed, whatever a 'failed' listener throws.
+  #emitFailed(reason: Error, pid: number | undefined): void {
+    try {
+      this.emit('failed', reason, pid);
+    } catch (err) {
+      this.#report('failed', asError(err));
+    }
+  }
+
+  // The upgrade stands whatever the application's 'upgrade' or 'upgraded' handler does, and a failed
+  // one rejects with its own reason whatever 'failed' does: a handler that throws is reported, as
+  // 'error' when someone listens, else on stderr. An 'error' listener that throws in turn is uncaught
+  // on the next tick, as a listener's throw is.
   #report(event: string, err: Error): void {
     if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
     else sayQuietly(`fdpass: the '${event}' handler threw: ${err.stack ?? err.message}\n`);
