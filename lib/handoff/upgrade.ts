@@ -65,9 +65,11 @@ export interface UpgradeResult {
 /**
  * Spawns successors on request and hands them the listeners. Events: `'upgrade'` (pid) when one
  * starts, `'upgraded'` (pid) when it serves and this process let go of the listeners, `'failed'`
- * (error, pid) when it did not (this process keeps serving; pid undefined when none was started), `'drained'` when this process's last
- * connection ended after an upgrade (exit then; with `migrate`, its argument is the {@link MigrationCounts}); `'error'` when an `'upgrade'` or `'upgraded'` handler threw (the upgrade goes on; with no `'error'` listener
- * the error is written to stderr instead).
+ * (error, pid) when it did not (this process keeps serving; pid undefined when none was started),
+ * `'drained'` when this process's last connection ended after an upgrade (exit then; with `migrate`,
+ * its argument is the {@link MigrationCounts}); `'error'` when an `'upgrade'`, `'upgraded'` or
+ * `'failed'` handler threw (the upgrade goes on, or a failed one rejects with its own reason; with no
+ * `'error'` listener the error is written to stderr instead).
  */
 export class Upgrader extends EventEmitter {
   /** Resolves once the listeners were handed to a successor and this process has drained. */
