@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
@@ -314,6 +315,35 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     await closed(a!);
     assert.equal(received, size, 'every byte written before the move reached the client');
     await stopFixture(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
+  it('an HTTP/2 connection in clear text (h2c) rejects ERR_INVALID_ARG_VALUE and keeps serving', async () => {
+    const before = openFds();
+    let raw: net.Socket | undefined;
+    const h2c = http2.createServer((_req, res) => res.end('h2 here'));
+    h2c.on('connection', (s: net.Socket) => (raw = s));
+    await new Promise<void>((resolve) => h2c.listen(0, '127.0.0.1', resolve));
+    const client = http2.connect(`http://127.0.0.1:${(h2c.address() as net.AddressInfo).port}`);
+    const ask = async (): Promise<string> => {
+      const req = client.request({ ':path': '/' });
+      req.setEncoding('utf8');
+      let body = '';
+      req.on('data', (d: string) => (body += d));
+      await once(req, 'end');
+      return body;
+    };
+    assert.equal(await ask(), 'h2 here');
+    const old = await oldSide();
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    await assert.rejects(old.hs.offer(raw!), { code: 'ERR_INVALID_ARG_VALUE', message: /HTTP\/2 session/ });
+    assert.equal(await ask(), 'h2 here', 'the session still serves');
+    client.close();
+    await once(client, 'close');
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 0, drained: 0, pending: 0 });
+    await stopFixture(t);
+    await new Promise<void>((resolve) => h2c.close(() => resolve()));
     await assertFdsBack(before, 'the old side');
   });
 

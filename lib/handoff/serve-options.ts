@@ -2,6 +2,7 @@
 // The upgrader checks and forwards the same ones.
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { isHttp2 } from '../http-kind';
 import type { PeerCredentials } from '../message';
 import { invalidArgType, invalidArgValue, validateObject, validateInteger } from '../validate';
 import { validateCloseSpread, type DrainOptions } from './drain';
@@ -83,8 +84,8 @@ export function serveTiming(opts: ServeOptions): ServeTiming {
 }
 
 /**
- * Checks offer()'s arguments: a net.Socket that is not TLS (nor the TCP socket under a TLS session),
- * options whose `unread` is a Buffer and whose `state` serializes to JSON.
+ * Checks offer()'s arguments: a net.Socket that is not TLS (nor the TCP socket under a TLS session)
+ * nor an HTTP/2 server's, options whose `unread` is a Buffer and whose `state` serializes to JSON.
  * @internal also used by the upgrader's offer().
  */
 export function validateOffer(socket: unknown, opts: OfferOptions): void {
@@ -103,8 +104,14 @@ export function validateOffer(socket: unknown, opts: OfferOptions): void {
     if (json === undefined) throw invalidArgValue('options.state', opts.state, 'must be a JSON value');
   }
   // A TLS server's connections carry TLS records: under a TLSSocket, the TCP socket is the server's too.
-  if (socket instanceof tls.TLSSocket || (socket as net.Socket & { server?: unknown }).server instanceof tls.Server) {
+  const server = (socket as net.Socket & { server?: unknown }).server;
+  if (socket instanceof tls.TLSSocket || server instanceof tls.Server) {
     throw invalidArgValue('socket', 'a TLS socket', 'cannot move: its TLS session stays in this process');
+  }
+  // An HTTP/2 server's connection in clear text (h2c): its HPACK tables and streams live in this
+  // process's nghttp2 session.
+  if (server instanceof net.Server && isHttp2(server)) {
+    throw invalidArgValue('socket', 'an HTTP/2 connection', 'cannot move: its HTTP/2 session stays in this process');
   }
 }
 

@@ -268,7 +268,7 @@ export class HandoffServer extends EventEmitter {
    * after, or once the new process has gone. Rejects with ERR_FDPASS_HANDOFF_BUSY when the socket is
    * being offered already, or when Node still holds writes for it (they would be lost: offer it
    * again after its `'drain'` event); ERR_FDPASS_NO_FD for a closed socket; ERR_INVALID_ARG_VALUE
-   * for a TLS connection (or the TCP socket under one) and a `state` that is not JSON;
+   * for a TLS connection (or the TCP socket under one), an HTTP/2 one, and a `state` that is not JSON;
    * ERR_INVALID_ARG_TYPE for other arguments of the wrong type.
    */
   offer(socket: net.Socket, opts: OfferOptions = {}): Promise<boolean> {
