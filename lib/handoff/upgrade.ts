@@ -21,7 +21,7 @@ import { validateListeners, type HandoffListener } from './listeners';
 import { pid1Error } from './pid1-check';
 import { writePidFile } from './pid-file';
 import { serve, type HandoffServer } from './serve';
-import { validateOffer, validateServeOptions, type OfferOptions, type ServeOptions } from './serve-options';
+import { serveTiming, validateOffer, validateServeOptions, type OfferOptions, type ServeOptions } from './serve-options';
 import type { MigrationCounts } from './protocol';
 import { spawnSuccessor, waitForSuccessor } from './successor';
 
@@ -208,12 +208,9 @@ export class Upgrader extends EventEmitter {
     // A private control socket, and only our own child may take from it.
     const control = `@fdpass-upgrade-${process.pid}-${randomBytes(6).toString('hex')}`;
     let child: ChildProcess | undefined;
+    const timing = serveTiming(opts);
     const hs = await serve(control, this.#listeners, {
-      readyTimeout: opts.readyTimeout ?? 30_000,
-      ...(opts.drainTimeout !== undefined ? { drainTimeout: opts.drainTimeout } : {}),
-      ...(opts.idleGrace !== undefined ? { idleGrace: opts.idleGrace } : {}),
-      ...(opts.closeSpread !== undefined ? { closeSpread: opts.closeSpread } : {}),
-      ...(opts.migrate !== undefined ? { migrate: opts.migrate } : {}),
+      ...timing,
       allow: (peer) => child !== undefined && peer.pid === child.pid,
     });
     let counts: MigrationCounts | undefined; // emitted with 'drained', just before hs.drained resolves
@@ -228,7 +225,7 @@ export class Upgrader extends EventEmitter {
     }
     // readyTimeout is one deadline, from the spawn: the hand-off server keeps it once the successor
     // said hello, waitForSuccessor before.
-    const readyTimeout = opts.readyTimeout ?? 30_000;
+    const readyTimeout = timing.readyTimeout;
     hs.endAt(Date.now() + readyTimeout);
     const pid = child.pid;
     if (pid === undefined) {
