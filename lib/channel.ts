@@ -214,17 +214,30 @@ export class Channel extends EventEmitter {
    * (or the channel's error) once closed, and the system error when the kernel refuses the message at
    * once (e.g. EPIPE). A queued message that fails later fails the channel: `'error'` (when someone
    * listens) and `'close'`, and later calls throw that error. `close()` waits for queued messages.
+   *
+   * `callback`, when given, is called once, on a later tick, as Node's `stream.write()` calls its own:
+   * with `null` once the kernel has taken the whole message, with the error when a queued message
+   * failed. Not called when `write()` throws: the message never left then.
    */
-  write(msg: OutgoingMessage): boolean {
+  write(msg: OutgoingMessage, callback?: (err: Error | null) => void): boolean {
+    if (callback !== undefined && typeof callback !== 'function') throw invalidArgType('callback', 'of type function', callback);
     const data = this.#outgoing.stage(msg);
     const poller = this.#poller;
     if (this.#closed || this.#closing !== null || poller === null) {
       throw this.#error ?? new FdpassError('ERR_FDPASS_CLOSED', 'the channel is closed');
     }
-    if (data === 'noop') return !this.#needDrain;
-    const id = poller.send(data, this.#outgoing.count);
-    if (id === 0) return true; // nothing was queued before it either: the queue is empty
-    this.#sends.set(id, { resolve: ignore, reject: ignore });
+    const id = data === 'noop' ? 0 : poller.send(data, this.#outgoing.count);
+    if (id === 0) {
+      if (callback !== undefined) process.nextTick(callback, null);
+      // Nothing was queued before a message the kernel took at once either: the queue is empty.
+      return data === 'noop' ? !this.#needDrain : true;
+    }
+    this.#sends.set(
+      id,
+      callback === undefined
+        ? { resolve: ignore, reject: ignore }
+        : { resolve: () => process.nextTick(callback, null), reject: (err) => process.nextTick(callback, err as Error) },
+    );
     this.#needDrain = true;
     return false;
   }

@@ -107,6 +107,49 @@ describe('Channel#write and closeFds', () => {
     await d.close();
   });
 
+  it("write()'s callback: null once the kernel took the message, the error when a queued one failed", async () => {
+    const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    const [a, b] = socketPair();
+    const calls: Array<[number, Error | null]> = [];
+    const note = (i: number) => (err: Error | null) => calls.push([i, err]);
+    assert.equal(a.write({ data: 'at once' }, note(0)), true);
+    assert.deepEqual(calls, [], 'never called before write() returns');
+    await tick();
+    assert.deepEqual(calls, [[0, null]]);
+    // Queued ones are called back as the kernel takes them, in order.
+    const data = Buffer.alloc(32 * 1024, 1);
+    let n = 1;
+    while (a.write({ data }, note(n++)));
+    for (let extra = 0; extra < 3; extra++) assert.equal(a.write({ data }, note(n++)), false);
+    await tick();
+    assert.ok(calls.length < n, 'the queued ones are not called back before they leave');
+    for (let received = 0; received < n; received++) await b.receive(); // the first one too
+    await tick();
+    assert.deepEqual(
+      calls,
+      Array.from({ length: n }, (_, i) => [i, null]),
+    );
+    // Not called when write() throws: the message never left.
+    assert.throws(() => a.write({ data: 'x', fds: [-1] }, note(-1)), { code: 'ERR_OUT_OF_RANGE' });
+    assert.throws(() => a.write({ data: 'not sent' }, 'nope' as unknown as () => void), { code: 'ERR_INVALID_ARG_TYPE' });
+    a.write({ data: 'next' });
+    assert.equal((await b.receive()).data.toString(), 'next', 'nothing was sent by the calls that threw');
+    await tick();
+    assert.equal(calls.length, n);
+    await closePair(a, b);
+    // The peer goes away with messages queued: each is called back with the channel's error.
+    const [c, d] = socketPair();
+    const failed: Array<Error | null> = [];
+    c.on('error', () => {});
+    while (c.write({ data })) {}
+    for (let i = 0; i < 3; i++) c.write({ data }, (err) => failed.push(err));
+    d.destroy();
+    await new Promise((resolve) => c.once('close', resolve)); // not once(): it rejects on 'error'
+    await tick();
+    assert.equal(failed.length, 3);
+    for (const err of failed) assert.ok(err instanceof Error && /^E[A-Z]+$/.test((err as Error & { code: string }).code), String(err));
+  });
+
   it('close() waits for messages write() queued', async () => {
     const [a, b] = socketPair();
     const data = Buffer.alloc(32 * 1024, 1);

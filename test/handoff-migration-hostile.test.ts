@@ -505,6 +505,73 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
     await stopFixture(fresh);
   });
 
+  it('the old process at its limit when an offer must wait (EMFILE): it stays here, ids stay consecutive, all move', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    // More 40 KiB offers than the control socket's send buffer holds: the last ones must be queued.
+    const count = Math.ceil(Number(fs.readFileSync('/proc/sys/net/core/wmem_default', 'utf8')) / (40 * 1024)) + 3;
+    const clients = await lineClients(old.where, count);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    process.kill(t.pid, 'SIGSTOP'); // reads nothing: the socket's buffer fills
+    const unread = Buffer.alloc(30 * 1024, 'u');
+    const offer = (s: net.Socket): Promise<boolean> => {
+      s.pause();
+      return old.hs.offer(s, { state: { n: 1 }, unread });
+    };
+    // No descriptor can be opened here while they are offered: a queued message's fd cannot be duplicated.
+    const soft = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]!;
+    execFileSync('prlimit', ['--pid', String(me), `--nofile=${Math.max(...openFds().keys()) + 64}:`]);
+    const filler: number[] = [];
+    let first: Promise<boolean>[];
+    try {
+      assert.throws(
+        () => {
+          for (;;) filler.push(fs.openSync('/dev/null', 'r'));
+        },
+        { code: 'EMFILE' },
+      );
+      first = old.accepted.map(offer);
+    } finally {
+      for (const fd of filler) fs.closeSync(fd);
+      execFileSync('prlimit', ['--pid', String(me), `--nofile=${soft}:`]);
+    }
+    process.kill(t.pid, 'SIGCONT');
+    const outcome = first.map((p) => {
+      const o = { settled: false, moved: false };
+      void p.then((moved) => Object.assign(o, { settled: true, moved }));
+      return o;
+    });
+    await new Promise((resolve) => setImmediate(resolve)); // an offer refused at once has resolved by now
+    const stayed = outcome.flatMap((o, i) => (o.settled && !o.moved ? [i] : []));
+    const sent = count - stayed.length;
+    assert.ok(sent > 0 && stayed.length > 0, `some left at once, the others could not be queued (${sent} of ${count} left)`);
+    assert.deepEqual(
+      stayed,
+      Array.from({ length: stayed.length }, (_, i) => sent + i),
+      'the ones that stayed are the last',
+    );
+    // The taker sees the first ones as ids 1, 2, ...; each adopted moves.
+    const adopt = async (n: number, from: number): Promise<void> => {
+      for (let id = from; id < from + n; id++) {
+        assert.equal((await message(t, 'connection')).id, id, 'consecutive ids: none taken by a message that never left');
+        t.send({ cmd: 'send', msg: { type: 'adopted', id } });
+      }
+    };
+    await adopt(sent, 1);
+    assert.deepEqual(await Promise.all(first.slice(0, sent)), Array(sent).fill(true));
+    for (const i of stayed) {
+      old.accepted[i]!.resume();
+      assert.equal(await clients[i]!.ask('again\n'), `old ${me} 2 again`, 'served here, reading resumed');
+    }
+    // Offered again with room to spare: they go on with the next ids.
+    const second = stayed.map((i) => offer(old.accepted[i]!));
+    await adopt(stayed.length, sent + 1);
+    assert.deepEqual(await Promise.all(second), Array(stayed.length).fill(true));
+    assert.deepEqual(await old.drained, { migrated: count, failed: 0, drained: 0, pending: 0 });
+    await closeAdopted(t, clients, before);
+  });
+
   it('at its descriptor limit (MSG_CTRUNC): refused, ready() resolves, the old process drains it', async () => {
     const old = await oldSide('http');
     const client = new RawHttp(old.where as number);

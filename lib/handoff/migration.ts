@@ -69,8 +69,8 @@ export class Migration {
 
   /**
    * Sends `socket` to the new process. Resolves true once it adopted it (the socket is destroyed
-   * here), false when it stays here: not sent (the migration is over, the message would be too large),
-   * or refused (reading resumes); or when the new process went away before answering (then it is
+   * here), false when it stays here: not sent (the migration is over, the message would be too large,
+   * the kernel refused it at once), or refused (reading resumes); or when the new process went away before answering (then it is
    * destroyed here). Throws only on a socket that cannot move (no fd, TLS), or not now
    * (ERR_FDPASS_HANDOFF_BUSY: being offered already, or writes not yet flushed).
    */
@@ -87,9 +87,10 @@ export class Migration {
     }
     if (!this.#open) return Promise.resolve(false);
     const unread = Buffer.concat([details.unread ?? Buffer.alloc(0), bufferedBytes(socket)]);
+    const id = this.#nextId; // consecutive from 1, taken only once sent: see the 'connection' message in protocol.ts
     const data = encode({
       type: 'connection',
-      id: this.#nextId,
+      id,
       protocol,
       ...(details.listener !== undefined ? { listener: details.listener } : {}),
       ...(details.state !== undefined ? { state: details.state } : {}),
@@ -101,15 +102,25 @@ export class Migration {
     }
     const resume = holdReading(socket);
     if (resume === null) return Promise.resolve(false);
+    let sent: Promise<void>;
+    try {
+      sent = this.#sendNow(data, fd);
+    } catch (err) {
+      // Refused at once (EMFILE duplicating the fd to queue it, ENOBUFS): it never left, its id is
+      // not used, and the migration goes on; a closed channel ends it.
+      debug('migration: a connection stays here, not sent: %s', (err as Error).message);
+      resume();
+      if (this.#channel.closed) this.#gone();
+      return Promise.resolve(false);
+    }
+    this.#nextId++;
     this.#sockets.add(socket);
     this.#offering.add(socket);
-    const id = this.#nextId++; // consecutive from 1: see the 'connection' message in protocol.ts
     const answered = new Promise<boolean | 'gone'>((resolve) => this.#answers.set(id, resolve));
-    const sent = this.#channel.send({ data, fds: [fd] });
     const outcome = sent.then(
       () => answered,
       (err: Error) => {
-        // Not sent: the new process never had it, so it stays here as if never offered.
+        // Queued, then the channel failed: the new process never had it, so it stays here as if never offered.
         debug('migration: sending a connection failed: %s', err.message);
         this.#answers.delete(id);
         this.#gone();
@@ -136,6 +147,14 @@ export class Migration {
     });
     this.#offers.add(done);
     return done;
+  }
+
+  // Throws when the kernel refuses the message at once; the promise settles once it has left.
+  #sendNow(data: Buffer, fd: number): Promise<void> {
+    let settle: (err: Error | null) => void = () => {};
+    const left = new Promise<void>((resolve, reject) => (settle = (err) => (err === null ? resolve() : reject(err))));
+    this.#channel.write({ data, fds: [fd] }, (err) => settle(err));
+    return left;
   }
 
   /**

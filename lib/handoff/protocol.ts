@@ -50,8 +50,8 @@ export type Wire =
   | { type: 'done'; count: number; skipped: SkippedListener[] }
   | { type: 'ready' }
   | { type: 'ack'; connections?: MigrationCounts }
-  // ids count up from 1 without a gap (a failed send ends the migration), so that the new process can
-  // refuse one whose descriptor it could not receive (MSG_CTRUNC drops the whole message): the next id.
+  // ids count up from 1 without a gap (only a message that left takes one), so that the new process
+  // can refuse one whose descriptor it could not receive (MSG_CTRUNC drops the whole message): the next id.
   | { type: 'connection'; id: number; protocol: ConnectionProtocol; listener?: string; state?: unknown; unread?: string }
   | { type: 'adopted'; id: number }
   | { type: 'refused'; id: number; reason: string }

@@ -261,8 +261,10 @@ export class HandoffServer extends EventEmitter {
    * settles, neither write to the socket nor resume it. Resolves true once the new process adopted
    * it (the socket is then destroyed here, without closing the connection), false when it stays
    * here: refused by the new process (reading resumes), too large a message (state and unread bytes
-   * over 48 KiB), or the new process went away before it was sent; or once it went away after (the
-   * socket is then destroyed: the new process may have read from it).
+   * over 48 KiB), refused by the kernel at once (e.g. EMFILE: this process at its descriptor limit
+   * when the message had to wait; it may be offered again), or the new process went away before it
+   * was sent; or once it went away after (the socket is then destroyed: the new process may have
+   * read from it).
    *
    * Possible from the `'handoff'` event until `'drained'`: rejects with ERR_FDPASS_CLOSED before,
    * after, or once the new process has gone. Rejects with ERR_FDPASS_HANDOFF_BUSY when the socket is
