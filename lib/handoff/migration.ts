@@ -99,8 +99,8 @@ export class Migration {
       debug('migration: a connection with %d bytes of state and unread bytes stays here (more than %d)', data.length, MAX_BATCH_BYTES);
       return Promise.resolve(false);
     }
-    const resume = holdReading(socket);
-    if (resume === null) return Promise.resolve(false);
+    const release = holdReading(socket);
+    if (release === null) return Promise.resolve(false);
     this.#sockets.add(socket);
     this.#offering.add(socket);
     const id = this.#nextId++; // consecutive from 1: see the 'connection' message in protocol.ts
@@ -123,15 +123,12 @@ export class Migration {
         this.#migrated++;
         this.#failed.delete(socket); // refused before, offered again: counted once
         socket.destroy(); // our copy only: the new process holds the connection
+        release(); // destroyed: only its handle's readStart is given back
         return true;
       }
-      if (answer === 'unsent') {
-        resume();
-        return false;
-      }
-      this.#failed.add(socket);
+      if (answer !== 'unsent') this.#failed.add(socket);
       if (answer === 'gone') socket.destroy();
-      else resume();
+      release(); // refused or not sent: reading restarts as it was, or as asked for meanwhile
       return false;
     });
     this.#offers.add(done);
