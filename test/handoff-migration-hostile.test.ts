@@ -96,6 +96,15 @@ async function message(t: Fixture, type: string): Promise<{ id?: number; fds: nu
 const closed = (client: { socket: net.Socket; closed: boolean }): Promise<unknown> =>
   client.closed ? Promise.resolve() : once(client.socket, 'close');
 
+/** Resolves once `text` is written to the kernel (on loopback: in the peer's receive queue). */
+const written = (socket: net.Socket, text: string): Promise<void> =>
+  new Promise((resolve, reject) => socket.write(text, (err) => (err ? reject(err) : resolve())));
+
+/** A few turns of the event loop: enough for a socket that reads to read what is in its queue. */
+async function turns(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
 /** The taker closes the connections it adopted, their clients see them close, it exits, and the old side has its fds back. */
 async function closeAdopted(t: Fixture, clients: LineClient[], before: ReturnType<typeof openFds>): Promise<void> {
   t.send({ cmd: 'closeFds' });
@@ -199,6 +208,25 @@ describe('hand-off with migrate: a new process that answers wrongly', () => {
   });
 });
 
+/**
+ * The old side offers its first connection from its own 'data' handler (where a line protocol would
+ * decide), then calls resume() and adds a 'data' listener: the line 'x' is answered here. Node reads
+ * on at the next tick (Readable's maybeReadMore: Socket#_read, the handle's readStart). Returns the
+ * socket, what that listener saw, offer()'s promise and the socket's bytesRead at the offer.
+ */
+async function offeredFromItsDataHandler(old: OldSide, a: LineClient) {
+  const sa = old.accepted[0]!;
+  const seen: string[] = [];
+  let offer: { outcome: Promise<boolean>; read: number } | undefined;
+  sa.once('data', () => {
+    offer = { outcome: old.hs.offer(sa), read: sa.bytesRead };
+    sa.resume();
+    sa.on('data', (d: string) => seen.push(d));
+  });
+  assert.equal(await a.ask('x\n'), `old ${me} 2 x`);
+  return { sa, seen, ...offer! };
+}
+
 describe('hand-off with migrate: careless calls of offer()', () => {
   it('bad arguments reject with a Node-style code, nothing moves, the connection is served here still', async () => {
     const before = openFds();
@@ -284,6 +312,77 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     assert.equal(await adopted, true);
     assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
     await closeAdopted(t, [a!], before);
+  });
+
+  it("offered from its 'data' handler and resumed there: nothing more read here, a line sent meanwhile goes with it", async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const { sa, seen, outcome, read } = await offeredFromItsDataHandler(old, a!);
+    const offered = await message(t, 'connection');
+    await written(a!.socket, 'y\n');
+    await turns();
+    assert.equal(sa.bytesRead, read, 'the old process read nothing while the offer was in flight');
+    t.send({ cmd: 'send', msg: { type: 'adopted', id: offered.id } });
+    assert.equal(await outcome, true);
+    t.send({ cmd: 'read', fd: offered.fds[0], bytes: 2 });
+    assert.equal((await t.expect<{ text: string }>('read')).text, 'y\n', 'the line, complete, read from the descriptor there');
+    assert.deepEqual(seen, [], "the old side's 'data' listener saw nothing");
+    assert.deepEqual(await old.drained, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    await closeAdopted(t, [a!], before);
+  });
+
+  it("offered from its 'data' handler, resumed there, refused: it reads here again, the line sent meanwhile answered once", async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const { sa, seen, outcome, read } = await offeredFromItsDataHandler(old, a!);
+    const offered = await message(t, 'connection');
+    await written(a!.socket, 'y\n');
+    await turns();
+    assert.equal(sa.bytesRead, read, 'the old process read nothing while the offer was in flight');
+    t.send({ cmd: 'send', msg: { type: 'refused', id: offered.id, reason: 'not now' } });
+    assert.equal(await outcome, false);
+    assert.equal(await a!.next(), `old ${me} 3 y`, 'answered here');
+    assert.equal(await a!.ask('z\n'), `old ${me} 4 z`, 'once: the next answer is the next line');
+    assert.equal(seen.join(''), 'y\nz\n');
+    await a!.close();
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    await stopFixture(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
+  // Paused with its buffer full, Node stops reading a socket (readStop); resume() empties the buffer
+  // and then asks the handle to read again: during the offer that is only noted, and done on refusal.
+  it('not reading when offered (buffer full), resumed during the offer and refused: it reads again here after', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1);
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const sa = old.accepted[0]!;
+    sa.pause();
+    const half = 'z'.repeat(sa.readableHighWaterMark);
+    await written(a!.socket, half);
+    while (sa.readableLength < half.length) await turns();
+    const refused = old.hs.offer(sa);
+    const read = sa.bytesRead;
+    sa.resume();
+    const offered = await message(t, 'connection');
+    await written(a!.socket, `${half}\n`);
+    await turns();
+    assert.equal(sa.bytesRead, read, 'the old process read nothing while the offer was in flight');
+    t.send({ cmd: 'send', msg: { type: 'refused', id: offered.id, reason: 'not now' } });
+    assert.equal(await refused, false);
+    assert.equal(await a!.next(), `old ${me} 2 ${half}${half}`, 'the rest read here after the refusal');
+    await a!.close();
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 1, drained: 0, pending: 0 });
+    await stopFixture(t);
+    await assertFdsBack(before, 'the old side');
   });
 
   it('writes not yet flushed: ERR_FDPASS_HANDOFF_BUSY; once flushed the socket moves, no byte lost', async () => {
@@ -625,9 +724,8 @@ describe('hand-off with migrate: HTTP/1.1 connections caught mid-request', () =>
     const sa = old.accepted[0]!;
     const read = sa.bytesRead;
     const requests = 'GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n';
-    await new Promise<void>((resolve, reject) => client.socket.write(requests, (err) => (err ? reject(err) : resolve())));
-    // On loopback the bytes are in the server socket once written; a few turns of this loop would read them.
-    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    await written(client.socket, requests);
+    await turns(); // on loopback the bytes are in the server socket once written: these turns would read them
     assert.equal(sa.bytesRead, read, 'the old process read nothing more');
     t.send({ cmd: 'read', fd: offered.fds[0], bytes: Buffer.byteLength(requests) });
     assert.equal((await t.expect<{ text: string }>('read')).text, requests);

@@ -70,8 +70,8 @@ export class Migration {
   /**
    * Sends `socket` to the new process. Resolves true once it adopted it (the socket is destroyed
    * here), false when it stays here: not sent (the migration is over, the message would be too large,
-   * the kernel refused it at once), or refused (reading resumes); or when the new process went away before answering (then it is
-   * destroyed here). Throws only on a socket that cannot move (no fd, TLS), or not now
+   * the kernel refused it at once), or refused (reading resumes); or when the new process went away
+   * before answering (then it is destroyed here). Throws only on a socket that cannot move (no fd, TLS), or not now
    * (ERR_FDPASS_HANDOFF_BUSY: being offered already, or writes not yet flushed).
    */
   offer(socket: net.Socket, protocol: ConnectionProtocol, details: OfferDetails = {}): Promise<boolean> {
@@ -100,8 +100,8 @@ export class Migration {
       debug('migration: a connection with %d bytes of state and unread bytes stays here (more than %d)', data.length, MAX_BATCH_BYTES);
       return Promise.resolve(false);
     }
-    const resume = holdReading(socket);
-    if (resume === null) return Promise.resolve(false);
+    const release = holdReading(socket);
+    if (release === null) return Promise.resolve(false);
     let sent: Promise<void>;
     try {
       sent = this.#sendNow(data, fd);
@@ -109,7 +109,7 @@ export class Migration {
       // Refused at once (EMFILE duplicating the fd to queue it, ENOBUFS): it never left, its id is
       // not used, and the migration goes on; a closed channel ends it.
       debug('migration: a connection stays here, not sent: %s', (err as Error).message);
-      resume();
+      release();
       if (this.#channel.closed) this.#gone();
       return Promise.resolve(false);
     }
@@ -134,15 +134,12 @@ export class Migration {
         this.#migrated++;
         this.#failed.delete(socket); // refused before, offered again: counted once
         socket.destroy(); // our copy only: the new process holds the connection
+        release(); // destroyed: only its handle's readStart is given back
         return true;
       }
-      if (answer === 'unsent') {
-        resume();
-        return false;
-      }
-      this.#failed.add(socket);
+      if (answer !== 'unsent') this.#failed.add(socket);
       if (answer === 'gone') socket.destroy();
-      else resume();
+      release(); // refused or not sent: reading restarts as it was, or as asked for meanwhile
       return false;
     });
     this.#offers.add(done);
