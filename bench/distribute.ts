@@ -1,7 +1,11 @@
 // Accept and distribute: the servers behind the second workload of `npm run bench`.
-//   node distribute.js fdpass <port>     a primary accepts TCP connections and passes each one to one of
-//                                        two workers (round robin) over fdpass seqpacket channels; the
-//                                        workers adopt the socket and answer HTTP
+//   node distribute.js fdpass <port>     a primary hands TCP connections to two workers (round robin)
+//                                        over fdpass seqpacket channels with distribute() (accepted in
+//                                        native batches, no net.Socket in the primary); the workers
+//                                        adopt each socket and answer HTTP. With a build that has no
+//                                        distribute(), as fdpass-socket
+//   node distribute.js fdpass-socket <port>  the same with a net.Server in the primary: each connection
+//                                        a net.Socket whose fd goes out with write()/writeMany()
 //   node distribute.js reuseport <port>  one HTTP worker on a SO_REUSEPORT listener (run two)
 // (Node cluster's round robin is bench/apps/cluster-server.ts with 2 workers.)
 // Each prints {"event":"serving"} once it serves, and stops on SIGTERM.
@@ -9,6 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as fdpass from 'fdpass';
 import { fdOf, listenReusePort, openChannel, socketPair, toSocket, type Channel, type Message } from 'fdpass';
 
 const WORKERS = 2;
@@ -47,7 +52,7 @@ function fdpassWorker(): void {
   });
 }
 
-async function fdpassPrimary(port: number): Promise<void> {
+function startWorkers(): { children: ChildProcess[]; channels: Channel[] } {
   const children: ChildProcess[] = [];
   const channels: Channel[] = [];
   for (let i = 0; i < WORKERS; i++) {
@@ -57,6 +62,29 @@ async function fdpassPrimary(port: number): Promise<void> {
     mine.on('error', (err) => console.error(err));
     channels.push(mine);
   }
+  return { children, channels };
+}
+
+function stopOnSigterm(close: () => void, channels: Channel[], children: ChildProcess[]): void {
+  process.on('SIGTERM', () => {
+    close();
+    for (const ch of channels) void ch.close();
+    void Promise.all(children.map((c) => once(c, 'exit'))).then(() => process.exit(0));
+  });
+}
+
+// distribute(): accepted in native batches, each worker's share of a batch in one message.
+async function distributePrimary(port: number): Promise<void> {
+  const { children, channels } = startWorkers();
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', 511, resolve));
+  const distributor = fdpass.distribute(server, channels);
+  stopOnSigterm(() => void distributor.close(), channels, children);
+  serving();
+}
+
+async function socketPrimary(port: number): Promise<void> {
+  const { children, channels } = startWorkers();
   let next = 0;
   // With writeMany, the connections accepted in one loop turn go to each worker in one call (libuv
   // emits them one by one): they are collected until setImmediate, which runs right after the poll
@@ -103,11 +131,7 @@ async function fdpassPrimary(port: number): Promise<void> {
     socket.destroy(); // the message holds the fd now (in the kernel, or as a duplicate if queued)
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', 511, resolve));
-  process.on('SIGTERM', () => {
-    server.close();
-    for (const ch of channels) void ch.close();
-    void Promise.all(children.map((c) => once(c, 'exit'))).then(() => process.exit(0));
-  });
+  stopOnSigterm(() => server.close(), channels, children);
   serving();
 }
 
@@ -119,12 +143,15 @@ async function reusePortWorker(port: number): Promise<void> {
 }
 
 const [role, port] = process.argv.slice(2);
+const hasDistribute = typeof (fdpass as { distribute?: unknown }).distribute === 'function';
 const run =
-  role === 'fdpass'
-    ? fdpassPrimary(Number(port))
-    : role === 'fdpass-worker'
-      ? Promise.resolve(fdpassWorker())
-      : reusePortWorker(Number(port));
+  role === 'fdpass' && hasDistribute
+    ? distributePrimary(Number(port))
+    : role === 'fdpass' || role === 'fdpass-socket'
+      ? socketPrimary(Number(port))
+      : role === 'fdpass-worker'
+        ? Promise.resolve(fdpassWorker())
+        : reusePortWorker(Number(port));
 run.catch((err) => {
   console.error(err);
   process.exit(1);

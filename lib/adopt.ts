@@ -94,7 +94,7 @@ export function isUdpSocket(s: SocketInfo | undefined): s is SocketInfo & { type
   return s !== undefined && s.type === 'dgram' && (s.domain === 'inet' || s.domain === 'inet6');
 }
 
-function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
+export function wrongKind(fd: number, want: string, info: FdInfo): FdpassError {
   const s = info.socket;
   const kinds: Record<FdKind, string> = {
     socket: 'a socket',

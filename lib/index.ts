@@ -11,6 +11,7 @@ export type { TransferOptions, ReceiveOptions, ReceivedFd } from './transfer';
 export { inspect, adopt, toServer, toSocket, toDgram, fdOf } from './adopt';
 export type { FdInfo, FdKind, SocketInfo, SocketAddressInfo, FdLike } from './adopt';
 export { listenReusePort, bindReusePort } from './reuseport';
+export { distribute, Distributor } from './distribute';
 export type { ReusePortListenOptions, ReusePortBindOptions } from './reuseport';
 export { FdpassError, FdpassSystemError } from './errors';
 /** Hot restart: `handoff.serve(path, listeners)` in the old process, `handoff.take(path)` in the new. */

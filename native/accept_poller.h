@@ -1,5 +1,5 @@
-// AcceptPoller: the JS-visible owner of one listening Unix socket (a ChannelServer's): readable ->
-// accept4 until EAGAIN (budgeted), the accepted fds handed to JS at once.
+// AcceptPoller: the JS-visible owner of one listening socket (a ChannelServer's or a Distributor's):
+// readable -> accept4 until EAGAIN (budgeted), the accepted fds handed to JS at once.
 #ifndef FDPASS_ACCEPT_POLLER_H_
 #define FDPASS_ACCEPT_POLLER_H_
 

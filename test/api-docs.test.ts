@@ -26,6 +26,7 @@ const INSTANCES: Record<string, string> = {
   inherited: 'Inheritance',
   up: 'Upgrader',
   dog: 'Watchdog',
+  distributor: 'Distributor',
 };
 
 // Options typed with Node's own types: the entry says whose options they are (no table to compare).
