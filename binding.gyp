@@ -8,7 +8,8 @@
     'sources': [ 'native/addon.cc', 'native/errors.cc', 'native/poll_base.cc', 'native/channel_poller.cc', 'native/channel_poller_send.cc',
                  'native/accept_poller.cc', 'native/functions.cc',
                  'native/sys/message_io.cc', 'native/sys/unix_socket.cc',
-                 'native/sys/inet_socket.cc', 'native/sys/introspect.cc', 'native/sys/fd_table.cc' ],
+                 'native/sys/inet_socket.cc', 'native/sys/introspect.cc', 'native/sys/fd_table.cc',
+                 'native/sys/close_fds.cc' ],
     'dependencies': [ "<!(node -p \"require('node-addon-api').targets\"):node_addon_api" ],
     # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a napi call that fails because JS can no longer run
     # (Worker terminate, env teardown) must not abort the process.

@@ -4,7 +4,9 @@
 // sockets driven by level-triggered epoll, and the receiver reads at most 32 messages per wakeup, as
 // libuv's uv__read does, so it is the loop an event-driven runtime could at best reach.
 // With `mmsg`, both sides batch: the sender sends 32 messages per sendmmsg, the receiver reads up to 32
-// per recvmmsg (each message with its own control message): the limit past one syscall per message.
+// per recvmmsg (each message with its own control message) and closes each message's fds with one
+// close_range per run of consecutive numbers (as fdpass's closeFds): the limit past one syscall per
+// message and per fd.
 //   fdloop <seqpacket|stream> <K> <N> [mmsg]
 // Prints one JSON line: {"elapsed_ns":..,"sender_maxrss_kb":..,"receiver_maxrss_kb":..}
 // Built by bench/run.ts with the system cc (cc -O2 -o fdloop fdloop.c).
@@ -19,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +32,19 @@
 static void die(const char* what) {
   perror(what);
   exit(2);
+}
+
+// Closes p[0, count), each run of consecutive numbers in one close_range(2) (the kernel installs a
+// message's fds at the lowest free numbers, so a message's usually are one run).
+static void close_runs(const int* p, size_t count) {
+  size_t start = 0;
+  for (size_t j = 1; j <= count; j++) {
+    if (j < count && p[j] == p[j - 1] + 1) continue;
+    if (j - start < 3 || syscall(SYS_close_range, (unsigned)p[start], (unsigned)p[j - 1], 0u) != 0) {
+      for (size_t k = start; k < j; k++) close(p[k]);
+    }
+    start = j;
+  }
 }
 
 static long maxrss_kb(void) {
@@ -114,7 +130,7 @@ static int recv_batch(int sock, long* bytes, long* msgs, long* fds) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       int* p = (int*)CMSG_DATA(c);
-      for (size_t j = 0; j < count; j++) close(p[j]);
+      close_runs(p, count);
       *fds += (long)count;
     }
     *bytes += hdrs[i].msg_len;

@@ -14,6 +14,7 @@
 #include "addon.h"
 #include "args.h"
 #include "errors.h"
+#include "sys/close_fds.h"
 #include "sys/inet_socket.h"
 #include "sys/introspect.h"
 #include "sys/message_io.h"
@@ -209,8 +210,9 @@ Napi::Value CloseFn(const Napi::CallbackInfo& info) {
 }
 
 // closeFds(fds: Int32Array, count: number) -> the first errno (0 if none): closes fds[0, count) in one
-// call instead of one napi call each. Every fd is closed even when one fails; close(2) is never
-// retried and EINTR is no failure (Linux releases the descriptor anyway), as in closeFd.
+// call instead of one napi call each, consecutive numbers in one close_range (sys/close_fds.h). Every
+// fd is closed even when one fails; close(2) is never retried and EINTR is no failure (Linux releases
+// the descriptor anyway), as in closeFd.
 Napi::Value CloseFdsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray array;
@@ -224,11 +226,7 @@ Napi::Value CloseFdsFn(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const int32_t* fds = array.As<Napi::Int32Array>().Data();
-  int first_error = 0;
-  for (int k = 0; k < count; k++) {
-    if (::close(fds[k]) < 0 && errno != EINTR && first_error == 0) first_error = -errno;
-  }
-  return Napi::Number::New(env, first_error);
+  return Napi::Number::New(env, CloseAll(fds, static_cast<size_t>(count)));
 }
 
 // waitpid(pid) -> [pid, status] | null: reaps one exited child without blocking (WNOHANG). For a

@@ -199,6 +199,37 @@ describe('Channel#write and closeFds', () => {
     fs.closeSync(fd);
   });
 
+  it('closeFds closes runs of consecutive descriptors exactly: neighbours stay open, EBADF as close(2) gives it', async () => {
+    const fd = openFile('r.txt', 'x');
+    const dups = (n: number): number[] => Array.from({ length: n }, () => dupFd(fd)).sort((x, y) => x - y);
+    // Runs and singles mixed: exactly those listed close.
+    const ten = dups(10);
+    const listed = [0, 1, 2, 4, 5, 7].map((i) => ten[i]!);
+    closeFds([...listed].reverse()); // in any order
+    for (const [i, d] of ten.entries()) assert.equal(isOpen(d), !listed.includes(d), `fd ${d} (index ${i})`);
+    closeFds(ten.filter((d) => !listed.includes(d)));
+    // One not open in the middle of a run: the others close, then EBADF.
+    const run = dups(5);
+    closeFd(run[2]!);
+    assert.throws(() => closeFds(run), { code: 'EBADF', syscall: 'close' });
+    for (const d of run) assert.equal(isOpen(d), false);
+    // One listed twice: its second close fails, as with one close(2) each.
+    const twice = dups(4);
+    assert.throws(() => closeFds([...twice, twice[1]!]), { code: 'EBADF', syscall: 'close' });
+    for (const d of twice) assert.equal(isOpen(d), false);
+    // A whole message's worth received: all closed.
+    const [a, b] = socketPair();
+    const sent = dups(MAX_FDS_PER_MESSAGE);
+    await a.send({ fds: sent });
+    closeFds(sent);
+    const got = (await b.receive()).fds;
+    assert.equal(got.length, MAX_FDS_PER_MESSAGE);
+    closeFds(got);
+    for (const d of got) assert.equal(isOpen(d), false);
+    await closePair(a, b);
+    fs.closeSync(fd);
+  });
+
   it('a burst arrives in batches: each message keeps its own bytes and fds after later reads', async () => {
     const [a, b] = socketPair({ maxMessageSize: 1024 });
     const fd = openFile('b.txt', 'batch');
