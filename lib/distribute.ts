@@ -21,8 +21,10 @@ const debug = debuglog('fdpass');
 /**
  * Hands the connections of a listening socket to channels, round robin. Emits `'error'` (when someone
  * listens) for a failure that did not stop it: accepting failed (EMFILE and the like: it pauses
- * 100 ms), a message the kernel refused (its connections are closed), every channel gone (accepting
- * waits for {@link Distributor.add}); and `'close'`.
+ * 100 ms), a channel whose worker is gone (EPIPE and the like at its write: it leaves the rotation,
+ * its share goes to the others), a message the kernel refused at once (its connections are closed),
+ * every channel gone (accepting waits for {@link Distributor.add}); and `'close'`. Connections handed
+ * to a worker that then dies are lost with it (closed), and count in `distributed`.
  */
 export class Distributor extends EventEmitter {
   #poller: NativePollerBase | null;
@@ -32,6 +34,7 @@ export class Distributor extends EventEmitter {
   #next = 0;
   #held = true; // not accepting: no channel can take more (or none yet), or paused after an error
   #retry: NodeJS.Timeout | undefined;
+  #ref = true; // ref()/unref(): the pause after EMFILE keeps the process alive as the poller does
   #distributed = 0;
   #file: { name: UnixName; inode: number | undefined } | undefined; // a Unix net.Server's socket file
 
@@ -104,13 +107,17 @@ export class Distributor extends EventEmitter {
 
   /** Lets the process exit while this distributor waits for connections. */
   unref(): this {
+    this.#ref = false;
     this.#poller?.unref();
+    this.#retry?.unref();
     return this;
   }
 
   /** Keeps the process alive while this distributor waits for connections, undoing `unref()`. */
   ref(): this {
+    this.#ref = true;
     this.#poller?.ref();
+    this.#retry?.ref();
     return this;
   }
 
@@ -118,7 +125,7 @@ export class Distributor extends EventEmitter {
     if (fds.length > 0) this.#hand(fds);
     if (errno !== 0 && this.#poller !== null) {
       // EMFILE/ENFILE/ENOBUFS: pause accepting briefly instead of spinning on a readable socket.
-      this.#emitError(systemError(errno, syscall));
+      // Paused before 'error' is emitted: its listener may close() the distributor.
       this.#poller.readStop();
       this.#held = true;
       clearTimeout(this.#retry);
@@ -126,7 +133,8 @@ export class Distributor extends EventEmitter {
         this.#retry = undefined;
         this.#update();
       }, 100);
-      this.#retry.unref();
+      if (!this.#ref) this.#retry.unref();
+      this.#emitError(systemError(errno, syscall));
     }
   }
 
@@ -150,8 +158,11 @@ export class Distributor extends EventEmitter {
           ch.write({ fds: share });
           this.#distributed += share.length;
         } catch (err) {
-          if (ch.closed) {
-            this.#drop(ch); // its share goes to the others
+          if (ch.closed || cannotSend(err)) {
+            // Closed, being closed, or its worker gone (a channel nobody reads notices only now):
+            // it leaves the rotation and its share goes to the others.
+            if (!ch.closed && (err as { code?: unknown }).code !== 'ERR_FDPASS_CLOSED') this.#emitError(err as Error);
+            this.#drop(ch);
             pending.push(...share);
           } else {
             // Refused at once with the channel still open (EMFILE duplicating the fds to queue them):
@@ -161,7 +172,7 @@ export class Distributor extends EventEmitter {
         }
       }
     }
-    if (pending.length > 0) this.#noChannel();
+    // What is still pending had no channel left (#drop said so): those connections close.
     closeFds(fds);
     this.#update();
   }
@@ -196,13 +207,21 @@ export class Distributor extends EventEmitter {
   }
 
   #noChannel(): void {
-    this.#emitError(new FdpassError('ERR_FDPASS_CLOSED', 'every channel has closed: accepting waits for add()'));
+    this.#emitError(new FdpassError('ERR_FDPASS_CLOSED', 'every channel has closed or lost its peer: accepting waits for add()'));
   }
 
   #emitError(err: Error): void {
     debug('distributor fd=%d: %s', this.#fd, err.message);
     if (this.listenerCount('error') > 0) emitGuarded(this, 'error', err);
   }
+}
+
+// A write refused with one of these: the channel can send nothing more (its peer is gone, or it is
+// closing: close() waits for what it queued).
+const CANNOT_SEND = new Set(['ERR_FDPASS_CLOSED', 'EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ENOTCONN']);
+
+function cannotSend(err: unknown): boolean {
+  return CANNOT_SEND.has(String((err as { code?: unknown } | null)?.code));
 }
 
 function checkChannel(value: unknown, name: string): asserts value is Channel {

@@ -8,11 +8,11 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { closeFds, distribute, dupFd, fdOf, inspect, socketPair, toSocket, type Channel, type Distributor } from 'fdpass';
-import { spawnJson } from './helpers/children';
+import { exitedCleanly, runFixture, spawnJson } from './helpers/children';
 import { assertFdsBack, openFds } from './helpers/fds';
 import { closeServer, listenTcp, portOf } from './helpers/sockets';
 import { tmpPath } from './helpers/tmp';
-import { sleep } from './helpers/wait';
+import { sleep, waitFor } from './helpers/wait';
 
 /** Connects to 127.0.0.1:port and says `hello <i>`; resolves once connected. */
 async function client(port: number, i: number): Promise<net.Socket> {
@@ -162,6 +162,69 @@ describe('distribute()', () => {
     await assertFdsBack(before, 'after close()');
   });
 
+  it('a channel whose worker is gone (EPIPE) or that is closing leaves the rotation: its share goes to the others', async () => {
+    const before = openFds();
+    const server = await listenTcp();
+    const port = portOf(server);
+    // `gone`: its worker died; this process does not read it, so only a write can notice.
+    const [gone, gonePeer] = socketPair();
+    gonePeer.destroy();
+    // `closing`: close() waits for the messages it queued (send() does not set writableNeedDrain).
+    const [closing, closingPeer] = socketPair();
+    const junk = Buffer.alloc(32 * 1024, 1);
+    const wmem = Number(fs.readFileSync('/proc/sys/net/core/wmem_default', 'utf8'));
+    const queued = Array.from({ length: Math.ceil(wmem / junk.length) + 4 }, () => closing.send({ data: junk }).catch((err: Error) => err));
+    const closed = closing.close();
+    assert.equal(closing.closed, false, 'still sending what it queued');
+    const [b, bPeer] = socketPair();
+    const d = distribute(server, [gone, closing, b]);
+    const errors = errorsOf(d);
+    const toB: number[] = [];
+    bPeer.on('message', (m: { fds: number[] }) => toB.push(...m.fds));
+    const clients: net.Socket[] = [];
+    let cut = 0; // connections closed by the primary instead
+    for (let i = 0; i < 6; i++) {
+      const c = await client(port, i);
+      c.once('end', () => cut++).resume();
+      clients.push(c);
+      await waitFor(`client ${i} handed on or closed`, () => toB.length + cut === i + 1);
+    }
+    const codes = errors.map((e) => (e as Error & { code: string }).code).join(', ');
+    assert.equal(toB.length, 6, `every connection reaches the live worker (errors: ${codes})`);
+    assert.deepEqual(
+      (await Promise.all(toB.map(greeting))).sort(),
+      Array.from({ length: 6 }, (_, i) => `hello ${i}`),
+    );
+    assert.equal(d.distributed, 6);
+    assert.deepEqual(d.channels, [b], 'both left the rotation');
+    assert.deepEqual(
+      errors.map((e) => (e as Error & { code: string }).code),
+      ['EPIPE'],
+      'the worker that is gone is reported once; a channel being closed is not an error',
+    );
+    assert.equal(gone.closed, false, 'the channel stays open: it is yours');
+    // The last worker goes too: the next connection has no channel (closed), and each is said once.
+    bPeer.destroy();
+    const last = await client(port, 6);
+    let lastCut = false;
+    last.once('end', () => (lastCut = true)).resume();
+    await waitFor('the last connection closed', () => lastCut);
+    assert.deepEqual(
+      errors.map((e) => (e as Error & { code: string }).code),
+      ['EPIPE', 'EPIPE', 'ERR_FDPASS_CLOSED'],
+    );
+    assert.deepEqual(d.channels, []);
+    clients.push(last);
+    await d.close();
+    for (const s of clients) s.destroy();
+    closingPeer.destroy();
+    await closed;
+    await Promise.all(queued);
+    for (const ch of [gone, b]) ch.destroy();
+    await closeServer(server);
+    await assertFdsBack(before, 'after close()');
+  });
+
   it('bad arguments throw with a Node-style code; the listener is left as it was', async () => {
     const before = openFds();
     const server = await listenTcp();
@@ -200,6 +263,69 @@ describe('distribute()', () => {
     for (const ch of [a, aPeer, gonePeer]) ch.destroy();
     await closeServer(server);
     await assertFdsBack(before, 'after the refusals');
+  });
+
+  it("closed from its 'error' listener at EMFILE: it closes, nothing throws", async () => {
+    const before = openFds();
+    const server = await listenTcp();
+    const port = portOf(server);
+    const [a, aPeer] = socketPair();
+    const d = distribute(server, [a]);
+    const py =
+      'import socket,sys,json\nsys.stdin.readline()\nc=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nprint(json.dumps({"event":"connected"}),flush=True)\nsys.stdin.readline()';
+    const child = spawnJson('python3', ['-c', py, String(port)]);
+    const soft = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]!;
+    const filler: number[] = [];
+    const uncaught: Error[] = [];
+    const onUncaught = (err: Error): number => uncaught.push(err);
+    const mochaHandlers = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException').on('uncaughtException', onUncaught);
+    const codes: string[] = [];
+    d.on('error', (err: Error & { code: string }) => {
+      codes.push(err.code);
+      void d.close();
+    });
+    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${Math.max(...openFds().keys()) + 64}:`]);
+    try {
+      assert.throws(
+        () => {
+          for (;;) filler.push(fs.openSync('/dev/null', 'r'));
+        },
+        { code: 'EMFILE' },
+      );
+      child.send({});
+      await child.expect('connected');
+      await waitFor('the EMFILE error', () => codes.length > 0);
+      await sleep(50);
+    } finally {
+      for (const fd of filler) fs.closeSync(fd);
+      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${soft}:`]);
+      process.removeListener('uncaughtException', onUncaught);
+      for (const h of mochaHandlers) process.on('uncaughtException', h);
+    }
+    assert.deepEqual(uncaught.map(String), [], 'nothing thrown');
+    assert.deepEqual(codes, ['EMFILE']);
+    assert.equal(d.fd, -1, 'closed');
+    child.send({});
+    await child.exited;
+    a.destroy();
+    aPeer.destroy();
+    await closeServer(server);
+    await assertFdsBack(before, 'after close()');
+  });
+
+  it("keeps its process alive while accepting pauses after EMFILE; unref()'d it does not", async () => {
+    const child = runFixture('distribute-alone');
+    const { port } = await child.expect<{ port: number }>('full');
+    const clients = [await client(port, 0), await client(port, 1)]; // connected, waiting in the backlog
+    assert.equal((await child.expect<{ code: string }>('paused')).code, 'EMFILE');
+    assert.equal((await child.expect<{ distributed: number }>('exit')).distributed, 2, 'both handed on after the pause');
+    await exitedCleanly(child);
+    for (const s of clients) s.destroy();
+    const unrefd = runFixture('distribute-alone', ['unref']);
+    await unrefd.expect('listening');
+    assert.equal((await unrefd.expect<{ distributed: number }>('exit')).distributed, 0);
+    await exitedCleanly(unrefd, 5000, "an unref()'d distributor");
   });
 
   it('at its descriptor limit: EMFILE is reported, accepting pauses, and the waiting connections come after', async () => {
