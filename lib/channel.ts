@@ -468,7 +468,9 @@ export class Channel extends EventEmitter {
 
   #onSent(lastId: number): void {
     for (const [id, s] of this.#sends) {
-      if (id > lastId) break;
+      // Ids are uint32 and wrap (native skips 0): "after lastId" in serial-number arithmetic.
+      const ahead = (id - lastId) >>> 0;
+      if (ahead !== 0 && ahead < 0x80000000) break;
       this.#sends.delete(id);
       s.resolve();
     }

@@ -72,6 +72,12 @@ export function isFdpassErrorCode(code: string): code is FdpassErrorCode {
 }
 
 /** A failed system call, shaped like Node's own system errors: `code`, negative `errno`, `syscall`. */
+// Errors of descriptor passing that libuv's map (util.getSystemErrorMap) does not name, by Linux errno.
+const BEYOND_LIBUV = new Map<number, [string, string]>([
+  // sendmsg(2): descriptors in flight past the sender's RLIMIT_NOFILE (unix(7), without CAP_SYS_RESOURCE)
+  [-109, ['ETOOMANYREFS', 'too many references: descriptors in flight beyond RLIMIT_NOFILE']],
+]);
+
 export class FdpassSystemError extends Error {
   declare readonly code: string;
   declare readonly errno: number;
@@ -81,7 +87,7 @@ export class FdpassSystemError extends Error {
   declare readonly port?: number;
 
   constructor(errno: number, syscall: string, extra: { path?: string; address?: string; port?: number } = {}) {
-    const [code, description] = util.getSystemErrorMap().get(errno) ?? ['UNKNOWN', 'unknown error'];
+    const [code, description] = util.getSystemErrorMap().get(errno) ?? BEYOND_LIBUV.get(errno) ?? ['UNKNOWN', 'unknown error'];
     let message = `${syscall} ${code}: ${description}`;
     if (extra.address !== undefined) {
       message += extra.port !== undefined ? ` ${extra.address}:${extra.port}` : ` ${extra.address}`;

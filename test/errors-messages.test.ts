@@ -6,7 +6,11 @@ import * as fs from 'node:fs';
 import * as util from 'node:util';
 import { MAX_FDS_PER_MESSAGE, recvFd, recvFds, sendFd, sendFds, socketPair } from 'fdpass';
 import { assertArgError, assertFdpassError, assertSystemError, failure } from './helpers/errors';
+import * as path from 'node:path';
+import { fixturesDir, spawnJson } from './helpers/children';
 import { newFds, openFds, settle } from './helpers/fds';
+import { NOBODY } from './helpers/foreign';
+import { requires, root } from './helpers/requires';
 import { tmpPath } from './helpers/tmp';
 
 describe('errors: messages and sends', () => {
@@ -127,6 +131,20 @@ describe('errors: messages and sends', () => {
       assertFdpassError(await failure(() => e.receive()), 'ERR_FDPASS_CLOSED', /peer closed/);
       assertFdpassError(await failure(() => sendFd(e, 0, 'x')), 'ERR_FDPASS_CLOSED');
       await e.close();
+    });
+  });
+
+  describe('descriptors in flight past the limit', () => {
+    it('ETOOMANYREFS (which libuv does not name) has its code and text, not UNKNOWN', async function () {
+      requires(this, root('running a child as another user, without CAP_SYS_RESOURCE'));
+      // prlimit lowers the child's limit; as nobody, its descriptors in flight count against it.
+      const fixture = path.join(fixturesDir, 'inflight-limit.js');
+      const child = spawnJson('prlimit', ['--nofile=64', process.execPath, fixture], { uid: NOBODY, gid: NOBODY });
+      const r = await child.expect<{ code: string; errno: number; syscall: string; message: string; sent: number }>('refused');
+      assert.equal((await child.exited).code, 0, child.stderr());
+      assert.deepEqual([r.code, r.errno, r.syscall], ['ETOOMANYREFS', -109, 'sendmsg']);
+      assert.match(r.message, /^sendmsg ETOOMANYREFS: too many references: descriptors in flight beyond RLIMIT_NOFILE$/);
+      assert.ok(r.sent > 0 && r.sent < 100_000, `refused after ${r.sent} messages`);
     });
   });
 });
