@@ -277,6 +277,27 @@ describe('hand-off with migrate: careless calls of offer()', () => {
     await assertFdsBack(before, 'the old side');
   });
 
+  it('a connection of a server not handed off, kept here (too large to send), counts as drained', async () => {
+    const before = openFds();
+    const old = await oldSide();
+    const [a] = await lineClients(old.where, 1); // the hand-off's drain lasts while it is open
+    const t = runFixture('migration-taker', [old.control]);
+    await old.handedOff;
+    const other = net.createServer();
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const accepted = once(other, 'connection');
+    const client = net.connect((other.address() as net.AddressInfo).port, '127.0.0.1');
+    const [socket] = (await accepted) as [net.Socket];
+    assert.equal(await old.hs.offer(socket, { state: 'x'.repeat(60 * 1024) }), false);
+    socket.destroy();
+    client.destroy();
+    await a!.close();
+    assert.deepEqual(await old.drained, { migrated: 0, failed: 0, drained: 2, pending: 0 });
+    await new Promise<void>((resolve) => other.close(() => resolve()));
+    await stopFixture(t);
+    await assertFdsBack(before, 'the old side');
+  });
+
   it('the same socket offered twice at once: the second rejects ERR_FDPASS_HANDOFF_BUSY, one fd goes', async () => {
     const before = openFds();
     const old = await oldSide();

@@ -86,6 +86,7 @@ export class Migration {
       throw new FdpassError('ERR_FDPASS_HANDOFF_BUSY', "the socket has writes not yet flushed to the kernel: offer it after its 'drain'");
     }
     if (!this.#open) return Promise.resolve(false);
+    this.#sockets.add(socket); // counted from its offer on, wherever it ends up
     const unread = Buffer.concat([details.unread ?? Buffer.alloc(0), bufferedBytes(socket)]);
     const id = this.#nextId; // consecutive from 1, taken only once sent: see the 'connection' message in protocol.ts
     const data = encode({
@@ -114,7 +115,6 @@ export class Migration {
       return Promise.resolve(false);
     }
     this.#nextId++;
-    this.#sockets.add(socket);
     this.#offering.add(socket);
     const answered = new Promise<boolean | 'gone'>((resolve) => this.#answers.set(id, resolve));
     const outcome = sent.then(
