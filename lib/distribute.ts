@@ -9,7 +9,7 @@ import { inspect, fdOf, wrongKind } from './adopt';
 import { Channel } from './channel';
 import { FdpassError, systemError } from './errors';
 import { closeFds, closeQuietly } from './fds';
-import { binding, type NativePollerBase } from './native';
+import { binding, checkPlatform, type NativePollerBase } from './native';
 import { parseName, type UnixName } from './names';
 import { socketInode, unlinkIfOurs } from './socket-file';
 import { emitGuarded } from './emit';
@@ -241,6 +241,7 @@ function checkChannel(value: unknown, name: string): asserts value is Channel {
  * and a server keeps listening.
  */
 export function distribute(listener: net.Server | number, channels: readonly Channel[]): Distributor {
+  checkPlatform(); // before a net.Server is stopped, off Linux as on it
   if (!Array.isArray(channels)) throw invalidArgType('channels', 'an instance of Array', channels);
   if (channels.length === 0) throw invalidArgValue('channels', channels, 'must hold at least one channel');
   channels.forEach((ch, i) => checkChannel(ch, `channels[${i}]`));

@@ -71,13 +71,13 @@ export function isFdpassErrorCode(code: string): code is FdpassErrorCode {
   return Object.hasOwn(FDPASS_ERROR_CODES, code);
 }
 
-/** A failed system call, shaped like Node's own system errors: `code`, negative `errno`, `syscall`. */
 // Errors of descriptor passing that libuv's map (util.getSystemErrorMap) does not name, by Linux errno.
 const BEYOND_LIBUV = new Map<number, [string, string]>([
   // sendmsg(2): descriptors in flight past the sender's RLIMIT_NOFILE (unix(7), without CAP_SYS_RESOURCE)
   [-109, ['ETOOMANYREFS', 'too many references: descriptors in flight beyond RLIMIT_NOFILE']],
 ]);
 
+/** A failed system call, shaped like Node's own system errors: `code`, negative `errno`, `syscall`. */
 export class FdpassSystemError extends Error {
   declare readonly code: string;
   declare readonly errno: number;

@@ -17,7 +17,18 @@ interface Report {
 }
 
 // What each call of test/fixtures/unsupported-platform.ts must do there.
-const THROWS = ['socketPair', 'openChannel', 'closeFds', 'closeFd', 'dupFd', 'inspect', 'toSocket', 'upgrader', 'spawnActivated'];
+const THROWS = [
+  'socketPair',
+  'openChannel',
+  'closeFds',
+  'closeFd',
+  'dupFd',
+  'inspect',
+  'toSocket',
+  'upgrader',
+  'spawnActivated',
+  'distribute',
+];
 const REJECTS = [
   'connect',
   'listen',
@@ -53,7 +64,17 @@ const PLAIN: Record<string, Pick<Outcome, 'how' | 'value'>> = {
   fdOf: { how: 'returned', value: 7 },
 };
 /** Classes whose instances only the calls above make (their constructors are internal), and the errors. */
-const CLASSES = ['Channel', 'ChannelServer', 'HandoffServer', 'Inheritance', 'Upgrader', 'Watchdog', 'FdpassError', 'FdpassSystemError'];
+const CLASSES = [
+  'Channel',
+  'ChannelServer',
+  'Distributor',
+  'HandoffServer',
+  'Inheritance',
+  'Upgrader',
+  'Watchdog',
+  'FdpassError',
+  'FdpassSystemError',
+];
 
 /** The environment of a process that systemd, fdpass run or an upgrader did not start. */
 function plainEnv(platform: string): NodeJS.ProcessEnv {
