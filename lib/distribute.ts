@@ -87,7 +87,10 @@ export class Distributor extends EventEmitter {
     return this;
   }
 
-  /** Stops accepting and closes the listening socket (its connections not yet accepted are refused). The channels stay open. */
+  /**
+   * Stops accepting and closes the listening socket (its connections not yet accepted are refused).
+   * The channels stay open.
+   */
   close(): Promise<void> {
     if (this.#poller === null) return Promise.resolve();
     this.#poller.close();
@@ -237,8 +240,9 @@ function checkChannel(value: unknown, name: string): asserts value is Channel {
  * another can take more; when none can, accepting pauses (connections wait in the kernel's backlog).
  *
  * A `net.Server` stops listening itself: the distributor holds a duplicate of its listening socket
- * (and a Unix socket's file, removed by `close()` as the server's own close would). A descriptor becomes the distributor's (closed by `close()`); when this throws it is still yours,
- * and a server keeps listening.
+ * (and a Unix socket's file, removed by `close()` as the server's own close would). A descriptor
+ * becomes the distributor's (closed by `close()`); when this throws it is still yours, and a server
+ * keeps listening.
  */
 export function distribute(listener: net.Server | number, channels: readonly Channel[]): Distributor {
   checkPlatform(); // before a net.Server is stopped, off Linux as on it
@@ -262,6 +266,7 @@ export function distribute(listener: net.Server | number, channels: readonly Cha
     closeQuietly([own]);
     throw err;
   }
-  void stopListening(listener); // its own descriptor only (a Unix socket keeps its path): the socket listens on ours
+  // Its own descriptor only (a Unix socket keeps its path): the socket listens on ours.
+  void stopListening(listener);
   return distributor;
 }
