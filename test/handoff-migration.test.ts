@@ -337,6 +337,7 @@ describe('hand-off with migrate: listeners of the old process that throw', () =>
     assert.equal(await client.get(), `new ${fresh.pid}`);
     await client.close();
     assert.deepEqual((await old.expect<{ counts: Counts }>('drained')).counts, { migrated: 1, failed: 0, drained: 0, pending: 0 });
+    assert.equal((await old.exited).code, 0, 'drained, the old process exits by itself');
     await stopFixture(fresh);
   });
 });
