@@ -14,7 +14,7 @@ import { parseName, type UnixName } from './names';
 import { socketInode, unlinkIfOurs } from './socket-file';
 import { emitGuarded } from './emit';
 import { stopListening } from './handoff/stop-listening';
-import { invalidArgType, invalidArgValue, validateFd } from './validate';
+import { invalidArgType, invalidArgValue } from './validate';
 
 const debug = debuglog('fdpass');
 
@@ -252,8 +252,7 @@ export function distribute(listener: net.Server | number, channels: readonly Cha
   if (typeof listener !== 'number' && !(listener instanceof net.Server)) {
     throw invalidArgType('listener', 'of type number or an instance of net.Server', listener);
   }
-  if (typeof listener === 'number') validateFd(listener, 'listener');
-  const fd = fdOf(listener, 'listener');
+  const fd = fdOf(listener, 'listener'); // a number: validated there
   const info = inspect(fd);
   if (info.socket?.listening !== true) throw wrongKind(fd, 'a listening socket', info);
   if (typeof listener === 'number') return new Distributor(fd, channels);

@@ -3,13 +3,12 @@
 // what a worker would), the clients real TCP connections; a python3 child connects while this
 // process is at its descriptor limit.
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { closeFds, distribute, dupFd, fdOf, inspect, socketPair, toSocket, type Channel, type Distributor } from 'fdpass';
-import { exitedCleanly, runFixture, spawnJson } from './helpers/children';
-import { assertFdsBack, openFds } from './helpers/fds';
+import { exitedCleanly, runFixture, spawnJson, type Fixture } from './helpers/children';
+import { assertFdsBack, openFds, withNoFreeDescriptor } from './helpers/fds';
 import { closeServer, listenTcp, portOf } from './helpers/sockets';
 import { tmpPath } from './helpers/tmp';
 import { sleep, waitFor } from './helpers/wait';
@@ -44,6 +43,22 @@ async function greeting(fd: number): Promise<string> {
   }
   s.destroy();
   return got.trim();
+}
+
+/**
+ * `n` TCP clients of 127.0.0.1:port in a python3 child, connecting when told (`send({})`), reporting
+ * { event: 'connected' }, and closing at the next line: a client this process's descriptor limit
+ * cannot stop.
+ */
+function clientsOnCue(port: number, n: number): Fixture {
+  const py = [
+    'import socket,sys,json',
+    'sys.stdin.readline()',
+    'cs=[socket.create_connection(("127.0.0.1",int(sys.argv[1]))) for _ in range(int(sys.argv[2]))]',
+    'print(json.dumps({"event":"connected"}),flush=True)',
+    'sys.stdin.readline()',
+  ].join('\n');
+  return spawnJson('python3', ['-c', py, String(port), String(n)]);
 }
 
 const errorsOf = (d: Distributor): Error[] => {
@@ -271,11 +286,7 @@ describe('distribute()', () => {
     const port = portOf(server);
     const [a, aPeer] = socketPair();
     const d = distribute(server, [a]);
-    const py =
-      'import socket,sys,json\nsys.stdin.readline()\nc=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nprint(json.dumps({"event":"connected"}),flush=True)\nsys.stdin.readline()';
-    const child = spawnJson('python3', ['-c', py, String(port)]);
-    const soft = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]!;
-    const filler: number[] = [];
+    const child = clientsOnCue(port, 1);
     const uncaught: Error[] = [];
     const onUncaught = (err: Error): number => uncaught.push(err);
     const mochaHandlers = process.listeners('uncaughtException');
@@ -285,21 +296,14 @@ describe('distribute()', () => {
       codes.push(err.code);
       void d.close();
     });
-    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${Math.max(...openFds().keys()) + 64}:`]);
     try {
-      assert.throws(
-        () => {
-          for (;;) filler.push(fs.openSync('/dev/null', 'r'));
-        },
-        { code: 'EMFILE' },
-      );
-      child.send({});
-      await child.expect('connected');
-      await waitFor('the EMFILE error', () => codes.length > 0);
-      await sleep(50);
+      await withNoFreeDescriptor(async () => {
+        child.send({});
+        await child.expect('connected');
+        await waitFor('the EMFILE error', () => codes.length > 0);
+        await sleep(50);
+      });
     } finally {
-      for (const fd of filler) fs.closeSync(fd);
-      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${soft}:`]);
       process.removeListener('uncaughtException', onUncaught);
       for (const h of mochaHandlers) process.on('uncaughtException', h);
     }
@@ -335,28 +339,13 @@ describe('distribute()', () => {
     const [a, aPeer] = socketPair();
     const d = distribute(server, [a]);
     const errors = errorsOf(d);
-    // A client in another process, told when to connect: this one cannot open a socket then.
-    const py =
-      'import socket,sys,json\nsys.stdin.readline()\ncs=[socket.create_connection(("127.0.0.1",int(sys.argv[1]))) for _ in range(3)]\nprint(json.dumps({"event":"connected"}),flush=True)\nsys.stdin.readline()';
-    const child = spawnJson('python3', ['-c', py, String(port)]);
-    const soft = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]!;
-    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${Math.max(...openFds().keys()) + 64}:`]);
-    const filler: number[] = [];
-    try {
-      assert.throws(
-        () => {
-          for (;;) filler.push(fs.openSync('/dev/null', 'r'));
-        },
-        { code: 'EMFILE' },
-      );
+    const child = clientsOnCue(port, 3);
+    await withNoFreeDescriptor(async () => {
       child.send({});
       await child.expect('connected');
       while (errors.length === 0) await sleep(10);
       assert.equal(d.distributed, 0);
-    } finally {
-      for (const fd of filler) fs.closeSync(fd);
-      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${soft}:`]);
-    }
+    });
     assert.equal((errors[0] as Error & { code: string }).code, 'EMFILE');
     closeFds((await connections(aPeer, 3)).flat());
     assert.equal(d.distributed, 3);

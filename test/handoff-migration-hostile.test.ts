@@ -17,7 +17,7 @@ import { inspect } from 'node:util';
 import { handoff, type HandoffServer, type MigrationCounts } from 'fdpass';
 import { selfSignedCert } from '../bench/apps/tls-cert';
 import { runFixture, stopFixture, type Fixture } from './helpers/children';
-import { assertFdsBack, openFds } from './helpers/fds';
+import { assertFdsBack, openFds, withNoFreeDescriptor } from './helpers/fds';
 import { LineClient, RawHttp } from './helpers/migration-clients';
 import { freePort } from './helpers/net';
 import { tmpPath } from './helpers/tmp';
@@ -640,22 +640,7 @@ describe('hand-off with migrate: a new process that cannot adopt', () => {
       return old.hs.offer(s, { state: { n: 1 }, unread });
     };
     // No descriptor can be opened here while they are offered: a queued message's fd cannot be duplicated.
-    const soft = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]!;
-    execFileSync('prlimit', ['--pid', String(me), `--nofile=${Math.max(...openFds().keys()) + 64}:`]);
-    const filler: number[] = [];
-    let first: Promise<boolean>[];
-    try {
-      assert.throws(
-        () => {
-          for (;;) filler.push(fs.openSync('/dev/null', 'r'));
-        },
-        { code: 'EMFILE' },
-      );
-      first = old.accepted.map(offer);
-    } finally {
-      for (const fd of filler) fs.closeSync(fd);
-      execFileSync('prlimit', ['--pid', String(me), `--nofile=${soft}:`]);
-    }
+    const first = await withNoFreeDescriptor(() => old.accepted.map(offer));
     process.kill(t.pid, 'SIGCONT');
     const outcome = first.map((p) => {
       const o = { settled: false, moved: false };

@@ -71,3 +71,26 @@ export function fifoFds(name = `fifo-${Math.random().toString(36).slice(2)}`): [
   const w = fs.openSync(p, fs.constants.O_WRONLY);
   return [r, w];
 }
+
+/**
+ * Runs `fn` while this process can open no descriptor: its soft RLIMIT_NOFILE lowered (prlimit) to a
+ * little above its highest open descriptor, and every number below filled with /dev/null. Both are
+ * undone however `fn` ends.
+ */
+export async function withNoFreeDescriptor<T>(fn: () => T | Promise<T>): Promise<T> {
+  const soft = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]!;
+  execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${Math.max(...openFds().keys()) + 64}:`]);
+  const filler: number[] = [];
+  try {
+    assert.throws(
+      () => {
+        for (;;) filler.push(fs.openSync('/dev/null', 'r'));
+      },
+      { code: 'EMFILE' },
+    );
+    return await fn();
+  } finally {
+    for (const fd of filler) fs.closeSync(fd);
+    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${soft}:`]);
+  }
+}
